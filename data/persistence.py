@@ -1,0 +1,107 @@
+"""Save and load any fitted estimator as a folder: ``meta.json`` + ``state.pt``.
+
+An estimator takes part by having a frozen-dataclass ``config`` and two methods:
+``_get_state() -> dict`` (tensors, numpy arrays, plain values: everything ``fit`` set) and
+``_set_state(state: dict) -> None``. :func:`load_estimator` rebuilds the class named in
+``meta.json`` from its config and restores the state, on CPU or on a given device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data.schema import RecurraError
+
+FORMAT_VERSION = 1
+META_FILE = "meta.json"
+STATE_FILE = "state.pt"
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-able dict of a (possibly nested) config dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, tuple | set):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a config")
+
+
+def config_from_dict(config_class: type, values: dict[str, Any]) -> Any:
+    """Rebuild a config dataclass; lists become tuples where the field default is a tuple."""
+    kwargs = {}
+    for field in dataclasses.fields(config_class):
+        if field.name not in values:
+            continue
+        value = values[field.name]
+        if dataclasses.is_dataclass(field.type) and isinstance(value, dict):
+            value = config_from_dict(field.type, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[field.name] = value
+    return config_class(**kwargs)
+
+
+def save_estimator(estimator: Any, path: str | Path) -> Path:
+    """Write ``estimator`` to the folder ``path`` (atomically: temp folder, then rename)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cls = type(estimator)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "config_class": f"{type(estimator.config).__module__}."
+                        f"{type(estimator.config).__qualname__}",
+        "config": config_to_dict(estimator.config),
+    }
+    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=target.parent))
+    (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+    torch.save(estimator._get_state(), staging / STATE_FILE)
+    if target.exists():
+        backup = target.with_name(f".{target.name}.old")
+        os.replace(target, backup)
+        os.replace(staging, target)
+        _remove_tree(backup)
+    else:
+        os.replace(staging, target)
+    return target
+
+
+def load_estimator(path: str | Path, *, map_location: str | torch.device = "cpu") -> Any:
+    """Load what :func:`save_estimator` wrote; raises a clear error for a wrong folder."""
+    folder = Path(path)
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        raise RecurraError(f"{folder} is not a saved Recurra model: {META_FILE} is missing")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise RecurraError(f"{folder}: format_version {meta.get('format_version')} is not "
+                           f"supported (expected {FORMAT_VERSION})")
+    cls = _import(meta["class"])
+    config = config_from_dict(_import(meta["config_class"]), meta["config"])
+    estimator = cls(config)
+    state = torch.load(folder / STATE_FILE, map_location=map_location, weights_only=False)
+    estimator._set_state(state)
+    return estimator
+
+
+def _import(dotted: str) -> Any:
+    module_name, _, attribute = dotted.rpartition(".")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def _remove_tree(path: Path) -> None:
+    for child in sorted(path.rglob("*"), reverse=True):
+        child.rmdir() if child.is_dir() else child.unlink()
+    path.rmdir()

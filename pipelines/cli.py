@@ -1,0 +1,45 @@
+"""The ``recurra`` command. Each area registers its own sub-commands in its own module, so
+the CLI grows without one file owning everything:
+
+- ``pipelines.cli_data``: ingest, store
+- ``pipelines.cli_models``: train, models (list/promote/rollback), mlflow-ui
+- ``pipelines.cli_flows``: demo, detect, backtest, serve
+- ``dashboards.cli``: dashboard, report
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import typer
+
+for _name, _value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+                      ("MLFLOW_DISABLE_TELEMETRY", "true"), ("DO_NOT_TRACK", "true")):
+    os.environ.setdefault(_name, _value)
+
+app = typer.Typer(
+    name="recurra",
+    help="Recurra: forecasting and anomaly detection for financial and sensor series.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+COMMAND_MODULES = ("pipelines.cli_data", "pipelines.cli_models", "pipelines.cli_flows",
+                   "dashboards.cli")
+
+for _module in COMMAND_MODULES:
+    try:
+        importlib.import_module(_module).register(app)
+    except ModuleNotFoundError as error:  # an area not built yet
+        if error.name != _module:
+            raise
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

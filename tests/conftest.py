@@ -1,0 +1,68 @@
+"""Shared fixtures: small seeded contract frames with gaps, and an isolated state folder."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def make_frame(n_series: int = 2, n_steps: int = 200, n_channels: int = 1,
+               gap_share: float = 0.1, seed: int = 0, freq_hours: int = 1) -> pl.DataFrame:
+    """Sine + noise series on an hourly grid with a seeded share of missing values."""
+    rng = np.random.default_rng(seed)
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    timestamps = [start + dt.timedelta(hours=freq_hours * i) for i in range(n_steps)]
+    rows = []
+    for s in range(n_series):
+        for c in range(n_channels):
+            phase = rng.uniform(0, 2 * np.pi)
+            values = (np.sin(np.arange(n_steps) * 2 * np.pi / 24 + phase) * (1 + c)
+                      + 0.1 * rng.standard_normal(n_steps) + s)
+            hidden = rng.random(n_steps) < gap_share
+            channel = "value" if n_channels == 1 else f"c{c}"
+            rows.append(pl.DataFrame({
+                "series_id": [f"s{s}"] * n_steps,
+                "channel": [channel] * n_steps,
+                "timestamp": timestamps,
+                "value": [None if h else float(v) for v, h in zip(values, hidden, strict=True)],
+            }))
+    frame = pl.concat(rows).with_columns(pl.col("value").is_not_null().alias("observed"))
+    return frame.with_columns(pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
+
+
+@pytest.fixture
+def gappy_frame() -> pl.DataFrame:
+    return make_frame()
+
+
+@pytest.fixture
+def multichannel_frame() -> pl.DataFrame:
+    return make_frame(n_series=2, n_channels=3, n_steps=240, seed=1)
+
+
+@pytest.fixture
+def recurra_home(tmp_path, monkeypatch) -> Path:
+    """An isolated RECURRA_HOME (store, MLflow, reports) under the test's temp folder."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("RECURRA_HOME", str(home))
+    monkeypatch.delenv("RECURRA_STORE", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    return home
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
