@@ -1,0 +1,103 @@
+"""Shared helpers for the benchmark scripts: one JSON line on stdout + a results file.
+
+Every script under ``benchmarks/`` ends with::
+
+    from _common import write_result
+    write_result("grud_physionet", {"auc_roc": 0.85, "train_s": 120.0, ...})
+
+which adds ``device``, ``versions`` (torch, numpy, polars, python) and ``timestamp`` (UTC,
+ISO 8601), prints the whole result as ONE JSON line on stdout and writes it to
+``benchmarks/results/<name>.json``.
+
+Scripts are run as ``python benchmarks/<name>.py``; to import ``_common`` from them (and the
+project packages), call :func:`setup_paths` first or insert the folders yourself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = BENCHMARKS_DIR.parent
+RESULTS_DIR = BENCHMARKS_DIR / "results"
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+def setup_paths() -> None:
+    """Make ``import data``, ``import forecasting`` and ``import _common`` work from a script."""
+    for folder in (str(PROJECT_ROOT), str(BENCHMARKS_DIR)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+
+
+def device_name(device: Any = None) -> str:
+    """A human-readable name of ``device`` (default: CUDA when available, else CPU)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return f"cpu ({platform.processor() or platform.machine()})"
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of torch, numpy, polars, python (+ any ``extra`` importable package)."""
+    import importlib
+
+    result = {"python": platform.python_version()}
+    for name in ("torch", "numpy", "polars", *extra):
+        try:
+            module = importlib.import_module(name)
+            result[name] = str(getattr(module, "__version__", "unknown"))
+        except ImportError:
+            result[name] = "not installed"
+    return result
+
+
+def _clean(value: Any) -> Any:
+    """JSON-able copy: numpy scalars/arrays to Python, NaN/inf to None, tuples to lists."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalar or array, torch tensor
+        return _clean(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_result(name: str, result: dict, *, device: Any = None,
+                 extra_versions: tuple[str, ...] = ()) -> None:
+    """Print ``result`` as one JSON line and write it to ``benchmarks/results/<name>.json``.
+
+    Parameters
+    ----------
+    name : file stem, e.g. ``"grud_physionet"`` or ``"forecast_ett"``.
+    result : the figures (plus train_s, predict_s, epochs/steps...); ``device`` and
+        ``versions`` are added unless already present.
+    device : the torch device used (default: CUDA when available, else CPU).
+    extra_versions : more packages whose versions to record (e.g. ``("pypots",)``).
+    """
+    payload = dict(result)
+    payload.setdefault("benchmark", name)
+    payload.setdefault("device", device_name(device))
+    payload.setdefault("versions", versions(extra_versions))
+    payload.setdefault("timestamp", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    payload = _clean(payload)
+    line = json.dumps(payload, sort_keys=False)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{name}.json").write_text(line + "\n")
+    print(line, flush=True)
