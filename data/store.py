@@ -1,0 +1,382 @@
+"""The Parquet store: series data, a catalogue, a quarantine and result tables.
+
+Layout under ``root`` (default :func:`data.paths.store_root`)::
+
+    series/<partition>/data.parquet   one partition per series_id (all its channels)
+    catalogue.parquet                 one row per (series_id, channel)
+    tables/<name>.parquet             result tables (forecasts, scores, events, quarantine...)
+    locks/                            lock files (one per partition / table)
+
+One partition per series keeps the dashboard's reads fast (a series is one file). The
+partition folder name is *derived*, never the raw id: a readable slug of the id (letters,
+digits, ``-``, ``_`` only, at most 40 characters) plus 16 hex digits of its SHA-256, so ids
+like ``../../etc``, ``a/b``, absolute paths, NUL bytes or 10,000-character ids can never
+make the store write outside its root; the real id is kept in the data and the catalogue.
+
+Every write goes to a temporary file in the same folder and is moved into place with
+``os.replace`` (atomic on POSIX), under a lock file per partition or table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from data.regular import infer_frequency
+from data.schema import (
+    CHANNEL,
+    COLUMNS,
+    KEY,
+    OBSERVED,
+    SERIES_ID,
+    TIMESTAMP,
+    TIMESTAMP_DTYPE,
+    VALUE,
+    RecurraError,
+    SchemaError,
+    empty_frame,
+    validate_frame,
+)
+
+SOURCE = "source"
+QUARANTINE_TABLE = "quarantine"
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "source_file": pl.Utf8, "line": pl.Int64, "reason": pl.Utf8, "raw": pl.Utf8,
+    "ingested_at": TIMESTAMP_DTYPE,
+}
+QUARANTINE_KEY = ["source_file", "line", "reason"]
+CATALOGUE_SCHEMA: dict[str, pl.DataType] = {
+    SERIES_ID: pl.Utf8, CHANNEL: pl.Utf8, SOURCE: pl.Utf8, "frequency": pl.Utf8,
+    "first": TIMESTAMP_DTYPE, "last": TIMESTAMP_DTYPE, "n_rows": pl.Int64,
+    "share_observed": pl.Float64, "partition": pl.Utf8,
+}
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_SLUG = re.compile(r"[^A-Za-z0-9_-]+")
+LOCK_TIMEOUT_S = 60.0
+STALE_LOCK_S = 300.0
+
+
+class StoreError(RecurraError):
+    """The store cannot do what was asked (bad table name, lock timeout, ...)."""
+
+
+@dataclass(frozen=True)
+class UpsertReport:
+    """What an upsert changed, counted in rows (one row = one (series, channel, time) key)."""
+
+    n_new: int = 0
+    n_updated: int = 0
+    n_unchanged: int = 0
+
+    def __add__(self, other: UpsertReport) -> UpsertReport:
+        return UpsertReport(self.n_new + other.n_new, self.n_updated + other.n_updated,
+                            self.n_unchanged + other.n_unchanged)
+
+    @property
+    def n_rows(self) -> int:
+        return self.n_new + self.n_updated + self.n_unchanged
+
+
+def partition_name(series_id: str) -> str:
+    """The folder name of a series: ``slug-<16 hex of sha256>``; safe for any id.
+
+    >>> partition_name("../../etc")
+    'etc-74ccf3c5b4c19a81'
+    """
+    digest = hashlib.sha256(series_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    slug = _SLUG.sub("_", series_id).strip("_-")[:40] or "series"
+    return f"{slug}-{digest}"
+
+
+def _to_utc(value, name: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError as error:
+            raise SchemaError(f"`{name}` ({value!r}) must be an ISO date or datetime") from error
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    if not isinstance(value, dt.datetime):
+        raise SchemaError(f"`{name}` ({value!r}) must be a datetime, date or ISO text")
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Store:
+    """Partitioned Parquet store of contract frames and result tables.
+
+    Parameters
+    ----------
+    root : folder of the store; ``None`` uses :func:`data.paths.store_root`.
+
+    Examples
+    --------
+    >>> store = Store(tmp_path)                                  # doctest: +SKIP
+    >>> store.upsert(frame, source="nab/speed_6005.csv")         # doctest: +SKIP
+    UpsertReport(n_new=2500, n_updated=0, n_unchanged=0)
+    >>> store.read(series_ids=["nab/realTraffic/speed_6005"])    # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        if root is None:
+            from data.paths import store_root
+
+            root = store_root()
+        self.root = Path(root).expanduser().resolve()
+        for folder in ("series", "tables", "locks"):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # -- paths and locks -----------------------------------------------------------------
+    def _partition_file(self, series_id: str) -> Path:
+        path = self.root / "series" / partition_name(series_id) / "data.parquet"
+        assert path.resolve().is_relative_to(self.root), "partition escaped the store root"
+        return path
+
+    def _table_file(self, name: str) -> Path:
+        if not isinstance(name, str) or not _TABLE_NAME.match(name):
+            raise StoreError(
+                f"table name ({name!r}) must start with a letter and contain only letters, "
+                "digits and underscores (at most 64 characters)"
+            )
+        return self.root / "tables" / f"{name}.parquet"
+
+    @contextlib.contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        path = self.root / "locks" / f"{name}.lock"
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                break
+            except FileExistsError:
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - path.stat().st_mtime > STALE_LOCK_S:
+                        path.unlink()  # a writer died holding it
+                        continue
+                if time.monotonic() > deadline:
+                    raise StoreError(f"lock {path} held for more than {LOCK_TIMEOUT_S:.0f}s; "
+                                     "delete it if no other writer is running") from None
+                time.sleep(0.02)
+        try:
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    @staticmethod
+    def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+        os.close(fd)
+        try:
+            frame.write_parquet(tmp, compression="zstd", statistics=True)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    # -- series data ---------------------------------------------------------------------
+    def upsert(self, frame, *, source: str) -> UpsertReport:
+        """Insert new rows and overwrite changed ones, keyed by (series_id, channel, timestamp).
+
+        Re-upserting the same rows changes nothing (and writes nothing); a row whose value
+        (or missingness) differs from the stored one is updated; stored rows absent from
+        ``frame`` are kept.
+
+        Parameters
+        ----------
+        frame : contract frame (validated here; extra columns are dropped).
+        source : where the rows came from (file path or name), shown in the catalogue.
+
+        Returns
+        -------
+        UpsertReport with n_new, n_updated, n_unchanged row counts.
+        """
+        frame = validate_frame(frame, name="upsert").select(COLUMNS)
+        report = UpsertReport()
+        changed: list[str] = []
+        for (series_id,), part in frame.group_by(SERIES_ID, maintain_order=True):
+            part_report = self._upsert_partition(str(series_id), part)
+            report = report + part_report
+            if part_report.n_new or part_report.n_updated:
+                changed.append(str(series_id))
+        if changed:
+            self._refresh_catalogue(changed, source)
+        return report
+
+    def _upsert_partition(self, series_id: str, part: pl.DataFrame) -> UpsertReport:
+        path = self._partition_file(series_id)
+        with self._lock(f"series-{path.parent.name}"):
+            if not path.exists():
+                self._write_atomic(part, path)
+                return UpsertReport(n_new=part.height)
+            stored = pl.read_parquet(path)
+            marked = stored.select([*KEY, VALUE]).with_columns(pl.lit(True).alias("_exists"))
+            joined = part.join(marked, on=list(KEY), how="left", suffix="_stored")
+            exists = joined["_exists"].fill_null(False)
+            same = joined[VALUE].eq_missing(joined[f"{VALUE}_stored"])
+            n_new = int((~exists).sum())
+            n_unchanged = int((exists & same).sum())
+            n_updated = part.height - n_new - n_unchanged
+            if n_new or n_updated:
+                kept = stored.join(part.select(list(KEY)), on=list(KEY), how="anti")
+                merged = pl.concat([kept, part]).sort(list(KEY))
+                self._write_atomic(merged, path)
+            return UpsertReport(n_new, n_updated, n_unchanged)
+
+    def series_ids(self) -> list[str]:
+        """Every series_id in the store, sorted."""
+        return sorted(self.catalogue()[SERIES_ID].unique().to_list())
+
+    def read(self, series_ids: Sequence[str] | str | None = None,
+             channels: Sequence[str] | str | None = None, start=None, end=None) -> pl.DataFrame:
+        """Read a validated contract frame; every filter is optional.
+
+        Parameters
+        ----------
+        series_ids, channels : one id/name or a list; ``None`` means all. Unknown ids give
+            no rows (not an error).
+        start, end : datetime, date or ISO text; naive is taken as UTC; both inclusive.
+        """
+        ids = [series_ids] if isinstance(series_ids, str) else series_ids
+        chans = [channels] if isinstance(channels, str) else channels
+        if ids is None:
+            files = sorted((self.root / "series").glob("*/data.parquet"))
+        else:
+            files = [f for f in (self._partition_file(str(s)) for s in dict.fromkeys(ids))
+                     if f.exists()]
+        if not files:
+            return empty_frame()
+        lazy = pl.scan_parquet(files)
+        if ids is not None:
+            lazy = lazy.filter(pl.col(SERIES_ID).is_in(list(ids)))
+        if chans is not None:
+            lazy = lazy.filter(pl.col(CHANNEL).is_in(list(chans)))
+        if (low := _to_utc(start, "start")) is not None:
+            lazy = lazy.filter(pl.col(TIMESTAMP) >= low)
+        if (high := _to_utc(end, "end")) is not None:
+            lazy = lazy.filter(pl.col(TIMESTAMP) <= high)
+        return validate_frame(lazy.collect(), name="store")
+
+    # -- catalogue -----------------------------------------------------------------------
+    def _refresh_catalogue(self, series_ids: list[str], source: str) -> None:
+        rows = [self._describe(s, source) for s in series_ids]
+        fresh = pl.concat(rows) if rows else pl.DataFrame(schema=CATALOGUE_SCHEMA)
+        path = self.root / "catalogue.parquet"
+        with self._lock("catalogue"):
+            if path.exists():
+                old = pl.read_parquet(path).filter(~pl.col(SERIES_ID).is_in(series_ids))
+                fresh = pl.concat([old, fresh])
+            self._write_atomic(fresh.sort([SERIES_ID, CHANNEL]), path)
+
+    def _describe(self, series_id: str, source: str) -> pl.DataFrame:
+        path = self._partition_file(series_id)
+        data = pl.read_parquet(path)
+        frequency = infer_frequency(data[TIMESTAMP])
+        return data.group_by(CHANNEL).agg(
+            pl.col(TIMESTAMP).min().alias("first"),
+            pl.col(TIMESTAMP).max().alias("last"),
+            pl.len().cast(pl.Int64).alias("n_rows"),
+            pl.col(OBSERVED).mean().cast(pl.Float64).alias("share_observed"),
+        ).with_columns(
+            pl.lit(series_id, pl.Utf8).alias(SERIES_ID),
+            pl.lit(source, pl.Utf8).alias(SOURCE),
+            pl.lit(frequency, pl.Utf8).alias("frequency"),
+            pl.lit(path.parent.name, pl.Utf8).alias("partition"),
+        ).select(list(CATALOGUE_SCHEMA)).cast(CATALOGUE_SCHEMA)
+
+    def catalogue(self) -> pl.DataFrame:
+        """One row per (series_id, channel): series_id, channel, source, frequency
+        ("1h", "1d", "business-day", "irregular", ...), first, last, n_rows,
+        share_observed, partition. Empty (with those columns) for a new store."""
+        path = self.root / "catalogue.parquet"
+        if not path.exists():
+            return pl.DataFrame(schema=CATALOGUE_SCHEMA)
+        return pl.read_parquet(path)
+
+    # -- result tables -------------------------------------------------------------------
+    def write_table(self, name: str, frame, key: Sequence[str] = ()) -> int:
+        """Upsert ``frame`` into table ``name`` by ``key`` (append when ``key`` is empty).
+
+        Rows of the stored table whose key appears in ``frame`` are replaced; columns new to
+        either side are filled with nulls. Returns the number of rows written.
+        """
+        path = self._table_file(name)
+        frame = _as_polars(frame, name)
+        missing = [k for k in key if k not in frame.columns]
+        if missing:
+            raise StoreError(f"write_table({name!r}): key column(s) {missing} are not in the "
+                             f"frame (columns: {frame.columns})")
+        with self._lock(f"table-{name}"):
+            if path.exists():
+                stored = pl.read_parquet(path)
+                if key:
+                    stored = stored.join(frame.select(list(key)), on=list(key), how="anti",
+                                         nulls_equal=True)
+                frame = pl.concat([stored, frame], how="diagonal_relaxed")
+            self._write_atomic(frame, path)
+        return frame.height
+
+    def read_table(self, name: str) -> pl.DataFrame:
+        """The table ``name``; an empty frame when it was never written."""
+        path = self._table_file(name)
+        if not path.exists():
+            if name == QUARANTINE_TABLE:
+                return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+            return pl.DataFrame()
+        return pl.read_parquet(path)
+
+    def tables(self) -> list[str]:
+        """Names of the result tables written so far."""
+        return sorted(p.stem for p in (self.root / "tables").glob("*.parquet"))
+
+    # -- quarantine ----------------------------------------------------------------------
+    def add_quarantine(self, rejected: pl.DataFrame) -> int:
+        """Record rejected rows (source_file, line, reason, raw [, ingested_at]).
+
+        Keyed by (source_file, line, reason): re-ingesting a file does not duplicate them.
+        """
+        rejected = _as_polars(rejected, "rejected")
+        missing = [c for c in ("source_file", "line", "reason", "raw")
+                   if c not in rejected.columns]
+        if missing:
+            raise StoreError(f"add_quarantine: missing column(s) {missing}; need "
+                             f"{list(QUARANTINE_SCHEMA)}")
+        if not rejected.height:
+            return 0
+        if "ingested_at" not in rejected.columns:
+            now = dt.datetime.now(dt.UTC)
+            rejected = rejected.with_columns(pl.lit(now).alias("ingested_at"))
+        rejected = rejected.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA)
+        rejected = rejected.unique(subset=QUARANTINE_KEY, keep="last", maintain_order=True)
+        return self.write_table(QUARANTINE_TABLE, rejected, QUARANTINE_KEY) and rejected.height
+
+    def quarantine(self) -> pl.DataFrame:
+        """Every rejected row: source_file, line (1-based), reason, raw, ingested_at."""
+        return self.read_table(QUARANTINE_TABLE).sort(["source_file", "line"])
+
+
+def _as_polars(frame, name: str) -> pl.DataFrame:
+    from data.schema import to_polars
+
+    try:
+        return to_polars(frame)
+    except SchemaError as error:
+        raise StoreError(f"{name}: {error}") from error

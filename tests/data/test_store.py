@@ -1,0 +1,138 @@
+"""The Parquet store: upsert semantics, safe partitions, catalogue, quarantine, tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from data.schema import validate_frame
+from data.store import Store, StoreError, UpsertReport, partition_name
+from tests.conftest import make_frame
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store(tmp_path / "store")
+
+
+def test_upsert_then_read_round_trips(store, gappy_frame):
+    report = store.upsert(gappy_frame, source="test")
+    assert report == UpsertReport(n_new=gappy_frame.height)
+    assert store.read().equals(validate_frame(gappy_frame))
+
+
+def test_reupserting_the_same_rows_changes_nothing(store, gappy_frame):
+    store.upsert(gappy_frame, source="test")
+    files = sorted((store.root / "series").rglob("*.parquet"))
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    report = store.upsert(gappy_frame, source="test")
+    assert report == UpsertReport(n_unchanged=gappy_frame.height)
+    assert [f.stat().st_mtime_ns for f in files] == mtimes  # nothing rewritten
+
+
+def test_incremental_upsert_appends_new_and_updates_changed(store):
+    frame = make_frame(n_series=1, n_steps=10, gap_share=0.0)
+    store.upsert(frame.head(6), source="a")
+    changed = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(100.0).otherwise(pl.col("value"))
+        .alias("value"))
+    report = store.upsert(changed.slice(0, 10), source="b")
+    assert report == UpsertReport(n_new=4, n_updated=1, n_unchanged=5)
+    out = store.read()
+    assert out.height == 10 and out["value"][0] == 100.0
+
+
+def test_value_becoming_missing_counts_as_update(store):
+    frame = make_frame(n_series=1, n_steps=5, gap_share=0.0)
+    store.upsert(frame, source="a")
+    gone = frame.with_columns(pl.lit(None, pl.Float64).alias("value"),
+                              pl.lit(False).alias("observed"))
+    assert store.upsert(gone, source="a").n_updated == 5
+    assert store.read()["observed"].sum() == 0
+
+
+def test_read_filters(store, multichannel_frame):
+    store.upsert(multichannel_frame, source="m")
+    out = store.read(series_ids="s1", channels=["c0", "c2"],
+                     start="2024-01-02", end=dt.datetime(2024, 1, 2, 23))
+    assert set(out["series_id"]) == {"s1"} and set(out["channel"]) == {"c0", "c2"}
+    assert out.height == 2 * 24
+    assert store.read(series_ids=["unknown"]).height == 0
+
+
+def test_catalogue_describes_each_channel(store, multichannel_frame):
+    store.upsert(multichannel_frame, source="file.csv")
+    cat = store.catalogue()
+    assert cat.height == 6
+    assert set(cat["frequency"]) == {"1h"} and set(cat["source"]) == {"file.csv"}
+    row = cat.filter((pl.col("series_id") == "s0") & (pl.col("channel") == "c1")).row(
+        0, named=True)
+    part = multichannel_frame.filter((pl.col("series_id") == "s0") & (pl.col("channel") == "c1"))
+    assert row["n_rows"] == 240
+    assert row["share_observed"] == pytest.approx(part["observed"].mean())
+    assert row["first"] == part["timestamp"].min()
+    assert Store(store.root / "fresh").catalogue().columns == cat.columns
+
+
+@pytest.mark.parametrize("series_id", ["../../etc", "a/b", "..", ".", "/etc/passwd",
+                                       "bad\x00id", "x" * 5000, "C:\\windows", "", " "])
+def test_hostile_series_ids_stay_inside_the_root(tmp_path, series_id):
+    store = Store(tmp_path / "store")
+    frame = pl.DataFrame({"series_id": [series_id], "timestamp": [dt.datetime(2024, 1, 1)],
+                          "value": [1.0]})
+    store.upsert(frame, source="evil")
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and all(p.resolve().is_relative_to(store.root) for p in written)
+    assert store.read(series_ids=[series_id])["series_id"].to_list() == [series_id]
+    name = partition_name(series_id)
+    assert "/" not in name and "\x00" not in name and len(name) <= 57
+    assert name not in ("..", ".")
+
+
+def test_partition_names_differ_for_ids_with_the_same_slug():
+    assert partition_name("a/b") != partition_name("a_b")
+
+
+@pytest.mark.parametrize("name", ["../x", "a b", "", "1abc", "x" * 65, "a.b"])
+def test_table_names_are_validated(store, name):
+    with pytest.raises(StoreError, match="table name"):
+        store.write_table(name, pl.DataFrame({"a": [1]}), [])
+
+
+def test_write_table_upserts_by_key_and_appends_without_key(store):
+    store.write_table("runs", pl.DataFrame({"run": ["a", "b"], "loss": [1.0, 2.0]}), ["run"])
+    store.write_table("runs", pl.DataFrame({"run": ["b", "c"], "loss": [3.0, 4.0]}), ["run"])
+    runs = store.read_table("runs").sort("run")
+    assert runs.to_dict(as_series=False) == {"run": ["a", "b", "c"], "loss": [1.0, 3.0, 4.0]}
+    store.write_table("log", pl.DataFrame({"x": [1]}), [])
+    store.write_table("log", pl.DataFrame({"x": [1]}), [])
+    assert store.read_table("log").height == 2
+    assert store.read_table("never_written").is_empty()
+    assert set(store.tables()) == {"runs", "log"}
+    with pytest.raises(StoreError, match="key column"):
+        store.write_table("runs", pl.DataFrame({"x": [1]}), ["run"])
+
+
+def test_quarantine_is_keyed_so_reingesting_does_not_duplicate(store):
+    rejected = pl.DataFrame({"source_file": ["f.csv", "f.csv"], "line": [3, 7],
+                             "reason": ["unparseable timestamp", "text in value"],
+                             "raw": ["xx,1", "2024-01-01,abc"]})
+    store.add_quarantine(rejected)
+    store.add_quarantine(rejected)
+    q = store.quarantine()
+    assert q.height == 2 and q["line"].to_list() == [3, 7]
+    assert q.columns == ["source_file", "line", "reason", "raw", "ingested_at"]
+    assert Store(store.root / "other").quarantine().height == 0
+
+
+def test_no_temporary_files_are_left_behind(store, gappy_frame):
+    store.upsert(gappy_frame, source="a")
+    store.upsert(gappy_frame.head(5).with_columns(pl.col("value") + 1), source="a")
+    assert not [p for p in store.root.rglob(".tmp-*")]
+    assert not list((store.root / "locks").iterdir())
+
+
+def test_default_root_follows_recurra_home(recurra_home):
+    assert Store().root == (recurra_home / "store").resolve()
