@@ -1,0 +1,166 @@
+"""GRU-D invariants: masks, equivalence with nn.GRU, decays, chunking, gradients, shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from data.schema import RecurraError
+from forecasting.grud import GRUD, GRUDClassifier, GRUDState
+
+LOOPS = ["python", "jit"]
+
+
+def _inputs(batch=3, steps=7, features=4, share=0.4, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, steps, features, generator=generator, dtype=torch.float64)
+    observed = torch.rand(batch, steps, features, generator=generator) > share
+    delta = torch.rand(batch, steps, features, generator=generator, dtype=torch.float64) * 3
+    return x, observed, delta
+
+
+def _model(features=4, hidden=5, seed=0, **options):
+    torch.manual_seed(seed)
+    model = GRUD(features, hidden, **options).double()
+    model.set_empirical_mean(torch.linspace(-1, 1, features))
+    return model
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_output_ignores_values_at_unobserved_positions(loop):
+    model = _model(loop=loop)
+    x, observed, delta = _inputs()
+    noisy = torch.where(observed, x, torch.full_like(x, 1e6))
+    with_nan = torch.where(observed, x, torch.full_like(x, float("nan")))
+    out_a, state_a = model(x, observed, delta)
+    out_b, state_b = model(noisy, observed, delta)
+    out_c, _ = model(with_nan, observed, delta)
+    torch.testing.assert_close(out_a, out_b)
+    torch.testing.assert_close(out_a, out_c)
+    torch.testing.assert_close(state_a.x_last, state_b.x_last)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_all_observed_without_decays_equals_nn_gru(num_layers):
+    model = _model(num_layers=num_layers, input_decay=False, hidden_decay=False, loop="python")
+    with torch.no_grad():
+        model.weight_mh_l0.zero_()
+    reference = torch.nn.GRU(4, 5, num_layers, batch_first=True).double()
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(reference, f"{name}_l0").copy_(getattr(model, f"{name}_l0"))
+        if num_layers == 2:
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(reference, f"{name}_l1").copy_(getattr(model.upper, f"{name}_l0"))
+    x, _, delta = _inputs()
+    observed = torch.ones_like(x, dtype=torch.bool)
+    out, state = model(x, observed, delta)
+    expected, expected_hidden = reference(x)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(state.hidden, expected_hidden)
+
+
+def test_long_gap_drives_imputed_input_to_mean():
+    model = _model(features=2)
+    with torch.no_grad():
+        model.input_decay_weight.fill_(1.0)
+    x = torch.tensor([[[5.0, -3.0]]], dtype=torch.float64).expand(1, 3, 2).clone()
+    observed = torch.tensor([[[True, True], [False, False], [False, False]]])
+    delta = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [50.0, 50.0]]], dtype=torch.float64)
+    x_last = model._last_observed(x, observed, model.initial(1, dtype=torch.float64))
+    x_hat = model._impute(x, observed.double(), delta, x_last)
+    torch.testing.assert_close(x_hat[0, 0], torch.tensor([5.0, -3.0], dtype=torch.float64))
+    gamma = torch.exp(torch.tensor(-1.0, dtype=torch.float64))
+    expected_1 = gamma * torch.tensor([5.0, -3.0]).double() + (1 - gamma) * model.x_mean
+    torch.testing.assert_close(x_hat[0, 1], expected_1)
+    torch.testing.assert_close(x_hat[0, 2], model.x_mean, atol=1e-12, rtol=0)
+
+
+def test_before_any_observation_the_mean_is_used():
+    model = _model(features=2, input_decay=False)
+    x, delta = torch.zeros(1, 2, 2, dtype=torch.float64), torch.zeros(1, 2, 2, dtype=torch.float64)
+    observed = torch.zeros(1, 2, 2, dtype=torch.bool)
+    x_last = model._last_observed(x, observed, model.initial(1, dtype=torch.float64))
+    torch.testing.assert_close(x_last[0], model.x_mean.expand(2, 2))
+    _, state = model(x, observed, delta)
+    assert not state.seen.any()
+    torch.testing.assert_close(state.x_last[0], model.x_mean)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_chunked_with_carried_state_equals_one_pass(loop, num_layers):
+    model = _model(num_layers=num_layers, learn_initial_state=True, loop=loop).eval()
+    x, observed, delta = _inputs(steps=11, share=0.6)
+    whole, whole_state = model(x, observed, delta)
+    state, parts = None, []
+    for start, stop in ((0, 4), (4, 5), (5, 11)):
+        out, state = model(x[:, start:stop], observed[:, start:stop], delta[:, start:stop], state)
+        parts.append(out)
+    torch.testing.assert_close(torch.cat(parts, dim=1), whole)
+    for carried, single in zip(state, whole_state, strict=True):
+        torch.testing.assert_close(carried, single)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_gradients_reach_every_parameter(loop):
+    model = _model(num_layers=2, learn_initial_state=True, loop=loop)
+    x, observed, delta = _inputs(share=0.5)
+    out, _ = model(x, observed, delta)
+    out.pow(2).mean().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_python_and_jit_loops_agree():
+    x, observed, delta = _inputs()
+    out_python, _ = _model(loop="python")(x, observed, delta)
+    out_jit, _ = _model(loop="jit")(x, observed, delta)
+    torch.testing.assert_close(out_python, out_jit)
+
+
+def test_shapes_and_state():
+    model = _model(num_layers=3, hidden=6)
+    x, observed, delta = _inputs(batch=2, steps=5)
+    out, state = model(x, observed, delta)
+    assert out.shape == (2, 5, 6) and out.dtype == torch.float64
+    assert isinstance(state, GRUDState)
+    assert state.hidden.shape == (3, 2, 6)
+    assert state.x_last.shape == (2, 4) and state.seen.dtype == torch.bool
+    torch.testing.assert_close(out[:, -1], state.hidden[-1])
+
+
+def test_bad_shapes_raise_clear_errors():
+    model = _model()
+    x, observed, delta = _inputs()
+    with pytest.raises(RecurraError, match=r"`x` must be \(batch, time, features\)"):
+        model(x[0], observed[0], delta[0])
+    with pytest.raises(RecurraError, match=r"expected input_size \(4\)"):
+        model(x[..., :3], observed[..., :3], delta[..., :3])
+    with pytest.raises(RecurraError, match="`observed` shape"):
+        model(x, observed[:, :2], delta)
+    with pytest.raises(RecurraError, match="`delta` shape"):
+        model(x, observed, delta[:2])
+    _, state = model(x, observed, delta)
+    with pytest.raises(RecurraError, match="state.hidden"):
+        model(x[:2], observed[:2], delta[:2], state)
+    with pytest.raises(RecurraError, match="must be one of"):
+        GRUD(4, 5, loop="fast")
+    with pytest.raises(RecurraError, match=r"`hidden_size` \(0\)"):
+        GRUD(4, 0)
+    with pytest.raises(RecurraError, match="expected input_size"):
+        model.set_empirical_mean(torch.zeros(3))
+
+
+def test_classifier_uses_static_inputs():
+    torch.manual_seed(0)
+    model = GRUDClassifier(4, 5, static_size=2).double()
+    x, observed, delta = _inputs()
+    static = torch.randn(3, 2, dtype=torch.float64)
+    logits = model(x, observed, delta, static)
+    assert logits.shape == (3, 1)
+    assert not torch.allclose(logits, model(x, observed, delta, static + 1))
+    with pytest.raises(RecurraError, match="`static` shape None"):
+        model(x, observed, delta)
