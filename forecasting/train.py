@@ -297,6 +297,8 @@ def move_to(batch: Any, device: torch.device) -> Any:
         return batch.to(device)
     if isinstance(batch, dict):
         return {key: move_to(value, device) for key, value in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # NamedTuple
+        return type(batch)(*(move_to(value, device) for value in batch))
     if isinstance(batch, tuple | list):
         return type(batch)(move_to(value, device) for value in batch)
     return batch
@@ -310,6 +312,8 @@ def detach_state(state: Any) -> Any:
         return state.detach()
     if isinstance(state, dict):
         return {key: detach_state(value) for key, value in state.items()}
+    if isinstance(state, tuple) and hasattr(state, "_fields"):  # NamedTuple (GRUDState)
+        return type(state)(*(detach_state(value) for value in state))
     if isinstance(state, tuple | list):
         return type(state)(detach_state(value) for value in state)
     return state

@@ -1,0 +1,452 @@
+"""Torch building blocks of the RNN forecasters: encoders, decoders and output heads.
+
+Pure maths: ``forward(x, observed, delta, state=None) -> (y, state)``, no I/O, nothing
+stored on ``self`` between calls.  Shapes follow ``torch.nn.modules.rnn``: B batch, T time
+steps, F input variables, H hidden size, D directions (2 when bidirectional), L layers,
+N horizon steps, O output variables, P distribution parameters per output.
+
+Encoder paths
+-------------
+* fast: one ``nn.LSTM``/``nn.GRU`` per layer (cuDNN on CUDA), residual connections between
+  layers, dropout on inputs/outputs; used when neither ``recurrent_dropout`` nor
+  ``layer_norm`` is asked for.
+* custom cell (:class:`RecurrentCell`): a Python time loop with layer-normalised gates and
+  *variational* recurrent dropout (one mask on ``h`` per sequence, Gal & Ghahramani 2016).
+* GRU-D (:class:`forecasting.grud.GRUD`): values, masks and deltas natively.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from data.schema import RecurraError
+
+CELLS = ("lstm", "gru", "grud")
+ATTENTIONS = ("luong", "bahdanau")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Shape and regularisation of a :class:`RecurrentEncoder` (checked by the caller)."""
+
+    cell: str = "lstm"
+    input_size: int = 1
+    hidden_size: int = 32
+    num_layers: int = 1
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    layer_norm: bool = False
+    residual: bool = True
+    learn_initial_state: bool = False
+    bidirectional: bool = False
+
+
+class RecurrentCell(nn.Module):
+    """An LSTM or GRU cell with optional layer norm on the gates; one step per call.
+
+    Inputs: ``x`` (B, I), ``state`` h (B, H) for GRU, (h, c) for LSTM.
+    Output: the new state (same structure).
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, layer_norm: bool) -> None:
+        super().__init__()
+        self.cell, self.hidden_size = cell, hidden_size
+        n_gates = 4 if cell == "lstm" else 3
+        self.input_map = nn.Linear(input_size, n_gates * hidden_size)
+        self.hidden_map = nn.Linear(hidden_size, n_gates * hidden_size)
+        self.norm_input = nn.LayerNorm(n_gates * hidden_size) if layer_norm else nn.Identity()
+        self.norm_hidden = nn.LayerNorm(n_gates * hidden_size) if layer_norm else nn.Identity()
+        self.norm_cell = nn.LayerNorm(hidden_size) if layer_norm and cell == "lstm" \
+            else nn.Identity()
+
+    def forward(self, x: Tensor, state: Any) -> Any:
+        size = self.hidden_size
+        h = state[0] if self.cell == "lstm" else state
+        gi = self.norm_input(self.input_map(x))
+        gh = self.norm_hidden(self.hidden_map(h))
+        if self.cell == "lstm":
+            i, f, g, o = (gi + gh).chunk(4, dim=-1)
+            c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(self.norm_cell(c)), c
+        rz = torch.sigmoid(gi[:, :2 * size] + gh[:, :2 * size])
+        r, z = rz[:, :size], rz[:, size:]
+        n = torch.tanh(gi[:, 2 * size:] + r * gh[:, 2 * size:])
+        return (1 - z) * n + z * h
+
+
+class RecurrentEncoder(nn.Module):
+    r"""Stacked LSTM / GRU / GRU-D encoder.
+
+    Inputs: ``x, observed, delta, state``
+        x : (B, T, F) values (forward-filled for LSTM/GRU; anything where unobserved for
+            GRU-D).
+        observed : (B, T, F) mask; LSTM/GRU see it as F extra input channels.
+        delta : (B, T, F) time since last observation (used by GRU-D only).
+        state : from a previous call, or None (zeros or the learned initial state). For
+            LSTM/GRU a tuple with one entry per layer: (h, c) each (D, B, H) for LSTM, h
+            (D, B, H) for GRU; for GRU-D a :class:`forecasting.grud.GRUDState`.
+
+    Outputs: ``output, state``
+        output : (B, T, D * H) top-layer outputs; feeding ``state`` to the next call gives
+            the same outputs as one pass over the concatenated sequence.
+    """
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        super().__init__()
+        if spec.cell not in CELLS:
+            raise RecurraError(f"cell ({spec.cell!r}) must be one of {list(CELLS)}")
+        self.spec = spec
+        self.directions = 2 if spec.bidirectional else 1
+        self.output_size = self.directions * spec.hidden_size
+        self.input_dropout = nn.Dropout(spec.dropout)
+        self.output_dropout = nn.Dropout(spec.dropout)
+        self.custom = spec.cell != "grud" and (spec.recurrent_dropout > 0 or spec.layer_norm)
+        if spec.cell == "grud":
+            self.grud = _make_grud(spec)
+            return
+        self.layers = nn.ModuleList()
+        for index in range(spec.num_layers):
+            size_in = 2 * spec.input_size if index == 0 else self.output_size
+            if self.custom:
+                self.layers.append(nn.ModuleList(
+                    RecurrentCell(spec.cell, size_in, spec.hidden_size, spec.layer_norm)
+                    for _ in range(self.directions)))
+            else:
+                rnn = nn.LSTM if spec.cell == "lstm" else nn.GRU
+                self.layers.append(rnn(size_in, spec.hidden_size, batch_first=True,
+                                       bidirectional=spec.bidirectional))
+        n_states = 2 if spec.cell == "lstm" else 1
+        self.initial_state = nn.Parameter(
+            torch.zeros(spec.num_layers, n_states, self.directions, 1, spec.hidden_size),
+            requires_grad=spec.learn_initial_state)
+
+    def initial(self, batch_size: int) -> tuple:
+        """The state before any step, one entry per layer."""
+        init = self.initial_state.expand(-1, -1, -1, batch_size, -1)
+        if self.spec.cell == "lstm":
+            return tuple((layer[0].contiguous(), layer[1].contiguous()) for layer in init)
+        return tuple(layer[0].contiguous() for layer in init)
+
+    def forward(self, x: Tensor, observed: Tensor, delta: Tensor,
+                state: Any = None) -> tuple[Tensor, Any]:
+        if self.spec.cell == "grud":
+            output, state = self.grud(self.input_dropout(x), observed, delta, state)
+            return self.output_dropout(output), state
+        if state is None:
+            state = self.initial(x.shape[0])
+        inputs = self.input_dropout(torch.cat([x, observed.to(x.dtype)], dim=-1))
+        new_state = []
+        for index, layer in enumerate(self.layers):
+            if self.custom:
+                output, layer_state = self._run_cells(layer, inputs, state[index])
+            else:
+                output, layer_state = layer(inputs, state[index])
+            if self.spec.residual and index > 0:
+                output = output + inputs
+            new_state.append(layer_state)
+            inputs = output
+        return self.output_dropout(inputs), tuple(new_state)
+
+    def _run_cells(self, cells: nn.ModuleList, inputs: Tensor, state: Any
+                   ) -> tuple[Tensor, Any]:
+        """Time loop over the custom cells, both directions; variational recurrent dropout."""
+        outputs, finals = [], []
+        for direction, cell in enumerate(cells):
+            step_state = (state[0][direction], state[1][direction]) \
+                if self.spec.cell == "lstm" else state[direction]
+            mask = self._recurrent_mask(inputs)
+            order = range(inputs.shape[1])
+            order = reversed(order) if direction == 1 else order
+            steps = [None] * inputs.shape[1]
+            for t in order:
+                if mask is not None:
+                    step_state = _apply_mask(step_state, mask, self.spec.cell)
+                step_state = cell(inputs[:, t], step_state)
+                steps[t] = step_state[0] if self.spec.cell == "lstm" else step_state
+            outputs.append(torch.stack(steps, dim=1))
+            finals.append(step_state)
+        output = torch.cat(outputs, dim=-1)
+        if self.spec.cell == "lstm":
+            return output, (torch.stack([f[0] for f in finals]),
+                            torch.stack([f[1] for f in finals]))
+        return output, torch.stack(finals)
+
+    def _recurrent_mask(self, inputs: Tensor) -> Tensor | None:
+        rate = self.spec.recurrent_dropout
+        if not self.training or rate <= 0:
+            return None
+        keep = torch.full((inputs.shape[0], self.spec.hidden_size), 1 - rate,
+                          device=inputs.device, dtype=inputs.dtype)
+        return torch.bernoulli(keep) / (1 - rate)
+
+    def last_hidden(self, output: Tensor) -> Tensor:
+        """(B, D * H) summary of a sequence: the last output (both ends if bidirectional)."""
+        if self.directions == 1:
+            return output[:, -1]
+        size = self.spec.hidden_size
+        return torch.cat([output[:, -1, :size], output[:, 0, size:]], dim=-1)
+
+
+def _apply_mask(state: Any, mask: Tensor, cell: str) -> Any:
+    return (state[0] * mask, state[1]) if cell == "lstm" else state * mask
+
+
+def _make_grud(spec: EncoderSpec) -> nn.Module:
+    if spec.bidirectional or spec.layer_norm or spec.recurrent_dropout > 0:
+        raise RecurraError("cell 'grud' supports neither bidirectional, layer_norm nor "
+                           "recurrent_dropout: use cell 'lstm' or 'gru' for those")
+    try:
+        from forecasting.grud import GRUD
+    except ImportError as error:  # pragma: no cover - grud.py is part of the package
+        raise RecurraError(f"cell 'grud' needs forecasting.grud.GRUD, which failed to import "
+                           f"({error}); use cell 'lstm' or 'gru'") from error
+    return GRUD(spec.input_size, spec.hidden_size, num_layers=spec.num_layers,
+                dropout=spec.dropout, learn_initial_state=spec.learn_initial_state)
+
+
+# Heads -----------------------------------------------------------------------------------
+
+class DistributionHead(nn.Module):
+    """Maps features to distribution parameters and defines the loss.
+
+    ``kind``: ``"quantile"`` (P = Q monotone quantiles: the lowest plus cumulative softplus
+    increments; pinball loss), ``"gaussian"`` (P = 2: mean, softplus scale; NLL) or
+    ``"student_t"`` (P = 3: mean, scale, df = 2 + softplus; NLL).
+
+    Input: (..., in_features). Output: (..., O, P) parameters.
+    """
+
+    KINDS = ("quantile", "gaussian", "student_t")
+
+    def __init__(self, kind: str, in_features: int, n_outputs: int,
+                 quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)) -> None:
+        super().__init__()
+        if kind not in self.KINDS:
+            raise RecurraError(f"output ({kind!r}) must be one of {list(self.KINDS)}")
+        self.kind, self.n_outputs = kind, n_outputs
+        self.register_buffer("levels", torch.tensor(sorted(quantiles), dtype=torch.float32))
+        self.n_params = {"quantile": len(quantiles), "gaussian": 2, "student_t": 3}[kind]
+        self.linear = nn.Linear(in_features, n_outputs * self.n_params)
+
+    def forward(self, features: Tensor) -> Tensor:
+        raw = self.linear(features).unflatten(-1, (self.n_outputs, self.n_params))
+        if self.kind == "quantile":
+            return torch.cat([raw[..., :1], raw[..., :1] + torch.cumsum(
+                F.softplus(raw[..., 1:]), dim=-1)], dim=-1)
+        scale = F.softplus(raw[..., 1:2]) + 1e-4
+        if self.kind == "gaussian":
+            return torch.cat([raw[..., :1], scale], dim=-1)
+        return torch.cat([raw[..., :1], scale, 2.0 + F.softplus(raw[..., 2:3])], dim=-1)
+
+    def point(self, params: Tensor) -> Tensor:
+        """(..., O) point forecast: the median quantile (closest level to 0.5) or the mean."""
+        if self.kind == "quantile":
+            return params[..., int(torch.argmin((self.levels - 0.5).abs()))]
+        return params[..., 0]
+
+    def loss(self, params: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+        """Mean loss over observed targets; ``target``/``mask`` are (..., O)."""
+        mask = mask.to(params.dtype)
+        target = torch.where(mask > 0, target, torch.zeros_like(target))
+        if self.kind == "quantile":
+            error = target.unsqueeze(-1) - params
+            levels = self.levels.to(params.dtype)
+            per = torch.maximum(levels * error, (levels - 1) * error).mean(-1)
+        elif self.kind == "gaussian":
+            per = -torch.distributions.Normal(params[..., 0], params[..., 1]).log_prob(target)
+        else:
+            per = -torch.distributions.StudentT(params[..., 2], params[..., 0],
+                                                params[..., 1]).log_prob(target)
+        return (per * mask).sum() / mask.sum().clamp(min=1.0)
+
+    def quantiles(self, params: Tensor, levels: tuple[float, ...]) -> Tensor:
+        """(..., O, len(levels)) quantiles at ``levels`` (levels of a quantile head only)."""
+        if self.kind == "quantile":
+            index = [int(torch.argmin((self.levels - q).abs())) for q in levels]
+            return params[..., index]
+        probs = torch.tensor(levels, dtype=params.dtype, device=params.device)
+        if self.kind == "gaussian":
+            z = math.sqrt(2.0) * torch.erfinv(2 * probs - 1)
+            return params[..., :1] + params[..., 1:2] * z
+        from scipy.stats import t as student
+
+        df = params[..., 2:3].detach().cpu().double().numpy()
+        z = torch.as_tensor(student.ppf(probs.cpu().double().numpy(), df), dtype=params.dtype)
+        return params[..., :1] + params[..., 1:2] * z.to(params.device)
+
+
+# Decoders --------------------------------------------------------------------------------
+
+class DirectDecoder(nn.Module):
+    """An MLP from the encoder summary (+ future covariates) to all N steps at once.
+
+    Inputs: ``summary`` (B, E), ``future`` (B, N, C) or None. Output: (B, N, hidden) features.
+    """
+
+    def __init__(self, summary_size: int, covariate_size: int, horizon: int,
+                 hidden_size: int, dropout: float) -> None:
+        super().__init__()
+        self.horizon, self.hidden_size = horizon, hidden_size
+        self.net = nn.Sequential(
+            nn.Linear(summary_size + horizon * covariate_size, 2 * hidden_size), nn.GELU(),
+            nn.Dropout(dropout), nn.Linear(2 * hidden_size, horizon * hidden_size), nn.GELU())
+
+    def forward(self, summary: Tensor, future: Tensor | None) -> Tensor:
+        inputs = summary if future is None else torch.cat([summary, future.flatten(1)], -1)
+        return self.net(inputs).unflatten(-1, (self.horizon, self.hidden_size))
+
+
+class Attention(nn.Module):
+    """Luong ("general") or Bahdanau (additive) attention over encoder outputs.
+
+    Inputs: ``query`` (B, H), ``memory`` (B, M, E). Output: context (B, E).
+    """
+
+    def __init__(self, kind: str, query_size: int, memory_size: int) -> None:
+        super().__init__()
+        if kind not in ATTENTIONS:
+            raise RecurraError(f"attention ({kind!r}) must be one of {list(ATTENTIONS)}")
+        self.kind = kind
+        if kind == "luong":
+            self.project = nn.Linear(query_size, memory_size, bias=False)
+        else:
+            self.query_map = nn.Linear(query_size, query_size, bias=False)
+            self.memory_map = nn.Linear(memory_size, query_size)
+            self.score = nn.Linear(query_size, 1, bias=False)
+
+    def forward(self, query: Tensor, memory: Tensor) -> Tensor:
+        if self.kind == "luong":
+            scores = torch.bmm(memory, self.project(query).unsqueeze(-1)).squeeze(-1)
+        else:
+            scores = self.score(torch.tanh(self.memory_map(memory)
+                                           + self.query_map(query).unsqueeze(1))).squeeze(-1)
+        weights = torch.softmax(scores, dim=-1)
+        return torch.bmm(weights.unsqueeze(1), memory).squeeze(1)
+
+
+class Seq2SeqDecoder(nn.Module):
+    """Autoregressive GRU-cell decoder with teacher forcing / scheduled sampling.
+
+    At step n it reads the previous value of the O targets (the truth with probability
+    ``teacher_prob`` when observed, else its own point forecast) and the covariates of step
+    n, optionally attends over the encoder outputs, and emits features for the head.
+
+    Inputs: ``summary`` (B, E), ``last`` (B, O) last known target values, ``future``
+    (B, N, C) or None, ``head`` (to turn features into point forecasts), ``teacher``
+    (B, N, O) and ``teacher_mask`` (B, N, O) or None, ``teacher_prob`` in [0, 1],
+    ``memory`` (B, M, E) encoder outputs for attention or None.
+    Output: (B, N, P_total) parameters from ``head``.
+    """
+
+    def __init__(self, summary_size: int, n_targets: int, covariate_size: int, horizon: int,
+                 hidden_size: int, attention: str | None) -> None:
+        super().__init__()
+        self.horizon = horizon
+        self.init = nn.Linear(summary_size, hidden_size)
+        self.cell = nn.GRUCell(n_targets + covariate_size, hidden_size)
+        self.attention = None if attention is None else Attention(attention, hidden_size,
+                                                                  summary_size)
+        out_in = hidden_size + (summary_size if attention else 0)
+        self.out = nn.Sequential(nn.Linear(out_in, hidden_size), nn.GELU())
+
+    def forward(self, summary: Tensor, last: Tensor, future: Tensor | None,
+                head: DistributionHead, teacher: Tensor | None = None,
+                teacher_mask: Tensor | None = None, teacher_prob: float = 0.0,
+                memory: Tensor | None = None) -> Tensor:
+        hidden = torch.tanh(self.init(summary))
+        previous, outputs = last, []
+        for step in range(self.horizon):
+            inputs = previous if future is None else torch.cat([previous, future[:, step]], -1)
+            hidden = self.cell(inputs, hidden)
+            features = hidden
+            if self.attention is not None and memory is not None:
+                features = torch.cat([hidden, self.attention(hidden, memory)], dim=-1)
+            params = head(self.out(features))
+            outputs.append(params)
+            previous = head.point(params)
+            if teacher is not None and teacher_prob > 0:
+                use = teacher_mask[:, step].to(torch.bool)
+                if teacher_prob < 1:
+                    draw = torch.rand(use.shape[0], 1, device=use.device) < teacher_prob
+                    use = use & draw
+                previous = torch.where(use, teacher[:, step], previous)
+        return torch.stack(outputs, dim=1)
+
+
+# The whole network -----------------------------------------------------------------------
+
+class ForecastNet(nn.Module):
+    """Encoder + decoder + head: the forecaster's network.
+
+    Parameters
+    ----------
+    encoder : an :class:`EncoderSpec` whose ``input_size`` counts the value channels plus
+        the covariates (covariates enter as always-observed channels).
+    n_targets : O, forecast variables (a subset of the value channels).
+    covariate_size : C, known-future covariates per step (0 = none).
+    horizon : N. decoder : ``"direct"``, ``"seq2seq"`` or ``"attention"``.
+    attention : ``"luong"`` or ``"bahdanau"`` (decoder ``"attention"`` only).
+    head : a :class:`DistributionHead` over O outputs.
+
+    ``forward(x, observed, delta, state=None, covariates=None, future=None, last=None)``
+        x, observed, delta : (B, T, F) value channels; covariates (B, T, C); future
+        (B, N, C) covariates of the horizon; last (B, O) last known targets (seq2seq).
+        Returns ``(params, state)``: params (B, N, O, P) forecast from the last step.
+    """
+
+    DECODERS = ("direct", "seq2seq", "attention")
+
+    def __init__(self, encoder: EncoderSpec, n_targets: int, covariate_size: int,
+                 horizon: int, decoder: str, head: DistributionHead,
+                 attention: str = "luong") -> None:
+        super().__init__()
+        if decoder not in self.DECODERS:
+            raise RecurraError(f"decoder ({decoder!r}) must be one of {list(self.DECODERS)}")
+        self.encoder = RecurrentEncoder(encoder)
+        self.head, self.decoder_kind = head, decoder
+        self.n_targets, self.covariate_size, self.horizon = n_targets, covariate_size, horizon
+        size = self.encoder.output_size
+        if decoder == "direct":
+            self.decoder = DirectDecoder(size, covariate_size, horizon, encoder.hidden_size,
+                                         encoder.dropout)
+        else:
+            self.decoder = Seq2SeqDecoder(size, n_targets, covariate_size, horizon,
+                                          encoder.hidden_size,
+                                          attention if decoder == "attention" else None)
+        assert head.linear.in_features == encoder.hidden_size, "head must read hidden_size"
+
+    def encode(self, x: Tensor, observed: Tensor, delta: Tensor, state: Any = None,
+               covariates: Tensor | None = None) -> tuple[Tensor, Any]:
+        """(B, T, E) encoder outputs and the state; covariates join as observed channels."""
+        if covariates is not None and covariates.shape[-1] > 0:
+            ones = torch.ones_like(covariates)
+            x = torch.cat([x, covariates.to(x.dtype)], dim=-1)
+            observed = torch.cat([observed.to(x.dtype), ones], dim=-1)
+            delta = torch.cat([delta.to(x.dtype), ones], dim=-1)
+        return self.encoder(x, observed, delta, state)
+
+    def decode(self, summary: Tensor, last: Tensor | None, future: Tensor | None,
+               teacher: Tensor | None = None, teacher_mask: Tensor | None = None,
+               teacher_prob: float = 0.0, memory: Tensor | None = None) -> Tensor:
+        """(M, N, O, P) parameters from summaries (M, E) (+ last (M, O), future (M, N, C))."""
+        if self.covariate_size == 0:
+            future = None
+        if self.decoder_kind == "direct":
+            return self.head(self.decoder(summary, future))
+        if last is None:
+            raise RecurraError(f"decoder {self.decoder_kind!r} needs the last target values")
+        return self.decoder(summary, last, future, self.head, teacher, teacher_mask,
+                            teacher_prob, memory if self.decoder_kind == "attention" else None)
+
+    def forward(self, x: Tensor, observed: Tensor, delta: Tensor, state: Any = None,
+                covariates: Tensor | None = None, future: Tensor | None = None,
+                last: Tensor | None = None) -> tuple[Tensor, Any]:
+        output, state = self.encode(x, observed, delta, state, covariates)
+        params = self.decode(self.encoder.last_hidden(output), last, future, memory=output)
+        return params, state
