@@ -1,0 +1,186 @@
+"""The logic behind the dashboard's callbacks, as pure functions, and their wiring.
+
+Every callback is a thin wrapper (in :func:`register_callbacks`) around a function here that
+takes a :class:`~dashboards.data_access.DashboardData` and plain values and returns plain
+values or figures, so the behaviour is unit-tested without a browser. Nothing here writes
+to the store or trains.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+import polars as pl
+from dash import Dash, Input, Output, Patch, State, ctx, no_update
+
+from data.schema import CHANNELS, END, KIND, PEAK_SCORE, SERIES_ID, SEVERITY, START
+from dashboards.data_access import DashboardData
+from dashboards.downsample import MAX_POINTS
+from dashboards.figures import (
+    FONT,
+    event_x_range,
+    quarantine_figure,
+    series_figure,
+    severity_level,
+    share_observed_figure,
+)
+
+TIME_FORMAT = "%Y-%m-%d %H:%M"
+EVENT_COLUMNS = ("series_id", "start", "end", "severity", "level", "peak_score", "channels",
+                 "kind")
+
+
+def series_options(data: DashboardData, source: str | None = None) -> list[dict[str, str]]:
+    """Dropdown options ``{"label", "value"}`` of the series (of one source when given)."""
+    return [{"label": s, "value": s} for s in data.series_ids(source=source)]
+
+
+def empty_figure(message: str) -> go.Figure:
+    """A blank figure carrying a centred message (no series, no data...)."""
+    figure = go.Figure()
+    figure.update_layout(template="plotly_white", font=FONT, height=320,
+                         xaxis=dict(visible=False), yaxis=dict(visible=False),
+                         annotations=[dict(text=message, showarrow=False, x=0.5, y=0.5,
+                                           xref="paper", yref="paper", font=dict(size=16))])
+    return figure
+
+
+def explorer_figure(data: DashboardData, series_id: str | None,
+                    x_range: list[str] | None = None, max_points: int = MAX_POINTS
+                    ) -> go.Figure:
+    """The series explorer chart of ``series_id`` (values, gaps, forecast, events)."""
+    if not series_id:
+        return empty_figure("Pick a series above (type to search by id)")
+    frame = data.series(series_id)
+    if frame.is_empty():
+        return empty_figure(f"No rows for series {series_id!r} in the store")
+    figure = series_figure(frame, data.latest_forecast(series_id), data.events(series_id),
+                           title=f"Series {series_id}", max_points=max_points,
+                           x_range=x_range)
+    figure.update_layout(uirevision=series_id)
+    return figure
+
+
+def event_rows(events: pl.DataFrame) -> list[dict[str, Any]]:
+    """Table rows of the events: times as ``YYYY-MM-DD HH:MM`` (UTC), a unique ``id``."""
+    rows = []
+    for index, event in enumerate(events.to_dicts()):
+        severity = event.get(SEVERITY)
+        rows.append({
+            "id": f"event-{index}",
+            "series_id": event[SERIES_ID],
+            "start": f"{event[START]:{TIME_FORMAT}}",
+            "end": f"{event[END]:{TIME_FORMAT}}",
+            "severity": None if severity is None else round(float(severity), 3),
+            "level": ("data quality" if event.get(KIND) == "data_quality"
+                      else severity_level(severity)),
+            "peak_score": (None if event.get(PEAK_SCORE) is None
+                           else round(float(event[PEAK_SCORE]), 3)),
+            "channels": ", ".join(event.get(CHANNELS) or []) or "all",
+            "kind": event.get(KIND) or "anomaly",
+        })
+    return rows
+
+
+def focus_from_cell(active_cell: dict | None, rows: list[dict] | None) -> dict | None:
+    """What a click on an events-table cell asks for: ``{"series_id", "x_range"}``.
+
+    The row is found by its ``row_id`` (stable under sorting, filtering and paging).
+    Returns None when the click does not point at a known row.
+    """
+    if not active_cell or not rows:
+        return None
+    row_id = active_cell.get("row_id")
+    row = next((r for r in rows if r.get("id") == row_id), None)
+    if row is None:
+        index = active_cell.get("row")
+        row = rows[index] if isinstance(index, int) and 0 <= index < len(rows) else None
+    if row is None:
+        return None
+    return {"series_id": row["series_id"], "x_range": event_x_range(row["start"], row["end"]),
+            "event_id": row.get("id")}
+
+
+def range_patch(x_range: list[str], n_axes: int) -> Patch:
+    """A partial figure update setting the x-range of axes ``xaxis``..``xaxis<n>``."""
+    patch = Patch()
+    for index in range(1, n_axes + 1):
+        name = "xaxis" if index == 1 else f"xaxis{index}"
+        patch["layout"][name]["range"] = x_range
+        patch["layout"][name]["autorange"] = False
+    return patch
+
+
+def model_rows(data: DashboardData) -> tuple[list[dict[str, str]], str]:
+    """Rows of the models table (run links as Markdown) and a note for the page."""
+    models, note = data.models()
+    rows = []
+    for record in models.to_dicts():
+        link = record.get("run_url")
+        record["run_link"] = f"[{record['run_id'][:8]}]({link})" if link else ""
+        rows.append(record)
+    return rows, note
+
+
+def run_rows(data: DashboardData, limit: int = 100) -> list[dict[str, Any]]:
+    """Rows of the pipeline runs table, newest first, times as text."""
+    runs = data.runs(limit)
+    return [{k: (f"{v:{TIME_FORMAT}}" if hasattr(v, "strftime") else v) for k, v in r.items()}
+            for r in runs.to_dicts()]
+
+
+def quality_figures(data: DashboardData) -> tuple[go.Figure, go.Figure]:
+    """The data-quality view: share observed per series and day; quarantine by reason."""
+    share = data.share_observed_by_day()
+    by_reason = data.quarantine_by_reason()
+    share_figure = (share_observed_figure(share) if share.height
+                    else empty_figure("No series in the store yet"))
+    reason_figure = (quarantine_figure(by_reason) if by_reason.height
+                     else empty_figure("No quarantined rows"))
+    return share_figure, reason_figure
+
+
+def register_callbacks(app: Dash, data: DashboardData, max_points: int = MAX_POINTS) -> None:
+    """Wire the pure functions above to the components of :func:`dashboards.app.layout`."""
+
+    @app.callback(Output("series-select", "options"), Input("source-filter", "value"))
+    def _filter_series(source):
+        return series_options(data, source)
+
+    @app.callback(Output("series-select", "value"), Output("focus", "data"),
+                  Input("events-table", "active_cell"), State("events-table", "data"),
+                  prevent_initial_call=True)
+    def _jump_to_event(active_cell, rows):
+        focus = focus_from_cell(active_cell, rows)
+        if focus is None:
+            return no_update, no_update
+        return focus["series_id"], focus
+
+    @app.callback(Output("series-graph", "figure"), Output("shown", "data"),
+                  Input("series-select", "value"), Input("focus", "data"),
+                  State("shown", "data"))
+    def _draw(series_id, focus, shown):
+        wanted = focus if focus and focus.get("series_id") == series_id else None
+        if (ctx.triggered_id == "focus" and wanted and shown
+                and shown.get("series_id") == series_id):
+            return range_patch(wanted["x_range"], shown["n_axes"]), no_update
+        x_range = wanted["x_range"] if wanted and ctx.triggered_id == "focus" else None
+        figure = explorer_figure(data, series_id, x_range, max_points)
+        return figure, {"series_id": series_id, "n_axes": len(list(figure.select_xaxes()))}
+
+    @app.callback(Output("models-table", "data"), Output("models-note", "children"),
+                  Input("tabs", "value"))
+    def _models(tab):
+        if tab != "models":
+            return no_update, no_update
+        return model_rows(data)
+
+    @app.callback(Output("runs-table", "data"), Input("tabs", "value"))
+    def _runs(tab):
+        return run_rows(data) if tab == "runs" else no_update
+
+    @app.callback(Output("share-graph", "figure"), Output("quarantine-graph", "figure"),
+                  Input("tabs", "value"))
+    def _quality(tab):
+        return quality_figures(data) if tab == "quality" else (no_update, no_update)

@@ -1,0 +1,307 @@
+"""Read-only access to what the dashboard and the reports show: the store and the registry.
+
+:class:`DashboardData` wraps a store (``data.store.Store`` or anything with the same read
+methods: ``read``, ``catalogue``, ``quarantine``, ``read_table``) and, optionally, the model
+registry (``pipelines.registry``). It never writes and never trains. Every accessor returns
+a polars frame and tolerates what is not there yet: a store with no ``events`` table, no
+registry, an MLflow that cannot be imported; the view then shows an empty table with a note
+instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from data.schema import (
+    CHANNEL,
+    EVENT_SCHEMA,
+    FORECAST_SCHEMA,
+    ISSUED_AT,
+    OBSERVED,
+    SERIES_ID,
+    START,
+    TIMESTAMP,
+    RecurraError,
+    empty_frame,
+    empty_like,
+)
+
+LOGGER = logging.getLogger(__name__)
+QUANTILE_PATTERN = re.compile(r"^q(\d+(?:\.\d+)?)$")
+RUN_COLUMNS = ("run_id", "flow", "started_at", "finished_at", "status", "rows_ingested",
+               "rows_quarantined", "series_trained", "events_found", "message")
+MODEL_COLUMNS = ("model", "version", "aliases", "metrics", "promoted_at", "reason",
+                 "run_id", "run_url")
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
+
+
+def open_store(store_root: str | Path | None = None) -> Any:
+    """``data.store.Store(store_root)``; a clear error while that module is not installed."""
+    try:
+        from data.store import Store
+    except ImportError as error:  # pragma: no cover - data.store is part of the project
+        raise RecurraError("data.store is not available: the dashboard needs the Parquet "
+                           f"store to read from ({error})") from error
+    return Store(store_root)
+
+
+def quantile_levels(columns: list[str]) -> list[tuple[float, str]]:
+    """The ``(level, column)`` pairs of the quantile columns, sorted by level.
+
+    >>> quantile_levels(["y_hat", "q90", "q10", "q2.5"])
+    [(2.5, 'q2.5'), (10.0, 'q10'), (90.0, 'q90')]
+    """
+    found = []
+    for column in columns:
+        match = QUANTILE_PATTERN.match(column)
+        if match:
+            found.append((float(match.group(1)), column))
+    return sorted(found)
+
+
+class DashboardData:
+    """Read-only accessors over a store and (optionally) the model registry.
+
+    Parameters
+    ----------
+    store : a ``data.store.Store`` or an object with its read methods.
+    registry : an object with ``list_models()`` and ``list_versions(name)`` returning
+        frames (``pipelines.registry`` by default, imported lazily; ``None`` to use it,
+        ``False`` for no registry).
+    tracking_uri : the MLflow tracking URI handed to the registry.
+    mlflow_ui_url : base URL of the MLflow UI for run links.
+
+    Examples
+    --------
+    >>> data = DashboardData(open_store(root))                       # doctest: +SKIP
+    >>> data.series_ids(source="nab")                                # doctest: +SKIP
+    """
+
+    def __init__(self, store: Any, registry: Any = None, *, tracking_uri: str | None = None,
+                 mlflow_ui_url: str | None = None) -> None:
+        self.store = store
+        self.registry = registry
+        self.tracking_uri = tracking_uri
+        self.mlflow_ui_url = (mlflow_ui_url or DEFAULT_MLFLOW_UI).rstrip("/")
+
+    # ---- series ------------------------------------------------------------------------
+    def catalogue(self) -> pl.DataFrame:
+        """One row per (series_id, channel): source, frequency, first, last, n_rows, ..."""
+        frame = self._call("catalogue")
+        return frame if frame is not None else pl.DataFrame(
+            schema={SERIES_ID: pl.Utf8, CHANNEL: pl.Utf8, "source": pl.Utf8})
+
+    def sources(self) -> list[str]:
+        """Distinct sources of the catalogued series, sorted."""
+        catalogue = self.catalogue()
+        if "source" not in catalogue.columns:
+            return []
+        return sorted(str(s) for s in catalogue["source"].drop_nulls().unique().to_list())
+
+    def series_ids(self, source: str | None = None, search: str | None = None) -> list[str]:
+        """Series ids, optionally of one ``source`` and containing ``search`` (any case)."""
+        catalogue = self.catalogue()
+        if source and "source" in catalogue.columns:
+            catalogue = catalogue.filter(pl.col("source") == source)
+        ids = sorted({str(s) for s in catalogue[SERIES_ID].to_list()})
+        if search:
+            ids = [s for s in ids if search.lower() in s.lower()]
+        return ids
+
+    def series(self, series_id: str) -> pl.DataFrame:
+        """The contract frame of one series (every channel)."""
+        frame = self._call("read", series_ids=[series_id])
+        return frame if frame is not None else empty_frame()
+
+    def latest_forecast(self, series_id: str) -> pl.DataFrame:
+        """The rows of the most recent ``issued_at`` forecast of ``series_id``."""
+        forecasts = self.table("forecasts", FORECAST_SCHEMA)
+        forecasts = forecasts.filter(pl.col(SERIES_ID) == series_id)
+        if forecasts.is_empty():
+            return forecasts
+        latest = forecasts[ISSUED_AT].max()
+        return forecasts.filter(pl.col(ISSUED_AT) == latest).sort([CHANNEL, TIMESTAMP])
+
+    def events(self, series_id: str | None = None) -> pl.DataFrame:
+        """Events (EVENT_SCHEMA), all or of one series, latest first."""
+        events = self.table("events", EVENT_SCHEMA)
+        if series_id is not None:
+            events = events.filter(pl.col(SERIES_ID) == series_id)
+        return events.sort(START, descending=True)
+
+    # ---- runs and data quality ------------------------------------------------------
+    def runs(self, limit: int = 100) -> pl.DataFrame:
+        """The most recent flow runs (RUN_COLUMNS present in the store), newest first."""
+        runs = self.table("runs", {name: pl.Utf8 for name in RUN_COLUMNS})
+        if "started_at" in runs.columns:
+            runs = runs.sort("started_at", descending=True, nulls_last=True)
+        return runs.head(limit)
+
+    def quarantine_by_reason(self) -> pl.DataFrame:
+        """Quarantined rows counted per ``reason`` (columns reason, n_rows), most first."""
+        quarantine = self._call("quarantine")
+        if quarantine is None or "reason" not in quarantine.columns or quarantine.is_empty():
+            return pl.DataFrame(schema={"reason": pl.Utf8, "n_rows": pl.UInt32})
+        return (quarantine.group_by("reason").agg(pl.len().alias("n_rows"))
+                .sort(["n_rows", "reason"], descending=[True, False]))
+
+    def share_observed_by_day(self, series_ids: list[str] | None = None,
+                              every: str = "1d") -> pl.DataFrame:
+        """Share of observed cells per series and period (columns series_id, day, share)."""
+        frame = self._call("read", series_ids=series_ids)
+        if frame is None or frame.is_empty():
+            return pl.DataFrame(schema={SERIES_ID: pl.Utf8, "day": pl.Datetime("us", "UTC"),
+                                        "share_observed": pl.Float64})
+        return (frame.with_columns(pl.col(TIMESTAMP).dt.truncate(every).alias("day"))
+                .group_by([SERIES_ID, "day"])
+                .agg(pl.col(OBSERVED).cast(pl.Float64).mean().alias("share_observed"))
+                .sort([SERIES_ID, "day"]))
+
+    # ---- models -----------------------------------------------------------------------
+    def models(self) -> tuple[pl.DataFrame, str]:
+        """Registered model versions (MODEL_COLUMNS) and a note ("" when all went well).
+
+        The registry is imported lazily; when MLflow or the registry is unavailable the
+        frame is empty and the note says why.
+        """
+        empty = pl.DataFrame(schema={name: pl.Utf8 for name in MODEL_COLUMNS})
+        registry = self._registry()
+        if registry is None:
+            return empty, "model registry not available (pipelines.registry / MLflow)"
+        try:
+            names = _names(_call_with_uri(registry.list_models, self.tracking_uri))
+            rows = []
+            for name in names:
+                versions = _call_with_uri(registry.list_versions, self.tracking_uri, name)
+                rows.extend(self._model_rows(name, _to_frame(versions)))
+        except Exception as error:  # a broken tracking server must not break the page
+            LOGGER.warning("reading the model registry failed: %s", error)
+            return empty, f"could not read the model registry: {error}"
+        if not rows:
+            return empty, "no registered models yet"
+        return pl.DataFrame(rows, schema={name: pl.Utf8 for name in MODEL_COLUMNS}), ""
+
+    def run_url(self, run_id: str | None, experiment_id: str | None) -> str:
+        """Link to a run in the MLflow UI (``<ui>/#/experiments/<exp>/runs/<run>``)."""
+        if not run_id:
+            return ""
+        return f"{self.mlflow_ui_url}/#/experiments/{experiment_id or 0}/runs/{run_id}"
+
+    def _model_rows(self, name: str, versions: pl.DataFrame) -> list[dict[str, str]]:
+        rows = []
+        for record in versions.to_dicts():
+            run_id = _first(record, "run_id", "source_run_id")
+            experiment = _first(record, "experiment_id", "tags.experiment_id")
+            rows.append({
+                "model": name,
+                "version": _text(_first(record, "version", "model_version")),
+                "aliases": _text(_first(record, "aliases", "alias")),
+                "metrics": _metrics_text(record),
+                "promoted_at": _text(_first(record, "promoted_at", "tags.promoted_at",
+                                            "last_updated_timestamp", "creation_timestamp")),
+                "reason": _text(_first(record, "promotion_reason", "reason",
+                                       "tags.promotion_reason", "description")),
+                "run_id": _text(run_id),
+                "run_url": self.run_url(_text(run_id), _text(experiment)),
+            })
+        return rows
+
+    def _registry(self) -> Any:
+        if self.registry is False:
+            return None
+        if self.registry is not None:
+            return self.registry
+        try:  # lazy: importing mlflow costs seconds and may fail; the page must not
+            from pipelines import registry
+        except Exception as error:
+            LOGGER.warning("model registry unavailable: %s", error)
+            return None
+        return registry
+
+    # ---- helpers ----------------------------------------------------------------------
+    def table(self, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+        """A result table of the store, or an empty frame of ``schema`` when absent."""
+        frame = self._call("read_table", name)
+        return frame if frame is not None and frame.width else empty_like(schema)
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> pl.DataFrame | None:
+        function = getattr(self.store, method, None)
+        if function is None:
+            return None
+        try:
+            result = function(*args, **kwargs)
+        except Exception as error:  # a missing table reads as empty, with a log line
+            LOGGER.info("store.%s%s gave nothing: %s", method, args, error)
+            return None
+        return None if result is None else _to_frame(result)
+
+
+def _to_frame(value: Any) -> pl.DataFrame:
+    if isinstance(value, pl.DataFrame):
+        return value
+    if isinstance(value, pl.LazyFrame):
+        return value.collect()
+    if isinstance(value, list):
+        return pl.DataFrame(value) if value else pl.DataFrame()
+    return pl.from_pandas(value) if hasattr(value, "to_dict") else pl.DataFrame(value)
+
+
+def _names(models: Any) -> list[str]:
+    if isinstance(models, list):
+        return [m if isinstance(m, str) else getattr(m, "name", str(m)) for m in models]
+    frame = _to_frame(models)
+    column = "name" if "name" in frame.columns else ("model" if "model" in frame.columns
+                                                      else frame.columns[0])
+    return [str(n) for n in frame[column].to_list()] if frame.width else []
+
+
+def _call_with_uri(function: Any, tracking_uri: str | None, *args: Any) -> Any:
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    if tracking_uri and "tracking_uri" in parameters:
+        return function(*args, tracking_uri=tracking_uri)
+    return function(*args)
+
+
+def _first(record: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        value = record.get(name)
+        if value not in (None, "", []):
+            return value
+    return None
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | set):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(value, int) and value > 10**11:  # MLflow epoch milliseconds
+        return dt.datetime.fromtimestamp(value / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return str(value)
+
+
+def _metrics_text(record: dict[str, Any]) -> str:
+    metrics = record.get("metrics")
+    if isinstance(metrics, dict):
+        items = metrics.items()
+    else:
+        items = [(k.split(".", 1)[1] if "." in k else k[len("metric_"):], v)
+                 for k, v in record.items()
+                 if (k.startswith("metrics.") or k.startswith("metric_")) and v is not None]
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in sorted(items))
+
+
+__all__ = ["DashboardData", "open_store", "quantile_levels", "MODEL_COLUMNS", "RUN_COLUMNS"]

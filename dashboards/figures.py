@@ -1,0 +1,342 @@
+"""Pure figure builders: frames in, ``plotly.graph_objects.Figure`` out (no I/O, no Dash).
+
+The dashboard callbacks and the HTML reports draw with the same functions, so a report
+shows exactly what the analyst saw. Colours are the Okabe-Ito palette (distinguishable
+with the common colour-vision deficiencies); anomaly severity is also written in the trace
+name and hover text, never carried by colour alone.
+
+Trace names (tests and users rely on them):
+``<channel>`` observed values, ``gap (not observed)``, ``forecast``,
+``forecast interval q<lo>-q<hi>``, ``anomaly: <level>`` (low/medium/high),
+``data quality event``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+from plotly.subplots import make_subplots
+
+from data.schema import (
+    CHANNEL,
+    CHANNELS,
+    END,
+    KIND,
+    PEAK_SCORE,
+    SERIES_ID,
+    SEVERITY,
+    START,
+    TIMESTAMP,
+    VALUE,
+    Y_HAT,
+)
+from dashboards.data_access import quantile_levels
+from dashboards.downsample import MAX_POINTS, downsample_indices
+
+OKABE_ITO = {
+    "black": "#000000", "orange": "#E69F00", "sky_blue": "#56B4E9", "green": "#009E73",
+    "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7",
+}
+CHANNEL_COLOURS = ("#0072B2", "#CC79A7", "#009E73", "#56B4E9", "#000000", "#E69F00")
+FORECAST_COLOUR = "#D55E00"
+GAP_COLOUR = "rgba(120, 120, 120, 0.22)"
+SEVERITY_LEVELS = (("low", 0.0, "rgba(240, 228, 66, 0.35)"),      # yellow
+                   ("medium", 0.5, "rgba(230, 159, 0, 0.35)"),     # orange
+                   ("high", 0.8, "rgba(213, 94, 0, 0.40)"))        # vermillion
+DATA_QUALITY_COLOUR = "rgba(86, 180, 233, 0.30)"                   # sky blue
+MAX_GAP_RECTS = 400
+FONT = dict(family="DejaVu Sans, Arial, sans-serif", size=13, color="#222222")
+
+
+def severity_level(severity: float | None, levels: Sequence = SEVERITY_LEVELS) -> str:
+    """Name of the severity bucket: the last level whose lower bound ``severity`` reaches.
+
+    Severity is expected in [0, 1] (buckets: < 0.5 low, < 0.8 medium, else high).
+
+    >>> [severity_level(s) for s in (0.1, 0.5, 0.95, None)]
+    ['low', 'medium', 'high', 'low']
+    """
+    name = levels[0][0]
+    for level, lower, _ in levels:
+        if severity is not None and severity >= lower:
+            name = level
+    return name
+
+
+def _naive_utc(values: pl.Series) -> np.ndarray:
+    """Datetime column -> naive UTC ``datetime64[ms]`` (what plotly draws without shifting)."""
+    if isinstance(values.dtype, pl.Datetime) and values.dtype.time_zone is not None:
+        values = values.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    return values.cast(pl.Datetime("ms")).to_numpy()
+
+
+def gap_runs(timestamps: np.ndarray, observed: np.ndarray, max_runs: int = MAX_GAP_RECTS
+             ) -> list[tuple[np.datetime64, np.datetime64]]:
+    """Runs of unobserved steps as ``(start, end)`` times, merged down to ``max_runs``.
+
+    A run starts at its first unobserved timestamp and ends at the next observed one (or
+    its own last timestamp at the end of the series). When there are more runs than
+    ``max_runs``, runs separated by the shortest observed stretches are merged (so the
+    shading stays drawable on a million-point series).
+
+    >>> t = np.arange(6).astype("datetime64[h]")
+    >>> [(int(a.astype(int)), int(b.astype(int))) for a, b in gap_runs(
+    ...     t, np.array([1, 0, 0, 1, 0, 1], bool))]
+    [(1, 3), (4, 5)]
+    """
+    missing = ~np.asarray(observed, dtype=bool)
+    if not missing.any():
+        return []
+    padded = np.concatenate([[False], missing, [False]]).astype(np.int8)
+    changes = np.diff(padded)
+    first = np.flatnonzero(changes == 1)
+    after = np.flatnonzero(changes == -1)           # index of the next observed step
+    last_index = len(timestamps) - 1
+    ends = np.where(after <= last_index, np.minimum(after, last_index), last_index)
+    if first.size > max_runs:
+        separation = first[1:] - after[:-1]
+        keep = np.sort(np.argpartition(separation, -(max_runs - 1))[-(max_runs - 1):])
+        first = np.concatenate([[first[0]], first[keep + 1]])
+        ends = np.concatenate([ends[keep], [ends[-1]]])
+    return [(timestamps[a], timestamps[b]) for a, b in zip(first, ends, strict=True)]
+
+
+def _rect_trace(spans: list[tuple], y_low: float, y_high: float, *, name: str, colour: str,
+                texts: list[str] | None = None, legendgroup: str, showlegend: bool,
+                row_axis: tuple[str, str]) -> go.Scatter:
+    """One filled trace holding many rectangles (separated by None), cheap to draw."""
+    xs: list = []
+    ys: list = []
+    hover: list = []
+    for index, (start, end) in enumerate(spans):
+        xs += [start, start, end, end, start, None]
+        ys += [y_low, y_high, y_high, y_low, y_low, None]
+        text = texts[index] if texts else name
+        hover += [text] * 5 + [None]
+    return go.Scatter(x=xs, y=ys, mode="lines", fill="toself", fillcolor=colour,
+                      line=dict(width=0), name=name, legendgroup=legendgroup,
+                      showlegend=showlegend, hoverinfo="text", hovertext=hover,
+                      hoveron="fills+points", xaxis=row_axis[0], yaxis=row_axis[1])
+
+
+def _event_text(event: dict, level: str) -> str:
+    channels = ", ".join(event.get(CHANNELS) or []) or "all channels"
+    peak = event.get(PEAK_SCORE)
+    severity = event.get(SEVERITY)
+    return (f"{event.get(KIND) or 'anomaly'} ({level})<br>{event[START]:%Y-%m-%d %H:%M} - "
+            f"{event[END]:%Y-%m-%d %H:%M} UTC<br>severity {severity if severity is None else f'{severity:.2f}'}"
+            f", peak score {peak if peak is None else f'{peak:.3g}'}<br>driven by: {channels}")
+
+
+def series_figure(frame: pl.DataFrame, forecast: pl.DataFrame | None = None,
+                  events: pl.DataFrame | None = None, *, title: str | None = None,
+                  max_points: int = MAX_POINTS, method: str = "minmax",
+                  x_range: Sequence | None = None) -> go.Figure:
+    """Values with gaps shaded, the latest forecast with its band, and anomaly events.
+
+    Parameters
+    ----------
+    frame : contract frame of ONE series (any number of channels; one subplot each).
+    forecast : forecast rows (FORECAST_SCHEMA + q-columns) of that series, or None.
+    events : events (EVENT_SCHEMA) of that series, or None. An event is drawn on the
+        subplots of the channels that drove it (``channels``), on all when that is empty.
+    max_points : at most this many points per trace (see ``dashboards.downsample``).
+    x_range : optional ``[start, end]`` of the visible x-range.
+
+    Returns
+    -------
+    A Figure with shared x-axes, a range slider under the last subplot and a legend.
+    """
+    channels = sorted(frame[CHANNEL].unique().to_list()) if frame.height else []
+    n_rows = max(1, len(channels))
+    multichannel = n_rows > 1
+    figure = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.04,
+                           subplot_titles=channels if multichannel else None)
+    shown_legend: set[str] = set()
+    for row, channel in enumerate(channels, start=1):
+        part = frame.filter(pl.col(CHANNEL) == channel).sort(TIMESTAMP)
+        axes = ("x" if row == 1 else f"x{row}", "y" if row == 1 else f"y{row}")
+        colour = CHANNEL_COLOURS[(row - 1) % len(CHANNEL_COLOURS)]
+        y_low, y_high = _add_values(figure, part, channel, colour, axes, row, max_points,
+                                    method, shown_legend)
+        if forecast is not None and forecast.height:
+            y_low, y_high = _add_forecast(figure, forecast.filter(pl.col(CHANNEL) == channel),
+                                          axes, row, (y_low, y_high), shown_legend)
+        if events is not None and events.height:
+            _add_events(figure, events, channel, axes, row, (y_low, y_high), shown_legend)
+        figure.update_yaxes(title_text=channel if not multichannel else None, row=row, col=1)
+    _style(figure, n_rows, title, x_range)
+    return figure
+
+
+def _add_values(figure: go.Figure, part: pl.DataFrame, channel: str, colour: str,
+                axes: tuple[str, str], row: int, max_points: int, method: str,
+                shown_legend: set[str]) -> tuple[float, float]:
+    times = _naive_utc(part[TIMESTAMP])
+    values = part[VALUE].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    observed = ~np.isnan(values)
+    seconds = (times - times[0]).astype("timedelta64[ms]").astype(np.float64) if times.size \
+        else times.astype(np.float64)
+    keep = downsample_indices(seconds, values, max_points, method)
+    y_low = float(np.nanmin(values)) if observed.any() else 0.0
+    y_high = float(np.nanmax(values)) if observed.any() else 1.0
+    pad = 0.05 * (y_high - y_low or 1.0)
+    y_low, y_high = y_low - pad, y_high + pad
+    runs = gap_runs(times, observed)
+    if runs:
+        figure.add_trace(_rect_trace(runs, y_low, y_high, name="gap (not observed)",
+                                     colour=GAP_COLOUR, legendgroup="gap",
+                                     showlegend="gap" not in shown_legend, row_axis=axes),
+                         row=row, col=1)
+        shown_legend.add("gap")
+    figure.add_trace(go.Scatter(
+        x=times[keep], y=values[keep], mode="lines", name=channel, connectgaps=False,
+        line=dict(color=colour, width=1.6),
+        hovertemplate=f"{channel}: %{{y:.4g}}<br>%{{x|%Y-%m-%d %H:%M}} UTC<extra></extra>"),
+        row=row, col=1)
+    return y_low, y_high
+
+
+def _add_forecast(figure: go.Figure, forecast: pl.DataFrame, axes: tuple[str, str], row: int,
+                  y_span: tuple[float, float], shown_legend: set[str]) -> tuple[float, float]:
+    if forecast.is_empty():
+        return y_span
+    forecast = forecast.sort(TIMESTAMP)
+    times = _naive_utc(forecast[TIMESTAMP])
+    levels = quantile_levels(forecast.columns)
+    y_low, y_high = y_span
+    if len(levels) >= 2:
+        (low_level, low), (high_level, high) = levels[0], levels[-1]
+        lower = forecast[low].cast(pl.Float64).to_numpy()
+        upper = forecast[high].cast(pl.Float64).to_numpy()
+        name = f"forecast interval {low}-{high}"
+        figure.add_trace(go.Scatter(x=times, y=lower, mode="lines", line=dict(width=0),
+                                    showlegend=False, legendgroup="band", hoverinfo="skip",
+                                    name=f"{name} (lower)"), row=row, col=1)
+        figure.add_trace(go.Scatter(
+            x=times, y=upper, mode="lines", line=dict(width=0), fill="tonexty",
+            fillcolor="rgba(213, 94, 0, 0.18)", name=name, legendgroup="band",
+            showlegend="band" not in shown_legend,
+            hovertemplate=f"{high}: %{{y:.4g}}<extra></extra>"), row=row, col=1)
+        shown_legend.add("band")
+        y_low = min(y_low, float(np.nanmin(lower)))
+        y_high = max(y_high, float(np.nanmax(upper)))
+    y_hat = forecast[Y_HAT].cast(pl.Float64).to_numpy()
+    figure.add_trace(go.Scatter(
+        x=times, y=y_hat, mode="lines", name="forecast", legendgroup="forecast",
+        showlegend="forecast" not in shown_legend,
+        line=dict(color=FORECAST_COLOUR, width=2, dash="dash"),
+        hovertemplate="forecast: %{y:.4g}<br>%{x|%Y-%m-%d %H:%M} UTC<extra></extra>"),
+        row=row, col=1)
+    shown_legend.add("forecast")
+    return min(y_low, float(np.nanmin(y_hat))), max(y_high, float(np.nanmax(y_hat)))
+
+
+def _add_events(figure: go.Figure, events: pl.DataFrame, channel: str, axes: tuple[str, str],
+                row: int, y_span: tuple[float, float], shown_legend: set[str]) -> None:
+    groups: dict[str, tuple[list, list, str]] = {}
+    for event in events.to_dicts():
+        drivers = event.get(CHANNELS) or []
+        if drivers and channel not in drivers:
+            continue
+        if event.get(KIND) == "data_quality":
+            name, colour = "data quality event", DATA_QUALITY_COLOUR
+            level = "data quality"
+        else:
+            level = severity_level(event.get(SEVERITY))
+            name = f"anomaly: {level}"
+            colour = next(c for n, _, c in SEVERITY_LEVELS if n == level)
+        spans, texts, _ = groups.setdefault(name, ([], [], colour))
+        spans.append((_to_naive(event[START]), _to_naive(event[END])))
+        texts.append(_event_text(event, level))
+    order = [f"anomaly: {n}" for n, _, _ in SEVERITY_LEVELS] + ["data quality event"]
+    for name in sorted(groups, key=order.index):
+        spans, texts, colour = groups[name]
+        figure.add_trace(_rect_trace(spans, *y_span, name=name, colour=colour, texts=texts,
+                                     legendgroup=name, showlegend=name not in shown_legend,
+                                     row_axis=axes), row=row, col=1)
+        shown_legend.add(name)
+
+
+def _to_naive(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+def _style(figure: go.Figure, n_rows: int, title: str | None, x_range: Sequence | None
+           ) -> None:
+    figure.update_layout(
+        template="plotly_white", font=FONT, title=dict(text=title or "", x=0.01),
+        height=260 + 190 * n_rows, margin=dict(l=70, r=30, t=60 if title else 30, b=40),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0,
+                    bgcolor="rgba(255,255,255,0.8)"),
+        hovermode="closest", uirevision="series")
+    figure.update_xaxes(showgrid=True, gridcolor="#e5e5e5")
+    figure.update_yaxes(showgrid=True, gridcolor="#e5e5e5")
+    figure.update_xaxes(title_text="time (UTC)", rangeslider=dict(visible=True, thickness=0.07),
+                        row=n_rows, col=1)
+    if x_range is not None:
+        set_x_range(figure, x_range)
+
+
+def set_x_range(figure: go.Figure, x_range: Sequence) -> go.Figure:
+    """Show ``[start, end]`` on every (shared) x-axis of ``figure``; returns it."""
+    for axis in figure.select_xaxes():
+        axis.update(range=list(x_range), autorange=False)
+    return figure
+
+
+def event_x_range(start: dt.datetime | str, end: dt.datetime | str, pad_share: float = 1.0
+                  ) -> list[str]:
+    """The x-range that centres an event, padded by ``pad_share`` of its duration each side.
+
+    An instant event gets one hour each side.
+
+    >>> event_x_range("2024-01-02T00:00:00", "2024-01-02T02:00:00")
+    ['2024-01-01 22:00:00', '2024-01-02 04:00:00']
+    """
+    start_time = _to_naive(_parse(start))
+    end_time = _to_naive(_parse(end))
+    pad = (end_time - start_time) * pad_share or dt.timedelta(hours=1)
+    return [f"{start_time - pad:%Y-%m-%d %H:%M:%S}", f"{end_time + pad:%Y-%m-%d %H:%M:%S}"]
+
+
+def _parse(value: dt.datetime | str) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00").replace(" UTC", ""))
+
+
+def share_observed_figure(share: pl.DataFrame, *, title: str = "Share observed per day"
+                          ) -> go.Figure:
+    """Heatmap of ``share_observed`` (0..1) per series (rows) and period (columns)."""
+    figure = go.Figure()
+    if share.height:
+        wide = share.pivot(on=SERIES_ID, index="day", values="share_observed").sort("day")
+        series = [c for c in wide.columns if c != "day"]
+        figure.add_trace(go.Heatmap(
+            x=_naive_utc(wide["day"]), y=series,
+            z=np.array([wide[s].to_numpy() for s in series], dtype=np.float64),
+            zmin=0, zmax=1, colorscale="Cividis", colorbar=dict(title="share observed"),
+            hovertemplate="%{y}<br>%{x|%Y-%m-%d}<br>share observed %{z:.0%}<extra></extra>"))
+    figure.update_layout(template="plotly_white", font=FONT, title=dict(text=title, x=0.01),
+                         height=max(260, 120 + 26 * share[SERIES_ID].n_unique()),
+                         margin=dict(l=120, r=30, t=60, b=40),
+                         xaxis_title="day (UTC)", yaxis_title="series")
+    return figure
+
+
+def quarantine_figure(by_reason: pl.DataFrame, *, title: str = "Quarantined rows by reason"
+                      ) -> go.Figure:
+    """Horizontal bars of quarantined row counts per reason (columns reason, n_rows)."""
+    figure = go.Figure(go.Bar(
+        x=by_reason["n_rows"].to_list(), y=by_reason["reason"].to_list(), orientation="h",
+        marker_color=OKABE_ITO["blue"], hovertemplate="%{y}: %{x} rows<extra></extra>"))
+    figure.update_layout(template="plotly_white", font=FONT, title=dict(text=title, x=0.01),
+                         height=max(220, 100 + 32 * by_reason.height),
+                         margin=dict(l=220, r=30, t=60, b=40), xaxis_title="rows",
+                         yaxis=dict(autorange="reversed", automargin=True))
+    return figure
