@@ -1,0 +1,309 @@
+"""P1 / P2 forecasting benchmarks (``../shared/BENCHMARKS.md``): ETTh1 and exchange rates.
+
+    python benchmarks/forecast.py --dataset ett --csv ../shared/data/ett/ETTh1.csv
+    python benchmarks/forecast.py --dataset exchange \
+        --csv ../shared/data/finance/exchange_rate.txt.gz
+    python benchmarks/forecast.py --dataset ett --csv ... --quick     # < 1 min smoke run
+
+Look-back 96, horizon 96, z-scored with the training mean/std, test windows with stride 1;
+``mse``/``mae`` over windows x 96 steps x channels in z-units.  Models: repeat-last,
+seasonal naive 24, a global ridge on lags (closed-form DLinear-like, alpha and window
+normalisation chosen on validation) and LSTM / GRU forecasters.  The recurrent model is
+channel-independent (one univariate window per channel, shared weights), normalises each
+window by its last value (RevIN-like), reads the window as patches of ``--patch`` steps
+and decodes all 96 steps at once; its output is added to a linear skip initialised from
+the fitted ridge (a residual to the linear forecast), so epoch 0 equals the ridge and early
+stopping on validation keeps whichever is better.  80 % intervals: split-conformal offsets,
+the 10 % / 90 % quantiles of the validation errors per channel and step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import setup_paths, write_result  # noqa: E402
+
+setup_paths()
+
+import polars as pl  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from forecasting.baselines import (  # noqa: E402
+    LinearLagConfig,
+    LinearLagForecaster,
+    NaiveConfig,
+    NaiveForecaster,
+    SeasonalNaiveConfig,
+    SeasonalNaiveForecaster,
+)
+from forecasting.metrics import coverage, mae, mse  # noqa: E402
+from forecasting.train import TrainConfig, fit_module  # noqa: E402
+
+LOOKBACK, HORIZON = 96, 96
+PROTOCOL_CHECKS = {"ett": {"repeat_last": (1.2944, 0.7132), "seasonal_naive_24": (0.5122, 0.4333)},
+                   "exchange": {"repeat_last": (0.0811, 0.1964)}}
+TARGETS = {"ett": 0.370, "exchange": 0.081}
+ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+
+
+@dataclass
+class Dataset:
+    """z-scored values (n, F) and the row ranges [start, stop) of the three parts."""
+
+    name: str
+    values: np.ndarray
+    channels: list[str]
+    train: tuple[int, int]
+    val: tuple[int, int]
+    test: tuple[int, int]
+
+
+def load_dataset(name: str, csv: Path) -> Dataset:
+    """Read the CSV and apply the split and scaling of BENCHMARKS.md."""
+    if name == "ett":
+        frame = pl.read_csv(csv)
+        channels = [c for c in frame.columns if c != "date"]
+        raw = frame.select(channels).to_numpy().astype(np.float64)
+        train, val, test = (0, 8640), (8544, 11520), (11424, 14400)
+    elif name == "exchange":
+        raw = pl.read_csv(csv, has_header=False).to_numpy().astype(np.float64)
+        channels = [f"c{j}" for j in range(raw.shape[1])]
+        n_rows = raw.shape[0]
+        n_train, n_test = int(0.7 * n_rows), int(0.2 * n_rows)
+        train = (0, n_train)
+        val = (n_train - LOOKBACK, n_rows - n_test)
+        test = (n_rows - n_test - LOOKBACK, n_rows)
+    else:
+        raise SystemExit(f"--dataset ({name!r}) must be one of ['ett', 'exchange']")
+    mean = raw[train[0]:train[1]].mean(axis=0)
+    std = raw[train[0]:train[1]].std(axis=0)
+    return Dataset(name, (raw - mean) / std, channels, train, val, test)
+
+
+def windows(values: np.ndarray, part: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Stride-1 windows of a part: inputs (N, L, F), targets (N, H, F)."""
+    block = values[part[0]:part[1]]
+    view = np.lib.stride_tricks.sliding_window_view(block, LOOKBACK + HORIZON, axis=0)
+    view = view.transpose(0, 2, 1)  # (N, L + H, F)
+    return view[:, :LOOKBACK], view[:, LOOKBACK:]
+
+
+def to_frame(values: np.ndarray, channels: list[str], part: tuple[int, int]) -> pl.DataFrame:
+    """A contract frame (one series, F channels, hourly stamps) of rows [start, stop)."""
+    block = values[part[0]:part[1]]
+    stamps = (np.datetime64("2000-01-01T00:00", "us")
+              + np.arange(part[0], part[1]) * np.timedelta64(3600, "s"))
+    return pl.DataFrame({
+        "series_id": "bench",
+        "channel": np.repeat(channels, block.shape[0]),
+        "timestamp": np.tile(stamps, len(channels)),
+        "value": block.T.reshape(-1),
+    }).with_columns(pl.col("timestamp").dt.replace_time_zone("UTC"))
+
+
+def score(name: str, predict, data: Dataset) -> dict:
+    """mse/mae on test and 80 % split-conformal coverage (offsets from validation)."""
+    started = time.perf_counter()
+    x_test, y_test = windows(data.values, data.test)
+    test_pred = predict(x_test)
+    predict_s = time.perf_counter() - started
+    x_val, y_val = windows(data.values, data.val)
+    errors = y_val - predict(x_val)
+    lower, upper = np.quantile(errors, [0.1, 0.9], axis=0)  # (H, F) each
+    result = {"mse": mse(y_test, test_pred), "mae": mae(y_test, test_pred),
+              "val_mse": mse(y_val, y_val - errors),
+              "coverage_80": coverage(y_test, test_pred + lower, test_pred + upper),
+              "predict_s": predict_s}
+    print(f"[{data.name}] {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.items()),
+          file=sys.stderr, flush=True)
+    return result
+
+
+def fit_ridge(data: Dataset, alphas: tuple[float, ...]) -> tuple[LinearLagForecaster, dict]:
+    """The global ridge with alpha and normalisation chosen on validation MSE."""
+    train_frame = to_frame(data.values, data.channels, data.train)
+    x_val, y_val = windows(data.values, data.val)
+    best, best_mse, started = None, np.inf, time.perf_counter()
+    for normalize in ("last", "mean"):
+        for alpha in alphas:
+            config = LinearLagConfig(n_lags=LOOKBACK, horizon=HORIZON, alpha=alpha,
+                                     normalize=normalize, max_origins=None)
+            model = LinearLagForecaster(config).fit(train_frame)
+            val_mse = mse(y_val, model.predict_windows(x_val))
+            if val_mse < best_mse:
+                best, best_mse = model, val_mse
+    info = {"alpha": best.config.alpha, "normalize": best.config.normalize,
+            "train_s": time.perf_counter() - started, "n_candidates": 2 * len(alphas)}
+    return best, info
+
+
+class PatchRNN(nn.Module):
+    """Channel-independent recurrent forecaster with a linear skip.
+
+    Inputs: x (B, L) windows already normalised (minus their last value or mean).
+    Output: (B, H) = linear(x) + head(rnn(embed(patches of x)))[last step].
+    """
+
+    def __init__(self, cell: str, hidden_size: int, n_layers: int, patch: int,
+                 dropout: float) -> None:
+        super().__init__()
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.patch = patch
+        self.embed = nn.Linear(patch, hidden_size)
+        self.rnn = rnn(hidden_size, hidden_size, n_layers, batch_first=True,
+                       dropout=dropout if n_layers > 1 else 0.0)
+        self.head = nn.Linear(hidden_size, HORIZON)
+        self.linear = nn.Linear(LOOKBACK, HORIZON)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.unfold(1, self.patch, self.patch)  # (B, L / patch, patch)
+        output, _ = self.rnn(self.embed(tokens))
+        return self.linear(x) + self.head(output[:, -1])
+
+
+@dataclass(frozen=True)
+class RNNBudget:
+    hidden_size: int = 64
+    n_layers: int = 1
+    patch: int = 8
+    dropout: float = 0.0
+    max_epochs: int = 6
+    batch_size: int = 256
+    learning_rate: float = 5e-4
+    patience: int = 2
+    max_batches: int | None = None  # per epoch (quick runs)
+
+
+def _univariate(x: np.ndarray, y: np.ndarray | None, normalize: str):
+    """(N, L, F) -> (N*F, L) minus each window's last value or mean; targets alike."""
+    flat_x = x.transpose(0, 2, 1).reshape(-1, x.shape[1])
+    level = flat_x[:, -1:] if normalize == "last" else flat_x.mean(axis=1, keepdims=True)
+    flat_y = None if y is None else y.transpose(0, 2, 1).reshape(-1, y.shape[1]) - level
+    return flat_x - level, flat_y, level
+
+
+def fit_rnn(cell: str, data: Dataset, ridge: LinearLagForecaster, budget: RNNBudget):
+    """Train a PatchRNN on the training windows; return a predict function and info."""
+    x_train, y_train = windows(data.values, data.train)
+    x_val, y_val = windows(data.values, data.val)
+    normalize = ridge.config.normalize
+    xt, yt, _ = _univariate(x_train, y_train, normalize)
+    xv, yv, _ = _univariate(x_val, y_val, normalize)
+    xt, yt = torch.tensor(xt, dtype=torch.float32), torch.tensor(yt, dtype=torch.float32)
+    xv, yv = torch.tensor(xv, dtype=torch.float32), torch.tensor(yv, dtype=torch.float32)
+    module = PatchRNN(cell, budget.hidden_size, budget.n_layers, budget.patch, budget.dropout)
+    _init_from_ridge(module.linear, ridge)
+    generator = torch.Generator().manual_seed(0)
+
+    def train_batches():
+        order = torch.randperm(xt.shape[0], generator=generator).split(budget.batch_size)
+        order = order[:budget.max_batches] if budget.max_batches else order
+        return [(xt[i], yt[i]) for i in order]
+
+    def val_batches():
+        return [(xv[i:i + 4096], yv[i:i + 4096]) for i in range(0, xv.shape[0], 4096)]
+
+    def step(module, batch):
+        inputs, targets = batch
+        return nn.functional.mse_loss(module(inputs), targets)
+
+    config = TrainConfig(max_epochs=budget.max_epochs, batch_size=budget.batch_size,
+                         learning_rate=budget.learning_rate, early_stopping_patience=
+                         budget.patience, schedule="cosine", device="cpu", seed=0)
+    started = time.perf_counter()
+    result = fit_module(module, step, train_batches, val_batches, config)
+    train_s = time.perf_counter() - started
+
+    @torch.no_grad()
+    def predict(x: np.ndarray) -> np.ndarray:
+        flat, _, level = _univariate(x, None, normalize)
+        tensor = torch.tensor(flat, dtype=torch.float32)
+        out = torch.cat([module(tensor[i:i + 8192]) for i in range(0, tensor.shape[0], 8192)])
+        out = out.numpy().astype(np.float64) + level
+        return out.reshape(x.shape[0], x.shape[2], HORIZON).transpose(0, 2, 1)
+
+    info = {"train_s": train_s, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+            "steps_per_epoch": len(train_batches()), "history": result.history,
+            "budget": dataclasses.asdict(budget), "n_parameters":
+            sum(p.numel() for p in module.parameters())}
+    return predict, info
+
+
+def _init_from_ridge(linear: nn.Linear, ridge: LinearLagForecaster) -> None:
+    """Copy the ridge (fitted on windows normalised the same way) into the skip layer."""
+    with torch.no_grad():
+        coef = torch.tensor(ridge.coef_, dtype=torch.float32)
+        intercept = torch.tensor(ridge.intercept_, dtype=torch.float32)
+        linear.weight.copy_(coef)
+        linear.bias.copy_(intercept)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=["ett", "exchange"], required=True)
+    parser.add_argument("--csv", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true", help="tiny budget, < 1 min")
+    parser.add_argument("--cells", default="lstm,gru")
+    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--n-layers", type=int, default=1)
+    parser.add_argument("--patch", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    if not args.csv.is_file():
+        raise SystemExit(f"--csv ({args.csv}) is not a file")
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    data = load_dataset(args.dataset, args.csv)
+    models, checks = {}, {}
+    naive = NaiveForecaster(NaiveConfig(horizon=HORIZON))
+    seasonal = SeasonalNaiveForecaster(SeasonalNaiveConfig(season=24, horizon=HORIZON))
+    models["repeat_last"] = score("repeat_last", naive.predict_windows, data)
+    models["seasonal_naive_24"] = score("seasonal_naive_24", seasonal.predict_windows, data)
+    for name, (want_mse, want_mae) in PROTOCOL_CHECKS[args.dataset].items():
+        got = models[name]
+        checks[name] = bool(abs(got["mse"] - want_mse) < 5e-4 and abs(got["mae"] - want_mae)
+                            < 5e-4)
+    ridge, ridge_info = fit_ridge(data, ALPHAS[1:4:2] if args.quick else ALPHAS)
+    models["linear_ridge"] = score("linear_ridge", ridge.predict_windows, data) | ridge_info
+    budget = RNNBudget(hidden_size=args.hidden_size, n_layers=args.n_layers, patch=args.patch,
+                       max_epochs=1 if args.quick else args.epochs,
+                       learning_rate=args.learning_rate,
+                       max_batches=20 if args.quick else None)
+    for cell in [c for c in args.cells.split(",") if c]:
+        predict, info = fit_rnn(cell, data, ridge, budget)
+        models[cell] = score(cell, predict, data) | info
+    best = min((m for m in models if m not in ("repeat_last", "seasonal_naive_24")),
+               key=lambda m: models[m]["mse"])
+    result = {
+        "dataset": args.dataset, "csv": str(args.csv), "quick": args.quick,
+        "lookback": LOOKBACK, "horizon": HORIZON,
+        "n_test_windows": int(windows(data.values, data.test)[0].shape[0]),
+        "protocol_checks_ok": checks, "target_mse": TARGETS[args.dataset],
+        "best_model": best, "best_mse": models[best]["mse"],
+        "target_met": models[best]["mse"] <= TARGETS[args.dataset],
+        "models": models,
+        "train_s": sum(m.get("train_s", 0.0) for m in models.values()),
+        "predict_s": sum(m["predict_s"] for m in models.values()),
+        "wall_s": time.perf_counter() - started, "threads": torch.get_num_threads(),
+        "note": "measured on a contended 2-core CPU shared with other jobs",
+    }
+    suffix = "_quick" if args.quick else ""
+    write_result(f"forecast_{args.dataset}{suffix}", result, device="cpu",
+                 extra_versions=("sklearn",))
+
+
+if __name__ == "__main__":
+    main()
