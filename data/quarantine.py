@@ -1,0 +1,229 @@
+"""Tolerant reading of delimited text: every line keeps its number and raw text, and every
+cell that cannot be parsed becomes a *rejection* (source_file, line, reason, raw) instead of
+an exception. The loaders in :mod:`data.loaders` are built on these pieces.
+
+Unit of account: a **record** is one non-blank data line of the file (header excluded).
+Every record is either kept (stored, merged into an identical duplicate, or moved to the
+static frame) or rejected as a whole with the reason of its first problem. Blank lines are
+not records. Lines are 1-based line numbers in the (decompressed) file.
+
+Limits: quoted fields that contain the delimiter or a line break are not supported (numeric
+time-series files do not use them); surrounding double quotes are stripped from cells.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from data.schema import SchemaError
+
+LINE = "line"
+RAW = "raw"
+REASON = "reason"
+SOURCE_FILE = "source_file"
+REJECTED_SCHEMA: dict[str, pl.DataType] = {
+    SOURCE_FILE: pl.Utf8, LINE: pl.Int64, REASON: pl.Utf8, RAW: pl.Utf8}
+DELIMITERS = (",", ";", "\t", "|")
+NULL_MARKERS = ("", "NA", "N/A", "NaN", "nan", "NAN", "null", "NULL", "None", "none", "-", "?")
+_OFFSET = r"(Z|[+-]\d{2}:?\d{2})$"
+NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M",
+                 "%Y-%m-%dT%H:%M", "%Y-%m-%d", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M",
+                 "%Y/%m/%d", "%Y%m%d")
+AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z",
+                 "%Y-%m-%d %H:%M%z")
+
+
+class LoadError(SchemaError):
+    """A whole file cannot be read (empty, wrong delimiter, missing columns...)."""
+
+
+def empty_rejected() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECTED_SCHEMA)
+
+
+@dataclass
+class RawTable:
+    """A delimited file split into string cells, one row per record.
+
+    Attributes
+    ----------
+    path : the file.
+    columns : header names (or ``c0..cN`` when headerless).
+    cells : string columns named as ``columns`` plus ``line`` (Int64) and ``raw`` (Utf8).
+    delimiter : the delimiter used.
+    rejected : records rejected while splitting (wrong number of fields).
+    """
+
+    path: Path
+    columns: list[str]
+    cells: pl.DataFrame
+    delimiter: str
+    rejected: pl.DataFrame
+
+
+def read_bytes(path: Path) -> bytes:
+    """File content, gunzipped when the name ends in ``.gz`` or the bytes are gzip."""
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as error:
+            raise LoadError(f"{path}: corrupt gzip file ({error})") from error
+    return data
+
+
+def _lines(data: bytes) -> pl.DataFrame:
+    frame = pl.read_csv(io.BytesIO(data), has_header=False, separator="\x1f", quote_char=None,
+                        infer_schema=False, new_columns=[RAW], encoding="utf8-lossy",
+                        truncate_ragged_lines=True)
+    # a \x1f inside a line would split it; keep only the first piece (never happens in practice)
+    frame = frame.select(pl.col(frame.columns[0]).alias(RAW))
+    return frame.with_row_index(LINE, offset=1).with_columns(
+        pl.col(LINE).cast(pl.Int64),
+        pl.col(RAW).fill_null("").str.strip_chars_end("\r").str.strip_chars_start("\ufeff"))
+
+
+def detect_delimiter(header: str, expected: str | None, path: Path) -> str:
+    """The delimiter of ``header``; raises :class:`LoadError` when ``expected`` is not in it
+    but another candidate is ("file appears to be ';'-separated")."""
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(counts, key=counts.get)
+    if expected is not None:
+        if counts.get(expected, header.count(expected)) or counts[best] == 0:
+            return expected
+        raise LoadError(f"{path}: wrong delimiter: `delimiter` is {expected!r} but the header "
+                        f"{header[:80]!r} appears to be {best!r}-separated; pass "
+                        f"delimiter={best!r}")
+    return best if counts[best] else ","
+
+
+def read_table(path: str | Path, *, delimiter: str | None = None, header: bool = True,
+               required: tuple[str, ...] = ()) -> RawTable:
+    """Split a CSV/TSV (optionally gzipped) into string cells, never raising on bad rows.
+
+    Records with the wrong number of fields are rejected ("expected 3 fields, got 2").
+    Raises :class:`LoadError` for an empty file, an undetectable or wrong delimiter, or a
+    missing ``required`` column.
+    """
+    path = Path(path)
+    try:
+        lines = _lines(read_bytes(path))
+    except pl.exceptions.NoDataError:
+        raise LoadError(f"{path}: file is empty") from None
+    lines = lines.filter(pl.col(RAW).str.strip_chars() != "")
+    if lines.is_empty():
+        raise LoadError(f"{path}: file is empty (no non-blank lines)")
+    first = lines.row(0, named=True)[RAW]
+    delimiter = detect_delimiter(first, delimiter, path)
+    if header:
+        columns = [_clean(c) for c in first.split(delimiter)]
+        lines = lines.slice(1)
+    else:
+        columns = [f"c{i}" for i in range(first.count(delimiter) + 1)]
+    if len(set(columns)) != len(columns):
+        raise LoadError(f"{path}: duplicated column names in header {columns}")
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise LoadError(f"{path}: missing column(s) {missing}; the header has {columns}")
+    n_fields = pl.col(RAW).str.count_matches(delimiter, literal=True) + 1
+    lines = lines.with_columns(n_fields.alias("_n"))
+    bad = lines.filter(pl.col("_n") != len(columns))
+    rejected = reject(bad, path, pl.format("expected {} fields, got {}", pl.lit(len(columns)),
+                                           pl.col("_n")))
+    good = lines.filter(pl.col("_n") == len(columns)).drop("_n")
+    split = pl.col(RAW).str.split_exact(delimiter, len(columns) - 1)
+    cells = good.with_columns(split.alias("_s")).unnest("_s")
+    cells = cells.rename({f"field_{i}": c for i, c in enumerate(columns)})
+    cells = cells.with_columns(pl.col(c).str.strip_chars().str.strip_chars('"') for c in columns)
+    return RawTable(path, columns, cells, delimiter, rejected)
+
+
+def _clean(name: str) -> str:
+    return name.strip().strip('"').strip()
+
+
+def reject(rows: pl.DataFrame, path: Path | str, reason: pl.Expr | str) -> pl.DataFrame:
+    """Rejections (source_file, line, reason, raw) for ``rows`` (which hold line and raw)."""
+    if rows.is_empty():
+        return empty_rejected()
+    reason_expr = pl.lit(reason) if isinstance(reason, str) else reason
+    return rows.select(pl.lit(str(path)).alias(SOURCE_FILE), pl.col(LINE).cast(pl.Int64),
+                       reason_expr.cast(pl.Utf8).alias(REASON), pl.col(RAW).cast(pl.Utf8))
+
+
+def parse_numbers(column: str, *, missing: tuple[float, ...] = ()) -> tuple[pl.Expr, pl.Expr]:
+    """(value expression, problem expression) for a string column of numbers.
+
+    Null markers (``NA``, empty, ``NaN``...) and the ``missing`` sentinels give null (a gap,
+    not a problem); infinities and text are problems, described in the problem expression
+    (null when the cell is fine).
+    """
+    text = pl.col(column)
+    number = text.cast(pl.Float64, strict=False)
+    is_marker = text.is_null() | text.is_in(list(NULL_MARKERS))
+    value = pl.when(is_marker | number.is_nan()).then(None).otherwise(number)
+    if missing:
+        value = pl.when(value.is_in(list(missing))).then(None).otherwise(value)
+    problem = (pl.when(~is_marker & number.is_null())
+               .then(pl.format("text in numeric column '{}': '{}'", pl.lit(column), text))
+               .when(number.is_infinite())
+               .then(pl.format("infinite value in column '{}': '{}'", pl.lit(column), text)))
+    return value.alias(column), problem
+
+
+def parse_timestamps(text: pl.Series, *, time_zone: str | None = None) -> tuple[pl.Series,
+                                                                               pl.Series]:
+    """Parse text timestamps to UTC; returns (timestamps, problems) aligned with ``text``.
+
+    Naive timestamps are in ``time_zone`` (UTC when ``None``); ones with an offset (``Z``,
+    ``+01:00``) are converted to UTC. A file must not mix the two: the convention of the
+    first parseable value wins and rows in the other are problems ("mixed time zones").
+    """
+    text = text.str.strip_chars()
+    aware = text.str.contains(_OFFSET).fill_null(False)
+    normalised = text.str.replace(r"Z$", "+00:00")
+    naive_parsed = _first_format(normalised, NAIVE_FORMATS, None)
+    if time_zone is not None:
+        naive_parsed = naive_parsed.dt.replace_time_zone(
+            time_zone, ambiguous="null", non_existent="null")
+    naive_parsed = naive_parsed.dt.convert_time_zone("UTC") if time_zone else \
+        naive_parsed.dt.replace_time_zone("UTC")
+    aware_parsed = _first_format(normalised, AWARE_FORMATS, "UTC")
+    frame = pl.DataFrame({"a": aware, "n": naive_parsed, "z": aware_parsed, "t": text})
+    ok_aware = frame["a"] & frame["z"].is_not_null()
+    ok_naive = ~frame["a"] & frame["n"].is_not_null()
+    parsed_any = ok_aware | ok_naive
+    first_aware = bool(frame.filter(parsed_any)["a"].head(1).sum()) if parsed_any.any() else False
+    stamps = frame.select(pl.when(pl.col("a")).then(pl.col("z")).otherwise(pl.col("n"))
+                          .alias("timestamp"))["timestamp"]
+    convention_mismatch = parsed_any & (frame["a"] != first_aware)
+    other = "naive timestamp in a file with UTC offsets" if first_aware else \
+        "timestamp with a UTC offset in a file of naive timestamps"
+    problems = frame.select(
+        pl.when(pl.lit(convention_mismatch)).then(pl.format("mixed time zones: {} ('{}')",
+                                                            pl.lit(other), pl.col("t")))
+        .when(pl.lit(~parsed_any)).then(pl.format("unparseable timestamp: '{}'", pl.col("t")))
+        .alias("problem"))["problem"]
+    stamps = pl.select(pl.when(problems.is_null()).then(stamps)).to_series()
+    return stamps.alias("timestamp"), problems
+
+
+def _first_format(text: pl.Series, formats: tuple[str, ...], time_zone: str | None) -> pl.Series:
+    dtype = pl.Datetime("us", time_zone)
+    result = pl.repeat(None, len(text), dtype=dtype, eager=True)
+    todo = text.is_not_null()
+    for fmt in formats:
+        if not todo.any():
+            break
+        parsed = text.str.to_datetime(fmt, strict=False, time_unit="us", time_zone=time_zone)
+        if parsed.dtype != dtype:
+            parsed = parsed.cast(dtype)
+        result = pl.select(pl.when(todo).then(parsed).otherwise(result)).to_series()
+        todo = todo & result.is_null()
+    return result
+
