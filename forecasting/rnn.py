@@ -1,0 +1,451 @@
+"""The stateful LSTM / GRU / GRU-D forecaster (a global model over every series of a frame).
+
+>>> fc = RNNForecaster(ForecasterConfig(cell="lstm", hidden_size=16, horizon=24)).fit(train)
+>>> forecast = fc.predict()                 # continues after the training data
+>>> fc.update(new_rows).predict()           # advances the state, no history re-read
+
+Inputs: every channel of the frame is a feature (scaled per series and channel on the
+training rows); LSTM/GRU read forward-filled values plus the observed-mask, GRU-D reads
+values, masks and deltas natively; calendar features (hour of day, day of week, day of
+year) are known-future covariates.  Losses use observed targets only.
+
+Two training modes:
+
+* stateless (``stateful=False``): random look-back/horizon windows, each encoded from the
+  initial state; the stored per-series state is the last ``lookback`` rows (a buffer), and
+  a forecast encodes that buffer exactly as in training.
+* stateful (``stateful=True``): each series is cut into consecutive chunks of
+  ``tbptt_length``; batch k holds chunk k of a group of series and the hidden state flows
+  (detached: truncated BPTT) from chunk k to k+1, reset at series boundaries; every step is
+  supervised with its next ``horizon`` targets.  The stored state is the encoder state after
+  the whole history, and :meth:`RNNForecaster.update` advances it with new rows only.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from data.arrays import frame_to_arrays
+from data.persistence import load_estimator, save_estimator
+from data.schema import (
+    CHANNEL,
+    FORECAST_SCHEMA,
+    ISSUED_AT,
+    SERIES_ID,
+    STEP,
+    TIMESTAMP,
+    Y_HAT,
+    RecurraError,
+    SchemaError,
+    check_fitted,
+    quantile_column,
+    validate_frame,
+)
+from forecasting import windows as win
+from forecasting.device import choose_device, seed_everything
+from forecasting.modules import ATTENTIONS, CELLS, DistributionHead, EncoderSpec, ForecastNet
+from forecasting.train import Callback, TrainConfig, fit_module
+from forecasting.windows import (
+    SCALERS,
+    chunk_batches,
+    check_length,
+    fit_scaler,
+    prepare_series,
+    window_batch,
+    window_starts,
+)
+
+DECODERS = ("direct", "seq2seq", "attention")
+OUTPUTS = ("quantile", "gaussian", "student_t")
+TEACHER_FORCING = ("always", "linear", "inverse_sigmoid", "never")
+
+
+@dataclass(frozen=True)
+class ForecasterConfig:
+    """Everything an :class:`RNNForecaster` needs; checked in ``__post_init__``.
+
+    cell : ``"lstm"``, ``"gru"`` or ``"grud"``. hidden_size, num_layers : encoder size.
+    dropout : on encoder inputs/outputs and in the decoder. recurrent_dropout : variational
+        dropout on the hidden state (custom cell path). layer_norm : layer-normalised gates.
+    residual : residual connections between stacked layers. learn_initial_state : learn h0.
+    decoder : ``"direct"`` (MLP to all steps), ``"seq2seq"`` (autoregressive) or
+        ``"attention"`` (seq2seq attending over the encoder outputs; stateless only).
+    attention : ``"luong"`` or ``"bahdanau"``.
+    teacher_forcing : scheduled sampling for seq2seq: the probability of feeding the truth
+        falls over training, ``"linear"`` (1 -> 0) or ``"inverse_sigmoid"`` (k / (k +
+        exp(epoch / k)), k = ``teacher_forcing_k``); ``"always"`` or ``"never"``.
+    output : ``"quantile"`` (pinball loss), ``"gaussian"`` or ``"student_t"`` (NLL).
+    quantiles : forecast quantile levels (columns ``q10``...); y_hat is the median (or mean).
+    lookback, horizon : window lengths (steps). stride : between training windows.
+    max_windows_per_epoch : random subset of training windows per epoch (None = all).
+    stateful, tbptt_length : stateful training with truncated BPTT over chunks.
+    target_channels : channels to forecast (None = all); the others are past covariates.
+    calendar : calendar covariates on/off. scaler : ``"standard"``, ``"robust"``, ``"none"``.
+    train : the nested :class:`forecasting.train.TrainConfig`.
+    """
+
+    cell: str = "lstm"
+    hidden_size: int = 32
+    num_layers: int = 1
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    layer_norm: bool = False
+    residual: bool = True
+    learn_initial_state: bool = False
+    decoder: str = "direct"
+    attention: str = "luong"
+    teacher_forcing: str = "linear"
+    teacher_forcing_k: float = 3.0
+    output: str = "quantile"
+    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
+    lookback: int = 48
+    horizon: int = 24
+    stride: int = 1
+    max_windows_per_epoch: int | None = None
+    stateful: bool = False
+    tbptt_length: int = 64
+    target_channels: tuple[str, ...] | None = None
+    calendar: bool = True
+    scaler: str = "standard"
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.train, dict):  # rebuilt from JSON (data.persistence)
+            object.__setattr__(self, "train", TrainConfig(**self.train))
+        for name, choices in (("cell", CELLS), ("decoder", DECODERS), ("output", OUTPUTS),
+                              ("attention", ATTENTIONS), ("scaler", SCALERS),
+                              ("teacher_forcing", TEACHER_FORCING)):
+            if getattr(self, name) not in choices:
+                raise RecurraError(f"{name} ({getattr(self, name)!r}) must be one of "
+                                   f"{list(choices)}")
+        for name in ("hidden_size", "num_layers", "lookback", "horizon", "stride",
+                     "tbptt_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RecurraError(f"{name} ({value!r}) must be an integer >= 1")
+        for name in ("dropout", "recurrent_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise RecurraError(f"{name} ({getattr(self, name)}) must be in [0, 1)")
+        levels = tuple(float(q) for q in self.quantiles)
+        if not levels or any(not 0 < q < 1 for q in levels) or list(levels) != sorted(
+                set(levels)):
+            raise RecurraError(f"quantiles ({self.quantiles}) must be strictly increasing "
+                               "levels in (0, 1)")
+        if self.decoder == "attention" and self.stateful:
+            raise RecurraError("decoder 'attention' needs stateless windows: set stateful="
+                               "False or decoder 'direct'/'seq2seq'")
+        if self.max_windows_per_epoch is not None and self.max_windows_per_epoch < 1:
+            raise RecurraError(f"max_windows_per_epoch ({self.max_windows_per_epoch}) must "
+                               "be >= 1 or None")
+        if self.teacher_forcing_k <= 0:
+            raise RecurraError(f"teacher_forcing_k ({self.teacher_forcing_k}) must be > 0")
+        if self.target_channels is not None and not self.target_channels:
+            raise RecurraError("target_channels (()) must name at least one channel or be None")
+
+
+class RNNForecaster:
+    """Global LSTM / GRU / GRU-D forecaster with streaming state (see the module docstring).
+
+    Fitted attributes: ``module_`` (:class:`ForecastNet`), ``channels_`` (input channels),
+    ``targets_`` (forecast channels), ``scaler_`` ({series_id: (center (F,), scale (F,))}),
+    ``state_`` ({series_id: per-series stream state}), ``history_`` (epoch records).
+    """
+
+    def __init__(self, config: ForecasterConfig | None = None) -> None:
+        self.config = config if config is not None else ForecasterConfig()
+        self.module_: ForecastNet | None = None
+
+    # fitting ---------------------------------------------------------------------------
+    def fit(self, frame: Any, validation: Any = None,
+            callback: Callback | None = None) -> RNNForecaster:
+        """Train on every series of ``frame``; ``validation`` drives early stopping."""
+        frame = validate_frame(frame, name="train")
+        self.channels_ = sorted(frame[CHANNEL].unique().to_list())
+        self.targets_ = self._targets(self.channels_)
+        arrays = frame_to_arrays(frame, channels=self.channels_)
+        self.scaler_ = {a.series_id: fit_scaler(a.values, self.config.scaler) for a in arrays}
+        seed_everything(self.config.train.seed)
+        self.module_ = self._build()
+        self._train(arrays, validation, callback)
+        self.state_ = self._stream_states(arrays)
+        return self
+
+    def fine_tune(self, frame: Any, epochs: int = 5, learning_rate: float | None = None,
+                  callback: Callback | None = None) -> RNNForecaster:
+        """A new forecaster: this global model trained further on ``frame`` only.
+
+        Known series keep their scalers, new ones get their own; ``learning_rate`` defaults
+        to a tenth of the original one. This forecaster is left unchanged.
+        """
+        check_fitted(self)
+        frame = validate_frame(frame, name="fine-tune frame")
+        train = dataclasses.replace(
+            self.config.train, max_epochs=epochs,
+            learning_rate=learning_rate or self.config.train.learning_rate / 10)
+        tuned = RNNForecaster(dataclasses.replace(self.config, train=train))
+        tuned.channels_, tuned.targets_ = self.channels_, self.targets_
+        tuned.module_ = copy.deepcopy(self.module_).cpu()
+        tuned.scaler_ = dict(self.scaler_)
+        arrays = tuned._arrays(frame, "fine-tune frame")
+        for item in arrays:
+            tuned.scaler_.setdefault(item.series_id, fit_scaler(item.values,
+                                                                self.config.scaler))
+        tuned._train(arrays, None, callback)
+        tuned.state_ = {**self.state_, **tuned._stream_states(arrays)}
+        return tuned
+
+    def _targets(self, channels: list[str]) -> list[str]:
+        if self.config.target_channels is None:
+            return list(channels)
+        unknown = [c for c in self.config.target_channels if c not in channels]
+        if unknown:
+            raise SchemaError(f"target_channels {unknown} are not channels of the training "
+                              f"frame (it has {channels})")
+        return list(self.config.target_channels)
+
+    def _build(self) -> ForecastNet:
+        config = self.config
+        n_cov = win.N_CALENDAR if config.calendar else 0
+        spec = EncoderSpec(config.cell, len(self.channels_) + n_cov, config.hidden_size,
+                           config.num_layers, config.dropout, config.recurrent_dropout,
+                           config.layer_norm, config.residual, config.learn_initial_state)
+        head = DistributionHead(config.output, config.hidden_size, len(self.targets_),
+                                config.quantiles)
+        return ForecastNet(spec, len(self.targets_), n_cov, config.horizon, config.decoder,
+                           head, config.attention)
+
+    def _arrays(self, frame: pl.DataFrame, name: str) -> list:
+        extra = sorted(set(frame[CHANNEL].unique().to_list()) - set(self.channels_))
+        if extra:
+            raise SchemaError(f"{name}: channels {extra} were not in the training frame "
+                              f"(it had {self.channels_})")
+        return frame_to_arrays(frame, channels=self.channels_)
+
+    def _prepared(self, arrays: list) -> list:
+        return [prepare_series(a, *self._scaler_for(a), self.config.calendar) for a in arrays]
+
+    def _scaler_for(self, arrays: Any) -> tuple[np.ndarray, np.ndarray]:
+        scaler = self.scaler_.get(arrays.series_id)
+        return scaler if scaler is not None else fit_scaler(arrays.values, self.config.scaler)
+
+    def _train(self, arrays: list, validation: Any, callback: Callback | None) -> None:
+        config = self.config
+        prepared = self._prepared(arrays)
+        val_prepared = None
+        if validation is not None:
+            val_prepared = self._prepared(self._arrays(validate_frame(
+                validation, name="validation"), "validation"))
+        if config.cell == "grud":
+            self.module_.encoder.grud.set_empirical_mean(torch.zeros(
+                self.module_.encoder.spec.input_size))
+        targets = [self.channels_.index(c) for c in self.targets_]
+        schedule = _TeacherSchedule(config)
+        hook = schedule.chain(callback)
+        if config.stateful:
+            train_src, val_src, step = win.stateful_sources(
+                prepared, val_prepared, config, targets, schedule)
+        else:
+            check_length(prepared, config.lookback + config.horizon, "train")
+            train_src, val_src, step = _window_sources(prepared, val_prepared, config,
+                                                       targets, schedule)
+        result = fit_module(self.module_, step, train_src, val_src, config.train, hook,
+                            stateful=config.stateful)
+        self.module_.cpu().eval()
+        self.history_ = result.history
+        self.train_result_ = result
+
+    # streaming -------------------------------------------------------------------------
+    def _stream_states(self, arrays: list) -> dict[str, dict[str, Any]]:
+        prepared = self._prepared(arrays)
+        return win.initial_states(self.module_, arrays, prepared, self.config)
+
+    def update(self, new_rows: Any) -> RNNForecaster:
+        """Advance the stored state of each series with ``new_rows`` (after its last row)."""
+        check_fitted(self)
+        frame = validate_frame(new_rows, name="new rows")
+        arrays = self._arrays(frame, "new rows")
+        unknown = [a.series_id for a in arrays if a.series_id not in self.state_]
+        if unknown:
+            raise SchemaError(f"new rows: series {unknown[:5]} are unknown to this forecaster; "
+                              "use predict(frame=history) or fine_tune(frame) for new series")
+        self.state_ = {**self.state_, **win.advance(self.module_, arrays, self.state_,
+                                                    self.scaler_, self.config)}
+        return self
+
+    # prediction ------------------------------------------------------------------------
+    def predict(self, frame: Any = None, horizon: int | None = None) -> pl.DataFrame:
+        """Forecast frame (FORECAST_SCHEMA + quantile columns) in original units.
+
+        ``frame=None`` continues every series from the stored state; a ``frame`` is taken
+        as the history to forecast from (the stored state is left unchanged).
+        """
+        check_fitted(self)
+        horizon = self.config.horizon if horizon is None else horizon
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or not (
+                1 <= horizon <= self.config.horizon):
+            raise RecurraError(f"horizon ({horizon!r}) must be an integer in [1, "
+                               f"{self.config.horizon}] (the horizon the model was fitted for)")
+        states = self.state_
+        if frame is not None:
+            arrays = self._arrays(validate_frame(frame, name="history"), "history")
+            scalers = {a.series_id: self._scaler_for(a) for a in arrays}
+            states = win.initial_states(self.module_, arrays, [
+                prepare_series(a, *scalers[a.series_id], self.config.calendar)
+                for a in arrays], self.config, scalers)
+        return self._forecast_frame(states, horizon)
+
+    def _forecast_frame(self, states: dict[str, dict[str, Any]], horizon: int) -> pl.DataFrame:
+        targets = [self.channels_.index(c) for c in self.targets_]
+        results = win.forecast_arrays(self.module_, states, self.scaler_, self.config,
+                                      targets, horizon)
+        levels = tuple(self.config.quantiles)
+        columns: dict[str, list] = {k: [] for k in (SERIES_ID, CHANNEL, ISSUED_AT, TIMESTAMP,
+                                                    STEP, Y_HAT)}
+        columns.update({quantile_column(q): [] for q in levels})
+        n_targets = len(targets)
+        for series_id, issued_at, times, params in results:
+            center, scale = win._scaler(states[series_id], self.scaler_, series_id)
+            center, scale = center[targets], scale[targets]
+            tensor = torch.from_numpy(params)
+            point = self.module_.head.point(tensor).double().numpy() * scale + center
+            bands = self.module_.head.quantiles(tensor, levels).double().numpy()
+            bands = bands * scale[None, :, None] + center[None, :, None]
+            columns[SERIES_ID].extend([series_id] * (horizon * n_targets))
+            columns[CHANNEL].extend(np.repeat(self.targets_, horizon).tolist())
+            columns[ISSUED_AT].append(np.full(horizon * n_targets, issued_at))
+            columns[TIMESTAMP].append(np.tile(times, n_targets))
+            columns[STEP].append(np.tile(np.arange(1, horizon + 1), n_targets))
+            columns[Y_HAT].append(point.T.reshape(-1))
+            for j, level in enumerate(levels):
+                columns[quantile_column(level)].append(bands[:, :, j].T.reshape(-1))
+        return _to_frame(columns, levels)
+
+    # persistence -----------------------------------------------------------------------
+    def _get_state(self) -> dict[str, Any]:
+        check_fitted(self)
+        return {"module": self.module_.state_dict(), "channels": self.channels_,
+                "targets": self.targets_, "scaler": self.scaler_, "state": self.state_,
+                "history": getattr(self, "history_", [])}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.channels_, self.targets_ = list(state["channels"]), list(state["targets"])
+        self.scaler_, self.state_ = state["scaler"], state["state"]
+        self.history_ = state.get("history", [])
+        self.module_ = self._build()
+        self.module_.load_state_dict(state["module"])
+        self.module_.eval()
+
+    def save(self, path: str | Path) -> Path:
+        """Write this fitted forecaster to the folder ``path``."""
+        check_fitted(self)
+        return save_estimator(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RNNForecaster:
+        """Load a forecaster written by :meth:`save`."""
+        estimator = load_estimator(path)
+        if not isinstance(estimator, cls):
+            raise RecurraError(f"{path} holds a {type(estimator).__name__}, not a {cls.__name__}")
+        return estimator
+
+
+class _TeacherSchedule:
+    """Scheduled sampling: the teacher-forcing probability for the current epoch."""
+
+    def __init__(self, config: ForecasterConfig) -> None:
+        self.kind, self.k = config.teacher_forcing, config.teacher_forcing_k
+        self.max_epochs = config.train.max_epochs
+        self.probability = 0.0 if self.kind == "never" else 1.0
+
+    def chain(self, callback: Callback | None) -> Callback:
+        def hook(event: str, payload: dict[str, Any]) -> None:
+            if event == "epoch_start":
+                self.set_epoch(payload["epoch"])
+            if callback is not None:
+                callback(event, payload)
+        return hook
+
+    def set_epoch(self, epoch: int) -> None:
+        step = epoch - 1
+        if self.kind == "linear":
+            self.probability = max(0.0, 1.0 - step / max(1, self.max_epochs - 1))
+        elif self.kind == "inverse_sigmoid":
+            self.probability = float(self.k / (self.k + np.exp(step / self.k)))
+
+    def current(self, training: bool) -> float:
+        return self.probability if training else 0.0
+
+
+def _window_sources(prepared: list, val_prepared: list | None, config: ForecasterConfig,
+                    targets: list[int], schedule: _TeacherSchedule):
+    """Batch sources and the step function of stateless (windowed) training."""
+    raw = config.cell == "grud"
+    starts = window_starts(prepared, config.lookback, config.horizon, config.stride)
+    rng = np.random.default_rng(config.train.seed)
+    size = config.train.batch_size
+
+    def train_batches():
+        order = rng.permutation(len(starts))
+        if config.max_windows_per_epoch is not None:
+            order = order[:config.max_windows_per_epoch]
+        for begin in range(0, len(order), size):
+            yield window_batch(prepared, starts[order[begin:begin + size]], config.lookback,
+                               config.horizon, targets, raw)
+
+    val_src = None
+    if val_prepared is not None:
+        val_starts = window_starts(val_prepared, config.lookback, config.horizon,
+                                   config.stride)
+
+        def val_src():
+            for begin in range(0, len(val_starts), size):
+                yield window_batch(val_prepared, val_starts[begin:begin + size],
+                                   config.lookback, config.horizon, targets, raw)
+
+    def step(module: ForecastNet, batch: Any) -> torch.Tensor | None:
+        if not bool(batch.y_observed.any()):
+            return None
+        lookback = batch.x.shape[1]
+        covariates = batch.covariates
+        output, _ = module.encode(batch.x, batch.observed, batch.delta, None,
+                                  covariates[:, :lookback])
+        params = module.decode(module.encoder.last_hidden(output),
+                               batch.x_last[:, -1, targets], covariates[:, lookback:],
+                               torch.nan_to_num(batch.y), batch.y_observed,
+                               schedule.current(module.training), memory=output)
+        return module.head.loss(params, batch.y, batch.y_observed)
+
+    return train_batches, val_src, step
+
+
+def _to_frame(columns: dict[str, list], levels: tuple[float, ...]) -> pl.DataFrame:
+    def joined(name: str, dtype: Any) -> np.ndarray:
+        parts = columns[name]
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    schema = {**FORECAST_SCHEMA, **{quantile_column(q): pl.Float64 for q in levels}}
+    frame = pl.DataFrame({
+        SERIES_ID: pl.Series(columns[SERIES_ID], dtype=pl.Utf8),
+        CHANNEL: pl.Series(columns[CHANNEL], dtype=pl.Utf8),
+        ISSUED_AT: pl.Series(joined(ISSUED_AT, "datetime64[us]")),
+        TIMESTAMP: pl.Series(joined(TIMESTAMP, "datetime64[us]")),
+        STEP: pl.Series(joined(STEP, np.int32)),
+        Y_HAT: pl.Series(joined(Y_HAT, np.float64)),
+        **{quantile_column(q): pl.Series(joined(quantile_column(q), np.float64))
+           for q in levels}})
+    frame = frame.with_columns(pl.col(ISSUED_AT, TIMESTAMP).dt.replace_time_zone("UTC"))
+    return frame.cast(schema).sort([SERIES_ID, CHANNEL, STEP])
+
+
+def device_of(module: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter (CPU for a module without any)."""
+    first = next(module.parameters(), None)
+    return first.device if first is not None else choose_device("cpu")
