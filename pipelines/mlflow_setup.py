@@ -85,9 +85,10 @@ def configure() -> str:
     database = sqlite_path(uri)
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
-    if uri != _configured_uri:
-        import mlflow
+    import mlflow
 
+    if uri != _configured_uri or mlflow.get_tracking_uri() != uri \
+            or mlflow.get_registry_uri() != uri:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         _configured_uri = uri

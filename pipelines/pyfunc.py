@@ -76,35 +76,37 @@ def default_params(task: str) -> dict[str, Any]:
     return {"output": "scores"}
 
 
-class RecurraModel(mlflow.pyfunc.PythonModel):
-    """The pyfunc wrapper: loads the estimator folder, routes ``predict`` by ``task``.
+with warnings.catch_warnings():  # MLflow warns at class creation about missing hints
+    warnings.simplefilter("ignore")
 
-    Parameters
-    ----------
-    task : ``"forecast"`` or ``"detect"``.
-    """
+    class RecurraModel(mlflow.pyfunc.PythonModel):
+        """The pyfunc wrapper: loads the estimator folder, routes ``predict`` by ``task``.
 
-    def __init__(self, task: str) -> None:
-        self.task = check_task(task)
-        self.estimator_: Any = None
+        Parameters
+        ----------
+        task : ``"forecast"`` or ``"detect"``.
+        """
 
-    def load_context(self, context: Any) -> None:
-        import torch
+        def __init__(self, task: str) -> None:
+            self.task = check_task(task)
+            self.estimator_: Any = None
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.estimator_ = load_estimator(context.artifacts[ESTIMATOR_ARTIFACT],
-                                         map_location=device)
+        def load_context(self, context: Any) -> None:
+            import torch
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None
-                ) -> Any:
-        """Forecast / score ``model_input`` (pandas contract frame); returns a pandas frame."""
-        if self.estimator_ is None:
-            raise RecurraError("RecurraModel.predict before load_context: load the model with "
-                               "mlflow.pyfunc.load_model(uri)")
-        return predict_frame(self.estimator_, self.task, model_input, params)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.estimator_ = load_estimator(context.artifacts[ESTIMATOR_ARTIFACT],
+                                             map_location=device)
 
-    def __getstate__(self) -> dict[str, Any]:  # never pickle a loaded estimator
-        return {"task": self.task, "estimator_": None}
+        def predict(self, context, model_input, params=None):  # no hints: MLflow reads them
+            """Forecast / score ``model_input`` (pandas contract frame); returns a pandas frame."""
+            if self.estimator_ is None:
+                raise RecurraError("RecurraModel.predict before load_context: load the model with "
+                                   "mlflow.pyfunc.load_model(uri)")
+            return predict_frame(self.estimator_, self.task, model_input, params)
+
+        def __getstate__(self) -> dict[str, Any]:  # never pickle a loaded estimator
+            return {"task": self.task, "estimator_": None}
 
 
 def predict_frame(estimator: Any, task: str, model_input: Any,
