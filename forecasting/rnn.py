@@ -331,6 +331,9 @@ class RNNForecaster:
     # persistence -----------------------------------------------------------------------
     def _get_state(self) -> dict[str, Any]:
         check_fitted(self)
+        if getattr(self, "quantized_", False):
+            raise RecurraError(f"a quantized {type(self).__name__} cannot be saved: save the "
+                               "float model and quantize it again after loading")
         return {"module": self.module_.state_dict(), "channels": self.channels_,
                 "targets": self.targets_, "scaler": self.scaler_, "state": self.state_,
                 "history": getattr(self, "history_", [])}
