@@ -52,16 +52,27 @@ def device_name(device: Any = None) -> str:
 
 def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     """Versions of torch, numpy, polars, python (+ any ``extra`` importable package)."""
+    import contextlib
     import importlib
+    from importlib import metadata
 
     result = {"python": platform.python_version()}
     for name in ("torch", "numpy", "polars", *extra):
+        try:  # the distribution's metadata: no import, no import-time banners on stdout
+            result[name] = metadata.version(_DISTRIBUTIONS.get(name, name))
+            continue
+        except metadata.PackageNotFoundError:
+            pass
         try:
-            module = importlib.import_module(name)
+            with contextlib.redirect_stdout(sys.stderr):
+                module = importlib.import_module(name)
             result[name] = str(getattr(module, "__version__", "unknown"))
         except ImportError:
             result[name] = "not installed"
     return result
+
+
+_DISTRIBUTIONS = {"sklearn": "scikit-learn", "cv2": "opencv-python"}
 
 
 def _clean(value: Any) -> Any:

@@ -1,0 +1,406 @@
+"""P4: in-hospital mortality on PhysioNet 2012 (set a) from the first 48 h, GRU-D vs baselines.
+
+Protocol (BENCHMARKS.md, P4): time-varying variables = every parameter except RecordID, Age,
+Gender, Height, ICUType; value -1 = missing. 48 hourly bins (last value per bin, mask =
+observed in the bin, delta in hours since the variable was last observed, as in Che et al.
+2018). Z-scores with the training statistics (observed values only, clipped to +-6 std).
+Static inputs (age, gender, height + missing flags, ICU type when present) are concatenated
+to the last hidden state of every model. Stratified 80/20 split per seed (0, 1, 2); 10 % of
+the training part (stratified) for early stopping on the validation loss.
+
+Models: ``grud`` (:class:`forecasting.grud.GRUDClassifier`), ``gru_mean`` (GRU on values
+filled with the training mean, i.e. 0 after z-scoring, + mask channels), ``lstm_ffill``
+(LSTM on forward-filled values, training mean before the first observation).
+
+Usage::
+
+    python benchmarks/grud_physionet.py --records ../shared/data/physionet2012/set-a.csv.gz \
+        --outcomes ../shared/data/physionet2012/Outcomes-a.txt [--quick]
+
+``grud_epoch_seconds(records, outcomes, hidden=64, device="cpu")`` is the T2 figure used by
+``benchmarks/throughput.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+
+from _common import SHARED_DATA, device_name, write_result  # noqa: E402
+
+from data.arrays import compute_delta, forward_fill  # noqa: E402
+from forecasting.grud import GRUDClassifier  # noqa: E402
+from forecasting.train import TrainConfig, fit_module  # noqa: E402
+
+N_HOURS = 48
+STATIC_PARAMETERS = ("RecordID", "Age", "Gender", "Height", "ICUType")
+MODELS = ("grud", "gru_mean", "lstm_ffill")
+CLIP = 6.0
+
+
+@dataclass
+class Cohort:
+    """The binned cohort: N records, T=48 hourly bins, F variables, S static inputs."""
+
+    record_ids: np.ndarray   # (N,)
+    values: np.ndarray       # (N, T, F) float32, NaN where not observed
+    observed: np.ndarray     # (N, T, F) bool
+    delta: np.ndarray        # (N, T, F) float32, hours
+    static: np.ndarray       # (N, S) float32, raw (NaN missing)
+    labels: np.ndarray       # (N,) float32 in {0, 1}
+    variables: tuple[str, ...]
+
+
+def read_records(path: str | Path) -> pl.DataFrame:
+    """The long CSV (RecordID, Time HH:MM, Parameter, Value) with minutes and -1 as null."""
+    frame = pl.read_csv(path, schema_overrides={"RecordID": pl.Int64, "Time": pl.Utf8,
+                                                "Parameter": pl.Utf8, "Value": pl.Float64})
+    parts = pl.col("Time").str.split_exact(":", 1)
+    return frame.with_columns(
+        (parts.struct.field("field_0").cast(pl.Int64) * 60
+         + parts.struct.field("field_1").cast(pl.Int64)).alias("minutes"),
+        pl.when(pl.col("Value") == -1).then(None).otherwise(pl.col("Value")).alias("Value"),
+    ).filter(pl.col("Parameter").is_not_null())
+
+
+def load_cohort(records: str | Path, outcomes: str | Path) -> Cohort:
+    """Bin the records into 48 hourly steps and join the in-hospital death label."""
+    frame = read_records(records)
+    labels = pl.read_csv(outcomes).select(pl.col("RecordID").cast(pl.Int64),
+                                          pl.col("In-hospital_death").cast(pl.Float32))
+    ids = (frame.select("RecordID").unique().join(labels, on="RecordID").sort("RecordID"))
+    record_ids = ids["RecordID"].to_numpy()
+    row_of = {int(r): i for i, r in enumerate(record_ids)}
+    dynamic = frame.filter(~pl.col("Parameter").is_in(STATIC_PARAMETERS)
+                           & pl.col("Value").is_not_null()
+                           & pl.col("RecordID").is_in(record_ids.tolist()))
+    variables = tuple(sorted(dynamic["Parameter"].unique().to_list()))
+    column_of = {name: j for j, name in enumerate(variables)}
+    binned = (dynamic.with_columns((pl.col("minutes") // 60).clip(0, N_HOURS - 1).alias("hour"))
+              .sort(["RecordID", "minutes"], maintain_order=True)
+              .group_by(["RecordID", "hour", "Parameter"], maintain_order=True)
+              .agg(pl.col("Value").last()))
+    n, f = len(record_ids), len(variables)
+    values = np.full((n, N_HOURS, f), np.nan, dtype=np.float32)
+    rows = np.array([row_of[int(r)] for r in binned["RecordID"].to_list()])
+    cols = np.array([column_of[p] for p in binned["Parameter"].to_list()])
+    values[rows, binned["hour"].to_numpy(), cols] = binned["Value"].to_numpy()
+    observed = ~np.isnan(values)
+    hours = np.arange(N_HOURS, dtype=np.float64)
+    delta = np.stack([compute_delta(hours, observed[i]) for i in range(n)]).astype(np.float32)
+    return Cohort(record_ids, values, observed, delta, _static_inputs(frame, record_ids),
+                  ids["In-hospital_death"].to_numpy().astype(np.float32), variables)
+
+
+def _static_inputs(frame: pl.DataFrame, record_ids: np.ndarray) -> np.ndarray:
+    """(N, S): age, gender==1, gender missing, height, height missing, ICU type one-hot."""
+    static = (frame.filter(pl.col("Parameter").is_in(STATIC_PARAMETERS[1:]))
+              .group_by(["RecordID", "Parameter"]).agg(pl.col("Value").first())
+              .pivot(on="Parameter", index="RecordID", values="Value"))
+    static = pl.DataFrame({"RecordID": record_ids}).join(static, on="RecordID", how="left")
+
+    def column(name: str) -> np.ndarray:
+        if name not in static.columns:
+            return np.full(len(record_ids), np.nan)
+        return static[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+    age, gender, height, icu = (column(n) for n in ("Age", "Gender", "Height", "ICUType"))
+    features = [age, (gender == 1).astype(float), np.isnan(gender).astype(float),
+                height, np.isnan(height).astype(float)]
+    if not np.isnan(icu).all():
+        features += [(icu == k).astype(float) for k in (1, 2, 3, 4)]
+    return np.stack(features, axis=1).astype(np.float32)
+
+
+def model_inputs(cohort: Cohort, train_index: np.ndarray) -> dict[str, torch.Tensor]:
+    """Tensors for every model, z-scored with the training records' statistics."""
+    train_values = cohort.values[train_index]
+    mean = np.nanmean(train_values.reshape(-1, train_values.shape[-1]), axis=0)
+    std = np.nanstd(train_values.reshape(-1, train_values.shape[-1]), axis=0)
+    mean, std = np.nan_to_num(mean), np.where(np.nan_to_num(std) > 1e-6, std, 1.0)
+    scaled = np.clip((cohort.values - mean) / std, -CLIP, CLIP)
+    zero_filled = np.nan_to_num(scaled, nan=0.0).astype(np.float32)
+    ffill = np.stack([forward_fill(scaled[i], cohort.observed[i]) for i in range(len(scaled))])
+    static = cohort.static.copy()
+    s_mean = np.nanmean(static[train_index], axis=0)
+    s_std = np.nanstd(static[train_index], axis=0)
+    static = (static - s_mean) / np.where(s_std > 1e-6, s_std, 1.0)
+    return {"x": torch.from_numpy(zero_filled),
+            "observed": torch.from_numpy(cohort.observed),
+            "delta": torch.from_numpy(cohort.delta),
+            "x_ffill": torch.from_numpy(ffill.astype(np.float32)),
+            "static": torch.from_numpy(np.nan_to_num(static).astype(np.float32)),
+            "y": torch.from_numpy(cohort.labels)}
+
+
+class RNNClassifier(nn.Module):
+    """GRU/LSTM baseline on (filled values [+ mask]) + static inputs, head on the last state."""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, static_size: int,
+                 dropout: float) -> None:
+        super().__init__()
+        rnn = nn.GRU if cell == "gru" else nn.LSTM
+        self.rnn = rnn(input_size, hidden_size, batch_first=True)
+        self.head_dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size + static_size, 1)
+
+    def forward(self, inputs: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        output, _ = self.rnn(inputs)
+        return self.head(self.head_dropout(torch.cat([output[:, -1], static], dim=1)))
+
+
+def build_model(name: str, n_variables: int, static_size: int, hidden: int,
+                dropout: float = 0.3) -> nn.Module:
+    if name == "grud":
+        return GRUDClassifier(n_variables, hidden, static_size=static_size, dropout=dropout)
+    if name == "gru_mean":
+        return RNNClassifier("gru", 2 * n_variables, hidden, static_size, dropout)
+    if name == "lstm_ffill":
+        return RNNClassifier("lstm", n_variables, hidden, static_size, dropout)
+    raise ValueError(f"model ({name!r}) must be one of {list(MODELS)}")
+
+
+def logits_of(name: str, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    if name == "grud":
+        return model(batch["x"], batch["observed"], batch["delta"], batch["static"])[:, 0]
+    if name == "gru_mean":
+        inputs = torch.cat([batch["x"], batch["observed"].float()], dim=-1)
+        return model(inputs, batch["static"])[:, 0]
+    return model(batch["x_ffill"], batch["static"])[:, 0]
+
+
+def batches(tensors: dict[str, torch.Tensor], index: np.ndarray, batch_size: int,
+            rng: np.random.Generator | None = None) -> list[dict[str, torch.Tensor]]:
+    order = rng.permutation(index) if rng is not None else index
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [{k: v[torch.from_numpy(c)] for k, v in tensors.items()} for c in chunks]
+
+
+def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str, np.ndarray],
+                   *, hidden: int, epochs: int, seed: int, device: str,
+                   batch_size: int = 64) -> dict:
+    """Train one model on one split; return test AUCs, seconds per epoch, epochs run."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    torch.manual_seed(seed)
+    model = build_model(name, tensors["x"].shape[-1], tensors["static"].shape[-1], hidden)
+    loss_fn = nn.BCEWithLogitsLoss()
+    rng = np.random.default_rng(seed)
+
+    def step(module, batch):
+        return loss_fn(logits_of(name, module, batch), batch["y"])
+
+    config = TrainConfig(max_epochs=epochs, batch_size=batch_size, learning_rate=1e-3,
+                         weight_decay=1e-4, early_stopping_patience=5, seed=seed,
+                         device=device, clip_norm=1.0)
+    started = time.perf_counter()
+    result = fit_module(model, step, lambda: batches(tensors, split["train"], batch_size, rng),
+                        lambda: batches(tensors, split["val"], 512), config)
+    train_s = time.perf_counter() - started
+    started = time.perf_counter()
+    model.eval()
+    with torch.no_grad():
+        scores = torch.cat([torch.sigmoid(logits_of(name, model, {k: v.to(device) for k, v
+                                                                  in b.items()})).cpu()
+                            for b in batches(tensors, split["test"], 512)]).numpy()
+    predict_s = time.perf_counter() - started
+    labels = tensors["y"][torch.from_numpy(split["test"])].numpy()
+    return {"auc_roc": float(roc_auc_score(labels, scores)),
+            "auc_pr": float(average_precision_score(labels, scores)),
+            "seconds_per_epoch": float(np.mean([h["seconds"] for h in result.history])),
+            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+            "train_s": train_s, "predict_s": predict_s}
+
+
+def make_split(labels: np.ndarray, seed: int, n_test: np.ndarray | None = None) -> dict:
+    """Stratified 80/20 (unless ``n_test`` gives the test rows), then 10 % of train for val."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    if n_test is None:
+        train, test = train_test_split(index, test_size=0.2, stratify=labels, random_state=seed)
+    else:
+        train, test = np.setdiff1d(index, n_test), n_test
+    train, val = train_test_split(train, test_size=0.1, stratify=labels[train],
+                                  random_state=seed)
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def grud_epoch_seconds(records: str | Path, outcomes: str | Path, hidden: int = 64,
+                       device: str = "cpu", batch_size: int = 64) -> float:
+    """T2: seconds for one GRU-D training epoch over every record of ``records`` (z-scored,
+    48 hourly bins, batch 64), after two warm-up batches."""
+    cohort = load_cohort(records, outcomes)
+    tensors = {k: v.to(device) for k, v in
+               model_inputs(cohort, np.arange(len(cohort.labels))).items()}
+    torch.manual_seed(0)
+    model = build_model("grud", tensors["x"].shape[-1], tensors["static"].shape[-1],
+                        hidden).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.BCEWithLogitsLoss()
+    all_batches = batches(tensors, np.arange(len(cohort.labels)), batch_size,
+                          np.random.default_rng(0))
+
+    def run(batch_list):
+        for batch in batch_list:
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(logits_of("grud", model, batch), batch["y"]).backward()
+            optimizer.step()
+
+    run(all_batches[:2])
+    _synchronize(device)
+    started = time.perf_counter()
+    run(all_batches)
+    _synchronize(device)
+    return time.perf_counter() - started
+
+
+def _synchronize(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def pypots_epoch_seconds(cohort: Cohort, hidden: int = 64, device: str = "cpu") -> dict:
+    """PyPOTS' GRU-D classifier on the same binned, z-scored data: seconds per epoch
+    (fit with 2 epochs minus fit with 1, so its dataset preparation cancels out)."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # PyPOTS prints a banner on import
+            import pypots
+            from pypots.classification import GRUD as PyPOTSGRUD
+    except ImportError as error:
+        return {"pypots": f"not installed ({error})"}
+    index = np.arange(len(cohort.labels))
+    tensors = model_inputs(cohort, index)
+    values = tensors["x"].numpy().copy()
+    values[~cohort.observed] = np.nan
+    train_set = {"X": values, "y": cohort.labels.astype(int)}
+    seconds = []
+    for epochs in (1, 2):
+        torch.manual_seed(0)
+        model = PyPOTSGRUD(n_steps=N_HOURS, n_features=values.shape[-1], n_classes=2,
+                           rnn_hidden_size=hidden, batch_size=64, epochs=epochs,
+                           device=device, verbose=False, model_saving_strategy=None)
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(sys.stderr):
+            model.fit(train_set)
+        seconds.append(time.perf_counter() - started)
+    return {"pypots": pypots.__version__, "pypots_grud_seconds_per_epoch": seconds[1] - seconds[0],
+            "pypots_grud_fit_1_epoch_s": seconds[0]}
+
+
+def _summary(runs: list[dict]) -> dict:
+    result = {}
+    for key in ("auc_roc", "auc_pr"):
+        values = np.array([r[key] for r in runs])
+        result[f"{key}_mean"] = float(values.mean())
+        result[f"{key}_std"] = float(values.std())
+    result["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in runs]))
+    result["epochs_run"] = [r["epochs_run"] for r in runs]
+    result["per_seed"] = [{k: round(r[k], 4) for k in ("auc_roc", "auc_pr")} for r in runs]
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    folder = SHARED_DATA / "physionet2012"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", default=str(folder / "set-a.csv.gz"))
+    parser.add_argument("--outcomes", default=str(folder / "Outcomes-a.txt"))
+    parser.add_argument("--test-records", default=None)
+    parser.add_argument("--test-outcomes", default=None)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated split/model seeds")
+    parser.add_argument("--epochs", type=int, default=30, help="max epochs (early stopping)")
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-pypots", action="store_true", help="skip the PyPOTS timing")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 400 records, 2 epochs")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    models = args.models.split(",")
+    cohort = load_cohort(args.records, args.outcomes)
+    test_rows = None
+    if args.test_records:
+        if not args.test_outcomes:
+            parser.error("--test-records needs --test-outcomes")
+        cohort, test_rows = _append_test(cohort, load_cohort(args.test_records,
+                                                             args.test_outcomes))
+    if args.quick:
+        keep = np.random.default_rng(0).permutation(len(cohort.labels))[:400]
+        cohort = _subset(cohort, np.sort(keep))
+        seeds, args.epochs, args.hidden = seeds[:1], 2, 16
+    runs: dict[str, list[dict]] = {m: [] for m in models}
+    for seed in seeds:
+        split = make_split(cohort.labels, seed, test_rows)
+        tensors = model_inputs(cohort, split["train"])
+        for name in models:
+            runs[name].append(train_and_test(name, tensors, split, hidden=args.hidden,
+                                             epochs=args.epochs, seed=seed, device=args.device))
+            print(name, seed, {k: round(v, 4) if isinstance(v, float) else v
+                               for k, v in runs[name][-1].items()}, file=sys.stderr, flush=True)
+    result = {name: _summary(r) for name, r in runs.items()}
+    result.update({
+        "train_s": float(sum(r["train_s"] for rs in runs.values() for r in rs)),
+        "predict_s": float(sum(r["predict_s"] for rs in runs.values() for r in rs)),
+        "epochs": args.epochs, "early_stopping_patience": 5, "hidden": args.hidden,
+        "batch_size": 64, "seeds": seeds, "n_records": int(len(cohort.labels)),
+        "n_variables": len(cohort.variables), "static_size": int(cohort.static.shape[1]),
+        "positive_rate": float(cohort.labels.mean()), "quick": args.quick,
+        "reference": {"grud_auc_roc": "0.8424 +- 0.012 (Che et al. 2018)",
+                      "gru_mean_auc_roc": "about 0.81"},
+    })
+    if not args.no_pypots and "grud" in models:
+        started = time.perf_counter()
+        result["grud_seconds_per_epoch_all_records"] = grud_epoch_seconds(
+            args.records, args.outcomes, args.hidden, args.device) if not args.quick else None
+        result.update(pypots_epoch_seconds(cohort, args.hidden, args.device)
+                      if not args.quick else {"pypots": "skipped in --quick"})
+        result["timing_s"] = time.perf_counter() - started
+    write_result("grud_physionet_quick" if args.quick else "grud_physionet", result,
+                 device=args.device, extra_versions=("sklearn", "pypots"))
+    return result
+
+
+def _subset(cohort: Cohort, index: np.ndarray) -> Cohort:
+    return Cohort(cohort.record_ids[index], cohort.values[index], cohort.observed[index],
+                  cohort.delta[index], cohort.static[index], cohort.labels[index],
+                  cohort.variables)
+
+
+def _append_test(train: Cohort, test: Cohort) -> tuple[Cohort, np.ndarray]:
+    """One cohort with the test records last (variables aligned on the training ones)."""
+    columns = [test.variables.index(v) if v in test.variables else None for v in train.variables]
+
+    def align(array: np.ndarray, fill) -> np.ndarray:
+        out = np.full(array.shape[:2] + (len(columns),), fill, dtype=array.dtype)
+        for j, source in enumerate(columns):
+            if source is not None:
+                out[..., j] = array[..., source]
+        return out
+
+    values, observed = align(test.values, np.nan), align(test.observed, False)
+    delta = np.stack([compute_delta(np.arange(N_HOURS, dtype=np.float64), o)
+                      for o in observed]).astype(np.float32)
+    merged = Cohort(np.r_[train.record_ids, test.record_ids],
+                    np.concatenate([train.values, values]),
+                    np.concatenate([train.observed, observed]),
+                    np.concatenate([train.delta, delta]),
+                    np.concatenate([train.static, test.static[:, :train.static.shape[1]]]),
+                    np.r_[train.labels, test.labels], train.variables)
+    return merged, np.arange(len(train.labels), len(merged.labels))
+
+
+if __name__ == "__main__":
+    main()
