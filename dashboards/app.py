@@ -127,6 +127,8 @@ def _explorer(data: DashboardData, options: list[dict], first: str | None) -> ht
         dash_table.DataTable(
             id="events-table", columns=columns, data=rows, sort_action="native",
             filter_action="native", page_size=15, sort_by=[],
+            style_cell_conditional=[{"if": {"column_id": c}, "minWidth": "140px"}
+                                    for c in ("start", "end")],
             style_data_conditional=LEVEL_STYLES, **TABLE_STYLE),
     ])
 
@@ -162,6 +164,9 @@ def _runs() -> html.Div:
                                                        for key, label in names],
                              data=[], sort_action="native", filter_action="native",
                              page_size=25, style_data_conditional=STATUS_STYLES,
+                             style_cell_conditional=[
+                                 {"if": {"column_id": c}, "minWidth": "140px"}
+                                 for c in ("started_at", "finished_at")],
                              **TABLE_STYLE),
     ])
 

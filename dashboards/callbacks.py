@@ -161,11 +161,11 @@ def register_callbacks(app: Dash, data: DashboardData, max_points: int = MAX_POI
                   Input("series-select", "value"), Input("focus", "data"),
                   State("shown", "data"))
     def _draw(series_id, focus, shown):
-        wanted = focus if focus and focus.get("series_id") == series_id else None
-        if (ctx.triggered_id == "focus" and wanted and shown
-                and shown.get("series_id") == series_id):
+        focused = "focus.data" in ctx.triggered_prop_ids
+        wanted = focus if focused and focus and focus.get("series_id") == series_id else None
+        if wanted and shown and shown.get("series_id") == series_id:
             return range_patch(wanted["x_range"], shown["n_axes"]), no_update
-        x_range = wanted["x_range"] if wanted and ctx.triggered_id == "focus" else None
+        x_range = wanted["x_range"] if wanted else None
         figure = explorer_figure(data, series_id, x_range, max_points)
         return figure, {"series_id": series_id, "n_axes": len(list(figure.select_xaxes()))}
 

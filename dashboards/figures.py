@@ -44,8 +44,8 @@ OKABE_ITO = {
 CHANNEL_COLOURS = ("#0072B2", "#CC79A7", "#009E73", "#56B4E9", "#000000", "#E69F00")
 FORECAST_COLOUR = "#D55E00"
 GAP_COLOUR = "rgba(120, 120, 120, 0.22)"
-SEVERITY_LEVELS = (("low", 0.0, "rgba(240, 228, 66, 0.35)"),      # yellow
-                   ("medium", 0.5, "rgba(230, 159, 0, 0.35)"),     # orange
+SEVERITY_LEVELS = (("low", 0.0, "rgba(240, 228, 66, 0.60)"),      # yellow
+                   ("medium", 0.5, "rgba(230, 159, 0, 0.45)"),     # orange
                    ("high", 0.8, "rgba(213, 94, 0, 0.40)"))        # vermillion
 DATA_QUALITY_COLOUR = "rgba(86, 180, 233, 0.30)"                   # sky blue
 MAX_GAP_RECTS = 400
@@ -120,7 +120,8 @@ def _rect_trace(spans: list[tuple], y_low: float, y_high: float, *, name: str, c
     return go.Scatter(x=xs, y=ys, mode="lines", fill="toself", fillcolor=colour,
                       line=dict(width=0), name=name, legendgroup=legendgroup,
                       showlegend=showlegend, hoverinfo="text", hovertext=hover,
-                      hoveron="fills+points", xaxis=row_axis[0], yaxis=row_axis[1])
+                      hoveron="fills+points", xaxis=row_axis[0], yaxis=row_axis[1],
+                      zorder=-1)  # under the lines
 
 
 def _event_text(event: dict, level: str) -> str:
@@ -270,9 +271,10 @@ def _style(figure: go.Figure, n_rows: int, title: str | None, x_range: Sequence 
            ) -> None:
     figure.update_layout(
         template="plotly_white", font=FONT, title=dict(text=title or "", x=0.01),
-        height=260 + 190 * n_rows, margin=dict(l=70, r=30, t=60 if title else 30, b=40),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0,
-                    bgcolor="rgba(255,255,255,0.8)"),
+        height=260 + 190 * n_rows, margin=dict(l=70, r=20, t=60 if title else 30, b=40),
+        legend=dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.01,
+                    title=dict(text="click to hide/show"), font=dict(size=12),
+                    bgcolor="rgba(255,255,255,0.9)", bordercolor="#dddddd", borderwidth=1),
         hovermode="closest", uirevision="series")
     figure.update_xaxes(showgrid=True, gridcolor="#e5e5e5")
     figure.update_yaxes(showgrid=True, gridcolor="#e5e5e5")
@@ -324,19 +326,23 @@ def share_observed_figure(share: pl.DataFrame, *, title: str = "Share observed p
             hovertemplate="%{y}<br>%{x|%Y-%m-%d}<br>share observed %{z:.0%}<extra></extra>"))
     figure.update_layout(template="plotly_white", font=FONT, title=dict(text=title, x=0.01),
                          height=max(260, 120 + 26 * share[SERIES_ID].n_unique()),
-                         margin=dict(l=120, r=30, t=60, b=40),
-                         xaxis_title="day (UTC)", yaxis_title="series")
+                         margin=dict(l=120, r=30, t=60, b=40), xaxis_title="day (UTC)",
+                         yaxis=dict(title="series", autorange="reversed", automargin=True))
     return figure
 
 
 def quarantine_figure(by_reason: pl.DataFrame, *, title: str = "Quarantined rows by reason"
                       ) -> go.Figure:
     """Horizontal bars of quarantined row counts per reason (columns reason, n_rows)."""
+    counts = by_reason["n_rows"].to_list()
     figure = go.Figure(go.Bar(
-        x=by_reason["n_rows"].to_list(), y=by_reason["reason"].to_list(), orientation="h",
-        marker_color=OKABE_ITO["blue"], hovertemplate="%{y}: %{x} rows<extra></extra>"))
+        x=counts, y=by_reason["reason"].to_list(), orientation="h", text=counts,
+        textposition="outside", cliponaxis=False, marker_color=OKABE_ITO["blue"],
+        hovertemplate="%{y}: %{x} rows<extra></extra>"))
     figure.update_layout(template="plotly_white", font=FONT, title=dict(text=title, x=0.01),
                          height=max(220, 100 + 32 * by_reason.height),
-                         margin=dict(l=220, r=30, t=60, b=40), xaxis_title="rows",
+                         margin=dict(l=220, r=40, t=60, b=40),
+                         xaxis=dict(title="rows", rangemode="tozero", tickformat=",d",
+                                    dtick=1 if counts and max(counts) < 10 else None),
                          yaxis=dict(autorange="reversed", automargin=True))
     return figure

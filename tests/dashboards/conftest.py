@@ -4,6 +4,7 @@ band, events of every severity, runs, quarantine rows; and a fake model registry
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import polars as pl
 import pytest
@@ -22,7 +23,7 @@ def _hours(n: float) -> dt.datetime:
 def forecast_frame(series_id: str = "s0", channel: str = "value", n_steps: int = 24,
                    issued_hours: int = 200) -> pl.DataFrame:
     issued = _hours(issued_hours)
-    y_hat = [0.5 * ((i % 12) / 6 - 1) for i in range(n_steps)]
+    y_hat = [math.sin(2 * math.pi * (issued_hours + i + 1) / 24) for i in range(n_steps)]
     return pl.DataFrame({
         "series_id": [series_id] * n_steps, "channel": [channel] * n_steps,
         "issued_at": [issued] * n_steps,
