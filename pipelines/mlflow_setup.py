@@ -28,7 +28,8 @@ DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 LOCK_FILE = "mlflow-registry.lock"
 _SERVER_SCHEMES = ("http", "https", "databricks")
-_QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+_QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+              "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 _configured_uri: str | None = None
 
 

@@ -40,6 +40,8 @@ import polars as pl
 from data.persistence import load_estimator, save_estimator
 from data.schema import TIMESTAMP, RecurraError, to_polars, validate_frame
 
+# MLflow nags about type hints on predict (they would switch on its own input validation).
+warnings.filterwarnings("ignore", message=".*[Tt]ype hint", category=UserWarning)
 TASKS = ("forecast", "detect")
 DETECT_OUTPUTS = ("scores", "events")
 ESTIMATOR_ARTIFACT = "estimator"

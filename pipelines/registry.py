@@ -129,28 +129,33 @@ def register_and_gate(model: str, name: str, *, metric: str, value: float,
 
     mlflow_client = client()
     with registry_lock():
-        version = mlflow.register_model(uri, name, tags=_string_tags(tags)).version
-        version_tags = {f"{GATE}metric": metric, f"{GATE}value": repr(float(value)),
-                        f"{GATE}higher_is_better": str(bool(higher_is_better)),
-                        f"{GATE}margin": repr(float(margin))}
+        champion = _alias_version(mlflow_client, name, CHAMPION)
+        decision = _decide(name, champion, metric, float(value), higher_is_better,
+                           float(margin), validation_fingerprint, champion_value)
+        version_tags = {**(_string_tags(tags) or {}), **_decision_tags(decision),
+                        **({PROMOTED_AT: _now()} if decision.promoted else {})}
         if validation_fingerprint is not None:
             version_tags[FINGERPRINT] = str(validation_fingerprint)
-        _set_version_tags(mlflow_client, name, version, version_tags)
-        champion = _alias_version(mlflow_client, name, CHAMPION)
-        decision = _decide(mlflow_client, name, version, champion, metric, float(value),
-                           higher_is_better, float(margin), validation_fingerprint,
-                           champion_value)
+        version = str(mlflow.register_model(uri, name, tags=version_tags).version)
+        decision = dataclasses.replace(
+            decision, version=version,
+            champion_version=version if decision.promoted else decision.champion_version)
         if decision.promoted:
-            _set_champion(mlflow_client, name, version, decision.reason)
+            _set_champion(mlflow_client, name, version, decision.reason, fresh=True)
         else:
             mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
-        _set_version_tags(mlflow_client, name, version, {
+    return decision
+
+
+def _decision_tags(decision: GateDecision) -> dict[str, str]:
+    return {f"{GATE}metric": decision.metric or "", f"{GATE}value": repr(decision.value),
+            f"{GATE}higher_is_better": str(bool(decision.higher_is_better)),
+            f"{GATE}margin": repr(decision.margin),
             f"{GATE}decision": "promoted" if decision.promoted else "kept_champion",
             f"{GATE}reason": decision.reason,
             f"{GATE}champion_version": decision.previous_champion or "",
             f"{GATE}champion_value": "" if decision.champion_value is None
-            else repr(decision.champion_value)})
-    return decision
+            else repr(decision.champion_value)}
 
 
 def _check_gate_inputs(metric: str, value: float, margin: float,
@@ -168,14 +173,14 @@ def _check_gate_inputs(metric: str, value: float, margin: float,
         raise RecurraError(f"`margin` ({margin}) must be >= 0")
 
 
-def _decide(mlflow_client: Any, name: str, version: str, champion: Any, metric: str,
-            value: float, higher_is_better: bool, margin: float,
-            fingerprint: str | None, champion_value: float | None) -> GateDecision:
-    """Compare the new version with the champion (pure apart from reading its tags)."""
-    base = dict(name=name, version=version, metric=metric, value=value, margin=margin,
+def _decide(name: str, champion: _Version | None, metric: str, value: float,
+            higher_is_better: bool, margin: float, fingerprint: str | None,
+            champion_value: float | None) -> GateDecision:
+    """Compare a new version (number not known yet: "") with the champion; pure."""
+    base = dict(name=name, version="", metric=metric, value=value, margin=margin,
                 higher_is_better=higher_is_better)
     if champion is None:
-        return GateDecision(**base, promoted=True, champion_version=version,
+        return GateDecision(**base, promoted=True, champion_version="",
                             previous_champion=None, champion_value=None,
                             reason="first version of the model: no champion yet")
     keep = dict(promoted=False, champion_version=champion.version,
@@ -198,7 +203,7 @@ def _decide(mlflow_client: Any, name: str, version: str, champion: Any, metric: 
               else value < champion_value - margin)
     direction = "higher" if higher_is_better else "lower"
     if better:
-        return GateDecision(**base, promoted=True, champion_version=version,
+        return GateDecision(**base, promoted=True, champion_version="",
                             previous_champion=champion.version, champion_value=champion_value,
                             reason=(f"{metric} {value:.6g} beats champion v{champion.version} "
                                     f"({champion_value:.6g}) by more than margin {margin:g} "
@@ -240,7 +245,7 @@ def rollback(name: str) -> GateDecision:
         history = read_history(name)
         while history and history[-1]["version"] == champion.version:
             history.pop()
-        existing = {v.version for v in mlflow_client.search_model_versions(f"name='{name}'")}
+        existing = {str(v.version) for v in mlflow_client.search_model_versions(f"name='{name}'")}
         while history and history[-1]["version"] not in existing:
             history.pop()
         if not history:
@@ -256,13 +261,19 @@ def rollback(name: str) -> GateDecision:
                             f"rolled back from v{champion.version} to v{target}")
 
 
-def _set_champion(mlflow_client: Any, name: str, version: str, reason: str) -> None:
-    """Move the champion alias and append to the history (caller holds the lock)."""
+def _set_champion(mlflow_client: Any, name: str, version: str, reason: str,
+                  fresh: bool = False) -> None:
+    """Move the champion alias and append to the history (caller holds the lock).
+
+    ``fresh``: a version just registered with its ``promoted_at`` tag and no alias.
+    """
     history = read_history(name)
     history.append({"version": version, "at": _now(), "reason": reason[:200]})
     mlflow_client.set_registered_model_alias(name, CHAMPION, version)
     mlflow_client.set_registered_model_tag(name, HISTORY_TAG,
                                            json.dumps(history[-MAX_HISTORY:]))
+    if fresh:
+        return
     _set_version_tags(mlflow_client, name, version, {PROMOTED_AT: _now()})
     challenger = _alias_version(mlflow_client, name, CHALLENGER)
     if challenger is not None and challenger.version == version:
@@ -305,8 +316,8 @@ def list_models() -> pl.DataFrame:
     rows = []
     for model in _all_models(mlflow_client):
         versions = list(mlflow_client.search_model_versions(f"name='{model.name}'"))
-        by_number = {v.version: v for v in versions}
-        champion = by_number.get(model.aliases.get(CHAMPION, ""))
+        by_number = {str(v.version): v for v in versions}
+        champion = by_number.get(str(model.aliases.get(CHAMPION, "")))
         rows.append({
             "name": model.name, "n_versions": len(versions),
             "latest_version": max((int(v.version) for v in versions), default=None),
@@ -338,7 +349,7 @@ def list_versions(name: str, *, with_run_metrics: bool = True) -> pl.DataFrame:
     model = _get_model(mlflow_client, name)
     aliases: dict[str, list[str]] = {}
     for alias, version in model.aliases.items():
-        aliases.setdefault(version, []).append(alias)
+        aliases.setdefault(str(version), []).append(alias)
     rows = []
     for v in mlflow_client.search_model_versions(f"name='{name}'"):
         metrics = {}
@@ -346,7 +357,8 @@ def list_versions(name: str, *, with_run_metrics: bool = True) -> pl.DataFrame:
             with contextlib.suppress(Exception):  # a deleted run keeps its version
                 metrics = mlflow_client.get_run(v.run_id).data.metrics
         rows.append({
-            "name": name, "version": int(v.version), "aliases": sorted(aliases.get(v.version, [])),
+            "name": name, "version": int(v.version), 
+            "aliases": sorted(aliases.get(str(v.version), [])),
             "run_id": v.run_id, "created_at": _from_ms(v.creation_timestamp),
             "status": v.status, "metric": v.tags.get(f"{GATE}metric"),
             "value": _as_float(v.tags.get(f"{GATE}value")),
@@ -403,7 +415,7 @@ def _get_version(mlflow_client: Any, name: str, version: str) -> Any:
 
     _get_model(mlflow_client, name)
     try:
-        return mlflow_client.get_model_version(name, version)
+        return _view(mlflow_client.get_model_version(name, version))
     except MlflowException as error:
         known = sorted(int(v.version) for v in
                        mlflow_client.search_model_versions(f"name='{name}'"))
@@ -415,9 +427,24 @@ def _alias_version(mlflow_client: Any, name: str, alias: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
-        return mlflow_client.get_model_version_by_alias(name, alias)
+        found = mlflow_client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
+    return _view(found)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Version:
+    """The parts of an MLflow ModelVersion the gate reads (version always a string)."""
+
+    version: str
+    tags: dict[str, str]
+    run_id: str | None
+
+
+def _view(model_version: Any) -> _Version:
+    return _Version(str(model_version.version), dict(model_version.tags or {}),
+                    model_version.run_id)
 
 
 def _set_version_tags(mlflow_client: Any, name: str, version: str,
