@@ -125,11 +125,13 @@ def _dedupe(good: pl.DataFrame, key: Sequence[str], value_columns: Sequence[str]
             path: Path, policy: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Drop identical duplicates; reject (or resolve) conflicting ones. Returns (kept, rejected)
     where ``kept`` still holds merged duplicates' first record only."""
+    duplicated = good.select(list(key)).is_duplicated()
+    if not duplicated.any():
+        return good, empty_rejected()
+    unique, good = good.filter(~duplicated), good.filter(duplicated)  # only keys seen twice+
     good = good.sort([*key, LINE])
     repeat = pl.all_horizontal([pl.col(k) == pl.col(k).shift(1) for k in key]).fill_null(False)
     good = good.with_columns(repeat.alias("_repeat"))
-    if not good["_repeat"].any():
-        return good.drop("_repeat"), empty_rejected()
     # sorted by key: the first record of each key sits at the last non-repeat index
     start = pl.when(~pl.col("_repeat")).then(pl.int_range(pl.len())).forward_fill()
     good = good.with_columns(start.alias("_start"))
@@ -149,11 +151,12 @@ def _dedupe(good: pl.DataFrame, key: Sequence[str], value_columns: Sequence[str]
     elif policy == "mean":
         rejected = empty_rejected()
         kept = good.group_by(list(key), maintain_order=True).agg(
-            pl.col(LINE).first(), pl.col(RAW).first(), *[pl.col(c).mean() for c in value_columns])
+            pl.col(LINE).first(), *[pl.col(c).mean() for c in value_columns])
     else:
         raise SchemaError(f"`duplicates` ({policy!r}) must be one of "
                           "['reject', 'first', 'last', 'mean']")
-    return kept.drop("_repeat", "_same", "_first_line", strict=False), rejected
+    kept = kept.drop("_repeat", "_same", "_first_line", strict=False)
+    return pl.concat([unique, kept.select(unique.columns)]), rejected
 
 
 def _to_long(good: pl.DataFrame, value_columns: Sequence[str],
@@ -175,7 +178,7 @@ def _finish(table: RawTable, records: pl.DataFrame, key: Sequence[str],
             channels: dict[str, str] | None = None, n_extra_rejected: int = 0) -> LoadResult:
     good, bad = _split_problems(records, table.path)
     kept, conflicts = _dedupe(good, key, value_columns, table.path, duplicates)
-    rejected = pl.concat([table.rejected, bad, conflicts]).sort(LINE)
+    rejected = table.with_raw(pl.concat([table.rejected, bad, conflicts]).sort(LINE))
     n_in = table.cells.height + table.rejected.height
     frame = _to_long(kept, value_columns, channels) if kept.height else empty_frame()
     return LoadResult(frame, rejected, str(table.path), n_in, n_in - rejected.height)
@@ -197,7 +200,7 @@ def _parquet_table(path: Path) -> RawTable:
     raw = pl.concat_str([pl.col(c).fill_null("") for c in data.columns], separator=",")
     cells = cells.with_row_index(LINE, offset=1).with_columns(pl.col(LINE).cast(pl.Int64),
                                                                 raw.alias(RAW))
-    return RawTable(path, list(data.columns), cells, ",", empty_rejected())
+    return RawTable(path, list(data.columns), cells, ",", empty_rejected(), b"")
 
 
 def load_sensor(path: str | Path, layout: str = "wide", timestamp_column: str = "timestamp",
@@ -297,8 +300,8 @@ def load_prices(path: str | Path, date_column: str = "date", series_id: str | No
     table = read_table(path, delimiter=delimiter)
     names = {c: c.strip().lower().replace(" ", "_") for c in table.columns}
     cells = table.cells.rename({c: n for c, n in names.items() if c != n})
-    table = RawTable(table.path, list(cells.columns[:len(names)]), cells, table.delimiter,
-                     table.rejected)
+    table = RawTable(table.path, [names[c] for c in table.columns], cells, table.delimiter,
+                     table.rejected, table.data)
     date_column = date_column.lower()
     _check_columns(table, [date_column], "date_column")
     columns = [c for c in PRICE_CHANNELS if c in table.columns]
@@ -432,7 +435,8 @@ def load_physionet(records_path: str | Path, outcomes_path: str | Path | None = 
     is_static = pl.col(CHANNEL).is_in(list(PHYSIONET_STATIC)) & (pl.col("Time") == "00:00")
     is_id = pl.col(CHANNEL) == "RecordID"
     static_rows = records.filter(pl.col("_problem").is_null() & (is_static | is_id))
-    table_rest = RawTable(table.path, table.columns, cells, table.delimiter, table.rejected)
+    table_rest = RawTable(table.path, table.columns, cells, table.delimiter, table.rejected,
+                          table.data)
     series_records = records.filter(pl.col("_problem").is_not_null() | ~(is_static | is_id))
     result = _finish(table_rest, series_records, [SERIES_ID, CHANNEL, TIMESTAMP], ["Value"],
                      duplicates=duplicates)

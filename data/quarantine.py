@@ -57,6 +57,7 @@ class RawTable:
     cells : string columns named as ``columns`` plus ``line`` (Int64) and ``raw`` (Utf8).
     delimiter : the delimiter used.
     rejected : records rejected while splitting (wrong number of fields).
+    data : the decompressed file content (to recover the raw text of rejected lines).
     """
 
     path: Path
@@ -64,6 +65,16 @@ class RawTable:
     cells: pl.DataFrame
     delimiter: str
     rejected: pl.DataFrame
+    data: bytes = b""
+
+    def with_raw(self, rejected: pl.DataFrame) -> pl.DataFrame:
+        """``rejected`` with ``raw`` set to the text of each rejected line of the file."""
+        if rejected.is_empty() or not self.data:
+            return rejected
+        lines = self.data.decode("utf-8", "replace").split("\n")
+        raw = [lines[n - 1].rstrip("\r") if 0 < n <= len(lines) else ""
+               for n in rejected[LINE].to_list()]
+        return rejected.with_columns(pl.Series(RAW, raw, dtype=pl.Utf8))
 
 
 def read_bytes(path: Path) -> bytes:
@@ -108,16 +119,59 @@ def read_table(path: str | Path, *, delimiter: str | None = None, header: bool =
 
     Records with the wrong number of fields are rejected ("expected 3 fields, got 2").
     Raises :class:`LoadError` for an empty file, an undetectable or wrong delimiter, or a
-    missing ``required`` column.
+    missing ``required`` column. Fast path: polars' CSV reader (blank lines come back as
+    all-null rows, so row ``i`` is line ``i + 2``); a file with over-long records falls
+    back to splitting each line.
     """
     path = Path(path)
-    try:
-        lines = _lines(read_bytes(path))
-    except pl.exceptions.NoDataError:
-        raise LoadError(f"{path}: file is empty") from None
-    lines = lines.filter(pl.col(RAW).str.strip_chars() != "")
-    if lines.is_empty():
+    data = read_bytes(path)
+    first_line = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip("\r\ufeff")
+    if not data.strip():
         raise LoadError(f"{path}: file is empty (no non-blank lines)")
+    if first_line.strip():
+        delimiter = detect_delimiter(first_line, delimiter, path)
+        table = _fast_table(path, data, delimiter, header)
+    else:
+        table = None
+    if table is None:
+        table = _slow_table(path, data, delimiter, header)
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise LoadError(f"{path}: missing column(s) {missing}; the header has {table.columns}")
+    return table
+
+
+def _fast_table(path: Path, data: bytes, delimiter: str, header: bool) -> RawTable | None:
+    try:
+        cells = pl.read_csv(io.BytesIO(data), has_header=header, separator=delimiter,
+                            infer_schema=False, empty_string_is_null=False,
+                            encoding="utf8-lossy", raise_if_empty=False)
+    except pl.exceptions.PolarsError:
+        return None  # over-long records, bad quoting: split line by line instead
+    columns = [_clean(c) for c in cells.columns] if header else \
+        [f"c{i}" for i in range(cells.width)]
+    if len(set(columns)) != len(columns):
+        raise LoadError(f"{path}: duplicated column names in header {columns}")
+    cells.columns = columns
+    cells = cells.with_row_index(LINE, offset=2 if header else 1).with_columns(
+        pl.col(LINE).cast(pl.Int64))
+    n_present = pl.sum_horizontal([pl.col(c).is_not_null() for c in columns])
+    blank = (n_present == 0) | ((n_present == 1) & (pl.col(columns[0]).str.strip_chars() == ""))
+    cells = cells.with_columns(n_present.alias("_n")).filter(~blank)
+    short = cells.filter(pl.col("_n") < len(columns))
+    rejected = reject(short, path, pl.format("expected {} fields, got {}",
+                                             pl.lit(len(columns)), pl.col("_n")))
+    cells = cells.filter(pl.col("_n") == len(columns)).drop("_n")
+    strip = [c for c in columns
+             if cells[c].str.contains(r'^[\s"]|[\s"]$').any()]
+    if strip:
+        cells = cells.with_columns(pl.col(c).str.strip_chars().str.strip_chars('"')
+                                   for c in strip)
+    return RawTable(path, columns, cells, delimiter, rejected, data)
+
+
+def _slow_table(path: Path, data: bytes, delimiter: str | None, header: bool) -> RawTable:
+    lines = _lines(data).filter(pl.col(RAW).str.strip_chars() != "")
     first = lines.row(0, named=True)[RAW]
     delimiter = detect_delimiter(first, delimiter, path)
     if header:
@@ -127,9 +181,6 @@ def read_table(path: str | Path, *, delimiter: str | None = None, header: bool =
         columns = [f"c{i}" for i in range(first.count(delimiter) + 1)]
     if len(set(columns)) != len(columns):
         raise LoadError(f"{path}: duplicated column names in header {columns}")
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise LoadError(f"{path}: missing column(s) {missing}; the header has {columns}")
     n_fields = pl.col(RAW).str.count_matches(delimiter, literal=True) + 1
     lines = lines.with_columns(n_fields.alias("_n"))
     bad = lines.filter(pl.col("_n") != len(columns))
@@ -140,7 +191,7 @@ def read_table(path: str | Path, *, delimiter: str | None = None, header: bool =
     cells = good.with_columns(split.alias("_s")).unnest("_s")
     cells = cells.rename({f"field_{i}": c for i, c in enumerate(columns)})
     cells = cells.with_columns(pl.col(c).str.strip_chars().str.strip_chars('"') for c in columns)
-    return RawTable(path, columns, cells, delimiter, rejected)
+    return RawTable(path, columns, cells.drop(RAW), delimiter, rejected, data)
 
 
 def _clean(name: str) -> str:
@@ -152,8 +203,9 @@ def reject(rows: pl.DataFrame, path: Path | str, reason: pl.Expr | str) -> pl.Da
     if rows.is_empty():
         return empty_rejected()
     reason_expr = pl.lit(reason) if isinstance(reason, str) else reason
+    raw = pl.col(RAW) if RAW in rows.columns else pl.lit(None, pl.Utf8)
     return rows.select(pl.lit(str(path)).alias(SOURCE_FILE), pl.col(LINE).cast(pl.Int64),
-                       reason_expr.cast(pl.Utf8).alias(REASON), pl.col(RAW).cast(pl.Utf8))
+                       reason_expr.cast(pl.Utf8).alias(REASON), raw.cast(pl.Utf8).alias(RAW))
 
 
 def parse_numbers(column: str, *, missing: tuple[float, ...] = ()) -> tuple[pl.Expr, pl.Expr]:

@@ -37,6 +37,7 @@ IRREGULAR = "irregular"
 UNKNOWN = "unknown"
 DUPLICATE_RULES = ("last", "first", "mean", "error")
 REGULAR_SHARE = 0.9  # share of spacings that must be whole multiples of the modal spacing
+MODE_SHARE = 0.5  # share of spacings that must equal the modal spacing
 _UNITS = (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
 _EVERY = re.compile(r"^(\d+)(d|h|m|s|ms|us)$")
 _MICROS = {"d": 86_400_000_000, "h": 3_600_000_000, "m": 60_000_000, "s": 1_000_000,
@@ -80,8 +81,8 @@ def infer_frequency(timestamps: Iterable | pl.Series | np.ndarray) -> str:
     """Name the spacing of ``timestamps`` (any order, duplicates ignored).
 
     Rule: take the most common spacing ``m`` between consecutive distinct timestamps; the
-    series is regular with spacing ``m`` when at least 90 % of spacings are whole multiples
-    of ``m`` (multiples are gaps). A daily spacing whose points all fall on weekdays and
+    series is regular with spacing ``m`` when at least half the spacings equal ``m`` and at
+    least 90 % are whole multiples of ``m`` (multiples are gaps). A daily spacing whose points all fall on weekdays and
     which skips weekends is ``"business-day"``. Otherwise ``"irregular"``.
 
     >>> import datetime as dt
@@ -94,7 +95,7 @@ def infer_frequency(timestamps: Iterable | pl.Series | np.ndarray) -> str:
     diffs = np.diff(micros)
     values, counts = np.unique(diffs, return_counts=True)
     mode = int(values[np.argmax(counts)])
-    if np.mean(diffs % mode == 0) < REGULAR_SHARE:
+    if counts.max() < MODE_SHARE * diffs.size or np.mean(diffs % mode == 0) < REGULAR_SHARE:
         return IRREGULAR
     day = _MICROS["d"]
     if mode == day and _on_weekdays_only(micros) and np.any(diffs == 3 * day):
