@@ -1,0 +1,21 @@
+"""Anomaly detection: detectors (reconstruction AE, GRU-D AE, forecast error, baselines),
+pure score / threshold / event functions, and evaluation metrics (NAB, F1, AUC-PR, ...).
+
+>>> from anomaly import ReconstructionDetector, DetectorConfig    # doctest: +SKIP
+"""
+
+from anomaly.base import BaseDetector, DetectorConfig
+from anomaly.baselines import IsolationForestDetector, RollingZScoreDetector
+from anomaly.detectors import ForecastErrorDetector, GRUDAutoencoder, ReconstructionDetector
+
+DETECTORS = {
+    "lstm_ae": ReconstructionDetector,
+    "grud_ae": GRUDAutoencoder,
+    "forecast_error": ForecastErrorDetector,
+    "rolling_zscore": RollingZScoreDetector,
+    "isolation_forest": IsolationForestDetector,
+}
+
+__all__ = ["DETECTORS", "BaseDetector", "DetectorConfig", "ForecastErrorDetector",
+           "GRUDAutoencoder", "IsolationForestDetector", "ReconstructionDetector",
+           "RollingZScoreDetector"]

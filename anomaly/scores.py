@@ -66,31 +66,49 @@ def overlap_mean(window_errors: np.ndarray, n_steps: int) -> np.ndarray:
 
 def ewma(values: np.ndarray, alpha: float, initial: np.ndarray | float | None = None
          ) -> np.ndarray:
-    """Exponentially weighted moving average along axis 0 (causal, carried state).
+    """Exponentially weighted moving average along axis 0 (causal, carried state, NaN skipped).
 
     ``s_0 = x_0`` (or ``(1 - alpha) * initial + alpha * x_0`` when ``initial`` is given),
-    ``s_t = (1 - alpha) * s_{t-1} + alpha * x_t``.  Chaining calls with ``initial`` set to
-    the previous call's last row gives the same result as one call over the whole array.
+    ``s_t = (1 - alpha) * s_{t-1} + alpha * x_t``; a NaN ``x_t`` gives a NaN output and leaves
+    the state unchanged.  Chaining calls with ``initial`` set to :func:`ewma_state` of the
+    previous output gives the same result as one call over the whole array.
 
     Examples
     --------
-    >>> ewma(np.array([0., 4., 4.]), 0.5)
-    array([0., 2., 3.])
+    >>> ewma(np.array([0., 4., np.nan, 4.]), 0.5)
+    array([ 0.,  2., nan,  3.])
     >>> ewma(np.array([4.]), 0.5, initial=0.0)
     array([2.])
     """
     if not 0.0 < alpha <= 1.0:
         raise RecurraError(f"alpha ({alpha}) must be in (0, 1]")
     values = np.asarray(values, dtype=np.float64)
-    out = np.empty_like(values)
-    if values.shape[0] == 0:
-        return out
-    state = values[0] if initial is None else (1 - alpha) * np.asarray(initial) + alpha * values[0]
-    out[0] = state
-    for t in range(1, values.shape[0]):
-        state = (1 - alpha) * state + alpha * values[t]
+    out = np.full_like(values, np.nan)
+    state = None if initial is None else np.asarray(initial, dtype=np.float64)
+    if state is not None and not np.all(np.isfinite(state)):
+        state = None
+    for t in range(values.shape[0]):
+        value = values[t]
+        if not np.all(np.isfinite(value)):
+            continue
+        state = value if state is None else (1 - alpha) * state + alpha * value
         out[t] = state
     return out
+
+
+def ewma_state(smoothed: np.ndarray, previous: np.ndarray | float | None = None
+               ) -> np.ndarray | float | None:
+    """The EWMA state after ``smoothed`` (its last finite row), else ``previous``.
+
+    >>> ewma_state(np.array([1., 2., np.nan]))
+    2.0
+    """
+    finite = np.nonzero(np.all(np.isfinite(np.asarray(smoothed).reshape(len(smoothed), -1)),
+                               axis=1))[0] if len(smoothed) else np.zeros(0, int)
+    if finite.size == 0:
+        return previous
+    last = smoothed[finite[-1]]
+    return float(last) if np.ndim(last) == 0 else last
 
 
 def robust_scale(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
