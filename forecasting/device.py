@@ -6,7 +6,6 @@ device(type='cpu')
 
 from __future__ import annotations
 
-import os
 import random
 
 import numpy as np
@@ -54,12 +53,17 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def set_deterministic(device: torch.device, *, benchmark: bool = True) -> None:
-    """Deterministic kernels on CPU; on CUDA let cuDNN pick the fastest kernels (benchmark)."""
+    """Reproducible CPU kernels; on CUDA let cuDNN pick the fastest kernels (benchmark).
+
+    On CPU the ops the models use (matmuls, RNN kernels, reductions) are deterministic for a
+    fixed thread count once seeded, and oneDNN's non-deterministic paths are avoided by
+    switching ``torch.backends.mkldnn`` determinism on. ``torch.use_deterministic_algorithms``
+    is not called: it imports the compiler stack (seconds) and is process-global.
+    """
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = benchmark
-    else:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    elif hasattr(torch.backends.mkldnn, "deterministic"):
+        torch.backends.mkldnn.deterministic = True
 
 
 def limit_threads(n_threads: int | None) -> None:

@@ -1,0 +1,195 @@
+"""RNNForecaster: streaming invariants, horizons, targets, fine-tuning, quantization, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from data.schema import Y_HAT, NotFittedError, RecurraError, SchemaError, quantile_column
+from forecasting.quantize import compare_quantized, quantize_forecaster
+from forecasting.rnn import ForecasterConfig, RNNForecaster
+from forecasting.train import TrainConfig
+from tests.conftest import make_frame
+
+
+torch.set_num_threads(1)  # tiny models: one thread is far faster on a busy CPU
+TRAIN = TrainConfig(max_epochs=2, batch_size=16, device="cpu", seed=0)
+
+
+def _config(**kwargs) -> ForecasterConfig:
+    values = dict(hidden_size=8, lookback=16, horizon=6, train=TRAIN)
+    values.update(kwargs)
+    return ForecasterConfig(**values)
+
+
+def _split(frame: pl.DataFrame, n_train: int) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    times = sorted(frame["timestamp"].unique().to_list())
+    train = frame.filter(pl.col("timestamp") < times[n_train])
+    rest = [frame.filter(pl.col("timestamp") == t) for t in times[n_train:]]
+    return train, rest
+
+
+def _leaves(state):
+    if isinstance(state, torch.Tensor):
+        return [state]
+    return [leaf for part in state for leaf in _leaves(part)]
+
+
+@pytest.mark.parametrize("kwargs", [dict(stateful=True, tbptt_length=20),
+                                    dict(stateful=True, cell="grud", tbptt_length=20),
+                                    dict(stateful=False, decoder="attention"),
+                                    dict(stateful=True, cell="gru", decoder="seq2seq")],
+                         ids=["lstm-stateful", "grud-stateful", "lstm-windows", "gru-seq2seq"])
+def test_update_point_by_point_equals_one_pass(kwargs):
+    frame = make_frame(n_series=2, n_steps=90, n_channels=2, gap_share=0.2, seed=3)
+    train, new_points = _split(frame, 70)
+    streamed = RNNForecaster(_config(**kwargs)).fit(train)
+    one_pass = streamed.predict(frame=frame)
+    for point in new_points:
+        streamed.update(point)
+    np.testing.assert_allclose(streamed.predict()[Y_HAT].to_numpy(),
+                               one_pass[Y_HAT].to_numpy(), rtol=1e-4, atol=1e-5)
+    assert streamed.predict().equals(streamed.predict())  # predict does not move the state
+    if kwargs["stateful"]:
+        reference = RNNForecaster(_config(**kwargs))
+        reference.__dict__.update(streamed.__dict__)
+        states = reference._stream_states(reference._arrays(
+            frame.sort("series_id", "channel", "timestamp"), "frame"))
+        for series_id, entry in states.items():
+            for a, b in zip(_leaves(entry["encoder"]), _leaves(streamed.state_[series_id][
+                    "encoder"]), strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_update_in_chunks_and_issued_at_moves_forward():
+    frame = make_frame(n_series=2, n_steps=80, seed=1)
+    train, new_points = _split(frame, 60)
+    fc = RNNForecaster(_config(stateful=True)).fit(train)
+    before = fc.predict()
+    fc.update(pl.concat(new_points[:10])).update(pl.concat(new_points[10:]))
+    after = fc.predict()
+    last = frame["timestamp"].max()
+    assert (after["issued_at"] == last).all()
+    assert (after["timestamp"] > last).all()
+    assert not before["issued_at"].equals(after["issued_at"])
+    np.testing.assert_allclose(after[Y_HAT].to_numpy(),
+                               fc.predict(frame=frame)[Y_HAT].to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_update_rejects_old_rows_and_unknown_series():
+    frame = make_frame(n_series=1, n_steps=60)
+    fc = RNNForecaster(_config()).fit(frame)
+    with pytest.raises(RecurraError, match="not after its last seen timestamp"):
+        fc.update(frame.tail(1))
+    stranger = frame.tail(1).with_columns(pl.lit("zz").alias("series_id"))
+    with pytest.raises(SchemaError, match=r"series \['zz'\] are unknown"):
+        fc.update(stranger)
+
+
+def test_horizon_targets_and_quantile_order():
+    frame = make_frame(n_series=2, n_steps=80, n_channels=3, seed=2)
+    fc = RNNForecaster(_config(target_channels=("c1",), quantiles=(0.1, 0.5, 0.9))).fit(frame)
+    full, short = fc.predict(), fc.predict(horizon=3)
+    assert set(full["channel"]) == {"c1"}
+    assert full.height == 2 * 6 and short.height == 2 * 3
+    assert short["y_hat"].to_list() == full.filter(pl.col("step") <= 3)["y_hat"].to_list()
+    q10, q50, q90 = (full[quantile_column(q)].to_numpy() for q in (0.1, 0.5, 0.9))
+    assert np.all(q10 <= q50) and np.all(q50 <= q90)
+    np.testing.assert_allclose(full[Y_HAT].to_numpy(), q50)
+    with pytest.raises(RecurraError, match=r"horizon \(7\) must be an integer in \[1, 6\]"):
+        fc.predict(horizon=7)
+
+
+def test_forecasts_are_in_original_units():
+    frame = make_frame(n_series=1, n_steps=120, gap_share=0.0).with_columns(
+        pl.col("value") * 100 + 5000)
+    fc = RNNForecaster(_config(output="gaussian", train=dataclasses.replace(
+        TRAIN, max_epochs=5, learning_rate=0.01))).fit(frame)
+    forecast = fc.predict()
+    low, high = frame["value"].min(), frame["value"].max()
+    assert forecast[Y_HAT].is_between(low - 200, high + 200).all()
+
+
+def test_learns_a_sine_better_than_its_mean():
+    frame = make_frame(n_series=2, n_steps=240, gap_share=0.1, seed=4)
+    train, _ = _split(frame, 216)
+    test = frame.filter(pl.col("timestamp") >= sorted(frame["timestamp"].unique())[216])
+    config = _config(hidden_size=16, lookback=24, horizon=24, stateful=True, calendar=True,
+                     train=dataclasses.replace(TRAIN, max_epochs=15, learning_rate=0.01))
+    forecast = RNNForecaster(config).fit(train).predict()
+    joined = forecast.join(test, on=["series_id", "channel", "timestamp"]).drop_nulls("value")
+    model_mae = (joined["y_hat"] - joined["value"]).abs().mean()
+    means = train.group_by("series_id").agg(pl.col("value").mean().alias("mean"))
+    naive = joined.join(means, on="series_id")
+    mean_mae = (naive["mean"] - naive["value"]).abs().mean()
+    assert model_mae < 0.7 * mean_mae
+
+
+def test_fine_tune_returns_new_forecaster_and_leaves_original():
+    frame = make_frame(n_series=2, n_steps=80)
+    fc = RNNForecaster(_config()).fit(frame)
+    before = fc.predict()
+    one = frame.filter(pl.col("series_id") == "s1")
+    tuned = fc.fine_tune(one, epochs=2)
+    assert tuned is not fc and tuned.config.train.max_epochs == 2
+    assert tuned.config.train.learning_rate == pytest.approx(TRAIN.learning_rate / 10)
+    assert fc.predict().equals(before)
+    assert set(tuned.predict()["series_id"]) == {"s0", "s1"}
+    assert not tuned.predict().equals(before)
+
+
+def test_validation_frame_and_callback():
+    frame = make_frame(n_series=2, n_steps=100)
+    train, _ = _split(frame, 70)
+    events = []
+    fc = RNNForecaster(_config(stateful=True)).fit(
+        train, validation=frame, callback=lambda event, payload: events.append((event, payload)))
+    ends = [p for e, p in events if e == "epoch_end"]
+    assert len(ends) == 2 and all(p["val_loss"] is not None for p in ends)
+    assert fc.history_[0]["val_loss"] == ends[0]["val_loss"]
+
+
+@pytest.mark.parametrize("scaler", ["robust", "none"])
+def test_other_scalers(scaler):
+    fc = RNNForecaster(_config(scaler=scaler, calendar=False)).fit(make_frame(n_steps=60))
+    assert fc.predict()[Y_HAT].is_finite().all()
+
+
+def test_quantized_forecast_stays_close():
+    frame = make_frame(n_series=2, n_steps=80)
+    fc = RNNForecaster(_config(hidden_size=16)).fit(frame)
+    quantized = quantize_forecaster(fc)
+    np.testing.assert_allclose(quantized.predict()[Y_HAT].to_numpy(),
+                               fc.predict()[Y_HAT].to_numpy(), atol=0.05)
+    report = compare_quantized(fc, repeats=1)
+    assert report["relative_diff"] < 0.05
+    with pytest.raises(RecurraError, match="quantized RNNForecaster cannot be saved"):
+        quantized._get_state()
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("cell", "rnn", r"cell \('rnn'\) must be one of \['lstm', 'gru', 'grud'\]"),
+    ("horizon", 0, r"horizon \(0\) must be an integer >= 1"),
+    ("quantiles", (0.9, 0.1), r"quantiles \(\(0.9, 0.1\)\) must be strictly increasing"),
+    ("dropout", 1.0, r"dropout \(1.0\) must be in \[0, 1\)"),
+    ("decoder", "transformer", r"decoder \('transformer'\) must be one of"),
+])
+def test_config_errors(field, value, message):
+    with pytest.raises(RecurraError, match=message):
+        ForecasterConfig(**{field: value})
+    with pytest.raises(RecurraError, match="decoder 'attention' needs stateless windows"):
+        ForecasterConfig(decoder="attention", stateful=True)
+
+
+def test_data_errors():
+    frame = make_frame(n_series=1, n_steps=20)
+    with pytest.raises(RecurraError, match="lookback \\+ horizon needs 22"):
+        RNNForecaster(_config()).fit(frame)
+    with pytest.raises(SchemaError, match=r"target_channels \['nope'\]"):
+        RNNForecaster(_config(target_channels=("nope",))).fit(make_frame(n_steps=60))
+    with pytest.raises(NotFittedError, match="RNNForecaster is not fitted yet"):
+        RNNForecaster().update(frame)
