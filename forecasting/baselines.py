@@ -101,11 +101,14 @@ class LinearLagConfig(BaselineConfig):
     normalize : ``"last"`` subtracts the window's last value from inputs and targets (the
         model learns a correction to repeat-last), ``"mean"`` the window mean, ``"none"``
         nothing.
+    fit_intercept : learn a constant per step (a drift after ``"last"`` normalisation);
+        ``False`` shrinks towards the normalisation level itself (repeat-last / the mean).
     """
 
     n_lags: int = 96
     alpha: float = 1.0
     normalize: str = "last"
+    fit_intercept: bool = True
     max_origins: int | None = None
 
     def __post_init__(self) -> None:
@@ -446,8 +449,10 @@ class LinearLagForecaster(_BaselineForecaster):
         features, targets = inputs - level, targets - level
         horizon = targets.shape[1]
         if observed.all():
-            model = Ridge(alpha=self.config.alpha).fit(features, targets)
-            self.coef_, self.intercept_ = model.coef_, np.asarray(model.intercept_)
+            model = Ridge(alpha=self.config.alpha,
+                          fit_intercept=self.config.fit_intercept).fit(features, targets)
+            self.coef_ = model.coef_
+            self.intercept_ = np.broadcast_to(np.asarray(model.intercept_, float), horizon).copy()
             return
         self.coef_ = np.zeros((horizon, features.shape[1]))
         self.intercept_ = np.zeros(horizon)
@@ -456,7 +461,8 @@ class LinearLagForecaster(_BaselineForecaster):
             if rows.sum() < 2:
                 raise SchemaError(f"train: step {step + 1} of the horizon has {int(rows.sum())}"
                                   " observed target(s); LinearLagForecaster needs >= 2")
-            model = Ridge(alpha=self.config.alpha).fit(features[rows], targets[rows, step])
+            model = Ridge(alpha=self.config.alpha, fit_intercept=self.config.fit_intercept)
+            model.fit(features[rows], targets[rows, step])
             self.coef_[step], self.intercept_[step] = model.coef_, model.intercept_
 
     def _forecast(self, inputs: np.ndarray, horizon: int) -> np.ndarray:
