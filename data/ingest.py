@@ -151,6 +151,10 @@ def ingest(sources: Sequence[SourceSpec], store: Store | None = None, *,
         failed or any row was quarantined (good rows are stored either way); when False,
         only report.
     """
+    bad = [s for s in sources if not isinstance(s, SourceSpec)]
+    if bad:
+        raise SchemaError(f"`sources` must be SourceSpec(kind, path, options) items; got "
+                          f"{bad[0]!r} (kinds: {sorted(LOADERS)})")
     store = store if store is not None else Store()
     report = IngestReport(tuple(ingest_source(spec, store) for spec in sources))
     if strict and not report.ok:

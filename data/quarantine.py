@@ -79,7 +79,10 @@ class RawTable:
 
 def read_bytes(path: Path) -> bytes:
     """File content, gunzipped when the name ends in ``.gz`` or the bytes are gzip."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
+        raise LoadError(f"{path}: cannot read the file ({error.strerror})") from error
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
