@@ -65,3 +65,32 @@ def test_invalid_source_is_a_clear_error(prefect_harness, tmp_path):
     with pytest.raises(SchemaError, match="must be one of"):
         ingest_pipeline.ingest_flow([{"kind": "excel", "path": "x"}],
                                     store_root=str(tmp_path / "s"))
+
+
+def test_cli_ingest_exit_codes_and_store_commands(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    runner = CliRunner()
+    store = str(tmp_path / "store")
+    csv = write_csv(tmp_path / "plant.csv", 3)
+    result = runner.invoke(app, ["ingest", str(csv), "--kind", "sensor", "--store", store,
+                                 "--option", "series_id=plant/1"])
+    assert result.exit_code == 2, result.output
+    assert "unparseable timestamp" in result.output
+    result = runner.invoke(app, ["ingest", str(csv), "--store", store, "--allow-rejects"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["ingest", str(csv), "--kind", "excel", "--store", store])
+    assert result.exit_code == 1 and "must be one of" in result.output
+    summary = runner.invoke(app, ["store", "summary", "--store", store])
+    assert summary.exit_code == 0 and "plant/1" in summary.output
+    quarantine = runner.invoke(app, ["store", "quarantine", "--store", store])
+    assert quarantine.exit_code == 0 and "bad,1" in quarantine.output
+
+
+def test_cli_option_values_are_parsed_as_json_when_possible():
+    from pipelines.cli_data import parse_options
+
+    assert parse_options(["a=1", "b=x", 'c=["u","v"]', "d=true"]) == {
+        "a": 1, "b": "x", "c": ["u", "v"], "d": True}
