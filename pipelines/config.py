@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import importlib
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "recurra.toml"
 SOURCE_KINDS = ("sample", "csv", "parquet", "directory")
 RUNNER_KINDS = ("threads", "dask", "sequential")
 MODEL_ROLES = ("forecaster", "detector")
+ROLE_TASKS = {"forecaster": "forecast", "detector": "detect"}
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SCHEDULE_NAMES = ("ingest", "detect", "train", "backtest", "report", "daily")
 
 
@@ -98,16 +101,32 @@ class ModelConfig:
                       if self.config_class else _config_class_of(cls, self.name))
         if config_cls is None:
             return cls(**self.params)
-        names = {f.name for f in dataclasses.fields(config_cls)}
-        unknown = sorted(set(self.params) - names)
-        if unknown:
-            raise ConfigError(f"`models.{self.name}.params` has unknown key(s) {unknown}; "
-                              f"valid keys of {config_cls.__name__}: {sorted(names)}")
-        params = {k: tuple(v) if isinstance(v, list) else v for k, v in self.params.items()}
         try:
-            return cls(config_cls(**params))
+            return cls(make_dataclass_config(config_cls, self.params, f"models.{self.name}.params"))
         except (ValueError, TypeError) as error:
+            if isinstance(error, ConfigError):
+                raise
             raise ConfigError(f"`models.{self.name}.params`: {error}") from error
+
+
+def make_dataclass_config(config_cls: type, params: dict[str, Any], key: str) -> Any:
+    """``config_cls(**params)`` with nested tables turned into nested config dataclasses and
+    lists into tuples; an unknown key lists the valid ones."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ConfigError(f"`{key}` has unknown key(s) {unknown}; valid keys of "
+                          f"{config_cls.__name__}: {sorted(names)}")
+    hints = typing.get_type_hints(config_cls)
+    values = {}
+    for name, value in params.items():
+        nested = hints.get(name)
+        if isinstance(value, dict) and dataclasses.is_dataclass(nested):
+            value = make_dataclass_config(nested, value, f"{key}.{name}")
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return config_cls(**values)
 
 
 @dataclass(frozen=True)
@@ -123,8 +142,9 @@ class GroupConfig:
         return any(fnmatch.fnmatchcase(series_id, pattern) for pattern in self.series)
 
     def model_name(self, role: str) -> str:
-        """Registered model name, e.g. ``recurra-sensors-forecaster``."""
-        return f"recurra-{self.name}-{role}"
+        """Registered model name of a role, ``pipelines.registry.model_name``'s convention:
+        ``recurra-<group>-forecast`` / ``recurra-<group>-detect``."""
+        return f"recurra-{self.name}-{ROLE_TASKS[role]}"
 
 
 @dataclass(frozen=True)
@@ -270,6 +290,10 @@ def _parse_model(name: str, table: Any) -> ModelConfig:
 
 def _parse_group(name: str, table: Any) -> GroupConfig:
     _check_table(f"groups.{name}", table)
+    if not _GROUP_NAME.match(name):
+        raise ConfigError(f"`groups.{name}`: the group name ({name!r}) must be letters, "
+                          "digits, '_', '.' or '-' starting with a letter or digit (it names "
+                          "the registered models and MLflow experiments)")
     _check_keys(f"groups.{name}", table, {"series", "forecaster", "detector"})
     series = table.get("series", ["*"])
     if isinstance(series, str):
@@ -315,9 +339,9 @@ def _config_class_of(cls: type, name: str) -> type | None:
     except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to plain kwargs
         return None
     candidate = hints.get("config")
-    if candidate is not None and dataclasses.is_dataclass(candidate):
-        return candidate
-    return None
+    options = typing.get_args(candidate) or (candidate,)
+    return next((c for c in options if isinstance(c, type) and dataclasses.is_dataclass(c)),
+                None)
 
 
 def _list(raw: dict[str, Any], key: str) -> list[Any]:

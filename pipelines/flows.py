@@ -80,7 +80,7 @@ def _train_cache_key(context: Any, parameters: dict[str, Any]) -> str:
         "training": repr(config.training), "store": str(store.root),
         "catalogue": catalogue.select(["series_id", "channel", "last", "n_rows"])
         .sort(["series_id", "channel"]).rows(),
-        "until": str(parameters.get("until")), "reason": parameters.get("reason", ""),
+        "holdout": parameters.get("holdout_rows", 0), "reason": parameters.get("reason", ""),
     }, default=str)
     return "recurra-train-" + hashlib.sha256(payload.encode()).hexdigest()[:32]
 
@@ -94,13 +94,10 @@ def ingest_task(config_path: str | None, store_root: str | None) -> dict[str, di
 
 @task(name="train-group", tags=[TRAINING_TAG], cache_key_fn=_train_cache_key)
 def train_task(group_name: str, config_path: str | None, store_root: str | None,
-               until: str | None = None, reason: str = "") -> dict[str, Any]:
-    import datetime as dt
-
+               reason: str = "", holdout_rows: int = 0) -> dict[str, Any]:
     config = load_config(config_path)
-    limit = dt.datetime.fromisoformat(until) if until else None
     return tasks.train_group(config.groups[group_name], config, tasks.open_store(store_root),
-                             until=limit, reason=reason)
+                             reason=reason, holdout_rows=holdout_rows)
 
 
 @task(name="detect-group", retries=IO_RETRIES, retry_delay_seconds=exponential_backoff(1))
@@ -135,15 +132,6 @@ def _gather(futures: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return results, failures
 
 
-def _holdout_until(config: PipelineConfig, store: Any, group: str, holdout_rows: int) -> str:
-    """The training end leaving the last ``holdout_rows`` timestamps of a group out."""
-    ids = tasks.group_series(config, store).get(group, [])
-    stamps = store.read(series_ids=ids)["timestamp"].unique().sort()
-    if holdout_rows <= 0 or stamps.len() <= holdout_rows:
-        return ""
-    return stamps[-holdout_rows - 1].isoformat()
-
-
 def _with_runner(selected: Any, config: PipelineConfig) -> Any:
     return selected.with_options(task_runner=make_task_runner(config))
 
@@ -169,9 +157,8 @@ def train_flow(config_path: str | None = None, store_root: str | None = None,
     store = tasks.open_store(store_root)
     names = groups or list(tasks.group_series(config, store))
     summary = tasks.RunSummary("train")
-    futures = {name: train_task.submit(
-        name, config_path, store_root, _holdout_until(config, store, name, holdout_rows) or None,
-        reason) for name in names}
+    futures = {name: train_task.submit(name, config_path, store_root, reason, holdout_rows)
+               for name in names}
     results, failures = _gather(futures)
     summary.series_trained = sum(len(r["series"]) for r in results.values())
     summary.messages.extend(_promotion_messages(results))

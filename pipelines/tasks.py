@@ -32,11 +32,13 @@ import polars as pl
 from data.persistence import load_estimator, save_estimator
 from data.schema import (
     CHANNEL,
+    CONTRIBUTION_PREFIX,
     END,
     EVENT_SCHEMA,
     IS_ANOMALY,
     SCORE,
     SERIES_ID,
+    START,
     TIMESTAMP,
     VALUE,
     RecurraError,
@@ -154,65 +156,99 @@ def split_by_time(frame: pl.DataFrame, share: float) -> tuple[pl.DataFrame, pl.D
     return train, marked.filter(~pl.col("_train")).drop("_train")
 
 
-def validate_forecaster(forecaster: Any, rest: pl.DataFrame, horizon: int,
-                        max_folds: int) -> dict[str, float]:
+def validate_forecaster(forecaster: Any, history: pl.DataFrame, rest: pl.DataFrame,
+                        horizon: int, max_folds: int, context: int = 1024) -> dict[str, float]:
     """Rolling-origin validation on the rows after training; MAE per series.
 
-    Forecast ``horizon`` steps, score them against the rows that follow, ``update`` the
-    state with those rows, repeat (at most ``max_folds`` origins).  The forecaster ends with
-    its state advanced through every row of ``rest``.
+    Fold ``k`` of a series is its ``k``-th block of ``horizon`` timestamps after training
+    (at most ``max_folds``); its origin is the block's first timestamp.  The forecaster
+    predicts from the last ``context`` rows before each series' origin (``predict(frame=...)``
+    leaves its own state alone) and is scored on the block.  The same folds score a new
+    model and the champion, so the gate compares like with like.
     """
     errors: dict[str, list[np.ndarray]] = {}
-    timestamps = rest[TIMESTAMP].unique().sort()
-    for fold, start in enumerate(range(0, timestamps.len(), horizon)):
-        chunk_times = timestamps.slice(start, horizon)
-        chunk = rest.filter(pl.col(TIMESTAMP).is_in(chunk_times.implode()))
-        if fold < max_folds:
-            resolved = monitoring.live_errors(forecaster.predict(horizon=horizon)
-                                              .with_columns(pl.lit(None).alias("issued_at")),
-                                              chunk)
-            for row in resolved.iter_rows(named=True):
-                errors.setdefault(row[SERIES_ID], []).append(
-                    np.repeat(row["mae"], row["n_points"]))
-        forecaster.update(chunk)
+    ranked = rest.with_columns(
+        (pl.col(TIMESTAMP).rank("dense").over(SERIES_ID) - 1).floordiv(horizon).alias("_fold"))
+    frame = pl.concat([history, rest], how="vertical_relaxed")
+    for fold in range(max_folds):
+        chunk = ranked.filter(pl.col("_fold") == fold).drop("_fold")
+        if chunk.is_empty():
+            break
+        origins = chunk.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).min().alias("_origin"))
+        past = (frame.join(origins, on=SERIES_ID).filter(pl.col(TIMESTAMP) < pl.col("_origin"))
+                .drop("_origin").group_by([SERIES_ID, CHANNEL], maintain_order=True)
+                .tail(context).sort([SERIES_ID, CHANNEL, TIMESTAMP]))
+        forecast = forecaster.predict(frame=past, horizon=horizon)
+        resolved = monitoring.live_errors(forecast.drop("issued_at", strict=False), chunk)
+        for row in resolved.iter_rows(named=True):
+            errors.setdefault(row[SERIES_ID], []).append(np.repeat(row["mae"], row["n_points"]))
     return {sid: float(np.concatenate(parts).mean()) for sid, parts in errors.items()}
 
 
+def flag_rate(detector: Any, rest: pl.DataFrame, advance: bool = False) -> float:
+    """Share of validation points a detector flags (its gate metric: on data presumed
+    normal, fewer false alarms is better); ``advance`` feeds the rows with ``update``."""
+    if rest.is_empty():
+        return 0.0
+    scores = detector.update(rest) if advance else detector.score(rest)
+    return float(scores[IS_ANOMALY].cast(pl.Float64).mean() or 0.0)
+
+
 def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
-                until: dt.datetime | None = None, reason: str = "") -> dict[str, Any]:
+                until: dt.datetime | None = None, reason: str = "",
+                holdout_rows: int = 0) -> dict[str, Any]:
     """Fit, validate, log, register and gate the forecaster and detector of one group.
 
-    Returns a dict: group, series, trained_until, validation_mae (per series), and per role
-    the registered name, version and whether the gate promoted it.
+    Both are fitted on the first ``1 - validation_share`` of each series, scored on the rest
+    (the champion too, on the same rows), then advanced through the rest with ``update`` so
+    the registered state ends at ``trained_until``.  Returns a dict: group, series,
+    trained_until, validation_mae (per series), and per role the registered name, version,
+    whether the gate promoted it and why.  ``holdout_rows`` leaves the last rows of each
+    series out (the demo scores them as new arrivals).
     """
     ids = group_series(config, store).get(group.name, [])
     frame = store.read(series_ids=ids, end=until) if ids else pl.DataFrame()
+    if holdout_rows and frame.height:
+        frame = frame.filter(pl.col(TIMESTAMP).rank("dense", descending=True).over(SERIES_ID)
+                             > holdout_rows)
     if frame.height < config.training.min_rows:
         raise RecurraError(f"group {group.name!r}: {frame.height} rows in the store, "
                            f"training.min_rows is {config.training.min_rows}")
     train, rest = split_by_time(frame, config.training.validation_share)
-    trained_until = frame[TIMESTAMP].max()
+    ends = frame.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).max())
     result: dict[str, Any] = {"group": group.name, "series": ids, "reason": reason,
-                              "trained_until": trained_until.isoformat(), "models": {}}
-    tracker = registry_backend()
-    validation: dict[str, float] = {}
+                              "trained_until": frame[TIMESTAMP].max().isoformat(),
+                              "series_until": {r[SERIES_ID]: r[TIMESTAMP].isoformat()
+                                               for r in ends.iter_rows(named=True)},
+                              "models": {}, "validation_mae": {}}
+    backend = registry_backend()
+    context = {"group": group.name, "reason": reason, "train_rows": train.height,
+               "validation_rows": rest.height}
     if group.forecaster:
-        forecaster = config.models[group.forecaster].build().fit(train)
+        model = config.models[group.forecaster]
+        forecaster = model.build().fit(train)
         horizon = int(getattr(forecaster.config, "horizon", 24))
-        validation = validate_forecaster(forecaster, rest, horizon,
-                                         config.training.backtest_folds)
-        metrics = {"val_mae": _mean(validation.values())}
-        result["models"]["forecaster"] = tracker.register(
-            group.model_name("forecaster"), forecaster, metrics,
-            params={"group": group.name, "model": group.forecaster, "reason": reason})
-    if group.detector:
-        detector = config.models[group.detector].build().fit(train)
+        folds = config.training.backtest_folds
+        validation = validate_forecaster(forecaster, train, rest, horizon, folds)
+        champion = backend.champion(group.model_name("forecaster"))
+        champion_value = (_mean(validate_forecaster(champion[0], train, rest, horizon,
+                                                    folds).values()) if champion else None)
         if rest.height:
-            detector.update(rest)
-        result["models"]["detector"] = tracker.register(
-            group.model_name("detector"), detector, {},
-            params={"group": group.name, "model": group.detector, "reason": reason})
-    result["validation_mae"] = validation
+            forecaster.update(rest)
+        result["validation_mae"] = validation
+        result["models"]["forecaster"] = backend.register(
+            group.model_name("forecaster"), forecaster, metric="val_mae",
+            value=_mean(validation.values()), champion_value=champion_value,
+            params={**context, "model": model.name, "config": model.params}, frame=train)
+    if group.detector:
+        model = config.models[group.detector]
+        detector = model.build().fit(train)
+        champion = backend.champion(group.model_name("detector"))
+        champion_value = flag_rate(champion[0], rest) if champion else None
+        result["models"]["detector"] = backend.register(
+            group.model_name("detector"), detector, metric="val_flag_rate",
+            value=flag_rate(detector, rest, advance=True), champion_value=champion_value,
+            params={**context, "model": model.name, "config": model.params}, frame=train)
     _record_training(store, group, result)
     return result
 
@@ -221,11 +257,19 @@ def _record_training(store: Any, group: GroupConfig, result: dict[str, Any]) -> 
     rows = [{"model_name": info["name"], "version": str(info["version"]), "group": group.name,
              "role": role, "trained_until": dt.datetime.fromisoformat(result["trained_until"]),
              "validation_mae": json.dumps(result.get("validation_mae", {})),
+             "series_until": json.dumps(result["series_until"]),
              "promoted": bool(info.get("promoted")), "reason": result.get("reason", ""),
              "trained_at": dt.datetime.now(dt.UTC)}
             for role, info in result["models"].items()]
     if rows:
         store.write_table("trainings", pl.DataFrame(rows), key=("model_name", "version"))
+
+
+def _metric_key(prefix: str, series_id: str) -> str:
+    """An MLflow-safe metric name: ``live_mae.nab/realTraffic/speed_6005``."""
+    import re
+
+    return f"{prefix}.{re.sub(r'[^A-Za-z0-9_./ -]', '_', series_id)}"
 
 
 def _mean(values: Any) -> float:
@@ -258,47 +302,68 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
     out["new_rows"] = new.height
     if new.is_empty():
         return out
-    now = dt.datetime.now(dt.UTC)
     if "forecaster" in champions:
-        out["live"] = _score_live(group, config, store, new, run_id, champions["forecaster"])
-        forecaster = _advance("forecaster", group, champions["forecaster"], new)
-        forecasts = forecaster.predict().with_columns(pl.lit(now).alias("issued_at"))
-        store.write_table("forecasts", forecasts, key=FORECAST_KEY)
+        out["live"] = _forecast_step(group, config, store, new, run_id, champions["forecaster"])
     if "detector" in champions:
-        detector = _advance("detector", group, champions["detector"], new, keep_scores=True)
-        scores = detector.scores_
-        store.write_table("scores", scores, key=SCORE_KEY)
-        events = events_from_scores(scores)
-        if events.height:
-            store.write_table("events", events, key=EVENT_KEY)
-        out["events"] = events.height
+        out["events"] = _detect_step(group, store, new, run_id, champions["detector"])
     _write_watermarks(store, group, new, version)
     decision = monitoring.retrain_decision(
         group.name, store.read_table("live_metrics"),
-        _drift(group, config, store, ids, new), config.monitoring)
+        _drift(group, config, store, ids, champions), config.monitoring)
     out["retrain"], out["reasons"] = decision.retrain, list(decision.reasons)
     return out
 
 
-def _advance(role: str, group: GroupConfig, champion: tuple[Any, str], new: pl.DataFrame,
-             keep_scores: bool = False) -> Any:
-    """Load the cached state of this champion version (or the champion), feed it ``new``."""
+def _cached(role: str, group: GroupConfig, champion: tuple[Any, str]) -> tuple[Any, Path]:
+    """The champion with its state as the last run left it (cached per version), and the
+    cache folder; a new champion version starts from its registered state."""
     estimator, version = champion
     folder = state_dir() / group.model_name(role) / f"v{version}"
     if (folder / "meta.json").is_file():
         estimator = load_estimator(folder)
-    result = estimator.update(new)
-    if keep_scores:
-        estimator.scores_ = result
-    save_estimator(estimator, folder)
-    return estimator
+    return estimator, folder
 
 
-def _score_live(group: GroupConfig, config: PipelineConfig, store: Any, new: pl.DataFrame,
-                run_id: str, champion: tuple[Any, str]) -> dict[str, float]:
-    forecasts = store.read_table("forecasts")
-    if forecasts.is_empty():
-        return {}
+def _forecast_step(group: GroupConfig, config: PipelineConfig, store: Any, new: pl.DataFrame,
+                   run_id: str, champion: tuple[Any, str]) -> dict[str, float]:
+    """Score the forecasts the new rows resolve, advance the state, issue new forecasts."""
+    forecaster, folder = _cached("forecaster", group, champion)
+    ids = new[SERIES_ID].unique().to_list()
+    stored = store.read_table("forecasts")
+    if not stored.is_empty():
+        stored = stored.filter(pl.col(SERIES_ID).is_in(ids))
+    if stored.is_empty():  # first run of a champion: the forecast from its registered state
+        stored = forecaster.predict()
+    live = _score_live(group, config, store, stored, new, run_id, champion)
+    forecaster.update(new)
+    save_estimator(forecaster, folder)
+    now = dt.datetime.now(dt.UTC)
+    forecasts = forecaster.predict().with_columns(
+        pl.lit(now).alias("issued_at"), pl.lit(run_id).alias("run_id"),
+        pl.lit(f"{group.model_name('forecaster')}/v{champion[1]}").alias("model"))
+    store.write_table("forecasts", forecasts, key=FORECAST_KEY)
+    return live
+
+
+def _detect_step(group: GroupConfig, store: Any, new: pl.DataFrame, run_id: str,
+                 champion: tuple[Any, str]) -> int:
+    """Stream the new rows through the detector; write scores and events; count events."""
+    detector, folder = _cached("detector", group, champion)
+    scores = detector.update(new)
+    save_estimator(detector, folder)
+    scores = scores.with_columns(pl.lit(run_id).alias("run_id"))
+    store.write_table("scores", scores, key=SCORE_KEY)
+    events = events_from_scores(scores)
+    if events.height:
+        store.write_table("events", events.with_columns(pl.lit(run_id).alias("run_id")),
+                          key=EVENT_KEY)
+    return events.height
+
+
+def _score_live(group: GroupConfig, config: PipelineConfig, store: Any,
+                forecasts: pl.DataFrame, new: pl.DataFrame, run_id: str,
+                champion: tuple[Any, str]) -> dict[str, float]:
+    """Live MAE / coverage of ``forecasts`` on ``new`` rows, vs the validation MAE."""
     errors = monitoring.live_errors(forecasts, new)
     trainings = store.read_table("trainings")
     reference: dict[str, float] = {}
@@ -311,53 +376,67 @@ def _score_live(group: GroupConfig, config: PipelineConfig, store: Any, new: pl.
                                 config.monitoring.error_margin)
     if rows.height:
         store.write_table("live_metrics", rows, key=monitoring.LIVE_METRICS_KEY)
-        registry_backend().log_metrics(f"live-{group.name}", {
-            f"live_mae.{r[SERIES_ID]}": r["mae"] for r in rows.iter_rows(named=True)})
+        registry_backend().log_metrics(group.name, "monitor", {
+            _metric_key("live_mae", r[SERIES_ID]): r["mae"] for r in rows.iter_rows(named=True)})
     return {r[SERIES_ID]: r["mae"] for r in rows.iter_rows(named=True)}
 
 
 def _drift(group: GroupConfig, config: PipelineConfig, store: Any, ids: list[str],
-           new: pl.DataFrame) -> list[monitoring.DriftResult]:
-    trainings = store.read_table("trainings")
-    if trainings.is_empty():
+           champions: dict[str, tuple[Any, str]]) -> list[monitoring.DriftResult]:
+    """Drift of the rows after each series' training end against the training window."""
+    ends = _training_ends(store, [(group.model_name(role), str(found[1]))
+                                  for role, found in champions.items()])
+    if not ends:
         return []
-    mine = trainings.filter(pl.col("group") == group.name).sort("trained_at")
-    if mine.is_empty():
-        return []
-    until = mine["trained_until"][-1]
-    window = config.monitoring.drift_window
-    reference = store.read(series_ids=ids, end=until)
-    reference = reference.group_by([SERIES_ID, CHANNEL]).tail(window * 4)
-    recent = store.read(series_ids=ids).filter(pl.col(TIMESTAMP) > until)
-    return monitoring.drift_by_series(reference, recent, config.monitoring)
+    frame = store.read(series_ids=list(ends))
+    reference = _cut(frame, ends, after=False).group_by([SERIES_ID, CHANNEL]).tail(
+        config.monitoring.drift_window * 4)
+    return monitoring.drift_by_series(reference, _cut(frame, ends, after=True),
+                                      config.monitoring)
 
 
 def _watermarks(store: Any, group: GroupConfig, ids: list[str], version: str,
                 champions: dict[str, tuple[Any, str]]) -> dict[str, dt.datetime | None]:
     """Last consumed timestamp per series for this set of champion versions; for a new set,
-    the earliest training end of those versions (their state stops there)."""
+    each series' training end under those versions (their state stops there)."""
     table = store.read_table("watermarks")
     marks: dict[str, dt.datetime] = {}
     if not table.is_empty():
         mine = table.filter((pl.col("group") == group.name) & (pl.col("version") == version))
         marks = dict(zip(mine[SERIES_ID].to_list(), mine["watermark"].to_list(), strict=True))
+    ends = _training_ends(store, [(group.model_name(role), str(found[1]))
+                                  for role, found in champions.items()])
+    return {sid: marks.get(sid, ends.get(sid)) for sid in ids}
+
+
+def _training_ends(store: Any, versions: list[tuple[str, str]]) -> dict[str, dt.datetime]:
+    """Per series, the earliest training end among the given (model name, version)s."""
     trainings = store.read_table("trainings")
-    default = None
-    if not trainings.is_empty():
-        wanted = [(group.model_name(role), str(found[1])) for role, found in champions.items()]
-        match = trainings.filter(pl.struct("model_name", "version").is_in(
-            [{"model_name": n, "version": v} for n, v in wanted]))
-        if match.height:
-            default = match["trained_until"].min()
-    return {sid: marks.get(sid, default) for sid in ids}
+    ends: dict[str, dt.datetime] = {}
+    if trainings.is_empty():
+        return ends
+    match = trainings.filter(pl.struct("model_name", "version").is_in(
+        [{"model_name": n, "version": v} for n, v in versions]))
+    for text in match["series_until"].to_list():
+        for sid, stamp in json.loads(text).items():
+            value = dt.datetime.fromisoformat(stamp)
+            ends[sid] = min(ends.get(sid, value), value)
+    return ends
 
 
 def _rows_after(store: Any, ids: list[str], marks: dict[str, Any]) -> pl.DataFrame:
-    frame = store.read(series_ids=ids)
+    return _cut(store.read(series_ids=ids), marks, after=True)
+
+
+def _cut(frame: pl.DataFrame, marks: dict[str, Any], after: bool) -> pl.DataFrame:
+    """Rows after (or up to) each series' mark; a series without a mark: all (none)."""
     cut = pl.DataFrame({SERIES_ID: list(marks), "_mark": list(marks.values())},
                        schema={SERIES_ID: pl.Utf8, "_mark": frame.schema[TIMESTAMP]})
     joined = frame.join(cut, on=SERIES_ID, how="left")
-    keep = pl.col("_mark").is_null() | (pl.col(TIMESTAMP) > pl.col("_mark"))
+    if after:
+        keep = pl.col("_mark").is_null() | (pl.col(TIMESTAMP) > pl.col("_mark"))
+    else:
+        keep = pl.col("_mark").is_not_null() & (pl.col(TIMESTAMP) <= pl.col("_mark"))
     return joined.filter(keep).drop("_mark")
 
 
@@ -368,20 +447,26 @@ def _write_watermarks(store: Any, group: GroupConfig, new: pl.DataFrame, version
     store.write_table("watermarks", marks, key=(SERIES_ID, "group", "version"))
 
 
-def events_from_scores(scores: pl.DataFrame) -> pl.DataFrame:
-    """Runs of consecutive ``is_anomaly`` rows per series become ``anomaly`` events."""
+def events_from_scores(scores: pl.DataFrame, min_share: float = 0.2) -> pl.DataFrame:
+    """Runs of consecutive ``is_anomaly`` rows per series become ``anomaly`` events; an
+    event names the channels whose mean ``contribution_<channel>`` is at least ``min_share``
+    (``["value"]`` when the scores carry no contributions)."""
     if scores.is_empty() or IS_ANOMALY not in scores.columns:
         return pl.DataFrame(schema=EVENT_SCHEMA)
+    shares = [c for c in scores.columns if c.startswith(CONTRIBUTION_PREFIX)]
     ordered = scores.sort([SERIES_ID, TIMESTAMP]).with_columns(
         (pl.col(IS_ANOMALY) != pl.col(IS_ANOMALY).shift(1).over(SERIES_ID))
         .fill_null(True).cum_sum().over(SERIES_ID).alias("_run"))
     events = (ordered.filter(pl.col(IS_ANOMALY))
               .group_by([SERIES_ID, "_run"], maintain_order=True)
-              .agg(pl.col(TIMESTAMP).min().alias("start"), pl.col(TIMESTAMP).max().alias(END),
-                   pl.col(SCORE).max().alias("peak_score"))
-              .with_columns(pl.col("peak_score").alias("severity"),
-                            pl.lit([VALUE], pl.List(pl.Utf8)).alias("channels"),
-                            pl.lit("anomaly").alias("kind")))
+              .agg(pl.col(TIMESTAMP).min().alias(START), pl.col(TIMESTAMP).max().alias(END),
+                   pl.col(SCORE).max().alias("peak_score"),
+                   *[pl.col(c).mean() for c in shares]))
+    channels = [[c[len(CONTRIBUTION_PREFIX):] for c in shares if (row[c] or 0.0) >= min_share]
+                or [VALUE] for row in events.iter_rows(named=True)]
+    events = events.with_columns(pl.col("peak_score").alias("severity"),
+                                 pl.Series("channels", channels, pl.List(pl.Utf8)),
+                                 pl.lit("anomaly").alias("kind"))
     return events.select(list(EVENT_SCHEMA)).cast(EVENT_SCHEMA)
 
 
@@ -395,51 +480,21 @@ def backtest_group(group: GroupConfig, config: PipelineConfig, store: Any) -> di
     train, rest = split_by_time(frame, config.training.validation_share)
     forecaster = config.models[group.forecaster].build().fit(train)
     horizon = int(getattr(forecaster.config, "horizon", 24))
-    mae = validate_forecaster(forecaster, rest, horizon, config.training.backtest_folds)
-    registry_backend().log_metrics(f"backtest-{group.name}",
+    mae = validate_forecaster(forecaster, train, rest, horizon, config.training.backtest_folds)
+    registry_backend().log_metrics(group.name, "backtest",
                                    {"backtest_mae": _mean(mae.values()),
-                                    **{f"mae.{k}": v for k, v in mae.items()}})
+                                    **{_metric_key("mae", k): v for k, v in mae.items()}})
     return {"group": group.name, "mae": mae, "horizon": horizon}
 
 
-def write_report(store: Any, output: str | Path | None = None) -> Path:
-    """The HTML report of the dashboard package (``dashboards.report.write_report``)."""
+def write_report(store: Any, output: str | Path | None = None,
+                 run_id: str | None = None) -> Path:
+    """The dashboard package's self-contained HTML report (``dashboards.report``)."""
+    from dashboards.report import write_report as dashboard_report
     from data.paths import reports_dir
 
     path = Path(output) if output else reports_dir() / "recurra-report.html"
-    try:
-        from dashboards.report import write_report as dashboard_report
-    except ModuleNotFoundError as error:
-        if error.name not in ("dashboards.report",):
-            raise
-        return _minimal_report(store, path)
-    result = _call_report(dashboard_report, store, path)
-    return Path(result) if result else path
-
-
-def _call_report(function: Any, store: Any, path: Path) -> Any:
-    import inspect
-
-    names = list(inspect.signature(function).parameters)
-    kwargs: dict[str, Any] = {}
-    for name in names:
-        if name in ("store",):
-            kwargs[name] = store
-        elif name in ("path", "output", "out", "output_path", "destination"):
-            kwargs[name] = path
-    return function(**kwargs)
-
-
-def _minimal_report(store: Any, path: Path) -> Path:
-    """Fallback while the dashboard package has no report writer: the run and event tables."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    parts = ["<html><head><meta charset='utf-8'><title>Recurra report</title></head><body>",
-             "<h1>Recurra report</h1>"]
-    for name in ("runs", "events", "live_metrics"):
-        table = store.read_table(name)
-        parts.append(f"<h2>{name}</h2><pre>{table.tail(50)}</pre>")
-    path.write_text("\n".join(parts + ["</body></html>"]))
-    return path
+    return Path(dashboard_report(store, path, run_id=run_id, title="Recurra report"))
 
 
 # Paths and the model registry --------------------------------------------------------------
@@ -449,72 +504,70 @@ def state_dir() -> Path:
     return recurra_home() / "state"
 
 
-def registry_backend() -> Any:
-    """The model registry: MLflow through ``pipelines.registry`` when it is installed,
-    else a folder registry under ``<RECURRA_HOME>/registry`` (same three methods)."""
-    import importlib.util
-
-    if importlib.util.find_spec("pipelines.registry") is None:
-        return FolderRegistry()
+def registry_backend() -> MlflowRegistry:
+    """The model registry adapter the tasks use (MLflow, through ``pipelines.registry``)."""
     return MlflowRegistry()
 
 
-class FolderRegistry:
-    """Fallback registry: ``<home>/registry/<name>/v<N>`` folders + ``aliases.json``.
+class MlflowRegistry:
+    """The project's MLflow tracking + registry (``pipelines.tracking``, ``.registry``):
+    one run per fit (params, metrics, the model), ``register_and_gate`` decides promotion."""
 
-    The gate promotes a new version when no champion exists or its ``val_mae`` is no worse
-    than the champion's.
-    """
+    def register(self, name: str, estimator: Any, *, metric: str, value: float,
+                 champion_value: float | None, params: dict[str, Any],
+                 frame: pl.DataFrame) -> dict[str, Any]:
+        from pipelines import registry, tracking
+        from pipelines.mlflow_setup import experiment_name
 
-    def __init__(self) -> None:
-        from data.paths import recurra_home
-
-        self.root = recurra_home() / "registry"
-
-    def register(self, name: str, estimator: Any, metrics: dict[str, float],
-                 params: dict[str, Any]) -> dict[str, Any]:
-        folder = self.root / name
-        versions = [int(p.name[1:]) for p in folder.glob("v*") if p.name[1:].isdigit()]
-        version = max(versions, default=0) + 1
-        save_estimator(estimator, folder / f"v{version}")
-        (folder / f"v{version}" / "metrics.json").write_text(
-            json.dumps({"metrics": metrics, "params": params}, default=str))
-        aliases = self._aliases(name)
-        champion = aliases.get("champion")
-        new, old = metrics.get("val_mae"), None
-        if champion is not None:
-            old = json.loads((folder / f"v{champion}" / "metrics.json").read_text())[
-                "metrics"].get("val_mae")
-        promoted = champion is None or new is None or old is None or not new > old
-        aliases["challenger"] = version
-        if promoted:
-            aliases["champion"] = version
-        (folder / "aliases.json").write_text(json.dumps(aliases))
-        return {"name": name, "version": version, "promoted": promoted,
-                "uri": f"models:/{name}@champion"}
+        group, task = params["group"], name.rsplit("-", 1)[-1]
+        tracker = tracking.MLflowTracker()
+        fingerprint = tracking.data_fingerprint(frame)
+        with tracker.start_run(experiment_name(group, task), run_name=name,
+                               tags=tracking.fingerprint_tags(frame)) as run_id:
+            tracker.log_params(params)
+            for record in getattr(estimator, "history_", None) or []:
+                if isinstance(record, dict) and "epoch" in record:
+                    tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"},
+                                        step=int(record["epoch"]))
+            tracker.log_metrics({metric: value})
+            uri = tracker.log_model(estimator, name="model", task=task)
+        finite = champion_value if champion_value is not None and np.isfinite(
+            champion_value) else None
+        decision = registry.register_and_gate(
+            uri, name, metric=metric, value=float(value) if np.isfinite(value) else 1e308,
+            higher_is_better=False, validation_fingerprint=fingerprint["content_hash"],
+            champion_value=finite, tags={"recurra.group": group, "recurra.run_id": run_id})
+        return {"name": name, "version": str(decision.version), "promoted": decision.promoted,
+                "reason": decision.reason, "uri": f"models:/{name}@champion"}
 
     def champion(self, name: str) -> tuple[Any, str] | None:
-        version = self._aliases(name).get("champion")
+        from pipelines import registry
+
+        try:
+            version = registry.champion_version(name)
+        except RecurraError:
+            return None
         if version is None:
             return None
-        return load_estimator(self.root / name / f"v{version}"), str(version)
+        return registry.load_champion_estimator(name), str(version)
 
-    def log_metrics(self, run_name: str, metrics: dict[str, float]) -> None:
-        path = self.root / "metrics.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
-            handle.write(json.dumps({"run": run_name, **metrics}) + "\n")
+    def log_metrics(self, group: str, task: str, metrics: dict[str, float]) -> None:
+        from pipelines import tracking
+        from pipelines.mlflow_setup import experiment_name
 
-    def aliases(self) -> dict[str, dict[str, int]]:
-        return {p.name: self._aliases(p.name) for p in sorted(self.root.glob("*")) if p.is_dir()}
+        tracker = tracking.MLflowTracker(environment=False)
+        with tracker.start_run(experiment_name(group, task), run_name=task):
+            tracker.log_metrics(metrics)
 
-    def _aliases(self, name: str) -> dict[str, int]:
-        path = self.root / name / "aliases.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+    def aliases(self) -> dict[str, dict[str, Any]]:
+        from pipelines import registry
+
+        models = registry.list_models()
+        return {row["name"]: {"champion": row["champion_version"],
+                              "challenger": row["challenger_version"]}
+                for row in models.iter_rows(named=True)}
 
     def location(self) -> str:
-        return str(self.root)
+        from pipelines.mlflow_setup import tracking_uri
 
-
-class MlflowRegistry(FolderRegistry):
-    """Adapter over ``pipelines.registry`` / ``pipelines.tracking`` (filled in when they land)."""
+        return tracking_uri()
