@@ -1,0 +1,157 @@
+"""The shared battery over every forecaster (ARCHITECTURE.md, "Estimators").
+
+To enrol a forecaster, append ``(id, factory)`` to :data:`FORECASTERS`, where
+``factory()`` returns an unfitted estimator with a tiny, seeded, CPU config whose horizon is
+:data:`HORIZON`. Each case checks: fit returns self; predict/update before fit raise
+``NotFittedError`` naming the class; same seed gives the same forecast; the output passes
+the forecast schema; save/load round-trips; bad input raises ``SchemaError`` with a message
+naming the column; update moves the forecast origin forward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from data.schema import (
+    FORECAST_SCHEMA,
+    ISSUED_AT,
+    STEP,
+    TIMESTAMP,
+    Y_HAT,
+    NotFittedError,
+    SchemaError,
+    quantile_column,
+)
+from forecasting.rnn import ForecasterConfig, RNNForecaster
+from forecasting.train import TrainConfig
+from tests.conftest import make_frame
+
+torch.set_num_threads(1)  # tiny models: one thread is far faster on a busy CPU
+HORIZON = 6
+_TRAIN = TrainConfig(max_epochs=2, batch_size=16, device="cpu", seed=0)
+_RNN = ForecasterConfig(hidden_size=8, lookback=16, horizon=HORIZON, train=_TRAIN)
+
+
+def _rnn(**kwargs):
+    return lambda: RNNForecaster(dataclasses.replace(_RNN, **kwargs))
+
+
+FORECASTERS: list[tuple[str, object]] = [
+    ("rnn-lstm-windows", _rnn()),
+    ("rnn-gru-stateful-seq2seq", _rnn(cell="gru", stateful=True, decoder="seq2seq",
+                                      output="student_t")),
+    ("rnn-grud-stateful-gaussian", _rnn(cell="grud", stateful=True, output="gaussian")),
+]
+
+try:  # the baselines enrol themselves here when present
+    from forecasting.baselines import (
+        LinearLagConfig,
+        LinearLagForecaster,
+        NaiveConfig,
+        NaiveForecaster,
+        SeasonalNaiveConfig,
+        SeasonalNaiveForecaster,
+    )
+
+    FORECASTERS += [
+        ("naive", lambda: NaiveForecaster(NaiveConfig(horizon=HORIZON))),
+        ("seasonal-naive", lambda: SeasonalNaiveForecaster(SeasonalNaiveConfig(
+            season=24, horizon=HORIZON))),
+        ("linear-lag", lambda: LinearLagForecaster(LinearLagConfig(n_lags=24,
+                                                                   horizon=HORIZON))),
+    ]
+except ImportError:  # pragma: no cover - baselines not written yet
+    pass
+
+IDS = [name for name, _ in FORECASTERS]
+FACTORIES = [factory for _, factory in FORECASTERS]
+
+
+@pytest.fixture(scope="module")
+def frames() -> tuple[pl.DataFrame, pl.DataFrame]:
+    frame = make_frame(n_series=2, n_steps=110, gap_share=0.1, seed=5)
+    cut = sorted(frame[TIMESTAMP].unique().to_list())[100]
+    return frame.filter(pl.col(TIMESTAMP) < cut), frame.filter(pl.col(TIMESTAMP) >= cut)
+
+
+@pytest.fixture(scope="module", params=FACTORIES, ids=IDS)
+def fitted(request, frames):
+    estimator = request.param()
+    returned = estimator.fit(frames[0])
+    return request.param, estimator, returned
+
+
+def test_fit_returns_self(fitted):
+    _, estimator, returned = fitted
+    assert returned is estimator
+
+
+@pytest.mark.parametrize("factory", FACTORIES, ids=IDS)
+def test_not_fitted_error_names_the_class(factory, frames):
+    estimator = factory()
+    name = type(estimator).__name__
+    with pytest.raises(NotFittedError, match=name):
+        estimator.predict()
+    with pytest.raises(NotFittedError, match=name):
+        estimator.update(frames[1])
+
+
+def test_output_passes_the_forecast_schema(fitted, frames):
+    _, estimator, _ = fitted
+    forecast = estimator.predict()
+    for column, dtype in FORECAST_SCHEMA.items():
+        assert forecast.schema[column] == dtype, column
+    extra = [c for c in forecast.columns if c not in FORECAST_SCHEMA]
+    assert extra and all(c.startswith("q") for c in extra)
+    assert all(forecast.schema[c] == pl.Float64 for c in extra)
+    assert forecast.height == 2 * HORIZON
+    assert forecast.null_count().sum_horizontal().item() == 0
+    assert sorted(set(forecast[STEP].to_list())) == list(range(1, HORIZON + 1))
+    assert (forecast[TIMESTAMP] > forecast[ISSUED_AT]).all()
+    assert forecast[ISSUED_AT].max() == frames[0][TIMESTAMP].max()
+    assert forecast[Y_HAT].is_finite().all()
+
+
+def test_same_seed_same_result(fitted, frames):
+    factory, estimator, _ = fitted
+    again, first = factory().fit(frames[0]).predict(), estimator.predict()
+    floats = [c for c, dtype in first.schema.items() if dtype == pl.Float64]
+    assert again.drop(floats).equals(first.drop(floats))
+    # equal up to float rounding: TorchScript (GRU-D's time loop) may fuse kernels after
+    # its first profiled runs, which moves results by ~1e-8
+    np.testing.assert_allclose(again.select(floats).to_numpy(), first.select(floats).to_numpy(),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    _, estimator, _ = fitted
+    estimator.save(tmp_path / "model")
+    loaded = type(estimator).load(tmp_path / "model")
+    assert loaded.config == estimator.config
+    assert loaded.predict().equals(estimator.predict())
+
+
+@pytest.mark.parametrize("factory", FACTORIES, ids=IDS)
+def test_bad_input_message_names_the_column(factory, frames):
+    with pytest.raises(SchemaError, match="missing required column"):
+        factory().fit(frames[0].drop("value"))
+    bad = frames[0].with_columns(pl.col("value").cast(pl.Utf8))
+    with pytest.raises(SchemaError, match="column 'value' must be numeric"):
+        factory().fit(bad)
+
+
+def test_update_moves_the_origin(fitted, frames, tmp_path):
+    _, estimator, _ = fitted
+    estimator.save(tmp_path / "copy")
+    copy = type(estimator).load(tmp_path / "copy")
+    forecast = copy.update(frames[1]).predict()
+    assert forecast[ISSUED_AT].max() == frames[1][TIMESTAMP].max()
+    assert forecast.height == 2 * HORIZON
+    levels = [c for c in forecast.columns if c.startswith("q")]
+    assert np.isfinite(forecast.select(levels).to_numpy()).all()
+    assert quantile_column(0.1) in levels
