@@ -217,3 +217,33 @@ def test_list_models_and_load_champion(model_uri):
 
     result = load_champion(name).predict(to_model_input(frame))
     assert result.equals(estimator.predict(frame=frame).to_pandas())
+
+
+def test_models_cli_list_promote_rollback_and_errors(model_uri):
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    name = "gate-cli"
+    _gate(model_uri, name, 1.0)
+    _gate(model_uri, name, 2.0)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = [json.loads(line) for line in listed.output.splitlines() if line.startswith("{")]
+    assert any(r["name"] == name and r["champion_version"] == 1 for r in rows)
+    versions = runner.invoke(app, ["models", "list", name])
+    assert versions.exit_code == 0 and "challenger" in versions.output
+    promoted = runner.invoke(app, ["models", "promote", name, "2"])
+    assert promoted.exit_code == 0 and "champion is v2 (was v1)" in promoted.output
+    rolled = runner.invoke(app, ["models", "rollback", name])
+    assert rolled.exit_code == 0 and "champion is v1" in rolled.output
+    missing = runner.invoke(app, ["models", "promote", name, "7"])
+    assert missing.exit_code == 2 and "has no version '7'" in missing.output
+    unknown = runner.invoke(app, ["models", "rollback", "nope"])
+    assert unknown.exit_code == 2 and "no registered model named 'nope'" in unknown.output
+    ui = runner.invoke(app, ["mlflow-ui", "--dry-run", "--port", "5123"])
+    assert ui.exit_code == 0 and "mlflow ui --backend-store-uri sqlite:///" in ui.output
+    assert "--port 5123" in ui.output
