@@ -14,7 +14,17 @@ import plotly.graph_objects as go
 import polars as pl
 from dash import Dash, Input, Output, Patch, State, ctx, no_update
 
-from data.schema import CHANNELS, END, KIND, PEAK_SCORE, SERIES_ID, SEVERITY, START
+from data.schema import (
+    CHANNEL,
+    CHANNELS,
+    END,
+    KIND,
+    PEAK_SCORE,
+    SERIES_ID,
+    SEVERITY,
+    START,
+    TIMESTAMP,
+)
 from dashboards.data_access import DashboardData
 from dashboards.downsample import MAX_POINTS
 from dashboards.figures import (
@@ -24,6 +34,7 @@ from dashboards.figures import (
     series_figure,
     severity_level,
     share_observed_figure,
+    value_points,
 )
 
 TIME_FORMAT = "%Y-%m-%d %H:%M"
@@ -112,6 +123,61 @@ def range_patch(x_range: list[str], n_axes: int) -> Patch:
     return patch
 
 
+def relayout_x_range(relayout: dict | None) -> list[str] | str | None:
+    """The x-range a plotly ``relayoutData`` asks for: ``[start, end]``, ``"auto"`` for a
+    reset (double click, autoscale), None when the x-axes did not change."""
+    if not relayout:
+        return None
+    for key, value in relayout.items():
+        axis, _, prop = key.partition(".")
+        if not axis.startswith("xaxis"):
+            continue
+        if prop == "autorange" and value:
+            return "auto"
+        if prop == "range" and isinstance(value, list | tuple) and len(value) == 2:
+            return [str(value[0]), str(value[1])]
+        if prop == "range[0]" and f"{axis}.range[1]" in relayout:
+            return [str(value), str(relayout[f"{axis}.range[1]"])]
+    return None
+
+
+def shown_state(figure: go.Figure, series_id: str | None) -> dict[str, Any]:
+    """What the browser shows: series, number of x-axes, value traces (index per channel)
+    and the longest channel (``n_points``), read from the traces' ``meta``."""
+    traces = {}
+    n_points = 0
+    for index, trace in enumerate(figure.data):
+        meta = trace.meta if isinstance(trace.meta, dict) else {}
+        if meta.get("role") == "values":
+            traces[meta["channel"]] = index
+            n_points = max(n_points, int(meta.get("n_points", 0)))
+    return {"series_id": series_id, "n_axes": len(list(figure.select_xaxes())),
+            "value_traces": traces, "n_points": n_points}
+
+
+def detail_patch(data: DashboardData, shown: dict | None, x_range: list[str] | None,
+                 max_points: int = MAX_POINTS, *, set_range: bool = False) -> Patch | None:
+    """Re-downsample the value traces for the visible window (None: the whole series).
+
+    Only series longer than ``max_points`` need it; returns None when nothing changes.
+    With ``set_range`` the x-axes are also moved to ``x_range``.
+    """
+    if not shown or not shown.get("series_id"):
+        return None
+    long_series = shown.get("n_points", 0) > max_points
+    if not long_series and not set_range:
+        return None
+    patch = range_patch(x_range, shown["n_axes"]) if set_range and x_range else Patch()
+    if long_series:
+        frame = data.series(shown["series_id"])
+        for channel, index in shown["value_traces"].items():
+            part = frame.filter(pl.col(CHANNEL) == channel).sort(TIMESTAMP)
+            times, values = value_points(part, max_points, window=x_range)
+            patch["data"][index]["x"] = [str(t) for t in times]
+            patch["data"][index]["y"] = [None if v != v else float(v) for v in values]
+    return patch
+
+
 def model_rows(data: DashboardData) -> tuple[list[dict[str, str]], str]:
     """Rows of the models table (run links as Markdown) and a note for the page."""
     models, note = data.models()
@@ -164,10 +230,27 @@ def register_callbacks(app: Dash, data: DashboardData, max_points: int = MAX_POI
         focused = "focus.data" in ctx.triggered_prop_ids
         wanted = focus if focused and focus and focus.get("series_id") == series_id else None
         if wanted and shown and shown.get("series_id") == series_id:
-            return range_patch(wanted["x_range"], shown["n_axes"]), no_update
+            return detail_patch(data, shown, wanted["x_range"], max_points,
+                                set_range=True), no_update
         x_range = wanted["x_range"] if wanted else None
         figure = explorer_figure(data, series_id, x_range, max_points)
-        return figure, {"series_id": series_id, "n_axes": len(list(figure.select_xaxes()))}
+        state = shown_state(figure, series_id)
+        if x_range and state["n_points"] > max_points:  # jumped into a long series
+            for channel, index in state["value_traces"].items():
+                part = data.series(series_id).filter(pl.col(CHANNEL) == channel)
+                figure.data[index].x, figure.data[index].y = value_points(
+                    part.sort(TIMESTAMP), max_points, window=x_range)
+        return figure, state
+
+    @app.callback(Output("series-graph", "figure", allow_duplicate=True),
+                  Input("series-graph", "relayoutData"), State("shown", "data"),
+                  prevent_initial_call=True)
+    def _zoom(relayout, shown):
+        x_range = relayout_x_range(relayout)
+        if x_range is None:
+            return no_update
+        patch = detail_patch(data, shown, None if x_range == "auto" else x_range, max_points)
+        return no_update if patch is None else patch
 
     @app.callback(Output("models-table", "data"), Output("models-note", "children"),
                   Input("tabs", "value"))

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import json
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -195,29 +197,46 @@ class DashboardData:
         return f"{self.mlflow_ui_url}/#/experiments/{experiment_id or 0}/runs/{run_id}"
 
     def _model_rows(self, name: str, versions: pl.DataFrame) -> list[dict[str, str]]:
+        """Rows of ``pipelines.registry.list_versions`` (version, aliases, run_id, metric,
+        value, decision, reason, promoted_at, metrics as JSON text) for the models table."""
         rows = []
         for record in versions.to_dicts():
-            run_id = _first(record, "run_id", "source_run_id")
-            experiment = _first(record, "experiment_id", "tags.experiment_id")
+            run_id = _text(_first(record, "run_id", "source_run_id"))
+            experiment = _first(record, "experiment_id") or self._experiment_of(run_id)
+            decision = _text(record.get("decision")).replace("_", " ")
+            reason = _text(_first(record, "reason", "promotion_reason", "description"))
             rows.append({
                 "model": name,
                 "version": _text(_first(record, "version", "model_version")),
                 "aliases": _text(_first(record, "aliases", "alias")),
                 "metrics": _metrics_text(record),
-                "promoted_at": _text(_first(record, "promoted_at", "tags.promoted_at",
-                                            "last_updated_timestamp", "creation_timestamp")),
-                "reason": _text(_first(record, "promotion_reason", "reason",
-                                       "tags.promotion_reason", "description")),
-                "run_id": _text(run_id),
-                "run_url": self.run_url(_text(run_id), _text(experiment)),
+                "promoted_at": _text(_first(record, "promoted_at")),
+                "reason": (f"{decision}: {reason}" if decision and reason
+                           and not any(w in reason for w in ("kept", "promot")) else reason),
+                "run_id": run_id,
+                "run_url": self.run_url(run_id, _text(experiment)),
             })
         return rows
+
+    def _experiment_of(self, run_id: str) -> str | None:
+        """The experiment id of a run, asked of MLflow (only with the default registry)."""
+        if not run_id or self.registry is not None:
+            return None
+        try:
+            from pipelines.mlflow_setup import client
+
+            return str(client().get_run(run_id).info.experiment_id)
+        except Exception as error:  # a deleted run or a server hiccup: link to experiment 0
+            LOGGER.info("experiment of run %s unknown: %s", run_id, error)
+            return None
 
     def _registry(self) -> Any:
         if self.registry is False:
             return None
         if self.registry is not None:
             return self.registry
+        if self.tracking_uri:  # pipelines.registry reads the URI from the environment
+            os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
         try:  # lazy: importing mlflow costs seconds and may fail; the page must not
             from pipelines import registry
         except Exception as error:
@@ -283,25 +302,48 @@ def _first(record: dict[str, Any], *names: str) -> Any:
 def _text(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, str) and len(value) >= 16 and value[4:5] == "-" and "T" in value:
+        try:  # ISO time text (the registry's promoted_at)
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
     if isinstance(value, list | tuple | set):
         return ", ".join(str(v) for v in value)
     if isinstance(value, dt.datetime):
+        value = value.astimezone(dt.UTC) if value.tzinfo else value
         return value.strftime("%Y-%m-%d %H:%M UTC")
     if isinstance(value, int) and value > 10**11:  # MLflow epoch milliseconds
         return dt.datetime.fromtimestamp(value / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return str(value)
 
 
-def _metrics_text(record: dict[str, Any]) -> str:
+def _metrics_text(record: dict[str, Any], max_metrics: int = 6) -> str:
+    """``metric=value`` of the gate score first, then validation/test metrics of the run.
+
+    >>> _metrics_text({"metric": "mse", "value": 0.41,
+    ...                "metrics": '{"train_loss": 0.2, "val_mae": 0.5}'})
+    'mse=0.41 (gate), val_mae=0.5'
+    """
     metrics = record.get("metrics")
+    if isinstance(metrics, str):
+        try:
+            metrics = json.loads(metrics)
+        except ValueError:
+            metrics = {}
     if isinstance(metrics, dict):
-        items = metrics.items()
+        items = [(k, v) for k, v in metrics.items()
+                 if any(word in k.lower() for word in ("val", "test", "backtest"))]
     else:
         items = [(k.split(".", 1)[1] if "." in k else k[len("metric_"):], v)
                  for k, v in record.items()
                  if (k.startswith("metrics.") or k.startswith("metric_")) and v is not None]
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in sorted(items))
+    texts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+             for k, v in sorted(items)][:max_metrics]
+    gate, value = record.get("metric"), record.get("value")
+    if gate and value is not None:
+        texts = [f"{gate}={value:.4g} (gate)"] + [t for t in texts
+                                                  if not t.startswith(f"{gate}=")]
+    return ", ".join(texts)
 
 
 __all__ = ["DashboardData", "open_store", "quantile_levels", "MODEL_COLUMNS", "RUN_COLUMNS"]

@@ -174,15 +174,59 @@ def series_figure(frame: pl.DataFrame, forecast: pl.DataFrame | None = None,
     return figure
 
 
+def value_points(part: pl.DataFrame, max_points: int = MAX_POINTS, method: str = "minmax",
+                 window: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The (times, values) drawn for one channel: at most ``max_points`` points.
+
+    With ``window = [start, end]`` (what the user zoomed to), three quarters of the budget
+    go to the points inside the window and the rest to an overview of the others, so the
+    zoomed view shows full detail while the range slider still shows the whole series.
+
+    Parameters
+    ----------
+    part : contract-frame rows of one channel, sorted by time.
+    window : optional ``[start, end]`` (datetimes or ISO text, UTC).
+
+    Returns
+    -------
+    times (K,) ``datetime64[ms]`` naive UTC, values (K,) float with NaN at gaps.
+    """
+    times = _naive_utc(part[TIMESTAMP])
+    values = part[VALUE].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    seconds = (times - times[0]).astype("timedelta64[ms]").astype(np.float64) if times.size \
+        else times.astype(np.float64)
+    if window is None or times.size <= max_points:
+        keep = downsample_indices(seconds, values, max_points, method)
+        return times[keep], values[keep]
+    low, high = (_datetime64(bound) for bound in window)
+    inside = (times >= low) & (times <= high)
+    chosen = []
+    budget_out = max(6, max_points // 4)
+    for mask, budget in ((~inside, budget_out), (inside, max(6, max_points - budget_out))):
+        index = np.flatnonzero(mask)
+        if index.size:
+            chosen.append(index[downsample_indices(seconds[index], values[index], budget,
+                                                   method)])
+    keep = np.unique(np.concatenate(chosen)) if chosen else np.arange(0)
+    return times[keep], values[keep]
+
+
+def _datetime64(value: dt.datetime | str) -> np.datetime64:
+    """A time bound as naive UTC ``datetime64[ms]``; accepts plotly's range text
+    (``"2024-01-02 02:00:00.1234"``)."""
+    if isinstance(value, dt.datetime):
+        return np.datetime64(_to_naive(value), "ms")
+    text = str(value).strip().replace(" ", "T").removesuffix("Z").removesuffix("+00:00")
+    return np.datetime64(text[:23], "ms")
+
+
 def _add_values(figure: go.Figure, part: pl.DataFrame, channel: str, colour: str,
                 axes: tuple[str, str], row: int, max_points: int, method: str,
                 shown_legend: set[str]) -> tuple[float, float]:
     times = _naive_utc(part[TIMESTAMP])
     values = part[VALUE].cast(pl.Float64).fill_null(np.nan).to_numpy()
     observed = ~np.isnan(values)
-    seconds = (times - times[0]).astype("timedelta64[ms]").astype(np.float64) if times.size \
-        else times.astype(np.float64)
-    keep = downsample_indices(seconds, values, max_points, method)
+    drawn_times, drawn_values = value_points(part, max_points, method)
     y_low = float(np.nanmin(values)) if observed.any() else 0.0
     y_high = float(np.nanmax(values)) if observed.any() else 1.0
     pad = 0.05 * (y_high - y_low or 1.0)
@@ -195,8 +239,9 @@ def _add_values(figure: go.Figure, part: pl.DataFrame, channel: str, colour: str
                          row=row, col=1)
         shown_legend.add("gap")
     figure.add_trace(go.Scatter(
-        x=times[keep], y=values[keep], mode="lines", name=channel, connectgaps=False,
+        x=drawn_times, y=drawn_values, mode="lines", name=channel, connectgaps=False,
         line=dict(color=colour, width=1.6),
+        meta={"role": "values", "channel": channel, "n_points": int(times.size)},
         hovertemplate=f"{channel}: %{{y:.4g}}<br>%{{x|%Y-%m-%d %H:%M}} UTC<extra></extra>"),
         row=row, col=1)
     return y_low, y_high

@@ -75,18 +75,24 @@ def build_store(root) -> Store:
 
 
 class FakeRegistry:
-    """What ``pipelines.registry`` answers, as frames written by hand."""
+    """What ``pipelines.registry`` answers (same columns), as frames written by hand."""
 
     def list_models(self) -> pl.DataFrame:
-        return pl.DataFrame({"name": ["recurra-forecaster"]})
+        return pl.DataFrame({"name": ["recurra-ett-forecast"], "n_versions": [2],
+                             "champion_version": [2], "challenger_version": [1]})
 
     def list_versions(self, name: str) -> pl.DataFrame:
         return pl.DataFrame({
-            "version": ["2", "1"], "aliases": [["champion"], ["challenger"]],
-            "run_id": ["abcdef1234567890", "0123456789abcdef"], "experiment_id": ["7", "7"],
-            "metrics.val_mae": [0.41, 0.52],
-            "promotion_reason": ["val_mae 0.41 < 0.52 of champion v1", ""],
-            "promoted_at": ["2024-01-09 10:00 UTC", ""],
+            "name": [name, name], "version": [2, 1],
+            "aliases": [["champion"], ["challenger"]],
+            "run_id": ["abcdef1234567890", "0123456789abcdef"],
+            "experiment_id": ["7", "7"],        # not in list_versions: looked up in MLflow
+            "metric": ["mse", "mse"], "value": [0.41, 0.52],
+            "decision": ["promoted", "kept_champion"],
+            "reason": ["mse 0.41 beats champion v1 (0.52) by more than margin 0.005",
+                       "first version of the model: no champion yet"],
+            "promoted_at": ["2024-01-09T10:00:00.000+00:00", None],
+            "metrics": ['{"train_loss": 0.1, "val_mae": 0.5}', '{"val_mae": 0.6}'],
         })
 
 

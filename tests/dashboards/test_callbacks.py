@@ -68,9 +68,13 @@ def test_range_patch_sets_every_axis():
 def test_models_view_links_runs_and_marks_champion(data):
     rows, note = callbacks.model_rows(data)
     assert note == ""
-    champion = next(r for r in rows if "champion" in r["aliases"])
-    assert champion["version"] == "2" and champion["metrics"] == "val_mae=0.41"
-    assert champion["reason"].startswith("val_mae 0.41")
+    champion = next(r for r in rows if r["aliases"] == "champion")
+    assert champion["version"] == "2" and champion["model"] == "recurra-ett-forecast"
+    assert champion["metrics"] == "mse=0.41 (gate), val_mae=0.5"
+    assert champion["reason"].startswith("promoted: mse 0.41 beats champion v1")
+    assert champion["promoted_at"] == "2024-01-09 10:00 UTC"
+    challenger = next(r for r in rows if r["aliases"] == "challenger")
+    assert challenger["reason"].startswith("kept champion: first version")
     assert champion["run_link"] == (
         "[abcdef12](http://mlflow.local:5000/#/experiments/7/runs/abcdef1234567890)")
 
@@ -124,3 +128,44 @@ def test_create_app_from_a_store_folder(tmp_path, store):
     app = create_app(store.root, registry=False)
     assert "series-select" in app.server.test_client().get("/_dash-layout").get_data(
         as_text=True)
+
+
+def test_relayout_parsing():
+    assert callbacks.relayout_x_range(None) is None
+    assert callbacks.relayout_x_range({"yaxis.range[0]": 1, "yaxis.range[1]": 2}) is None
+    assert callbacks.relayout_x_range({"xaxis.range[0]": "2024-01-01 00:00",
+                                       "xaxis.range[1]": "2024-01-02"}) == [
+        "2024-01-01 00:00", "2024-01-02"]
+    assert callbacks.relayout_x_range({"xaxis3.range": ["a", "b"]}) == ["a", "b"]
+    assert callbacks.relayout_x_range({"xaxis.autorange": True}) == "auto"
+
+
+def test_zooming_a_long_series_redraws_the_window_in_full_detail(tmp_path):
+    import datetime as dt
+
+    import numpy as np
+
+    store = Store(tmp_path / "long")
+    n_steps = 30_000
+    start = dt.datetime(2024, 1, 1)
+    store.upsert(pl.DataFrame({
+        "series_id": ["long"] * n_steps,
+        "timestamp": pl.datetime_range(start, start + dt.timedelta(minutes=n_steps - 1), "1m",
+                                       eager=True),
+        "value": np.sin(np.arange(n_steps) / 30.0)}), source="gen")
+    data = DashboardData(store, registry=False)
+    figure = callbacks.explorer_figure(data, "long", max_points=1_000)
+    shown = callbacks.shown_state(figure, "long")
+    assert shown["n_points"] == n_steps and shown["value_traces"] == {"value": 0}
+    assert len(figure.data[0].x) <= 1_000
+    window = ["2024-01-02 00:00:00", "2024-01-02 06:00:00"]          # 361 minutes
+    patch = callbacks.detail_patch(data, shown, window, 1_000).to_plotly_json()
+    x_values = next(op["params"]["value"] for op in patch["operations"]
+                    if op["location"] == ["data", 0, "x"])
+    low, high = (np.datetime64(w.replace(" ", "T")) for w in window)
+    inside = [x for x in x_values if low <= np.datetime64(x) <= high]
+    assert len(inside) == 361 and len(x_values) <= 1_000           # every minute inside
+    # short series need no patch unless the range moves
+    short = {"series_id": "s0", "n_axes": 1, "value_traces": {"value": 1}, "n_points": 200}
+    assert callbacks.detail_patch(data, short, window, 1_000) is None
+    assert callbacks.detail_patch(data, short, window, 1_000, set_range=True) is not None
