@@ -31,10 +31,11 @@ REJECTED_SCHEMA: dict[str, pl.DataType] = {
 DELIMITERS = (",", ";", "\t", "|")
 NULL_MARKERS = ("", "NA", "N/A", "NaN", "nan", "NAN", "null", "NULL", "None", "none", "-", "?")
 _OFFSET = r"(Z|[+-]\d{2}:?\d{2})$"
-NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M",
+NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S",
+                 "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M",
                  "%Y-%m-%dT%H:%M", "%Y-%m-%d", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M",
                  "%Y/%m/%d", "%Y%m%d")
-AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z",
+AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z",
                  "%Y-%m-%d %H:%M%z")
 
 
@@ -239,16 +240,17 @@ def parse_timestamps(text: pl.Series, *, time_zone: str | None = None) -> tuple[
     ``+01:00``) are converted to UTC. A file must not mix the two: the convention of the
     first parseable value wins and rows in the other are problems ("mixed time zones").
     """
-    text = text.str.strip_chars()
+    if text.str.contains(r"^\s|\s$").any():
+        text = text.str.strip_chars()
     aware = text.str.contains(_OFFSET).fill_null(False)
     normalised = text.str.replace(r"Z$", "+00:00")
-    naive_parsed = _first_format(normalised, NAIVE_FORMATS, None)
+    naive_parsed = _first_format(normalised, NAIVE_FORMATS, None, ~aware)
     if time_zone is not None:
         naive_parsed = naive_parsed.dt.replace_time_zone(
             time_zone, ambiguous="null", non_existent="null")
     naive_parsed = naive_parsed.dt.convert_time_zone("UTC") if time_zone else \
         naive_parsed.dt.replace_time_zone("UTC")
-    aware_parsed = _first_format(normalised, AWARE_FORMATS, "UTC")
+    aware_parsed = _first_format(normalised, AWARE_FORMATS, "UTC", aware)
     frame = pl.DataFrame({"a": aware, "n": naive_parsed, "z": aware_parsed, "t": text})
     ok_aware = frame["a"] & frame["z"].is_not_null()
     ok_naive = ~frame["a"] & frame["n"].is_not_null()
@@ -268,10 +270,12 @@ def parse_timestamps(text: pl.Series, *, time_zone: str | None = None) -> tuple[
     return stamps.alias("timestamp"), problems
 
 
-def _first_format(text: pl.Series, formats: tuple[str, ...], time_zone: str | None) -> pl.Series:
+def _first_format(text: pl.Series, formats: tuple[str, ...], time_zone: str | None,
+                  mask: pl.Series) -> pl.Series:
+    """Each value parsed with the first of ``formats`` that fits (only where ``mask``)."""
     dtype = pl.Datetime("us", time_zone)
     result = pl.repeat(None, len(text), dtype=dtype, eager=True)
-    todo = text.is_not_null()
+    todo = text.is_not_null() & mask
     for fmt in formats:
         if not todo.any():
             break

@@ -211,22 +211,24 @@ class Store:
         """
         frame = validate_frame(frame, name="upsert").select(COLUMNS)
         report = UpsertReport()
-        changed: list[str] = []
+        described: list[pl.DataFrame] = []
         for (series_id,), part in frame.group_by(SERIES_ID, maintain_order=True):
-            part_report = self._upsert_partition(str(series_id), part)
+            part_report, merged = self._upsert_partition(str(series_id), part)
             report = report + part_report
-            if part_report.n_new or part_report.n_updated:
-                changed.append(str(series_id))
-        if changed:
-            self._refresh_catalogue(changed, source)
+            if merged is not None:
+                described.append(self._describe(str(series_id), merged, source))
+        if described:
+            self._refresh_catalogue(described)
         return report
 
-    def _upsert_partition(self, series_id: str, part: pl.DataFrame) -> UpsertReport:
+    def _upsert_partition(self, series_id: str,
+                          part: pl.DataFrame) -> tuple[UpsertReport, pl.DataFrame | None]:
+        """Merge ``part`` into the series' partition; the merged data when it changed."""
         path = self._partition_file(series_id)
         with self._lock(f"series-{path.parent.name}"):
             if not path.exists():
                 self._write_atomic(part, path)
-                return UpsertReport(n_new=part.height)
+                return UpsertReport(n_new=part.height), part
             stored = pl.read_parquet(path)
             marked = stored.select([*KEY, VALUE]).with_columns(pl.lit(True).alias("_exists"))
             joined = part.join(marked, on=list(KEY), how="left", suffix="_stored")
@@ -235,11 +237,12 @@ class Store:
             n_new = int((~exists).sum())
             n_unchanged = int((exists & same).sum())
             n_updated = part.height - n_new - n_unchanged
+            merged = None
             if n_new or n_updated:
                 kept = stored.join(part.select(list(KEY)), on=list(KEY), how="anti")
                 merged = pl.concat([kept, part]).sort(list(KEY))
                 self._write_atomic(merged, path)
-            return UpsertReport(n_new, n_updated, n_unchanged)
+            return UpsertReport(n_new, n_updated, n_unchanged), merged
 
     def series_ids(self) -> list[str]:
         """Every series_id in the store, sorted."""
@@ -276,9 +279,9 @@ class Store:
         return validate_frame(lazy.collect(), name="store")
 
     # -- catalogue -----------------------------------------------------------------------
-    def _refresh_catalogue(self, series_ids: list[str], source: str) -> None:
-        rows = [self._describe(s, source) for s in series_ids]
-        fresh = pl.concat(rows) if rows else pl.DataFrame(schema=CATALOGUE_SCHEMA)
+    def _refresh_catalogue(self, rows: list[pl.DataFrame]) -> None:
+        fresh = pl.concat(rows)
+        series_ids = fresh[SERIES_ID].unique().to_list()
         path = self.root / "catalogue.parquet"
         with self._lock("catalogue"):
             if path.exists():
@@ -286,9 +289,8 @@ class Store:
                 fresh = pl.concat([old, fresh])
             self._write_atomic(fresh.sort([SERIES_ID, CHANNEL]), path)
 
-    def _describe(self, series_id: str, source: str) -> pl.DataFrame:
+    def _describe(self, series_id: str, data: pl.DataFrame, source: str) -> pl.DataFrame:
         path = self._partition_file(series_id)
-        data = pl.read_parquet(path)
         frequency = infer_frequency(data[TIMESTAMP])
         return data.group_by(CHANNEL).agg(
             pl.col(TIMESTAMP).min().alias("first"),
