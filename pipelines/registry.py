@@ -158,6 +158,41 @@ def _decision_tags(decision: GateDecision) -> dict[str, str]:
             else repr(decision.champion_value)}
 
 
+def track_and_register(estimator: Any, name: str, *, experiment: str, metric: str,
+                       value: float, higher_is_better: bool, margin: float = 0.0,
+                       validation: Any = None, params: Any = None,
+                       metrics: Mapping[str, float] | None = None,
+                       run_name: str | None = None, input_example: Any = None,
+                       task: str | None = None) -> GateDecision:
+    """One call for pipelines: a tracked run logging ``estimator``, then the gate.
+
+    Starts a run in ``experiment`` (e.g. ``tracking.experiment_name(dataset, task)``),
+    logs ``params`` (flattened; the estimator's config when None) and ``metrics`` (plus
+    ``metric``: ``value``), fingerprints ``validation`` (tags ``recurra.validation.*``),
+    logs the model and calls :func:`register_and_gate` with the validation fingerprint.
+
+    >>> decision = track_and_register(fitted, model_name("ett", "forecast"),
+    ...     experiment="recurra/ett/forecast", metric="mae", value=0.42,
+    ...     higher_is_better=False, validation=valid)                  # doctest: +SKIP
+    """
+    from pipelines.tracking import MLflowTracker, data_fingerprint, fingerprint_tags
+
+    fingerprint = None
+    tags = {"recurra.registered_model": name}
+    if validation is not None:
+        fingerprint = data_fingerprint(validation)["content_hash"]
+        tags.update(fingerprint_tags(validation, prefix="validation"))
+    tracker = MLflowTracker()
+    with tracker.start_run(experiment, run_name, tags=tags) as run_id:
+        tracker.log_params(params if params is not None else {"config": estimator.config})
+        tracker.log_metrics({**dict(metrics or {}), metric: value})
+        model_uri = tracker.log_model(estimator, name="model", task=task,
+                                      input_example=input_example)
+    return register_and_gate(model_uri, name, metric=metric, value=value,
+                             higher_is_better=higher_is_better, margin=margin,
+                             validation_fingerprint=fingerprint, tags={"run_id": run_id})
+
+
 def _check_gate_inputs(metric: str, value: float, margin: float,
                        champion_value: float | None) -> None:
     if not isinstance(metric, str) or not metric:
@@ -357,7 +392,7 @@ def list_versions(name: str, *, with_run_metrics: bool = True) -> pl.DataFrame:
             with contextlib.suppress(Exception):  # a deleted run keeps its version
                 metrics = mlflow_client.get_run(v.run_id).data.metrics
         rows.append({
-            "name": name, "version": int(v.version), 
+            "name": name, "version": int(v.version),
             "aliases": sorted(aliases.get(str(v.version), [])),
             "run_id": v.run_id, "created_at": _from_ms(v.creation_timestamp),
             "status": v.status, "metric": v.tags.get(f"{GATE}metric"),

@@ -46,14 +46,15 @@ class TinyForecaster:
     def fit(self, frame, validation=None):
         frame = validate_frame(frame)
         means = frame.group_by([SERIES_ID, CHANNEL]).agg(pl.col(VALUE).mean().alias("mean"))
-        self.state_ = {row[0] + "/" + row[1]: row[2] for row in means.sort([SERIES_ID, CHANNEL]).rows()}
+        self.state_ = {f"{sid}/{channel}": mean for sid, channel, mean in means.rows()}
         return self
 
     def predict(self, frame=None, horizon=None):
         check_fitted(self, "state_")
         frame = validate_frame(frame)
         horizon = horizon or self.config.horizon
-        last = frame.group_by([SERIES_ID, CHANNEL]).agg(pl.col(TIMESTAMP).max()).sort([SERIES_ID, CHANNEL])
+        last = frame.group_by([SERIES_ID, CHANNEL]).agg(pl.col(TIMESTAMP).max())
+        last = last.sort([SERIES_ID, CHANNEL])
         rows = []
         for series_id, channel, end in last.rows():
             for step in range(1, horizon + 1):
@@ -232,9 +233,9 @@ def test_task_inference_and_validation():
 
 def test_real_baseline_forecaster_round_trip(tracking_home):
     baselines = pytest.importorskip("forecasting.baselines")
-    from pipelines.pyfunc import load_model, log_estimator, to_model_input
-
     import mlflow
+
+    from pipelines.pyfunc import load_model, log_estimator, to_model_input
 
     frame = make_frame(n_steps=120, seed=5, gap_share=0.0)
     forecaster = baselines.SeasonalNaiveForecaster(

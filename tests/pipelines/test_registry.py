@@ -247,3 +247,26 @@ def test_models_cli_list_promote_rollback_and_errors(model_uri):
     ui = runner.invoke(app, ["mlflow-ui", "--dry-run", "--port", "5123"])
     assert ui.exit_code == 0 and "mlflow ui --backend-store-uri sqlite:///" in ui.output
     assert "--port 5123" in ui.output
+
+
+def test_track_and_register_logs_a_run_and_gates_on_the_validation_fingerprint(model_uri):
+    from mlflow import MlflowClient
+
+    from pipelines.registry import list_versions, track_and_register
+
+    name = "tracked-and-registered"
+    train, valid = make_frame(n_steps=48, seed=7), make_frame(n_steps=24, seed=8)
+    model = TinyForecaster().fit(train)
+    first = track_and_register(model, name, experiment="recurra/tiny/forecast", metric="mae",
+                               value=0.5, higher_is_better=False, validation=valid,
+                               metrics={"mse": 0.3})
+    second = track_and_register(model, name, experiment="recurra/tiny/forecast",
+                                metric="mae", value=0.4, higher_is_better=False,
+                                validation=valid)
+    assert first.promoted and second.promoted and second.champion_value == 0.5
+    row = list_versions(name).row(0, named=True)
+    run = MlflowClient().get_run(row["run_id"])
+    assert run.data.params["config.horizon"] == "3"
+    assert run.data.metrics["mae"] == 0.4
+    assert run.data.tags["recurra.validation.n_rows"] == "48"
+    assert row["validation_fingerprint"] == run.data.tags["recurra.validation.content_hash"]

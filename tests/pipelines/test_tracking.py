@@ -93,8 +93,7 @@ def test_environment_tags_name_device_versions_and_commit():
 def test_mlflow_run_records_params_metric_history_tags_and_artifacts(tracked, tmp_path):
     from mlflow import MlflowClient
 
-    from pipelines.tracking import MLflowTracker, epoch_callback, experiment_name
-    from pipelines.tracking import fingerprint_tags
+    from pipelines.tracking import MLflowTracker, epoch_callback, experiment_name, fingerprint_tags
 
     tracker = MLflowTracker()
     frame = make_frame(n_steps=30)
@@ -137,7 +136,7 @@ def test_failed_block_marks_run_failed_and_errors_propagate(tracked):
     tracker = MLflowTracker(environment=False)
     with pytest.raises(ZeroDivisionError):
         with tracker.start_run("recurra/tiny/forecast", "broken") as run_id:
-            1 / 0
+            raise ZeroDivisionError("boom")
     assert MlflowClient().get_run(run_id).info.status == "FAILED"
     with pytest.raises(RecurraError, match="outside `with tracker.start_run"):
         tracker.log_metrics({"a": 1.0})
