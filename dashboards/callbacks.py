@@ -33,8 +33,10 @@ from dashboards.figures import (
     quarantine_figure,
     series_figure,
     severity_level,
+    rect_xy,
     share_observed_figure,
     value_points,
+    window_gap_runs,
 )
 
 TIME_FORMAT = "%Y-%m-%d %H:%M"
@@ -144,23 +146,52 @@ def relayout_x_range(relayout: dict | None) -> list[str] | str | None:
 def shown_state(figure: go.Figure, series_id: str | None) -> dict[str, Any]:
     """What the browser shows: series, number of x-axes, value traces (index per channel)
     and the longest channel (``n_points``), read from the traces' ``meta``."""
-    traces = {}
+    traces: dict[str, int] = {}
+    axes: dict[str, str] = {}
+    gaps = {}
     n_points = 0
     for index, trace in enumerate(figure.data):
         meta = trace.meta if isinstance(trace.meta, dict) else {}
         if meta.get("role") == "values":
             traces[meta["channel"]] = index
+            axes[meta["channel"]] = "yaxis" + (trace.yaxis or "y")[1:]
             n_points = max(n_points, int(meta.get("n_points", 0)))
+        elif meta.get("role") == "gaps":
+            gaps[meta["channel"]] = [index, *meta["y"]]
     return {"series_id": series_id, "n_axes": len(list(figure.select_xaxes())),
-            "value_traces": traces, "n_points": n_points}
+            "value_traces": traces, "value_axes": axes, "gap_traces": gaps,
+            "n_points": n_points}
+
+
+def detail_updates(data: DashboardData, shown: dict, x_range: list[str] | None,
+                   max_points: int = MAX_POINTS) -> dict[int, dict[str, list]]:
+    """New ``x``/``y`` (and gap ``hovertext``) per trace index for the visible window.
+
+    The value traces get full detail inside ``x_range`` (see ``figures.value_points``),
+    the gap shading the longest gaps of that window; None means the whole series.
+    """
+    frame = data.series(shown["series_id"])
+    updates: dict[int, dict[str, list]] = {}
+    for channel, index in shown["value_traces"].items():
+        part = frame.filter(pl.col(CHANNEL) == channel).sort(TIMESTAMP)
+        times, values = value_points(part, max_points, window=x_range)
+        updates[index] = {"x": [str(t) for t in times],
+                          "y": [None if v != v else float(v) for v in values]}
+        if channel in shown.get("gap_traces", {}):
+            gap_index, y_low, y_high = shown["gap_traces"][channel]
+            xs, ys = rect_xy(window_gap_runs(part, x_range), y_low, y_high)
+            updates[gap_index] = {
+                "x": [None if x is None else str(x) for x in xs], "y": ys,
+                "hovertext": [None if x is None else "gap (not observed)" for x in xs]}
+    return updates
 
 
 def detail_patch(data: DashboardData, shown: dict | None, x_range: list[str] | None,
                  max_points: int = MAX_POINTS, *, set_range: bool = False) -> Patch | None:
-    """Re-downsample the value traces for the visible window (None: the whole series).
+    """A partial figure update re-downsampling a long series for the visible window.
 
-    Only series longer than ``max_points`` need it; returns None when nothing changes.
-    With ``set_range`` the x-axes are also moved to ``x_range``.
+    Only series longer than ``max_points`` need new points; returns None when nothing
+    changes. With ``set_range`` the x-axes are also moved to ``x_range``.
     """
     if not shown or not shown.get("series_id"):
         return None
@@ -169,13 +200,27 @@ def detail_patch(data: DashboardData, shown: dict | None, x_range: list[str] | N
         return None
     patch = range_patch(x_range, shown["n_axes"]) if set_range and x_range else Patch()
     if long_series:
-        frame = data.series(shown["series_id"])
-        for channel, index in shown["value_traces"].items():
-            part = frame.filter(pl.col(CHANNEL) == channel).sort(TIMESTAMP)
-            times, values = value_points(part, max_points, window=x_range)
-            patch["data"][index]["x"] = [str(t) for t in times]
-            patch["data"][index]["y"] = [None if v != v else float(v) for v in values]
+        updates = detail_updates(data, shown, x_range, max_points)
+        for index, update in updates.items():
+            for key, value in update.items():
+                patch["data"][index][key] = value
+        for channel, axis in shown.get("value_axes", {}).items():
+            y_range = _padded_range(updates[shown["value_traces"][channel]]["y"])
+            if x_range is None or y_range is None:  # reset: let plotly fit the y-axis
+                patch["layout"][axis]["autorange"] = True
+            else:  # fit the y-axis to the window, not to the whole series
+                patch["layout"][axis]["range"] = y_range
+                patch["layout"][axis]["autorange"] = False
     return patch
+
+
+def _padded_range(values: list[float | None]) -> list[float] | None:
+    finite = [v for v in values if v is not None]
+    if not finite:
+        return None
+    low, high = min(finite), max(finite)
+    pad = 0.08 * (high - low or abs(high) or 1.0)
+    return [low - pad, high + pad]
 
 
 def model_rows(data: DashboardData) -> tuple[list[dict[str, str]], str]:
@@ -236,10 +281,8 @@ def register_callbacks(app: Dash, data: DashboardData, max_points: int = MAX_POI
         figure = explorer_figure(data, series_id, x_range, max_points)
         state = shown_state(figure, series_id)
         if x_range and state["n_points"] > max_points:  # jumped into a long series
-            for channel, index in state["value_traces"].items():
-                part = data.series(series_id).filter(pl.col(CHANNEL) == channel)
-                figure.data[index].x, figure.data[index].y = value_points(
-                    part.sort(TIMESTAMP), max_points, window=x_range)
+            for index, update in detail_updates(data, state, x_range, max_points).items():
+                figure.data[index].update(**update)
         return figure, state
 
     @app.callback(Output("series-graph", "figure", allow_duplicate=True),

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ RUN_COLUMNS = ("run_id", "flow", "started_at", "finished_at", "status", "rows_in
 MODEL_COLUMNS = ("model", "version", "aliases", "metrics", "promoted_at", "reason",
                  "run_id", "run_url")
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
+SERIES_CACHE_SIZE = 4
 
 
 def open_store(store_root: str | Path | None = None) -> Any:
@@ -79,6 +81,7 @@ class DashboardData:
         ``False`` for no registry).
     tracking_uri : the MLflow tracking URI handed to the registry.
     mlflow_ui_url : base URL of the MLflow UI for run links.
+    cache_seconds : how long a series read stays cached (0: never cache).
 
     Examples
     --------
@@ -87,11 +90,13 @@ class DashboardData:
     """
 
     def __init__(self, store: Any, registry: Any = None, *, tracking_uri: str | None = None,
-                 mlflow_ui_url: str | None = None) -> None:
+                 mlflow_ui_url: str | None = None, cache_seconds: float = 30.0) -> None:
         self.store = store
         self.registry = registry
         self.tracking_uri = tracking_uri
         self.mlflow_ui_url = (mlflow_ui_url or DEFAULT_MLFLOW_UI).rstrip("/")
+        self.cache_seconds = cache_seconds
+        self._series_cache: dict[str, tuple[float, pl.DataFrame]] = {}
 
     # ---- series ------------------------------------------------------------------------
     def catalogue(self) -> pl.DataFrame:
@@ -118,9 +123,22 @@ class DashboardData:
         return ids
 
     def series(self, series_id: str) -> pl.DataFrame:
-        """The contract frame of one series (every channel)."""
+        """The contract frame of one series (every channel).
+
+        The last few series read are kept for ``cache_seconds`` (zooming a million-point
+        series re-reads it at every zoom otherwise); the store is re-read after that.
+        """
+        now = time.monotonic()
+        cached = self._series_cache.get(series_id)
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            return cached[1]
         frame = self._call("read", series_ids=[series_id])
-        return frame if frame is not None else empty_frame()
+        frame = frame if frame is not None else empty_frame()
+        if self.cache_seconds > 0:
+            self._series_cache[series_id] = (now, frame)
+            while len(self._series_cache) > SERIES_CACHE_SIZE:
+                self._series_cache.pop(next(iter(self._series_cache)))
+        return frame
 
     def latest_forecast(self, series_id: str) -> pl.DataFrame:
         """The rows of the most recent ``issued_at`` forecast of ``series_id``."""

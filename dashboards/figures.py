@@ -76,12 +76,13 @@ def _naive_utc(values: pl.Series) -> np.ndarray:
 
 def gap_runs(timestamps: np.ndarray, observed: np.ndarray, max_runs: int = MAX_GAP_RECTS
              ) -> list[tuple[np.datetime64, np.datetime64]]:
-    """Runs of unobserved steps as ``(start, end)`` times, merged down to ``max_runs``.
+    """Runs of unobserved steps as ``(start, end)`` times: the ``max_runs`` longest.
 
     A run starts at its first unobserved timestamp and ends at the next observed one (or
     its own last timestamp at the end of the series). When there are more runs than
-    ``max_runs``, runs separated by the shortest observed stretches are merged (so the
-    shading stays drawable on a million-point series).
+    ``max_runs`` only the longest are shaded (never merged: a shaded span is always truly
+    unobserved); the shorter ones still show as breaks in the line, and zooming in
+    (``dashboards.callbacks.detail_patch``) shades the longest runs of the visible window.
 
     >>> t = np.arange(6).astype("datetime64[h]")
     >>> [(int(a.astype(int)), int(b.astype(int))) for a, b in gap_runs(
@@ -95,28 +96,32 @@ def gap_runs(timestamps: np.ndarray, observed: np.ndarray, max_runs: int = MAX_G
     changes = np.diff(padded)
     first = np.flatnonzero(changes == 1)
     after = np.flatnonzero(changes == -1)           # index of the next observed step
-    last_index = len(timestamps) - 1
-    ends = np.where(after <= last_index, np.minimum(after, last_index), last_index)
+    ends = np.minimum(after, len(timestamps) - 1)
     if first.size > max_runs:
-        separation = first[1:] - after[:-1]
-        keep = np.sort(np.argpartition(separation, -(max_runs - 1))[-(max_runs - 1):])
-        first = np.concatenate([[first[0]], first[keep + 1]])
-        ends = np.concatenate([ends[keep], [ends[-1]]])
+        duration = timestamps[ends] - timestamps[first]
+        keep = np.sort(np.argsort(-duration.astype(np.int64), kind="stable")[:max_runs])
+        first, ends = first[keep], ends[keep]
     return [(timestamps[a], timestamps[b]) for a, b in zip(first, ends, strict=True)]
+
+
+def rect_xy(spans: list[tuple], y_low: float, y_high: float) -> tuple[list, list]:
+    """x and y of closed rectangles separated by None (one trace draws them all)."""
+    xs: list = []
+    ys: list = []
+    for start, end in spans:
+        xs += [start, start, end, end, start, None]
+        ys += [y_low, y_high, y_high, y_low, y_low, None]
+    return xs, ys
 
 
 def _rect_trace(spans: list[tuple], y_low: float, y_high: float, *, name: str, colour: str,
                 texts: list[str] | None = None, legendgroup: str, showlegend: bool,
                 row_axis: tuple[str, str]) -> go.Scatter:
     """One filled trace holding many rectangles (separated by None), cheap to draw."""
-    xs: list = []
-    ys: list = []
+    xs, ys = rect_xy(spans, y_low, y_high)
     hover: list = []
-    for index, (start, end) in enumerate(spans):
-        xs += [start, start, end, end, start, None]
-        ys += [y_low, y_high, y_high, y_low, y_low, None]
-        text = texts[index] if texts else name
-        hover += [text] * 5 + [None]
+    for index in range(len(spans)):
+        hover += [texts[index] if texts else name] * 5 + [None]
     return go.Scatter(x=xs, y=ys, mode="lines", fill="toself", fillcolor=colour,
                       line=dict(width=0), name=name, legendgroup=legendgroup,
                       showlegend=showlegend, hoverinfo="text", hovertext=hover,
@@ -211,6 +216,18 @@ def value_points(part: pl.DataFrame, max_points: int = MAX_POINTS, method: str =
     return times[keep], values[keep]
 
 
+def window_gap_runs(part: pl.DataFrame, window: Sequence | None,
+                    max_runs: int = MAX_GAP_RECTS) -> list[tuple]:
+    """:func:`gap_runs` of one channel's rows, restricted to ``window`` when given."""
+    times = _naive_utc(part[TIMESTAMP])
+    observed = part[VALUE].is_not_null().to_numpy()
+    if window is not None:
+        low, high = (_datetime64(bound) for bound in window)
+        inside = (times >= low) & (times <= high)
+        times, observed = times[inside], observed[inside]
+    return gap_runs(times, observed, max_runs) if times.size else []
+
+
 def _datetime64(value: dt.datetime | str) -> np.datetime64:
     """A time bound as naive UTC ``datetime64[ms]``; accepts plotly's range text
     (``"2024-01-02 02:00:00.1234"``)."""
@@ -233,10 +250,11 @@ def _add_values(figure: go.Figure, part: pl.DataFrame, channel: str, colour: str
     y_low, y_high = y_low - pad, y_high + pad
     runs = gap_runs(times, observed)
     if runs:
-        figure.add_trace(_rect_trace(runs, y_low, y_high, name="gap (not observed)",
-                                     colour=GAP_COLOUR, legendgroup="gap",
-                                     showlegend="gap" not in shown_legend, row_axis=axes),
-                         row=row, col=1)
+        trace = _rect_trace(runs, y_low, y_high, name="gap (not observed)",
+                            colour=GAP_COLOUR, legendgroup="gap",
+                            showlegend="gap" not in shown_legend, row_axis=axes)
+        trace.meta = {"role": "gaps", "channel": channel, "y": [y_low, y_high]}
+        figure.add_trace(trace, row=row, col=1)
         shown_legend.add("gap")
     figure.add_trace(go.Scatter(
         x=drawn_times, y=drawn_values, mode="lines", name=channel, connectgaps=False,

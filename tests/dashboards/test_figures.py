@@ -31,14 +31,13 @@ def test_severity_levels_hand_computed():
         "low", "low", "medium", "medium", "high", "high", "low"]
 
 
-def test_gap_runs_end_at_the_next_observation_and_merge_down_to_the_cap():
+def test_gap_runs_end_at_the_next_observation_and_keep_the_longest_over_the_cap():
     times = np.arange(10).astype("datetime64[h]")
     observed = np.array([1, 0, 0, 1, 0, 1, 1, 0, 1, 0], bool)
     hours = [(int(a.astype(int)), int(b.astype(int))) for a, b in gap_runs(times, observed)]
     assert hours == [(1, 3), (4, 5), (7, 8), (9, 9)]
-    merged = gap_runs(times, observed, max_runs=2)
-    assert len(merged) == 2
-    assert int(merged[0][0].astype(int)) == 1 and int(merged[-1][1].astype(int)) == 9
+    longest = gap_runs(times, observed, max_runs=2)
+    assert [(int(a.astype(int)), int(b.astype(int))) for a, b in longest] == [(1, 3), (4, 5)]
     assert gap_runs(times, np.ones(10, bool)) == []
 
 
