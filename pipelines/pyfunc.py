@@ -27,21 +27,23 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import mlflow.pyfunc
+import pandas as pd
 import polars as pl
 
 from data.persistence import load_estimator, save_estimator
 from data.schema import TIMESTAMP, RecurraError, to_polars, validate_frame
 
-# MLflow nags about type hints on predict (they would switch on its own input validation).
-warnings.filterwarnings("ignore", message=".*[Tt]ype hint", category=UserWarning)
 TASKS = ("forecast", "detect")
 DETECT_OUTPUTS = ("scores", "events")
 ESTIMATOR_ARTIFACT = "estimator"
@@ -78,37 +80,35 @@ def default_params(task: str) -> dict[str, Any]:
     return {"output": "scores"}
 
 
-with warnings.catch_warnings():  # MLflow warns at class creation about missing hints
-    warnings.simplefilter("ignore")
+class RecurraModel(mlflow.pyfunc.PythonModel):
+    """The pyfunc wrapper: loads the estimator folder, routes ``predict`` by ``task``.
 
-    class RecurraModel(mlflow.pyfunc.PythonModel):
-        """The pyfunc wrapper: loads the estimator folder, routes ``predict`` by ``task``.
+    Parameters
+    ----------
+    task : ``"forecast"`` or ``"detect"``.
+    """
 
-        Parameters
-        ----------
-        task : ``"forecast"`` or ``"detect"``.
-        """
+    def __init__(self, task: str) -> None:
+        self.task = check_task(task)
+        self.estimator_: Any = None
 
-        def __init__(self, task: str) -> None:
-            self.task = check_task(task)
-            self.estimator_: Any = None
+    def load_context(self, context: Any) -> None:
+        import torch
 
-        def load_context(self, context: Any) -> None:
-            import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.estimator_ = load_estimator(context.artifacts[ESTIMATOR_ARTIFACT],
+                                         map_location=device)
 
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.estimator_ = load_estimator(context.artifacts[ESTIMATOR_ARTIFACT],
-                                             map_location=device)
+    def predict(self, context: Any, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Forecast / score ``model_input`` (pandas contract frame); returns a pandas frame."""
+        if self.estimator_ is None:
+            raise RecurraError("RecurraModel.predict before load_context: load the model with "
+                               "mlflow.pyfunc.load_model(uri)")
+        return predict_frame(self.estimator_, self.task, model_input, params)
 
-        def predict(self, context, model_input, params=None):  # no hints: MLflow reads them
-            """Forecast / score ``model_input`` (pandas contract frame); returns a pandas frame."""
-            if self.estimator_ is None:
-                raise RecurraError("RecurraModel.predict before load_context: load the model with "
-                                   "mlflow.pyfunc.load_model(uri)")
-            return predict_frame(self.estimator_, self.task, model_input, params)
-
-        def __getstate__(self) -> dict[str, Any]:  # never pickle a loaded estimator
-            return {"task": self.task, "estimator_": None}
+    def __getstate__(self) -> dict[str, Any]:  # never pickle a loaded estimator
+        return {"task": self.task, "estimator_": None}
 
 
 def predict_frame(estimator: Any, task: str, model_input: Any,
@@ -180,12 +180,24 @@ def log_estimator(estimator: Any, *, name: str = "model", task: str | None = Non
     metadata_ = {"recurra_task": task, "recurra_class": f"{cls.__module__}.{cls.__qualname__}"}
     with tempfile.TemporaryDirectory(prefix="recurra-model-") as staging:
         folder = save_estimator(estimator, Path(staging) / ESTIMATOR_ARTIFACT)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_logger("mlflow.pyfunc"):
             warnings.simplefilter("ignore")
             return mlflow.pyfunc.log_model(
                 name=name, python_model=RecurraModel(task),
                 artifacts={ESTIMATOR_ARTIFACT: str(folder)}, signature=signature,
                 pip_requirements=requirements(), metadata=metadata_)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Hide MLflow's note that a Python object is pickled (it is, by design: our class)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _params_only_signature(task: str) -> Any:
