@@ -1,0 +1,112 @@
+"""The pipeline config: the bundled default loads, and every error names its key."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.config import ConfigError, PipelineConfig, load_config, parse_config
+
+
+def _raw(**overrides) -> dict:
+    raw = {
+        "groups": {"g": {"series": ["s*"], "forecaster": "f", "detector": "d"}},
+        "models": {
+            "f": {"class": "forecasting.baselines.SeasonalNaiveForecaster",
+                  "params": {"horizon": 6, "season": 24}},
+            "d": {"class": "anomaly.baselines.RollingZScoreDetector",
+                  "params": {"window": 8, "threshold": "quantile"}},
+        },
+    }
+    raw.update(overrides)
+    return raw
+
+
+def test_default_config_loads_and_builds_every_model():
+    config = load_config()
+    assert isinstance(config, PipelineConfig)
+    assert {"nab", "air", "prices"} <= set(config.groups)
+    assert config.runner.kind == "threads"
+    for model in config.models.values():
+        estimator = model.build()
+        assert estimator.config is not None
+    assert config.group_of("nab/realTraffic/speed_6005").name == "nab"
+    assert config.group_of("unknown") is None
+
+
+def test_group_matching_and_model_names():
+    config = parse_config(_raw())
+    group = config.groups["g"]
+    assert group.matches("s0") and not group.matches("x0")
+    assert group.model_name("forecaster") == "recurra-g-forecast"
+    assert group.model_name("detector") == "recurra-g-detect"
+
+
+def test_nested_params_become_nested_configs():
+    raw = _raw(models={"f": {"class": "forecasting.RNNForecaster",
+                             "params": {"hidden_size": 4, "quantiles": [0.1, 0.9],
+                                        "train": {"max_epochs": 1}}}})
+    raw["groups"]["g"]["detector"] = ""
+    forecaster = parse_config(raw).models["f"].build()
+    assert forecaster.config.train.max_epochs == 1
+    assert forecaster.config.quantiles == (0.1, 0.9)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"runner": {"kind": "spark"}}, r"`runner.kind` \('spark'\) must be one of"),
+    ({"runner": {"max_workers": 0}}, r"`runner.max_workers` \(0\) must be a positive"),
+    ({"runner": {"max_workers": "2"}}, r"`runner.max_workers` \('2'\) must be of type int"),
+    ({"schedules": {"detect": "hourly"}}, r"`schedules.detect` \('hourly'\) must be a 5-field"),
+    ({"schedules": {"nightly": "0 2 * * *"}}, r"`schedules` has unknown key\(s\) \['nightly'\]"),
+    ({"monitoring": {"error_margin": 0.5}}, r"`monitoring.error_margin` \(0.5\) must be >= 1"),
+    ({"monitoring": {"drift_test": "chi2"}}, r"`monitoring.drift_test` \('chi2'\) must be one"),
+    ({"training": {"validation_share": 0.95}}, r"`training.validation_share` \(0.95\)"),
+    ({"groups": {}}, r"`groups` is empty"),
+    ({"sources": [{"name": "x", "kind": "csv"}]}, r"`sources.x.path` is empty"),
+    ({"sources": [{"name": "x", "kind": "ftp", "path": "a"}]}, r"`sources.x.kind` \('ftp'\)"),
+    ({"extra": 1}, r"`\(top level\)` has unknown key\(s\) \['extra'\]"),
+])
+def test_errors_name_key_value_and_rule(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(_raw(**overrides))
+
+
+def test_group_referencing_unknown_model():
+    raw = _raw()
+    raw["groups"]["g"]["forecaster"] = "missing"
+    with pytest.raises(ConfigError, match=r"`groups.g.forecaster` \('missing'\) is not a "
+                                          r"\[models\.\*\] table; defined: \['d', 'f'\]"):
+        parse_config(raw)
+
+
+def test_bad_group_name_and_patterns():
+    raw = _raw()
+    raw["groups"] = {"a/b": {"series": ["*"]}}
+    with pytest.raises(ConfigError, match=r"`groups.a/b`: the group name"):
+        parse_config(raw)
+    raw["groups"] = {"g": {"series": []}}
+    with pytest.raises(ConfigError, match=r"`groups.g.series` \(\[\]\) must be a non-empty"):
+        parse_config(raw)
+
+
+def test_model_errors_are_reported_at_build_time():
+    raw = _raw()
+    raw["models"]["f"]["params"] = {"horizon": 6, "seasons": 3}
+    with pytest.raises(ConfigError, match=r"`models.f.params` has unknown key\(s\) "
+                                          r"\['seasons'\]; valid keys of SeasonalNaiveConfig"):
+        parse_config(raw).models["f"].build()
+    raw["models"]["f"] = {"class": "forecasting.nope.Missing"}
+    with pytest.raises(ConfigError, match=r"`models.f.class` \('forecasting.nope.Missing'\) "
+                                          "cannot be imported"):
+        parse_config(raw).models["f"].build()
+    raw["models"]["f"] = {"class": "Missing"}
+    with pytest.raises(ConfigError, match=r"`models.f.class` \('Missing'\) must be a dotted"):
+        parse_config(raw)
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[groups\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(broken)

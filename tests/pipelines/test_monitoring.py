@@ -1,0 +1,112 @@
+"""Live error, drift tests and the retrain decision, on tiny hand-computed frames."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipelines.config import MonitoringConfig
+from pipelines.monitoring import (
+    drift_by_series,
+    drift_test,
+    live_errors,
+    live_rows,
+    population_stability_index,
+    retrain_decision,
+)
+
+T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+
+def _times(n: int, start: int = 0) -> list[dt.datetime]:
+    return [T0 + dt.timedelta(hours=start + i) for i in range(n)]
+
+
+def test_live_errors_hand_computed_with_latest_issue_and_coverage():
+    forecasts = pl.DataFrame({
+        "series_id": ["a", "a", "a", "b"], "channel": ["value"] * 4,
+        "issued_at": [T0, T0 + dt.timedelta(hours=1), T0, T0],
+        "timestamp": [_times(1, 5)[0], _times(1, 5)[0], _times(1, 6)[0], _times(1, 5)[0]],
+        "y_hat": [0.0, 2.0, 4.0, 1.0], "q10": [0.0, 1.0, 3.0, 0.0],
+        "q90": [1.0, 3.0, 5.0, 2.0]})
+    actuals = pl.DataFrame({
+        "series_id": ["a", "a", "b"], "channel": ["value"] * 3,
+        "timestamp": [_times(1, 5)[0], _times(1, 6)[0], _times(1, 5)[0]],
+        "value": [3.0, 4.5, None], "observed": [True, True, False]})
+    result = live_errors(forecasts, actuals)
+    # a: the later issue (y_hat 2.0) counts at t5 -> |3-2| = 1, t6 -> 0.5; b unobserved: no row
+    assert result["series_id"].to_list() == ["a"]
+    assert result["mae"][0] == pytest.approx(0.75)
+    assert result["n_points"][0] == 2
+    # 3.0 is inside the later issue's [1, 3] (outside the earlier [0, 1]); 4.5 in [3, 5]
+    assert result["coverage"][0] == pytest.approx(1.0)
+
+
+def test_live_errors_coverage_strict():
+    forecasts = pl.DataFrame({"series_id": ["a", "a"], "channel": ["value"] * 2,
+                              "timestamp": _times(2), "y_hat": [0.0, 0.0],
+                              "q10": [-1.0, -1.0], "q90": [1.0, 1.0]})
+    actuals = pl.DataFrame({"series_id": ["a", "a"], "channel": ["value"] * 2,
+                            "timestamp": _times(2), "value": [0.5, 2.0],
+                            "observed": [True, True]})
+    result = live_errors(forecasts, actuals)
+    assert result["mae"][0] == pytest.approx(1.25)
+    assert result["coverage"][0] == pytest.approx(0.5)
+    assert live_errors(forecasts.head(0), actuals).is_empty()
+
+
+def test_drift_test_detects_a_shift_and_not_the_same_distribution():
+    rng = np.random.default_rng(0)
+    config = MonitoringConfig()
+    reference = rng.normal(0.0, 1.0, 500)
+    assert drift_test(reference, rng.normal(3.0, 1.0, 100), config).drifted
+    assert not drift_test(reference, rng.normal(0.0, 1.0, 100), config).drifted
+    few = drift_test(reference, np.array([100.0] * 5), config)
+    assert not few.drifted and few.pvalue == 1.0  # too few rows: no evidence
+    psi = MonitoringConfig(drift_test="psi")
+    assert drift_test(reference, rng.normal(3.0, 1.0, 100), psi).drifted
+    assert population_stability_index(reference, reference) == pytest.approx(0.0)
+
+
+def test_drift_by_series_per_channel():
+    rng = np.random.default_rng(1)
+    reference = pl.DataFrame({"series_id": ["a"] * 200 + ["b"] * 200,
+                              "channel": ["value"] * 400, "timestamp": _times(200) * 2,
+                              "value": rng.normal(0, 1, 400), "observed": [True] * 400})
+    recent = pl.DataFrame({"series_id": ["a"] * 50 + ["b"] * 50, "channel": ["value"] * 100,
+                           "timestamp": _times(50, 200) * 2,
+                           "value": np.r_[rng.normal(5, 1, 50), rng.normal(0, 1, 50)],
+                           "observed": [True] * 100})
+    results = {r.series_id: r for r in drift_by_series(reference, recent, MonitoringConfig())}
+    assert results["a"].drifted and not results["b"].drifted
+
+
+def test_retrain_after_n_consecutive_runs_above_margin():
+    config = MonitoringConfig(error_margin=1.5, consecutive_runs=3)
+    errors = pl.DataFrame({"series_id": ["a"], "n_points": [4], "mae": [2.0],
+                           "coverage": [0.5]})
+    above = live_rows(errors, {"a": 1.0}, "r1", "g", 1.5, now=T0)
+    assert above["above_margin"].to_list() == [True]  # 2.0 > 1.5 x 1.0
+    below = live_rows(errors, {"a": 2.0}, "r1", "g", 1.5, now=T0)
+    assert below["above_margin"].to_list() == [False]
+    history = pl.DataFrame({"series_id": ["a"] * 4, "group": ["g"] * 4,
+                            "evaluated_at": _times(4),
+                            "above_margin": [False, True, True, True]})
+    decision = retrain_decision("g", history, [], config)
+    assert decision.retrain
+    assert "live MAE above 1.5 x validation MAE for 3 consecutive runs" in decision.reasons[0]
+    broken = history.with_columns(pl.Series("above_margin", [True, True, False, True]))
+    assert not retrain_decision("g", broken, [], config).retrain
+    assert not retrain_decision("other", history, [], config).retrain
+
+
+def test_retrain_on_drift_says_why():
+    rng = np.random.default_rng(2)
+    config = MonitoringConfig()
+    drift = [drift_test(rng.normal(0, 1, 300), rng.normal(4, 1, 60), config, "a")]
+    decision = retrain_decision("g", pl.DataFrame(), drift, config)
+    assert decision.retrain
+    assert "series 'a': input drift (ks test" in decision.reasons[0]
