@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import polars as pl
+os.environ.setdefault("POLARS_MAX_THREADS", "1")  # per-row updates: threads only contend
 
-from _common import SHARED_DATA, setup_paths, write_result
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+from _common import SHARED_DATA, setup_paths, write_result  # noqa: E402
 
 setup_paths()
 
@@ -51,7 +53,10 @@ QUICK_FILES = ("realTraffic/speed_6005.csv", "realAWSCloudwatch/ec2_cpu_utilizat
 
 
 def read_series(path: Path, series_id: str) -> pl.DataFrame:
+    """One NAB file as a contract frame; repeated timestamps (a few files have some around
+    DST changes) keep their first row, and all figures are computed on these rows."""
     frame = pl.read_csv(path, try_parse_dates=True)
+    frame = frame.unique(subset="timestamp", keep="first", maintain_order=True).sort("timestamp")
     return frame.select(pl.lit(series_id).alias("series_id"), pl.lit("value").alias("channel"),
                         pl.col("timestamp").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
                         pl.col("value").cast(pl.Float64))

@@ -9,8 +9,13 @@ import polars as pl
 import pytest
 import torch
 
-from anomaly import DETECTORS, DetectorConfig, GRUDAutoencoder, ReconstructionDetector
-from anomaly import RollingZScoreDetector
+from anomaly import (
+    DETECTORS,
+    DetectorConfig,
+    GRUDAutoencoder,
+    ReconstructionDetector,
+    RollingZScoreDetector,
+)
 from data.schema import (
     EVENT_SCHEMA,
     SCORE_SCHEMA,
