@@ -41,8 +41,8 @@ def dashboard(
 
     if not 0 < port < 65536:
         raise typer.BadParameter(f"--port ({port}) must be between 1 and 65535")
-    if max_points < 6:
-        raise typer.BadParameter(f"--max-points ({max_points}) must be >= 6")
+    if max_points < 7:
+        raise typer.BadParameter(f"--max-points ({max_points}) must be >= 7")
     try:
         app = create_app(store, tracking_uri, mlflow_ui_url=mlflow_ui, max_points=max_points)
     except RecurraError as error:

@@ -206,8 +206,8 @@ def value_points(part: pl.DataFrame, max_points: int = MAX_POINTS, method: str =
     low, high = (_datetime64(bound) for bound in window)
     inside = (times >= low) & (times <= high)
     chosen = []
-    budget_out = max(6, max_points // 4)
-    for mask, budget in ((~inside, budget_out), (inside, max(6, max_points - budget_out))):
+    budget_out = max(7, max_points // 4)
+    for mask, budget in ((~inside, budget_out), (inside, max(7, max_points - budget_out))):
         index = np.flatnonzero(mask)
         if index.size:
             chosen.append(index[downsample_indices(seconds[index], values[index], budget,

@@ -22,6 +22,7 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-u
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--no-first-run", "--window-size=1400,1300", "--hide-scrollbars")
 WAIT_S = 30
+MAX_POINTS = 100
 
 pytestmark = [
     pytest.mark.browser,
@@ -41,7 +42,9 @@ def server_url(tmp_path_factory):
     from dashboards.app import create_app
 
     store = build_store(tmp_path_factory.mktemp("dash") / "store")
-    app = create_app(store=store, registry=FakeRegistry())
+    # max_points=100: the 200-point series count as "long", so zooming and jumping to an
+    # event must re-downsample the visible window (what a million-point series needs)
+    app = create_app(store=store, registry=FakeRegistry(), max_points=MAX_POINTS)
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -85,6 +88,17 @@ def _x_range(driver) -> list[str] | None:
         "return g && g._fullLayout ? g._fullLayout.xaxis.range.map(String) : null;")
 
 
+def _points_between(driver, low: str, high: str) -> int:
+    """Number of drawn points of the first value trace within [low, high] (ISO text)."""
+    return driver.execute_script(
+        "const g = document.querySelector('#series-graph .js-plotly-plot');"
+        "const t = g.data.find(t => t.meta && t.meta.role === 'values');"
+        "const lo = Date.parse(arguments[0] + 'Z'), hi = Date.parse(arguments[1] + 'Z');"
+        "return t.x.filter(x => { const v = Date.parse(String(x).replace(' ', 'T') + "
+        "(String(x).endsWith('Z') ? '' : 'Z')); return v >= lo && v <= hi; }).length;",
+        low, high)
+
+
 def _click_event_row(driver, series_id: str, start: str) -> None:
     rows = driver.find_elements(By.CSS_SELECTOR, "#events-table tbody tr")
     for row in rows:
@@ -117,7 +131,23 @@ def test_explorer_renders_forecast_and_events_and_jumps_to_a_clicked_event(
     legend = " ".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, ".legendtext"))
     assert "forecast interval q10-q90" in legend and "anomaly: high" in legend
     before = _x_range(browser)
+    n_drawn = browser.execute_script(
+        "return document.querySelector('#series-graph .js-plotly-plot').data"
+        ".find(t => t.meta && t.meta.role === 'values').x.length;")
+    assert n_drawn <= MAX_POINTS                                  # 200 rows, downsampled
     _screenshot(browser, tmp_path, "01_explorer_s0")
+
+    # zooming (as a drag or the range slider would) redraws the window in full detail:
+    # 2024-01-03 00:00..2024-01-04 23:00 holds 48 hourly rows (gaps included, as NaN)
+    browser.execute_script(
+        "Plotly.relayout(document.querySelector('#series-graph .js-plotly-plot'),"
+        "{'xaxis.range': ['2024-01-03 00:00', '2024-01-04 23:00']});")
+    wait.until(lambda d: _points_between(d, "2024-01-03T00:00", "2024-01-04T23:00") == 48)
+    browser.execute_script(
+        "Plotly.relayout(document.querySelector('#series-graph .js-plotly-plot'),"
+        "{'xaxis.autorange': true});")
+    wait.until(lambda d: _points_between(d, "2024-01-03T00:00", "2024-01-04T23:00") < 48)
+    before = _x_range(browser)
 
     _click_event_row(browser, "s0", "2024-01-02 06:00")   # s0 event 30h..34h
     wait.until(lambda d: _x_range(d) != before)

@@ -20,7 +20,9 @@ def _series(n_steps: int = 100_000, seed: int = 0) -> np.ndarray:
 
 def test_minmax_hand_computed_bucket():
     values = np.array([0., 5., 1., 2., 3., -4., 1., 0., 2., 1., 0.])
-    assert minmax_indices(values, 5).tolist() == [0, 1, 5, 10]
+    assert minmax_indices(values, 7).tolist() == [0, 1, 5, 10]
+    gappy = np.array([0., 5., 1., np.nan, np.nan, -4., 1., 0., 2., 1.])
+    assert minmax_indices(gappy, 7).tolist() == [0, 1, 2, 3, 5, 9]   # 2 and 5 frame the gap
 
 
 def test_short_series_pass_through_unchanged():
@@ -56,7 +58,7 @@ def test_all_missing_series_does_not_fail():
 
 
 def test_bad_arguments_name_the_parameter():
-    with pytest.raises(RecurraError, match=r"max_points \(2\) must be an integer >= 5"):
+    with pytest.raises(RecurraError, match=r"max_points \(2\) must be an integer >= 7"):
         minmax_indices(np.zeros(10), 2)
     with pytest.raises(RecurraError, match=r"method \('mean'\) must be one of"):
         downsample_indices(np.zeros(10), np.zeros(10), 100, "mean")
