@@ -270,3 +270,14 @@ def test_track_and_register_logs_a_run_and_gates_on_the_validation_fingerprint(m
     assert run.data.metrics["mae"] == 0.4
     assert run.data.tags["recurra.validation.n_rows"] == "48"
     assert row["validation_fingerprint"] == run.data.tags["recurra.validation.content_hash"]
+
+
+def test_register_by_run_id_uses_the_runs_model(model_uri):
+    from mlflow import MlflowClient
+
+    from pipelines.registry import list_versions
+
+    run_id = MlflowClient().get_logged_model(model_uri.rsplit("/", 1)[-1]).source_run_id
+    decision = _gate(run_id, "gate-by-run", 1.0)
+    assert decision.promoted
+    assert list_versions("gate-by-run")["run_id"].to_list() == [run_id]
