@@ -23,6 +23,11 @@ one recurrent matmul per step serves all three gates.
 Speed: everything that depends only on the inputs (decays, ``x_last`` by a vectorised
 forward fill, ``x_hat``, the input and mask projections of all gates) is computed for all T
 steps in batched ops; the time loop only does ``h_hat @ W_hh^T`` and the gate arithmetic.
+The loop has a hand-written backward (:class:`_FusedRecurrence`, checked with
+``torch.autograd.gradcheck``): one matmul and a few element-wise ops per step in reverse,
+the weight gradients as one batched matmul after it. ``torch.jit.script`` of the loop was
+measured and does not pay on CPU (torch 2.13, deprecated), so it is opt-in (``loop="jit"``).
+Double backward through the fused loop is not supported (use ``loop="python"``).
 
 Stacking: layers above the first see the (fully observed) output of the layer below, so they
 are plain GRU layers (one ``nn.GRU``, fused kernels), with ``dropout`` between layers.
@@ -48,7 +53,7 @@ from torch.nn import functional as F
 
 from data.schema import RecurraError
 
-LOOP_BACKENDS = ("auto", "python", "jit")
+LOOP_BACKENDS = ("auto", "fused", "python", "jit")
 
 
 class GRUDState(NamedTuple):
@@ -92,6 +97,80 @@ def _recurrence(gates_input: Tensor, gamma_h: Tensor | None, hidden: Tensor,
     return torch.stack(outputs), hidden
 
 
+class _FusedRecurrence(torch.autograd.Function):
+    """:func:`_recurrence` with a hand-written backward (same maths, fewer autograd nodes).
+
+    Forward runs without autograd and keeps, per step, what the backward needs; the gate
+    derivatives that do not depend on the incoming gradient are computed for all T steps
+    at once, so the reverse loop is one matmul and a few element-wise ops per step, and the
+    weight gradients are two batched matmuls after it.
+    """
+
+    @staticmethod
+    def forward(ctx, gates_input: Tensor, gamma_h: Tensor | None, hidden: Tensor,
+                weight_hh: Tensor, bias_hh: Tensor) -> tuple[Tensor, Tensor]:
+        steps, size = gates_input.shape[0], hidden.shape[1]
+        previous = torch.empty((steps,) + hidden.shape, dtype=hidden.dtype,
+                               device=hidden.device)              # h_hat_t = gamma_t h_{t-1}
+        before = torch.empty_like(previous) if gamma_h is not None else previous  # h_{t-1}
+        gates = torch.empty_like(gates_input)                     # r, z, n
+        hidden_new = torch.empty_like(previous)                   # W_hn h_hat + b_hn
+        outputs = torch.empty_like(previous)
+        for t in range(steps):
+            if gamma_h is not None:
+                before[t] = hidden
+                hidden = hidden * gamma_h[t]
+            previous[t] = hidden
+            gates_hidden = torch.addmm(bias_hh, hidden, weight_hh.t())
+            gi = gates_input[t]
+            rz = torch.sigmoid(gi[:, :2 * size] + gates_hidden[:, :2 * size])
+            new = torch.tanh(gi[:, 2 * size:] + rz[:, :size] * gates_hidden[:, 2 * size:])
+            hidden = torch.lerp(new, hidden, rz[:, size:])
+            gates[t, :, :2 * size] = rz
+            gates[t, :, 2 * size:] = new
+            hidden_new[t] = gates_hidden[:, 2 * size:]
+            outputs[t] = hidden
+        ctx.save_for_backward(gamma_h, weight_hh, previous, before, gates, hidden_new)
+        ctx.has_decay = gamma_h is not None
+        return outputs, hidden
+
+    @staticmethod
+    def backward(ctx, grad_outputs: Tensor, grad_last: Tensor):
+        gamma_h, weight_hh, previous, before, gates, hidden_new = ctx.saved_tensors
+        size = previous.shape[-1]
+        reset, update, new = gates[..., :size], gates[..., size:2 * size], gates[..., 2 * size:]
+        to_new = (1 - update) * (1 - new * new)                   # dh -> d(pre-tanh n)
+        to_update = (previous - new) * update * (1 - update)      # dh -> d(pre-sigmoid z)
+        to_reset = hidden_new * reset * (1 - reset)               # d(pre n) -> d(pre r)
+        grad_gates_hidden = torch.empty_like(gates)               # d(W_hh h_hat + b_hh)
+        grad_new = torch.empty_like(previous)                     # d(pre-tanh n)
+        grad_previous = torch.empty_like(previous)                # d h_hat_t
+        carry = grad_last.clone() if grad_last is not None else torch.zeros_like(previous[0])
+        for t in range(previous.shape[0] - 1, -1, -1):
+            grad_h = carry + grad_outputs[t] if grad_outputs is not None else carry
+            d_new = grad_h * to_new[t]
+            grad_new[t] = d_new
+            grad_gates_hidden[t, :, :size] = d_new * to_reset[t]
+            grad_gates_hidden[t, :, size:2 * size] = grad_h * to_update[t]
+            grad_gates_hidden[t, :, 2 * size:] = d_new * reset[t]
+            d_previous = torch.addmm(grad_h * update[t], grad_gates_hidden[t], weight_hh)
+            grad_previous[t] = d_previous
+            carry = d_previous * gamma_h[t] if ctx.has_decay else d_previous
+        flat = grad_gates_hidden.reshape(-1, grad_gates_hidden.shape[-1])
+        grad_weight = flat.t() @ previous.reshape(-1, size)
+        grad_bias = flat.sum(0)
+        grad_gates_input = torch.cat([grad_gates_hidden[..., :2 * size], grad_new], dim=-1)
+        grad_gamma = None
+        if ctx.has_decay and ctx.needs_input_grad[1]:
+            grad_gamma = grad_previous * before
+        return grad_gates_input, grad_gamma, carry, grad_weight, grad_bias
+
+
+def _fused_recurrence(gates_input: Tensor, gamma_h: Tensor | None, hidden: Tensor,
+                      weight_hh: Tensor, bias_hh: Tensor) -> tuple[Tensor, Tensor]:
+    return _FusedRecurrence.apply(gates_input, gamma_h, hidden, weight_hh, bias_hh)
+
+
 _SCRIPTED: list = []
 
 
@@ -118,8 +197,11 @@ class GRUD(nn.Module):
     dropout : dropout on the outputs of every layer except the last (as ``nn.GRU``).
     learn_initial_state : learn the initial hidden state instead of zeros.
     input_decay, hidden_decay : switch the two decays (ablations; off = no decay).
-    loop : ``"python"``, ``"jit"`` (TorchScript of the time loop) or ``"auto"`` (jit on
-        CPU when available, python elsewhere).
+    loop : how the time loop runs: ``"fused"`` (hand-written backward, 1.3-1.7x faster
+        forward+backward on CPU than autograd through the loop), ``"python"`` (plain ops,
+        autograd; slightly faster without gradients), ``"jit"`` (TorchScript of the python
+        loop: measured no faster on CPU with torch 2.13, kept for comparison) or ``"auto"``
+        (fused when gradients are enabled, python under ``torch.no_grad()``).
 
     Inputs: ``x, observed, delta, state``
         x : (B, T, F) values; anything (0, NaN) where not observed.
@@ -250,7 +332,9 @@ class GRUD(nn.Module):
         return mask * x + (1.0 - mask) * fill
 
     def _recurrence_fn(self, device: torch.device):
-        if self.loop == "jit" or (self.loop == "auto" and device.type == "cpu"):
+        if self.loop == "fused" or (self.loop == "auto" and torch.is_grad_enabled()):
+            return _fused_recurrence
+        if self.loop == "jit":
             scripted = _scripted_recurrence()
             if scripted is not None:
                 return scripted

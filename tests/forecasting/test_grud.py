@@ -8,7 +8,7 @@ import torch
 from data.schema import RecurraError
 from forecasting.grud import GRUD, GRUDClassifier, GRUDState
 
-LOOPS = ["python", "jit"]
+LOOPS = ["fused", "python", "jit"]
 
 
 def _inputs(batch=3, steps=7, features=4, share=0.4, seed=0):
@@ -114,11 +114,35 @@ def test_gradients_reach_every_parameter(loop):
         assert parameter.grad.abs().sum() > 0, name
 
 
-def test_python_and_jit_loops_agree():
+def test_loops_agree_in_values_and_gradients():
     x, observed, delta = _inputs()
-    out_python, _ = _model(loop="python")(x, observed, delta)
-    out_jit, _ = _model(loop="jit")(x, observed, delta)
-    torch.testing.assert_close(out_python, out_jit)
+    results = {}
+    for loop in LOOPS:
+        model = _model(num_layers=2, loop=loop)
+        out, state = model(x, observed, delta)
+        (out.sin().sum() + state.hidden.sum()).backward()
+        results[loop] = (out.detach(), {n: p.grad for n, p in model.named_parameters()})
+    for loop in LOOPS[1:]:
+        torch.testing.assert_close(results[loop][0], results["fused"][0])
+        for name, grad in results["fused"][1].items():
+            torch.testing.assert_close(results[loop][1][name], grad, msg=name)
+
+
+@pytest.mark.parametrize("decay", [True, False])
+def test_fused_backward_passes_gradcheck(decay):
+    from forecasting.grud import _fused_recurrence
+
+    generator = torch.Generator().manual_seed(1)
+    steps, batch, size = 4, 2, 3
+
+    def tensor(*shape, low=-1.0, high=1.0):
+        values = torch.rand(*shape, generator=generator, dtype=torch.float64)
+        return (values * (high - low) + low).requires_grad_(True)
+
+    gamma = tensor(steps, batch, size, low=0.1, high=0.95) if decay else None
+    inputs = (tensor(steps, batch, 3 * size), gamma, tensor(batch, size),
+              tensor(3 * size, size), tensor(3 * size))
+    assert torch.autograd.gradcheck(_fused_recurrence, inputs)
 
 
 def test_shapes_and_state():
