@@ -244,12 +244,20 @@ class BaseDetector:
         return self._scores_frame(self._score_all(new_rows, fresh=False))
 
     def predict(self, frame: Any) -> pl.DataFrame:
-        """Events (``EVENT_SCHEMA``) in ``frame``: merged alarm runs and long data gaps."""
+        """Events (``EVENT_SCHEMA``) in ``frame``: merged alarm runs and long data gaps.
+
+        With ``threshold="telemanom"`` the alarm runs are pruned first (telemanom's
+        :func:`anomaly.thresholds.prune_sequences`, which compares runs with each other and
+        so is offline only; ``score``/``update`` flags are unpruned).
+        """
         parts = []
         for series_id, scored in self._score_all(frame, fresh=True):
             chunk = scored.chunk
             shares = sc.contributions(scored.errors)
-            runs = ev.merge_runs(ev.runs(scored.flags), self.config.min_gap)
+            flags = scored.flags
+            if self.config.threshold == "telemanom":  # offline: prune weak sequences
+                flags = th.prune_sequences(np.nan_to_num(scored.score), flags)
+            runs = ev.merge_runs(ev.runs(flags), self.config.min_gap)
             parts.append(ev.events_frame(series_id, chunk.timestamps, scored.score, runs,
                                          scored.thresholds, shares, self.channels_,
                                          min_share=self.config.min_share))

@@ -196,3 +196,12 @@ def test_spot_threshold_updates_online():
     after = detector.state_["s0"].spot
     assert after.n_seen == before.n_seen + 200
     assert after.threshold != before.threshold or after.n_peaks == before.n_peaks
+
+
+def test_telemanom_threshold_and_pruned_events():
+    frame = _spiky(n_steps=300, spike_at=250)
+    config = DetectorConfig(window=12, threshold="telemanom", smoothing=0.5)
+    detector = RollingZScoreDetector(config).fit(frame.head(400))
+    events = detector.predict(frame).filter(pl.col("kind") == "anomaly")
+    spike = frame["timestamp"].unique().sort()[250]
+    assert events.filter(pl.col("start") <= spike, pl.col("end") >= spike).height == 1
