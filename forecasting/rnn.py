@@ -55,7 +55,6 @@ from forecasting.modules import ATTENTIONS, CELLS, DistributionHead, EncoderSpec
 from forecasting.train import Callback, TrainConfig, fit_module
 from forecasting.windows import (
     SCALERS,
-    chunk_batches,
     check_length,
     fit_scaler,
     prepare_series,
@@ -271,7 +270,11 @@ class RNNForecaster:
         """Advance the stored state of each series with ``new_rows`` (after its last row)."""
         check_fitted(self)
         frame = validate_frame(new_rows, name="new rows")
-        arrays = self._arrays(frame, "new rows")
+        extra = sorted(set(frame[CHANNEL].unique().to_list()) - set(self.channels_))
+        if extra:
+            raise SchemaError(f"new rows: channels {extra} were not in the training frame "
+                              f"(it had {self.channels_})")
+        arrays = win.rows_to_arrays(frame, self.channels_)
         unknown = [a.series_id for a in arrays if a.series_id not in self.state_]
         if unknown:
             raise SchemaError(f"new rows: series {unknown[:5]} are unknown to this forecaster; "
@@ -303,29 +306,36 @@ class RNNForecaster:
         return self._forecast_frame(states, horizon)
 
     def _forecast_frame(self, states: dict[str, dict[str, Any]], horizon: int) -> pl.DataFrame:
+        """One vectorised pass: head outputs of all series -> original units -> long frame."""
         targets = [self.channels_.index(c) for c in self.targets_]
         results = win.forecast_arrays(self.module_, states, self.scaler_, self.config,
                                       targets, horizon)
         levels = tuple(self.config.quantiles)
-        columns: dict[str, list] = {k: [] for k in (SERIES_ID, CHANNEL, ISSUED_AT, TIMESTAMP,
-                                                    STEP, Y_HAT)}
-        columns.update({quantile_column(q): [] for q in levels})
-        n_targets = len(targets)
-        for series_id, issued_at, times, params in results:
-            center, scale = win._scaler(states[series_id], self.scaler_, series_id)
-            center, scale = center[targets], scale[targets]
-            tensor = torch.from_numpy(params)
-            point = self.module_.head.point(tensor).double().numpy() * scale + center
-            bands = self.module_.head.quantiles(tensor, levels).double().numpy()
-            bands = bands * scale[None, :, None] + center[None, :, None]
-            columns[SERIES_ID].extend([series_id] * (horizon * n_targets))
-            columns[CHANNEL].extend(np.repeat(self.targets_, horizon).tolist())
-            columns[ISSUED_AT].append(np.full(horizon * n_targets, issued_at))
-            columns[TIMESTAMP].append(np.tile(times, n_targets))
-            columns[STEP].append(np.tile(np.arange(1, horizon + 1), n_targets))
-            columns[Y_HAT].append(point.T.reshape(-1))
-            for j, level in enumerate(levels):
-                columns[quantile_column(level)].append(bands[:, :, j].T.reshape(-1))
+        ids = [r[0] for r in results]
+        params = torch.from_numpy(np.stack([r[3] for r in results]))       # (S, N, O, P)
+        scalers = [win._scaler(states[s], self.scaler_, s) for s in ids]
+        center = np.stack([c[targets] for c, _ in scalers])[:, None, :]    # (S, 1, O)
+        scale = np.stack([sc[targets] for _, sc in scalers])[:, None, :]
+        point = self.module_.head.point(params).double().numpy() * scale + center
+        bands = self.module_.head.quantiles(params, levels).double().numpy()
+        bands = bands * scale[..., None] + center[..., None]               # (S, N, O, Q)
+        n_series, n_targets = len(ids), len(targets)
+        per_series = horizon * n_targets
+
+        def flat(values: np.ndarray) -> np.ndarray:  # (S, N, O) -> rows (series, channel, step)
+            return np.ascontiguousarray(values.transpose(0, 2, 1)).reshape(-1)
+
+        columns = {
+            SERIES_ID: np.repeat(np.array(ids, dtype=object), per_series),
+            CHANNEL: np.tile(np.repeat(np.array(self.targets_, dtype=object), horizon),
+                             n_series),
+            ISSUED_AT: np.repeat(np.array([r[1] for r in results], "datetime64[us]"),
+                                 per_series),
+            TIMESTAMP: flat(np.repeat(np.stack([r[2] for r in results]).astype(
+                "datetime64[us]")[:, :, None], n_targets, axis=2)),
+            STEP: np.tile(np.arange(1, horizon + 1, dtype=np.int32), n_series * n_targets),
+            Y_HAT: flat(point),
+            **{quantile_column(q): flat(bands[..., j]) for j, q in enumerate(levels)}}
         return _to_frame(columns, levels)
 
     # persistence -----------------------------------------------------------------------
@@ -429,23 +439,13 @@ def _window_sources(prepared: list, val_prepared: list | None, config: Forecaste
     return train_batches, val_src, step
 
 
-def _to_frame(columns: dict[str, list], levels: tuple[float, ...]) -> pl.DataFrame:
-    def joined(name: str, dtype: Any) -> np.ndarray:
-        parts = columns[name]
-        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
-
+def _to_frame(columns: dict[str, np.ndarray], levels: tuple[float, ...]) -> pl.DataFrame:
     schema = {**FORECAST_SCHEMA, **{quantile_column(q): pl.Float64 for q in levels}}
     frame = pl.DataFrame({
-        SERIES_ID: pl.Series(columns[SERIES_ID], dtype=pl.Utf8),
-        CHANNEL: pl.Series(columns[CHANNEL], dtype=pl.Utf8),
-        ISSUED_AT: pl.Series(joined(ISSUED_AT, "datetime64[us]")),
-        TIMESTAMP: pl.Series(joined(TIMESTAMP, "datetime64[us]")),
-        STEP: pl.Series(joined(STEP, np.int32)),
-        Y_HAT: pl.Series(joined(Y_HAT, np.float64)),
-        **{quantile_column(q): pl.Series(joined(quantile_column(q), np.float64))
-           for q in levels}})
+        name: pl.Series(name, values.tolist() if values.dtype == object else values)
+        for name, values in columns.items()})
     frame = frame.with_columns(pl.col(ISSUED_AT, TIMESTAMP).dt.replace_time_zone("UTC"))
-    return frame.cast(schema).sort([SERIES_ID, CHANNEL, STEP])
+    return frame.cast(schema).select(list(schema)).sort([SERIES_ID, CHANNEL, STEP])
 
 
 def device_of(module: torch.nn.Module) -> torch.device:

@@ -13,11 +13,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from data.arrays import SeriesArrays, WindowBatch, forward_fill
-from data.schema import RecurraError
+from data.schema import CHANNEL, SERIES_ID, TIMESTAMP, VALUE, RecurraError
 
 SCALERS = ("standard", "robust", "none")
 N_CALENDAR = 6  # sin/cos of hour of day, day of week, day of year
@@ -447,3 +448,25 @@ def forecast_arrays(module: Any, states: dict[str, dict[str, Any]], scalers: dic
 def _future_times(entry: dict[str, Any], horizon: int) -> np.ndarray:
     spacing = np.timedelta64(int(round(entry["time_scale"] * 1e6)), "us")
     return entry["last_time"] + spacing * np.arange(1, horizon + 1)
+
+
+def rows_to_arrays(frame: pl.DataFrame, channels: list[str]) -> list[SeriesArrays]:
+    """New rows of many series as :class:`SeriesArrays` with one pivot (streaming fast path).
+
+    ``frame`` is a validated contract frame. ``delta`` is left at 0 and ``time_scale`` at 1:
+    :func:`continue_rows` recomputes both from the stored stream state.
+    """
+    wide = frame.pivot(on=CHANNEL, index=[SERIES_ID, TIMESTAMP], values=VALUE,
+                       aggregate_function=None).sort([SERIES_ID, TIMESTAMP])
+    values = np.full((wide.height, len(channels)), np.nan)
+    for j, name in enumerate(channels):
+        if name in wide.columns:
+            values[:, j] = wide[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    observed = ~np.isnan(values)
+    stamps = wide[TIMESTAMP].dt.replace_time_zone(None).to_numpy().astype("datetime64[us]")
+    ids = wide[SERIES_ID].to_numpy()
+    _, first = np.unique(ids, return_index=True)
+    bounds = [*sorted(first.tolist()), wide.height]
+    return [SeriesArrays(str(ids[a]), tuple(channels), stamps[a:b], values[a:b],
+                         observed[a:b], np.zeros((b - a, len(channels))), 1.0)
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

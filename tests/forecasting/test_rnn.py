@@ -15,7 +15,6 @@ from forecasting.rnn import ForecasterConfig, RNNForecaster
 from forecasting.train import TrainConfig
 from tests.conftest import make_frame
 
-
 torch.set_num_threads(1)  # tiny models: one thread is far faster on a busy CPU
 TRAIN = TrainConfig(max_epochs=2, batch_size=16, device="cpu", seed=0)
 
