@@ -122,7 +122,8 @@ def _explorer(data: DashboardData, options: list[dict], first: str | None) -> ht
         dcc.Store(id="shown"),
         html.H2("Anomaly events"),
         html.P("Click a row to show that event on the chart. Filter with the boxes under the "
-               "headers (e.g. severity '>= 0.8', start '> 2024-01-03', series 's1').",
+               "headers (e.g. severity '>= 4', start '> 2024-01-03', series 's1'). Severity is the "
+               "peak score over the detection threshold: < 2 low, < 4 medium, else high.",
                className="recurra-hint"),
         dash_table.DataTable(
             id="events-table", columns=columns, data=rows, sort_action="native",

@@ -44,9 +44,10 @@ OKABE_ITO = {
 CHANNEL_COLOURS = ("#0072B2", "#CC79A7", "#009E73", "#56B4E9", "#000000", "#E69F00")
 FORECAST_COLOUR = "#D55E00"
 GAP_COLOUR = "rgba(120, 120, 120, 0.22)"
-SEVERITY_LEVELS = (("low", 0.0, "rgba(240, 228, 66, 0.60)"),      # yellow
-                   ("medium", 0.5, "rgba(230, 159, 0, 0.45)"),     # orange
-                   ("high", 0.8, "rgba(213, 94, 0, 0.40)"))        # vermillion
+# severity = peak score / threshold in force (anomaly.events): > 1 for every alarm
+SEVERITY_LEVELS = (("low", 0.0, "rgba(240, 228, 66, 0.60)"),      # yellow, < 2x threshold
+                   ("medium", 2.0, "rgba(230, 159, 0, 0.45)"),     # orange, < 4x
+                   ("high", 4.0, "rgba(213, 94, 0, 0.40)"))        # vermillion, >= 4x
 DATA_QUALITY_COLOUR = "rgba(86, 180, 233, 0.30)"                   # sky blue
 MAX_GAP_RECTS = 400
 FONT = dict(family="DejaVu Sans, Arial, sans-serif", size=13, color="#222222")
@@ -55,9 +56,10 @@ FONT = dict(family="DejaVu Sans, Arial, sans-serif", size=13, color="#222222")
 def severity_level(severity: float | None, levels: Sequence = SEVERITY_LEVELS) -> str:
     """Name of the severity bucket: the last level whose lower bound ``severity`` reaches.
 
-    Severity is expected in [0, 1] (buckets: < 0.5 low, < 0.8 medium, else high).
+    Severity is the event's peak score over the detection threshold (``anomaly.events``;
+    > 1 for an alarm): < 2 low, < 4 medium, else high.
 
-    >>> [severity_level(s) for s in (0.1, 0.5, 0.95, None)]
+    >>> [severity_level(s) for s in (1.1, 2.0, 9.5, None)]
     ['low', 'medium', 'high', 'low']
     """
     name = levels[0][0]

@@ -34,11 +34,11 @@ def forecast_frame(series_id: str = "s0", channel: str = "value", n_steps: int =
 
 
 def events_frame() -> pl.DataFrame:
-    rows = [("s0", 30, 34, 4.1, 0.9, [], "anomaly"),
-            ("s0", 120, 121, 2.0, 0.3, [], "anomaly"),
-            ("s1", 60, 66, 3.0, 0.6, [], "anomaly"),
-            ("m0", 100, 110, 5.0, 0.95, ["c1"], "anomaly"),
-            ("m0", 150, 152, 1.0, 0.2, [], "data_quality")]
+    rows = [("s0", 30, 34, 4.1, 4.5, [], "anomaly"),          # severity = peak / threshold
+            ("s0", 120, 121, 2.0, 1.2, [], "anomaly"),
+            ("s1", 60, 66, 3.0, 2.5, [], "anomaly"),
+            ("m0", 100, 110, 5.0, 6.0, ["c1"], "anomaly"),
+            ("m0", 150, 152, 1.0, None, [], "data_quality")]
     return pl.DataFrame(
         [{"series_id": s, "start": _hours(a), "end": _hours(b), "peak_score": p,
           "severity": v, "channels": c, "kind": k} for s, a, b, p, v, c, k in rows],

@@ -27,7 +27,7 @@ def _names(figure) -> list[str]:
 
 
 def test_severity_levels_hand_computed():
-    assert [severity_level(s) for s in (0.0, 0.49, 0.5, 0.79, 0.8, 3.0, None)] == [
+    assert [severity_level(s) for s in (0.5, 1.99, 2.0, 3.99, 4.0, 30.0, None)] == [
         "low", "low", "medium", "medium", "high", "high", "low"]
 
 
