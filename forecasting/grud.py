@@ -35,7 +35,8 @@ are plain GRU layers (one ``nn.GRU``, fused kernels), with ``dropout`` between l
 Example
 -------
 >>> model = GRUD(input_size=3, hidden_size=8)
->>> x, observed, delta = torch.zeros(2, 5, 3), torch.ones(2, 5, 3, dtype=torch.bool), torch.ones(2, 5, 3)
+>>> x, delta = torch.zeros(2, 5, 3), torch.ones(2, 5, 3)
+>>> observed = torch.ones(2, 5, 3, dtype=torch.bool)
 >>> output, state = model(x, observed, delta)
 >>> output.shape, state.hidden.shape, state.x_last.shape
 (torch.Size([2, 5, 8]), torch.Size([1, 2, 8]), torch.Size([2, 3]))
