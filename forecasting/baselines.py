@@ -31,10 +31,12 @@ from data.schema import (
     CHANNEL,
     FORECAST_SCHEMA,
     ISSUED_AT,
+    OBSERVED,
     SERIES_ID,
     STEP,
     TIMESTAMP,
     TIMESTAMP_DTYPE,
+    VALUE,
     Y_HAT,
     SchemaError,
     check_fitted,
@@ -218,7 +220,7 @@ class _BaselineForecaster:
         """Append rows after each series' last timestamp; earlier rows are ignored."""
         check_fitted(self, "state_")
         frame = validate_frame(new_rows, name="new rows")
-        for arrays in frame_to_arrays(frame):
+        for arrays in _rows_by_series(frame):
             state = self.state_.get(arrays.series_id)
             if state is None:
                 self.state_[arrays.series_id] = self._series_state(arrays, name="new rows")
@@ -367,6 +369,46 @@ class _BaselineForecaster:
         schema.update({quantile_column(q): pl.Float64 for q in self.config.quantiles})
         schema[ISSUED_AT] = TIMESTAMP_DTYPE
         return schema
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The new rows of one series as dense arrays (a light :class:`SeriesArrays`)."""
+
+    series_id: str
+    channels: tuple[str, ...]
+    timestamps: np.ndarray  # (T,) datetime64[us]
+    values: np.ndarray  # (T, F), NaN where not observed
+    observed: np.ndarray  # (T, F)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.values.shape[0])
+
+
+def _rows_by_series(frame: pl.DataFrame) -> list[_Rows]:
+    """Split a validated (sorted) frame per series with numpy only: the streaming path,
+    where thousands of series each bring a row or two and a per-series pivot would
+    dominate."""
+    if frame.height == 0:
+        return []
+    series = frame[SERIES_ID].to_numpy()
+    channel = frame[CHANNEL].to_numpy()
+    stamps = frame[TIMESTAMP].dt.replace_time_zone(None).to_numpy().astype("datetime64[us]")
+    values = frame[VALUE].fill_null(np.nan).to_numpy()
+    observed = frame[OBSERVED].to_numpy()
+    cuts = np.flatnonzero(series[1:] != series[:-1]) + 1
+    result = []
+    for start, stop in zip(np.r_[0, cuts], np.r_[cuts, series.size], strict=True):
+        names, column = np.unique(channel[start:stop], return_inverse=True)
+        times, row = np.unique(stamps[start:stop], return_inverse=True)
+        dense = np.full((times.size, names.size), np.nan)
+        mask = np.zeros(dense.shape, dtype=bool)
+        dense[row, column] = values[start:stop]
+        mask[row, column] = observed[start:stop]
+        result.append(_Rows(str(series[start]), tuple(str(n) for n in names), times,
+                            np.where(mask, dense, np.nan), mask))
+    return result
 
 
 def _channel_means(values: np.ndarray) -> np.ndarray:
