@@ -109,10 +109,16 @@ def _records(cells: pl.DataFrame, stamps: pl.Series, stamp_problems: pl.Series,
              value_columns: Sequence[str], missing: tuple[float, ...] = ()) -> pl.DataFrame:
     """Cells with parsed ``timestamp``, float value columns and ``_problem`` (first one)."""
     parsed = [parse_numbers(c, missing=missing) for c in value_columns]
-    problem = pl.coalesce([pl.lit(stamp_problems), *[p for _, p in parsed]]) if parsed \
-        else pl.lit(stamp_problems)
-    return cells.with_columns(pl.lit(stamps).alias(TIMESTAMP), problem.alias("_problem"),
-                              *[v for v, _ in parsed])
+    bad = pl.any_horizontal([pl.lit(stamp_problems).is_not_null(), *[f for _, f, _ in parsed]])
+    cells = cells.with_columns(pl.lit(stamps).alias(TIMESTAMP),
+                               pl.lit(stamp_problems).alias("_problem"), bad.alias("_bad"))
+    good = cells.filter(~pl.col("_bad")).with_columns(*[v for v, _, _ in parsed])
+    rows = cells.filter(pl.col("_bad"))
+    if rows.height:  # messages only for problem rows: building text for all rows is costly
+        rows = rows.with_columns(pl.coalesce(["_problem", *[m for _, _, m in parsed]])
+                                 .alias("_problem")).with_columns(*[v for v, _, _ in parsed])
+        good = pl.concat([good, rows])
+    return good.drop("_bad")
 
 
 def _split_problems(records: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:

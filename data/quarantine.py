@@ -35,8 +35,8 @@ NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S
                  "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M",
                  "%Y-%m-%dT%H:%M", "%Y-%m-%d", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M",
                  "%Y/%m/%d", "%Y%m%d")
-AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z",
-                 "%Y-%m-%d %H:%M%z")
+AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z",
+                 "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M%z")
 
 
 class LoadError(SchemaError):
@@ -159,6 +159,9 @@ def _fast_table(path: Path, data: bytes, delimiter: str, header: bool) -> RawTab
     cells.columns = columns
     cells = cells.with_row_index(LINE, offset=2 if header else 1).with_columns(
         pl.col(LINE).cast(pl.Int64))
+    if not any(cells[c].null_count() for c in columns):  # no blank or short line
+        return RawTable(path, columns, _strip(cells, columns), delimiter, empty_rejected(),
+                        data)
     n_present = pl.sum_horizontal([pl.col(c).is_not_null() for c in columns])
     blank = (n_present == 0) | ((n_present == 1) & (pl.col(columns[0]).str.strip_chars() == ""))
     cells = cells.with_columns(n_present.alias("_n")).filter(~blank)
@@ -166,12 +169,15 @@ def _fast_table(path: Path, data: bytes, delimiter: str, header: bool) -> RawTab
     rejected = reject(short, path, pl.format("expected {} fields, got {}",
                                              pl.lit(len(columns)), pl.col("_n")))
     cells = cells.filter(pl.col("_n") == len(columns)).drop("_n")
-    strip = [c for c in columns
-             if cells[c].str.contains(r'^[\s"]|[\s"]$').any()]
-    if strip:
-        cells = cells.with_columns(pl.col(c).str.strip_chars().str.strip_chars('"')
-                                   for c in strip)
-    return RawTable(path, columns, cells, delimiter, rejected, data)
+    return RawTable(path, columns, _strip(cells, columns), delimiter, rejected, data)
+
+
+def _strip(cells: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """Strip spaces and stray quotes, only in the columns that have any."""
+    strip = [c for c in columns if cells[c].str.contains(r'^[\s"]|[\s"]$').any()]
+    if not strip:
+        return cells
+    return cells.with_columns(pl.col(c).str.strip_chars().str.strip_chars('"') for c in strip)
 
 
 def _slow_table(path: Path, data: bytes, delimiter: str | None, header: bool) -> RawTable:
@@ -212,12 +218,13 @@ def reject(rows: pl.DataFrame, path: Path | str, reason: pl.Expr | str) -> pl.Da
                        reason_expr.cast(pl.Utf8).alias(REASON), raw.cast(pl.Utf8).alias(RAW))
 
 
-def parse_numbers(column: str, *, missing: tuple[float, ...] = ()) -> tuple[pl.Expr, pl.Expr]:
-    """(value expression, problem expression) for a string column of numbers.
+def parse_numbers(column: str, *,
+                  missing: tuple[float, ...] = ()) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(value, is_problem, message) expressions for a string column of numbers.
 
     Null markers (``NA``, empty, ``NaN``...) and the ``missing`` sentinels give null (a gap,
-    not a problem); infinities and text are problems, described in the problem expression
-    (null when the cell is fine).
+    not a problem); infinities and text are problems. ``message`` describes the problem; it
+    is only meant to be evaluated on the (few) problem rows, building text is costly.
     """
     text = pl.col(column)
     number = text.cast(pl.Float64, strict=False)
@@ -225,11 +232,13 @@ def parse_numbers(column: str, *, missing: tuple[float, ...] = ()) -> tuple[pl.E
     value = pl.when(is_marker | number.is_nan()).then(None).otherwise(number)
     if missing:
         value = pl.when(value.is_in(list(missing))).then(None).otherwise(value)
-    problem = (pl.when(~is_marker & number.is_null())
+    is_text = ~is_marker & number.is_null()
+    is_problem = is_text | number.is_infinite().fill_null(False)
+    message = (pl.when(is_text)
                .then(pl.format("text in numeric column '{}': '{}'", pl.lit(column), text))
                .when(number.is_infinite())
                .then(pl.format("infinite value in column '{}': '{}'", pl.lit(column), text)))
-    return value.alias(column), problem
+    return value.alias(column), is_problem, message
 
 
 def parse_timestamps(text: pl.Series, *, time_zone: str | None = None) -> tuple[pl.Series,
@@ -261,12 +270,15 @@ def parse_timestamps(text: pl.Series, *, time_zone: str | None = None) -> tuple[
     convention_mismatch = parsed_any & (frame["a"] != first_aware)
     other = "naive timestamp in a file with UTC offsets" if first_aware else \
         "timestamp with a UTC offset in a file of naive timestamps"
-    problems = frame.select(
-        pl.when(pl.lit(convention_mismatch)).then(pl.format("mixed time zones: {} ('{}')",
-                                                            pl.lit(other), pl.col("t")))
-        .when(pl.lit(~parsed_any)).then(pl.format("unparseable timestamp: '{}'", pl.col("t")))
-        .alias("problem"))["problem"]
-    stamps = pl.select(pl.when(problems.is_null()).then(stamps)).to_series()
+    bad = convention_mismatch | ~parsed_any
+    problems = pl.repeat(None, len(text), dtype=pl.Utf8, eager=True)
+    if bad.any():  # messages only for the bad rows: building text for all rows is costly
+        messages = frame.with_columns(mixed=convention_mismatch).filter(bad).select(
+            pl.when(pl.col("mixed"))
+            .then(pl.format("mixed time zones: {} ('{}')", pl.lit(other), pl.col("t")))
+            .otherwise(pl.format("unparseable timestamp: '{}'", pl.col("t")))).to_series()
+        problems = problems.scatter(bad.arg_true(), messages)
+        stamps = pl.select(pl.when(bad).then(None).otherwise(stamps)).to_series()
     return stamps.alias("timestamp"), problems
 
 

@@ -82,8 +82,9 @@ def infer_frequency(timestamps: Iterable | pl.Series | np.ndarray) -> str:
 
     Rule: take the most common spacing ``m`` between consecutive distinct timestamps; the
     series is regular with spacing ``m`` when at least half the spacings equal ``m`` and at
-    least 90 % are whole multiples of ``m`` (multiples are gaps). A daily spacing whose points all fall on weekdays and
-    which skips weekends is ``"business-day"``. Otherwise ``"irregular"``.
+    least 90 % are whole multiples of ``m`` (multiples are gaps). A daily spacing whose
+    points all fall on weekdays and which skips weekends is ``"business-day"``. Otherwise
+    ``"irregular"``.
 
     >>> import datetime as dt
     >>> infer_frequency([dt.datetime(2024, 1, 1, h) for h in range(5)])
