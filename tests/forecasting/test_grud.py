@@ -188,3 +188,34 @@ def test_classifier_uses_static_inputs():
     assert not torch.allclose(logits, model(x, observed, delta, static + 1))
     with pytest.raises(RecurraError, match="`static` shape None"):
         model(x, observed, delta)
+
+
+def test_physionet_binning_keeps_last_value_per_hour_and_deltas_in_hours(tmp_path):
+    """The P4 benchmark's parser (benchmarks/grud_physionet.py) on a two-record file."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import grud_physionet
+
+    records = tmp_path / "set.csv"
+    records.write_text(
+        "RecordID,Time,Parameter,Value\n"
+        "1,00:00,RecordID,1\n1,00:00,Age,70\n1,00:00,Gender,1\n1,00:00,Height,-1\n"
+        "1,00:10,HR,80\n1,00:50,HR,90\n1,03:00,HR,-1\n1,05:30,HR,100\n1,48:00,Temp,37\n"
+        "2,00:00,RecordID,2\n2,00:00,Age,50\n2,00:00,Gender,0\n2,00:00,Height,170\n"
+        "2,01:00,Temp,36\n")
+    outcomes = tmp_path / "outcomes.txt"
+    outcomes.write_text("RecordID,SAPS-I,SOFA,Length_of_stay,Survival,In-hospital_death\n"
+                        "1,1,1,5,-1,1\n2,1,1,5,-1,0\n")
+    cohort = grud_physionet.load_cohort(records, outcomes)
+    assert cohort.variables == ("HR", "Temp")
+    assert cohort.values.shape == (2, 48, 2)
+    assert cohort.labels.tolist() == [1.0, 0.0]
+    hr = cohort.values[0, :, 0]
+    assert hr[0] == 90.0 and hr[5] == 100.0          # last value of the hour; -1 = missing
+    assert cohort.observed[0, :, 0].sum() == 2
+    assert cohort.values[0, 47, 1] == 37.0           # 48:00 falls in the last bin
+    assert cohort.delta[0, 5, 0] == 5.0 and cohort.delta[0, 6, 0] == 1.0
+    assert cohort.static[:, 0].tolist() == [70.0, 50.0]
+    assert cohort.static[:, 4].tolist() == [1.0, 0.0]  # height missing flag
