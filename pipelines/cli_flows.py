@@ -34,17 +34,20 @@ def demo(
         help="State folder (default: $RECURRA_HOME or ./.recurra).")] = None,
     config: ConfigOption = None,
     holdout: Annotated[int, typer.Option(
-        help="Timestamps per group kept out of training, scored by detect as new arrivals.")
-    ] = 48,
+        help="Rows per series kept out of training, scored by detect as new arrivals.")
+    ] = 400,
     fresh: Annotated[bool, typer.Option(
         help="Clear the state of a previous demo in that folder first.")] = True,
+    retrain: Annotated[bool, typer.Option(
+        help="Let the drift/live-error monitor retrain the groups it flags.")] = False,
 ) -> None:
     """Run ingest -> train -> detect -> register (gate) -> report on the bundled sample data."""
     from pipelines.demo import print_summary, run_demo
 
     if holdout < 0:
         raise typer.BadParameter(f"--holdout ({holdout}) must be >= 0")
-    outcome = _guard(lambda: run_demo(home, _text(config), holdout_rows=holdout, fresh=fresh))
+    outcome = _guard(lambda: run_demo(home, _text(config), holdout_rows=holdout, fresh=fresh,
+                                      retrain=retrain))
     print_summary(outcome)
 
 

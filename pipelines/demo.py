@@ -3,7 +3,7 @@
 ingest -> train (register + gate) -> detect -> report, as the ``daily`` flow in Prefect's
 ephemeral mode (no server), with every piece of state in one folder: ``RECURRA_HOME``
 (default ``./.recurra``) holds the store, the MLflow SQLite registry + artifacts, Prefect's
-home and the reports.  The last ``holdout_rows`` timestamps of each group are kept out of
+home and the reports.  The last ``holdout_rows`` rows of each series are kept out of
 training so that ``detect`` has "newly arrived" rows to score, as it would in production.
 
 Example
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 DEMO_MARKER = ".recurra-demo"
-DEFAULT_HOLDOUT = 48
+DEFAULT_HOLDOUT = 400
 STATE_PARTS = ("store", "mlflow.db", "mlartifacts", "state", "reports", "prefect")
 
 
@@ -54,8 +54,12 @@ def prepare_home(home: str | Path | None, fresh: bool = True) -> Path:
 
 
 def run_demo(home: str | Path | None = None, config_path: str | None = None,
-             holdout_rows: int = DEFAULT_HOLDOUT, fresh: bool = True) -> dict[str, Any]:
+             holdout_rows: int = DEFAULT_HOLDOUT, fresh: bool = True,
+             retrain: bool = False) -> dict[str, Any]:
     """Run the ``daily`` flow once and collect what the summary shows.
+
+    ``retrain`` lets the monitor retrain the groups it flags within the run (off by default
+    to keep the demo short: the flags and their reasons are shown either way).
 
     Returns a dict: home, store, tracking_uri, report, sources (rows per source),
     models (name -> aliases), events, runs (summaries), seconds.
@@ -64,7 +68,7 @@ def run_demo(home: str | Path | None = None, config_path: str | None = None,
     started = time.monotonic()
     from pipelines.flows import run_flow  # imported after the environment is set
 
-    outcome = run_flow("daily", config_path, holdout_rows=holdout_rows)
+    outcome = run_flow("daily", config_path, holdout_rows=holdout_rows, retrain=retrain)
     from data.paths import store_root
     from pipelines.tasks import open_store, registry_backend
 

@@ -188,7 +188,8 @@ def detect_flow(config_path: str | None = None, store_root: str | None = None,
     summary.rows_ingested = sum(r["new_rows"] for r in results.values())
     flagged = {name: r["reasons"] for name, r in results.items() if r["retrain"]}
     for name, reasons in flagged.items():
-        summary.messages.append(f"retrain {name!r}: " + "; ".join(reasons))
+        action = "retrain" if retrain else "retrain flagged (not run, retrain=False)"
+        summary.messages.append(f"{action} {name!r}: " + "; ".join(reasons))
     retrained = {}
     if retrain and flagged:
         for name, reasons in flagged.items():
@@ -225,13 +226,13 @@ def report_flow(store_root: str | None = None, output: str | None = None) -> dic
 
 @flow(name="daily", log_prints=True)
 def daily_flow(config_path: str | None = None, store_root: str | None = None,
-               holdout_rows: int = 0) -> dict:
+               holdout_rows: int = 0, retrain: bool = True) -> dict:
     """ingest -> train -> detect -> report, as one run (what ``recurra demo`` runs)."""
     config = load_config(config_path)
     ingested = ingest_flow(config_path, store_root)
     trained = _with_runner(train_flow, config)(config_path, store_root,
                                                holdout_rows=holdout_rows, reason="daily")
-    detected = _with_runner(detect_flow, config)(config_path, store_root)
+    detected = _with_runner(detect_flow, config)(config_path, store_root, retrain=retrain)
     reported = report_flow(store_root)
     return {"ingest": ingested, "train": trained, "detect": detected, "report": reported}
 
