@@ -22,7 +22,8 @@ TINY = {
 
 
 @pytest.mark.slow
-def test_demo_builds_store_registry_and_report(prefect_harness, tmp_path, monkeypatch):
+@pytest.mark.usefixtures("prefect_harness")
+def test_demo_builds_store_registry_and_report(tmp_path, monkeypatch):
     home = tmp_path / "demo-home"
     for name in ("RECURRA_HOME", "PREFECT_HOME", "MLFLOW_TRACKING_URI", "RECURRA_STORE",
                  "PREFECT_API_URL", "PREFECT_LOGGING_LEVEL"):
