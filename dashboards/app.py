@@ -115,6 +115,9 @@ def _explorer(data: DashboardData, options: list[dict], first: str | None) -> ht
                 id="series-select", options=options, value=first, searchable=True,
                 clearable=False, placeholder="type to search by series id")],
                 className="control-series"),
+            html.Label(["Channels", dcc.Dropdown(
+                id="channel-select", multi=True, placeholder="all channels")],
+                className="control-channels"),
         ]),
         dcc.Loading(dcc.Graph(id="series-graph", config={"displaylogo": False}),
                     type="dot", delay_show=300),

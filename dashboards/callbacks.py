@@ -30,6 +30,7 @@ from dashboards.downsample import MAX_POINTS
 from dashboards.figures import (
     FONT,
     event_x_range,
+    median_step,
     quarantine_figure,
     series_figure,
     severity_level,
@@ -40,6 +41,7 @@ from dashboards.figures import (
 )
 
 TIME_FORMAT = "%Y-%m-%d %H:%M"
+MAX_DEFAULT_CHANNELS = 6
 EVENT_COLUMNS = ("series_id", "start", "end", "severity", "level", "peak_score", "channels",
                  "kind")
 
@@ -60,9 +62,10 @@ def empty_figure(message: str) -> go.Figure:
 
 
 def explorer_figure(data: DashboardData, series_id: str | None,
-                    x_range: list[str] | None = None, max_points: int = MAX_POINTS
-                    ) -> go.Figure:
-    """The series explorer chart of ``series_id`` (values, gaps, forecast, events)."""
+                    x_range: list[str] | None = None, max_points: int = MAX_POINTS,
+                    channels: list[str] | None = None) -> go.Figure:
+    """The series explorer chart of ``series_id`` (values, gaps, forecast, events), of
+    the given ``channels`` (default: all)."""
     if not series_id:
         return empty_figure("Pick a series above (type to search by id)")
     frame = data.series(series_id)
@@ -70,7 +73,7 @@ def explorer_figure(data: DashboardData, series_id: str | None,
         return empty_figure(f"No rows for series {series_id!r} in the store")
     figure = series_figure(frame, data.latest_forecast(series_id), data.events(series_id),
                            title=f"Series {series_id}", max_points=max_points,
-                           x_range=x_range)
+                           x_range=x_range, channels=channels)
     figure.update_layout(uirevision=series_id)
     return figure
 
@@ -97,7 +100,8 @@ def event_rows(events: pl.DataFrame) -> list[dict[str, Any]]:
 
 
 def focus_from_cell(active_cell: dict | None, rows: list[dict] | None) -> dict | None:
-    """What a click on an events-table cell asks for: ``{"series_id", "x_range"}``.
+    """What a click on an events-table cell asks for: ``{"series_id", "start", "end",
+    "channels", "event_id"}`` (times as the table shows them, UTC).
 
     The row is found by its ``row_id`` (stable under sorting, filtering and paging).
     Returns None when the click does not point at a known row.
@@ -111,8 +115,33 @@ def focus_from_cell(active_cell: dict | None, rows: list[dict] | None) -> dict |
         row = rows[index] if isinstance(index, int) and 0 <= index < len(rows) else None
     if row is None:
         return None
-    return {"series_id": row["series_id"], "x_range": event_x_range(row["start"], row["end"]),
-            "event_id": row.get("id")}
+    drivers = [] if row.get("channels") in (None, "all") else row["channels"].split(", ")
+    return {"series_id": row["series_id"], "start": row["start"], "end": row["end"],
+            "channels": drivers, "event_id": row.get("id")}
+
+
+def focus_range(data: DashboardData, focus: dict) -> list[str]:
+    """The x-range showing a focused event with context (>= 12 sampling steps each side)."""
+    step = median_step(data.series(focus["series_id"]))
+    return event_x_range(focus["start"], focus["end"], step)
+
+
+def channel_choice(data: DashboardData, series_id: str | None,
+                   max_default: int = MAX_DEFAULT_CHANNELS) -> tuple[list[dict], list[str]]:
+    """Options of the channel picker and the channels shown first: all of them when there
+    are at most ``max_default``, else the channels that drove events, then the others in
+    order, up to ``max_default``."""
+    if not series_id:
+        return [], []
+    catalogue = data.catalogue()
+    channels = sorted(catalogue.filter(pl.col(SERIES_ID) == series_id)[CHANNEL].to_list())
+    options = [{"label": c, "value": c} for c in channels]
+    if len(channels) <= max_default:
+        return options, channels
+    drivers = [c for event_channels in data.events(series_id)[CHANNELS].to_list()
+               for c in (event_channels or []) if c in channels]
+    chosen = list(dict.fromkeys([*drivers, *channels]))[:max_default]
+    return options, sorted(chosen)
 
 
 def range_patch(x_range: list[str], n_axes: int) -> Patch:
@@ -268,17 +297,25 @@ def register_callbacks(app: Dash, data: DashboardData, max_points: int = MAX_POI
             return no_update, no_update
         return focus["series_id"], focus
 
+    @app.callback(Output("channel-select", "options"), Output("channel-select", "value"),
+                  Input("series-select", "value"))
+    def _channels(series_id):
+        return channel_choice(data, series_id)
+
     @app.callback(Output("series-graph", "figure"), Output("shown", "data"),
-                  Input("series-select", "value"), Input("focus", "data"),
-                  State("shown", "data"))
-    def _draw(series_id, focus, shown):
+                  Input("series-select", "value"), Input("channel-select", "value"),
+                  Input("focus", "data"), State("shown", "data"))
+    def _draw(series_id, channels, focus, shown):
         focused = "focus.data" in ctx.triggered_prop_ids
         wanted = focus if focused and focus and focus.get("series_id") == series_id else None
-        if wanted and shown and shown.get("series_id") == series_id:
-            return detail_patch(data, shown, wanted["x_range"], max_points,
-                                set_range=True), no_update
-        x_range = wanted["x_range"] if wanted else None
-        figure = explorer_figure(data, series_id, x_range, max_points)
+        x_range = focus_range(data, wanted) if wanted else None
+        drivers = wanted.get("channels", []) if wanted else []
+        shown_channels = set((shown or {}).get("value_traces", {}))
+        if (wanted and shown and shown.get("series_id") == series_id
+                and set(drivers) <= shown_channels):
+            return detail_patch(data, shown, x_range, max_points, set_range=True), no_update
+        chosen = list(dict.fromkeys([*(channels or []), *drivers])) or None
+        figure = explorer_figure(data, series_id, x_range, max_points, chosen)
         state = shown_state(figure, series_id)
         if x_range and state["n_points"] > max_points:  # jumped into a long series
             for index, update in detail_updates(data, state, x_range, max_points).items():

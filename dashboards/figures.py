@@ -143,7 +143,8 @@ def _event_text(event: dict, level: str) -> str:
 def series_figure(frame: pl.DataFrame, forecast: pl.DataFrame | None = None,
                   events: pl.DataFrame | None = None, *, title: str | None = None,
                   max_points: int = MAX_POINTS, method: str = "minmax",
-                  x_range: Sequence | None = None) -> go.Figure:
+                  x_range: Sequence | None = None,
+                  channels: Sequence[str] | None = None) -> go.Figure:
     """Values with gaps shaded, the latest forecast with its band, and anomaly events.
 
     Parameters
@@ -151,15 +152,19 @@ def series_figure(frame: pl.DataFrame, forecast: pl.DataFrame | None = None,
     frame : contract frame of ONE series (any number of channels; one subplot each).
     forecast : forecast rows (FORECAST_SCHEMA + q-columns) of that series, or None.
     events : events (EVENT_SCHEMA) of that series, or None. An event is drawn on the
-        subplots of the channels that drove it (``channels``), on all when that is empty.
+        subplots of the channels that drove it (``channels``), on all when that is empty,
+        widened by half a sampling step each side (so an instant event stays visible).
     max_points : at most this many points per trace (see ``dashboards.downsample``).
     x_range : optional ``[start, end]`` of the visible x-range.
+    channels : the channels to draw (default: all, sorted).
 
     Returns
     -------
     A Figure with shared x-axes, a range slider under the last subplot and a legend.
     """
-    channels = sorted(frame[CHANNEL].unique().to_list()) if frame.height else []
+    present = sorted(frame[CHANNEL].unique().to_list()) if frame.height else []
+    channels = [c for c in channels if c in present] if channels else present
+    step = median_step(frame)
     n_rows = max(1, len(channels))
     multichannel = n_rows > 1
     figure = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.04,
@@ -175,7 +180,8 @@ def series_figure(frame: pl.DataFrame, forecast: pl.DataFrame | None = None,
             y_low, y_high = _add_forecast(figure, forecast.filter(pl.col(CHANNEL) == channel),
                                           axes, row, (y_low, y_high), shown_legend)
         if events is not None and events.height:
-            _add_events(figure, events, channel, axes, row, (y_low, y_high), shown_legend)
+            _add_events(figure, events, channel, axes, row, (y_low, y_high), shown_legend,
+                        step)
         figure.update_yaxes(title_text=channel if not multichannel else None, row=row, col=1)
     _style(figure, n_rows, title, x_range)
     return figure
@@ -303,7 +309,9 @@ def _add_forecast(figure: go.Figure, forecast: pl.DataFrame, axes: tuple[str, st
 
 
 def _add_events(figure: go.Figure, events: pl.DataFrame, channel: str, axes: tuple[str, str],
-                row: int, y_span: tuple[float, float], shown_legend: set[str]) -> None:
+                row: int, y_span: tuple[float, float], shown_legend: set[str],
+                step: dt.timedelta | None) -> None:
+    half = step / 2 if step else dt.timedelta(0)
     groups: dict[str, tuple[list, list, str]] = {}
     for event in events.to_dicts():
         drivers = event.get(CHANNELS) or []
@@ -317,7 +325,7 @@ def _add_events(figure: go.Figure, events: pl.DataFrame, channel: str, axes: tup
             name = f"anomaly: {level}"
             colour = next(c for n, _, c in SEVERITY_LEVELS if n == level)
         spans, texts, _ = groups.setdefault(name, ([], [], colour))
-        spans.append((_to_naive(event[START]), _to_naive(event[END])))
+        spans.append((_to_naive(event[START]) - half, _to_naive(event[END]) + half))
         texts.append(_event_text(event, level))
     order = [f"anomaly: {n}" for n, _, _ in SEVERITY_LEVELS] + ["data quality event"]
     for name in sorted(groups, key=order.index):
@@ -356,19 +364,32 @@ def set_x_range(figure: go.Figure, x_range: Sequence) -> go.Figure:
     return figure
 
 
-def event_x_range(start: dt.datetime | str, end: dt.datetime | str, pad_share: float = 1.0
-                  ) -> list[str]:
-    """The x-range that centres an event, padded by ``pad_share`` of its duration each side.
-
-    An instant event gets one hour each side.
+def event_x_range(start: dt.datetime | str, end: dt.datetime | str,
+                  step: dt.timedelta | None = None, min_steps: int = 12) -> list[str]:
+    """The x-range that centres an event: padded each side by its duration, and by at
+    least ``min_steps`` sampling steps (``step``; one hour when unknown) for context.
 
     >>> event_x_range("2024-01-02T00:00:00", "2024-01-02T02:00:00")
     ['2024-01-01 22:00:00', '2024-01-02 04:00:00']
+    >>> event_x_range("2024-01-02", "2024-01-02", step=dt.timedelta(days=1), min_steps=5)
+    ['2023-12-28 00:00:00', '2024-01-07 00:00:00']
     """
     start_time = _to_naive(_parse(start))
     end_time = _to_naive(_parse(end))
-    pad = (end_time - start_time) * pad_share or dt.timedelta(hours=1)
+    pad = max(end_time - start_time, (step or dt.timedelta(hours=1)) * (min_steps if step
+                                                                          else 1))
     return [f"{start_time - pad:%Y-%m-%d %H:%M:%S}", f"{end_time + pad:%Y-%m-%d %H:%M:%S}"]
+
+
+def median_step(frame: pl.DataFrame) -> dt.timedelta | None:
+    """Median spacing of a frame's distinct timestamps (None with fewer than two)."""
+    if frame.height < 2:
+        return None
+    times = frame[TIMESTAMP].unique().sort()
+    if times.len() < 2:
+        return None
+    median = times.diff().drop_nulls().median()
+    return median if isinstance(median, dt.timedelta) else None
 
 
 def _parse(value: dt.datetime | str) -> dt.datetime:

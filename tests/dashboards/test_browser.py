@@ -151,13 +151,13 @@ def test_explorer_renders_forecast_and_events_and_jumps_to_a_clicked_event(
 
     _click_event_row(browser, "s0", "2024-01-02 06:00")   # s0 event 30h..34h
     wait.until(lambda d: _x_range(d) != before)
-    low, high = _x_range(browser)
-    assert low.startswith("2024-01-02 02:00") and high.startswith("2024-01-02 14:00")
+    low, high = _x_range(browser)                           # padded by 12 hourly steps
+    assert low.startswith("2024-01-01 18:00") and high.startswith("2024-01-02 22:00")
     _screenshot(browser, tmp_path, "02_explorer_event_focus")
 
     _click_event_row(browser, "m0", "2024-01-05 04:00")   # other series: switches series
     wait.until(lambda d: "c1" in _trace_names(d))
-    wait.until(lambda d: (_x_range(d) or [""])[0].startswith("2024-01-04 18:00"))
+    wait.until(lambda d: (_x_range(d) or [""])[0].startswith("2024-01-04 16:00"))
     assert {"c0", "c1", "c2", "anomaly: high"} <= set(_trace_names(browser))
     _screenshot(browser, tmp_path, "03_explorer_multichannel_event")
 

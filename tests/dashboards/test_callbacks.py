@@ -53,8 +53,10 @@ def test_event_rows_and_click_focus_survive_sorting(data):
     assert m0["channels"] == "c1"
     # the table was re-sorted in the browser: row index 0 no longer means rows[0]
     focus = callbacks.focus_from_cell({"row": 0, "column": 1, "row_id": m0["id"]}, rows)
-    assert focus["series_id"] == "m0"
-    assert focus["x_range"] == ["2024-01-04 18:00:00", "2024-01-06 00:00:00"]
+    assert focus["series_id"] == "m0" and focus["channels"] == ["c1"]
+    # 10-hour event on an hourly series: padded by max(10 h, 12 steps) each side
+    assert callbacks.focus_range(data, focus) == ["2024-01-04 16:00:00",
+                                                  "2024-01-06 02:00:00"]
     assert callbacks.focus_from_cell(None, rows) is None
     assert callbacks.focus_from_cell({"row": 99, "row_id": "gone"}, rows) is None
 
@@ -169,3 +171,13 @@ def test_zooming_a_long_series_redraws_the_window_in_full_detail(tmp_path):
     short = {"series_id": "s0", "n_axes": 1, "value_traces": {"value": 1}, "n_points": 200}
     assert callbacks.detail_patch(data, short, window, 1_000) is None
     assert callbacks.detail_patch(data, short, window, 1_000, set_range=True) is not None
+
+
+def test_channel_picker_defaults_to_all_or_to_the_drivers_first(data):
+    options, chosen = callbacks.channel_choice(data, "m0")
+    assert [o["value"] for o in options] == ["c0", "c1", "c2"] and chosen == ["c0", "c1", "c2"]
+    _, chosen = callbacks.channel_choice(data, "m0", max_default=1)
+    assert chosen == ["c1"]                                     # drove the m0 event
+    assert callbacks.channel_choice(data, None) == ([], [])
+    figure = callbacks.explorer_figure(data, "m0", channels=["c2"])
+    assert "c2" in [t.name for t in figure.data] and "c0" not in [t.name for t in figure.data]

@@ -95,6 +95,9 @@ def test_x_range_helpers():
     assert event_x_range(dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
                          dt.datetime(2024, 1, 1, tzinfo=dt.UTC)) == [
         "2023-12-31 23:00:00", "2024-01-01 01:00:00"]
+    hourly = dt.timedelta(hours=1)
+    assert event_x_range("2024-01-02 06:00", "2024-01-02 10:00", hourly) == [
+        "2024-01-01 18:00:00", "2024-01-02 22:00:00"]
     frame = make_frame(n_series=1, n_channels=2)
     figure = set_x_range(series_figure(frame), ["2024-01-02", "2024-01-03"])
     assert figure.layout.xaxis.range == ("2024-01-02", "2024-01-03")
