@@ -173,15 +173,24 @@ class DashboardData:
                 .sort(["n_rows", "reason"], descending=[True, False]))
 
     def share_observed_by_day(self, series_ids: list[str] | None = None,
-                              every: str = "1d") -> pl.DataFrame:
-        """Share of observed cells per series and period (columns series_id, day, share)."""
+                              every: str | None = None) -> pl.DataFrame:
+        """Share of observed cells per series and period.
+
+        Columns series_id, day (start of the period), share_observed, period. ``every``
+        is a polars duration ("1d", "1w", "1mo"); by default one day, or one week / one
+        month when the store spans more than 400 / 2,800 days (a readable heatmap).
+        """
         frame = self._call("read", series_ids=series_ids)
         if frame is None or frame.is_empty():
             return pl.DataFrame(schema={SERIES_ID: pl.Utf8, "day": pl.Datetime("us", "UTC"),
-                                        "share_observed": pl.Float64})
+                                        "share_observed": pl.Float64, "period": pl.Utf8})
+        if every is None:
+            span_days = (frame[TIMESTAMP].max() - frame[TIMESTAMP].min()).days
+            every = "1d" if span_days <= 400 else ("1w" if span_days <= 2800 else "1mo")
         return (frame.with_columns(pl.col(TIMESTAMP).dt.truncate(every).alias("day"))
                 .group_by([SERIES_ID, "day"])
                 .agg(pl.col(OBSERVED).cast(pl.Float64).mean().alias("share_observed"))
+                .with_columns(pl.lit(every).alias("period"))
                 .sort([SERIES_ID, "day"]))
 
     # ---- models -----------------------------------------------------------------------

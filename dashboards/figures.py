@@ -398,9 +398,18 @@ def _parse(value: dt.datetime | str) -> dt.datetime:
     return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00").replace(" UTC", ""))
 
 
-def share_observed_figure(share: pl.DataFrame, *, title: str = "Share observed per day"
-                          ) -> go.Figure:
-    """Heatmap of ``share_observed`` (0..1) per series (rows) and period (columns)."""
+PERIOD_NAMES = {"1h": "hour", "1d": "day", "1w": "week", "1mo": "month"}
+
+
+def share_observed_figure(share: pl.DataFrame, *, title: str | None = None) -> go.Figure:
+    """Heatmap of ``share_observed`` (0..1) per series (rows) and period (columns).
+
+    ``share`` has columns series_id, day (period start), share_observed and optionally
+    period (``"1d"``, ``"1w"``...), named in the default title.
+    """
+    period = share["period"][0] if "period" in share.columns and share.height else "1d"
+    name = PERIOD_NAMES.get(period, period)
+    title = title or f"Share observed per {name}"
     figure = go.Figure()
     if share.height:
         wide = share.pivot(on=SERIES_ID, index="day", values="share_observed").sort("day")
@@ -409,10 +418,11 @@ def share_observed_figure(share: pl.DataFrame, *, title: str = "Share observed p
             x=_naive_utc(wide["day"]), y=series,
             z=np.array([wide[s].to_numpy() for s in series], dtype=np.float64),
             zmin=0, zmax=1, colorscale="Cividis", colorbar=dict(title="share observed"),
-            hovertemplate="%{y}<br>%{x|%Y-%m-%d}<br>share observed %{z:.0%}<extra></extra>"))
+            hovertemplate=f"%{{y}}<br>{name} of %{{x|%Y-%m-%d}}<br>share observed "
+                          "%{z:.0%}<extra></extra>"))
     figure.update_layout(template="plotly_white", font=FONT, title=dict(text=title, x=0.01),
                          height=max(260, 120 + 26 * share[SERIES_ID].n_unique()),
-                         margin=dict(l=120, r=30, t=60, b=40), xaxis_title="day (UTC)",
+                         margin=dict(l=120, r=30, t=60, b=40), xaxis_title=f"{name} (UTC)",
                          yaxis=dict(title="series", autorange="reversed", automargin=True))
     return figure
 

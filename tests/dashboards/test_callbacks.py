@@ -181,3 +181,20 @@ def test_channel_picker_defaults_to_all_or_to_the_drivers_first(data):
     assert callbacks.channel_choice(data, None) == ([], [])
     figure = callbacks.explorer_figure(data, "m0", channels=["c2"])
     assert "c2" in [t.name for t in figure.data] and "c0" not in [t.name for t in figure.data]
+
+
+def test_share_observed_period_grows_with_the_span(tmp_path):
+    import datetime as dt
+
+    store = Store(tmp_path / "span")
+    start = dt.datetime(2010, 1, 1)
+    days = pl.datetime_range(start, start + dt.timedelta(days=1000), "1d", eager=True)
+    store.upsert(pl.DataFrame({"series_id": "long", "timestamp": days,
+                               "value": [None if i % 2 else 1.0 for i in range(len(days))]}),
+                 source="gen")
+    share = DashboardData(store, registry=False).share_observed_by_day()
+    assert share["period"][0] == "1w" and share.height <= 145
+    assert share["share_observed"].mean() == pytest.approx(0.5, abs=0.05)
+    from dashboards.figures import share_observed_figure
+
+    assert share_observed_figure(share).layout.title.text == "Share observed per week"
