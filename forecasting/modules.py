@@ -337,7 +337,8 @@ class Seq2SeqDecoder(nn.Module):
     ``teacher_prob`` when observed, else its own point forecast) and the covariates of step
     n, optionally attends over the encoder outputs, and emits features for the head.
 
-    Inputs: ``summary`` (B, E), ``last`` (B, O) last known target values, ``future``
+    Inputs: ``summary`` (B, E) (encoder summary, plus static features when any), ``last``
+    (B, O) last known target values, ``future``
     (B, N, C) or None, ``head`` (to turn features into point forecasts), ``teacher``
     (B, N, O) and ``teacher_mask`` (B, N, O) or None, ``teacher_prob`` in [0, 1],
     ``memory`` (B, M, E) encoder outputs for attention or None.
@@ -345,14 +346,16 @@ class Seq2SeqDecoder(nn.Module):
     """
 
     def __init__(self, summary_size: int, n_targets: int, covariate_size: int, horizon: int,
-                 hidden_size: int, attention: str | None) -> None:
+                 hidden_size: int, attention: str | None, memory_size: int | None = None
+                 ) -> None:
         super().__init__()
         self.horizon = horizon
+        memory_size = summary_size if memory_size is None else memory_size
         self.init = nn.Linear(summary_size, hidden_size)
         self.cell = nn.GRUCell(n_targets + covariate_size, hidden_size)
         self.attention = None if attention is None else Attention(attention, hidden_size,
-                                                                  summary_size)
-        out_in = hidden_size + (summary_size if attention else 0)
+                                                                  memory_size)
+        out_in = hidden_size + (memory_size if attention else 0)
         self.out = nn.Sequential(nn.Linear(out_in, hidden_size), nn.GELU())
 
     def forward(self, summary: Tensor, last: Tensor, future: Tensor | None,
@@ -391,12 +394,15 @@ class ForecastNet(nn.Module):
     n_targets : O, forecast variables (a subset of the value channels).
     covariate_size : C, known-future covariates per step (0 = none).
     horizon : N. decoder : ``"direct"``, ``"seq2seq"`` or ``"attention"``.
+    static_size : S, static features per series, joined to the encoder summary (0 = none).
     attention : ``"luong"`` or ``"bahdanau"`` (decoder ``"attention"`` only).
     head : a :class:`DistributionHead` over O outputs.
 
-    ``forward(x, observed, delta, state=None, covariates=None, future=None, last=None)``
+    ``forward(x, observed, delta, state=None, covariates=None, future=None, last=None,
+    static=None)``
         x, observed, delta : (B, T, F) value channels; covariates (B, T, C); future
-        (B, N, C) covariates of the horizon; last (B, O) last known targets (seq2seq).
+        (B, N, C) covariates of the horizon; last (B, O) last known targets (seq2seq);
+        static (B, S) static features.
         Returns ``(params, state)``: params (B, N, O, P) forecast from the last step.
     """
 
@@ -404,21 +410,23 @@ class ForecastNet(nn.Module):
 
     def __init__(self, encoder: EncoderSpec, n_targets: int, covariate_size: int,
                  horizon: int, decoder: str, head: DistributionHead,
-                 attention: str = "luong") -> None:
+                 attention: str = "luong", static_size: int = 0) -> None:
         super().__init__()
         if decoder not in self.DECODERS:
             raise RecurraError(f"decoder ({decoder!r}) must be one of {list(self.DECODERS)}")
         self.encoder = RecurrentEncoder(encoder)
         self.head, self.decoder_kind = head, decoder
         self.n_targets, self.covariate_size, self.horizon = n_targets, covariate_size, horizon
-        size = self.encoder.output_size
+        self.static_size = static_size
+        size = self.encoder.output_size + static_size
         if decoder == "direct":
             self.decoder = DirectDecoder(size, covariate_size, horizon, encoder.hidden_size,
                                          encoder.dropout)
         else:
             self.decoder = Seq2SeqDecoder(size, n_targets, covariate_size, horizon,
                                           encoder.hidden_size,
-                                          attention if decoder == "attention" else None)
+                                          attention if decoder == "attention" else None,
+                                          memory_size=self.encoder.output_size)
         assert head.linear.in_features == encoder.hidden_size, "head must read hidden_size"
 
     def encode(self, x: Tensor, observed: Tensor, delta: Tensor, state: Any = None,
@@ -433,10 +441,17 @@ class ForecastNet(nn.Module):
 
     def decode(self, summary: Tensor, last: Tensor | None, future: Tensor | None,
                teacher: Tensor | None = None, teacher_mask: Tensor | None = None,
-               teacher_prob: float = 0.0, memory: Tensor | None = None) -> Tensor:
-        """(M, N, O, P) parameters from summaries (M, E) (+ last (M, O), future (M, N, C))."""
+               teacher_prob: float = 0.0, memory: Tensor | None = None,
+               static: Tensor | None = None) -> Tensor:
+        """(M, N, O, P) parameters from summaries (M, E) (+ last (M, O), future (M, N, C),
+        static (M, S))."""
         if self.covariate_size == 0:
             future = None
+        if self.static_size:
+            if static is None:
+                raise RecurraError(f"this network was built with static_size "
+                                   f"{self.static_size}: pass static features")
+            summary = torch.cat([summary, static.to(summary.dtype)], dim=-1)
         if self.decoder_kind == "direct":
             return self.head(self.decoder(summary, future))
         if last is None:
@@ -446,7 +461,9 @@ class ForecastNet(nn.Module):
 
     def forward(self, x: Tensor, observed: Tensor, delta: Tensor, state: Any = None,
                 covariates: Tensor | None = None, future: Tensor | None = None,
-                last: Tensor | None = None) -> tuple[Tensor, Any]:
+                last: Tensor | None = None, static: Tensor | None = None
+                ) -> tuple[Tensor, Any]:
         output, state = self.encode(x, observed, delta, state, covariates)
-        params = self.decode(self.encoder.last_hidden(output), last, future, memory=output)
+        params = self.decode(self.encoder.last_hidden(output), last, future, memory=output,
+                             static=static)
         return params, state

@@ -163,14 +163,21 @@ class RNNForecaster:
         self.module_: ForecastNet | None = None
 
     # fitting ---------------------------------------------------------------------------
-    def fit(self, frame: Any, validation: Any = None,
-            callback: Callback | None = None) -> RNNForecaster:
-        """Train on every series of ``frame``; ``validation`` drives early stopping."""
+    def fit(self, frame: Any, validation: Any = None, callback: Callback | None = None,
+            static: Any = None) -> RNNForecaster:
+        """Train on every series of ``frame``.
+
+        ``validation`` (a contract frame) drives early stopping; ``callback(event, payload)``
+        receives the training loop's events; ``static`` is an optional frame with one row per
+        series (``series_id`` + numeric columns), z-scored across series and fed to the
+        decoder.
+        """
         frame = validate_frame(frame, name="train")
         self.channels_ = sorted(frame[CHANNEL].unique().to_list())
         self.targets_ = self._targets(self.channels_)
         arrays = frame_to_arrays(frame, channels=self.channels_)
         self.scaler_ = {a.series_id: fit_scaler(a.values, self.config.scaler) for a in arrays}
+        self._fit_static(static)
         seed_everything(self.config.train.seed)
         self.module_ = self._build()
         self._train(arrays, validation, callback)
@@ -178,7 +185,7 @@ class RNNForecaster:
         return self
 
     def fine_tune(self, frame: Any, epochs: int = 5, learning_rate: float | None = None,
-                  callback: Callback | None = None) -> RNNForecaster:
+                  callback: Callback | None = None, static: Any = None) -> RNNForecaster:
         """A new forecaster: this global model trained further on ``frame`` only.
 
         Known series keep their scalers, new ones get their own; ``learning_rate`` defaults
@@ -193,6 +200,8 @@ class RNNForecaster:
         tuned.channels_, tuned.targets_ = self.channels_, self.targets_
         tuned.module_ = copy.deepcopy(self.module_).cpu()
         tuned.scaler_ = dict(self.scaler_)
+        tuned.static_columns_, tuned.static_scaler_ = self.static_columns_, self.static_scaler_
+        tuned.static_ = {**self.static_, **self._scaled_static(static)}
         arrays = tuned._arrays(frame, "fine-tune frame")
         for item in arrays:
             tuned.scaler_.setdefault(item.series_id, fit_scaler(item.values,
@@ -219,7 +228,40 @@ class RNNForecaster:
         head = DistributionHead(config.output, config.hidden_size, len(self.targets_),
                                 config.quantiles)
         return ForecastNet(spec, len(self.targets_), n_cov, config.horizon, config.decoder,
-                           head, config.attention)
+                           head, config.attention, len(self.static_columns_))
+
+    def _fit_static(self, static: Any) -> None:
+        self.static_columns_: list[str] = []
+        self.static_scaler_: tuple[np.ndarray, np.ndarray] | None = None
+        self.static_: dict[str, np.ndarray] = {}
+        if static is None:
+            return
+        ids, columns, values = win.read_static(static)
+        center = values.mean(axis=0)
+        spread = values.std(axis=0)
+        self.static_columns_ = columns
+        self.static_scaler_ = (center, np.where(spread > 1e-12, spread, 1.0))
+        self.static_ = self._scaled_static(static)
+
+    def _scaled_static(self, static: Any) -> dict[str, np.ndarray]:
+        if static is None:
+            return {}
+        if not self.static_columns_:
+            raise SchemaError("static: this forecaster was fitted without static features; "
+                              "fit it with static=... to use them")
+        ids, _, values = win.read_static(static, self.static_columns_)
+        center, scale = self.static_scaler_
+        scaled = ((values - center) / scale).astype(np.float32)
+        return dict(zip(ids, scaled, strict=True))
+
+    def _static_for(self, series_id: str, extra: dict[str, np.ndarray]) -> np.ndarray | None:
+        if not self.static_columns_:
+            return None
+        vector = extra.get(series_id, self.static_.get(series_id))
+        if vector is None:
+            raise SchemaError(f"static: series {series_id!r} has no static features; pass "
+                              f"static=... with columns {self.static_columns_}")
+        return vector
 
     def _arrays(self, frame: pl.DataFrame, name: str) -> list:
         extra = sorted(set(frame[CHANNEL].unique().to_list()) - set(self.channels_))
@@ -228,8 +270,9 @@ class RNNForecaster:
                               f"(it had {self.channels_})")
         return frame_to_arrays(frame, channels=self.channels_)
 
-    def _prepared(self, arrays: list) -> list:
-        return [prepare_series(a, *self._scaler_for(a), self.config.calendar) for a in arrays]
+    def _prepared(self, arrays: list, extra: dict[str, np.ndarray] | None = None) -> list:
+        return [prepare_series(a, *self._scaler_for(a), self.config.calendar,
+                               self._static_for(a.series_id, extra or {})) for a in arrays]
 
     def _scaler_for(self, arrays: Any) -> tuple[np.ndarray, np.ndarray]:
         scaler = self.scaler_.get(arrays.series_id)
@@ -284,11 +327,13 @@ class RNNForecaster:
         return self
 
     # prediction ------------------------------------------------------------------------
-    def predict(self, frame: Any = None, horizon: int | None = None) -> pl.DataFrame:
+    def predict(self, frame: Any = None, horizon: int | None = None,
+                static: Any = None) -> pl.DataFrame:
         """Forecast frame (FORECAST_SCHEMA + quantile columns) in original units.
 
         ``frame=None`` continues every series from the stored state; a ``frame`` is taken
-        as the history to forecast from (the stored state is left unchanged).
+        as the history to forecast from (the stored state is left unchanged). ``static``
+        gives static features of series unknown at fit time.
         """
         check_fitted(self)
         horizon = self.config.horizon if horizon is None else horizon
@@ -300,9 +345,8 @@ class RNNForecaster:
         if frame is not None:
             arrays = self._arrays(validate_frame(frame, name="history"), "history")
             scalers = {a.series_id: self._scaler_for(a) for a in arrays}
-            states = win.initial_states(self.module_, arrays, [
-                prepare_series(a, *scalers[a.series_id], self.config.calendar)
-                for a in arrays], self.config, scalers)
+            states = win.initial_states(self.module_, arrays, self._prepared(
+                arrays, self._scaled_static(static)), self.config, scalers)
         return self._forecast_frame(states, horizon)
 
     def _forecast_frame(self, states: dict[str, dict[str, Any]], horizon: int) -> pl.DataFrame:
@@ -346,12 +390,15 @@ class RNNForecaster:
                                "float model and quantize it again after loading")
         return {"module": self.module_.state_dict(), "channels": self.channels_,
                 "targets": self.targets_, "scaler": self.scaler_, "state": self.state_,
-                "history": getattr(self, "history_", [])}
+                "history": getattr(self, "history_", []),
+                "static": (self.static_columns_, self.static_scaler_, self.static_)}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self.channels_, self.targets_ = list(state["channels"]), list(state["targets"])
         self.scaler_, self.state_ = state["scaler"], state["state"]
         self.history_ = state.get("history", [])
+        columns, scaler, static = state.get("static", ([], None, {}))
+        self.static_columns_, self.static_scaler_, self.static_ = list(columns), scaler, static
         self.module_ = self._build()
         self.module_.load_state_dict(state["module"])
         self.module_.eval()
@@ -433,7 +480,8 @@ def _window_sources(prepared: list, val_prepared: list | None, config: Forecaste
         params = module.decode(module.encoder.last_hidden(output),
                                batch.x_last[:, -1, targets], covariates[:, lookback:],
                                torch.nan_to_num(batch.y), batch.y_observed,
-                               schedule.current(module.training), memory=output)
+                               schedule.current(module.training), memory=output,
+                               static=batch.static)
         return module.head.loss(params, batch.y, batch.y_observed)
 
     return train_batches, val_src, step

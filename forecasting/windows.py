@@ -67,6 +67,7 @@ class PreparedSeries:
     values : (T, F) scaled, 0 where unobserved (GRU-D input).
     filled : (T, F) scaled and forward-filled (0, the training mean, before any value).
     observed : (T, F) bool. delta : (T, F) float32. covariates : (T, C) float32.
+    static : (S,) float32 static features of the series, or None.
     """
 
     series_id: str
@@ -76,6 +77,7 @@ class PreparedSeries:
     observed: np.ndarray
     delta: np.ndarray
     covariates: np.ndarray
+    static: np.ndarray | None = None
 
     @property
     def n_steps(self) -> int:
@@ -83,7 +85,7 @@ class PreparedSeries:
 
 
 def prepare_series(arrays: SeriesArrays, center: np.ndarray, scale: np.ndarray,
-                   calendar: bool) -> PreparedSeries:
+                   calendar: bool, static: np.ndarray | None = None) -> PreparedSeries:
     """Scale one series with its ``(center, scale)`` and add masks, fills and covariates."""
     scaled = (arrays.values - center) / scale
     filled = forward_fill(np.where(arrays.observed, scaled, 0.0), arrays.observed)
@@ -92,7 +94,7 @@ def prepare_series(arrays: SeriesArrays, center: np.ndarray, scale: np.ndarray,
     return PreparedSeries(arrays.series_id, arrays.timestamps,
                           np.where(arrays.observed, scaled, 0.0).astype(np.float32),
                           filled.astype(np.float32), arrays.observed.copy(),
-                          arrays.delta.astype(np.float32), covariates)
+                          arrays.delta.astype(np.float32), covariates, static)
 
 
 def window_starts(series: list[PreparedSeries], lookback: int, horizon: int,
@@ -123,9 +125,13 @@ def window_batch(series: list[PreparedSeries], starts: np.ndarray, lookback: int
     x = stack("values" if raw_values else "filled", 0, lookback)
     y = stack("values", lookback, end)[..., targets]
     y_observed = stack("observed", lookback, end)[..., targets]
+    static = None
+    if series[0].static is not None:
+        static = torch.from_numpy(np.stack([series[s].static for s, _ in starts]))
     return WindowBatch(x=x, observed=stack("observed", 0, lookback),
                        delta=stack("delta", 0, lookback), x_last=stack("filled", 0, lookback),
-                       y=y, y_observed=y_observed, covariates=stack("covariates", 0, end))
+                       y=y, y_observed=y_observed, covariates=stack("covariates", 0, end),
+                       static=static)
 
 
 @dataclass
@@ -136,6 +142,7 @@ class ChunkBatch:
     targets at each step; future : (B, L, N, C) covariates of the next N steps; y, y_observed
     : (B, L, N, O) the next N targets of every step (unobserved beyond a series' end);
     reset : this chunk starts new series (the carried state must be dropped).
+    static : (B, S) static features, or None.
     """
 
     x: torch.Tensor
@@ -147,6 +154,7 @@ class ChunkBatch:
     y: torch.Tensor
     y_observed: torch.Tensor
     reset: bool = False
+    static: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> ChunkBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -179,6 +187,9 @@ def chunk_batches(series: list[PreparedSeries], group: list[int], chunk_length: 
     y = sliding_window_view(values[:, 1:, targets], horizon, axis=1)[:, :length]
     y_observed = sliding_window_view(observed[:, 1:, targets], horizon, axis=1)[:, :length]
     future = sliding_window_view(covariates[:, 1:], horizon, axis=1)[:, :length]
+    static = None
+    if series[group[0]].static is not None:
+        static = torch.from_numpy(np.stack([series[i].static for i in group]))
     batches = []
     for begin in range(0, length, chunk_length):
         end = min(begin + chunk_length, length)
@@ -192,7 +203,7 @@ def chunk_batches(series: list[PreparedSeries], group: list[int], chunk_length: 
             future=torch.from_numpy(np.moveaxis(future[:, part], -1, -2).copy()),
             y=torch.from_numpy(np.moveaxis(y[:, part], -1, -2).copy()),
             y_observed=torch.from_numpy(np.moveaxis(y_observed[:, part], -1, -2).copy()),
-            reset=begin == 0))
+            reset=begin == 0, static=static))
     return batches
 
 
@@ -277,10 +288,14 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
         flat = n_batch * length
         y = batch.y.reshape(flat, *batch.y.shape[2:])
         mask = batch.y_observed.reshape(flat, *batch.y_observed.shape[2:])
+        static = None
+        if batch.static is not None:
+            static = batch.static.repeat_interleave(length, dim=0)
         params = module.decode(output.reshape(flat, size_out),
                                batch.last.reshape(flat, -1),
                                batch.future.reshape(flat, *batch.future.shape[2:]),
-                               torch.nan_to_num(y), mask, schedule.current(module.training))
+                               torch.nan_to_num(y), mask, schedule.current(module.training),
+                               static=static)
         return module.head.loss(params, y, mask), state
 
     return train_batches, val_batches, step
@@ -353,7 +368,8 @@ def initial_states(module: Any, arrays: list[SeriesArrays], prepared: list[Prepa
         states[item.series_id] = {
             "origin": item.timestamps[0], "last_time": item.timestamps[-1],
             "time_scale": item.time_scale, "filled_last": rows.filled[-1].astype(np.float64),
-            "last_observed": last_observed_elapsed(item), "center": center, "scale": scale}
+            "last_observed": last_observed_elapsed(item), "center": center, "scale": scale,
+            "static": rows.static}
         if not config.stateful:
             states[item.series_id]["buffer"] = _buffer(rows, config.lookback)
     if config.stateful:
@@ -438,7 +454,10 @@ def forecast_arrays(module: Any, states: dict[str, dict[str, Any]], scalers: dic
             x, observed, delta, past = _stack(rows, raw)
             memory, _ = module.encode(x, observed, delta, None, past)
             summary = module.encoder.last_hidden(memory)
-        params = module.decode(summary, last, future, memory=memory)
+        static = None
+        if states[group[0]].get("static") is not None:
+            static = torch.from_numpy(np.stack([states[s]["static"] for s in group]))
+        params = module.decode(summary, last, future, memory=memory, static=static)
         for row, series_id in enumerate(group):
             results[series_id] = params[row, :horizon].float().numpy()
     return [(s, states[s]["last_time"], futures[i][:horizon], results[s])
@@ -470,3 +489,32 @@ def rows_to_arrays(frame: pl.DataFrame, channels: list[str]) -> list[SeriesArray
     return [SeriesArrays(str(ids[a]), tuple(channels), stamps[a:b], values[a:b],
                          observed[a:b], np.zeros((b - a, len(channels))), 1.0)
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def read_static(static: Any, columns: list[str] | None = None
+                ) -> tuple[list[str], list[str], np.ndarray]:
+    """Check a static-features frame: ``series_id`` + numeric columns, one row per series.
+
+    Returns (series ids, column names, (n_series, S) float64 values); ``columns`` fixes the
+    expected columns (those seen at fit time).
+    """
+    from data.schema import SchemaError, to_polars
+
+    frame = to_polars(static)
+    if SERIES_ID not in frame.columns:
+        raise SchemaError(f"static: missing column '{SERIES_ID}'; a static frame has one row "
+                          "per series: series_id + numeric columns")
+    names = [c for c in frame.columns if c != SERIES_ID] if columns is None else list(columns)
+    missing = [c for c in names if c not in frame.columns]
+    if missing or not names:
+        raise SchemaError(f"static: columns {missing or names} are missing (expected "
+                          f"{names or 'at least one numeric column'})")
+    bad = [c for c in names if not frame.schema[c].is_numeric()]
+    if bad:
+        raise SchemaError(f"static: columns {bad} must be numeric")
+    if frame[SERIES_ID].is_duplicated().any():
+        raise SchemaError("static: series_id must be unique (one row per series)")
+    values = frame.select(names).cast(pl.Float64).to_numpy()
+    if not np.isfinite(values).all():
+        raise SchemaError(f"static: columns {names} must be finite and not null")
+    return [str(v) for v in frame[SERIES_ID].to_list()], names, values

@@ -192,3 +192,30 @@ def test_data_errors():
         RNNForecaster(_config(target_channels=("nope",))).fit(make_frame(n_steps=60))
     with pytest.raises(NotFittedError, match="RNNForecaster is not fitted yet"):
         RNNForecaster().update(frame)
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_static_features(stateful, tmp_path):
+    frame = make_frame(n_series=2, n_steps=60)
+    static = pl.DataFrame({"series_id": ["s0", "s1"], "capacity": [1.0, 3.0],
+                           "rack": [0, 1]})
+    fc = RNNForecaster(_config(stateful=stateful)).fit(frame, static=static)
+    assert fc.static_columns_ == ["capacity", "rack"]
+    forecast = fc.predict()
+    stranger = frame.filter(pl.col("series_id") == "s0").with_columns(
+        pl.lit("new").alias("series_id"))
+    with pytest.raises(SchemaError, match="series 'new' has no static features"):
+        fc.predict(frame=stranger)
+    like_s0 = fc.predict(frame=stranger, static=static.head(1).with_columns(
+        pl.lit("new").alias("series_id")))
+    np.testing.assert_allclose(like_s0[Y_HAT].to_numpy(),
+                               forecast.filter(pl.col("series_id") == "s0")[Y_HAT].to_numpy(),
+                               rtol=1e-5)
+    other = fc.predict(frame=stranger, static=pl.DataFrame(
+        {"series_id": ["new"], "capacity": [30.0], "rack": [5]}))
+    assert not np.allclose(other[Y_HAT].to_numpy(), like_s0[Y_HAT].to_numpy())
+    fc.save(tmp_path / "m")
+    assert RNNForecaster.load(tmp_path / "m").predict().equals(forecast)
+    with pytest.raises(SchemaError, match=r"static: columns \['label'\] must be numeric"):
+        RNNForecaster(_config()).fit(frame, static=static.with_columns(
+            pl.lit("x").alias("label")))
