@@ -291,6 +291,57 @@ def _init_from_ridge(linear: nn.Linear, ridge: LinearLagForecaster) -> None:
         linear.bias.copy_(intercept)
 
 
+def windows_frame(x: np.ndarray, channels: list[str]) -> pl.DataFrame:
+    """Each (L, F) window as its own series ``w000000``... (hourly stamps from 2000-01-01)."""
+    n_windows, length, n_channels = x.shape
+    stamps = np.datetime64("2000-01-01T00:00", "us") + np.arange(length) * np.timedelta64(
+        3600, "s")
+    return pl.DataFrame({
+        "series_id": np.repeat([f"w{i:06d}" for i in range(n_windows)], n_channels * length),
+        "channel": np.tile(np.repeat(channels, length), n_windows),
+        "timestamp": np.tile(stamps, n_windows * n_channels),
+        "value": x.transpose(0, 2, 1).reshape(-1),
+    }).with_columns(pl.col("timestamp").dt.replace_time_zone("UTC"))
+
+
+def fit_recurra(cell: str, data: Dataset, args: argparse.Namespace) -> dict:
+    """Part A's :class:`forecasting.rnn.RNNForecaster` through its public API only.
+
+    Multivariate input (7/8 channels), direct decoder, quantile head (q10/q50/q90: its own
+    80 % interval), scaler ``"none"`` (the data are already z-scored with train statistics);
+    test windows are passed to ``predict(frame=...)`` as one series each.
+    """
+    from forecasting.rnn import ForecasterConfig, RNNForecaster
+
+    train = TrainConfig(max_epochs=args.recurra_epochs, batch_size=128,
+                        early_stopping_patience=2, device="cpu", seed=0)
+    config = ForecasterConfig(cell=cell, hidden_size=args.recurra_hidden, lookback=LOOKBACK,
+                              horizon=HORIZON, decoder="direct", output="quantile",
+                              quantiles=(0.1, 0.5, 0.9), calendar=False, scaler="none",
+                              max_windows_per_epoch=args.recurra_windows, train=train)
+    started = time.perf_counter()
+    forecaster = RNNForecaster(config).fit(
+        to_frame(data.values, data.channels, data.train),
+        validation=to_frame(data.values, data.channels, data.val))
+    train_s = time.perf_counter() - started
+    x_test, y_test = windows(data.values, data.test)
+    started = time.perf_counter()
+    forecast = forecaster.predict(frame=windows_frame(x_test, data.channels))
+    predict_s = time.perf_counter() - started
+    order = {c: j for j, c in enumerate(data.channels)}
+    forecast = forecast.with_columns(pl.col("channel").replace_strict(order).alias("_c"))
+    forecast = forecast.sort(["series_id", "step", "_c"])
+    shape = (x_test.shape[0], HORIZON, len(data.channels))
+    point, low, high = (forecast[c].to_numpy().reshape(shape) for c in ("y_hat", "q10", "q90"))
+    result = {"mse": mse(y_test, point), "mae": mae(y_test, point),
+              "coverage_80": coverage(y_test, low, high), "train_s": train_s,
+              "predict_s": predict_s, "epochs_run": len(forecaster.history_),
+              "history": forecaster.history_, "config": dataclasses.asdict(config)}
+    print(f"[{data.name}] recurra_{cell}: mse={result['mse']:.4f} mae={result['mae']:.4f} "
+          f"coverage_80={result['coverage_80']:.4f}", file=sys.stderr, flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=["ett", "exchange"], required=True)
@@ -300,9 +351,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--n-layers", type=int, default=1)
     parser.add_argument("--patch", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--max-batches", type=int, default=80,
+                        help="random training batches per epoch (0 = all)")
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--recurra-cells", default="",
+                        help="also evaluate forecasting.rnn.RNNForecaster, e.g. 'lstm,gru'")
+    parser.add_argument("--recurra-hidden", type=int, default=32)
+    parser.add_argument("--recurra-epochs", type=int, default=3)
+    parser.add_argument("--recurra-windows", type=int, default=4096,
+                        help="RNNForecaster max_windows_per_epoch")
     args = parser.parse_args(argv)
     if not args.csv.is_file():
         raise SystemExit(f"--csv ({args.csv}) is not a file")
@@ -326,10 +385,14 @@ def main(argv: list[str] | None = None) -> None:
     budget = RNNBudget(hidden_size=args.hidden_size, n_layers=args.n_layers, patch=args.patch,
                        max_epochs=1 if args.quick else args.epochs,
                        learning_rate=args.learning_rate,
-                       max_batches=10 if args.quick else None)
+                       max_batches=10 if args.quick else (args.max_batches or None))
     for cell in [c for c in args.cells.split(",") if c]:
         predict, info = fit_rnn(cell, data, ridge, budget)
         models[cell] = score(cell, predict, data, every) | info
+    for cell in [c for c in args.recurra_cells.split(",") if c]:
+        if args.quick:
+            args.recurra_epochs, args.recurra_windows = 1, 256
+        models[f"recurra_{cell}"] = fit_recurra(cell, data, args)
     best = min((m for m in models if m not in ("repeat_last", "seasonal_naive_24")),
                key=lambda m: models[m]["mse"])
     result = {
