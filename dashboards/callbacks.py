@@ -14,6 +14,20 @@ import plotly.graph_objects as go
 import polars as pl
 from dash import Dash, Input, Output, Patch, State, ctx, no_update
 
+from dashboards.data_access import DashboardData
+from dashboards.downsample import MAX_POINTS
+from dashboards.figures import (
+    FONT,
+    event_x_range,
+    median_step,
+    quarantine_figure,
+    rect_xy,
+    series_figure,
+    severity_level,
+    share_observed_figure,
+    value_points,
+    window_gap_runs,
+)
 from data.schema import (
     CHANNEL,
     CHANNELS,
@@ -24,20 +38,6 @@ from data.schema import (
     SEVERITY,
     START,
     TIMESTAMP,
-)
-from dashboards.data_access import DashboardData
-from dashboards.downsample import MAX_POINTS
-from dashboards.figures import (
-    FONT,
-    event_x_range,
-    median_step,
-    quarantine_figure,
-    series_figure,
-    severity_level,
-    rect_xy,
-    share_observed_figure,
-    value_points,
-    window_gap_runs,
 )
 
 TIME_FORMAT = "%Y-%m-%d %H:%M"

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from data.schema import RecurraError
 from dashboards.downsample import MAX_POINTS
+from data.schema import RecurraError
 
 
 def register(app: typer.Typer) -> None:
@@ -63,8 +63,8 @@ def report(
     title: Annotated[str, typer.Option(help="Page title.")] = "Recurra report",
 ) -> None:
     """Write one self-contained HTML report (plotly.js embedded, opens offline)."""
-    from data.paths import reports_dir
     from dashboards.report import write_report
+    from data.paths import reports_dir
 
     try:
         path = write_report(store, out if out is not None else reports_dir(),

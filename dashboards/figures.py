@@ -21,6 +21,8 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
+from dashboards.data_access import quantile_levels
+from dashboards.downsample import MAX_POINTS, downsample_indices
 from data.schema import (
     CHANNEL,
     CHANNELS,
@@ -34,8 +36,6 @@ from data.schema import (
     VALUE,
     Y_HAT,
 )
-from dashboards.data_access import quantile_levels
-from dashboards.downsample import MAX_POINTS, downsample_indices
 
 OKABE_ITO = {
     "black": "#000000", "orange": "#E69F00", "sky_blue": "#56B4E9", "green": "#009E73",
@@ -135,9 +135,11 @@ def _event_text(event: dict, level: str) -> str:
     channels = ", ".join(event.get(CHANNELS) or []) or "all channels"
     peak = event.get(PEAK_SCORE)
     severity = event.get(SEVERITY)
+    severity_text = "n/a" if severity is None else f"{severity:.2f}"
+    peak_text = "n/a" if peak is None else f"{peak:.3g}"
     return (f"{event.get(KIND) or 'anomaly'} ({level})<br>{event[START]:%Y-%m-%d %H:%M} - "
-            f"{event[END]:%Y-%m-%d %H:%M} UTC<br>severity {severity if severity is None else f'{severity:.2f}'}"
-            f", peak score {peak if peak is None else f'{peak:.3g}'}<br>driven by: {channels}")
+            f"{event[END]:%Y-%m-%d %H:%M} UTC<br>severity {severity_text}, peak score "
+            f"{peak_text}<br>driven by: {channels}")
 
 
 def series_figure(frame: pl.DataFrame, forecast: pl.DataFrame | None = None,
@@ -282,7 +284,7 @@ def _add_forecast(figure: go.Figure, forecast: pl.DataFrame, axes: tuple[str, st
     levels = quantile_levels(forecast.columns)
     y_low, y_high = y_span
     if len(levels) >= 2:
-        (low_level, low), (high_level, high) = levels[0], levels[-1]
+        (_, low), (_, high) = levels[0], levels[-1]
         lower = forecast[low].cast(pl.Float64).to_numpy()
         upper = forecast[high].cast(pl.Float64).to_numpy()
         name = f"forecast interval {low}-{high}"

@@ -24,11 +24,11 @@ from typing import Any
 import plotly.graph_objects as go
 import polars as pl
 
-from data.schema import SERIES_ID, RecurraError
 from dashboards.callbacks import event_rows, run_rows
 from dashboards.data_access import DashboardData, open_store
 from dashboards.downsample import MAX_POINTS
 from dashboards.figures import quarantine_figure, series_figure, share_observed_figure
+from data.schema import SERIES_ID, RecurraError
 
 MAX_SERIES = 20
 STYLE = """

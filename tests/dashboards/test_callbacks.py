@@ -7,10 +7,10 @@ import re
 import polars as pl
 import pytest
 
-from data.store import Store
 from dashboards import callbacks
 from dashboards.app import create_app
 from dashboards.data_access import DashboardData, quantile_levels
+from data.store import Store
 from tests.dashboards.conftest import FakeRegistry
 
 

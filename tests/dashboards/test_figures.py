@@ -8,7 +8,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.schema import validate_frame
 from dashboards.figures import (
     event_x_range,
     gap_runs,
@@ -18,6 +17,7 @@ from dashboards.figures import (
     severity_level,
     share_observed_figure,
 )
+from data.schema import validate_frame
 from tests.conftest import make_frame
 from tests.dashboards.conftest import events_frame, forecast_frame
 
