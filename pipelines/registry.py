@@ -136,7 +136,7 @@ def register_and_gate(model: str, name: str, *, metric: str, value: float,
                         **({PROMOTED_AT: _now()} if decision.promoted else {})}
         if validation_fingerprint is not None:
             version_tags[FINGERPRINT] = str(validation_fingerprint)
-        version = str(mlflow.register_model(uri, name, tags=version_tags).version)
+        version = _register(mlflow, uri, name, version_tags)
         decision = dataclasses.replace(
             decision, version=version,
             champion_version=version if decision.promoted else decision.champion_version)
@@ -145,6 +145,16 @@ def register_and_gate(model: str, name: str, *, metric: str, value: float,
         else:
             mlflow_client.set_registered_model_alias(name, CHALLENGER, version)
     return decision
+
+
+def _register(mlflow: Any, uri: str, name: str, tags: dict[str, str]) -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(mlflow.register_model(uri, name, tags=tags).version)
+    except MlflowException as error:
+        raise RecurraError(f"`model` ({uri!r}) could not be registered as {name!r}: "
+                           f"{error.message}") from error
 
 
 def _decision_tags(decision: GateDecision) -> dict[str, str]:

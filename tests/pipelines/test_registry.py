@@ -281,3 +281,8 @@ def test_register_by_run_id_uses_the_runs_model(model_uri):
     decision = _gate(run_id, "gate-by-run", 1.0)
     assert decision.promoted
     assert list_versions("gate-by-run")["run_id"].to_list() == [run_id]
+
+
+def test_unregistrable_model_is_a_clear_error(model_uri):
+    with pytest.raises(RecurraError, match="`model` \\('runs:/no-such-run/model'\\) could not"):
+        _gate("no-such-run", "gate-bad-uri", 1.0)
