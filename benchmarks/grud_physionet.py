@@ -189,7 +189,7 @@ def batches(tensors: dict[str, torch.Tensor], index: np.ndarray, batch_size: int
 
 def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str, np.ndarray],
                    *, hidden: int, epochs: int, seed: int, device: str,
-                   batch_size: int = 64) -> dict:
+                   batch_size: int = 64, patience: int = 5) -> dict:
     """Train one model on one split; return test AUCs, seconds per epoch, epochs run."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -202,11 +202,11 @@ def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str,
         return loss_fn(logits_of(name, module, batch), batch["y"])
 
     config = TrainConfig(max_epochs=epochs, batch_size=batch_size, learning_rate=1e-3,
-                         weight_decay=1e-4, early_stopping_patience=5, seed=seed,
+                         weight_decay=1e-4, early_stopping_patience=patience, seed=seed,
                          device=device, clip_norm=1.0)
     started = time.perf_counter()
     result = fit_module(model, step, lambda: batches(tensors, split["train"], batch_size, rng),
-                        lambda: batches(tensors, split["val"], 512), config)
+                        lambda: batches(tensors, split["val"], 512), config, callback=_progress)
     train_s = time.perf_counter() - started
     started = time.perf_counter()
     model.eval()
@@ -221,6 +221,13 @@ def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str,
             "seconds_per_epoch": float(np.mean([h["seconds"] for h in result.history])),
             "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
             "train_s": train_s, "predict_s": predict_s}
+
+
+def _progress(event: str, payload: dict) -> None:
+    if event == "epoch_end":
+        print(f"  epoch {payload['epoch']}: train {payload['train_loss']:.4f} val "
+              f"{payload['val_loss']:.4f} ({payload['seconds']:.1f} s)", file=sys.stderr,
+              flush=True)
 
 
 def make_split(labels: np.ndarray, seed: int, n_test: np.ndarray | None = None) -> dict:
@@ -331,6 +338,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated split/model seeds")
     parser.add_argument("--epochs", type=int, default=30, help="max epochs (early stopping)")
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
@@ -357,15 +366,18 @@ def main(argv: list[str] | None = None) -> dict:
         tensors = model_inputs(cohort, split["train"])
         for name in models:
             runs[name].append(train_and_test(name, tensors, split, hidden=args.hidden,
-                                             epochs=args.epochs, seed=seed, device=args.device))
+                                             epochs=args.epochs, seed=seed, device=args.device,
+                                             batch_size=args.batch_size,
+                                             patience=args.patience))
             print(name, seed, {k: round(v, 4) if isinstance(v, float) else v
                                for k, v in runs[name][-1].items()}, file=sys.stderr, flush=True)
     result = {name: _summary(r) for name, r in runs.items()}
     result.update({
         "train_s": float(sum(r["train_s"] for rs in runs.values() for r in rs)),
         "predict_s": float(sum(r["predict_s"] for rs in runs.values() for r in rs)),
-        "epochs": args.epochs, "early_stopping_patience": 5, "hidden": args.hidden,
-        "batch_size": 64, "seeds": seeds, "n_records": int(len(cohort.labels)),
+        "epochs": args.epochs, "early_stopping_patience": args.patience,
+        "hidden": args.hidden, "batch_size": args.batch_size, "seeds": seeds,
+        "n_records": int(len(cohort.labels)),
         "n_variables": len(cohort.variables), "static_size": int(cohort.static.shape[1]),
         "positive_rate": float(cohort.labels.mean()), "quick": args.quick,
         "reference": {"grud_auc_roc": "0.8424 +- 0.012 (Che et al. 2018)",
