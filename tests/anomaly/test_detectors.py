@@ -205,3 +205,20 @@ def test_telemanom_threshold_and_pruned_events():
     events = detector.predict(frame).filter(pl.col("kind") == "anomaly")
     spike = frame["timestamp"].unique().sort()[250]
     assert events.filter(pl.col("start") <= spike, pl.col("end") >= spike).height == 1
+
+
+@pytest.mark.parametrize("name", ["forecast_error", "isolation_forest"])
+def test_update_arrays_matches_update(name, frame, fitted):
+    detector = fitted[name]
+    batch = detector.score(frame).filter(pl.col("series_id") == "s1").sort("timestamp")
+    detector.reset()
+    part = frame.filter(pl.col("series_id") == "s1")
+    wide = part.pivot(on="channel", index="timestamp", values="value").sort("timestamp")
+    stamps = wide["timestamp"].dt.replace_time_zone(None).to_numpy()
+    values = wide.select(["c0", "c1"]).fill_null(np.nan).to_numpy()
+    streamed = [detector.update_arrays("s1", stamps[i:i + 1], values[i:i + 1])[0]
+                for i in range(30)]
+    streamed.append(detector.update_arrays("s1", stamps[30:], values[30:])[0])
+    np.testing.assert_allclose(np.concatenate(streamed),
+                               batch["score"].fill_null(np.nan).to_numpy(), rtol=1e-5,
+                               atol=1e-5)
