@@ -23,7 +23,7 @@ from typing import Any
 
 from dash import Dash, dash_table, dcc, html
 
-from dashboards.callbacks import event_rows, register_callbacks, series_options
+from dashboards.callbacks import RECENT_STEPS, event_rows, register_callbacks, series_options
 from dashboards.data_access import DashboardData, open_store
 from dashboards.downsample import MAX_POINTS
 
@@ -123,6 +123,9 @@ def _explorer(data: DashboardData, options: list[dict], first: str | None) -> ht
                     type="dot", delay_show=300),
         dcc.Store(id="focus"),
         dcc.Store(id="shown"),
+        html.P(f"Long series open on their last {RECENT_STEPS} steps and the forecast: drag "
+               "the range slider (or double-click the chart) for the full history. Zooming "
+               "redraws the visible window in full detail.", className="recurra-hint"),
         html.H2("Anomaly events"),
         html.P("Click a row to show that event on the chart. Filter with the boxes under the "
                "headers (e.g. severity '>= 4', start '> 2024-01-03', series 's1'). Severity is the "

@@ -41,6 +41,7 @@ from data.schema import (
 )
 
 TIME_FORMAT = "%Y-%m-%d %H:%M"
+RECENT_STEPS = 720  # the explorer and the reports open on the last 720 steps + forecast
 MAX_DEFAULT_CHANNELS = 6
 EVENT_COLUMNS = ("series_id", "start", "end", "severity", "level", "peak_score", "channels",
                  "kind")
@@ -73,7 +74,7 @@ def explorer_figure(data: DashboardData, series_id: str | None,
         return empty_figure(f"No rows for series {series_id!r} in the store")
     figure = series_figure(frame, data.latest_forecast(series_id), data.events(series_id),
                            title=f"Series {series_id}", max_points=max_points,
-                           x_range=x_range, channels=channels)
+                           x_range=x_range, channels=channels, recent_steps=RECENT_STEPS)
     figure.update_layout(uirevision=series_id)
     return figure
 
@@ -281,6 +282,11 @@ def quality_figures(data: DashboardData) -> tuple[go.Figure, go.Figure]:
     return share_figure, reason_figure
 
 
+def _figure_range(figure: go.Figure) -> list[str] | None:
+    axis = figure.layout.xaxis
+    return list(axis.range) if axis is not None and axis.range is not None else None
+
+
 def register_callbacks(app: Dash, data: DashboardData, max_points: int = MAX_POINTS) -> None:
     """Wire the pure functions above to the components of :func:`dashboards.app.layout`."""
 
@@ -317,6 +323,7 @@ def register_callbacks(app: Dash, data: DashboardData, max_points: int = MAX_POI
         chosen = list(dict.fromkeys([*(channels or []), *drivers])) or None
         figure = explorer_figure(data, series_id, x_range, max_points, chosen)
         state = shown_state(figure, series_id)
+        x_range = x_range or _figure_range(figure)
         if x_range and state["n_points"] > max_points:  # jumped into a long series
             for index, update in detail_updates(data, state, x_range, max_points).items():
                 figure.data[index].update(**update)

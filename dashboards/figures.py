@@ -146,7 +146,8 @@ def series_figure(frame: pl.DataFrame, forecast: pl.DataFrame | None = None,
                   events: pl.DataFrame | None = None, *, title: str | None = None,
                   max_points: int = MAX_POINTS, method: str = "minmax",
                   x_range: Sequence | None = None,
-                  channels: Sequence[str] | None = None) -> go.Figure:
+                  channels: Sequence[str] | None = None,
+                  recent_steps: int | None = None) -> go.Figure:
     """Values with gaps shaded, the latest forecast with its band, and anomaly events.
 
     Parameters
@@ -159,6 +160,8 @@ def series_figure(frame: pl.DataFrame, forecast: pl.DataFrame | None = None,
     max_points : at most this many points per trace (see ``dashboards.downsample``).
     x_range : optional ``[start, end]`` of the visible x-range.
     channels : the channels to draw (default: all, sorted).
+    recent_steps : without ``x_range``, open on the last ``recent_steps`` sampling steps
+        and the forecast (when the series is longer); the range slider shows it all.
 
     Returns
     -------
@@ -185,8 +188,26 @@ def series_figure(frame: pl.DataFrame, forecast: pl.DataFrame | None = None,
             _add_events(figure, events, channel, axes, row, (y_low, y_high), shown_legend,
                         step)
         figure.update_yaxes(title_text=channel if not multichannel else None, row=row, col=1)
+    if x_range is None and recent_steps:
+        x_range = recent_x_range(frame, forecast, recent_steps)
     _style(figure, n_rows, title, x_range)
     return figure
+
+
+def recent_x_range(frame: pl.DataFrame, forecast: pl.DataFrame | None, recent_steps: int
+                   ) -> list[str] | None:
+    """``[start, end]`` covering the last ``recent_steps`` steps of ``frame`` and the
+    forecast after it; None when the series is not longer than that."""
+    step = median_step(frame)
+    times = frame[TIMESTAMP].unique()
+    if step is None or times.len() <= recent_steps:
+        return None
+    last = _to_naive(times.max())
+    end = last
+    if forecast is not None and forecast.height:
+        end = max(end, _to_naive(forecast[TIMESTAMP].max()))
+    start = last - step * recent_steps
+    return [f"{start:%Y-%m-%d %H:%M:%S}", f"{end + step / 2:%Y-%m-%d %H:%M:%S}"]
 
 
 def value_points(part: pl.DataFrame, max_points: int = MAX_POINTS, method: str = "minmax",

@@ -24,7 +24,7 @@ from typing import Any
 import plotly.graph_objects as go
 import polars as pl
 
-from dashboards.callbacks import event_rows, run_rows
+from dashboards.callbacks import RECENT_STEPS, event_rows, run_rows
 from dashboards.data_access import DashboardData, open_store
 from dashboards.downsample import MAX_POINTS
 from dashboards.figures import quarantine_figure, series_figure, share_observed_figure
@@ -133,7 +133,9 @@ def _page(data: DashboardData, series_ids: list[str], run_id: str | None, title:
              f"<p class='meta'>Generated {generated} from store "
              f"{html.escape(str(getattr(data.store, 'root', data.store)))}"
              f"{' for run ' + html.escape(str(run_id)) if run_id else ''}. "
-             "Self-contained: opens without a server or network.</p>"]
+             "Self-contained: opens without a server or network. Charts open on the last "
+             f"{RECENT_STEPS} steps and the forecast; drag the range slider under each chart "
+             "for the full history.</p>"]
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
     parts.append(_run_section(data, run_id))
     events = data.events()
@@ -147,7 +149,8 @@ def _page(data: DashboardData, series_ids: list[str], run_id: str | None, title:
             parts.append("<p class='note'>No rows for this series in the store.</p>")
             continue
         figure = series_figure(frame, data.latest_forecast(series_id),
-                               data.events(series_id), max_points=max_points)
+                               data.events(series_id), max_points=max_points,
+                               recent_steps=RECENT_STEPS)
         parts.append(render(figure))
     parts.append("<h2>Data quality</h2>")
     share = data.share_observed_by_day(series_ids or None)

@@ -12,6 +12,7 @@ from dashboards.figures import (
     event_x_range,
     gap_runs,
     quarantine_figure,
+    recent_x_range,
     series_figure,
     set_x_range,
     severity_level,
@@ -113,3 +114,12 @@ def test_quality_figures():
     assert heatmap.z[1][0] == pytest.approx(0.25) and np.isnan(heatmap.z[1][1])
     bars = quarantine_figure(pl.DataFrame({"reason": ["x", "y"], "n_rows": [3, 1]})).data[0]
     assert list(bars.x) == [3, 1] and list(bars.y) == ["x", "y"]
+
+
+def test_long_series_open_on_the_recent_steps_and_the_forecast():
+    frame = make_frame(n_series=1, n_steps=200, seed=3)             # hourly, ends Jan 9 07:00
+    forecast = forecast_frame("s0", n_steps=24, issued_hours=199)    # Jan 9 08:00 .. Jan 10 07:00
+    assert recent_x_range(frame, forecast, 200) is None              # not longer: all of it
+    assert recent_x_range(frame, forecast, 48) == ["2024-01-07 07:00:00", "2024-01-10 07:30:00"]
+    figure = series_figure(frame, forecast, recent_steps=48)
+    assert figure.layout.xaxis.range == ("2024-01-07 07:00:00", "2024-01-10 07:30:00")
