@@ -5,8 +5,8 @@ data sources, the series groups (which series share models), the model configs, 
 schedules of ``recurra serve``, the task runner (threads or a Dask cluster) and the
 monitoring rules::
 
-    [[sources]]                       # what `ingest` reads; kind "sample" = bundled data
-    name = "sample"
+    [[sources]]                       # what `ingest` reads; kind "sample" = bundled data,
+    name = "sample"                   # else a loader of data.ingest.LOADERS + path + options
     kind = "sample"
 
     [groups.sensors]                  # one forecaster + one detector per group
@@ -52,7 +52,7 @@ from typing import Any
 from data.schema import RecurraError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "recurra.toml"
-SOURCE_KINDS = ("sample", "csv", "parquet", "directory")
+SOURCE_KINDS = ("sample", "sensor", "nab", "prices", "matrix", "air", "ett", "physionet")
 RUNNER_KINDS = ("threads", "dask", "sequential")
 MODEL_ROLES = ("forecaster", "detector")
 ROLE_TASKS = {"forecaster": "forecast", "detector": "detect"}
@@ -66,7 +66,8 @@ class ConfigError(RecurraError, ValueError):
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """One input source: the bundled sample, or files handed to the ingest loaders."""
+    """One input source: the bundled sample, or a file/folder for a loader of
+    ``data.ingest.LOADERS`` (``kind``) with its keyword ``options``."""
 
     name: str
     kind: str = "sample"

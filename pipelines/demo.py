@@ -99,10 +99,11 @@ def print_summary(outcome: dict[str, Any]) -> None:
 
     console = Console()
     sources = Table(title="Ingested (rows per source)")
-    for column in ("source", "rows", "quarantined"):
+    for column in ("source", "rows", "new", "quarantined"):
         sources.add_column(column)
     for name, counts in outcome["sources"].items():
-        sources.add_row(name, str(counts["rows"]), str(counts["quarantined"]))
+        sources.add_row(name, str(counts["rows"]), str(counts["new"]),
+                        str(counts["quarantined"]))
     console.print(sources)
     models = Table(title="Registered models")
     for column in ("model", "champion", "challenger"):

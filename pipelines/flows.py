@@ -3,7 +3,7 @@
 ============ ===============================================================================
 flow         what it does
 ============ ===============================================================================
-``ingest``   load the configured sources into the store (I/O: retried with backoff)
+``ingest``   load the configured sources (``pipelines.ingest``: retried, content-cached)
 ``train``    per series group: fit forecaster + detector, log, register, gate promotion
 ``detect``   per group: champions score only rows newer than the watermark, live error +
              drift monitoring; a group whose monitor fires is retrained (the gate decides)
@@ -86,12 +86,6 @@ def _train_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 
 
 # Tasks -------------------------------------------------------------------------------------
-@task(name="ingest-sources", retries=IO_RETRIES, retry_delay_seconds=exponential_backoff(2))
-def ingest_task(config_path: str | None, store_root: str | None) -> dict[str, dict[str, int]]:
-    config = load_config(config_path)
-    return tasks.ingest_sources(config, tasks.open_store(store_root))
-
-
 @task(name="train-group", tags=[TRAINING_TAG], cache_key_fn=_train_cache_key)
 def train_task(group_name: str, config_path: str | None, store_root: str | None,
                reason: str = "", holdout_rows: int = 0) -> dict[str, Any]:
@@ -139,12 +133,19 @@ def _with_runner(selected: Any, config: PipelineConfig) -> Any:
 # Flows -------------------------------------------------------------------------------------
 @flow(name="ingest", log_prints=True)
 def ingest_flow(config_path: str | None = None, store_root: str | None = None) -> dict:
-    """Load every configured source into the store; the run summary goes to ``runs``."""
+    """Load every configured source with ``pipelines.ingest.ingest_flow`` (one retried,
+    content-cached task per source); the run summary goes to ``runs``."""
+    from pipelines.ingest import ingest_flow as ingest_sources_flow
+
+    config = load_config(config_path)
+    store = tasks.open_store(store_root)
     summary = tasks.RunSummary("ingest")
-    counts = ingest_task(config_path, store_root)
+    specs = [spec for specs in tasks.source_specs(config).values() for spec in specs]
+    report = ingest_sources_flow(specs, str(store.root))
+    counts = tasks.ingest_counts(report)
     summary.rows_ingested = sum(c["rows"] for c in counts.values())
     summary.rows_quarantined = sum(c["quarantined"] for c in counts.values())
-    tasks.record_run(tasks.open_store(store_root), summary.finish())
+    tasks.record_run(store, summary.finish(report.errors))
     return {"summary": summary.row(), "sources": counts}
 
 

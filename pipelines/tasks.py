@@ -94,39 +94,23 @@ def open_store(root: str | Path | None = None) -> Any:
 
 
 # Ingest ------------------------------------------------------------------------------------
-def ingest_sources(config: PipelineConfig, store: Any) -> dict[str, dict[str, int]]:
-    """Load every configured source into the store; rows and quarantined rows per source."""
-    from data import ingest as ingest_module
+def source_specs(config: PipelineConfig) -> dict[str, list[Any]]:
+    """The ``data.ingest.SourceSpec``s of each configured source (the sample is three)."""
+    from data.ingest import SourceSpec, sample_sources
 
+    return {source.name: (sample_sources() if source.kind == "sample"
+                          else [SourceSpec(source.kind, source.path, dict(source.options))])
+            for source in config.sources}
+
+
+def ingest_counts(report: Any) -> dict[str, dict[str, int]]:
+    """Rows kept, new and quarantined per loaded source of a ``data.ingest.IngestReport``."""
     counts: dict[str, dict[str, int]] = {}
-    for source in config.sources:
-        if source.kind == "sample":
-            result = ingest_module.ingest_sample(store)
-        else:
-            result = ingest_module.ingest([source.path], store)
-        counts[source.name] = _ingest_counts(result)
+    for item in report.sources:
+        name = f"{item.kind}: {Path(item.path).name}"
+        counts[name] = {"rows": item.n_rows_kept, "new": item.n_new,
+                        "quarantined": item.n_quarantined}
     return counts
-
-
-def _ingest_counts(result: Any) -> dict[str, int]:
-    """Normalise what ``data.ingest`` returns (a report object, a dict or a list of them)."""
-    if isinstance(result, list | tuple):
-        parts = [_ingest_counts(r) for r in result]
-        return {k: sum(p.get(k, 0) for p in parts) for k in ("rows", "quarantined")}
-    if isinstance(result, dict):
-        if result and all(isinstance(v, dict | list) or hasattr(v, "__dict__")
-                          for v in result.values()):
-            return _ingest_counts(list(result.values()))
-        get = result.get
-    else:
-        get = lambda name, default=0: getattr(result, name, default)  # noqa: E731
-    rows = next((get(n) for n in ("n_rows", "rows_ingested", "rows", "n_new") if get(n, None)
-                 is not None), 0)
-    quarantined = next((get(n) for n in ("n_quarantined", "rows_quarantined", "quarantined")
-                        if get(n, None) is not None), 0)
-    if hasattr(rows, "n_rows"):
-        rows = rows.n_rows
-    return {"rows": int(rows or 0), "quarantined": int(quarantined or 0)}
 
 
 def group_series(config: PipelineConfig, store: Any) -> dict[str, list[str]]:

@@ -50,8 +50,21 @@ def test_demo_builds_store_registry_and_report(tmp_path, monkeypatch):
     store = Store(home / "store")
     assert {"runs", "forecasts", "scores", "watermarks"} <= set(store.tables())
     assert set(store.read_table("runs")["flow"]) == {"ingest", "train", "detect", "report"}
-    # a second demo with --fresh starts from a clean folder
-    again = CliRunner().invoke(app, ["demo", "--home", str(home), "--config", str(config),
-                                     "--holdout", "100"])
-    assert again.exit_code == 0, again.output
-    assert registry.champion_version("recurra-prices-forecast") == "1"
+    assert store.read_table("forecasts").height > 0
+
+
+def test_fresh_clears_only_a_folder_made_by_the_demo(tmp_path, monkeypatch):
+    from pipelines.demo import DEMO_MARKER, prepare_home
+
+    for name in ("RECURRA_HOME", "PREFECT_HOME", "RECURRA_STORE", "PREFECT_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    mine = tmp_path / "mine"
+    (mine / "store").mkdir(parents=True)
+    prepare_home(mine, fresh=True)  # not made by the demo: kept, then marked
+    assert (mine / "store").is_dir() and (mine / DEMO_MARKER).is_file()
+    prepare_home(mine, fresh=True)  # marked now: cleared
+    assert not (mine / "store").exists()
+    import os
+
+    assert os.environ["RECURRA_HOME"] == str(mine.resolve())
+    assert os.environ["PREFECT_HOME"] == str(mine.resolve() / "prefect")

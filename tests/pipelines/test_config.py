@@ -61,7 +61,7 @@ def test_nested_params_become_nested_configs():
     ({"monitoring": {"drift_test": "chi2"}}, r"`monitoring.drift_test` \('chi2'\) must be one"),
     ({"training": {"validation_share": 0.95}}, r"`training.validation_share` \(0.95\)"),
     ({"groups": {}}, r"`groups` is empty"),
-    ({"sources": [{"name": "x", "kind": "csv"}]}, r"`sources.x.path` is empty"),
+    ({"sources": [{"name": "x", "kind": "nab"}]}, r"`sources.x.path` is empty"),
     ({"sources": [{"name": "x", "kind": "ftp", "path": "a"}]}, r"`sources.x.kind` \('ftp'\)"),
     ({"extra": 1}, r"`\(top level\)` has unknown key\(s\) \['extra'\]"),
 ])
