@@ -56,6 +56,13 @@ class SourceSpec:
             raise SchemaError(f"`options` ({self.options!r}) must be a mapping of loader "
                               "keyword arguments")
 
+    @classmethod
+    def from_path(cls, path: str | Path) -> SourceSpec:
+        """A spec whose kind is guessed from the path (see :func:`guess_kind`)."""
+        kind = guess_kind(path)
+        options = {"series_id": loaders.file_stem(Path(path))} if kind == "matrix" else {}
+        return cls(kind, path, options)
+
     def load(self) -> loaders.LoadResult:
         """Run the loader; a wrong option name raises SchemaError listing the loader's."""
         loader = LOADERS[self.kind]
@@ -119,6 +126,25 @@ class IngestReport:
         return pl.DataFrame(rows)
 
 
+def guess_kind(path: str | Path) -> str:
+    """The loader for a bare path: a folder of ``PRSA_*`` files is ``air``, another folder
+    ``nab``; ``ETT*`` is ``ett``; ``set-*``/``*physionet*`` is ``physionet``; ``.txt``
+    (headerless matrix) is ``matrix``; any other file (CSV, Parquet) is ``sensor``."""
+    path = Path(path)
+    name = path.name.lower()
+    if path.is_dir():
+        return "air" if any(path.glob("PRSA_*")) else "nab"
+    if name.startswith("prsa_"):
+        return "air"
+    if name.startswith("ett"):
+        return "ett"
+    if name.startswith("set-") or "physionet" in name:
+        return "physionet"
+    if name.endswith((".txt", ".txt.gz")):
+        return "matrix"
+    return "sensor"
+
+
 def ingest_source(spec: SourceSpec, store: Store) -> SourceReport:
     """Load one source, upsert its rows, quarantine its rejects, store static features.
 
@@ -141,16 +167,18 @@ def ingest_source(spec: SourceSpec, store: Store) -> SourceReport:
         result.frame["series_id"].n_unique())
 
 
-def ingest(sources: Sequence[SourceSpec], store: Store | None = None, *,
+def ingest(sources: Sequence[SourceSpec | str | Path], store: Store | None = None, *,
            strict: bool = True) -> IngestReport:
     """Ingest every source into ``store`` (default store when ``None``).
 
     Parameters
     ----------
+    sources : SourceSpec items; a bare path gets a kind from :func:`guess_kind`.
     strict : when True, raise :class:`SchemaError` after ingesting everything if any source
         failed or any row was quarantined (good rows are stored either way); when False,
         only report.
     """
+    sources = [SourceSpec.from_path(s) if isinstance(s, str | Path) else s for s in sources]
     bad = [s for s in sources if not isinstance(s, SourceSpec)]
     if bad:
         raise SchemaError(f"`sources` must be SourceSpec(kind, path, options) items; got "

@@ -40,12 +40,15 @@ from data.quarantine import (
     parse_timestamps,
     read_table,
     reject,
+    strip_cells,
 )
 from data.regular import BUSINESS_DAY, parse_every, regularize
 from data.schema import (
     CHANNEL,
+    OBSERVED,
     SERIES_ID,
     TIMESTAMP,
+    TIMESTAMP_DTYPE,
     VALUE,
     SchemaError,
     empty_frame,
@@ -60,6 +63,7 @@ PHYSIONET_STATIC = ("Age", "Gender", "Height", "ICUType", "Weight")
 PHYSIONET_BASE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 MATRIX_START = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
 DUPLICATE_POLICY = "reject"
+DUPLICATE_POLICIES = ("reject", "first", "last", "mean")
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,11 @@ def _records(cells: pl.DataFrame, stamps: pl.Series, stamp_problems: pl.Series,
              value_columns: Sequence[str], missing: tuple[float, ...] = ()) -> pl.DataFrame:
     """Cells with parsed ``timestamp``, float value columns and ``_problem`` (first one)."""
     parsed = [parse_numbers(c, missing=missing) for c in value_columns]
-    bad = pl.any_horizontal([pl.lit(stamp_problems).is_not_null(), *[f for _, f, _ in parsed]])
+    flags = [f for _, f, _ in parsed]
+    if flags and cells.select(pl.any_horizontal(flags).any()).item():
+        # some cell failed: retry with spaces/quotes stripped (clean files skip this)
+        cells = cells.with_columns(strip_cells(c) for c in value_columns)
+    bad = pl.any_horizontal([pl.lit(stamp_problems).is_not_null(), *flags])
     cells = cells.with_columns(pl.lit(stamps).alias(TIMESTAMP),
                                pl.lit(stamp_problems).alias("_problem"), bad.alias("_bad"))
     good = cells.filter(~pl.col("_bad")).with_columns(*[v for v, _, _ in parsed])
@@ -129,15 +137,15 @@ def _split_problems(records: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl
 
 def _dedupe(good: pl.DataFrame, key: Sequence[str], value_columns: Sequence[str],
             path: Path, policy: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Drop identical duplicates; reject (or resolve) conflicting ones. Returns (kept, rejected)
-    where ``kept`` still holds merged duplicates' first record only."""
-    duplicated = good.select(list(key)).is_duplicated()
-    if not duplicated.any():
-        return good, empty_rejected()
-    unique, good = good.filter(~duplicated), good.filter(duplicated)  # only keys seen twice+
+    """Sort by key (then line); drop identical duplicates; reject (or resolve) conflicting
+    ones. Returns (kept records sorted by key, rejected)."""
+    if policy not in DUPLICATE_POLICIES:
+        raise SchemaError(f"`duplicates` ({policy!r}) must be one of {list(DUPLICATE_POLICIES)}")
     good = good.sort([*key, LINE])
     repeat = pl.all_horizontal([pl.col(k) == pl.col(k).shift(1) for k in key]).fill_null(False)
     good = good.with_columns(repeat.alias("_repeat"))
+    if not good["_repeat"].any():
+        return good.drop("_repeat"), empty_rejected()
     # sorted by key: the first record of each key sits at the last non-repeat index
     start = pl.when(~pl.col("_repeat")).then(pl.int_range(pl.len())).forward_fill()
     good = good.with_columns(start.alias("_start"))
@@ -145,30 +153,28 @@ def _dedupe(good: pl.DataFrame, key: Sequence[str], value_columns: Sequence[str]
                               for c in value_columns])
     first_line = pl.col(LINE).gather(pl.col("_start"))
     good = good.with_columns(same.alias("_same"), first_line.alias("_first_line")).drop("_start")
-    conflicts = good.filter(pl.col("_repeat") & ~pl.col("_same"))
+    rejected = empty_rejected()
     if policy == "reject":
+        conflicts = good.filter(pl.col("_repeat") & ~pl.col("_same"))
         rejected = reject(conflicts, path, pl.format(
             "conflicting duplicate: same key as line {} with different values",
             pl.col("_first_line")))
         kept = good.filter(~pl.col("_repeat"))
     elif policy in ("first", "last"):
-        rejected = empty_rejected()
         kept = good.unique(subset=list(key), keep=policy, maintain_order=True)
-    elif policy == "mean":
-        rejected = empty_rejected()
+    else:
         kept = good.group_by(list(key), maintain_order=True).agg(
             pl.col(LINE).first(), *[pl.col(c).mean() for c in value_columns])
-    else:
-        raise SchemaError(f"`duplicates` ({policy!r}) must be one of "
-                          "['reject', 'first', 'last', 'mean']")
-    kept = kept.drop("_repeat", "_same", "_first_line", strict=False)
-    return pl.concat([unique, kept.select(unique.columns)]), rejected
+    return kept.drop("_repeat", "_same", "_first_line", strict=False), rejected
 
 
 def _to_long(good: pl.DataFrame, value_columns: Sequence[str],
              channels: dict[str, str] | None = None) -> pl.DataFrame:
+    """Contract frame from records sorted by key; built to satisfy the contract (unique,
+    sorted, UTC, observed mask) without a second validation pass: ``Store.upsert`` and
+    every estimator validate it again."""
     channels = channels or {}
-    if CHANNEL in good.columns:  # long layout: one value column
+    if CHANNEL in good.columns:  # long layout: one value column, already in key order
         frame = good.select(SERIES_ID, CHANNEL, TIMESTAMP, pl.col(value_columns[0]).alias(VALUE))
     else:
         frame = good.select(SERIES_ID, TIMESTAMP, *value_columns).unpivot(
@@ -176,7 +182,11 @@ def _to_long(good: pl.DataFrame, value_columns: Sequence[str],
             value_name="_value").rename({"_value": VALUE})
         if channels:
             frame = frame.with_columns(pl.col(CHANNEL).replace(channels))
-    return validate_frame(frame)
+        frame = frame.sort([SERIES_ID, CHANNEL, TIMESTAMP])
+    return frame.select(
+        pl.col(SERIES_ID).cast(pl.Utf8), pl.col(CHANNEL).cast(pl.Utf8),
+        pl.col(TIMESTAMP).cast(TIMESTAMP_DTYPE), pl.col(VALUE).cast(pl.Float64),
+        pl.col(VALUE).is_not_null().alias(OBSERVED))
 
 
 def _finish(table: RawTable, records: pl.DataFrame, key: Sequence[str],
@@ -236,7 +246,7 @@ def load_sensor(path: str | Path, layout: str = "wide", timestamp_column: str = 
         table = read_table(path, delimiter=delimiter)
     _check_columns(table, [timestamp_column], "timestamp_column")
     stamps, problems = parse_timestamps(table.cells[timestamp_column], time_zone=time_zone)
-    default_id = series_id or _stem(path)
+    default_id = series_id or file_stem(path)
     if layout == "long":
         _check_columns(table, [value_column], "value_column")
         cells = table.cells.with_columns(
@@ -254,7 +264,8 @@ def load_sensor(path: str | Path, layout: str = "wide", timestamp_column: str = 
     return _finish(table, records, [SERIES_ID, TIMESTAMP], columns, duplicates=duplicates)
 
 
-def _stem(path: Path) -> str:
+def file_stem(path: Path) -> str:
+    """``exchange_rate.txt.gz`` -> ``exchange_rate``."""
     name = path.name
     for suffix in (".gz", ".csv", ".txt", ".tsv", ".parquet"):
         name = name.removesuffix(suffix)
@@ -279,7 +290,7 @@ def load_nab(path: str | Path) -> LoadResult:
     ``nab/realTraffic/speed_6005``); channel ``"value"``; timestamps naive UTC.
     """
     path = Path(path)
-    results = [load_sensor(f, series_id=f"nab/{f.parent.name}/{_stem(f)}",
+    results = [load_sensor(f, series_id=f"nab/{f.parent.name}/{file_stem(f)}",
                            value_columns=["value"]) for f in _files(path, "*.csv")]
     return results[0] if len(results) == 1 else combine(results, str(path))
 
@@ -288,7 +299,7 @@ def load_ett(path: str | Path) -> LoadResult:
     """ETT files (``date`` + HUFL, HULL, MUFL, MULL, LUFL, LULL, OT): series ``ett/<stem>``,
     7 channels, naive timestamps taken as UTC."""
     path = Path(path)
-    return load_sensor(path, timestamp_column="date", series_id=f"ett/{_stem(path)}")
+    return load_sensor(path, timestamp_column="date", series_id=f"ett/{file_stem(path)}")
 
 
 # -- prices -------------------------------------------------------------------------------
@@ -319,7 +330,7 @@ def load_prices(path: str | Path, date_column: str = "date", series_id: str | No
     problems = pl.select(pl.when(weekend & problems.is_null())
                          .then(pl.lit("date on a weekend (business-day calendar)"))
                          .otherwise(problems)).to_series()
-    ident = pl.col(symbol_column.lower()) if symbol_column else pl.lit(series_id or _stem(path))
+    ident = pl.col(symbol_column.lower()) if symbol_column else pl.lit(series_id or file_stem(path))
     records = _records(table.cells.with_columns(ident.alias(SERIES_ID)), stamps, problems,
                        columns)
     result = _finish(table, records, [SERIES_ID, TIMESTAMP], columns)
@@ -400,7 +411,7 @@ def _load_air_file(path: Path) -> LoadResult:
     text = table.cells.select(pl.format("{}-{}-{} {}:00", pl.col("year"), *part)).to_series()
     stamps, problems = parse_timestamps(text, time_zone=AIR_TIME_ZONE)
     match = re.match(r"PRSA_Data_(.+?)_\d{8}-\d{8}", path.name)
-    station = match.group(1) if match else _stem(path)
+    station = match.group(1) if match else file_stem(path)
     ident = (pl.lit("air/") + pl.col("station")) if "station" in table.columns \
         else pl.lit(f"air/{station}")
     records = _records(table.cells.with_columns(ident.alias(SERIES_ID)), stamps, problems,

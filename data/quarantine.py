@@ -160,8 +160,7 @@ def _fast_table(path: Path, data: bytes, delimiter: str, header: bool) -> RawTab
     cells = cells.with_row_index(LINE, offset=2 if header else 1).with_columns(
         pl.col(LINE).cast(pl.Int64))
     if not any(cells[c].null_count() for c in columns):  # no blank or short line
-        return RawTable(path, columns, _strip(cells, columns), delimiter, empty_rejected(),
-                        data)
+        return RawTable(path, columns, cells, delimiter, empty_rejected(), data)
     n_present = pl.sum_horizontal([pl.col(c).is_not_null() for c in columns])
     blank = (n_present == 0) | ((n_present == 1) & (pl.col(columns[0]).str.strip_chars() == ""))
     cells = cells.with_columns(n_present.alias("_n")).filter(~blank)
@@ -169,15 +168,12 @@ def _fast_table(path: Path, data: bytes, delimiter: str, header: bool) -> RawTab
     rejected = reject(short, path, pl.format("expected {} fields, got {}",
                                              pl.lit(len(columns)), pl.col("_n")))
     cells = cells.filter(pl.col("_n") == len(columns)).drop("_n")
-    return RawTable(path, columns, _strip(cells, columns), delimiter, rejected, data)
+    return RawTable(path, columns, cells, delimiter, rejected, data)
 
 
-def _strip(cells: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
-    """Strip spaces and stray quotes, only in the columns that have any."""
-    strip = [c for c in columns if cells[c].str.contains(r'^[\s"]|[\s"]$').any()]
-    if not strip:
-        return cells
-    return cells.with_columns(pl.col(c).str.strip_chars().str.strip_chars('"') for c in strip)
+def strip_cells(column: str) -> pl.Expr:
+    """Spaces and stray double quotes removed from both ends of a string column."""
+    return pl.col(column).str.strip_chars().str.strip_chars('"').str.strip_chars()
 
 
 def _slow_table(path: Path, data: bytes, delimiter: str | None, header: bool) -> RawTable:
@@ -241,18 +237,17 @@ def parse_numbers(column: str, *,
     return value.alias(column), is_problem, message
 
 
-def parse_timestamps(text: pl.Series, *, time_zone: str | None = None) -> tuple[pl.Series,
-                                                                               pl.Series]:
+def parse_timestamps(text: pl.Series, *, time_zone: str | None = None,
+                     retry_stripped: bool = True) -> tuple[pl.Series, pl.Series]:
     """Parse text timestamps to UTC; returns (timestamps, problems) aligned with ``text``.
 
+    Surrounding spaces/quotes are tolerated (stripped only when some value fails to parse).
     Naive timestamps are in ``time_zone`` (UTC when ``None``); ones with an offset (``Z``,
     ``+01:00``) are converted to UTC. A file must not mix the two: the convention of the
     first parseable value wins and rows in the other are problems ("mixed time zones").
     """
-    if text.str.contains(r"^\s|\s$").any():
-        text = text.str.strip_chars()
     aware = text.str.contains(_OFFSET).fill_null(False)
-    normalised = text.str.replace(r"Z$", "+00:00")
+    normalised = text.str.replace(r"Z$", "+00:00") if aware.any() else text
     naive_parsed = _first_format(normalised, NAIVE_FORMATS, None, ~aware)
     if time_zone is not None:
         naive_parsed = naive_parsed.dt.replace_time_zone(
@@ -271,6 +266,10 @@ def parse_timestamps(text: pl.Series, *, time_zone: str | None = None) -> tuple[
     other = "naive timestamp in a file with UTC offsets" if first_aware else \
         "timestamp with a UTC offset in a file of naive timestamps"
     bad = convention_mismatch | ~parsed_any
+    if retry_stripped and (~parsed_any).any():  # clean files never pay for stripping
+        stripped = text.to_frame("t").select(strip_cells("t")).to_series()
+        if not stripped.equals(text):
+            return parse_timestamps(stripped, time_zone=time_zone, retry_stripped=False)
     problems = pl.repeat(None, len(text), dtype=pl.Utf8, eager=True)
     if bad.any():  # messages only for the bad rows: building text for all rows is costly
         messages = frame.with_columns(mixed=convention_mismatch).filter(bad).select(

@@ -40,7 +40,7 @@ def csv_text(draw) -> str:
 
 def check(result: loaders.LoadResult) -> None:
     assert result.n_rows_in == result.n_rows_kept + result.rejected.height
-    validate_frame(result.frame)
+    assert validate_frame(result.frame).equals(result.frame)  # already canonical
     assert (result.rejected["line"] >= 1).all()
 
 

@@ -25,7 +25,7 @@ def write(path: Path, text: str) -> Path:
 
 def check_invariant(result: loaders.LoadResult) -> None:
     assert result.n_rows_in == result.n_rows_kept + result.rejected.height
-    validate_frame(result.frame)
+    assert validate_frame(result.frame).equals(result.frame)  # already canonical
     assert result.rejected.columns == ["source_file", "line", "reason", "raw"]
 
 
@@ -255,3 +255,27 @@ def test_every_shared_data_set_ingests(shared_data):
     check_invariant(physionet)
     assert physionet.static.height == 3_996
     assert physionet.static["In-hospital_death"].null_count() == 0
+
+
+def test_bare_paths_get_a_guessed_kind(tmp_path):
+    from data.ingest import guess_kind
+
+    (tmp_path / "air").mkdir()
+    (tmp_path / "air" / "PRSA_Data_X_1-2.csv").write_text("year\n")
+    assert guess_kind(tmp_path / "air") == "air"
+    assert guess_kind(tmp_path) == "nab"
+    assert guess_kind(tmp_path / "ETTh1.csv") == "ett"
+    assert guess_kind(tmp_path / "exchange_rate.txt.gz") == "matrix"
+    assert guess_kind(tmp_path / "plant.parquet") == "sensor"
+    csv = write(tmp_path / "plant.csv", "timestamp,value\n2024-01-01,1\n")
+    report = ingest([csv], Store(tmp_path / "store"))
+    assert report.sources[0].kind == "sensor" and report.n_new == 1
+
+
+def test_spaces_and_quotes_around_cells_are_tolerated(tmp_path):
+    path = write(tmp_path / "spaces.csv", 'timestamp,value\n 2024-01-01 00:00:00 , 7 \n'
+                 '"2024-01-01 01:00:00","3"\n2024-01-01 02:00:00,x y\n')
+    result = loaders.load_sensor(path)
+    check_invariant(result)
+    assert result.frame["value"].to_list() == [7.0, 3.0]
+    assert result.rejected["line"].to_list() == [4]
