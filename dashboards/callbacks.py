@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 from dash import Dash, Input, Output, Patch, State, ctx, no_update
@@ -234,14 +235,35 @@ def detail_patch(data: DashboardData, shown: dict | None, x_range: list[str] | N
         for index, update in updates.items():
             for key, value in update.items():
                 patch["data"][index][key] = value
-        for channel, axis in shown.get("value_axes", {}).items():
-            y_range = _padded_range(updates[shown["value_traces"][channel]]["y"])
-            if x_range is None or y_range is None:  # reset: let plotly fit the y-axis
+        for axis, y_range in window_y_ranges(shown, updates, x_range).items():
+            if y_range is None:  # reset: let plotly fit the y-axis
                 patch["layout"][axis]["autorange"] = True
-            else:  # fit the y-axis to the window, not to the whole series
+            else:
                 patch["layout"][axis]["range"] = y_range
                 patch["layout"][axis]["autorange"] = False
     return patch
+
+
+def window_y_ranges(shown: dict, updates: dict[int, dict[str, list]],
+                    x_range: list[str] | None) -> dict[str, list[float] | None]:
+    """Per y-axis, the range fitting the values drawn inside ``x_range`` (not the whole
+    series); None (autorange) without a window."""
+    low, high = ((np.datetime64(_iso(bound)) for bound in x_range) if x_range
+                 else (None, None))
+    ranges = {}
+    for channel, axis in shown.get("value_axes", {}).items():
+        update = updates[shown["value_traces"][channel]]
+        if low is None:
+            ranges[axis] = None
+            continue
+        inside = [y for x, y in zip(update["x"], update["y"], strict=True)
+                  if low <= np.datetime64(_iso(x)) <= high]
+        ranges[axis] = _padded_range(inside)
+    return ranges
+
+
+def _iso(text: str) -> str:
+    return str(text).strip().replace(" ", "T").removesuffix("Z")[:23]
 
 
 def _padded_range(values: list[float | None]) -> list[float] | None:
@@ -324,9 +346,13 @@ def register_callbacks(app: Dash, data: DashboardData, max_points: int = MAX_POI
         figure = explorer_figure(data, series_id, x_range, max_points, chosen)
         state = shown_state(figure, series_id)
         x_range = x_range or _figure_range(figure)
-        if x_range and state["n_points"] > max_points:  # jumped into a long series
-            for index, update in detail_updates(data, state, x_range, max_points).items():
+        if x_range and state["n_points"] > max_points:  # a window of a long series
+            updates = detail_updates(data, state, x_range, max_points)
+            for index, update in updates.items():
                 figure.data[index].update(**update)
+            for axis, y_range in window_y_ranges(state, updates, x_range).items():
+                if y_range is not None:
+                    figure.layout[axis].update(range=y_range, autorange=False)
         return figure, state
 
     @app.callback(Output("series-graph", "figure", allow_duplicate=True),

@@ -167,6 +167,9 @@ def test_zooming_a_long_series_redraws_the_window_in_full_detail(tmp_path):
     low, high = (np.datetime64(w.replace(" ", "T")) for w in window)
     inside = [x for x in x_values if low <= np.datetime64(x) <= high]
     assert len(inside) == 361 and len(x_values) <= 1_000           # every minute inside
+    y_range = next(op["params"]["value"] for op in patch["operations"]
+                   if op["location"] == ["layout", "yaxis", "range"])
+    assert -1.3 < y_range[0] < -0.9 and 0.9 < y_range[1] < 1.3    # fitted to the window
     # short series need no patch unless the range moves
     short = {"series_id": "s0", "n_axes": 1, "value_traces": {"value": 1}, "n_points": 200}
     assert callbacks.detail_patch(data, short, window, 1_000) is None
