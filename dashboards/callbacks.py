@@ -21,14 +21,13 @@ from dashboards.figures import (
     FONT,
     event_x_range,
     median_step,
-    quarantine_figure,
     rect_xy,
     series_figure,
     severity_level,
-    share_observed_figure,
     value_points,
     window_gap_runs,
 )
+from dashboards.quality_figures import quarantine_figure, share_observed_figure
 from data.schema import (
     CHANNEL,
     CHANNELS,

@@ -29,7 +29,6 @@ from data.schema import (
     END,
     KIND,
     PEAK_SCORE,
-    SERIES_ID,
     SEVERITY,
     START,
     TIMESTAMP,
@@ -69,7 +68,7 @@ def severity_level(severity: float | None, levels: Sequence = SEVERITY_LEVELS) -
     return name
 
 
-def _naive_utc(values: pl.Series) -> np.ndarray:
+def naive_utc(values: pl.Series) -> np.ndarray:
     """Datetime column -> naive UTC ``datetime64[ms]`` (what plotly draws without shifting)."""
     if isinstance(values.dtype, pl.Datetime) and values.dtype.time_zone is not None:
         values = values.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
@@ -227,7 +226,7 @@ def value_points(part: pl.DataFrame, max_points: int = MAX_POINTS, method: str =
     -------
     times (K,) ``datetime64[ms]`` naive UTC, values (K,) float with NaN at gaps.
     """
-    times = _naive_utc(part[TIMESTAMP])
+    times = naive_utc(part[TIMESTAMP])
     values = part[VALUE].cast(pl.Float64).fill_null(np.nan).to_numpy()
     seconds = (times - times[0]).astype("timedelta64[ms]").astype(np.float64) if times.size \
         else times.astype(np.float64)
@@ -250,7 +249,7 @@ def value_points(part: pl.DataFrame, max_points: int = MAX_POINTS, method: str =
 def window_gap_runs(part: pl.DataFrame, window: Sequence | None,
                     max_runs: int = MAX_GAP_RECTS) -> list[tuple]:
     """:func:`gap_runs` of one channel's rows, restricted to ``window`` when given."""
-    times = _naive_utc(part[TIMESTAMP])
+    times = naive_utc(part[TIMESTAMP])
     observed = part[VALUE].is_not_null().to_numpy()
     if window is not None:
         low, high = (_datetime64(bound) for bound in window)
@@ -271,7 +270,7 @@ def _datetime64(value: dt.datetime | str) -> np.datetime64:
 def _add_values(figure: go.Figure, part: pl.DataFrame, channel: str, colour: str,
                 axes: tuple[str, str], row: int, max_points: int, method: str,
                 shown_legend: set[str]) -> tuple[float, float]:
-    times = _naive_utc(part[TIMESTAMP])
+    times = naive_utc(part[TIMESTAMP])
     values = part[VALUE].cast(pl.Float64).fill_null(np.nan).to_numpy()
     observed = ~np.isnan(values)
     drawn_times, drawn_values = value_points(part, max_points, method)
@@ -301,7 +300,7 @@ def _add_forecast(figure: go.Figure, forecast: pl.DataFrame, axes: tuple[str, st
     if forecast.is_empty():
         return y_span
     forecast = forecast.sort(TIMESTAMP)
-    times = _naive_utc(forecast[TIMESTAMP])
+    times = naive_utc(forecast[TIMESTAMP])
     levels = quantile_levels(forecast.columns)
     y_low, y_high = y_span
     if len(levels) >= 2:
@@ -419,49 +418,3 @@ def _parse(value: dt.datetime | str) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value
     return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00").replace(" UTC", ""))
-
-
-PERIOD_NAMES = {"1h": "hour", "1d": "day", "1w": "week", "1mo": "month"}
-
-
-def share_observed_figure(share: pl.DataFrame, *, title: str | None = None) -> go.Figure:
-    """Heatmap of ``share_observed`` (0..1) per series (rows) and period (columns).
-
-    ``share`` has columns series_id, day (period start), share_observed and optionally
-    period (``"1d"``, ``"1w"``...), named in the default title.
-    """
-    period = share["period"][0] if "period" in share.columns and share.height else "1d"
-    name = PERIOD_NAMES.get(period, period)
-    title = title or f"Share observed per {name}"
-    figure = go.Figure()
-    if share.height:
-        wide = share.pivot(on=SERIES_ID, index="day", values="share_observed").sort("day")
-        series = [c for c in wide.columns if c != "day"]
-        figure.add_trace(go.Heatmap(
-            x=_naive_utc(wide["day"]), y=series,
-            z=np.array([wide[s].to_numpy() for s in series], dtype=np.float64),
-            zmin=0, zmax=1, colorscale="Cividis", colorbar=dict(title="share observed"),
-            hovertemplate=f"%{{y}}<br>{name} of %{{x|%Y-%m-%d}}<br>share observed "
-                          "%{z:.0%}<extra></extra>"))
-    figure.update_layout(template="plotly_white", font=FONT, title=dict(text=title, x=0.01),
-                         height=max(260, 120 + 26 * share[SERIES_ID].n_unique()),
-                         margin=dict(l=120, r=30, t=60, b=40), xaxis_title=f"{name} (UTC)",
-                         yaxis=dict(title="series", autorange="reversed", automargin=True))
-    return figure
-
-
-def quarantine_figure(by_reason: pl.DataFrame, *, title: str = "Quarantined rows by reason"
-                      ) -> go.Figure:
-    """Horizontal bars of quarantined row counts per reason (columns reason, n_rows)."""
-    counts = by_reason["n_rows"].to_list()
-    figure = go.Figure(go.Bar(
-        x=counts, y=by_reason["reason"].to_list(), orientation="h", text=counts,
-        textposition="outside", cliponaxis=False, marker_color=OKABE_ITO["blue"],
-        hovertemplate="%{y}: %{x} rows<extra></extra>"))
-    figure.update_layout(template="plotly_white", font=FONT, title=dict(text=title, x=0.01),
-                         height=max(220, 100 + 32 * by_reason.height),
-                         margin=dict(l=220, r=40, t=60, b=40),
-                         xaxis=dict(title="rows", rangemode="tozero", tickformat=",d",
-                                    dtick=1 if counts and max(counts) < 10 else None),
-                         yaxis=dict(autorange="reversed", automargin=True))
-    return figure

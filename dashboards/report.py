@@ -27,7 +27,8 @@ import polars as pl
 from dashboards.callbacks import RECENT_STEPS, event_rows, run_rows
 from dashboards.data_access import DashboardData, open_store
 from dashboards.downsample import MAX_POINTS
-from dashboards.figures import quarantine_figure, series_figure, share_observed_figure
+from dashboards.figures import series_figure
+from dashboards.quality_figures import quarantine_figure, share_observed_figure
 from data.schema import SERIES_ID, RecurraError
 
 MAX_SERIES = 20

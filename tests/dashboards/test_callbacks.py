@@ -198,6 +198,6 @@ def test_share_observed_period_grows_with_the_span(tmp_path):
     share = DashboardData(store, registry=False).share_observed_by_day()
     assert share["period"][0] == "1w" and share.height <= 145
     assert share["share_observed"].mean() == pytest.approx(0.5, abs=0.05)
-    from dashboards.figures import share_observed_figure
+    from dashboards.quality_figures import share_observed_figure
 
     assert share_observed_figure(share).layout.title.text == "Share observed per week"

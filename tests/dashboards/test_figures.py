@@ -11,13 +11,12 @@ import pytest
 from dashboards.figures import (
     event_x_range,
     gap_runs,
-    quarantine_figure,
     recent_x_range,
     series_figure,
     set_x_range,
     severity_level,
-    share_observed_figure,
 )
+from dashboards.quality_figures import quarantine_figure, share_observed_figure
 from data.schema import validate_frame
 from tests.conftest import make_frame
 from tests.dashboards.conftest import events_frame, forecast_frame
