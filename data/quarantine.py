@@ -7,8 +7,9 @@ Every record is either kept (stored, merged into an identical duplicate, or move
 static frame) or rejected as a whole with the reason of its first problem. Blank lines are
 not records. Lines are 1-based line numbers in the (decompressed) file.
 
-Limits: quoted fields that contain the delimiter or a line break are not supported (numeric
-time-series files do not use them); surrounding double quotes are stripped from cells.
+Limits: a quoted field that contains a line break is not supported (numeric time-series
+files do not use them). Spaces and stray quotes around a cell are tolerated: a cell that
+fails to parse is retried stripped (clean files never pay for stripping).
 """
 
 from __future__ import annotations

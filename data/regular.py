@@ -1,7 +1,7 @@
 """Regular grids, frequency inference and duplicate resolution for contract frames.
 
 - :func:`infer_frequency` names the spacing of a set of timestamps: ``"5m"``, ``"1h"``,
-  ``"1d"``, ``"business-day"`` or ``"irregular"`` (``"unknown"`` for fewer than 2 points).
+  ``"1d"``, ``"business-day"`` or ``"irregular"`` (``"unknown"`` for fewer than 3 points).
 - :func:`regularize` puts each (series_id, channel) on a grid, inserting gap rows
   (``value`` null, ``observed=False``); existing rows are never changed or dropped.
 - :func:`resolve_duplicates` merges rows sharing a (series_id, channel, timestamp) key.
@@ -38,6 +38,7 @@ UNKNOWN = "unknown"
 DUPLICATE_RULES = ("last", "first", "mean", "error")
 REGULAR_SHARE = 0.9  # share of spacings that must be whole multiples of the modal spacing
 MODE_SHARE = 0.5  # share of spacings that must equal the modal spacing
+MIN_POINTS = 3  # fewer distinct timestamps: "unknown"
 _UNITS = (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
 _EVERY = re.compile(r"^(\d+)(d|h|m|s|ms|us)$")
 _MICROS = {"d": 86_400_000_000, "h": 3_600_000_000, "m": 60_000_000, "s": 1_000_000,
@@ -91,7 +92,7 @@ def infer_frequency(timestamps: Iterable | pl.Series | np.ndarray) -> str:
     '1h'
     """
     micros = _as_micros(timestamps)
-    if micros.size < 2:
+    if micros.size < MIN_POINTS:
         return UNKNOWN
     diffs = np.diff(micros)
     values, counts = np.unique(diffs, return_counts=True)
