@@ -330,8 +330,13 @@ class Store:
             if path.exists():
                 stored = pl.read_parquet(path)
                 if key:
-                    stored = stored.join(frame.select(list(key)), on=list(key), how="anti",
-                                         nulls_equal=True)
+                    absent = [k for k in key if k not in stored.columns]
+                    if absent:
+                        raise StoreError(f"write_table({name!r}): key column(s) {absent} are "
+                                         f"not in the stored table (columns: {stored.columns})")
+                    keys = frame.select(list(key)).cast(
+                        {k: stored.schema[k] for k in key}, strict=False)
+                    stored = stored.join(keys, on=list(key), how="anti", nulls_equal=True)
                 frame = pl.concat([stored, frame], how="diagonal_relaxed")
             self._write_atomic(frame, path)
         return frame.height

@@ -113,6 +113,15 @@ def test_write_table_upserts_by_key_and_appends_without_key(store):
     assert set(store.tables()) == {"runs", "log"}
     with pytest.raises(StoreError, match="key column"):
         store.write_table("runs", pl.DataFrame({"x": [1]}), ["run"])
+    with pytest.raises(StoreError, match="not in the stored table"):
+        store.write_table("runs", pl.DataFrame({"x": [1]}), ["x"])
+
+
+def test_write_table_key_dtypes_may_differ_from_the_stored_ones(store):
+    store.write_table("scores", pl.DataFrame({"step": pl.Series([1, 2], dtype=pl.Int32),
+                                              "v": [1.0, 2.0]}), ["step"])
+    store.write_table("scores", pl.DataFrame({"step": [2], "v": [5.0]}), ["step"])
+    assert store.read_table("scores").sort("step")["v"].to_list() == [1.0, 5.0]
 
 
 def test_quarantine_is_keyed_so_reingesting_does_not_duplicate(store):
