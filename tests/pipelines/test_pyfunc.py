@@ -253,3 +253,18 @@ def _experiment(name: str) -> str:
     from pipelines.mlflow_setup import ensure_experiment
 
     return ensure_experiment(name)
+
+
+def test_model_logged_without_example_declares_params_and_accepts_aware_times(tracking_home):
+    import mlflow
+
+    from pipelines.pyfunc import load_model, log_estimator
+
+    frame = make_frame(n_steps=30, seed=11)
+    forecaster = TinyForecaster().fit(frame)
+    with mlflow.start_run(experiment_id=_experiment("recurra/tiny/no-example")):
+        info = log_estimator(forecaster)
+    model = load_model(info.model_uri)
+    assert model.metadata.signature.inputs is None
+    result = model.predict(frame.to_pandas(), params={"horizon": 2})
+    assert result.equals(forecaster.predict(frame=frame, horizon=2).to_pandas())
