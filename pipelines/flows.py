@@ -16,7 +16,9 @@ Groups run as concurrent tasks on the task runner chosen in the config (threads 
 ``runner.max_workers``, or a Dask cluster); a group that fails does not stop the others: the
 run's summary in the store's ``runs`` table says which failed and why (status
 ``"partial"``).  Training tasks are cached by input content (the group's config, the store
-and the catalogue rows of its series): re-running on unchanged data re-uses the result.
+and the catalogue rows of its series) for 12 hours: re-running on unchanged data re-uses the
+result instead of registering a duplicate version (Prefect's result storage lives under
+``PREFECT_HOME``; clear it, or change the data or config, to force a retrain).
 
 Run a flow directly (ephemeral Prefect, no server needed)::
 
@@ -26,6 +28,7 @@ Run a flow directly (ephemeral Prefect, no server needed)::
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable
@@ -41,6 +44,7 @@ from pipelines.config import PipelineConfig, load_config
 
 IO_RETRIES = 3
 TRAINING_TAG = "recurra-training"
+TRAIN_CACHE_EXPIRATION = dt.timedelta(hours=12)
 
 
 def make_task_runner(config: PipelineConfig) -> Any:
@@ -73,7 +77,8 @@ def _train_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     store = tasks.open_store(parameters.get("store_root"))
     group = config.groups[parameters["group_name"]]
     ids = tasks.group_series(config, store).get(group.name, [])
-    catalogue = store.catalogue().filter(store.catalogue()["series_id"].is_in(ids))
+    catalogue = store.catalogue()
+    catalogue = catalogue.filter(catalogue["series_id"].is_in(ids))
     payload = json.dumps({
         "group": repr(group), "models": [repr(config.models.get(group.forecaster)),
                                          repr(config.models.get(group.detector))],
@@ -86,7 +91,8 @@ def _train_cache_key(context: Any, parameters: dict[str, Any]) -> str:
 
 
 # Tasks -------------------------------------------------------------------------------------
-@task(name="train-group", tags=[TRAINING_TAG], cache_key_fn=_train_cache_key)
+@task(name="train-group", tags=[TRAINING_TAG], cache_key_fn=_train_cache_key,
+      cache_expiration=TRAIN_CACHE_EXPIRATION)
 def train_task(group_name: str, config_path: str | None, store_root: str | None,
                reason: str = "", holdout_rows: int = 0) -> dict[str, Any]:
     config = load_config(config_path)
