@@ -36,13 +36,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import mlflow.pyfunc
 import pandas as pd
 import polars as pl
 
 from data.persistence import load_estimator, save_estimator
 from data.schema import TIMESTAMP, RecurraError, to_polars, validate_frame
+from pipelines.mlflow_setup import quiet_environment
+
+quiet_environment()  # telemetry off before mlflow is first imported
+import mlflow  # noqa: E402
+import mlflow.pyfunc  # noqa: E402
 
 TASKS = ("forecast", "detect")
 DETECT_OUTPUTS = ("scores", "events")

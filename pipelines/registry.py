@@ -125,9 +125,9 @@ def register_and_gate(model: str, name: str, *, metric: str, value: float,
     """
     _check_gate_inputs(metric, value, margin, champion_value)
     uri = model if ":/" in model else f"runs:/{model}/model"
+    mlflow_client = client()  # configures the store (and telemetry) before importing mlflow
     import mlflow
 
-    mlflow_client = client()
     with registry_lock():
         champion = _alias_version(mlflow_client, name, CHAMPION)
         decision = _decide(name, champion, metric, float(value), higher_is_better,

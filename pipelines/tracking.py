@@ -124,11 +124,11 @@ class MLflowTracker:
         if self.run_id is not None:
             raise RecurraError(f"MLflowTracker already has an active run ({self.run_id}); "
                                "runs of one tracker cannot nest: use a second tracker")
-        import mlflow
-
         from pipelines.mlflow_setup import client, ensure_experiment
 
-        self._client = client()
+        self._client = client()  # sets the store up and telemetry off before importing mlflow
+        import mlflow
+
         experiment_id = ensure_experiment(experiment)
         all_tags = {**(environment_tags() if self.environment else {}), **dict(tags or {})}
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
