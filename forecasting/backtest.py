@@ -24,8 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from data.schema import RecurraError, SchemaError, validate_frame
-from data.schema import TIMESTAMP as TIMESTAMP_COLUMN
+from data.schema import TIMESTAMP, RecurraError, SchemaError, validate_frame
 from forecasting.metrics import METRIC_COLUMNS, evaluate
 
 REFIT_MODES = ("never", "every")
@@ -78,7 +77,7 @@ def backtest(estimator_factory: Callable[[], Any], frame: Any, n_origins: int, h
     """
     _check_parameters(estimator_factory, n_origins, horizon, stride, refit, season)
     frame = validate_frame(frame, name="frame")
-    grid = frame[TIMESTAMP_COLUMN].unique().sort()
+    grid = frame[TIMESTAMP].unique().sort()
     needed = (n_origins - 1) * stride + horizon + 1
     if grid.len() < needed:
         raise SchemaError(f"frame has {grid.len()} timestamps; n_origins ({n_origins}), stride "
@@ -88,14 +87,14 @@ def backtest(estimator_factory: Callable[[], Any], frame: Any, n_origins: int, h
     origins = [grid[last - stride * (n_origins - 1 - k)] for k in range(n_origins)]
     metrics, forecasts, estimator = [], [], None
     for index, origin in enumerate(origins):
-        seen = frame.filter(pl.col(TIMESTAMP_COLUMN) <= origin)
+        seen = frame.filter(pl.col(TIMESTAMP) <= origin)
         if refit == "every" or estimator is None:
             estimator = _fit(estimator_factory, seen, index)
         else:
             previous = origins[index - 1]
-            estimator.update(seen.filter(pl.col(TIMESTAMP_COLUMN) > previous))
+            estimator.update(seen.filter(pl.col(TIMESTAMP) > previous))
         forecast = estimator.predict(horizon=horizon)
-        actuals = frame.filter(pl.col(TIMESTAMP_COLUMN) > origin)
+        actuals = frame.filter(pl.col(TIMESTAMP) > origin)
         scored = evaluate(forecast, actuals, history=seen, season=season)
         stamp = pl.lit(origin).alias("origin_at")
         metrics.append(scored.with_columns(pl.lit(index, pl.Int32).alias(ORIGIN), stamp))

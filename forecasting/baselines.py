@@ -17,7 +17,6 @@ the first observation); training errors and the ridge targets use observed targe
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
