@@ -49,7 +49,8 @@ def dashboard(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
     typer.echo(f"Recurra dashboard on http://{host}:{port}/ (Ctrl+C to stop)")
-    app.run(host=host, port=port, debug=debug)
+    # no version check: it would call plotly's server, and the dashboard works offline
+    app.run(host=host, port=port, debug=debug, dev_tools_disable_version_check=True)
 
 
 def report(

@@ -32,6 +32,7 @@ pytestmark = [
 ]
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
@@ -167,6 +168,17 @@ def test_models_runs_and_quality_tabs(server_url, browser, tmp_path):
     browser.get(url)
     wait = WebDriverWait(browser, WAIT_S)
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#series-graph .js-plotly-plot"))
+
+    # the events table filters natively: severity >= 4 keeps the two "high" events
+    box = browser.find_element(
+        By.CSS_SELECTOR, "#events-table th.dash-filter[data-dash-column='severity'] input")
+    box.send_keys(">= 4" + Keys.ENTER)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#events-table tbody tr td"
+                                                               "[data-dash-column='level']"))
+               == 2)
+    levels = {e.text for e in browser.find_elements(
+        By.CSS_SELECTOR, "#events-table tbody td[data-dash-column='level']")}
+    assert levels == {"high"}
 
     browser.find_element(By.XPATH, "//*[contains(@class,'tab') and .='Models']").click()
     wait.until(lambda d: "champion" in d.find_element(By.ID, "models-table").text)

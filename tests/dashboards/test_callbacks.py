@@ -201,3 +201,19 @@ def test_share_observed_period_grows_with_the_span(tmp_path):
     from dashboards.quality_figures import share_observed_figure
 
     assert share_observed_figure(share).layout.title.text == "Share observed per week"
+
+
+def test_the_dashboard_only_reads(store):
+    import hashlib
+
+    def snapshot():
+        return {p: hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(store.root.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    data = DashboardData(store, FakeRegistry())
+    for series_id in data.series_ids():
+        callbacks.explorer_figure(data, series_id)
+    callbacks.model_rows(data), callbacks.run_rows(data), callbacks.quality_figures(data)
+    create_app(store=store, registry=FakeRegistry()).server.test_client().get("/_dash-layout")
+    assert snapshot() == before
