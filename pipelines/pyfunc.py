@@ -28,6 +28,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import tempfile
 import warnings
@@ -149,7 +150,7 @@ def infer_model_signature(estimator: Any, task: str, input_example: Any) -> Any:
     from mlflow.models import infer_signature
 
     example = to_model_input(input_example)
-    output = predict_frame(estimator, task, example)
+    output = predict_frame(copy.deepcopy(estimator), task, example)  # leave its state alone
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return infer_signature(example, output, params=default_params(task))

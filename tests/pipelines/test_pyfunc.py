@@ -268,3 +268,20 @@ def test_model_logged_without_example_declares_params_and_accepts_aware_times(tr
     assert model.metadata.signature.inputs is None
     result = model.predict(frame.to_pandas(), params={"horizon": 2})
     assert result.equals(forecaster.predict(frame=frame, horizon=2).to_pandas())
+
+
+def test_real_detector_round_trip(tracking_home):
+    anomaly = pytest.importorskip("anomaly")
+    import mlflow
+
+    from pipelines.pyfunc import load_model, log_estimator, to_model_input
+
+    config = anomaly.DetectorConfig(window=8, threshold="quantile", level=0.95, device="cpu")
+    detector = anomaly.RollingZScoreDetector(config).fit(make_frame(n_steps=96, seed=12))
+    new = make_frame(n_steps=48, seed=13)
+    with mlflow.start_run(experiment_id=_experiment("recurra/tiny/detector")):
+        info = log_estimator(detector, name="model", input_example=new)
+    model = load_model(info.model_uri)
+    assert model.metadata.metadata["recurra_task"] == "detect"
+    scores = model.predict(to_model_input(new))
+    assert scores.equals(detector.score(new).to_pandas())
