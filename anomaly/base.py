@@ -44,7 +44,7 @@ from data.schema import (
     validate_frame,
 )
 
-THRESHOLDS = ("spot", "quantile", "ksigma", "telemanom")
+THRESHOLDS = ("spot", "dspot", "quantile", "ksigma", "telemanom")
 AGGREGATES = ("causal", "overlap")
 CELLS = ("lstm", "gru")
 
@@ -60,7 +60,10 @@ class DetectorConfig:
         capable) or ``"overlap"`` (mean over every window covering it: offline only).
     max_epochs, batch_size, learning_rate, seed, device, n_threads : training.
     smoothing : EWMA alpha applied to point errors (1.0 = none; telemanom uses ~0.05-0.2).
-    threshold : ``"spot"`` (EVT, updated online), ``"quantile"``, ``"ksigma"``, ``"telemanom"``.
+    threshold : ``"spot"`` (EVT, updated online), ``"dspot"`` (SPOT on the score minus its
+        mean over the last ``depth`` normal scores), ``"quantile"``, ``"ksigma"``,
+        ``"telemanom"``.
+    depth : DSPOT's local window.
     level : quantile level of ``"quantile"``, initial level of ``"spot"``.
     risk : SPOT's target false-alarm probability per point.
     k_sigma : ``"ksigma"`` multiplier.
@@ -92,10 +95,11 @@ class DetectorConfig:
     max_gap: float = 12.0
     min_share: float = 0.2
     n_estimators: int = 100
+    depth: int = 20
 
     def __post_init__(self) -> None:
         for name in ("window", "hidden_size", "latent_size", "num_layers", "max_epochs",
-                     "batch_size", "n_estimators"):
+                     "batch_size", "n_estimators", "depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise RecurraError(f"DetectorConfig.{name} ({value!r}) must be an integer >= 1")
@@ -110,9 +114,9 @@ class DetectorConfig:
             raise RecurraError(f"DetectorConfig.smoothing ({self.smoothing}) must be in (0, 1]")
         if not 0.0 < self.level < 1.0:
             raise RecurraError(f"DetectorConfig.level ({self.level}) must be in (0, 1)")
-        if self.threshold == "spot" and not 0.0 < self.risk < 1.0 - self.level:
+        if self.threshold in ("spot", "dspot") and not 0.0 < self.risk < 1.0 - self.level:
             raise RecurraError(f"DetectorConfig.risk ({self.risk}) must be in (0, 1 - level = "
-                               f"{1.0 - self.level:g}) for threshold='spot'")
+                               f"{1.0 - self.level:g}) for threshold={self.threshold!r}")
         if self.learning_rate <= 0 or self.k_sigma <= 0 or self.max_gap <= 0:
             raise RecurraError("DetectorConfig.learning_rate, k_sigma and max_gap must be > 0 "
                                f"(got {self.learning_rate}, {self.k_sigma}, {self.max_gap})")
@@ -132,6 +136,7 @@ class Calibration:
     spread: float = 1.0       # MAD-sigma of the smoothed training errors
     threshold: float = np.inf  # fixed threshold on normalised scores (non-SPOT methods)
     spot: th.SpotState | None = None
+    recent: np.ndarray | None = None  # DSPOT's last ``depth`` training scores
 
 
 @dataclass
@@ -156,6 +161,7 @@ class StreamState:
     smooth: float | None = None
     spot: th.SpotState | None = None
     model_state: Any = None
+    recent: np.ndarray | None = None
     n_rows: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -346,6 +352,11 @@ class BaseDetector:
         if method == "spot":
             cal.spot = th.spot_init(normalised, self.config.risk, self.config.level)
             cal.threshold = cal.spot.threshold
+        elif method == "dspot":
+            cal.spot, cal.recent = th.drift_init(normalised, self.config.depth,
+                                                 self.config.risk, self.config.level)
+            cal.threshold = cal.spot.threshold
+            state.recent = cal.recent
         elif method == "quantile":
             cal.threshold = th.quantile_threshold(normalised, self.config.level)
         elif method == "ksigma":
@@ -394,6 +405,9 @@ class BaseDetector:
         score = sc.normalise(smoothed, cal.center, cal.spread)
         if self.config.threshold == "spot":
             flags, used, state.spot = th.spot_step(state.spot, score)
+        elif self.config.threshold == "dspot":
+            recent = state.recent if state.recent is not None else cal.recent
+            flags, used, state.spot, state.recent = th.drift_step(state.spot, recent, score)
         else:
             used = np.full(score.shape, cal.threshold)
             flags = np.nan_to_num(score, nan=-np.inf) > cal.threshold

@@ -5,6 +5,8 @@
   over a high initial quantile ``t`` and set the alarm threshold ``z_q`` so that
   ``P(X > z_q) = risk``; streaming (:func:`spot_step`) adds new peaks and updates ``z_q``
   online.  The GPD is fitted by the method of moments from running sums, so one step is O(1).
+* DSPOT (:func:`drift_init`, :func:`drift_step`): SPOT on scores minus their local mean over
+  the last ``depth`` normal scores, for drifting score levels.
 * Telemanom (Hundman et al., KDD 2018): :func:`nonparametric_threshold` picks
   ``eps = mean + z * std`` maximising the drop in mean and std of the errors below it per
   anomalous sequence, and :func:`prune_sequences` drops sequences whose peak is not clearly
@@ -164,6 +166,50 @@ def spot_step(state: SpotState, scores: np.ndarray) -> tuple[np.ndarray, np.ndar
         else:
             state = replace(state, n_seen=state.n_seen + 1)
     return flags, used, state
+
+
+def drift_init(scores: np.ndarray, depth: int, risk: float = 1e-3, level: float = 0.98
+               ) -> tuple[SpotState, np.ndarray]:
+    """DSPOT calibration: SPOT on ``x_i - mean(x_{i-depth..i-1})`` (Siffer et al. 2017).
+
+    Returns the SPOT state of the drift-corrected scores and the last ``depth`` finite
+    scores (the local model to carry into :func:`drift_step`).
+    """
+    if depth < 1:
+        raise RecurraError(f"depth ({depth}) must be >= 1")
+    finite = _finite(scores, "scores")
+    if finite.size <= depth + 1:
+        raise RecurraError(f"scores has {finite.size} finite values; DSPOT needs more than "
+                           f"depth + 1 ({depth + 1})")
+    csum = np.concatenate([[0.0], np.cumsum(finite)])
+    local = (csum[depth:-1] - csum[:-depth - 1]) / depth
+    corrected = finite[depth:] - local
+    return spot_init(corrected, risk, level), finite[-depth:].copy()
+
+
+def drift_step(state: SpotState, recent: np.ndarray, scores: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, SpotState, np.ndarray]:
+    """Stream scores through DSPOT: SPOT on each score minus the mean of the last ``depth``
+    normal scores; alarms do not enter the local mean.  Returns flags, the thresholds in
+    score units (``z_q + local mean``), the new SPOT state and the new local window.
+
+    >>> state, recent = drift_init(np.tile([0., 1.], 200), depth=4, risk=1e-3, level=0.9)
+    >>> drift_step(state, recent, np.array([0.5, 50.0]))[0].tolist()
+    [False, True]
+    """
+    values = np.asarray(scores, dtype=np.float64).reshape(-1)
+    recent = list(np.asarray(recent, dtype=np.float64))
+    depth = len(recent)
+    flags = np.zeros(values.size, dtype=bool)
+    used = np.empty(values.size)
+    for i, value in enumerate(values):
+        local = float(np.mean(recent))
+        flag, limit, state = spot_step(state, np.array([value - local]))
+        used[i] = limit[0] + local
+        flags[i] = flag[0]
+        if np.isfinite(value) and not flag[0]:
+            recent = [*recent[1:], value] if depth else recent
+    return flags, used, state, np.array(recent)
 
 
 # Telemanom -------------------------------------------------------------------------------

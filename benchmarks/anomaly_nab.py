@@ -170,13 +170,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is far faster than 2 on the contended CPU)")
     parser.add_argument("--risk", type=float, default=None, help="override SPOT's risk")
+    parser.add_argument("--threshold", default=None, help="override the threshold method")
     parser.add_argument("--quick", action="store_true", help="3 series, smoke test")
     parser.add_argument("--name", default="anomaly_nab")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.risk is not None:
-        for key, config in CONFIGS.items():
-            CONFIGS[key] = replace(config, risk=args.risk)
+    for key, config in CONFIGS.items():
+        if args.risk is not None:
+            config = replace(config, risk=args.risk)
+        if args.threshold is not None:
+            config = replace(config, threshold=args.threshold)
+        CONFIGS[key] = config
     labels = json.loads(args.labels.read_text())
     files = sorted(p for p in args.data_dir.rglob("*.csv"))
     if args.quick:
@@ -203,7 +207,10 @@ def main() -> None:
             rows.append(row)
         categories = sorted({r["category"] for r in rows})
         per_detector[name] = {"overall": summarise(rows), **{
-            c: summarise([r for r in rows if r["category"] == c]) for c in categories}}
+            c: summarise([r for r in rows if r["category"] == c]) for c in categories},
+            "per_series": {r["series"]: {
+                "nab_standard_raw": r["standard"][0], "windows": r["found"] + r["missed"],
+                "found": r["found"], "false_alarm_runs": r["false_runs"]} for r in rows}}
     result = {
         "protocol": "P5", "quick": args.quick, "n_series": len(files), "detectors": per_detector,
         "configs": {n: CONFIGS[n].__dict__ for n in names}, "suppress_rows": args.suppress,

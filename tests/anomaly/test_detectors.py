@@ -222,3 +222,17 @@ def test_update_arrays_matches_update(name, frame, fitted):
     np.testing.assert_allclose(np.concatenate(streamed),
                                batch["score"].fill_null(np.nan).to_numpy(), rtol=1e-5,
                                atol=1e-5)
+
+
+def test_dspot_streaming_equals_batch(frame):
+    config = DetectorConfig(window=8, threshold="dspot", depth=10, level=0.95, risk=1e-3)
+    detector = RollingZScoreDetector(config).fit(frame)
+    batch = detector.score(frame).sort(["series_id", "timestamp"])
+    detector.reset()
+    timestamps = frame["timestamp"].unique().sort().to_list()
+    parts = [detector.update(frame.filter(pl.col("timestamp") == t)) for t in timestamps[:20]]
+    parts.append(detector.update(frame.filter(pl.col("timestamp") > timestamps[19])))
+    streamed = pl.concat(parts).sort(["series_id", "timestamp"])
+    assert streamed["is_anomaly"].to_list() == batch["is_anomaly"].to_list()
+    np.testing.assert_allclose(streamed["score"].fill_null(np.nan).to_numpy(),
+                               batch["score"].fill_null(np.nan).to_numpy())

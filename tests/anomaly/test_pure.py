@@ -249,3 +249,16 @@ def test_windows_are_checked():
         metrics.window_mask(5, [(3, 9)])
     with pytest.raises(RecurraError, match="disjoint"):
         metrics.window_mask(10, [(1, 4), (3, 6)])
+
+
+def test_dspot_follows_a_drifting_level():
+    rng = np.random.default_rng(4)
+    calibration = rng.exponential(1.0, 2000)
+    state, recent = thresholds.drift_init(calibration, depth=20, risk=1e-3, level=0.98)
+    drifted = rng.exponential(1.0, 500) + np.linspace(0, 20, 500)  # slow drift, no spike
+    flags, used, _, _ = thresholds.drift_step(state, recent, drifted)
+    assert flags.mean() < 0.02 and used[-1] > used[0] + 15
+    plain, _, _ = thresholds.spot_step(thresholds.spot_init(calibration, 1e-3), drifted)
+    assert plain.mean() > 0.5  # plain SPOT alarms on most of the drifted scores
+    with pytest.raises(RecurraError, match=r"depth \(0\)"):
+        thresholds.drift_init(calibration, depth=0)
