@@ -52,6 +52,15 @@ def series_options(data: DashboardData, source: str | None = None) -> list[dict[
     return [{"label": s, "value": s} for s in data.series_ids(source=source)]
 
 
+def source_choice(data: DashboardData, source: str | None, current: str | None
+                  ) -> tuple[list[dict[str, str]], str | None]:
+    """Series options of ``source`` and the series to show: the current one when it is of
+    that source, else the first of the source."""
+    options = series_options(data, source)
+    values = [o["value"] for o in options]
+    return options, current if current in values else (values[0] if values else None)
+
+
 def empty_figure(message: str) -> go.Figure:
     """A blank figure carrying a centred message (no series, no data...)."""
     figure = go.Figure()
@@ -311,9 +320,12 @@ def _figure_range(figure: go.Figure) -> list[str] | None:
 def register_callbacks(app: Dash, data: DashboardData, max_points: int = MAX_POINTS) -> None:
     """Wire the pure functions above to the components of :func:`dashboards.app.layout`."""
 
-    @app.callback(Output("series-select", "options"), Input("source-filter", "value"))
-    def _filter_series(source):
-        return series_options(data, source)
+    @app.callback(Output("series-select", "options"),
+                  Output("series-select", "value", allow_duplicate=True),
+                  Input("source-filter", "value"), State("series-select", "value"),
+                  prevent_initial_call=True)
+    def _filter_series(source, current):
+        return source_choice(data, source, current)
 
     @app.callback(Output("series-select", "value"), Output("focus", "data"),
                   Input("events-table", "active_cell"), State("events-table", "data"),

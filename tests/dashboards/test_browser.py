@@ -169,6 +169,15 @@ def test_models_runs_and_quality_tabs(server_url, browser, tmp_path):
     wait = WebDriverWait(browser, WAIT_S)
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#series-graph .js-plotly-plot"))
 
+    # filtering by source narrows the series list and switches to a series of that source
+    wait.until(lambda d: "m0" in d.find_element(By.ID, "series-select").text)
+    browser.find_element(By.ID, "source-filter").click()
+    wait.until(lambda d: d.find_elements(By.XPATH, "//*[@role='option' and .='sensors.csv']"))
+    browser.find_element(By.XPATH, "//*[@role='option' and .='sensors.csv']").click()
+    wait.until(lambda d: d.find_element(By.ID, "series-select").text.strip() == "s0")
+    wait.until(lambda d: "value" in _trace_names(d))
+    browser.find_element(By.TAG_NAME, "h1").click()                 # close the dropdown
+
     # the events table filters natively: severity >= 4 keeps the two "high" events
     box = browser.find_element(
         By.CSS_SELECTOR, "#events-table th.dash-filter[data-dash-column='severity'] input")

@@ -26,6 +26,9 @@ def test_series_list_search_and_source_filter(data):
     assert data.series_ids(search="S") == ["s0", "s1"]
     assert callbacks.series_options(data, "sensors.csv") == [
         {"label": "s0", "value": "s0"}, {"label": "s1", "value": "s1"}]
+    assert callbacks.source_choice(data, "sensors.csv", "s1")[1] == "s1"    # kept
+    assert callbacks.source_choice(data, "sensors.csv", "m0")[1] == "s0"    # not of source
+    assert callbacks.source_choice(data, "nowhere", "m0") == ([], None)
 
 
 def test_latest_forecast_keeps_only_the_newest_issue(data):
