@@ -158,7 +158,10 @@ def infer_model_signature(estimator: Any, task: str, input_example: Any) -> Any:
 
 def log_estimator(estimator: Any, *, name: str = "model", task: str | None = None,
                   input_example: Any = None, signature: Any = None) -> Any:
-    """Log a fitted estimator as a pyfunc model (in the active run, if any).
+    """Log a fitted estimator as a pyfunc model in the active run.
+
+    Call it inside a run (``MLflowTracker.log_model`` does); without one, MLflow files the
+    model under its active experiment ("Default" unless set).
 
     Parameters
     ----------
