@@ -44,6 +44,7 @@ MODEL_COLUMNS = ("model", "version", "aliases", "metrics", "promoted_at", "reaso
                  "run_id", "run_url")
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 SERIES_CACHE_SIZE = 4
+MAX_QUALITY_SERIES = 60
 
 
 def open_store(store_root: str | Path | None = None) -> Any:
@@ -141,13 +142,13 @@ class DashboardData:
         return frame
 
     def latest_forecast(self, series_id: str) -> pl.DataFrame:
-        """The rows of the most recent ``issued_at`` forecast of ``series_id``."""
+        """The rows of the most recent ``issued_at`` forecast of ``series_id``, per channel."""
         forecasts = self.table("forecasts", FORECAST_SCHEMA)
         forecasts = forecasts.filter(pl.col(SERIES_ID) == series_id)
         if forecasts.is_empty():
             return forecasts
-        latest = forecasts[ISSUED_AT].max()
-        return forecasts.filter(pl.col(ISSUED_AT) == latest).sort([CHANNEL, TIMESTAMP])
+        latest = pl.col(ISSUED_AT) == pl.col(ISSUED_AT).max().over(CHANNEL)
+        return forecasts.filter(latest).sort([CHANNEL, TIMESTAMP])
 
     def events(self, series_id: str | None = None) -> pl.DataFrame:
         """Events (EVENT_SCHEMA), all or of one series, latest first."""
@@ -173,13 +174,23 @@ class DashboardData:
                 .sort(["n_rows", "reason"], descending=[True, False]))
 
     def share_observed_by_day(self, series_ids: list[str] | None = None,
-                              every: str | None = None) -> pl.DataFrame:
+                              every: str | None = None, max_series: int = MAX_QUALITY_SERIES
+                              ) -> pl.DataFrame:
         """Share of observed cells per series and period.
 
         Columns series_id, day (start of the period), share_observed, period. ``every``
         is a polars duration ("1d", "1w", "1mo"); by default one day, or one week / one
-        month when the store spans more than 400 / 2,800 days (a readable heatmap).
+        month when the store spans more than 400 / 2,800 days (a readable heatmap). Without
+        ``series_ids``, the ``max_series`` series with the lowest share observed in the
+        catalogue (the ones worth a look).
         """
+        if series_ids is None:
+            catalogue = self.catalogue()
+            if "share_observed" in catalogue.columns and \
+                    catalogue[SERIES_ID].n_unique() > max_series:
+                worst = (catalogue.group_by(SERIES_ID).agg(pl.col("share_observed").mean())
+                         .sort(["share_observed", SERIES_ID]).head(max_series))
+                series_ids = worst[SERIES_ID].to_list()
         frame = self._call("read", series_ids=series_ids)
         if frame is None or frame.is_empty():
             return pl.DataFrame(schema={SERIES_ID: pl.Utf8, "day": pl.Datetime("us", "UTC"),

@@ -220,3 +220,21 @@ def test_the_dashboard_only_reads(store):
     callbacks.model_rows(data), callbacks.run_rows(data), callbacks.quality_figures(data)
     create_app(store=store, registry=FakeRegistry()).server.test_client().get("/_dash-layout")
     assert snapshot() == before
+
+
+def test_latest_forecast_per_channel_and_quality_caps_series(store):
+    import datetime as dt
+
+    from tests.dashboards.conftest import forecast_frame
+
+    later = forecast_frame("m0", "c0", issued_hours=210)           # only c0 re-forecast
+    store.write_table("forecasts", later, key=["series_id", "channel", "issued_at", "timestamp"])
+    data = DashboardData(store, registry=False)
+    latest = data.latest_forecast("m0")
+    issued = dict(latest.group_by("channel").agg(pl.col("issued_at").first()).iter_rows())
+    assert issued["c0"].day == 9 and issued["c0"].hour == 18          # hour 210
+    assert issued["c1"] == issued["c2"] == dt.datetime(2024, 1, 9, 8, tzinfo=dt.UTC)
+    share = data.share_observed_by_day(max_series=1)
+    worst = data.catalogue().group_by("series_id").agg(pl.col("share_observed").mean()).sort(
+        "share_observed")["series_id"][0]
+    assert share["series_id"].unique().to_list() == [worst]
