@@ -48,7 +48,14 @@ MAX_QUALITY_SERIES = 60
 
 
 def open_store(store_root: str | Path | None = None) -> Any:
-    """``data.store.Store(store_root)``; a clear error while that module is not installed."""
+    """``data.store.Store(store_root)`` of an existing folder (None: the default store).
+
+    A folder that does not exist is an error rather than a new empty store: the dashboard
+    only reads, and a typo in ``--store`` should say so.
+    """
+    if store_root is not None and not Path(store_root).expanduser().is_dir():
+        raise RecurraError(f"store ({str(store_root)!r}) must be an existing store folder "
+                           "(written by `recurra ingest`); it does not exist")
     try:
         from data.store import Store
     except ImportError as error:  # pragma: no cover - data.store is part of the project

@@ -62,3 +62,7 @@ def test_cli_report_and_dashboard_help(store, tmp_path):
     assert result.exit_code == 0 and "--port" in result.output and "--store" in result.output
     result = runner.invoke(app, ["dashboard", "--port", "0", "--store", str(store.root)])
     assert result.exit_code != 0 and "--port (0) must be between 1 and 65535" in result.output
+    missing = tmp_path / "no-such-store"
+    result = runner.invoke(app, ["report", "--store", str(missing), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "must be an existing store folder" in result.output
+    assert not missing.exists(), "a typo must not create a store"
