@@ -20,7 +20,9 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SCREENS = Path("/tmp/recurra_screens")
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", "--window-size=1400,1300", "--hide-scrollbars")
+         "--no-first-run", "--window-size=1400,1300", "--hide-scrollbars",
+         # offline: every host but localhost fails to resolve, so a CDN asset would break
+         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1")
 WAIT_S = 30
 MAX_POINTS = 100
 
@@ -63,6 +65,7 @@ def browser(tmp_path_factory):
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(WAIT_S)
     yield driver
@@ -161,6 +164,9 @@ def test_explorer_renders_forecast_and_events_and_jumps_to_a_clicked_event(
     wait.until(lambda d: (_x_range(d) or [""])[0].startswith("2024-01-04 16:00"))
     assert {"c0", "c1", "c2", "anomaly: high"} <= set(_trace_names(browser))
     _screenshot(browser, tmp_path, "03_explorer_multichannel_event")
+    failed = [e["message"] for e in browser.get_log("browser")
+              if e["level"] == "SEVERE" and ("net::" in e["message"] or "http" in e["message"])]
+    assert failed == [], f"requests failed (offline?): {failed}"
 
 
 def test_models_runs_and_quality_tabs(server_url, browser, tmp_path):
@@ -219,3 +225,5 @@ def test_report_opens_from_file_without_a_server(server_url, browser, tmp_path):
         ".flatMap(g => g.data.map(t => t.name));")
     assert "forecast" in names and "anomaly: high" in names
     _screenshot(browser, tmp_path, "07_report")
+    failed = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert failed == [], f"the report needed something it does not embed: {failed}"
