@@ -145,3 +145,20 @@ def test_no_temporary_files_are_left_behind(store, gappy_frame):
 
 def test_default_root_follows_recurra_home(recurra_home):
     assert Store().root == (recurra_home / "store").resolve()
+
+
+def test_fast_check_still_rejects_unsorted_duplicated_or_inconsistent_frames(store):
+    from data.schema import SchemaError
+    from data.store import checked_frame
+
+    frame = validate_frame(make_frame(n_series=2, n_steps=5))
+    assert checked_frame(frame, "x").equals(frame)
+    assert checked_frame(frame.reverse(), "x").equals(frame)  # unsorted: sorted by the gate
+    with pytest.raises(SchemaError, match="share a"):
+        checked_frame(pl.concat([frame, frame.head(1)]), "x")
+    first_missing = pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.col("value"))
+    bad_mask = frame.with_columns(first_missing.alias("value"), pl.lit(True).alias("observed"))
+    with pytest.raises(SchemaError, match="observed"):
+        checked_frame(bad_mask, "x")
+    with pytest.raises(SchemaError, match="NaN/inf"):
+        checked_frame(frame.with_columns(pl.lit(float("inf")).alias("value")), "x")
