@@ -302,7 +302,7 @@ class DashboardData:
         try:
             result = function(*args, **kwargs)
         except Exception as error:  # a missing table reads as empty, with a log line
-            LOGGER.info("store.%s%s gave nothing: %s", method, args, error)
+            LOGGER.warning("store.%s%s gave nothing: %s", method, args, error)
             return None
         return None if result is None else _to_frame(result)
 
