@@ -141,7 +141,8 @@ def _dedupe(good: pl.DataFrame, key: Sequence[str], value_columns: Sequence[str]
     ones. Returns (kept records sorted by key, rejected)."""
     if policy not in DUPLICATE_POLICIES:
         raise SchemaError(f"`duplicates` ({policy!r}) must be one of {list(DUPLICATE_POLICIES)}")
-    good = good.sort([*key, LINE])
+    if not _in_key_order(good, key):  # files are usually written in order: skip the sort
+        good = good.sort([*key, LINE])
     repeat = pl.all_horizontal([pl.col(k) == pl.col(k).shift(1) for k in key]).fill_null(False)
     good = good.with_columns(repeat.alias("_repeat"))
     if not good["_repeat"].any():
@@ -166,6 +167,18 @@ def _dedupe(good: pl.DataFrame, key: Sequence[str], value_columns: Sequence[str]
         kept = good.group_by(list(key), maintain_order=True).agg(
             pl.col(LINE).first(), *[pl.col(c).mean() for c in value_columns])
     return kept.drop("_repeat", "_same", "_first_line", strict=False), rejected
+
+
+def _in_key_order(frame: pl.DataFrame, key: Sequence[str]) -> bool:
+    """Whether rows are non-decreasing by ``key`` (ties then stay in line order)."""
+    if frame.height < 2:
+        return True
+    less, equal = pl.lit(False), pl.lit(True)
+    for column in key:
+        current, previous = pl.col(column), pl.col(column).shift(1)
+        less = less | (equal & (current < previous))
+        equal = equal & (current == previous)
+    return not frame.select(less.fill_null(False).any()).item()
 
 
 def _to_long(good: pl.DataFrame, value_columns: Sequence[str],
