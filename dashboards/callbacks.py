@@ -43,8 +43,6 @@ from data.schema import (
 TIME_FORMAT = "%Y-%m-%d %H:%M"
 RECENT_STEPS = 720  # the explorer and the reports open on the last 720 steps + forecast
 MAX_DEFAULT_CHANNELS = 6
-EVENT_COLUMNS = ("series_id", "start", "end", "severity", "level", "peak_score", "channels",
-                 "kind")
 
 
 def series_options(data: DashboardData, source: str | None = None) -> list[dict[str, str]]:
@@ -312,6 +310,35 @@ def quality_figures(data: DashboardData) -> tuple[go.Figure, go.Figure]:
     return share_figure, reason_figure
 
 
+def draw_explorer(data: DashboardData, series_id: str | None, channels: list[str] | None,
+                  focus: dict | None, shown: dict | None, max_points: int = MAX_POINTS
+                  ) -> tuple[go.Figure | Patch, dict | None]:
+    """What the explorer chart becomes: a new figure and its state, or, for a click on an
+    event of the series already shown, a Patch moving the x-range (state None: unchanged).
+
+    ``focus`` is the clicked event (None unless the click triggered this redraw); its
+    driving channels are drawn even when not picked.
+    """
+    wanted = focus if focus and focus.get("series_id") == series_id else None
+    x_range = focus_range(data, wanted) if wanted else None
+    drivers = wanted.get("channels", []) if wanted else []
+    if (wanted and shown and shown.get("series_id") == series_id
+            and set(drivers) <= set(shown.get("value_traces", {}))):
+        return detail_patch(data, shown, x_range, max_points, set_range=True), None
+    chosen = list(dict.fromkeys([*(channels or []), *drivers])) or None
+    figure = explorer_figure(data, series_id, x_range, max_points, chosen)
+    state = shown_state(figure, series_id)
+    x_range = x_range or _figure_range(figure)
+    if x_range and state["n_points"] > max_points:  # a window of a long series
+        updates = detail_updates(data, state, x_range, max_points)
+        for index, update in updates.items():
+            figure.data[index].update(**update)
+        for axis, y_range in window_y_ranges(state, updates, x_range).items():
+            if y_range is not None:
+                figure.layout[axis].update(range=y_range, autorange=False)
+    return figure, state
+
+
 def _figure_range(figure: go.Figure) -> list[str] | None:
     axis = figure.layout.xaxis
     return list(axis.range) if axis is not None and axis.range is not None else None
@@ -346,25 +373,9 @@ def register_callbacks(app: Dash, data: DashboardData, max_points: int = MAX_POI
                   Input("focus", "data"), State("shown", "data"))
     def _draw(series_id, channels, focus, shown):
         focused = "focus.data" in ctx.triggered_prop_ids
-        wanted = focus if focused and focus and focus.get("series_id") == series_id else None
-        x_range = focus_range(data, wanted) if wanted else None
-        drivers = wanted.get("channels", []) if wanted else []
-        shown_channels = set((shown or {}).get("value_traces", {}))
-        if (wanted and shown and shown.get("series_id") == series_id
-                and set(drivers) <= shown_channels):
-            return detail_patch(data, shown, x_range, max_points, set_range=True), no_update
-        chosen = list(dict.fromkeys([*(channels or []), *drivers])) or None
-        figure = explorer_figure(data, series_id, x_range, max_points, chosen)
-        state = shown_state(figure, series_id)
-        x_range = x_range or _figure_range(figure)
-        if x_range and state["n_points"] > max_points:  # a window of a long series
-            updates = detail_updates(data, state, x_range, max_points)
-            for index, update in updates.items():
-                figure.data[index].update(**update)
-            for axis, y_range in window_y_ranges(state, updates, x_range).items():
-                if y_range is not None:
-                    figure.layout[axis].update(range=y_range, autorange=False)
-        return figure, state
+        figure, state = draw_explorer(data, series_id, channels, focus if focused else None,
+                                      shown, max_points)
+        return figure, no_update if state is None else state
 
     @app.callback(Output("series-graph", "figure", allow_duplicate=True),
                   Input("series-graph", "relayoutData"), State("shown", "data"),

@@ -238,3 +238,22 @@ def test_latest_forecast_per_channel_and_quality_caps_series(store):
     worst = data.catalogue().group_by("series_id").agg(pl.col("share_observed").mean()).sort(
         "share_observed")["series_id"][0]
     assert share["series_id"].unique().to_list() == [worst]
+
+
+def test_draw_explorer_patches_the_shown_series_and_redraws_another(data):
+    figure, state = callbacks.draw_explorer(data, "s0", ["value"], None, None)
+    assert state["series_id"] == "s0" and figure.layout.xaxis.range is None   # 200 steps
+    rows = callbacks.event_rows(data.events())
+    s0_event = next(r for r in rows if r["series_id"] == "s0" and r["level"] == "high")
+    focus = callbacks.focus_from_cell({"row_id": s0_event["id"]}, rows)
+    patch, unchanged = callbacks.draw_explorer(data, "s0", ["value"], focus, state)
+    assert unchanged is None
+    ops = {tuple(op["location"]): op["params"]["value"]
+           for op in patch.to_plotly_json()["operations"]}
+    assert ops[("layout", "xaxis", "range")] == ["2024-01-01 18:00:00", "2024-01-02 22:00:00"]
+    # an event of m0 driven by c1 while only c0 is picked: redrawn with c1 and the range
+    m0_event = next(r for r in rows if r["series_id"] == "m0" and r["kind"] == "anomaly")
+    focus = callbacks.focus_from_cell({"row_id": m0_event["id"]}, rows)
+    figure, state = callbacks.draw_explorer(data, "m0", ["c0"], focus, state)
+    assert set(state["value_traces"]) == {"c0", "c1"}
+    assert figure.layout.xaxis.range == ("2024-01-04 16:00:00", "2024-01-06 02:00:00")
