@@ -120,6 +120,8 @@ def _records(cells: pl.DataFrame, stamps: pl.Series, stamp_problems: pl.Series,
     bad = pl.any_horizontal([pl.lit(stamp_problems).is_not_null(), *flags])
     cells = cells.with_columns(pl.lit(stamps).alias(TIMESTAMP),
                                pl.lit(stamp_problems).alias("_problem"), bad.alias("_bad"))
+    if not cells["_bad"].any():  # the common case: no copy of the cells
+        return cells.with_columns(*[v for v, _, _ in parsed]).drop("_bad")
     good = cells.filter(~pl.col("_bad")).with_columns(*[v for v, _, _ in parsed])
     rows = cells.filter(pl.col("_bad"))
     if rows.height:  # messages only for problem rows: building text for all rows is costly
@@ -130,6 +132,8 @@ def _records(cells: pl.DataFrame, stamps: pl.Series, stamp_problems: pl.Series,
 
 
 def _split_problems(records: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if records["_problem"].null_count() == records.height:
+        return records.drop("_problem"), empty_rejected()
     bad = records.filter(pl.col("_problem").is_not_null())
     good = records.filter(pl.col("_problem").is_null()).drop("_problem")
     return good, reject(bad, path, pl.col("_problem"))
