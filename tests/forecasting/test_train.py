@@ -138,3 +138,17 @@ def test_device_and_seed_helpers():
     b = seed_everything(3)
     assert torch.equal(torch.rand(2, generator=a), torch.rand(2, generator=b))
     assert detach_state(None) is None
+
+
+def test_progress_bar_and_amp_flag_run_on_cpu():
+    # amp is ignored on CPU; the rich progress bar must not break training
+    _, result = _fit(TrainConfig(max_epochs=2, device="cpu", amp="bf16", progress=True))
+    assert result.epochs_run == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_on_cuda(amp):
+    _, result = _fit(TrainConfig(max_epochs=3, learning_rate=0.05, device="cuda", amp=amp))
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
