@@ -81,7 +81,8 @@ def explorer_figure(data: DashboardData, series_id: str | None,
         return empty_figure(f"No rows for series {series_id!r} in the store")
     figure = series_figure(frame, data.latest_forecast(series_id), data.events(series_id),
                            title=f"Series {series_id}", max_points=max_points,
-                           x_range=x_range, channels=channels, recent_steps=RECENT_STEPS)
+                           x_range=x_range, channels=channels, recent_steps=RECENT_STEPS,
+                           scores=data.scores(series_id))
     figure.update_layout(uirevision=series_id)
     return figure
 

@@ -28,6 +28,7 @@ from data.schema import (
     FORECAST_SCHEMA,
     ISSUED_AT,
     OBSERVED,
+    SCORE_SCHEMA,
     SERIES_ID,
     START,
     TIMESTAMP,
@@ -156,6 +157,15 @@ class DashboardData:
             return forecasts
         latest = pl.col(ISSUED_AT) == pl.col(ISSUED_AT).max().over(CHANNEL)
         return forecasts.filter(latest).sort([CHANNEL, TIMESTAMP])
+
+    def scores(self, series_id: str) -> pl.DataFrame:
+        """Anomaly scores (SCORE_SCHEMA + contributions) of one series, by time."""
+        scores = self.table("scores", SCORE_SCHEMA)
+        if SERIES_ID not in scores.columns or TIMESTAMP not in scores.columns:
+            return empty_like(SCORE_SCHEMA)
+        return (scores.filter((pl.col(SERIES_ID) == series_id)
+                              & pl.col(TIMESTAMP).is_not_null())
+                .sort(TIMESTAMP))
 
     def events(self, series_id: str | None = None) -> pl.DataFrame:
         """Events (EVENT_SCHEMA), all or of one series, latest first."""

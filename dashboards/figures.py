@@ -27,8 +27,10 @@ from data.schema import (
     CHANNEL,
     CHANNELS,
     END,
+    IS_ANOMALY,
     KIND,
     PEAK_SCORE,
+    SCORE,
     SEVERITY,
     START,
     TIMESTAMP,
@@ -146,8 +148,10 @@ def series_figure(frame: pl.DataFrame, forecast: pl.DataFrame | None = None,
                   max_points: int = MAX_POINTS, method: str = "minmax",
                   x_range: Sequence | None = None,
                   channels: Sequence[str] | None = None,
-                  recent_steps: int | None = None) -> go.Figure:
-    """Values with gaps shaded, the latest forecast with its band, and anomaly events.
+                  recent_steps: int | None = None,
+                  scores: pl.DataFrame | None = None) -> go.Figure:
+    """Values with gaps shaded, the latest forecast with its band, anomaly events, and the
+    anomaly score in a last subplot when ``scores`` are given.
 
     Parameters
     ----------
@@ -161,18 +165,23 @@ def series_figure(frame: pl.DataFrame, forecast: pl.DataFrame | None = None,
     channels : the channels to draw (default: all, sorted).
     recent_steps : without ``x_range``, open on the last ``recent_steps`` sampling steps
         and the forecast (when the series is longer); the range slider shows it all.
+    scores : score rows (SCORE_SCHEMA) of that series: drawn as ``anomaly score`` with the
+        flagged points (``is_anomaly``) as ``flagged`` markers and every event shaded.
 
     Returns
     -------
     A Figure with shared x-axes, a range slider under the last subplot and a legend.
     """
     present = sorted(frame[CHANNEL].unique().to_list()) if frame.height else []
-    channels = [c for c in channels if c in present] if channels else present
+    channels = [c for c in channels or () if c in present] or present
     step = median_step(frame)
-    n_rows = max(1, len(channels))
+    has_scores = scores is not None and scores.height > 0
+    n_rows = max(1, len(channels)) + has_scores
     multichannel = n_rows > 1
-    figure = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.04,
-                           subplot_titles=channels if multichannel else None)
+    titles = [*channels, *(["anomaly score"] if has_scores else [])]
+    figure = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.05,
+                           subplot_titles=titles if multichannel else None,
+                           row_heights=[1.0] * len(channels) + [0.6] * has_scores or None)
     shown_legend: set[str] = set()
     for row, channel in enumerate(channels, start=1):
         part = frame.filter(pl.col(CHANNEL) == channel).sort(TIMESTAMP)
@@ -187,10 +196,41 @@ def series_figure(frame: pl.DataFrame, forecast: pl.DataFrame | None = None,
             _add_events(figure, events, channel, axes, row, (y_low, y_high), shown_legend,
                         step)
         figure.update_yaxes(title_text=channel if not multichannel else None, row=row, col=1)
+    if has_scores:
+        _add_scores(figure, scores, events, n_rows, max_points, method, shown_legend, step)
     if x_range is None and recent_steps:
         x_range = recent_x_range(frame, forecast, recent_steps)
     _style(figure, n_rows, title, x_range)
     return figure
+
+
+def _add_scores(figure: go.Figure, scores: pl.DataFrame, events: pl.DataFrame | None,
+                row: int, max_points: int, method: str, shown_legend: set[str],
+                step: dt.timedelta | None) -> None:
+    scores = scores.filter(pl.col(TIMESTAMP).is_not_null()).sort(TIMESTAMP)
+    times = naive_utc(scores[TIMESTAMP])
+    values = scores[SCORE].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    seconds = (times - times[0]).astype("timedelta64[ms]").astype(np.float64)
+    keep = downsample_indices(seconds, values, max_points, method)
+    figure.add_trace(go.Scatter(
+        x=times[keep], y=values[keep], mode="lines", name="anomaly score",
+        line=dict(color=OKABE_ITO["black"], width=1.2), connectgaps=False,
+        meta={"role": "score"},
+        hovertemplate="score %{y:.3g}<br>%{x|%Y-%m-%d %H:%M} UTC<extra></extra>"),
+        row=row, col=1)
+    flagged = np.flatnonzero(scores[IS_ANOMALY].fill_null(False).to_numpy())
+    if flagged.size:
+        flagged = flagged[:: max(1, flagged.size // (max_points // 2))]
+        figure.add_trace(go.Scatter(
+            x=times[flagged], y=values[flagged], mode="markers", name="flagged",
+            marker=dict(color=OKABE_ITO["vermillion"], symbol="x", size=7),
+            hovertemplate="flagged: score %{y:.3g}<extra></extra>"), row=row, col=1)
+    finite = values[np.isfinite(values)]
+    if events is not None and events.height and finite.size:
+        pad = 0.05 * (float(finite.max() - finite.min()) or 1.0)
+        span = (float(finite.min()) - pad, float(finite.max()) + pad)
+        axes = (f"x{row}", f"y{row}")
+        _add_events(figure, events, None, axes, row, span, shown_legend, step)
 
 
 def recent_x_range(frame: pl.DataFrame, forecast: pl.DataFrame | None, recent_steps: int
@@ -330,14 +370,15 @@ def _add_forecast(figure: go.Figure, forecast: pl.DataFrame, axes: tuple[str, st
     return min(y_low, float(np.nanmin(y_hat))), max(y_high, float(np.nanmax(y_hat)))
 
 
-def _add_events(figure: go.Figure, events: pl.DataFrame, channel: str, axes: tuple[str, str],
+def _add_events(figure: go.Figure, events: pl.DataFrame, channel: str | None,
+                axes: tuple[str, str],
                 row: int, y_span: tuple[float, float], shown_legend: set[str],
                 step: dt.timedelta | None) -> None:
     half = step / 2 if step else dt.timedelta(0)
     groups: dict[str, tuple[list, list, str]] = {}
     for event in events.to_dicts():
         drivers = event.get(CHANNELS) or []
-        if drivers and channel not in drivers:
+        if drivers and channel is not None and channel not in drivers:
             continue
         if event.get(KIND) == "data_quality":
             name, colour = "data quality event", DATA_QUALITY_COLOUR

@@ -151,7 +151,7 @@ def _page(data: DashboardData, series_ids: list[str], run_id: str | None, title:
             continue
         figure = series_figure(frame, data.latest_forecast(series_id),
                                data.events(series_id), max_points=max_points,
-                               recent_steps=RECENT_STEPS)
+                               recent_steps=RECENT_STEPS, scores=data.scores(series_id))
         parts.append(render(figure))
     parts.append("<h2>Data quality</h2>")
     share = data.share_observed_by_day(series_ids or None)

@@ -45,6 +45,17 @@ def events_frame() -> pl.DataFrame:
         schema=EVENT_SCHEMA)
 
 
+def scores_frame(series_id: str = "s1", n_steps: int = 200) -> pl.DataFrame:
+    """Hourly scores, high (and flagged) over hours 60..66 where s1 has its event."""
+    flagged = [60 <= i <= 66 for i in range(n_steps)]
+    return pl.DataFrame({
+        "series_id": [series_id] * n_steps,
+        "timestamp": [_hours(i) for i in range(n_steps)],
+        "score": [3.0 if f else 0.2 + 0.1 * math.sin(i) for i, f in enumerate(flagged)],
+        "is_anomaly": flagged, "contribution_value": [1.0] * n_steps,
+    }).with_columns(pl.col("timestamp").cast(TIMESTAMP_DTYPE))
+
+
 def runs_frame() -> pl.DataFrame:
     return pl.DataFrame({
         "run_id": ["r1", "r2"], "flow": ["ingest", "detect"],
@@ -67,6 +78,7 @@ def build_store(root) -> Store:
         key=["series_id", "channel", "issued_at", "timestamp"])
     store.write_table("events", events_frame(), key=["series_id", "start", "kind"])
     store.write_table("runs", runs_frame(), key=["run_id"])
+    store.write_table("scores", scores_frame(), key=["series_id", "timestamp"])
     store.add_quarantine(pl.DataFrame({
         "source_file": ["sensors.csv"] * 3 + ["plant.csv"], "line": [5, 9, 12, 3],
         "reason": ["unparseable timestamp", "unparseable timestamp", "non-numeric value",

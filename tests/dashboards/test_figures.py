@@ -19,7 +19,7 @@ from dashboards.figures import (
 from dashboards.quality_figures import quarantine_figure, share_observed_figure
 from data.schema import validate_frame
 from tests.conftest import make_frame
-from tests.dashboards.conftest import events_frame, forecast_frame
+from tests.dashboards.conftest import events_frame, forecast_frame, scores_frame
 
 
 def _names(figure) -> list[str]:
@@ -122,3 +122,18 @@ def test_long_series_open_on_the_recent_steps_and_the_forecast():
     assert recent_x_range(frame, forecast, 48) == ["2024-01-07 07:00:00", "2024-01-10 07:30:00"]
     figure = series_figure(frame, forecast, recent_steps=48)
     assert figure.layout.xaxis.range == ("2024-01-07 07:00:00", "2024-01-10 07:30:00")
+
+
+def test_scores_get_their_own_subplot_with_flags_and_events():
+    frame = make_frame(n_series=2, n_steps=200, seed=3).filter(pl.col("series_id") == "s1")
+    events = events_frame().filter(pl.col("series_id") == "s1")
+    figure = series_figure(frame, None, events, scores=scores_frame("s1"))
+    by_axis: dict[str, list[str]] = {}
+    for trace in figure.data:
+        by_axis.setdefault(trace.yaxis or "y", []).append(trace.name)
+    assert {"anomaly score", "flagged", "anomaly: medium"} <= set(by_axis["y2"])
+    assert "value" in by_axis["y"] and "anomaly score" not in by_axis["y"]
+    flagged = next(t for t in figure.data if t.name == "flagged")
+    assert len(flagged.x) == 7 and set(flagged.y) == {3.0}
+    assert [a.text for a in figure.layout.annotations] == ["value", "anomaly score"]
+    assert figure.layout.xaxis2.rangeslider.visible is True        # under the last row

@@ -25,6 +25,7 @@ def test_report_is_self_contained_with_the_run_and_its_charts(store, tmp_path):
     assert "<title>Run &lt;r1&gt;</title>" in html                       # escaped
     assert "ingest" in html and "COMPLETED" in html                      # run summary
     for name in ("Series m0", "Series s0", "Series s1", "anomaly: high", "forecast",
+                 "anomaly score", "flagged",
                  "gap (not observed)", "unparseable timestamp"):
         assert name in html
 
