@@ -50,7 +50,7 @@ from data.schema import (
     validate_frame,
 )
 from forecasting import windows as win
-from forecasting.device import choose_device, seed_everything
+from forecasting.device import seed_everything
 from forecasting.modules import ATTENTIONS, CELLS, DistributionHead, EncoderSpec, ForecastNet
 from forecasting.train import Callback, TrainConfig, fit_module
 from forecasting.windows import (
@@ -286,8 +286,8 @@ class RNNForecaster:
             val_prepared = self._prepared(self._arrays(validate_frame(
                 validation, name="validation"), "validation"))
         if config.cell == "grud":
-            self.module_.encoder.grud.set_empirical_mean(torch.zeros(
-                self.module_.encoder.spec.input_size))
+            self.module_.encoder.grud.set_empirical_mean(_scaled_means(
+                prepared, self.module_.encoder.spec.input_size))
         targets = [self.channels_.index(c) for c in self.targets_]
         schedule = _TeacherSchedule(config)
         hook = schedule.chain(callback)
@@ -496,7 +496,12 @@ def _to_frame(columns: dict[str, np.ndarray], levels: tuple[float, ...]) -> pl.D
     return frame.cast(schema).select(list(schema)).sort([SERIES_ID, CHANNEL, STEP])
 
 
-def device_of(module: torch.nn.Module) -> torch.device:
-    """The device of a module's first parameter (CPU for a module without any)."""
-    first = next(module.parameters(), None)
-    return first.device if first is not None else choose_device("cpu")
+def _scaled_means(prepared: list, input_size: int) -> torch.Tensor:
+    """GRU-D's ``x_mean``: the mean of the observed scaled values per channel (0 for the
+    always-observed covariates that follow the channels)."""
+    total = sum(np.where(p.observed, p.values, 0.0).sum(axis=0) for p in prepared)
+    count = sum(p.observed.sum(axis=0) for p in prepared)
+    means = np.zeros(input_size, np.float32)
+    means[:len(total)] = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+    return torch.from_numpy(means)
+
