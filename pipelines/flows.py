@@ -57,7 +57,7 @@ def make_task_runner(config: PipelineConfig) -> Any:
             return DaskTaskRunner(address=runner.address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": runner.n_dask_workers,
                                               "processes": False, "threads_per_worker": 1,
-                                              "dashboard_address": None})
+                                              "dashboard_address": ":0"})
     workers = 1 if runner.kind == "sequential" else runner.max_workers
     return ThreadPoolTaskRunner(max_workers=workers)
 
