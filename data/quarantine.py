@@ -255,6 +255,9 @@ def parse_timestamps(text: pl.Series, *, time_zone: str | None = None,
             time_zone, ambiguous="null", non_existent="null")
     naive_parsed = naive_parsed.dt.convert_time_zone("UTC") if time_zone else \
         naive_parsed.dt.replace_time_zone("UTC")
+    if not aware.any() and naive_parsed.null_count() == 0:  # the common case: all parsed
+        return naive_parsed.alias("timestamp"), pl.repeat(None, len(text), dtype=pl.Utf8,
+                                                          eager=True)
     aware_parsed = _first_format(normalised, AWARE_FORMATS, "UTC", aware)
     frame = pl.DataFrame({"a": aware, "n": naive_parsed, "z": aware_parsed, "t": text})
     ok_aware = frame["a"] & frame["z"].is_not_null()
