@@ -189,7 +189,9 @@ class RNNForecaster:
         """A new forecaster: this global model trained further on ``frame`` only.
 
         Known series keep their scalers, new ones get their own; ``learning_rate`` defaults
-        to a tenth of the original one. This forecaster is left unchanged.
+        to a tenth of the original one. The new forecaster holds stream states for the
+        series of ``frame`` only (states of other series were computed with the old
+        weights). This forecaster is left unchanged.
         """
         check_fitted(self)
         frame = validate_frame(frame, name="fine-tune frame")
@@ -207,7 +209,7 @@ class RNNForecaster:
             tuned.scaler_.setdefault(item.series_id, fit_scaler(item.values,
                                                                 self.config.scaler))
         tuned._train(arrays, None, callback)
-        tuned.state_ = {**self.state_, **tuned._stream_states(arrays)}
+        tuned.state_ = tuned._stream_states(arrays)
         return tuned
 
     def _targets(self, channels: list[str]) -> list[str]:
