@@ -16,6 +16,15 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# Tiny CPU tests run on one torch thread: on a shared, oversubscribed CPU two threads spin
+# against each other (measured ~20x slower per GRU-D training step than one thread).
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover - torch is a dependency
+    pass
+
 
 def make_frame(n_series: int = 2, n_steps: int = 200, n_channels: int = 1,
                gap_share: float = 0.1, seed: int = 0, freq_hours: int = 1) -> pl.DataFrame:
