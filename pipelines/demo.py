@@ -98,8 +98,8 @@ def print_summary(outcome: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    sources = Table(title="Ingested (rows per source)")
-    for column in ("source", "rows", "new", "quarantined"):
+    sources = Table(title="Ingested (per source)")
+    for column in ("source", "records kept", "new long rows", "quarantined"):
         sources.add_column(column)
     for name, counts in outcome["sources"].items():
         sources.add_row(name, str(counts["rows"]), str(counts["new"]),
@@ -117,7 +117,7 @@ def print_summary(outcome: dict[str, Any]) -> None:
         runs.add_column(column)
     for run in outcome["runs"]:
         runs.add_row(run["flow"], run["status"], str(run["series_trained"]),
-                     str(run["events_found"]), (run["message"] or "")[:120])
+                     str(run["events_found"]), (run["message"] or "")[:600])
     console.print(runs)
     console.print(f"[bold]Anomaly events found:[/bold] {outcome['events']} "
                   f"{outcome['events_by_series'] or ''}")
