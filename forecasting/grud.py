@@ -302,8 +302,12 @@ class GRUD(nn.Module):
         if self.hidden_decay:
             gamma_h = torch.exp(-F.relu(self.hidden_decay_layer(delta.transpose(0, 1))))
         recurrence = self._recurrence_fn(x.device)
-        output, last = recurrence(gates_input.contiguous(), gamma_h, state.hidden[0],
-                                  self.weight_hh_l0, self.bias_hh_l0)
+        dtype = self.weight_hh_l0.dtype
+        with torch.autocast(device_type=x.device.type, enabled=False):  # AMP: loop in fp32
+            output, last = recurrence(
+                gates_input.to(dtype).contiguous(),
+                None if gamma_h is None else gamma_h.to(dtype),
+                state.hidden[0].to(dtype), self.weight_hh_l0, self.bias_hh_l0)
         output = output.transpose(0, 1)                              # (B, T, H)
         hidden = [last.unsqueeze(0)]
         if self.upper is not None:

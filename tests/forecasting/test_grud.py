@@ -145,6 +145,18 @@ def test_fused_backward_passes_gradcheck(decay):
     assert torch.autograd.gradcheck(_fused_recurrence, inputs)
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+def test_runs_under_bf16_autocast(loop):
+    torch.manual_seed(0)
+    model = GRUD(4, 5, num_layers=2, loop=loop)
+    x, observed, delta = (t.float() if t.is_floating_point() else t for t in _inputs())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, state = model(x, observed, delta)
+        out.float().pow(2).mean().backward()
+    assert torch.isfinite(model.weight_hh_l0.grad).all()
+    assert state.hidden.shape == (2, 3, 5)
+
+
 def test_shapes_and_state():
     model = _model(num_layers=3, hidden=6)
     x, observed, delta = _inputs(batch=2, steps=5)
