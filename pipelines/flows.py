@@ -163,12 +163,12 @@ def train_flow(config_path: str | None = None, store_root: str | None = None,
     config = load_config(config_path)
     store = tasks.open_store(store_root)
     names = groups or list(tasks.group_series(config, store))
-    summary = tasks.RunSummary("train")
-    futures = {name: train_task.submit(name, config_path, store_root, reason, holdout_rows)
-               for name in names}
-    results, failures = _gather(futures)
-    summary.series_trained = sum(len(r["series"]) for r in results.values())
-    summary.messages.extend(_promotion_messages(results))
+    with tasks.recorded(store, tasks.RunSummary("train")) as summary:
+        futures = {name: train_task.submit(name, config_path, store_root, reason, holdout_rows)
+                   for name in names}
+        results, failures = _gather(futures)
+        summary.series_trained = sum(len(r["series"]) for r in results.values())
+        summary.messages.extend(_promotion_messages(results))
     tasks.record_run(store, summary.finish(failures))
     for failure in failures:
         _logger().warning(failure)
@@ -187,23 +187,22 @@ def detect_flow(config_path: str | None = None, store_root: str | None = None,
     """Score new rows with the champions; retrain groups whose monitor fired."""
     config = load_config(config_path)
     store = tasks.open_store(store_root)
-    summary = tasks.RunSummary("detect")
-    futures = {name: detect_task.submit(name, config_path, store_root, summary.run_id)
-               for name in tasks.group_series(config, store)}
-    results, failures = _gather(futures)
-    summary.events_found = sum(r["events"] for r in results.values())
-    summary.rows_ingested = sum(r["new_rows"] for r in results.values())
-    flagged = {name: r["reasons"] for name, r in results.items() if r["retrain"]}
-    for name, reasons in flagged.items():
-        action = "retrain" if retrain else "retrain flagged (not run, retrain=False)"
-        summary.messages.append(f"{action} {name!r}: " + "; ".join(reasons))
-    retrained = {}
-    if retrain and flagged:
+    with tasks.recorded(store, tasks.RunSummary("detect")) as summary:
+        futures = {name: detect_task.submit(name, config_path, store_root, summary.run_id)
+                   for name in tasks.group_series(config, store)}
+        results, failures = _gather(futures)
+        summary.events_found = sum(r["events"] for r in results.values())
+        summary.rows_ingested = sum(r["new_rows"] for r in results.values())
+        flagged = {name: r["reasons"] for name, r in results.items() if r["retrain"]}
         for name, reasons in flagged.items():
-            _logger().info("retraining %s because %s", name, "; ".join(reasons))
-        why = "monitor: " + "; ".join(sum(flagged.values(), []))
-        retrained = _with_runner(train_flow, config)(config_path, store_root,
-                                                     groups=list(flagged), reason=why)
+            action = "retrain" if retrain else "retrain flagged (not run, retrain=False)"
+            summary.messages.append(f"{action} {name!r}: " + "; ".join(reasons))
+        retrained = {}
+        if retrain and flagged:
+            why = "monitor: " + "; ".join(sum(flagged.values(), []))
+            _logger().info("retraining %s because %s", sorted(flagged), why)
+            retrained = _with_runner(train_flow, config)(config_path, store_root,
+                                                         groups=list(flagged), reason=why)
     tasks.record_run(store, summary.finish(failures))
     return {"summary": summary.row(), "groups": results, "retrained": retrained}
 
@@ -213,10 +212,10 @@ def backtest_flow(config_path: str | None = None, store_root: str | None = None)
     """Rolling-origin evaluation of every group's forecaster; logged to the tracker."""
     config = load_config(config_path)
     store = tasks.open_store(store_root)
-    summary = tasks.RunSummary("backtest")
-    futures = {name: backtest_task.submit(name, config_path, store_root)
-               for name in tasks.group_series(config, store)}
-    results, failures = _gather(futures)
+    with tasks.recorded(store, tasks.RunSummary("backtest")) as summary:
+        futures = {name: backtest_task.submit(name, config_path, store_root)
+                   for name in tasks.group_series(config, store)}
+        results, failures = _gather(futures)
     tasks.record_run(store, summary.finish(failures))
     return {"summary": summary.row(), "groups": results}
 
@@ -224,10 +223,11 @@ def backtest_flow(config_path: str | None = None, store_root: str | None = None)
 @flow(name="report", log_prints=True)
 def report_flow(store_root: str | None = None, output: str | None = None) -> dict:
     """Write the HTML report from the store and the registry."""
-    path = report_task(store_root, output)
-    summary = tasks.RunSummary("report")
+    store = tasks.open_store(store_root)
+    with tasks.recorded(store, tasks.RunSummary("report")) as summary:
+        path = report_task(store_root, output)
     summary.messages.append(f"report at {path}")
-    tasks.record_run(tasks.open_store(store_root), summary.finish())
+    tasks.record_run(store, summary.finish())
     return {"summary": summary.row(), "report": path}
 
 

@@ -12,6 +12,7 @@ State kept in the store (``data.store.Store`` result tables):
 - ``trainings``: per registered model version, the training end and the validation MAE per
   series (the reference of the live-error monitor).
 - ``live_metrics``: live MAE / coverage per series per detect run.
+- ``backtests``: the latest backtest summary per group, series and channel.
 
 The advanced state of each champion is cached in ``<RECURRA_HOME>/state/<model>/v<version>``
 so a stateful forecaster or detector continues from where it stopped, never re-reading history.
@@ -19,9 +20,11 @@ so a stateful forecaster or detector continues from where it stopped, never re-r
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +88,18 @@ class RunSummary:
 def record_run(store: Any, summary: RunSummary) -> None:
     """Upsert the run's summary into the ``runs`` table (keyed by run_id)."""
     store.write_table("runs", pl.DataFrame([summary.row()]), key=("run_id",))
+
+
+@contextlib.contextmanager
+def recorded(store: Any, summary: RunSummary) -> Iterator[RunSummary]:
+    """Record a run whose body raises as ``failed`` (with the error), then re-raise."""
+    try:
+        yield summary
+    except Exception as error:
+        summary.finish([f"{type(error).__name__}: {error}"])
+        summary.status = "failed"
+        record_run(store, summary)
+        raise
 
 
 def open_store(root: str | Path | None = None) -> Any:

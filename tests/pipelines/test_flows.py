@@ -168,3 +168,13 @@ def test_unknown_flow_name():
 
     with pytest.raises(RecurraError, match=r"flow \('nightly'\) must be one of"):
         run_flow("nightly")
+
+
+def test_a_run_that_raises_is_recorded_as_failed(recurra_home):
+    store = tasks.open_store()
+    with pytest.raises(RuntimeError, match="disk full"):
+        with tasks.recorded(store, tasks.RunSummary("report")):
+            raise RuntimeError("disk full")
+    row = store.read_table("runs").row(0, named=True)
+    assert row["flow"] == "report" and row["status"] == "failed"
+    assert row["message"] == "RuntimeError: disk full" and row["finished_at"] is not None
