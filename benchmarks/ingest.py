@@ -105,13 +105,14 @@ def main(argv: list[str] | None = None) -> None:
             generate(csv, args.rows, args.series)
             print(f"generated {csv} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         n_lines = sum(1 for _ in csv.open("rb")) - 1
+        csv_mb = csv.stat().st_size / 1e6
         store = run_store(csv, folder / "store")
         pandas_s = run_pandas(csv, folder / "pandas.parquet")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     name = "ingest_quick" if args.quick else "ingest"
     write_result(name, {
-        "rows": n_lines, "series": args.series, "csv_mb": None if args.csv else None,
+        "rows": n_lines, "series": args.series, "csv_mb": round(csv_mb, 1),
         "layout": "long series_id,timestamp,value (1% NA)",
         "rows_per_s_store": n_lines / store["store_s"],
         "rows_per_s_pandas": n_lines / pandas_s,
