@@ -86,6 +86,8 @@ class ForecasterConfig:
     lookback, horizon : window lengths (steps). stride : between training windows.
     max_windows_per_epoch : random subset of training windows per epoch (None = all).
     stateful, tbptt_length : stateful training with truncated BPTT over chunks.
+    stateful_segments : cut each training series into this many consecutive segments (each
+        from a fresh state) so that one long series still fills a stateful batch.
     target_channels : channels to forecast (None = all); the others are past covariates.
     calendar : calendar covariates on/off. scaler : ``"standard"``, ``"robust"``, ``"none"``.
     train : the nested :class:`forecasting.train.TrainConfig`.
@@ -111,6 +113,7 @@ class ForecasterConfig:
     max_windows_per_epoch: int | None = None
     stateful: bool = False
     tbptt_length: int = 64
+    stateful_segments: int = 1
     target_channels: tuple[str, ...] | None = None
     calendar: bool = True
     scaler: str = "standard"
@@ -126,7 +129,7 @@ class ForecasterConfig:
                 raise RecurraError(f"{name} ({getattr(self, name)!r}) must be one of "
                                    f"{list(choices)}")
         for name in ("hidden_size", "num_layers", "lookback", "horizon", "stride",
-                     "tbptt_length"):
+                     "tbptt_length", "stateful_segments"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise RecurraError(f"{name} ({value!r}) must be an integer >= 1")

@@ -257,11 +257,15 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
     """Batch sources and the stateful step function (see :func:`forecasting.train.fit_module`).
 
     Each epoch the series are shuffled into groups of ``train.batch_size``; the chunks of a
-    group come in order, the first flagged ``reset``.
+    group come in order, the first flagged ``reset``.  With ``config.stateful_segments`` k
+    > 1 each training series is first cut into k consecutive segments, each starting from a
+    fresh state, so that a few long series still fill a batch.
     """
     raw = config.cell == "grud"
     size = config.train.batch_size
     rng = np.random.default_rng(config.train.seed)
+    prepared = split_segments(prepared, getattr(config, "stateful_segments", 1),
+                              config.tbptt_length)
 
     def batches(series: list[PreparedSeries], order: np.ndarray):
         for begin in range(0, len(order), size):
@@ -299,6 +303,26 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
         return module.head.loss(params, y, mask), state
 
     return train_batches, val_batches, step
+
+
+def split_segments(series: list[PreparedSeries], n_segments: int, min_length: int
+                   ) -> list[PreparedSeries]:
+    """Cut each series into ``n_segments`` consecutive parts (each >= ``min_length`` steps).
+
+    The last ``horizon`` targets of a part are its successor's first steps; they are not
+    supervised from that part (the chunk padding masks them).
+    """
+    if n_segments <= 1:
+        return series
+    parts = []
+    for item in series:
+        count = max(1, min(n_segments, item.n_steps // max(1, min_length)))
+        bounds = np.linspace(0, item.n_steps, count + 1).astype(int)
+        for begin, end in zip(bounds[:-1], bounds[1:], strict=True):
+            parts.append(PreparedSeries(item.series_id, item.timestamps[begin:end], *(
+                getattr(item, name)[begin:end] for name in
+                ("values", "filled", "observed", "delta", "covariates")), item.static))
+    return parts
 
 
 # Streaming state per series ----------------------------------------------------------------

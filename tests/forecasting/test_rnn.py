@@ -221,3 +221,18 @@ def test_static_features(stateful, tmp_path):
     with pytest.raises(SchemaError, match=r"static: columns \['label'\] must be numeric"):
         RNNForecaster(_config()).fit(frame, static=static.with_columns(
             pl.lit("x").alias("label")))
+
+
+def test_stateful_segments_split_one_long_series():
+    from data.arrays import frame_to_arrays
+    from forecasting.windows import prepare_series, split_segments
+
+    frame = make_frame(n_series=1, n_steps=100)
+    (arrays,) = frame_to_arrays(frame)
+    prepared = [prepare_series(arrays, np.zeros(1), np.ones(1), calendar=True)]
+    parts = split_segments(prepared, 4, min_length=20)
+    assert [p.n_steps for p in parts] == [25, 25, 25, 25]
+    np.testing.assert_array_equal(np.concatenate([p.filled for p in parts]), prepared[0].filled)
+    assert len(split_segments(prepared, 10, min_length=20)) == 5  # parts keep >= min_length
+    fc = RNNForecaster(_config(stateful=True, tbptt_length=10, stateful_segments=4)).fit(frame)
+    assert fc.predict()[Y_HAT].is_finite().all()
