@@ -7,6 +7,7 @@ Registered on the main app by ``pipelines.cli``.  Prefect is imported inside the
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,12 +81,25 @@ def serve(config: ConfigOption = None,
 
     Uses PREFECT_API_URL when set, else starts `prefect server start` on 127.0.0.1:--port.
     """
+    prefect_environment()
     from pipelines.serve import serve_forever
 
     _guard(lambda: serve_forever(_text(config), only=only or None, port=port))
 
 
+def prefect_environment() -> None:
+    """Before Prefect is imported: its home under ``$RECURRA_HOME/prefect`` (unless
+    ``PREFECT_HOME`` is set), analytics off, a patient ephemeral-server start."""
+    from data.paths import recurra_home
+
+    os.environ.setdefault("PREFECT_HOME", str(recurra_home() / "prefect"))
+    for name, value in (("PREFECT_SERVER_ANALYTICS_ENABLED", "false"), ("DO_NOT_TRACK", "true"),
+                        ("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")):
+        os.environ.setdefault(name, value)
+
+
 def _run(name: str, config: Path | None, **parameters: Any) -> None:
+    prefect_environment()
     from pipelines.flows import run_flow
 
     outcome = _guard(lambda: run_flow(name, _text(config), **parameters))
