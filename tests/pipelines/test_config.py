@@ -110,3 +110,18 @@ def test_load_config_file_errors(tmp_path):
     broken.write_text("[groups\n")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_config(broken)
+
+
+def test_cli_reports_a_bad_config_without_a_traceback(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setenv("RECURRA_HOME", str(tmp_path / "home"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[runner]\nkind = "spark"\n[groups.g]\nseries = ["*"]\n')
+    result = CliRunner().invoke(app, ["train", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "`runner.kind` ('spark') must be one of" in result.output
+    assert "Traceback" not in result.output
