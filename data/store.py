@@ -304,9 +304,11 @@ class Store:
         ).select(list(CATALOGUE_SCHEMA)).cast(CATALOGUE_SCHEMA)
 
     def catalogue(self) -> pl.DataFrame:
-        """One row per (series_id, channel): series_id, channel, source, frequency
-        ("1h", "1d", "business-day", "irregular", ...), first, last, n_rows,
-        share_observed, partition. Empty (with those columns) for a new store."""
+        """One row per (series_id, channel): series_id, channel, source (the last upsert
+        that changed the series), frequency of the series (inferred on the timestamps of all
+        its channels: "1h", "1d", "business-day", "irregular", "unknown" under 3 points),
+        first, last, n_rows, share_observed, partition (the folder under ``series/``).
+        Empty (with those columns) for a new store."""
         path = self.root / "catalogue.parquet"
         if not path.exists():
             return pl.DataFrame(schema=CATALOGUE_SCHEMA)
