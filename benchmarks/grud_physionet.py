@@ -189,7 +189,7 @@ def batches(tensors: dict[str, torch.Tensor], index: np.ndarray, batch_size: int
 
 def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str, np.ndarray],
                    *, hidden: int, epochs: int, seed: int, device: str,
-                   batch_size: int = 64, patience: int = 5) -> dict:
+                   batch_size: int = 64, patience: int = 5, monitor: str = "loss") -> dict:
     """Train one model on one split; return test AUCs, seconds per epoch, epochs run."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -199,14 +199,19 @@ def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str,
     rng = np.random.default_rng(seed)
 
     def step(module, batch):
-        return loss_fn(logits_of(name, module, batch), batch["y"])
+        logits = logits_of(name, module, batch)
+        if monitor == "auc" and not module.training:  # the whole validation set is one batch
+            labels = batch["y"].cpu().numpy()
+            return torch.tensor(-roc_auc_score(labels, logits.detach().float().cpu().numpy()))
+        return loss_fn(logits, batch["y"])
 
     config = TrainConfig(max_epochs=epochs, batch_size=batch_size, learning_rate=1e-3,
                          weight_decay=1e-4, early_stopping_patience=patience, seed=seed,
                          device=device, clip_norm=1.0)
     started = time.perf_counter()
     result = fit_module(model, step, lambda: batches(tensors, split["train"], batch_size, rng),
-                        lambda: batches(tensors, split["val"], 512), config, callback=_progress)
+                        lambda: batches(tensors, split["val"], len(split["val"])), config,
+                        callback=_progress)
     train_s = time.perf_counter() - started
     started = time.perf_counter()
     model.eval()
@@ -340,6 +345,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--patience", type=int, default=5, help="early-stopping patience")
+    parser.add_argument("--monitor", choices=("loss", "auc"), default="loss",
+                        help="early stopping on validation loss or on validation AUC-ROC")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1,
@@ -370,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
             runs[name].append(train_and_test(name, tensors, split, hidden=args.hidden,
                                              epochs=args.epochs, seed=seed, device=args.device,
                                              batch_size=args.batch_size,
-                                             patience=args.patience))
+                                             patience=args.patience, monitor=args.monitor))
             print(name, seed, {k: round(v, 4) if isinstance(v, float) else v
                                for k, v in runs[name][-1].items()}, file=sys.stderr, flush=True)
     result = {name: _summary(r) for name, r in runs.items()}
@@ -378,6 +385,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_s": float(sum(r["train_s"] for rs in runs.values() for r in rs)),
         "predict_s": float(sum(r["predict_s"] for rs in runs.values() for r in rs)),
         "epochs": args.epochs, "early_stopping_patience": args.patience,
+        "early_stopping_monitor": f"validation {args.monitor}",
         "hidden": args.hidden, "batch_size": args.batch_size, "seeds": seeds,
         "n_records": int(len(cohort.labels)),
         "n_variables": len(cohort.variables), "static_size": int(cohort.static.shape[1]),
