@@ -94,11 +94,15 @@ def read_bytes(path: Path) -> bytes:
 
 
 def _lines(data: bytes) -> pl.DataFrame:
-    frame = pl.read_csv(io.BytesIO(data), has_header=False, separator="\x1f", quote_char=None,
-                        infer_schema=False, new_columns=[RAW], encoding="utf8-lossy",
-                        truncate_ragged_lines=True)
-    # a \x1f inside a line would split it; keep only the first piece (never happens in practice)
-    frame = frame.select(pl.col(frame.columns[0]).alias(RAW))
+    """One row per line (1-based ``line``, ``raw`` text), blank lines included."""
+    if b"\x1f" in data or b"\r" in data.replace(b"\r\n", b""):  # odd bytes: plain Python
+        text = data.decode("utf-8", "replace").split("\n")
+        frame = pl.DataFrame({RAW: text[:-1] if text and text[-1] == "" else text},
+                             schema={RAW: pl.Utf8})
+    else:
+        frame = pl.read_csv(io.BytesIO(data), has_header=False, separator="\x1f",
+                            quote_char=None, infer_schema=False, new_columns=[RAW],
+                            encoding="utf8-lossy", raise_if_empty=False)
     return frame.with_row_index(LINE, offset=1).with_columns(
         pl.col(LINE).cast(pl.Int64),
         pl.col(RAW).fill_null("").str.strip_chars_end("\r").str.strip_chars_start("\ufeff"))

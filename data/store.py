@@ -212,14 +212,16 @@ class Store:
         """
         frame = checked_frame(frame, "upsert")
         report = UpsertReport()
-        described: list[pl.DataFrame] = []
+        changed: list[pl.DataFrame] = []
+        frequencies: dict[str, str] = {}
         for (series_id,), part in frame.group_by(SERIES_ID, maintain_order=True):
             part_report, merged = self._upsert_partition(str(series_id), part)
             report = report + part_report
             if merged is not None:
-                described.append(self._describe(str(series_id), merged, source))
-        if described:
-            self._refresh_catalogue(described)
+                changed.append(merged)
+                frequencies[str(series_id)] = infer_frequency(merged[TIMESTAMP])
+        if changed:
+            self._refresh_catalogue(self._describe(pl.concat(changed), frequencies, source))
         return report
 
     def _upsert_partition(self, series_id: str,
@@ -278,8 +280,7 @@ class Store:
         return checked_frame(lazy.collect(), "store")
 
     # -- catalogue -----------------------------------------------------------------------
-    def _refresh_catalogue(self, rows: list[pl.DataFrame]) -> None:
-        fresh = pl.concat(rows)
+    def _refresh_catalogue(self, fresh: pl.DataFrame) -> None:
         series_ids = fresh[SERIES_ID].unique().to_list()
         path = self.root / "catalogue.parquet"
         with self._lock("catalogue"):
@@ -288,19 +289,21 @@ class Store:
                 fresh = pl.concat([old, fresh])
             self._write_atomic(fresh.sort([SERIES_ID, CHANNEL]), path)
 
-    def _describe(self, series_id: str, data: pl.DataFrame, source: str) -> pl.DataFrame:
-        path = self._partition_file(series_id)
-        frequency = infer_frequency(data[TIMESTAMP])
-        return data.group_by(CHANNEL).agg(
+    def _describe(self, data: pl.DataFrame, frequencies: dict[str, str],
+                  source: str) -> pl.DataFrame:
+        """Catalogue rows of the (whole, merged) series in ``data``, in one group-by."""
+        partitions = {s: partition_name(s) for s in frequencies}
+        return data.group_by([SERIES_ID, CHANNEL]).agg(
             pl.col(TIMESTAMP).min().alias("first"),
             pl.col(TIMESTAMP).max().alias("last"),
             pl.len().cast(pl.Int64).alias("n_rows"),
             pl.col(OBSERVED).mean().cast(pl.Float64).alias("share_observed"),
         ).with_columns(
-            pl.lit(series_id, pl.Utf8).alias(SERIES_ID),
             pl.lit(source, pl.Utf8).alias(SOURCE),
-            pl.lit(frequency, pl.Utf8).alias("frequency"),
-            pl.lit(path.parent.name, pl.Utf8).alias("partition"),
+            pl.col(SERIES_ID).replace_strict(frequencies, return_dtype=pl.Utf8)
+            .alias("frequency"),
+            pl.col(SERIES_ID).replace_strict(partitions, return_dtype=pl.Utf8)
+            .alias("partition"),
         ).select(list(CATALOGUE_SCHEMA)).cast(CATALOGUE_SCHEMA)
 
     def catalogue(self) -> pl.DataFrame:

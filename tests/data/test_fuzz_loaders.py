@@ -68,6 +68,7 @@ def test_random_bytes_never_raise_unhandled(data):
         path = Path(folder) / "bytes.csv"
         path.write_bytes(data)
         for load in (loaders.load_sensor, loaders.load_nab, loaders.load_physionet,
+                     loaders.load_prices, loaders.load_air_quality,
                      lambda p: loaders.load_matrix(p, "m")):
             try:
                 check(load(path))
