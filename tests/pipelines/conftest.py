@@ -12,6 +12,8 @@ import pytest
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
+HARNESS_STARTUP_S = 120  # the ephemeral server takes 30-45 s to start on the busy shared CPU
+
 
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory):
@@ -22,5 +24,5 @@ def prefect_harness(tmp_path_factory):
 
     with temporary_settings(updates={PREFECT_HOME: str(home),
                                      PREFECT_LOCAL_STORAGE_PATH: str(home / "storage")}):
-        with prefect_test_harness():
+        with prefect_test_harness(server_startup_timeout=HARNESS_STARTUP_S):
             yield home
