@@ -7,7 +7,6 @@ import tomli_w
 from typer.testing import CliRunner
 
 from tests.pipelines.conftest import prefect_harness  # noqa: F401 - the ephemeral Prefect
-from tests.pipelines.test_flows import HARNESS_STARTUP_S  # noqa: F401 - patient start-up
 
 TINY = {
     "sources": [{"name": "sample", "kind": "sample"}],

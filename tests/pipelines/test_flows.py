@@ -18,24 +18,6 @@ from pipelines.flows import run_flow
 from tests.conftest import make_frame
 
 N_TRAIN = 200
-HARNESS_STARTUP_S = 120
-
-
-def _patient_prefect_harness() -> None:
-    """Give Prefect's ephemeral test server 120 s to start instead of 30 s.
-
-    The shared ``prefect_harness`` fixture (tests/pipelines/conftest.py) calls
-    ``prefect_test_harness()`` with its default 30 s, which a busy 2-core machine exceeds;
-    this raises the default it reads (imported by every module that uses the fixture here).
-    """
-    from prefect.testing import utilities
-
-    harness = getattr(utilities.prefect_test_harness, "__wrapped__", None)
-    if harness is not None and harness.__defaults__ == (30,):
-        harness.__defaults__ = (HARNESS_STARTUP_S,)
-
-
-_patient_prefect_harness()
 
 
 def write_config(path, groups: dict, **sections) -> str:
