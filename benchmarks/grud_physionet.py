@@ -104,9 +104,11 @@ def load_cohort(records: str | Path, outcomes: str | Path) -> Cohort:
 
 
 def _static_inputs(frame: pl.DataFrame, record_ids: np.ndarray) -> np.ndarray:
-    """(N, S): age, gender==1, gender missing, height, height missing, ICU type one-hot."""
-    static = (frame.filter(pl.col("Parameter").is_in(STATIC_PARAMETERS[1:]))
-              .group_by(["RecordID", "Parameter"]).agg(pl.col("Value").first())
+    """(N, S): age, gender==1, gender missing, height, height missing, weight at admission
+    (the 00:00 descriptor row), weight missing, ICU type one-hot (when the file has it)."""
+    admission = (pl.col("Parameter") == "Weight") & (pl.col("minutes") == 0)
+    static = (frame.filter(pl.col("Parameter").is_in(STATIC_PARAMETERS[1:]) | admission)
+              .group_by(["RecordID", "Parameter"]).agg(pl.col("Value").drop_nulls().first())
               .pivot(on="Parameter", index="RecordID", values="Value"))
     static = pl.DataFrame({"RecordID": record_ids}).join(static, on="RecordID", how="left")
 
@@ -115,21 +117,50 @@ def _static_inputs(frame: pl.DataFrame, record_ids: np.ndarray) -> np.ndarray:
             return np.full(len(record_ids), np.nan)
         return static[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
 
-    age, gender, height, icu = (column(n) for n in ("Age", "Gender", "Height", "ICUType"))
+    age, gender, height, icu, weight = (column(n) for n in ("Age", "Gender", "Height",
+                                                            "ICUType", "Weight"))
     features = [age, (gender == 1).astype(float), np.isnan(gender).astype(float),
-                height, np.isnan(height).astype(float)]
+                height, np.isnan(height).astype(float), weight, np.isnan(weight).astype(float)]
     if not np.isnan(icu).all():
         features += [(icu == k).astype(float) for k in (1, 2, 3, 4)]
     return np.stack(features, axis=1).astype(np.float32)
 
 
-def model_inputs(cohort: Cohort, train_index: np.ndarray) -> dict[str, torch.Tensor]:
-    """Tensors for every model, z-scored with the training records' statistics."""
-    train_values = cohort.values[train_index]
+def robust_transform(values: np.ndarray, train_index: np.ndarray,
+                     percentiles: tuple[float, float] = (0.5, 99.5),
+                     skew_threshold: float = 2.0) -> tuple[np.ndarray, list[str]]:
+    """Clip each variable to its training percentiles, then log1p the skewed ones.
+
+    values : (N, T, F) with NaN where missing.  PhysioNet 2012 has unit errors (pH 7.4
+    recorded as 740, temperatures below 0): clipping to the training 0.5/99.5 percentiles
+    removes them; a variable whose clipped training values are all >= 0 and have a sample
+    skewness above ``skew_threshold`` (lab values such as creatinine, lactate, troponin,
+    urine) is log1p-transformed.  Only training records are used.  Returns the transformed
+    array and the indices (as strings) of the log-transformed variables.
+    """
+    flat = values[train_index].reshape(-1, values.shape[-1])
+    low, high = np.nanpercentile(flat, percentiles, axis=0)
+    clipped = np.clip(values, low, high)
+    flat = np.clip(flat, low, high)
+    mean, std = np.nanmean(flat, axis=0), np.nanstd(flat, axis=0)
+    skew = np.nanmean(((flat - mean) / np.where(std > 1e-6, std, 1.0)) ** 3, axis=0)
+    logged = (np.nanmin(flat, axis=0) >= 0) & (skew > skew_threshold)
+    clipped[..., logged] = np.log1p(clipped[..., logged])
+    return clipped, [str(j) for j in np.flatnonzero(logged)]
+
+
+def model_inputs(cohort: Cohort, train_index: np.ndarray,
+                 robust: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors for every model, z-scored with the training records' statistics
+    (after :func:`robust_transform` when ``robust``)."""
+    values = cohort.values
+    if robust:
+        values, _ = robust_transform(values, train_index)
+    train_values = values[train_index]
     mean = np.nanmean(train_values.reshape(-1, train_values.shape[-1]), axis=0)
     std = np.nanstd(train_values.reshape(-1, train_values.shape[-1]), axis=0)
     mean, std = np.nan_to_num(mean), np.where(np.nan_to_num(std) > 1e-6, std, 1.0)
-    scaled = np.clip((cohort.values - mean) / std, -CLIP, CLIP)
+    scaled = np.clip((values - mean) / std, -CLIP, CLIP)
     zero_filled = np.nan_to_num(scaled, nan=0.0).astype(np.float32)
     ffill = np.stack([forward_fill(scaled[i], cohort.observed[i]) for i in range(len(scaled))])
     static = cohort.static.copy()
@@ -162,6 +193,7 @@ class RNNClassifier(nn.Module):
 
 def build_model(name: str, n_variables: int, static_size: int, hidden: int,
                 dropout: float = 0.3) -> nn.Module:
+    """One of :data:`MODELS`; ``dropout`` on the classifier input (last state + static)."""
     if name == "grud":
         return GRUDClassifier(n_variables, hidden, static_size=static_size, dropout=dropout)
     if name == "gru_mean":
@@ -189,12 +221,17 @@ def batches(tensors: dict[str, torch.Tensor], index: np.ndarray, batch_size: int
 
 def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str, np.ndarray],
                    *, hidden: int, epochs: int, seed: int, device: str,
-                   batch_size: int = 64, patience: int = 5, monitor: str = "loss") -> dict:
-    """Train one model on one split; return test AUCs, seconds per epoch, epochs run."""
+                   batch_size: int = 64, patience: int = 5, monitor: str = "loss",
+                   dropout: float = 0.3, weight_decay: float = 1e-4,
+                   learning_rate: float = 1e-3) -> dict:
+    """Train one model on one split; return test AUCs, seconds per epoch, epochs run.
+
+    Model selection uses only ``split["val"]`` (early stopping on its loss or AUC-ROC)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     torch.manual_seed(seed)
-    model = build_model(name, tensors["x"].shape[-1], tensors["static"].shape[-1], hidden)
+    model = build_model(name, tensors["x"].shape[-1], tensors["static"].shape[-1], hidden,
+                        dropout)
     loss_fn = nn.BCEWithLogitsLoss()
     rng = np.random.default_rng(seed)
 
@@ -205,8 +242,8 @@ def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str,
             return torch.tensor(-roc_auc_score(labels, logits.detach().float().cpu().numpy()))
         return loss_fn(logits, batch["y"])
 
-    config = TrainConfig(max_epochs=epochs, batch_size=batch_size, learning_rate=1e-3,
-                         weight_decay=1e-4, early_stopping_patience=patience, seed=seed,
+    config = TrainConfig(max_epochs=epochs, batch_size=batch_size,
+                         learning_rate=learning_rate, weight_decay=weight_decay, early_stopping_patience=patience, seed=seed,
                          device=device, clip_norm=1.0)
     started = time.perf_counter()
     result = fit_module(model, step, lambda: batches(tensors, split["train"], batch_size, rng),
@@ -347,6 +384,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--patience", type=int, default=5, help="early-stopping patience")
     parser.add_argument("--monitor", choices=("loss", "auc"), default="loss",
                         help="early stopping on validation loss or on validation AUC-ROC")
+    parser.add_argument("--dropout", type=float, default=0.3,
+                        help="dropout on the classifier input (last state + static)")
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    parser.add_argument("--preprocess", choices=("zscore", "robust"), default="zscore",
+                        help="robust: clip to training 0.5/99.5 percentiles and log1p skewed "
+                        "variables before z-scoring")
+    parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1,
@@ -372,12 +417,14 @@ def main(argv: list[str] | None = None) -> dict:
     runs: dict[str, list[dict]] = {m: [] for m in models}
     for seed in seeds:
         split = make_split(cohort.labels, seed, test_rows)
-        tensors = model_inputs(cohort, split["train"])
+        tensors = model_inputs(cohort, split["train"], robust=args.preprocess == "robust")
         for name in models:
             runs[name].append(train_and_test(name, tensors, split, hidden=args.hidden,
                                              epochs=args.epochs, seed=seed, device=args.device,
                                              batch_size=args.batch_size,
-                                             patience=args.patience, monitor=args.monitor))
+                                             patience=args.patience, monitor=args.monitor,
+                                             dropout=args.dropout, learning_rate=args.lr,
+                                             weight_decay=args.weight_decay))
             print(name, seed, {k: round(v, 4) if isinstance(v, float) else v
                                for k, v in runs[name][-1].items()}, file=sys.stderr, flush=True)
     result = {name: _summary(r) for name, r in runs.items()}
@@ -386,6 +433,8 @@ def main(argv: list[str] | None = None) -> dict:
         "predict_s": float(sum(r["predict_s"] for rs in runs.values() for r in rs)),
         "epochs": args.epochs, "early_stopping_patience": args.patience,
         "early_stopping_monitor": f"validation {args.monitor}",
+        "dropout": args.dropout, "weight_decay": args.weight_decay, "learning_rate": args.lr,
+        "preprocess": args.preprocess,
         "hidden": args.hidden, "batch_size": args.batch_size, "seeds": seeds,
         "n_records": int(len(cohort.labels)),
         "n_variables": len(cohort.variables), "static_size": int(cohort.static.shape[1]),
@@ -403,7 +452,8 @@ def main(argv: list[str] | None = None) -> dict:
         except Exception as error:  # noqa: BLE001 - an optional comparison must not sink the run
             result["pypots"] = f"failed: {type(error).__name__}: {error}"
         result["timing_s"] = time.perf_counter() - started
-    write_result("grud_physionet_quick" if args.quick else "grud_physionet", result,
+    stem = "grud_physionet_quick" if args.quick else "grud_physionet"
+    write_result(stem + (f"_{args.tag}" if args.tag else ""), result,
                  device=args.device, extra_versions=("sklearn", "pypots"))
     return result
 
