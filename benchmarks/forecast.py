@@ -316,21 +316,31 @@ def windows_frame(x: np.ndarray, channels: list[str]) -> pl.DataFrame:
     }).with_columns(pl.col("timestamp").dt.replace_time_zone("UTC"))
 
 
-def fit_recurra(cell: str, data: Dataset, args: argparse.Namespace) -> dict:
-    """Part A's :class:`forecasting.rnn.RNNForecaster` through its public API only.
+def fit_recurra(cell: str, data: Dataset, args: argparse.Namespace, alpha: float,
+                normalize: str) -> dict:
+    """:class:`forecasting.rnn.RNNForecaster` through its public API only.
 
-    Multivariate input (7/8 channels), direct decoder, quantile head (q10/q50/q90: its own
-    80 % interval), scaler ``"none"`` (the data are already z-scored with train statistics);
-    test windows are passed to ``predict(frame=...)`` as one series each.
+    Channel-independent, window-normalised (``normalize`` = the ridge's choice: ``"last"``
+    or ``"mean"`` -> ``"revin"``), patches of ``--patch`` steps, direct decoder, a linear
+    skip initialised by the forecaster's own closed-form ridge (``alpha`` = the ridge's
+    validated penalty) and kept alone when no epoch beats it on validation; ``--recurra-
+    output`` ``"point"`` trains on squared error.  scaler ``"none"`` (the data are already
+    z-scored with train statistics); test windows go to ``predict(frame=...)`` as one
+    series each (one batched forward pass).  ``mse``/``mae`` on the point forecast (y_hat);
+    ``coverage_80`` of the forecaster's own q10/q90 (degenerate for ``"point"``).
     """
     from forecasting.rnn import ForecasterConfig, RNNForecaster
 
-    train = TrainConfig(max_epochs=args.recurra_epochs, batch_size=128,
+    train = TrainConfig(max_epochs=args.recurra_epochs, batch_size=args.recurra_batch,
+                        learning_rate=args.learning_rate, schedule="cosine",
                         early_stopping_patience=2, device="cpu", seed=0)
-    config = ForecasterConfig(cell=cell, hidden_size=args.recurra_hidden, lookback=LOOKBACK,
-                              horizon=HORIZON, decoder="direct", output="quantile",
-                              quantiles=(0.1, 0.5, 0.9), calendar=False, scaler="none",
-                              max_windows_per_epoch=args.recurra_windows, train=train)
+    config = ForecasterConfig(
+        cell=cell, hidden_size=args.recurra_hidden, lookback=LOOKBACK, horizon=HORIZON,
+        decoder="direct", output=args.recurra_output, quantiles=(0.1, 0.5, 0.9),
+        calendar=False, scaler="none", max_windows_per_epoch=args.recurra_windows,
+        normalization="last" if normalize == "last" else "revin",
+        channel_independent=True, patch_length=args.patch, linear_skip=True,
+        linear_skip_ridge=alpha, train=train)
     started = time.perf_counter()
     forecaster = RNNForecaster(config).fit(
         to_frame(data.values, data.channels, data.train),
@@ -348,9 +358,14 @@ def fit_recurra(cell: str, data: Dataset, args: argparse.Namespace) -> dict:
     result = {"mse": mse(y_test, point), "mae": mae(y_test, point),
               "coverage_80": coverage(y_test, low, high), "train_s": train_s,
               "predict_s": predict_s, "epochs_run": len(forecaster.history_),
-              "history": forecaster.history_, "config": dataclasses.asdict(config)}
+              "best_epoch": 0 if forecaster.kept_initial_ else
+              forecaster.train_result_.best_epoch,
+              "kept_initial_ridge": bool(forecaster.kept_initial_),
+              "history": forecaster.history_, "config": dataclasses.asdict(config),
+              "n_parameters": sum(p.numel() for p in forecaster.module_.parameters())}
     print(f"[{data.name}] recurra_{cell}: mse={result['mse']:.4f} mae={result['mae']:.4f} "
-          f"coverage_80={result['coverage_80']:.4f}", file=sys.stderr, flush=True)
+          f"coverage_80={result['coverage_80']:.4f} train_s={train_s:.1f} "
+          f"best_epoch={result['best_epoch']}", file=sys.stderr, flush=True)
     return result
 
 
@@ -367,15 +382,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batches", type=int, default=80,
                         help="random training batches per epoch (0 = all)")
     parser.add_argument("--learning-rate", type=float, default=5e-4)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--freeze-linear", action="store_true",
                         help="keep the ridge skip fixed; train only the recurrent correction")
-    parser.add_argument("--recurra-cells", default="",
+    parser.add_argument("--recurra-cells", default="lstm,gru",
                         help="also evaluate forecasting.rnn.RNNForecaster, e.g. 'lstm,gru'")
-    parser.add_argument("--recurra-hidden", type=int, default=32)
-    parser.add_argument("--recurra-epochs", type=int, default=3)
-    parser.add_argument("--recurra-windows", type=int, default=4096,
+    parser.add_argument("--recurra-hidden", type=int, default=64)
+    parser.add_argument("--recurra-epochs", type=int, default=4)
+    parser.add_argument("--recurra-batch", type=int, default=32,
+                        help="RNNForecaster batch size in windows (x channels sequences)")
+    parser.add_argument("--recurra-windows", type=int, default=2560,
                         help="RNNForecaster max_windows_per_epoch")
+    parser.add_argument("--recurra-output", default="point",
+                        choices=["point", "quantile", "gaussian"])
     args = parser.parse_args(argv)
     if not args.csv.is_file():
         raise SystemExit(f"--csv ({args.csv}) is not a file")
@@ -407,7 +426,8 @@ def main(argv: list[str] | None = None) -> None:
     for cell in [c for c in args.recurra_cells.split(",") if c]:
         if args.quick:
             args.recurra_epochs, args.recurra_windows = 1, 256
-        models[f"recurra_{cell}"] = fit_recurra(cell, data, args)
+        models[f"recurra_{cell}"] = fit_recurra(cell, data, args, ridge.config.alpha,
+                                                ridge.config.normalize)
     best = min((m for m in models if m not in ("repeat_last", "seasonal_naive_24")),
                key=lambda m: models[m]["mse"])
     result = {

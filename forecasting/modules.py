@@ -29,6 +29,7 @@ from data.schema import RecurraError
 
 CELLS = ("lstm", "gru", "grud")
 ATTENTIONS = ("luong", "bahdanau")
+NORMALIZATIONS = ("none", "last", "revin")
 
 
 @dataclass(frozen=True)
@@ -210,19 +211,62 @@ def _make_grud(spec: EncoderSpec) -> nn.Module:
                 dropout=spec.dropout, learn_initial_state=spec.learn_initial_state)
 
 
+@dataclass(frozen=True)
+class WindowSpec:
+    """How a stateless :class:`ForecastNet` reads a look-back window (checked by the caller).
+
+    normalization : ``"none"``, ``"last"`` (subtract each window's last value per channel)
+        or ``"revin"`` (subtract the window mean, divide by its std); outputs are mapped
+        back, so losses and forecasts stay in the caller's units.
+    channel_independent : each of the ``n_channels`` channels is a separate univariate
+        sample sharing the weights (every channel is then a target).
+    patch_length : P consecutive steps form one encoder step (T / P recurrent steps).
+    linear_skip : a linear map T -> N of each normalised channel added to the location.
+    lookback : T (the linear skip's input size). n_channels : F value channels.
+    """
+
+    normalization: str = "none"
+    channel_independent: bool = False
+    patch_length: int = 1
+    linear_skip: bool = False
+    lookback: int = 1
+    n_channels: int = 1
+
+
+def window_level(x: Tensor, normalization: str) -> tuple[Tensor, Tensor]:
+    """(B, 1, F) level and spread of windows ``x`` (B, T, F) for ``normalization``."""
+    ones = torch.ones_like(x[:, -1:])
+    if normalization == "last":
+        return x[:, -1:], ones
+    if normalization == "revin":
+        return x.mean(dim=1, keepdim=True), torch.sqrt(x.var(dim=1, keepdim=True,
+                                                             unbiased=False) + 1e-5)
+    return torch.zeros_like(ones), ones
+
+
+def patches(x: Tensor, patch_length: int) -> Tensor:
+    """(B, T, I) -> (B, T / P, P * I): P consecutive steps side by side."""
+    n_batch, length, width = x.shape
+    if length % patch_length:
+        raise RecurraError(f"window length ({length}) must be a multiple of patch_length "
+                           f"({patch_length}); pass at least lookback rows of history")
+    return x.reshape(n_batch, length // patch_length, patch_length * width)
+
+
 # Heads -----------------------------------------------------------------------------------
 
 class DistributionHead(nn.Module):
     """Maps features to distribution parameters and defines the loss.
 
     ``kind``: ``"quantile"`` (P = Q monotone quantiles: the lowest plus cumulative softplus
-    increments; pinball loss), ``"gaussian"`` (P = 2: mean, softplus scale; NLL) or
-    ``"student_t"`` (P = 3: mean, scale, df = 2 + softplus; NLL).
+    increments; pinball loss), ``"gaussian"`` (P = 2: mean, softplus scale; NLL),
+    ``"student_t"`` (P = 3: mean, scale, df = 2 + softplus; NLL) or ``"point"`` (P = 1: the
+    mean, squared-error loss; every quantile equals the point forecast).
 
     Input: (..., in_features). Output: (..., O, P) parameters.
     """
 
-    KINDS = ("quantile", "gaussian", "student_t")
+    KINDS = ("quantile", "gaussian", "student_t", "point")
 
     def __init__(self, kind: str, in_features: int, n_outputs: int,
                  quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)) -> None:
@@ -231,11 +275,14 @@ class DistributionHead(nn.Module):
             raise RecurraError(f"output ({kind!r}) must be one of {list(self.KINDS)}")
         self.kind, self.n_outputs = kind, n_outputs
         self.register_buffer("levels", torch.tensor(sorted(quantiles), dtype=torch.float32))
-        self.n_params = {"quantile": len(quantiles), "gaussian": 2, "student_t": 3}[kind]
+        self.n_params = {"quantile": len(quantiles), "gaussian": 2, "student_t": 3,
+                         "point": 1}[kind]
         self.linear = nn.Linear(in_features, n_outputs * self.n_params)
 
     def forward(self, features: Tensor) -> Tensor:
         raw = self.linear(features).unflatten(-1, (self.n_outputs, self.n_params))
+        if self.kind == "point":
+            return raw
         if self.kind == "quantile":
             return torch.cat([raw[..., :1], raw[..., :1] + torch.cumsum(
                 F.softplus(raw[..., 1:]), dim=-1)], dim=-1)
@@ -254,7 +301,9 @@ class DistributionHead(nn.Module):
         """Mean loss over observed targets; ``target``/``mask`` are (..., O)."""
         mask = mask.to(params.dtype)
         target = torch.where(mask > 0, target, torch.zeros_like(target))
-        if self.kind == "quantile":
+        if self.kind == "point":
+            per = (params[..., 0] - target) ** 2
+        elif self.kind == "quantile":
             error = target.unsqueeze(-1) - params
             levels = self.levels.to(params.dtype)
             per = torch.maximum(levels * error, (levels - 1) * error).mean(-1)
@@ -270,6 +319,8 @@ class DistributionHead(nn.Module):
         if self.kind == "quantile":
             index = [int(torch.argmin((self.levels - q).abs())) for q in levels]
             return params[..., index]
+        if self.kind == "point":
+            return params[..., :1].expand(*params.shape[:-1], len(levels))
         probs = torch.tensor(levels, dtype=params.dtype, device=params.device)
         if self.kind == "gaussian":
             z = math.sqrt(2.0) * torch.erfinv(2 * probs - 1)
@@ -279,6 +330,33 @@ class DistributionHead(nn.Module):
         df = params[..., 2:3].detach().cpu().double().numpy()
         z = torch.as_tensor(student.ppf(probs.cpu().double().numpy(), df), dtype=params.dtype)
         return params[..., :1] + params[..., 1:2] * z.to(params.device)
+
+    def start_at_zero(self) -> None:
+        """Zero the weights and set the bias so that the point forecast starts at 0 (the
+        head of a residual correction, e.g. on top of a linear skip)."""
+        with torch.no_grad():
+            self.linear.weight.zero_()
+            self.linear.bias.zero_()
+            if self.kind == "quantile":  # lowest + m softplus(0) increments = median
+                median = int(torch.argmin((self.levels - 0.5).abs()))
+                self.linear.bias[0::self.n_params] = -median * math.log(2.0)
+
+    def shift(self, params: Tensor, offset: Tensor) -> Tensor:
+        """Add ``offset`` (..., O) to the location of ``params`` (..., O, P)."""
+        if self.kind == "quantile":
+            return params + offset.unsqueeze(-1)
+        return torch.cat([params[..., :1] + offset.unsqueeze(-1), params[..., 1:]], dim=-1)
+
+    def rescale(self, params: Tensor, level: Tensor, spread: Tensor) -> Tensor:
+        """Map parameters of normalised targets back: ``y = level + spread * z``.
+
+        ``level`` and ``spread`` broadcast against (..., O).
+        """
+        level, spread = level.unsqueeze(-1), spread.unsqueeze(-1)
+        if self.kind in ("quantile", "point"):
+            return params * spread + level
+        parts = [params[..., :1] * spread + level, params[..., 1:2] * spread]
+        return torch.cat(parts + [params[..., 2:]], dim=-1)
 
 
 # Decoders --------------------------------------------------------------------------------
@@ -396,7 +474,9 @@ class ForecastNet(nn.Module):
     horizon : N. decoder : ``"direct"``, ``"seq2seq"`` or ``"attention"``.
     static_size : S, static features per series, joined to the encoder summary (0 = none).
     attention : ``"luong"`` or ``"bahdanau"`` (decoder ``"attention"`` only).
-    head : a :class:`DistributionHead` over O outputs.
+    head : a :class:`DistributionHead` over O outputs (1 when channel-independent).
+    window : a :class:`WindowSpec` (normalisation, channel independence, patches, linear
+        skip) used by :meth:`forecast_window`; None = plain windows.
 
     ``forward(x, observed, delta, state=None, covariates=None, future=None, last=None,
     static=None)``
@@ -410,8 +490,14 @@ class ForecastNet(nn.Module):
 
     def __init__(self, encoder: EncoderSpec, n_targets: int, covariate_size: int,
                  horizon: int, decoder: str, head: DistributionHead,
-                 attention: str = "luong", static_size: int = 0) -> None:
+                 attention: str = "luong", static_size: int = 0,
+                 window: WindowSpec | None = None) -> None:
         super().__init__()
+        self.window = window if window is not None else WindowSpec()
+        self.skip = None
+        if self.window.linear_skip:
+            self.skip = nn.Linear(self.window.lookback, horizon)
+            head.start_at_zero()
         if decoder not in self.DECODERS:
             raise RecurraError(f"decoder ({decoder!r}) must be one of {list(self.DECODERS)}")
         self.encoder = RecurrentEncoder(encoder)
@@ -467,3 +553,59 @@ class ForecastNet(nn.Module):
         params = self.decode(self.encoder.last_hidden(output), last, future, memory=output,
                              static=static)
         return params, state
+
+    def forecast_window(self, x: Tensor, observed: Tensor, delta: Tensor,
+                        covariates: Tensor | None = None, future: Tensor | None = None,
+                        last: Tensor | None = None, teacher: Tensor | None = None,
+                        teacher_mask: Tensor | None = None, teacher_prob: float = 0.0,
+                        static: Tensor | None = None, targets: list[int] | None = None
+                        ) -> Tensor:
+        """(B, N, O, P) parameters from stateless windows, applying :attr:`window`.
+
+        x, observed, delta : (B, T, F); covariates (B, T, C); future (B, N, C); last (B, O)
+        and teacher / teacher_mask (B, N, O) over the ``targets`` channels (all channels
+        when channel-independent); static (B, S).
+        """
+        spec = self.window
+        targets = list(range(x.shape[-1])) if targets is None else list(targets)
+        level, spread = window_level(x, spec.normalization)
+        if spec.normalization != "none":
+            x = (x - level) / spread
+            out_level, out_spread = level[:, :, targets], spread[:, :, targets]
+            last = None if last is None else (last - out_level[:, 0]) / out_spread[:, 0]
+            teacher = None if teacher is None else (teacher - out_level) / out_spread
+        n_batch, n_channels = x.shape[0], x.shape[-1]
+        if spec.channel_independent:
+            def split(t: Tensor | None) -> Tensor | None:  # (B, T, F) -> (B * F, T, 1)
+                return None if t is None else t.transpose(1, 2).reshape(-1, t.shape[1], 1)
+
+            def repeat(t: Tensor | None) -> Tensor | None:
+                return None if t is None else t.repeat_interleave(n_channels, dim=0)
+            x, observed, delta = split(x), split(observed), split(delta)
+            last = None if last is None else last.reshape(-1, 1)
+            teacher, teacher_mask = split(teacher), split(teacher_mask)
+            covariates, future, static = repeat(covariates), repeat(future), repeat(static)
+        values = x
+        if covariates is not None and covariates.shape[-1] > 0:
+            ones = torch.ones_like(covariates)
+            x = torch.cat([x, covariates.to(x.dtype)], dim=-1)
+            observed = torch.cat([observed.to(x.dtype), ones], dim=-1)
+            delta = torch.cat([delta.to(x.dtype), ones], dim=-1)
+        if spec.patch_length > 1:
+            x, observed, delta = (patches(t, spec.patch_length) for t in (x, observed, delta))
+        output, _ = self.encoder(x, observed, delta)
+        params = self.decode(self.encoder.last_hidden(output), last, future, teacher,
+                             teacher_mask, teacher_prob, memory=output, static=static)
+        if self.skip is not None:
+            if values.shape[1] != spec.lookback:
+                raise RecurraError(f"linear_skip needs windows of lookback ({spec.lookback}) "
+                                   f"steps, got {values.shape[1]}; pass a longer history")
+            offset = self.skip(values.transpose(1, 2)).transpose(1, 2)  # (B', N, F')
+            params = self.head.shift(params, offset if spec.channel_independent
+                                     else offset[..., targets])
+        if spec.channel_independent:
+            params = params.reshape(n_batch, n_channels, *params.shape[1:3], -1)[:, :, :, 0]
+            params = params.transpose(1, 2)[:, :, targets]
+        if spec.normalization != "none":
+            params = self.head.rescale(params, out_level, out_spread)
+        return params

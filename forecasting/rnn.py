@@ -51,7 +51,15 @@ from data.schema import (
 )
 from forecasting import windows as win
 from forecasting.device import seed_everything
-from forecasting.modules import ATTENTIONS, CELLS, DistributionHead, EncoderSpec, ForecastNet
+from forecasting.modules import (
+    ATTENTIONS,
+    CELLS,
+    NORMALIZATIONS,
+    DistributionHead,
+    EncoderSpec,
+    ForecastNet,
+    WindowSpec,
+)
 from forecasting.train import Callback, TrainConfig, fit_module
 from forecasting.windows import (
     SCALERS,
@@ -63,7 +71,7 @@ from forecasting.windows import (
 )
 
 DECODERS = ("direct", "seq2seq", "attention")
-OUTPUTS = ("quantile", "gaussian", "student_t")
+OUTPUTS = ("quantile", "gaussian", "student_t", "point")
 TEACHER_FORCING = ("always", "linear", "inverse_sigmoid", "never")
 
 
@@ -81,7 +89,8 @@ class ForecasterConfig:
     teacher_forcing : scheduled sampling for seq2seq: the probability of feeding the truth
         falls over training, ``"linear"`` (1 -> 0) or ``"inverse_sigmoid"`` (k / (k +
         exp(epoch / k)), k = ``teacher_forcing_k``); ``"always"`` or ``"never"``.
-    output : ``"quantile"`` (pinball loss), ``"gaussian"`` or ``"student_t"`` (NLL).
+    output : ``"quantile"`` (pinball loss), ``"gaussian"`` or ``"student_t"`` (NLL), or
+        ``"point"`` (squared error; every quantile column equals y_hat).
     quantiles : forecast quantile levels (columns ``q10``...); y_hat is the median (or mean).
     lookback, horizon : window lengths (steps). stride : between training windows.
     max_windows_per_epoch : random subset of training windows per epoch (None = all).
@@ -91,6 +100,17 @@ class ForecasterConfig:
     target_channels : channels to forecast (None = all); the others are past covariates.
     calendar : calendar covariates on/off. scaler : ``"standard"``, ``"robust"``, ``"none"``.
     train : the nested :class:`forecasting.train.TrainConfig`.
+
+    Window options (stateless LSTM/GRU only; see :class:`forecasting.modules.WindowSpec`):
+    normalization : ``"none"``, ``"last"`` (subtract each window's last value) or
+        ``"revin"`` (window mean / std), undone on the output.
+    channel_independent : each channel a separate univariate sample sharing the weights
+        (needs ``target_channels=None``). patch_length : steps per encoder step (divides
+        ``lookback``). linear_skip : a linear look-back -> horizon shortcut added to the
+        network's location; the network then starts as a zero correction.
+    linear_skip_ridge : ridge penalty of a closed-form initialisation of the skip from the
+        training windows (None = random init); with ``validation`` the initial model (the
+        ridge alone) is kept when no epoch beats it.
     """
 
     cell: str = "lstm"
@@ -117,6 +137,11 @@ class ForecasterConfig:
     target_channels: tuple[str, ...] | None = None
     calendar: bool = True
     scaler: str = "standard"
+    normalization: str = "none"
+    channel_independent: bool = False
+    patch_length: int = 1
+    linear_skip: bool = False
+    linear_skip_ridge: float | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -124,12 +149,13 @@ class ForecasterConfig:
             object.__setattr__(self, "train", TrainConfig(**self.train))
         for name, choices in (("cell", CELLS), ("decoder", DECODERS), ("output", OUTPUTS),
                               ("attention", ATTENTIONS), ("scaler", SCALERS),
-                              ("teacher_forcing", TEACHER_FORCING)):
+                              ("teacher_forcing", TEACHER_FORCING),
+                              ("normalization", NORMALIZATIONS)):
             if getattr(self, name) not in choices:
                 raise RecurraError(f"{name} ({getattr(self, name)!r}) must be one of "
                                    f"{list(choices)}")
         for name in ("hidden_size", "num_layers", "lookback", "horizon", "stride",
-                     "tbptt_length", "stateful_segments"):
+                     "tbptt_length", "stateful_segments", "patch_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise RecurraError(f"{name} ({value!r}) must be an integer >= 1")
@@ -151,6 +177,30 @@ class ForecasterConfig:
             raise RecurraError(f"teacher_forcing_k ({self.teacher_forcing_k}) must be > 0")
         if self.target_channels is not None and not self.target_channels:
             raise RecurraError("target_channels (()) must name at least one channel or be None")
+        self._check_window_options()
+
+    @property
+    def windowed(self) -> bool:
+        """True when any window option (normalisation, channel independence, patches,
+        linear skip) is on."""
+        return (self.normalization != "none" or self.channel_independent
+                or self.patch_length > 1 or self.linear_skip)
+
+    def _check_window_options(self) -> None:
+        if self.lookback % self.patch_length:
+            raise RecurraError(f"lookback ({self.lookback}) must be a multiple of "
+                               f"patch_length ({self.patch_length})")
+        if self.windowed and (self.stateful or self.cell == "grud"):
+            raise RecurraError(f"normalization/channel_independent/patch_length/linear_skip "
+                               f"need stateless windows of an LSTM/GRU: got stateful="
+                               f"{self.stateful}, cell {self.cell!r}")
+        if self.channel_independent and self.target_channels is not None:
+            raise RecurraError(f"channel_independent forecasts every channel: "
+                               f"target_channels ({self.target_channels}) must be None")
+        if self.linear_skip_ridge is not None and (
+                not self.linear_skip or not self.linear_skip_ridge >= 0):
+            raise RecurraError(f"linear_skip_ridge ({self.linear_skip_ridge}) must be >= 0 "
+                               f"and needs linear_skip=True (got {self.linear_skip})")
 
 
 class RNNForecaster:
@@ -201,7 +251,8 @@ class RNNForecaster:
         train = dataclasses.replace(
             self.config.train, max_epochs=epochs,
             learning_rate=learning_rate or self.config.train.learning_rate / 10)
-        tuned = RNNForecaster(dataclasses.replace(self.config, train=train))
+        tuned = RNNForecaster(dataclasses.replace(self.config, train=train,
+                                                  linear_skip_ridge=None))  # keep the skip
         tuned.channels_, tuned.targets_ = self.channels_, self.targets_
         tuned.module_ = copy.deepcopy(self.module_).cpu()
         tuned.scaler_ = dict(self.scaler_)
@@ -227,13 +278,18 @@ class RNNForecaster:
     def _build(self) -> ForecastNet:
         config = self.config
         n_cov = win.N_CALENDAR if config.calendar else 0
-        spec = EncoderSpec(config.cell, len(self.channels_) + n_cov, config.hidden_size,
+        independent = config.channel_independent
+        n_inputs = (1 if independent else len(self.channels_)) + n_cov
+        n_outputs = 1 if independent else len(self.targets_)
+        spec = EncoderSpec(config.cell, n_inputs * config.patch_length, config.hidden_size,
                            config.num_layers, config.dropout, config.recurrent_dropout,
                            config.layer_norm, config.residual, config.learn_initial_state)
-        head = DistributionHead(config.output, config.hidden_size, len(self.targets_),
+        head = DistributionHead(config.output, config.hidden_size, n_outputs,
                                 config.quantiles)
-        return ForecastNet(spec, len(self.targets_), n_cov, config.horizon, config.decoder,
-                           head, config.attention, len(self.static_columns_))
+        window = WindowSpec(config.normalization, independent, config.patch_length,
+                            config.linear_skip, config.lookback, len(self.channels_))
+        return ForecastNet(spec, n_outputs, n_cov, config.horizon, config.decoder, head,
+                           config.attention, len(self.static_columns_), window)
 
     def _fit_static(self, static: Any) -> None:
         self.static_columns_: list[str] = []
@@ -303,11 +359,38 @@ class RNNForecaster:
             check_length(prepared, config.lookback + config.horizon, "train")
             train_src, val_src, step = _window_sources(prepared, val_prepared, config,
                                                        targets, schedule)
+        initial = None
+        if config.linear_skip_ridge is not None:
+            initial = self._init_skip(prepared, val_src, step)
         result = fit_module(self.module_, step, train_src, val_src, config.train, hook,
                             stateful=config.stateful)
         self.module_.cpu().eval()
+        self.kept_initial_ = initial is not None and initial[0] <= result.best_val_loss
+        if self.kept_initial_:  # the ridge-initialised model beat every trained epoch
+            self.module_.load_state_dict(initial[1])
         self.history_ = result.history
         self.train_result_ = result
+
+    def _init_skip(self, prepared: list, val_src: Any, step: Any
+                   ) -> tuple[float, dict[str, torch.Tensor]] | None:
+        """Closed-form ridge for the linear skip on the normalised training windows; returns
+        (validation loss, weights) of this initial model when ``val_src`` is given."""
+        config = self.config
+        starts = window_starts(prepared, config.lookback, config.horizon, config.stride)
+        inputs, outputs = win.skip_design(prepared, starts, config.lookback, config.horizon,
+                                          config.normalization)
+        weight, bias = win.ridge(inputs, outputs, config.linear_skip_ridge)
+        with torch.no_grad():
+            self.module_.skip.weight.copy_(torch.from_numpy(weight))
+            self.module_.skip.bias.copy_(torch.from_numpy(bias))
+        if val_src is None:
+            return None
+        self.module_.eval()
+        with torch.no_grad():
+            losses = [step(self.module_, batch) for batch in val_src()]
+        losses = [float(v) for v in losses if v is not None]
+        state = {k: v.detach().clone() for k, v in self.module_.state_dict().items()}
+        return (float(np.mean(losses)) if losses else float("inf")), state
 
     # streaming -------------------------------------------------------------------------
     def _stream_states(self, arrays: list) -> dict[str, dict[str, Any]]:
@@ -480,13 +563,20 @@ def _window_sources(prepared: list, val_prepared: list | None, config: Forecaste
             return None
         lookback = batch.x.shape[1]
         covariates = batch.covariates
-        output, _ = module.encode(batch.x, batch.observed, batch.delta, None,
-                                  covariates[:, :lookback])
-        params = module.decode(module.encoder.last_hidden(output),
-                               batch.x_last[:, -1, targets], covariates[:, lookback:],
-                               torch.nan_to_num(batch.y), batch.y_observed,
-                               schedule.current(module.training), memory=output,
-                               static=batch.static)
+        if not config.windowed:
+            output, _ = module.encode(batch.x, batch.observed, batch.delta, None,
+                                      covariates[:, :lookback])
+            params = module.decode(module.encoder.last_hidden(output),
+                                   batch.x_last[:, -1, targets], covariates[:, lookback:],
+                                   torch.nan_to_num(batch.y), batch.y_observed,
+                                   schedule.current(module.training), memory=output,
+                                   static=batch.static)
+        else:
+            params = module.forecast_window(
+                batch.x, batch.observed, batch.delta, covariates[:, :lookback],
+                covariates[:, lookback:], batch.x_last[:, -1, targets],
+                torch.nan_to_num(batch.y), batch.y_observed,
+                schedule.current(module.training), batch.static, targets)
         return module.head.loss(params, batch.y, batch.y_observed)
 
     return train_batches, val_src, step

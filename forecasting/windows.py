@@ -476,16 +476,56 @@ def forecast_arrays(module: Any, states: dict[str, dict[str, Any]], scalers: dic
             rows = [PreparedSeries(s, None, *(states[s]["buffer"][n] for n in (
                 "values", "filled", "observed", "delta", "covariates"))) for s in group]
             x, observed, delta, past = _stack(rows, raw)
-            memory, _ = module.encode(x, observed, delta, None, past)
-            summary = module.encoder.last_hidden(memory)
         static = None
         if states[group[0]].get("static") is not None:
             static = torch.from_numpy(np.stack([states[s]["static"] for s in group]))
-        params = module.decode(summary, last, future, memory=memory, static=static)
+        if getattr(config, "windowed", False):
+            params = module.forecast_window(x, observed, delta, past, future, last,
+                                            static=static, targets=targets)
+        else:
+            if not config.stateful:
+                memory, _ = module.encode(x, observed, delta, None, past)
+                summary = module.encoder.last_hidden(memory)
+            params = module.decode(summary, last, future, memory=memory, static=static)
         for row, series_id in enumerate(group):
             results[series_id] = params[row, :horizon].float().numpy()
     return [(s, states[s]["last_time"], futures[i][:horizon], results[s])
             for i, s in enumerate(ids)]
+
+
+def skip_design(series: list[PreparedSeries], starts: np.ndarray, lookback: int,
+                horizon: int, normalization: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a linear look-back -> horizon map, one per (window, channel) whose targets
+    are all observed: inputs (M, T) and outputs (M, N), normalised per window as the
+    network does (:func:`forecasting.modules.window_level`)."""
+    from forecasting.modules import window_level
+
+    inputs, outputs = [], []
+    for begin in range(0, len(starts), 4096):
+        part = starts[begin:begin + 4096]
+        x = np.stack([series[s].filled[t:t + lookback] for s, t in part])
+        y = np.stack([series[s].values[t + lookback:t + lookback + horizon] for s, t in part])
+        seen = np.stack([series[s].observed[t + lookback:t + lookback + horizon].all(axis=0)
+                         for s, t in part])                              # (B, F)
+        level, spread = (v.numpy() for v in window_level(torch.from_numpy(x), normalization))
+        inputs.append(((x - level) / spread).transpose(0, 2, 1)[seen])
+        outputs.append(((y - level) / spread).transpose(0, 2, 1)[seen])
+    return np.concatenate(inputs), np.concatenate(outputs)
+
+
+def ridge(inputs: np.ndarray, outputs: np.ndarray, alpha: float
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression with intercept: weight (N, T) and bias (N,) as float32."""
+    if inputs.shape[0] == 0:
+        raise RecurraError("linear_skip_ridge: no training window has all its targets "
+                           "observed; set linear_skip_ridge=None")
+    x = inputs.astype(np.float64)
+    y = outputs.astype(np.float64)
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    xc, yc = x - x_mean, y - y_mean
+    coef = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ yc)  # (T, N)
+    bias = y_mean - x_mean @ coef
+    return coef.T.astype(np.float32), bias.astype(np.float32)
 
 
 def _future_times(entry: dict[str, Any], horizon: int) -> np.ndarray:
