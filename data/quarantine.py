@@ -134,8 +134,10 @@ def read_table(path: str | Path, *, delimiter: str | None = None, header: bool =
     """
     path = Path(path)
     data = read_bytes(path)
-    first_line = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip("\r\ufeff")
-    if not data.strip():
+    end = data.find(b"\n")
+    first_line = data[:end if end >= 0 else len(data)].decode("utf-8", "replace").strip(
+        "\r\ufeff")
+    if not data or data.isspace():  # (no copy of the whole file, unlike strip())
         raise LoadError(f"{path}: file is empty (no non-blank lines)")
     if first_line.strip():
         delimiter = detect_delimiter(first_line, delimiter, path)

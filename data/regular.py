@@ -75,7 +75,10 @@ def _as_micros(timestamps: Iterable | pl.Series | np.ndarray) -> np.ndarray:
         series = series.cast(pl.Datetime("us"))
     else:
         raise SchemaError(f"`timestamps` must be datetimes, got {series.dtype}")
-    return np.unique(series.drop_nulls().to_physical().to_numpy().astype(np.int64))
+    micros = series.drop_nulls().to_physical().to_numpy().astype(np.int64)
+    if micros.size > 1 and bool(np.all(micros[1:] > micros[:-1])):
+        return micros  # already sorted and distinct (one channel): skip the sort
+    return np.unique(micros)
 
 
 def infer_frequency(timestamps: Iterable | pl.Series | np.ndarray) -> str:
@@ -95,7 +98,10 @@ def infer_frequency(timestamps: Iterable | pl.Series | np.ndarray) -> str:
     if micros.size < MIN_POINTS:
         return UNKNOWN
     diffs = np.diff(micros)
-    values, counts = np.unique(diffs, return_counts=True)
+    if bool(np.all(diffs == diffs[0])):  # perfectly regular: no need to count spacings
+        values, counts = diffs[:1], np.array([diffs.size])
+    else:
+        values, counts = np.unique(diffs, return_counts=True)
     mode = int(values[np.argmax(counts)])
     if counts.max() < MODE_SHARE * diffs.size or np.mean(diffs % mode == 0) < REGULAR_SHARE:
         return IRREGULAR

@@ -27,6 +27,7 @@ import re
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,7 @@ _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _SLUG = re.compile(r"[^A-Za-z0-9_-]+")
 LOCK_TIMEOUT_S = 60.0
 STALE_LOCK_S = 300.0
+WRITE_THREADS = min(4, os.cpu_count() or 1)  # partitions read/written in parallel
 
 
 class StoreError(RecurraError):
@@ -211,17 +213,28 @@ class Store:
         UpsertReport with n_new, n_updated, n_unchanged row counts.
         """
         frame = checked_frame(frame, "upsert")
-        report = UpsertReport()
-        changed: list[pl.DataFrame] = []
-        frequencies: dict[str, str] = {}
-        for (series_id,), part in frame.group_by(SERIES_ID, maintain_order=True):
-            part_report, merged = self._upsert_partition(str(series_id), part)
-            report = report + part_report
-            if merged is not None:
-                changed.append(merged)
-                frequencies[str(series_id)] = infer_frequency(merged[TIMESTAMP])
-        if changed:
-            self._refresh_catalogue(self._describe(pl.concat(changed), frequencies, source))
+        if frame.is_empty():
+            return UpsertReport()
+        # sorted by key: each series is one run of rows, a zero-copy slice of ``frame``
+        runs = frame.select(pl.col(SERIES_ID).rle()).unnest(SERIES_ID)
+        starts = [0, *runs["len"].cum_sum().to_list()[:-1]]
+        parts = [(str(s), frame.slice(o, n)) for s, o, n in
+                 zip(runs["value"].to_list(), starts, runs["len"].to_list(), strict=True)]
+
+        def work(item: tuple[str, pl.DataFrame]) -> tuple[UpsertReport, pl.DataFrame | None]:
+            part_report, merged = self._upsert_partition(*item)
+            return part_report, None if merged is None else _describe(merged, source)
+
+        workers = min(WRITE_THREADS, len(parts))
+        if workers > 1:  # polars releases the GIL while reading / writing Parquet
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(work, parts))
+        else:
+            results = [work(item) for item in parts]
+        report = sum((r for r, _ in results), UpsertReport())
+        rows = [described for _, described in results if described is not None]
+        if rows:
+            self._refresh_catalogue(pl.concat(rows))
         return report
 
     def _upsert_partition(self, series_id: str,
@@ -233,6 +246,8 @@ class Store:
                 self._write_atomic(part, path)
                 return UpsertReport(n_new=part.height), part
             stored = pl.read_parquet(path)
+            if stored.height == part.height and stored.equals(part):  # a re-ingest
+                return UpsertReport(n_unchanged=part.height), None
             marked = stored.select([*KEY, VALUE]).with_columns(pl.lit(True).alias("_exists"))
             joined = part.join(marked, on=list(KEY), how="left", suffix="_stored")
             exists = joined["_exists"].fill_null(False)
@@ -240,11 +255,11 @@ class Store:
             n_new = int((~exists).sum())
             n_unchanged = int((exists & same).sum())
             n_updated = part.height - n_new - n_unchanged
-            merged = None
-            if n_new or n_updated:
-                kept = stored.join(part.select(list(KEY)), on=list(KEY), how="anti")
-                merged = pl.concat([kept, part]).sort(list(KEY))
-                self._write_atomic(merged, path)
+            if not (n_new or n_updated):
+                return UpsertReport(0, 0, n_unchanged), None
+            kept = stored.join(part.select(list(KEY)), on=list(KEY), how="anti")
+            merged = pl.concat([kept, part]).sort(list(KEY))
+            self._write_atomic(merged, path)
             return UpsertReport(n_new, n_updated, n_unchanged), merged
 
     def series_ids(self) -> list[str]:
@@ -288,23 +303,6 @@ class Store:
                 old = pl.read_parquet(path).filter(~pl.col(SERIES_ID).is_in(series_ids))
                 fresh = pl.concat([old, fresh])
             self._write_atomic(fresh.sort([SERIES_ID, CHANNEL]), path)
-
-    def _describe(self, data: pl.DataFrame, frequencies: dict[str, str],
-                  source: str) -> pl.DataFrame:
-        """Catalogue rows of the (whole, merged) series in ``data``, in one group-by."""
-        partitions = {s: partition_name(s) for s in frequencies}
-        return data.group_by([SERIES_ID, CHANNEL]).agg(
-            pl.col(TIMESTAMP).min().alias("first"),
-            pl.col(TIMESTAMP).max().alias("last"),
-            pl.len().cast(pl.Int64).alias("n_rows"),
-            pl.col(OBSERVED).mean().cast(pl.Float64).alias("share_observed"),
-        ).with_columns(
-            pl.lit(source, pl.Utf8).alias(SOURCE),
-            pl.col(SERIES_ID).replace_strict(frequencies, return_dtype=pl.Utf8)
-            .alias("frequency"),
-            pl.col(SERIES_ID).replace_strict(partitions, return_dtype=pl.Utf8)
-            .alias("partition"),
-        ).select(list(CATALOGUE_SCHEMA)).cast(CATALOGUE_SCHEMA)
 
     def catalogue(self) -> pl.DataFrame:
         """One row per (series_id, channel): series_id, channel, source (the last upsert
@@ -382,6 +380,23 @@ class Store:
     def quarantine(self) -> pl.DataFrame:
         """Every rejected row: source_file, line (1-based), reason, raw, ingested_at."""
         return self.read_table(QUARANTINE_TABLE).sort(["source_file", "line"])
+
+
+def _describe(data: pl.DataFrame, source: str) -> pl.DataFrame:
+    """Catalogue rows of one whole (merged) series: one row per channel."""
+    series_id = data[SERIES_ID][0]
+    frequency = infer_frequency(data[TIMESTAMP])
+    return data.group_by(CHANNEL, maintain_order=True).agg(
+        pl.col(TIMESTAMP).min().alias("first"),
+        pl.col(TIMESTAMP).max().alias("last"),
+        pl.len().cast(pl.Int64).alias("n_rows"),
+        pl.col(OBSERVED).mean().cast(pl.Float64).alias("share_observed"),
+    ).with_columns(
+        pl.lit(series_id, pl.Utf8).alias(SERIES_ID),
+        pl.lit(source, pl.Utf8).alias(SOURCE),
+        pl.lit(frequency, pl.Utf8).alias("frequency"),
+        pl.lit(partition_name(series_id), pl.Utf8).alias("partition"),
+    ).select(list(CATALOGUE_SCHEMA)).cast(CATALOGUE_SCHEMA)
 
 
 def checked_frame(frame, name: str) -> pl.DataFrame:
