@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -231,3 +232,53 @@ def test_physionet_binning_keeps_last_value_per_hour_and_deltas_in_hours(tmp_pat
     assert cohort.delta[0, 5, 0] == 5.0 and cohort.delta[0, 6, 0] == 1.0
     assert cohort.static[:, 0].tolist() == [70.0, 50.0]
     assert cohort.static[:, 4].tolist() == [1.0, 0.0]  # height missing flag
+
+
+def _benchmark_module():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import grud_physionet
+
+    return grud_physionet
+
+
+def test_physionet_robust_transform_uses_training_records_only():
+    """Clipping bounds and the log decision come from the training rows; NaN stays NaN."""
+    grud_physionet = _benchmark_module()
+    rng = np.random.default_rng(0)
+    values = np.full((40, 4, 2), np.nan)
+    values[:, :, 0] = rng.normal(10.0, 1.0, (40, 4))            # symmetric: not logged
+    values[:, :, 1] = rng.lognormal(0.0, 1.5, (40, 4))          # skewed, >= 0: logged
+    values[0, 0, 1] = np.nan
+    values[-1, 0, 0] = 1e6                                      # a test-row unit error
+    train = np.arange(30)
+    out, logged = grud_physionet.robust_transform(values, train)
+    assert logged == ["1"]
+    high = np.nanpercentile(values[train, :, 0], 99.5)
+    assert out[-1, 0, 0] == pytest.approx(high)                 # clipped to the train bound
+    assert np.isnan(out[0, 0, 1])
+    bound = np.nanpercentile(values[train, :, 1], 99.5)
+    assert np.nanmax(out[..., 1]) == pytest.approx(np.log1p(bound))
+    same, _ = grud_physionet.robust_transform(np.where(np.arange(40)[:, None, None] >= 30,
+                                                       0.0, values), train)
+    assert np.allclose(same[train], out[train], equal_nan=True)  # test rows change nothing
+
+
+def test_physionet_static_inputs_include_admission_weight(tmp_path):
+    grud_physionet = _benchmark_module()
+    records = tmp_path / "set.csv"
+    records.write_text(
+        "RecordID,Time,Parameter,Value\n"
+        "1,00:00,RecordID,1\n1,00:00,Age,70\n1,00:00,Gender,1\n1,00:00,Height,-1\n"
+        "1,00:00,Weight,80\n1,02:00,Weight,82\n"
+        "2,00:00,RecordID,2\n2,00:00,Age,50\n2,00:00,Gender,0\n2,00:00,Height,170\n"
+        "2,00:00,Weight,-1\n2,01:00,Weight,60\n")
+    outcomes = tmp_path / "outcomes.txt"
+    outcomes.write_text("RecordID,SAPS-I,SOFA,Length_of_stay,Survival,In-hospital_death\n"
+                        "1,1,1,5,-1,1\n2,1,1,5,-1,0\n")
+    cohort = grud_physionet.load_cohort(records, outcomes)
+    assert cohort.static.shape == (2, 7)
+    assert cohort.static[0, 5] == 80.0 and cohort.static[0, 6] == 0.0
+    assert np.isnan(cohort.static[1, 5]) and cohort.static[1, 6] == 1.0  # -1 = missing
