@@ -33,6 +33,7 @@ import polars as pl
 from data.quarantine import (
     LINE,
     RAW,
+    NULL_MARKERS,
     LoadError,
     RawTable,
     empty_rejected,
@@ -112,6 +113,11 @@ def combine(results: Sequence[LoadResult], source: str) -> LoadResult:
 def _records(cells: pl.DataFrame, stamps: pl.Series, stamp_problems: pl.Series,
              value_columns: Sequence[str], missing: tuple[float, ...] = ()) -> pl.DataFrame:
     """Cells with parsed ``timestamp``, float value columns and ``_problem`` (first one)."""
+    if stamp_problems.null_count() == len(stamp_problems):
+        values = _clean_numbers(cells, value_columns, missing)
+        if values is not None:  # the common case: every cell parsed, one cast per column
+            return cells.with_columns(stamps.alias(TIMESTAMP),
+                                      stamp_problems.alias("_problem"), *values)
     parsed = [parse_numbers(c, missing=missing) for c in value_columns]
     flags = [f for _, f, _ in parsed]
     if flags and cells.select(pl.any_horizontal(flags).any()).item():
@@ -129,6 +135,30 @@ def _records(cells: pl.DataFrame, stamps: pl.Series, stamp_problems: pl.Series,
                                  .alias("_problem")).with_columns(*[v for v, _, _ in parsed])
         good = pl.concat([good, rows])
     return good.drop("_bad")
+
+
+def _clean_numbers(cells: pl.DataFrame, value_columns: Sequence[str],
+                   missing: tuple[float, ...]) -> list[pl.Series] | None:
+    """Float value columns when no cell of them is a problem (text, infinity), else None.
+
+    Same rules as :func:`data.quarantine.parse_numbers`, with one cast per column: a cell
+    that does not cast must be a null marker, NaN becomes a gap, ``missing`` too.
+    """
+    values = []
+    for column in value_columns:
+        text = cells[column]
+        number = text.cast(pl.Float64, strict=False)
+        if number.is_infinite().any():
+            return None
+        failed = number.is_null() & text.is_not_null()
+        if failed.any() and not text.filter(failed).is_in(list(NULL_MARKERS)).all():
+            return None
+        value = number.fill_nan(None)
+        if missing:
+            value = pl.select(pl.when(value.is_in(list(missing))).then(None)
+                              .otherwise(value)).to_series()
+        values.append(value.alias(column))
+    return values
 
 
 def _split_problems(records: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -253,9 +253,13 @@ def parse_timestamps(text: pl.Series, *, time_zone: str | None = None,
     ``+01:00``) are converted to UTC. A file must not mix the two: the convention of the
     first parseable value wins and rows in the other are problems ("mixed time zones").
     """
-    aware = text.str.contains(_OFFSET).fill_null(False)
-    normalised = text.str.replace(r"Z$", "+00:00") if aware.any() else text
-    naive_parsed = _first_format(normalised, NAIVE_FORMATS, None, ~aware)
+    naive_parsed = _first_format(text, NAIVE_FORMATS, None, text.is_not_null())
+    if naive_parsed.null_count() == 0:  # all naive (formats are exact): skip the offset regex
+        aware, normalised = pl.repeat(False, len(text), eager=True), text
+    else:
+        aware = text.str.contains(_OFFSET).fill_null(False)
+        normalised = text.str.replace(r"Z$", "+00:00") if aware.any() else text
+        naive_parsed = _first_format(normalised, NAIVE_FORMATS, None, ~aware)
     if time_zone is not None:
         naive_parsed = naive_parsed.dt.replace_time_zone(
             time_zone, ambiguous="null", non_existent="null")
@@ -300,10 +304,14 @@ def _first_format(text: pl.Series, formats: tuple[str, ...], time_zone: str | No
     for fmt in formats:
         if not todo.any():
             break
-        parsed = text.str.to_datetime(fmt, strict=False, time_unit="us", time_zone=time_zone)
+        parsed = text.str.to_datetime(fmt, strict=False, time_unit="us", time_zone=time_zone,
+                                      cache=False)  # (the cache is slower, even on repeats)
         if parsed.dtype != dtype:
             parsed = parsed.cast(dtype)
-        result = pl.select(pl.when(todo).then(parsed).otherwise(result)).to_series()
+        if todo.all():  # the first format, on a clean column: nothing to merge
+            result = parsed
+        else:
+            result = pl.select(pl.when(todo).then(parsed).otherwise(result)).to_series()
         todo = todo & result.is_null()
     return result
 
