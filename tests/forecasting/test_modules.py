@@ -16,6 +16,9 @@ from forecasting.modules import (
     ForecastNet,
     RecurrentCell,
     RecurrentEncoder,
+    WindowSpec,
+    patches,
+    window_level,
 )
 
 torch.set_num_threads(1)  # tiny models: one thread is far faster on a busy CPU
@@ -185,3 +188,85 @@ def test_teacher_forcing_uses_truth_only_when_asked():
     torch.testing.assert_close(a[:, 0], b[:, 0])        # step 1 reads only `last`
     assert not torch.allclose(a[:, 1:], b[:, 1:])       # later steps read the truth
     torch.testing.assert_close(c, free)                 # probability 0: own predictions
+
+
+def _window_net(kind="point", n_channels=3, targets=3, **window):
+    torch.manual_seed(0)
+    spec = WindowSpec(lookback=8, n_channels=n_channels, **window)
+    n_in = 1 if spec.channel_independent else n_channels
+    n_out = 1 if spec.channel_independent else targets
+    head = DistributionHead(kind, 8, n_out, (0.1, 0.5, 0.9))
+    return ForecastNet(EncoderSpec("gru", n_in * spec.patch_length, 8), n_out, 0,
+                       horizon=4, decoder="direct", head=head, window=spec).eval()
+
+
+def test_point_head_is_squared_error_and_its_quantiles_are_the_point():
+    head = DistributionHead("point", 4, 2)
+    params = torch.tensor([[[1.0], [2.0]]])                      # (1, O=2, P=1)
+    loss = head.loss(params, torch.tensor([[3.0, 2.5]]), torch.ones(1, 2, dtype=torch.bool))
+    assert loss.item() == pytest.approx((4.0 + 0.25) / 2)
+    assert head.quantiles(params, (0.1, 0.9)).tolist() == [[[1.0, 1.0], [2.0, 2.0]]]
+
+
+@pytest.mark.parametrize("kind", ["quantile", "gaussian", "point"])
+def test_start_at_zero_makes_the_point_forecast_zero(kind):
+    head = DistributionHead(kind, 4, 2, (0.1, 0.5, 0.9))
+    head.start_at_zero()
+    point = head.point(head(torch.randn(5, 4)))
+    torch.testing.assert_close(point, torch.zeros(5, 2))
+
+
+def test_window_level_and_patches():
+    x = torch.tensor([[[1.0], [2.0], [3.0], [6.0]]])            # (1, 4, 1)
+    level, spread = window_level(x, "last")
+    assert level.item() == 6.0 and spread.item() == 1.0
+    level, spread = window_level(x, "revin")
+    assert level.item() == 3.0 and spread.item() == pytest.approx(math.sqrt(3.5 + 1e-5))
+    assert patches(torch.arange(12.0).reshape(1, 6, 2), 3).tolist() == [
+        [[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], [6.0, 7.0, 8.0, 9.0, 10.0, 11.0]]]
+    with pytest.raises(RecurraError, match=r"window length \(6\) must be a multiple of "
+                                           r"patch_length \(4\)"):
+        patches(torch.zeros(1, 6, 2), 4)
+
+
+@pytest.mark.parametrize("normalization,kind", [("revin", "point"), ("revin", "quantile"),
+                                                ("last", "gaussian")])
+def test_window_normalisation_is_undone_on_the_output(normalization, kind):
+    """Instance normalisation makes the forecast equivariant: f(a x + b) = a f(x) + b
+    (revin, per channel); f(x + b) = f(x) + b (last)."""
+    net = _window_net(kind, normalization=normalization, patch_length=2, linear_skip=True)
+    x, observed, delta = _inputs(batch=2, steps=8, features=3)
+    scale = torch.tensor([2.0, 0.5, 3.0]) if normalization == "revin" else torch.ones(3)
+    shift = torch.tensor([10.0, -4.0, 0.5])
+    with torch.no_grad():
+        base = net.forecast_window(x, observed, delta)
+        moved = net.forecast_window(x * scale + shift, observed, delta)
+    if kind == "gaussian":  # location shifts, scale unchanged
+        torch.testing.assert_close(moved[..., 0], base[..., 0] + shift, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(moved[..., 1], base[..., 1], rtol=1e-4, atol=1e-4)
+    else:                   # every quantile / the point: a z + b per channel
+        torch.testing.assert_close(moved, base * scale[:, None] + shift[:, None],
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_channel_independent_equals_each_channel_alone():
+    net = _window_net(normalization="last", channel_independent=True, patch_length=4,
+                      linear_skip=True)
+    x, observed, delta = _inputs(batch=2, steps=8, features=3)
+    with torch.no_grad():
+        joint = net.forecast_window(x, observed, delta)         # (B, N, F, P)
+        alone = [net.forecast_window(x[..., j:j + 1], observed[..., j:j + 1],
+                                     delta[..., j:j + 1]) for j in range(3)]
+    assert joint.shape == (2, 4, 3, 1)
+    torch.testing.assert_close(joint, torch.cat(alone, dim=2))
+
+
+def test_linear_skip_alone_at_start_and_needs_full_windows():
+    net = _window_net(targets=1, normalization="last", linear_skip=True)
+    x, observed, delta = _inputs(batch=2, steps=8, features=3)
+    with torch.no_grad():
+        params = net.forecast_window(x, observed, delta, targets=[1])
+        skip = net.skip((x - x[:, -1:]).transpose(1, 2)).transpose(1, 2) + x[:, -1:]
+    torch.testing.assert_close(params[..., 0], skip[..., [1]])
+    with pytest.raises(RecurraError, match=r"linear_skip needs windows of lookback \(8\)"):
+        net.forecast_window(x[:, 2:], observed[:, 2:], delta[:, 2:])

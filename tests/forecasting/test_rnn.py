@@ -41,8 +41,12 @@ def _leaves(state):
 @pytest.mark.parametrize("kwargs", [dict(stateful=True, tbptt_length=20),
                                     dict(stateful=True, cell="grud", tbptt_length=20),
                                     dict(stateful=False, decoder="attention"),
-                                    dict(stateful=True, cell="gru", decoder="seq2seq")],
-                         ids=["lstm-stateful", "grud-stateful", "lstm-windows", "gru-seq2seq"])
+                                    dict(stateful=True, cell="gru", decoder="seq2seq"),
+                                    dict(stateful=False, normalization="revin",
+                                         channel_independent=True, patch_length=4,
+                                         linear_skip=True, linear_skip_ridge=1.0)],
+                         ids=["lstm-stateful", "grud-stateful", "lstm-windows", "gru-seq2seq",
+                              "lstm-windowed-options"])
 def test_update_point_by_point_equals_one_pass(kwargs):
     frame = make_frame(n_series=2, n_steps=90, n_channels=2, gap_share=0.2, seed=3)
     train, new_points = _split(frame, 70)
@@ -170,6 +174,53 @@ def test_quantized_forecast_stays_close():
     assert report["relative_diff"] < 0.05
     with pytest.raises(RecurraError, match="quantized RNNForecaster cannot be saved"):
         quantized._get_state()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(normalization="zscore"), r"normalization \('zscore'\) must be one of \['none', "),
+    (dict(patch_length=5), r"lookback \(16\) must be a multiple of patch_length \(5\)"),
+    (dict(patch_length=0), r"patch_length \(0\) must be an integer >= 1"),
+    (dict(linear_skip=True, stateful=True), r"need stateless windows of an LSTM/GRU: got "
+                                            r"stateful=True"),
+    (dict(normalization="last", cell="grud"), r"got stateful=False, cell 'grud'"),
+    (dict(channel_independent=True, target_channels=("a",)),
+     r"target_channels \(\('a',\)\) must be None"),
+    (dict(linear_skip_ridge=1.0), r"linear_skip_ridge \(1.0\) must be >= 0 and needs "
+                                  r"linear_skip=True \(got False\)"),
+])
+def test_window_option_errors(kwargs, message):
+    with pytest.raises(RecurraError, match=message):
+        _config(**kwargs)
+
+
+def test_ridge_skip_fits_a_linear_recurrence_and_channel_independence():
+    """A noiseless sine is a linear recurrence: the closed-form skip alone forecasts it, and
+    the initial model is kept when no epoch beats it; channels are forecast alike."""
+    frame = make_frame(n_series=2, n_steps=120, n_channels=2, gap_share=0.0, seed=1)
+    row = frame.with_row_index("i")["i"].cast(pl.Float64)
+    k = row // 120                                       # (series, channel) number
+    frame = frame.with_columns(value=((row % 120) * 2 * np.pi / 24 + k).sin() * (1 + k))
+    train, _ = _split(frame, 100)
+    config = _config(output="point", normalization="last", channel_independent=True,
+                     patch_length=4, linear_skip=True, linear_skip_ridge=1e-6,
+                     calendar=False)
+    fc = RNNForecaster(config).fit(train, validation=frame)
+    forecast = fc.predict().join(frame, on=["series_id", "channel", "timestamp"])
+    assert fc.kept_initial_ is True
+    assert set(forecast["channel"]) == set(frame["channel"])
+    assert ((forecast[Y_HAT] - forecast["value"]) ** 2).mean() < 1e-3
+    assert (forecast[quantile_column(0.1)] == forecast[Y_HAT]).all()  # point: no band
+
+
+def test_windowed_options_save_load_and_short_history(tmp_path):
+    frame = make_frame(n_series=2, n_steps=60, n_channels=2, seed=2)
+    fc = RNNForecaster(_config(normalization="revin", patch_length=4, linear_skip=True,
+                               output="gaussian")).fit(frame)
+    loaded = RNNForecaster.load(fc.save(tmp_path / "fc"))
+    assert loaded.predict().equals(fc.predict())
+    short = frame.filter(pl.col("timestamp") < sorted(frame["timestamp"].unique())[10])
+    with pytest.raises(RecurraError, match=r"patch_length \(4\); pass at least lookback"):
+        fc.predict(frame=short)
 
 
 @pytest.mark.parametrize("field,value,message", [
