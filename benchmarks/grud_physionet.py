@@ -179,27 +179,37 @@ class RNNClassifier(nn.Module):
     """GRU/LSTM baseline on (filled values [+ mask]) + static inputs, head on the last state."""
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, static_size: int,
-                 dropout: float) -> None:
+                 dropout: float, input_dropout: float = 0.0) -> None:
         super().__init__()
+        self.input_dropout = input_dropout
         rnn = nn.GRU if cell == "gru" else nn.LSTM
         self.rnn = rnn(input_size, hidden_size, batch_first=True)
         self.head_dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size + static_size, 1)
 
     def forward(self, inputs: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        if self.training and self.input_dropout > 0:  # variational: one mask per sequence
+            keep = 1.0 - self.input_dropout
+            inputs = inputs * torch.bernoulli(torch.full_like(inputs[:, :1], keep)) / keep
         output, _ = self.rnn(inputs)
         return self.head(self.head_dropout(torch.cat([output[:, -1], static], dim=1)))
 
 
 def build_model(name: str, n_variables: int, static_size: int, hidden: int,
-                dropout: float = 0.3) -> nn.Module:
-    """One of :data:`MODELS`; ``dropout`` on the classifier input (last state + static)."""
+                dropout: float = 0.3, input_dropout: float = 0.0,
+                recurrent_dropout: float = 0.0) -> nn.Module:
+    """One of :data:`MODELS`; ``dropout`` on the classifier input (last state + static),
+    variational ``input_dropout`` for every model, ``recurrent_dropout`` for GRU-D only
+    (``nn.GRU``/``nn.LSTM`` have none)."""
     if name == "grud":
-        return GRUDClassifier(n_variables, hidden, static_size=static_size, dropout=dropout)
+        return GRUDClassifier(n_variables, hidden, static_size=static_size, dropout=dropout,
+                              input_dropout=input_dropout,
+                              recurrent_dropout=recurrent_dropout)
     if name == "gru_mean":
-        return RNNClassifier("gru", 2 * n_variables, hidden, static_size, dropout)
+        return RNNClassifier("gru", 2 * n_variables, hidden, static_size, dropout,
+                             input_dropout)
     if name == "lstm_ffill":
-        return RNNClassifier("lstm", n_variables, hidden, static_size, dropout)
+        return RNNClassifier("lstm", n_variables, hidden, static_size, dropout, input_dropout)
     raise ValueError(f"model ({name!r}) must be one of {list(MODELS)}")
 
 
@@ -223,7 +233,8 @@ def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str,
                    *, hidden: int, epochs: int, seed: int, device: str,
                    batch_size: int = 64, patience: int = 5, monitor: str = "loss",
                    dropout: float = 0.3, weight_decay: float = 1e-4,
-                   learning_rate: float = 1e-3) -> dict:
+                   learning_rate: float = 1e-3, input_dropout: float = 0.0,
+                   recurrent_dropout: float = 0.0) -> dict:
     """Train one model on one split; return test AUCs, seconds per epoch, epochs run.
 
     Model selection uses only ``split["val"]`` (early stopping on its loss or AUC-ROC)."""
@@ -231,7 +242,7 @@ def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str,
 
     torch.manual_seed(seed)
     model = build_model(name, tensors["x"].shape[-1], tensors["static"].shape[-1], hidden,
-                        dropout)
+                        dropout, input_dropout, recurrent_dropout)
     loss_fn = nn.BCEWithLogitsLoss()
     rng = np.random.default_rng(seed)
 
@@ -386,6 +397,10 @@ def main(argv: list[str] | None = None) -> dict:
                         help="early stopping on validation loss or on validation AUC-ROC")
     parser.add_argument("--dropout", type=float, default=0.3,
                         help="dropout on the classifier input (last state + static)")
+    parser.add_argument("--input-dropout", type=float, default=0.0,
+                        help="variational dropout on the RNN inputs (every model)")
+    parser.add_argument("--recurrent-dropout", type=float, default=0.0,
+                        help="variational recurrent dropout (GRU-D only)")
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     parser.add_argument("--preprocess", choices=("zscore", "robust"), default="zscore",
@@ -424,7 +439,9 @@ def main(argv: list[str] | None = None) -> dict:
                                              batch_size=args.batch_size,
                                              patience=args.patience, monitor=args.monitor,
                                              dropout=args.dropout, learning_rate=args.lr,
-                                             weight_decay=args.weight_decay))
+                                             weight_decay=args.weight_decay,
+                                             input_dropout=args.input_dropout,
+                                             recurrent_dropout=args.recurrent_dropout))
             print(name, seed, {k: round(v, 4) if isinstance(v, float) else v
                                for k, v in runs[name][-1].items()}, file=sys.stderr, flush=True)
     result = {name: _summary(r) for name, r in runs.items()}
@@ -433,7 +450,8 @@ def main(argv: list[str] | None = None) -> dict:
         "predict_s": float(sum(r["predict_s"] for rs in runs.values() for r in rs)),
         "epochs": args.epochs, "early_stopping_patience": args.patience,
         "early_stopping_monitor": f"validation {args.monitor}",
-        "dropout": args.dropout, "weight_decay": args.weight_decay, "learning_rate": args.lr,
+        "dropout": args.dropout, "input_dropout": args.input_dropout,
+        "recurrent_dropout": args.recurrent_dropout, "weight_decay": args.weight_decay, "learning_rate": args.lr,
         "preprocess": args.preprocess,
         "hidden": args.hidden, "batch_size": args.batch_size, "seeds": seeds,
         "n_records": int(len(cohort.labels)),

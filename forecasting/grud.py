@@ -75,12 +75,16 @@ class GRUDState(NamedTuple):
 
 
 def _recurrence(gates_input: Tensor, gamma_h: Tensor | None, hidden: Tensor,
-                weight_hh: Tensor, bias_hh: Tensor) -> tuple[Tensor, Tensor]:
+                weight_hh: Tensor, bias_hh: Tensor,
+                drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The time loop of the first layer.
 
     gates_input : (T, B, 3H) input + mask projections of all gates (r, z, n), biases included.
     gamma_h : (T, B, H) hidden decay, or None.
     hidden : (B, H) initial state.
+    drop : (B, H) recurrent-dropout mask (0 or 1/(1-p)) applied to ``h_hat`` inside
+        ``W_hh h_hat`` only (the same units dropped at every step, Gal & Ghahramani 2016),
+        or None.
     Returns outputs (T, B, H) and the last hidden state (B, H).
     """
     size = hidden.shape[1]
@@ -88,7 +92,10 @@ def _recurrence(gates_input: Tensor, gamma_h: Tensor | None, hidden: Tensor,
     for t in range(gates_input.shape[0]):
         if gamma_h is not None:
             hidden = hidden * gamma_h[t]
-        gates_hidden = F.linear(hidden, weight_hh, bias_hh)
+        if drop is not None:
+            gates_hidden = F.linear(hidden * drop, weight_hh, bias_hh)
+        else:
+            gates_hidden = F.linear(hidden, weight_hh, bias_hh)
         gi = gates_input[t]
         rz = torch.sigmoid(gi[:, :2 * size] + gates_hidden[:, :2 * size])
         reset, update = rz[:, :size], rz[:, size:]
@@ -109,7 +116,8 @@ class _FusedRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gates_input: Tensor, gamma_h: Tensor | None, hidden: Tensor,
-                weight_hh: Tensor, bias_hh: Tensor) -> tuple[Tensor, Tensor]:
+                weight_hh: Tensor, bias_hh: Tensor,
+                drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
         steps, size = gates_input.shape[0], hidden.shape[1]
         previous = torch.empty((steps,) + hidden.shape, dtype=hidden.dtype,
                                device=hidden.device)              # h_hat_t = gamma_t h_{t-1}
@@ -117,12 +125,15 @@ class _FusedRecurrence(torch.autograd.Function):
         gates = torch.empty_like(gates_input)                     # r, z, n
         hidden_new = torch.empty_like(previous)                   # W_hn h_hat + b_hn
         outputs = torch.empty_like(previous)
+        dropped = torch.empty_like(previous) if drop is not None else previous  # W_hh input
         for t in range(steps):
             if gamma_h is not None:
                 before[t] = hidden
                 hidden = hidden * gamma_h[t]
             previous[t] = hidden
-            gates_hidden = torch.addmm(bias_hh, hidden, weight_hh.t())
+            if drop is not None:
+                dropped[t] = hidden * drop
+            gates_hidden = torch.addmm(bias_hh, dropped[t], weight_hh.t())
             gi = gates_input[t]
             rz = torch.sigmoid(gi[:, :2 * size] + gates_hidden[:, :2 * size])
             new = torch.tanh(gi[:, 2 * size:] + rz[:, :size] * gates_hidden[:, 2 * size:])
@@ -131,13 +142,15 @@ class _FusedRecurrence(torch.autograd.Function):
             gates[t, :, 2 * size:] = new
             hidden_new[t] = gates_hidden[:, 2 * size:]
             outputs[t] = hidden
-        ctx.save_for_backward(gamma_h, weight_hh, previous, before, gates, hidden_new)
+        ctx.save_for_backward(gamma_h, weight_hh, previous, before, gates, hidden_new, drop,
+                              dropped)
         ctx.has_decay = gamma_h is not None
         return outputs, hidden
 
     @staticmethod
     def backward(ctx, grad_outputs: Tensor, grad_last: Tensor):
-        gamma_h, weight_hh, previous, before, gates, hidden_new = ctx.saved_tensors
+        gamma_h, weight_hh, previous, before, gates, hidden_new, drop, dropped = \
+            ctx.saved_tensors
         size = previous.shape[-1]
         reset, update, new = gates[..., :size], gates[..., size:2 * size], gates[..., 2 * size:]
         to_new = (1 - update) * (1 - new * new)                   # dh -> d(pre-tanh n)
@@ -154,22 +167,27 @@ class _FusedRecurrence(torch.autograd.Function):
             grad_gates_hidden[t, :, :size] = d_new * to_reset[t]
             grad_gates_hidden[t, :, size:2 * size] = grad_h * to_update[t]
             grad_gates_hidden[t, :, 2 * size:] = d_new * reset[t]
-            d_previous = torch.addmm(grad_h * update[t], grad_gates_hidden[t], weight_hh)
+            if drop is not None:
+                d_previous = torch.addcmul(grad_h * update[t],
+                                           grad_gates_hidden[t] @ weight_hh, drop)
+            else:
+                d_previous = torch.addmm(grad_h * update[t], grad_gates_hidden[t], weight_hh)
             grad_previous[t] = d_previous
             carry = d_previous * gamma_h[t] if ctx.has_decay else d_previous
         flat = grad_gates_hidden.reshape(-1, grad_gates_hidden.shape[-1])
-        grad_weight = flat.t() @ previous.reshape(-1, size)
+        grad_weight = flat.t() @ dropped.reshape(-1, size)
         grad_bias = flat.sum(0)
         grad_gates_input = torch.cat([grad_gates_hidden[..., :2 * size], grad_new], dim=-1)
         grad_gamma = None
         if ctx.has_decay and ctx.needs_input_grad[1]:
             grad_gamma = grad_previous * before
-        return grad_gates_input, grad_gamma, carry, grad_weight, grad_bias
+        return grad_gates_input, grad_gamma, carry, grad_weight, grad_bias, None
 
 
 def _fused_recurrence(gates_input: Tensor, gamma_h: Tensor | None, hidden: Tensor,
-                      weight_hh: Tensor, bias_hh: Tensor) -> tuple[Tensor, Tensor]:
-    return _FusedRecurrence.apply(gates_input, gamma_h, hidden, weight_hh, bias_hh)
+                      weight_hh: Tensor, bias_hh: Tensor,
+                      drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    return _FusedRecurrence.apply(gates_input, gamma_h, hidden, weight_hh, bias_hh, drop)
 
 
 _SCRIPTED: list = []
@@ -203,6 +221,10 @@ class GRUD(nn.Module):
         autograd; slightly faster without gradients), ``"jit"`` (TorchScript of the python
         loop: measured no faster on CPU with torch 2.13, kept for comparison) or ``"auto"``
         (fused when gradients are enabled, python under ``torch.no_grad()``).
+    input_dropout : variational dropout on the first layer's inputs ``[x_hat, m]`` (the
+        same (B, 2F) mask at every step), in training only.
+    recurrent_dropout : variational dropout on ``h_hat`` inside ``W_hh h_hat`` (the same
+        (B, H) mask at every step; the carried state itself is not dropped), training only.
 
     Inputs: ``x, observed, delta, state``
         x : (B, T, F) values; anything (0, NaN) where not observed.
@@ -220,13 +242,17 @@ class GRUD(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  dropout: float = 0.0, learn_initial_state: bool = False,
                  input_decay: bool = True, hidden_decay: bool = True,
-                 loop: str = "auto") -> None:
+                 loop: str = "auto", input_dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0) -> None:
         super().__init__()
         _check_positive("input_size", input_size)
         _check_positive("hidden_size", hidden_size)
         _check_positive("num_layers", num_layers)
-        if not 0.0 <= dropout < 1.0:
-            raise RecurraError(f"`dropout` ({dropout}) must be in [0, 1)")
+        for name, rate in (("dropout", dropout), ("input_dropout", input_dropout),
+                           ("recurrent_dropout", recurrent_dropout)):
+            if not 0.0 <= rate < 1.0:
+                raise RecurraError(f"`{name}` ({rate}) must be in [0, 1)")
+        self.input_dropout, self.recurrent_dropout = input_dropout, recurrent_dropout
         if loop not in LOOP_BACKENDS:
             raise RecurraError(f"`loop` ({loop!r}) must be one of {list(LOOP_BACKENDS)}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
@@ -296,18 +322,23 @@ class GRUD(nn.Module):
         x_last = self._last_observed(x, observed, state)
         x_hat = self._impute(x, mask, delta, x_last)
         weight = torch.cat([self.weight_ih_l0, self.weight_mh_l0], dim=1)
-        gates_input = F.linear(torch.cat([x_hat, mask], dim=-1).transpose(0, 1), weight,
-                               self.bias_ih_l0)                      # (T, B, 3H)
+        features = torch.cat([x_hat, mask], dim=-1)                  # (B, T, 2F)
+        if self.training and self.input_dropout > 0:
+            features = features * _dropout_mask(features[:, :1], self.input_dropout)
+        gates_input = F.linear(features.transpose(0, 1), weight, self.bias_ih_l0)  # (T,B,3H)
         gamma_h = None
         if self.hidden_decay:
             gamma_h = torch.exp(-F.relu(self.hidden_decay_layer(delta.transpose(0, 1))))
         recurrence = self._recurrence_fn(x.device)
         dtype = self.weight_hh_l0.dtype
+        drop = None
+        if self.training and self.recurrent_dropout > 0:
+            drop = _dropout_mask(state.hidden[0].to(dtype), self.recurrent_dropout)
         with torch.autocast(device_type=x.device.type, enabled=False):  # AMP: loop in fp32
             output, last = recurrence(
                 gates_input.to(dtype).contiguous(),
                 None if gamma_h is None else gamma_h.to(dtype),
-                state.hidden[0].to(dtype), self.weight_hh_l0, self.bias_hh_l0)
+                state.hidden[0].to(dtype), self.weight_hh_l0, self.bias_hh_l0, drop)
         output = output.transpose(0, 1)                              # (B, T, H)
         hidden = [last.unsqueeze(0)]
         if self.upper is not None:
@@ -373,7 +404,9 @@ class GRUD(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"dropout={self.dropout}, input_decay={self.input_decay}, "
-                f"hidden_decay={self.hidden_decay}, loop={self.loop!r}")
+                f"hidden_decay={self.hidden_decay}, loop={self.loop!r}, "
+                f"input_dropout={self.input_dropout}, "
+                f"recurrent_dropout={self.recurrent_dropout}")
 
 
 class GRUDClassifier(nn.Module):
@@ -412,6 +445,12 @@ class GRUDClassifier(nn.Module):
                                    f"{(x.shape[0], self.static_size)}")
             features = torch.cat([features, static.to(features.dtype)], dim=1)
         return self.head(self.head_dropout(features))
+
+
+def _dropout_mask(like: Tensor, rate: float) -> Tensor:
+    """A {0, 1/(1-rate)} mask shaped like ``like`` (inverted dropout)."""
+    keep = 1.0 - rate
+    return torch.bernoulli(torch.full_like(like, keep)) / keep
 
 
 def _check_positive(name: str, value: int) -> None:

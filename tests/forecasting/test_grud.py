@@ -282,3 +282,39 @@ def test_physionet_static_inputs_include_admission_weight(tmp_path):
     assert cohort.static.shape == (2, 7)
     assert cohort.static[0, 5] == 80.0 and cohort.static[0, 6] == 0.0
     assert np.isnan(cohort.static[1, 5]) and cohort.static[1, 6] == 1.0  # -1 = missing
+
+
+def test_fused_backward_with_recurrent_dropout_passes_gradcheck():
+    from forecasting.grud import _fused_recurrence
+
+    generator = torch.Generator().manual_seed(2)
+    steps, batch, size = 4, 2, 3
+
+    def tensor(*shape, low=-1.0, high=1.0):
+        values = torch.rand(*shape, generator=generator, dtype=torch.float64)
+        return (values * (high - low) + low).requires_grad_(True)
+
+    drop = torch.tensor([[2.0, 0.0, 2.0], [0.0, 2.0, 2.0]], dtype=torch.float64)
+    inputs = (tensor(steps, batch, 3 * size), tensor(steps, batch, size, low=0.1, high=0.95),
+              tensor(batch, size), tensor(3 * size, size), tensor(3 * size), drop)
+    assert torch.autograd.gradcheck(_fused_recurrence, inputs)
+
+
+def test_recurrent_and_input_dropout_same_in_every_loop_and_off_in_eval():
+    x, observed, delta = _inputs()
+    results = {}
+    for loop in ("fused", "python"):
+        model = _model(loop=loop, input_dropout=0.3, recurrent_dropout=0.5)
+        torch.manual_seed(3)
+        out, _ = model(x, observed, delta)
+        out.pow(2).sum().backward()
+        results[loop] = (out.detach(), model.weight_hh_l0.grad.clone())
+    torch.testing.assert_close(results["python"][0], results["fused"][0])
+    torch.testing.assert_close(results["python"][1], results["fused"][1])
+    plain = _model()
+    model = _model(input_dropout=0.3, recurrent_dropout=0.5)
+    assert not torch.allclose(results["fused"][0], plain(x, observed, delta)[0].detach())
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model(x, observed, delta)[0], plain(x, observed, delta)[0])
+    with pytest.raises(RecurraError, match="`recurrent_dropout` \\(1.0\\) must be in"):
+        GRUD(3, 4, recurrent_dropout=1.0)
