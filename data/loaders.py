@@ -175,7 +175,10 @@ def _dedupe(good: pl.DataFrame, key: Sequence[str], value_columns: Sequence[str]
     ones. Returns (kept records sorted by key, rejected)."""
     if policy not in DUPLICATE_POLICIES:
         raise SchemaError(f"`duplicates` ({policy!r}) must be one of {list(DUPLICATE_POLICIES)}")
-    if not _in_key_order(good, key):  # files are usually written in order: skip the sort
+    in_order, has_repeat = _key_order(good, key)
+    if in_order and not has_repeat:  # the common case: one pass, no sort, no copy
+        return good, empty_rejected()
+    if not in_order:  # files are usually written in order: skip the sort
         good = good.sort([*key, LINE])
     repeat = pl.all_horizontal([pl.col(k) == pl.col(k).shift(1) for k in key]).fill_null(False)
     good = good.with_columns(repeat.alias("_repeat"))
@@ -203,16 +206,19 @@ def _dedupe(good: pl.DataFrame, key: Sequence[str], value_columns: Sequence[str]
     return kept.drop("_repeat", "_same", "_first_line", strict=False), rejected
 
 
-def _in_key_order(frame: pl.DataFrame, key: Sequence[str]) -> bool:
-    """Whether rows are non-decreasing by ``key`` (ties then stay in line order)."""
+def _key_order(frame: pl.DataFrame, key: Sequence[str]) -> tuple[bool, bool]:
+    """(rows are non-decreasing by ``key`` (ties then stay in line order), some row has
+    the same key as the row before it), in one pass."""
     if frame.height < 2:
-        return True
+        return True, False
     less, equal = pl.lit(False), pl.lit(True)
     for column in key:
         current, previous = pl.col(column), pl.col(column).shift(1)
         less = less | (equal & (current < previous))
         equal = equal & (current == previous)
-    return not frame.select(less.fill_null(False).any()).item()
+    decreasing, repeat = frame.select(less.fill_null(False).any(),
+                                      equal.fill_null(False).any().alias("_r")).row(0)
+    return not decreasing, bool(repeat)
 
 
 def _to_long(good: pl.DataFrame, value_columns: Sequence[str],

@@ -188,7 +188,7 @@ class Store:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
         os.close(fd)
         try:
-            frame.write_parquet(tmp, compression="zstd", statistics=True)
+            frame.write_parquet(tmp, compression="lz4", statistics=True)  # lz4: ~25 % faster
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -221,7 +221,7 @@ class Store:
         parts = [(str(s), frame.slice(o, n)) for s, o, n in
                  zip(runs["value"].to_list(), starts, runs["len"].to_list(), strict=True)]
 
-        def work(item: tuple[str, pl.DataFrame]) -> tuple[UpsertReport, pl.DataFrame | None]:
+        def work(item: tuple[str, pl.DataFrame]) -> tuple[UpsertReport, list[dict] | None]:
             part_report, merged = self._upsert_partition(*item)
             return part_report, None if merged is None else _describe(merged, source)
 
@@ -232,9 +232,9 @@ class Store:
         else:
             results = [work(item) for item in parts]
         report = sum((r for r, _ in results), UpsertReport())
-        rows = [described for _, described in results if described is not None]
+        rows = [row for _, described in results if described is not None for row in described]
         if rows:
-            self._refresh_catalogue(pl.concat(rows))
+            self._refresh_catalogue(pl.DataFrame(rows, schema=CATALOGUE_SCHEMA))
         return report
 
     def _upsert_partition(self, series_id: str,
@@ -382,21 +382,26 @@ class Store:
         return self.read_table(QUARANTINE_TABLE).sort(["source_file", "line"])
 
 
-def _describe(data: pl.DataFrame, source: str) -> pl.DataFrame:
-    """Catalogue rows of one whole (merged) series: one row per channel."""
+def _describe(data: pl.DataFrame, source: str) -> list[dict]:
+    """Catalogue rows of one whole (merged, sorted) series: one dict per channel.
+
+    Plain slices of the channel runs instead of a group-by: a thousand small group-bys cost
+    more than the Parquet writes of an ingest.
+    """
     series_id = data[SERIES_ID][0]
     frequency = infer_frequency(data[TIMESTAMP])
-    return data.group_by(CHANNEL, maintain_order=True).agg(
-        pl.col(TIMESTAMP).min().alias("first"),
-        pl.col(TIMESTAMP).max().alias("last"),
-        pl.len().cast(pl.Int64).alias("n_rows"),
-        pl.col(OBSERVED).mean().cast(pl.Float64).alias("share_observed"),
-    ).with_columns(
-        pl.lit(series_id, pl.Utf8).alias(SERIES_ID),
-        pl.lit(source, pl.Utf8).alias(SOURCE),
-        pl.lit(frequency, pl.Utf8).alias("frequency"),
-        pl.lit(partition_name(series_id), pl.Utf8).alias("partition"),
-    ).select(list(CATALOGUE_SCHEMA)).cast(CATALOGUE_SCHEMA)
+    partition = partition_name(series_id)
+    runs = data.select(pl.col(CHANNEL).rle()).unnest(CHANNEL)
+    stamps, observed = data[TIMESTAMP], data[OBSERVED]
+    rows, offset = [], 0
+    for channel, n_rows in zip(runs["value"].to_list(), runs["len"].to_list(), strict=True):
+        rows.append({SERIES_ID: series_id, CHANNEL: channel, SOURCE: source,
+                     "frequency": frequency, "first": stamps[offset],
+                     "last": stamps[offset + n_rows - 1], "n_rows": n_rows,
+                     "share_observed": observed.slice(offset, n_rows).sum() / n_rows,
+                     "partition": partition})
+        offset += n_rows
+    return rows
 
 
 def checked_frame(frame, name: str) -> pl.DataFrame:
