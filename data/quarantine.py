@@ -30,6 +30,7 @@ SOURCE_FILE = "source_file"
 REJECTED_SCHEMA: dict[str, pl.DataType] = {
     SOURCE_FILE: pl.Utf8, LINE: pl.Int64, REASON: pl.Utf8, RAW: pl.Utf8}
 DELIMITERS = (",", ";", "\t", "|")
+HEAD_BYTES = 1 << 20  # files over 4x this are parsed from disk, not from memory
 NULL_MARKERS = ("", "NA", "N/A", "NaN", "nan", "NAN", "null", "NULL", "None", "none", "-", "?")
 _OFFSET = r"(Z|[+-]\d{2}:?\d{2})$"
 NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S",
@@ -71,9 +72,12 @@ class RawTable:
 
     def with_raw(self, rejected: pl.DataFrame) -> pl.DataFrame:
         """``rejected`` with ``raw`` set to the text of each rejected line of the file."""
-        if rejected.is_empty() or not self.data:
+        if rejected.is_empty():
             return rejected
-        lines = self.data.decode("utf-8", "replace").split("\n")
+        data = self.data or (read_bytes(self.path) if self.path.suffix != ".parquet" else b"")
+        if not data:
+            return rejected
+        lines = data.decode("utf-8", "replace").split("\n")
         raw = [lines[n - 1].rstrip("\r") if 0 < n <= len(lines) else ""
                for n in rejected[LINE].to_list()]
         return rejected.with_columns(pl.Series(RAW, raw, dtype=pl.Utf8))
@@ -133,18 +137,21 @@ def read_table(path: str | Path, *, delimiter: str | None = None, header: bool =
     back to splitting each line.
     """
     path = Path(path)
-    data = read_bytes(path)
+    head = _head(path)  # a large plain file is parsed by polars from disk (memory-mapped)
+    data = read_bytes(path) if head is None else head
     end = data.find(b"\n")
     first_line = data[:end if end >= 0 else len(data)].decode("utf-8", "replace").strip(
         "\r\ufeff")
-    if not data or data.isspace():  # (no copy of the whole file, unlike strip())
+    if head is None and (not data or data.isspace()):  # (no copy, unlike strip())
         raise LoadError(f"{path}: file is empty (no non-blank lines)")
+    table = None
     if first_line.strip():
         delimiter = detect_delimiter(first_line, delimiter, path)
-        table = _fast_table(path, data, delimiter, header)
-    else:
-        table = None
+        table = _fast_table(path, data if head is None else None, delimiter, header)
     if table is None:
+        data = read_bytes(path) if head is not None else data
+        if not data.strip():
+            raise LoadError(f"{path}: file is empty (no non-blank lines)")
         table = _slow_table(path, data, delimiter, header)
     missing = [c for c in required if c not in table.columns]
     if missing:
@@ -152,9 +159,27 @@ def read_table(path: str | Path, *, delimiter: str | None = None, header: bool =
     return table
 
 
-def _fast_table(path: Path, data: bytes, delimiter: str, header: bool) -> RawTable | None:
+def _head(path: Path) -> bytes | None:
+    """The first :data:`HEAD_BYTES` of a large uncompressed file, else ``None`` (read it
+    all: small or gzipped). Whole bytes are then only read when a row is rejected."""
     try:
-        cells = pl.read_csv(io.BytesIO(data), has_header=header, separator=delimiter,
+        if path.stat().st_size <= 4 * HEAD_BYTES:
+            return None
+        with path.open("rb") as handle:
+            head = handle.read(HEAD_BYTES)
+    except OSError:
+        return None  # read_bytes raises the LoadError naming the problem
+    return None if head[:2] == b"\x1f\x8b" or b"\n" not in head else head
+
+
+def _fast_table(path: Path, data: bytes | None, delimiter: str,
+                header: bool) -> RawTable | None:
+    """Polars' CSV reader on ``data`` (``None``: on the file itself, and the table keeps no
+    bytes: :meth:`RawTable.with_raw` reads the file when a line is rejected)."""
+    source = path if data is None else io.BytesIO(data)
+    data = data or b""
+    try:
+        cells = pl.read_csv(source, has_header=header, separator=delimiter,
                             infer_schema=False, empty_string_is_null=False,
                             encoding="utf8-lossy", raise_if_empty=False)
     except pl.exceptions.PolarsError:

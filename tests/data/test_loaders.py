@@ -71,6 +71,35 @@ def test_bad_records_are_quarantined_with_line_and_reason(tmp_path):
     assert result.reasons()["conflicting duplicate"] == 1
 
 
+def test_large_files_read_from_disk_quarantine_the_same(tmp_path, monkeypatch):
+    """Files over 4 x HEAD_BYTES are parsed from disk; raw text is read only on rejection."""
+    from data import quarantine
+
+    monkeypatch.setattr(quarantine, "HEAD_BYTES", 16)
+    test_bad_records_are_quarantined_with_line_and_reason(tmp_path)
+    clean = write(tmp_path / "clean.csv", "timestamp,value\n" + "".join(
+        f"2024-01-01 {h:02d}:00:00,{h}\n" for h in range(24)))
+    assert quarantine._head(clean) is not None  # the disk path is really taken
+    result = loaders.load_sensor(clean)
+    check_invariant(result)
+    assert result.frame["value"].to_list() == [float(h) for h in range(24)]
+
+
+def test_clean_values_fast_path_matches_the_rules(tmp_path):
+    """Null markers and NaN are gaps, the ``missing`` sentinel too, on the one-cast path."""
+    markers = ["NA", "NaN", "nan", "-", "?", "", "null", "2.5", "-1"]
+    path = write(tmp_path / "m.csv", "timestamp,value\n" + "".join(
+        f"2024-01-01 {h:02d}:00:00,{v}\n" for h, v in enumerate(markers)))
+    result = loaders.load_sensor(path)
+    check_invariant(result)
+    assert result.rejected.is_empty()
+    assert result.frame["value"].to_list() == [None] * 7 + [2.5, -1.0]
+    assert result.frame["observed"].sum() == 2
+    records = "RecordID,Time,Parameter,Value\n1,00:00,RecordID,1\n1,00:05,HR,-1\n1,00:06,HR,80\n"
+    physio = loaders.load_physionet(write(tmp_path / "set-a.csv", records))
+    assert physio.frame["value"].to_list() == [None, 80.0]  # -1 is missing in PhysioNet
+
+
 def test_duplicate_policies(tmp_path):
     path = write(tmp_path / "d.csv", "timestamp,value\n2024-01-01,1\n2024-01-01,3\n")
     assert loaders.load_sensor(path, duplicates="last").frame["value"].to_list() == [3.0]
