@@ -321,9 +321,10 @@ def fit_recurra(cell: str, data: Dataset, args: argparse.Namespace, alpha: float
     """:class:`forecasting.rnn.RNNForecaster` through its public API only.
 
     Channel-independent, window-normalised (``normalize`` = the ridge's choice: ``"last"``
-    or ``"mean"`` -> ``"revin"``), patches of ``--patch`` steps, direct decoder, a linear
-    skip initialised by the forecaster's own closed-form ridge (``alpha`` = the ridge's
-    validated penalty) and kept alone when no epoch beats it on validation; ``--recurra-
+    or ``"mean"`` -> ``"revin"``), patches of ``--patch`` steps, ``--recurra-decoder``
+    (default ``"linear"``: summary -> 96 steps in one map), a linear skip initialised by
+    the forecaster's own closed-form ridge (``alpha`` = the ridge's validated penalty) and
+    kept alone when no epoch beats it on validation; ``--recurra-
     output`` ``"point"`` trains on squared error.  scaler ``"none"`` (the data are already
     z-scored with train statistics); test windows go to ``predict(frame=...)`` as one
     series each (one batched forward pass).  ``mse``/``mae`` on the point forecast (y_hat);
@@ -336,7 +337,7 @@ def fit_recurra(cell: str, data: Dataset, args: argparse.Namespace, alpha: float
                         early_stopping_patience=2, device="cpu", seed=0)
     config = ForecasterConfig(
         cell=cell, hidden_size=args.recurra_hidden, lookback=LOOKBACK, horizon=HORIZON,
-        decoder="direct", output=args.recurra_output, quantiles=(0.1, 0.5, 0.9),
+        decoder=args.recurra_decoder, output=args.recurra_output, quantiles=(0.1, 0.5, 0.9),
         calendar=False, scaler="none", max_windows_per_epoch=args.recurra_windows,
         normalization="last" if normalize == "last" else "revin",
         channel_independent=True, patch_length=args.patch, linear_skip=True,
@@ -393,6 +394,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="RNNForecaster batch size in windows (x channels sequences)")
     parser.add_argument("--recurra-windows", type=int, default=2560,
                         help="RNNForecaster max_windows_per_epoch")
+    parser.add_argument("--recurra-decoder", default="linear",
+                        choices=["linear", "direct"])
     parser.add_argument("--recurra-output", default="point",
                         choices=["point", "quantile", "gaussian"])
     args = parser.parse_args(argv)

@@ -280,7 +280,11 @@ class DistributionHead(nn.Module):
         self.linear = nn.Linear(in_features, n_outputs * self.n_params)
 
     def forward(self, features: Tensor) -> Tensor:
-        raw = self.linear(features).unflatten(-1, (self.n_outputs, self.n_params))
+        return self.transform(self.linear(features))
+
+    def transform(self, raw: Tensor) -> Tensor:
+        """(..., O * P) unconstrained values -> (..., O, P) parameters."""
+        raw = raw.unflatten(-1, (self.n_outputs, self.n_params))
         if self.kind == "point":
             return raw
         if self.kind == "quantile":
@@ -331,15 +335,17 @@ class DistributionHead(nn.Module):
         z = torch.as_tensor(student.ppf(probs.cpu().double().numpy(), df), dtype=params.dtype)
         return params[..., :1] + params[..., 1:2] * z.to(params.device)
 
-    def start_at_zero(self) -> None:
-        """Zero the weights and set the bias so that the point forecast starts at 0 (the
-        head of a residual correction, e.g. on top of a linear skip)."""
+    def start_at_zero(self, linear: nn.Linear | None = None) -> None:
+        """Zero the weights of ``linear`` (default: this head's; any layer whose outputs
+        :meth:`transform` reads) and set its bias so that the point forecast starts at 0
+        (the head of a residual correction, e.g. on top of a linear skip)."""
+        linear = self.linear if linear is None else linear
         with torch.no_grad():
-            self.linear.weight.zero_()
-            self.linear.bias.zero_()
+            linear.weight.zero_()
+            linear.bias.zero_()
             if self.kind == "quantile":  # lowest + m softplus(0) increments = median
                 median = int(torch.argmin((self.levels - 0.5).abs()))
-                self.linear.bias[0::self.n_params] = -median * math.log(2.0)
+                linear.bias.view(-1, self.n_params)[:, 0] = -median * math.log(2.0)
 
     def shift(self, params: Tensor, offset: Tensor) -> Tensor:
         """Add ``offset`` (..., O) to the location of ``params`` (..., O, P)."""
@@ -471,7 +477,9 @@ class ForecastNet(nn.Module):
         the covariates (covariates enter as always-observed channels).
     n_targets : O, forecast variables (a subset of the value channels).
     covariate_size : C, known-future covariates per step (0 = none).
-    horizon : N. decoder : ``"direct"``, ``"seq2seq"`` or ``"attention"``.
+    horizon : N. decoder : ``"direct"``, ``"seq2seq"``, ``"attention"`` or ``"linear"``
+        (one linear map from the summary and the future covariates to every step's
+        parameters: few weights, for long horizons on small data).
     static_size : S, static features per series, joined to the encoder summary (0 = none).
     attention : ``"luong"`` or ``"bahdanau"`` (decoder ``"attention"`` only).
     head : a :class:`DistributionHead` over O outputs (1 when channel-independent).
@@ -486,7 +494,7 @@ class ForecastNet(nn.Module):
         Returns ``(params, state)``: params (B, N, O, P) forecast from the last step.
     """
 
-    DECODERS = ("direct", "seq2seq", "attention")
+    DECODERS = ("direct", "seq2seq", "attention", "linear")
 
     def __init__(self, encoder: EncoderSpec, n_targets: int, covariate_size: int,
                  horizon: int, decoder: str, head: DistributionHead,
@@ -497,7 +505,8 @@ class ForecastNet(nn.Module):
         self.skip = None
         if self.window.linear_skip:
             self.skip = nn.Linear(self.window.lookback, horizon)
-            head.start_at_zero()
+        if self.window.linear_skip:  # the network starts as a zero correction
+            head.start_at_zero(self.decoder if decoder == "linear" else None)
         if decoder not in self.DECODERS:
             raise RecurraError(f"decoder ({decoder!r}) must be one of {list(self.DECODERS)}")
         self.encoder = RecurrentEncoder(encoder)
@@ -505,7 +514,10 @@ class ForecastNet(nn.Module):
         self.n_targets, self.covariate_size, self.horizon = n_targets, covariate_size, horizon
         self.static_size = static_size
         size = self.encoder.output_size + static_size
-        if decoder == "direct":
+        if decoder == "linear":
+            self.decoder = nn.Linear(size + horizon * covariate_size,
+                                     horizon * n_targets * head.n_params)
+        elif decoder == "direct":
             self.decoder = DirectDecoder(size, covariate_size, horizon, encoder.hidden_size,
                                          encoder.dropout)
         else:
@@ -538,6 +550,9 @@ class ForecastNet(nn.Module):
                 raise RecurraError(f"this network was built with static_size "
                                    f"{self.static_size}: pass static features")
             summary = torch.cat([summary, static.to(summary.dtype)], dim=-1)
+        if self.decoder_kind == "linear":
+            inputs = summary if future is None else torch.cat([summary, future.flatten(1)], -1)
+            return self.head.transform(self.decoder(inputs).unflatten(-1, (self.horizon, -1)))
         if self.decoder_kind == "direct":
             return self.head(self.decoder(summary, future))
         if last is None:

@@ -70,7 +70,7 @@ from forecasting.windows import (
     window_starts,
 )
 
-DECODERS = ("direct", "seq2seq", "attention")
+DECODERS = ("direct", "seq2seq", "attention", "linear")
 OUTPUTS = ("quantile", "gaussian", "student_t", "point")
 TEACHER_FORCING = ("always", "linear", "inverse_sigmoid", "never")
 
@@ -84,7 +84,8 @@ class ForecasterConfig:
         dropout on the hidden state (custom cell path). layer_norm : layer-normalised gates.
     residual : residual connections between stacked layers. learn_initial_state : learn h0.
     decoder : ``"direct"`` (MLP to all steps), ``"seq2seq"`` (autoregressive) or
-        ``"attention"`` (seq2seq attending over the encoder outputs; stateless only).
+        ``"attention"`` (seq2seq attending over the encoder outputs; stateless only) or
+        ``"linear"`` (one linear map from the encoder summary to all steps).
     attention : ``"luong"`` or ``"bahdanau"``.
     teacher_forcing : scheduled sampling for seq2seq: the probability of feeding the truth
         falls over training, ``"linear"`` (1 -> 0) or ``"inverse_sigmoid"`` (k / (k +

@@ -270,3 +270,19 @@ def test_linear_skip_alone_at_start_and_needs_full_windows():
     torch.testing.assert_close(params[..., 0], skip[..., [1]])
     with pytest.raises(RecurraError, match=r"linear_skip needs windows of lookback \(8\)"):
         net.forecast_window(x[:, 2:], observed[:, 2:], delta[:, 2:])
+
+
+@pytest.mark.parametrize("kind", ["quantile", "point"])
+def test_linear_decoder_shapes_and_zero_start_with_a_skip(kind):
+    torch.manual_seed(0)
+    head = DistributionHead(kind, 8, 1, (0.1, 0.5, 0.9))
+    spec = WindowSpec(lookback=8, n_channels=2, channel_independent=True, linear_skip=True)
+    net = ForecastNet(EncoderSpec("lstm", 1 + 3, 8), 1, 3, horizon=4, decoder="linear",
+                      head=head, window=spec).eval()
+    x, observed, delta = _inputs(batch=2, steps=8, features=2)
+    with torch.no_grad():
+        params = net.forecast_window(x, observed, delta, torch.randn(2, 8, 3),
+                                     torch.randn(2, 4, 3))
+        skip = net.skip(x.transpose(1, 2)).transpose(1, 2)          # (B, N, F)
+    assert params.shape == (2, 4, 2, head.n_params)
+    torch.testing.assert_close(head.point(params), skip)         # decoder starts at zero
