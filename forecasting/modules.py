@@ -505,8 +505,6 @@ class ForecastNet(nn.Module):
         self.skip = None
         if self.window.linear_skip:
             self.skip = nn.Linear(self.window.lookback, horizon)
-        if self.window.linear_skip:  # the network starts as a zero correction
-            head.start_at_zero(self.decoder if decoder == "linear" else None)
         if decoder not in self.DECODERS:
             raise RecurraError(f"decoder ({decoder!r}) must be one of {list(self.DECODERS)}")
         self.encoder = RecurrentEncoder(encoder)
@@ -526,6 +524,8 @@ class ForecastNet(nn.Module):
                                           attention if decoder == "attention" else None,
                                           memory_size=self.encoder.output_size)
         assert head.linear.in_features == encoder.hidden_size, "head must read hidden_size"
+        if self.window.linear_skip:  # the network starts as a zero correction
+            head.start_at_zero(self.decoder if decoder == "linear" else None)
 
     def encode(self, x: Tensor, observed: Tensor, delta: Tensor, state: Any = None,
                covariates: Tensor | None = None) -> tuple[Tensor, Any]:
