@@ -43,7 +43,7 @@ from data.quarantine import (
     reject,
     strip_cells,
 )
-from data.regular import BUSINESS_DAY, parse_every, regularize
+from data.regular import BUSINESS_DAY, key_order, parse_every, regularize
 from data.schema import (
     CHANNEL,
     OBSERVED,
@@ -209,8 +209,8 @@ def _dedupe(good: pl.DataFrame, key: Sequence[str], value_columns: Sequence[str]
 def _key_order(frame: pl.DataFrame, key: Sequence[str]) -> tuple[bool, bool]:
     """(rows are non-decreasing by ``key`` (ties then stay in line order), some row has
     the same key as the row before it), in one pass."""
-    if frame.height < 2:
-        return True, False
+    if (shortcut := key_order(frame, key)) is not None:
+        return shortcut
     less, equal = pl.lit(False), pl.lit(True)
     for column in key:
         current, previous = pl.col(column), pl.col(column).shift(1)

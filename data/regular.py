@@ -111,6 +111,43 @@ def infer_frequency(timestamps: Iterable | pl.Series | np.ndarray) -> str:
     return format_every(mode)
 
 
+MAX_RUNS = 100_000  # above this many key runs, key_order leaves the check to expressions
+
+
+def key_order(frame: pl.DataFrame, key: Sequence[str]) -> tuple[bool, bool] | None:
+    """Whether ``frame`` is non-decreasing by ``key`` and whether some row repeats the key of
+    the row before it, from runs of the grouping columns (all but the last, a timestamp) and
+    integer differences of the timestamps: no row-by-row string comparison.
+
+    Returns ``None`` when this shortcut does not apply (nulls in the key, more than
+    :data:`MAX_RUNS` runs, a last column that is not a datetime); the caller then compares
+    rows with expressions. ``(in_order, has_repeat)``; ``has_repeat`` only means something
+    when ``in_order``.
+    """
+    *groups, time_column = key
+    if frame.height < 2:
+        return True, False
+    if not isinstance(frame.schema[time_column], pl.Datetime) or \
+            any(frame[c].null_count() for c in key):
+        return None
+    index = np.zeros(1, dtype=np.int64)  # first row of each run of the grouping columns
+    for column in groups:
+        lengths = frame[column].rle().struct.field("len").to_numpy().astype(np.int64)
+        if lengths.size > MAX_RUNS:
+            return None
+        index = np.union1d(index, np.cumsum(lengths)[:-1])
+    if index.size > MAX_RUNS:
+        return None
+    heads = frame.select(pl.col(list(groups)).gather(index)).rows() if groups else []
+    if any(a > b for a, b in zip(heads, heads[1:])):  # (strings: same order as polars')
+        return False, False
+    steps = np.diff(frame[time_column].to_physical().to_numpy())
+    steps[index[1:] - 1] = 1  # a new run may start at any time
+    if steps.size and int(steps.min()) < 0:
+        return False, False
+    return True, not bool(steps.all())
+
+
 def _on_weekdays_only(micros: np.ndarray) -> bool:
     days = micros // _MICROS["d"]
     weekday = (days + 3) % 7  # 1970-01-01 was a Thursday (weekday 3, Monday = 0)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
-from data.regular import infer_frequency
+from data.regular import infer_frequency, key_order
 from data.schema import (
     CHANNEL,
     COLUMNS,
@@ -411,8 +411,11 @@ def checked_frame(frame, name: str) -> pl.DataFrame:
     if isinstance(frame, pl.DataFrame) and frame.columns[:len(COLUMNS)] == list(COLUMNS) \
             and all(frame.schema[c] == d for c, d in SCHEMA.items()) \
             and not any(frame[c].null_count() for c in (*KEY, OBSERVED)):
+        order = key_order(frame, KEY)
+        increasing = pl.lit(order == (True, False)) if order is not None \
+            else _strictly_increasing().all()
         ok = frame.select(
-            _strictly_increasing().all(),
+            increasing,
             (pl.col(OBSERVED) == pl.col(VALUE).is_not_null()).all(),
             (~(pl.col(VALUE).is_nan() | pl.col(VALUE).is_infinite())).fill_null(True).all(),
         ).row(0)

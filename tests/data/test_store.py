@@ -162,3 +162,33 @@ def test_fast_check_still_rejects_unsorted_duplicated_or_inconsistent_frames(sto
         checked_frame(bad_mask, "x")
     with pytest.raises(SchemaError, match="NaN/inf"):
         checked_frame(frame.with_columns(pl.lit(float("inf")).alias("value")), "x")
+
+
+def _keys(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
+    base = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    return pl.DataFrame({"series_id": [r[0] for r in rows], "channel": [r[1] for r in rows],
+                         "timestamp": [base + dt.timedelta(hours=r[2]) for r in rows]})
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ([("a", "x", 0), ("a", "x", 1), ("a", "y", 0), ("b", "x", 0)], (True, False)),
+    ([("a", "x", 0), ("a", "x", 0), ("a", "x", 1)], (True, True)),      # repeated key
+    ([("a", "x", 1), ("a", "x", 0)], (False, False)),                   # time goes back
+    ([("b", "x", 0), ("a", "x", 1)], (False, False)),                   # series out of order
+    ([("a", "y", 0), ("a", "x", 1)], (False, False)),                   # channel out of order
+    ([("a", "x", 5), ("b", "x", 0), ("b", "x", 1)], (True, False)),     # time resets per series
+    ([("a", "x", 0), ("b", "x", 1), ("a", "x", 2)], (False, False)),    # series split in two
+])
+def test_key_order_from_runs_matches_row_comparisons(rows, expected):
+    from data.regular import key_order
+
+    frame = _keys(rows)
+    assert key_order(frame, ["series_id", "channel", "timestamp"]) == expected
+    nulls = frame.with_columns(pl.lit(None, pl.Utf8).alias("channel"))
+    assert key_order(nulls, ["series_id", "channel", "timestamp"]) is None  # not applicable
+
+
+def test_upsert_accepts_unsorted_frames_and_stores_them_sorted(store, gappy_frame):
+    shuffled = gappy_frame.sample(fraction=1.0, shuffle=True, seed=3)
+    assert store.upsert(shuffled, source="test").n_new == gappy_frame.height
+    assert store.read().equals(validate_frame(gappy_frame))
