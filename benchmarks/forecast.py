@@ -8,7 +8,9 @@
 Look-back 96, horizon 96, z-scored with the training mean/std, test windows with stride 1;
 ``mse``/``mae`` over windows x 96 steps x channels in z-units.  Models: repeat-last,
 seasonal naive 24, a global ridge on lags (closed-form DLinear-like, alpha and window
-normalisation chosen on validation) and LSTM / GRU forecasters.  The recurrent model is
+normalisation chosen on validation) and LSTM / GRU forecasters: ``recurra_lstm`` /
+``recurra_gru`` are the product's RNNForecaster with the same recipe as options
+(:func:`fit_recurra`); ``lstm`` / ``gru`` the script-internal model.  That model is
 channel-independent (one univariate window per channel, shared weights), normalises each
 window by its last value (RevIN-like), reads the window as patches of ``--patch`` steps
 and decodes all 96 steps at once; its output is added to a linear skip initialised from
@@ -382,17 +384,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--max-batches", type=int, default=80,
                         help="random training batches per epoch (0 = all)")
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--freeze-linear", action="store_true",
                         help="keep the ridge skip fixed; train only the recurrent correction")
     parser.add_argument("--recurra-cells", default="lstm,gru",
                         help="also evaluate forecasting.rnn.RNNForecaster, e.g. 'lstm,gru'")
     parser.add_argument("--recurra-hidden", type=int, default=64)
-    parser.add_argument("--recurra-epochs", type=int, default=4)
+    parser.add_argument("--recurra-epochs", type=int, default=6)
     parser.add_argument("--recurra-batch", type=int, default=32,
                         help="RNNForecaster batch size in windows (x channels sequences)")
-    parser.add_argument("--recurra-windows", type=int, default=2560,
+    parser.add_argument("--recurra-windows", type=int, default=4096,
                         help="RNNForecaster max_windows_per_epoch")
     parser.add_argument("--recurra-decoder", default="linear",
                         choices=["linear", "direct"])
