@@ -176,14 +176,19 @@ def _fast_table(path: Path, data: bytes | None, delimiter: str,
                 header: bool) -> RawTable | None:
     """Polars' CSV reader on ``data`` (``None``: on the file itself, and the table keeps no
     bytes: :meth:`RawTable.with_raw` reads the file when a line is rejected)."""
-    source = path if data is None else io.BytesIO(data)
-    data = data or b""
-    try:
-        cells = pl.read_csv(source, has_header=header, separator=delimiter,
-                            infer_schema=False, empty_string_is_null=False,
-                            encoding="utf8-lossy", raise_if_empty=False)
-    except pl.exceptions.PolarsError:
+    cells = None
+    for encoding in ("utf8", "utf8-lossy"):  # strict UTF-8 is faster; lossy if it fails
+        try:
+            cells = pl.read_csv(path if data is None else io.BytesIO(data), has_header=header,
+                                separator=delimiter, infer_schema=False,
+                                empty_string_is_null=False, encoding=encoding,
+                                raise_if_empty=False)
+            break
+        except pl.exceptions.PolarsError:
+            continue
+    if cells is None:
         return None  # over-long records, bad quoting: split line by line instead
+    data = data or b""
     columns = [_clean(c) for c in cells.columns] if header else \
         [f"c{i}" for i in range(cells.width)]
     if len(set(columns)) != len(columns):

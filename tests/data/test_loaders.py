@@ -308,3 +308,13 @@ def test_spaces_and_quotes_around_cells_are_tolerated(tmp_path):
     check_invariant(result)
     assert result.frame["value"].to_list() == [7.0, 3.0]
     assert result.rejected["line"].to_list() == [4]
+
+
+def test_invalid_utf8_bytes_are_quarantined_not_fatal(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 01:00:00,\xe9t\xe9\n")
+    result = loaders.load_sensor(path)
+    check_invariant(result)
+    assert result.frame["value"].to_list() == [1.0]
+    assert result.rejected["line"].to_list() == [3]
+    assert result.rejected["reason"][0].startswith("text in numeric column 'value'")
