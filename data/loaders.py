@@ -32,8 +32,8 @@ import polars as pl
 
 from data.quarantine import (
     LINE,
-    RAW,
     NULL_MARKERS,
+    RAW,
     LoadError,
     RawTable,
     empty_rejected,

@@ -139,7 +139,7 @@ def key_order(frame: pl.DataFrame, key: Sequence[str]) -> tuple[bool, bool] | No
     if index.size > MAX_RUNS:
         return None
     heads = frame.select(pl.col(list(groups)).gather(index)).rows() if groups else []
-    if any(a > b for a, b in zip(heads, heads[1:])):  # (strings: same order as polars')
+    if any(a > b for a, b in zip(heads, heads[1:], strict=False)):  # str order = polars
         return False, False
     steps = np.diff(frame[time_column].to_physical().to_numpy())
     steps[index[1:] - 1] = 1  # a new run may start at any time
