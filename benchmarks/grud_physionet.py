@@ -264,7 +264,8 @@ def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str,
         return loss_fn(logits, batch["y"])
 
     config = TrainConfig(max_epochs=epochs, batch_size=batch_size,
-                         learning_rate=learning_rate, weight_decay=weight_decay, early_stopping_patience=patience, seed=seed,
+                         learning_rate=learning_rate, weight_decay=weight_decay,
+                         early_stopping_patience=patience, seed=seed,
                          device=device, clip_norm=1.0)
     started = time.perf_counter()
     result = fit_module(model, step, lambda: batches(tensors, split["train"], batch_size, rng),
@@ -461,7 +462,8 @@ def main(argv: list[str] | None = None) -> dict:
         "epochs": args.epochs, "early_stopping_patience": args.patience,
         "early_stopping_monitor": f"validation {args.monitor}",
         "dropout": args.dropout, "input_dropout": args.input_dropout,
-        "recurrent_dropout": args.recurrent_dropout, "weight_decay": args.weight_decay, "learning_rate": args.lr,
+        "recurrent_dropout": args.recurrent_dropout, "weight_decay": args.weight_decay,
+        "learning_rate": args.lr,
         "preprocess": args.preprocess,
         "hidden": args.hidden, "batch_size": args.batch_size, "seeds": seeds,
         "n_records": int(len(cohort.labels)),
