@@ -62,6 +62,21 @@ class _TorchDetector(BaseDetector):
     def _build_module(self, n_channels: int) -> torch.nn.Module:  # pragma: no cover
         raise NotImplementedError
 
+    def _train_on(self, tensors: tuple[torch.Tensor, ...], step: Any) -> None:
+        """Build the module and fit it with the shared loop on shuffled mini-batches of
+        ``tensors`` (equal first dimension; the last one of ``tensors[0]`` is the channels)."""
+        seed_everything(self.config.seed)
+        self.module_ = self._build_module(tensors[0].shape[-1])
+        generator = torch.Generator().manual_seed(self.config.seed)
+        size = self.config.batch_size
+
+        def batches():
+            order = torch.randperm(tensors[0].shape[0], generator=generator)
+            return [tuple(t[i] for t in tensors) for i in order.split(size)]
+
+        fit_module(self.module_, step, batches, None, self._train_config())
+        self.module_.to(self._device()).eval()
+
     def _model_state(self) -> dict[str, Any]:
         return {"module": {k: v.cpu() for k, v in self.module_.state_dict().items()}}
 
@@ -104,24 +119,14 @@ class ReconstructionDetector(_TorchDetector):
         window = self.config.window
         stride = max(1, window // 8)
         tensors = [self._window_tensors(c, window, stride) for c in chunks]
-        x, observed, delta, target = (torch.cat([t[i] for t in tensors]) for i in range(4))
-        seed_everything(self.config.seed)
-        self.module_ = self._build_module(x.shape[-1])
-        generator = torch.Generator().manual_seed(self.config.seed)
-        size = self.config.batch_size
-
-        def batches():
-            order = torch.randperm(x.shape[0], generator=generator)
-            return [(x[i], observed[i], delta[i], target[i])
-                    for i in order.split(size)]
+        stacked = tuple(torch.cat([t[i] for t in tensors]) for i in range(4))
 
         def step(module, batch):
             bx, bobs, bdelta, btarget = batch
             reconstruction, _ = module(bx, bobs, bdelta)
             return masked_mse(reconstruction, btarget, bobs)
 
-        fit_module(self.module_, step, batches, None, self._train_config())
-        self.module_.to(self._device()).eval()
+        self._train_on(stacked, step)
 
     def _window_tensors(self, chunk: Chunk, window: int, stride: int = 1
                         ) -> tuple[torch.Tensor, ...]:
@@ -195,25 +200,14 @@ class ForecastErrorDetector(_TorchDetector):
         length = min(self.chunk_length, min(len(c.elapsed) for c in chunks))
         stride = max(1, length // 2)
         parts = [self._sequence_tensors(c, length, stride) for c in chunks]
-        x, observed, target, target_observed = (torch.cat([p[i] for p in parts])
-                                                for i in range(4))
-        seed_everything(self.config.seed)
-        self.module_ = self._build_module(x.shape[-1])
-        generator = torch.Generator().manual_seed(self.config.seed)
-        size = self.config.batch_size
-
-        def batches():
-            order = torch.randperm(x.shape[0], generator=generator)
-            return [(x[i], observed[i], target[i], target_observed[i])
-                    for i in order.split(size)]
+        stacked = tuple(torch.cat([p[i] for p in parts]) for i in range(4))
 
         def step(module, batch):
             bx, bobs, btarget, btarget_obs = batch
             prediction, _ = module(bx, bobs, bx)
             return masked_mse(prediction, btarget, btarget_obs)
 
-        fit_module(self.module_, step, batches, None, self._train_config())
-        self.module_.to(self._device()).eval()
+        self._train_on(stacked, step)
 
     @staticmethod
     def _sequence_tensors(chunk: Chunk, length: int, stride: int) -> tuple[torch.Tensor, ...]:
