@@ -323,10 +323,7 @@ class BaseDetector:
     @classmethod
     def load(cls, path: str | Path) -> BaseDetector:
         """Load a detector saved with :meth:`save`."""
-        detector = load_estimator(path)
-        if not isinstance(detector, cls):
-            raise RecurraError(f"{path} holds a {type(detector).__name__}, not a {cls.__name__}")
-        return detector
+        return load_estimator(path, expected=cls)
 
     def _get_state(self) -> dict[str, Any]:
         return {"calibration": self.calibration_, "channels": self.channels_,

@@ -78,8 +78,10 @@ def save_estimator(estimator: Any, path: str | Path) -> Path:
     return target
 
 
-def load_estimator(path: str | Path, *, map_location: str | torch.device = "cpu") -> Any:
-    """Load what :func:`save_estimator` wrote; raises a clear error for a wrong folder."""
+def load_estimator(path: str | Path, *, map_location: str | torch.device = "cpu",
+                   expected: type | None = None) -> Any:
+    """Load what :func:`save_estimator` wrote; raises a clear error for a wrong folder, or
+    when ``expected`` is given and the saved estimator is not an instance of it."""
     folder = Path(path)
     meta_path = folder / META_FILE
     if not meta_path.is_file():
@@ -93,6 +95,8 @@ def load_estimator(path: str | Path, *, map_location: str | torch.device = "cpu"
     estimator = cls(config)
     state = torch.load(folder / STATE_FILE, map_location=map_location, weights_only=False)
     estimator._set_state(state)
+    if expected is not None and not isinstance(estimator, expected):
+        raise RecurraError(f"{folder} holds a {cls.__name__}, not a {expected.__name__}")
     return estimator
 
 

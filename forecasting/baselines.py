@@ -233,10 +233,7 @@ class _BaselineForecaster:
 
     @classmethod
     def load(cls, path: str | Path) -> _BaselineForecaster:
-        estimator = load_estimator(path)
-        if not isinstance(estimator, cls):
-            raise SchemaError(f"{path} holds a {type(estimator).__name__}, not a {cls.__name__}")
-        return estimator
+        return load_estimator(path, expected=cls)
 
     def _get_state(self) -> dict[str, Any]:
         return {"state": self.state_, "error_quantiles": self.error_quantiles_,

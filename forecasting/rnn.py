@@ -365,10 +365,7 @@ class RNNForecaster:
     @classmethod
     def load(cls, path: str | Path) -> RNNForecaster:
         """Load a forecaster written by :meth:`save`."""
-        estimator = load_estimator(path)
-        if not isinstance(estimator, cls):
-            raise RecurraError(f"{path} holds a {type(estimator).__name__}, not a {cls.__name__}")
-        return estimator
+        return load_estimator(path, expected=cls)
 
 
 class _TeacherSchedule:
