@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
-import os
 import shutil
 from pathlib import Path
 
@@ -104,6 +104,15 @@ class TinyDetector:
 
 
 # A migrated MLflow store shared by the tests of a session --------------------------------
+@contextlib.contextmanager
+def mlflow_environment(home: Path):
+    """RECURRA_HOME and MLFLOW_TRACKING_URI pointed at ``home`` for the block, then restored."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECURRA_HOME", str(home))
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+        yield home
+
+
 def mlflow_home(tmp_path_factory, name: str) -> Path:
     """A fresh RECURRA_HOME whose mlflow.db is a copy of one migrated once per session."""
     import mlflow
@@ -124,15 +133,8 @@ def mlflow_home(tmp_path_factory, name: str) -> Path:
 @pytest.fixture(scope="module")
 def tracking_home(tmp_path_factory):
     home = mlflow_home(tmp_path_factory, "pyfunc")
-    saved = {k: os.environ.get(k) for k in ("RECURRA_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["RECURRA_HOME"] = str(home)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
-    yield home
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with mlflow_environment(home):
+        yield home
 
 
 @pytest.fixture(scope="module")

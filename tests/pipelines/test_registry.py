@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 
 import polars as pl
@@ -10,28 +9,21 @@ import pytest
 
 from data.schema import RecurraError
 from tests.conftest import make_frame
-from tests.pipelines.test_pyfunc import TinyForecaster, mlflow_home
+from tests.pipelines.test_pyfunc import TinyForecaster, mlflow_environment, mlflow_home
 
 
 @pytest.fixture(scope="module")
 def model_uri(tmp_path_factory):
     """A module-wide store holding one logged TinyForecaster; yields its model URI."""
     home = mlflow_home(tmp_path_factory, "registry")
-    saved = {k: os.environ.get(k) for k in ("RECURRA_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["RECURRA_HOME"] = str(home)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
-    from pipelines.tracking import MLflowTracker
+    with mlflow_environment(home):
+        from pipelines.tracking import MLflowTracker
 
-    tracker = MLflowTracker(environment=False)
-    frame = make_frame(n_steps=48, seed=2)
-    with tracker.start_run("recurra/tiny/registry", "base"):
-        uri = tracker.log_model(TinyForecaster().fit(frame), name="model")
-    yield uri
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+        tracker = MLflowTracker(environment=False)
+        frame = make_frame(n_steps=48, seed=2)
+        with tracker.start_run("recurra/tiny/registry", "base"):
+            uri = tracker.log_model(TinyForecaster().fit(frame), name="model")
+        yield uri
 
 
 def _gate(uri, name, value, **kwargs):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 
 import polars as pl
@@ -11,7 +10,7 @@ import pytest
 
 from data.schema import RecurraError
 from tests.conftest import make_frame
-from tests.pipelines.test_pyfunc import TinyForecaster, mlflow_home
+from tests.pipelines.test_pyfunc import TinyForecaster, mlflow_environment, mlflow_home
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,15 +28,8 @@ class Outer:
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
     home = mlflow_home(tmp_path_factory, "tracking")
-    saved = {k: os.environ.get(k) for k in ("RECURRA_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["RECURRA_HOME"] = str(home)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
-    yield home
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with mlflow_environment(home):
+        yield home
 
 
 def test_null_tracker_accepts_everything():
