@@ -13,6 +13,8 @@ from forecasting.windows import SCALERS
 DECODERS = ("direct", "seq2seq", "attention", "linear")
 OUTPUTS = ("quantile", "gaussian", "student_t", "point")
 TEACHER_FORCING = ("always", "linear", "inverse_sigmoid", "never")
+LOSSES = ("mse", "mae", "huber")
+INTERVALS = ("model", "conformal")
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,15 @@ class ForecasterConfig:
         falls over training, ``"linear"`` (1 -> 0) or ``"inverse_sigmoid"`` (k / (k +
         exp(epoch / k)), k = ``teacher_forcing_k``); ``"always"`` or ``"never"``.
     output : ``"quantile"`` (pinball loss), ``"gaussian"`` or ``"student_t"`` (NLL), or
-        ``"point"`` (squared error; every quantile column equals y_hat).
+        ``"point"`` (``loss``; without conformal intervals every quantile column equals
+        y_hat).
+    loss : training loss of a ``"point"`` output: ``"mse"`` (squared error), ``"mae"``
+        (absolute error: the forecast estimates the median) or ``"huber"`` (squared below
+        ``huber_delta``, absolute above, in scaled units).
+    interval : where the quantile columns come from: ``"model"`` (the head) or
+        ``"conformal"`` (split conformal: the head's quantiles, or y_hat for a point head,
+        shifted per horizon step and channel by quantiles of the validation residuals; fit
+        then needs ``validation``, see :mod:`forecasting.conformal`).
     quantiles : forecast quantile levels (columns ``q10``...); y_hat is the median (or mean).
     lookback, horizon : window lengths (steps). stride : between training windows.
     max_windows_per_epoch : random subset of training windows per epoch (None = all).
@@ -50,8 +60,10 @@ class ForecasterConfig:
         ``lookback``). linear_skip : a linear look-back -> horizon shortcut added to the
         network's location; the network then starts as a zero correction.
     linear_skip_ridge : ridge penalty of a closed-form initialisation of the skip from the
-        training windows (None = random init); with ``validation`` the initial model (the
-        ridge alone) is kept when no epoch beats it.
+        training windows (None = random init; ``inf`` = all zeros, which with
+        ``normalization="last"`` makes the initial model repeat-last); with ``validation``
+        the initial model (the ridge alone) is kept when no epoch beats it.
+    linear_skip_intercept : fit the ridge initialisation with an intercept (a mean drift).
     """
 
     cell: str = "lstm"
@@ -67,6 +79,9 @@ class ForecasterConfig:
     teacher_forcing: str = "linear"
     teacher_forcing_k: float = 3.0
     output: str = "quantile"
+    loss: str = "mse"
+    huber_delta: float = 1.0
+    interval: str = "model"
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
     lookback: int = 48
     horizon: int = 24
@@ -83,6 +98,7 @@ class ForecasterConfig:
     patch_length: int = 1
     linear_skip: bool = False
     linear_skip_ridge: float | None = None
+    linear_skip_intercept: bool = True
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -91,7 +107,8 @@ class ForecasterConfig:
         for name, choices in (("cell", CELLS), ("decoder", DECODERS), ("output", OUTPUTS),
                               ("attention", ATTENTIONS), ("scaler", SCALERS),
                               ("teacher_forcing", TEACHER_FORCING),
-                              ("normalization", NORMALIZATIONS)):
+                              ("normalization", NORMALIZATIONS), ("loss", LOSSES),
+                              ("interval", INTERVALS)):
             if getattr(self, name) not in choices:
                 raise RecurraError(f"{name} ({getattr(self, name)!r}) must be one of "
                                    f"{list(choices)}")
@@ -114,6 +131,15 @@ class ForecasterConfig:
         if self.max_windows_per_epoch is not None and self.max_windows_per_epoch < 1:
             raise RecurraError(f"max_windows_per_epoch ({self.max_windows_per_epoch}) must "
                                "be >= 1 or None")
+        if self.loss != "mse" and self.output != "point":
+            raise RecurraError(f"loss ({self.loss!r}) applies to output 'point' only (output "
+                               f"{self.output!r} has its own loss): set loss='mse' or "
+                               "output='point'")
+        if not self.huber_delta > 0:
+            raise RecurraError(f"huber_delta ({self.huber_delta}) must be > 0")
+        if self.interval == "conformal" and self.stateful:
+            raise RecurraError("interval 'conformal' needs stateless windows (stateful=False)"
+                               ": it calibrates on validation windows")
         if self.teacher_forcing_k <= 0:
             raise RecurraError(f"teacher_forcing_k ({self.teacher_forcing_k}) must be > 0")
         if self.target_channels is not None and not self.target_channels:

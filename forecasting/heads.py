@@ -21,19 +21,26 @@ class DistributionHead(nn.Module):
     ``kind``: ``"quantile"`` (P = Q monotone quantiles: the lowest plus cumulative softplus
     increments; pinball loss), ``"gaussian"`` (P = 2: mean, softplus scale; NLL),
     ``"student_t"`` (P = 3: mean, scale, df = 2 + softplus; NLL) or ``"point"`` (P = 1: the
-    mean, squared-error loss; every quantile equals the point forecast).
+    forecast; ``point_loss`` ``"mse"``, ``"mae"`` or ``"huber"`` with ``huber_delta``;
+    every quantile equals the point forecast).
 
     Input: (..., in_features). Output: (..., O, P) parameters.
     """
 
     KINDS = ("quantile", "gaussian", "student_t", "point")
+    POINT_LOSSES = ("mse", "mae", "huber")
 
     def __init__(self, kind: str, in_features: int, n_outputs: int,
-                 quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)) -> None:
+                 quantiles: tuple[float, ...] = (0.1, 0.5, 0.9), point_loss: str = "mse",
+                 huber_delta: float = 1.0) -> None:
         super().__init__()
         if kind not in self.KINDS:
             raise RecurraError(f"output ({kind!r}) must be one of {list(self.KINDS)}")
+        if point_loss not in self.POINT_LOSSES:
+            raise RecurraError(f"loss ({point_loss!r}) must be one of "
+                               f"{list(self.POINT_LOSSES)}")
         self.kind, self.n_outputs = kind, n_outputs
+        self.point_loss, self.huber_delta = point_loss, float(huber_delta)
         self.register_buffer("levels", torch.tensor(sorted(quantiles), dtype=torch.float32))
         self.n_params = {"quantile": len(quantiles), "gaussian": 2, "student_t": 3,
                          "point": 1}[kind]
@@ -66,7 +73,7 @@ class DistributionHead(nn.Module):
         mask = mask.to(params.dtype)
         target = torch.where(mask > 0, target, torch.zeros_like(target))
         if self.kind == "point":
-            per = (params[..., 0] - target) ** 2
+            per = _point_loss(params[..., 0] - target, self.point_loss, self.huber_delta)
         elif self.kind == "quantile":
             error = target.unsqueeze(-1) - params
             levels = self.levels.to(params.dtype)
@@ -123,3 +130,12 @@ class DistributionHead(nn.Module):
             return params * spread + level
         parts = [params[..., :1] * spread + level, params[..., 1:2] * spread]
         return torch.cat(parts + [params[..., 2:]], dim=-1)
+
+
+def _point_loss(error: Tensor, kind: str, delta: float) -> Tensor:
+    """Element-wise loss of a point forecast's ``error``: squared, absolute or Huber."""
+    if kind == "mae":
+        return error.abs()
+    if kind == "huber":
+        return F.huber_loss(error, torch.zeros_like(error), reduction="none", delta=delta)
+    return error ** 2

@@ -48,6 +48,7 @@ from data.schema import (
     quantile_column,
     validate_frame,
 )
+from forecasting import conformal, stream
 from forecasting import windows as win
 from forecasting.config import ForecasterConfig  # re-exported: the config lives in config.py
 from forecasting.device import seed_everything
@@ -91,7 +92,11 @@ class RNNForecaster:
         series (``series_id`` + numeric columns), z-scored across series and fed to the
         decoder.
         """
+        if self.config.interval == "conformal" and validation is None:
+            raise RecurraError("interval 'conformal' calibrates on validation windows: pass "
+                               "fit(frame, validation=...) or set interval='model'")
         frame = validate_frame(frame, name="train")
+        self.conformal_: np.ndarray | None = None
         self.channels_ = sorted(frame[CHANNEL].unique().to_list())
         self.targets_ = self._targets(self.channels_)
         arrays = frame_to_arrays(frame, channels=self.channels_)
@@ -101,6 +106,26 @@ class RNNForecaster:
         self.module_ = self._build()
         self._train(arrays, validation, callback)
         self.state_ = self._stream_states(arrays)
+        if self.config.interval == "conformal":
+            self.calibrate(validation)
+        return self
+
+    def calibrate(self, validation: Any) -> RNNForecaster:
+        """Split-conformal offsets (:mod:`forecasting.conformal`) from every stride-1 window
+        of ``validation`` (a contract frame not used for training): afterwards the quantile
+        columns of :meth:`predict` are the model's quantiles (or y_hat for a point head)
+        shifted per horizon step and channel. Called by :meth:`fit` when
+        ``interval="conformal"``; returns self.
+        """
+        check_fitted(self)
+        if self.config.stateful:
+            raise RecurraError("calibrate needs stateless windows (stateful=False)")
+        prepared = self._prepared(self._arrays(validate_frame(validation, name="validation"),
+                                               "validation"))
+        targets = [self.channels_.index(c) for c in self.targets_]
+        bands, y, seen = _calibration_bands(self.module_, prepared, self.config, targets)
+        self.conformal_ = conformal.conformal_offsets(bands, y, seen,
+                                                      tuple(self.config.quantiles))
         return self
 
     def fine_tune(self, frame: Any, epochs: int = 5, learning_rate: float | None = None,
@@ -120,6 +145,7 @@ class RNNForecaster:
         tuned = RNNForecaster(dataclasses.replace(self.config, train=train,
                                                   linear_skip_ridge=None))  # keep the skip
         tuned.channels_, tuned.targets_ = self.channels_, self.targets_
+        tuned.conformal_ = None  # new weights: calibrate(validation) again
         tuned.module_ = copy.deepcopy(self.module_).cpu()
         tuned.scaler_ = dict(self.scaler_)
         tuned.static_columns_, tuned.static_scaler_ = self.static_columns_, self.static_scaler_
@@ -151,7 +177,7 @@ class RNNForecaster:
                            config.num_layers, config.dropout, config.recurrent_dropout,
                            config.layer_norm, config.residual, config.learn_initial_state)
         head = DistributionHead(config.output, config.hidden_size, n_outputs,
-                                config.quantiles)
+                                config.quantiles, config.loss, config.huber_delta)
         window = WindowSpec(config.normalization, independent, config.patch_length,
                             config.linear_skip, config.lookback, len(self.channels_))
         return ForecastNet(spec, n_outputs, n_cov, config.horizon, config.decoder, head,
@@ -245,7 +271,8 @@ class RNNForecaster:
         starts = window_starts(prepared, config.lookback, config.horizon, config.stride)
         inputs, outputs = win.skip_design(prepared, starts, config.lookback, config.horizon,
                                           config.normalization)
-        weight, bias = win.ridge(inputs, outputs, config.linear_skip_ridge)
+        weight, bias = win.ridge(inputs, outputs, config.linear_skip_ridge,
+                                 config.linear_skip_intercept)
         with torch.no_grad():
             self.module_.skip.weight.copy_(torch.from_numpy(weight))
             self.module_.skip.bias.copy_(torch.from_numpy(bias))
@@ -261,7 +288,7 @@ class RNNForecaster:
     # streaming -------------------------------------------------------------------------
     def _stream_states(self, arrays: list) -> dict[str, dict[str, Any]]:
         prepared = self._prepared(arrays)
-        return win.initial_states(self.module_, arrays, prepared, self.config)
+        return stream.initial_states(self.module_, arrays, prepared, self.config)
 
     def update(self, new_rows: Any) -> RNNForecaster:
         """Advance the stored state of each series with ``new_rows`` (after its last row)."""
@@ -276,7 +303,7 @@ class RNNForecaster:
         if unknown:
             raise SchemaError(f"new rows: series {unknown[:5]} are unknown to this forecaster; "
                               "use predict(frame=history) or fine_tune(frame) for new series")
-        self.state_ = {**self.state_, **win.advance(self.module_, arrays, self.state_,
+        self.state_ = {**self.state_, **stream.advance(self.module_, arrays, self.state_,
                                                     self.scaler_, self.config)}
         return self
 
@@ -290,6 +317,9 @@ class RNNForecaster:
         gives static features of series unknown at fit time.
         """
         check_fitted(self)
+        if self.config.interval == "conformal" and getattr(self, "conformal_", None) is None:
+            raise RecurraError("interval 'conformal': this forecaster has no calibration "
+                               "(e.g. after fine_tune); call calibrate(validation) first")
         horizon = self.config.horizon if horizon is None else horizon
         if isinstance(horizon, bool) or not isinstance(horizon, int) or not (
                 1 <= horizon <= self.config.horizon):
@@ -299,23 +329,25 @@ class RNNForecaster:
         if frame is not None:
             arrays = self._arrays(validate_frame(frame, name="history"), "history")
             scalers = {a.series_id: self._scaler_for(a) for a in arrays}
-            states = win.initial_states(self.module_, arrays, self._prepared(
+            states = stream.initial_states(self.module_, arrays, self._prepared(
                 arrays, self._scaled_static(static)), self.config, scalers)
         return self._forecast_frame(states, horizon)
 
     def _forecast_frame(self, states: dict[str, dict[str, Any]], horizon: int) -> pl.DataFrame:
         """One vectorised pass: head outputs of all series -> original units -> long frame."""
         targets = [self.channels_.index(c) for c in self.targets_]
-        results = win.forecast_arrays(self.module_, states, self.scaler_, self.config,
+        results = stream.forecast_arrays(self.module_, states, self.scaler_, self.config,
                                       targets, horizon)
         levels = tuple(self.config.quantiles)
         ids = [r[0] for r in results]
         params = torch.from_numpy(np.stack([r[3] for r in results]))       # (S, N, O, P)
-        scalers = [win._scaler(states[s], self.scaler_, s) for s in ids]
+        scalers = [stream._scaler(states[s], self.scaler_, s) for s in ids]
         center = np.stack([c[targets] for c, _ in scalers])[:, None, :]    # (S, 1, O)
         scale = np.stack([sc[targets] for _, sc in scalers])[:, None, :]
         point = self.module_.head.point(params).double().numpy() * scale + center
         bands = self.module_.head.quantiles(params, levels).double().numpy()
+        if getattr(self, "conformal_", None) is not None:
+            bands = conformal.apply_offsets(bands, self.conformal_)
         bands = bands * scale[..., None] + center[..., None]               # (S, N, O, Q)
         n_series, n_targets = len(ids), len(targets)
         per_series = horizon * n_targets
@@ -345,12 +377,14 @@ class RNNForecaster:
         return {"module": self.module_.state_dict(), "channels": self.channels_,
                 "targets": self.targets_, "scaler": self.scaler_, "state": self.state_,
                 "history": getattr(self, "history_", []),
+                "conformal": getattr(self, "conformal_", None),
                 "static": (self.static_columns_, self.static_scaler_, self.static_)}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self.channels_, self.targets_ = list(state["channels"]), list(state["targets"])
         self.scaler_, self.state_ = state["scaler"], state["state"]
         self.history_ = state.get("history", [])
+        self.conformal_ = state.get("conformal")
         columns, scaler, static = state.get("static", ([], None, {}))
         self.static_columns_, self.static_scaler_, self.static_ = list(columns), scaler, static
         self.module_ = self._build()
@@ -424,25 +458,51 @@ def _window_sources(prepared: list, val_prepared: list | None, config: Forecaste
     def step(module: ForecastNet, batch: Any) -> torch.Tensor | None:
         if not bool(batch.y_observed.any()):
             return None
-        lookback = batch.x.shape[1]
-        covariates = batch.covariates
-        if not config.windowed:
-            output, _ = module.encode(batch.x, batch.observed, batch.delta, None,
-                                      covariates[:, :lookback])
-            params = module.decode(module.encoder.last_hidden(output),
-                                   batch.x_last[:, -1, targets], covariates[:, lookback:],
-                                   torch.nan_to_num(batch.y), batch.y_observed,
-                                   schedule.current(module.training), memory=output,
-                                   static=batch.static)
-        else:
-            params = module.forecast_window(
-                batch.x, batch.observed, batch.delta, covariates[:, :lookback],
-                covariates[:, lookback:], batch.x_last[:, -1, targets],
-                torch.nan_to_num(batch.y), batch.y_observed,
-                schedule.current(module.training), batch.static, targets)
+        params = _window_params(module, batch, config, targets,
+                                schedule.current(module.training))
         return module.head.loss(params, batch.y, batch.y_observed)
 
     return train_batches, val_src, step
+
+
+def _window_params(module: ForecastNet, batch: Any, config: ForecasterConfig,
+                   targets: list[int], teacher_prob: float = 0.0) -> torch.Tensor:
+    """(B, N, O, P) head parameters of a stateless :class:`WindowBatch` (scaled units)."""
+    lookback = batch.x.shape[1]
+    covariates = batch.covariates
+    if config.windowed:
+        return module.forecast_window(
+            batch.x, batch.observed, batch.delta, covariates[:, :lookback],
+            covariates[:, lookback:], batch.x_last[:, -1, targets], torch.nan_to_num(batch.y),
+            batch.y_observed, teacher_prob, batch.static, targets)
+    output, _ = module.encode(batch.x, batch.observed, batch.delta, None,
+                              covariates[:, :lookback])
+    return module.decode(module.encoder.last_hidden(output), batch.x_last[:, -1, targets],
+                         covariates[:, lookback:], torch.nan_to_num(batch.y),
+                         batch.y_observed, teacher_prob, memory=output, static=batch.static)
+
+
+@torch.no_grad()
+def _calibration_bands(module: ForecastNet, prepared: list, config: ForecasterConfig,
+                       targets: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quantile forecasts (W, N, O, Q), targets and masks (W, N, O) of every stride-1
+    window of ``prepared`` (scaled units)."""
+    module.eval()
+    starts = window_starts(prepared, config.lookback, config.horizon, 1)
+    raw = config.cell == "grud"
+    bands, ys, seen = [], [], []
+    for begin in range(0, len(starts), 1024):
+        batch = window_batch(prepared, starts[begin:begin + 1024], config.lookback,
+                             config.horizon, targets, raw)
+        params = _window_params(module, batch, config, targets)
+        bands.append(module.head.quantiles(params, tuple(config.quantiles)).double().numpy())
+        ys.append(batch.y.double().numpy())
+        seen.append(batch.y_observed.numpy().astype(bool))
+    if not bands:
+        raise RecurraError(f"calibrate: no validation window of lookback + horizon "
+                           f"({config.lookback + config.horizon}) steps; pass a longer "
+                           "validation frame")
+    return np.concatenate(bands), np.concatenate(ys), np.concatenate(seen)
 
 
 def _to_frame(columns: dict[str, np.ndarray], levels: tuple[float, ...]) -> pl.DataFrame:
