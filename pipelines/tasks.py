@@ -46,8 +46,9 @@ from data.schema import (
     VALUE,
     RecurraError,
 )
-from pipelines import monitoring
+from pipelines import gate_data, monitoring
 from pipelines.config import GroupConfig, PipelineConfig
+from pipelines.mlflow_registry import MlflowRegistry
 
 RUN_COLUMNS = ("run_id", "flow", "started_at", "finished_at", "status", "rows_ingested",
                "rows_quarantined", "series_trained", "events_found", "message")
@@ -184,15 +185,6 @@ def validate_forecaster(forecaster: Any, history: pl.DataFrame, rest: pl.DataFra
     return {sid: float(np.concatenate(parts).mean()) for sid, parts in errors.items()}
 
 
-def flag_rate(detector: Any, rest: pl.DataFrame, advance: bool = False) -> float:
-    """Share of validation points a detector flags (its gate metric: on data presumed
-    normal, fewer false alarms is better); ``advance`` feeds the rows with ``update``."""
-    if rest.is_empty():
-        return 0.0
-    scores = detector.update(rest) if advance else detector.score(rest)
-    return float(scores[IS_ANOMALY].cast(pl.Float64).mean() or 0.0)
-
-
 def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
                 until: dt.datetime | None = None, reason: str = "",
                 holdout_rows: int = 0) -> dict[str, Any]:
@@ -200,7 +192,9 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
 
     Both are fitted on the first ``1 - validation_share`` of each series, scored on the rest
     (the champion too, on the same rows), then advanced through the rest with ``update`` so
-    the registered state ends at ``trained_until``.  Returns a dict: group, series,
+    the registered state ends at ``trained_until``.  The forecaster is gated on validation
+    MAE (lower is better), the detector on the event F1 of seeded anomalies injected into a
+    copy of the rest (``pipelines.gate_data``; higher is better).  Returns a dict: group, series,
     trained_until, validation_mae (per series), and per role the registered name, version,
     whether the gate promoted it and why.  ``holdout_rows`` leaves the last rows of each
     series out (the demo scores them as new arrivals).
@@ -240,16 +234,33 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
             value=_mean(validation.values()), champion_value=champion_value,
             params={**context, "model": model.name, "config": model.params}, frame=train)
     if group.detector:
-        model = config.models[group.detector]
-        detector = model.build().fit(train)
-        champion = backend.champion(group.model_name("detector"))
-        champion_value = flag_rate(champion[0], rest) if champion else None
-        result["models"]["detector"] = backend.register(
-            group.model_name("detector"), detector, metric="val_flag_rate",
-            value=flag_rate(detector, rest, advance=True), champion_value=champion_value,
-            params={**context, "model": model.name, "config": model.params}, frame=train)
+        result["models"]["detector"] = _train_detector(group, config, backend, train, rest,
+                                                       context)
     _record_training(store, group, result)
     return result
+
+
+def _train_detector(group: GroupConfig, config: PipelineConfig, backend: Any,
+                    train: pl.DataFrame, rest: pl.DataFrame, context: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """Fit the group's detector, gate it against the champion on the same validation copy
+    with injected anomalies (``pipelines.gate_data``; event F1, higher is better), advance
+    it through the real validation rows and register it."""
+    model = config.models[group.detector]
+    detector = model.build().fit(train)
+    injected, labels = gate_data.inject_anomalies(rest)
+    champion = backend.champion(group.model_name("detector"))
+    champion_value = (gate_data.gate_score(champion[0], injected, labels, train).event_f1
+                      if champion and rest.height else None)
+    score = gate_data.gate_score(detector, injected, labels, train)
+    if rest.height:
+        detector.update(rest)
+    return backend.register(
+        group.model_name("detector"), detector, metric=gate_data.GATE_METRIC,
+        value=score.event_f1, champion_value=champion_value, higher_is_better=True,
+        extra_metrics=score.metrics(),
+        params={**context, "model": model.name, "config": model.params,
+                "gate_injected_anomalies": labels.height}, frame=train)
 
 
 def _record_training(store: Any, group: GroupConfig, result: dict[str, Any]) -> None:
@@ -518,67 +529,3 @@ def state_dir() -> Path:
 def registry_backend() -> MlflowRegistry:
     """The model registry adapter the tasks use (MLflow, through ``pipelines.registry``)."""
     return MlflowRegistry()
-
-
-class MlflowRegistry:
-    """The project's MLflow tracking + registry (``pipelines.tracking``, ``.registry``):
-    one run per fit (params, metrics, the model), ``register_and_gate`` decides promotion."""
-
-    def register(self, name: str, estimator: Any, *, metric: str, value: float,
-                 champion_value: float | None, params: dict[str, Any],
-                 frame: pl.DataFrame) -> dict[str, Any]:
-        from pipelines import registry, tracking
-        from pipelines.mlflow_setup import experiment_name
-
-        group, task = params["group"], name.rsplit("-", 1)[-1]
-        tracker = tracking.MLflowTracker()
-        fingerprint = tracking.data_fingerprint(frame)
-        with tracker.start_run(experiment_name(group, task), run_name=name,
-                               tags=tracking.fingerprint_tags(frame)) as run_id:
-            tracker.log_params(params)
-            for record in getattr(estimator, "history_", None) or []:
-                if isinstance(record, dict) and "epoch" in record:
-                    tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"},
-                                        step=int(record["epoch"]))
-            tracker.log_metrics({metric: value})
-            uri = tracker.log_model(estimator, name="model", task=task)
-        finite = champion_value if champion_value is not None and np.isfinite(
-            champion_value) else None
-        decision = registry.register_and_gate(
-            uri, name, metric=metric, value=float(value) if np.isfinite(value) else 1e308,
-            higher_is_better=False, validation_fingerprint=fingerprint["content_hash"],
-            champion_value=finite, tags={"recurra.group": group, "recurra.run_id": run_id})
-        return {"name": name, "version": str(decision.version), "promoted": decision.promoted,
-                "reason": decision.reason, "uri": f"models:/{name}@champion"}
-
-    def champion(self, name: str) -> tuple[Any, str] | None:
-        from pipelines import registry
-
-        try:
-            version = registry.champion_version(name)
-        except RecurraError:
-            return None
-        if version is None:
-            return None
-        return registry.load_champion_estimator(name), str(version)
-
-    def log_metrics(self, group: str, task: str, metrics: dict[str, float]) -> None:
-        from pipelines import tracking
-        from pipelines.mlflow_setup import experiment_name
-
-        tracker = tracking.MLflowTracker(environment=False)
-        with tracker.start_run(experiment_name(group, task), run_name=task):
-            tracker.log_metrics(metrics)
-
-    def aliases(self) -> dict[str, dict[str, Any]]:
-        from pipelines import registry
-
-        models = registry.list_models()
-        return {row["name"]: {"champion": row["champion_version"],
-                              "challenger": row["challenger_version"]}
-                for row in models.iter_rows(named=True)}
-
-    def location(self) -> str:
-        from pipelines.mlflow_setup import tracking_uri
-
-        return tracking_uri()
