@@ -16,7 +16,10 @@ import json
 import logging
 import os
 import re
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +48,10 @@ MODEL_COLUMNS = ("model", "version", "aliases", "metrics", "promoted_at", "reaso
                  "run_id", "run_url")
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 SERIES_CACHE_SIZE = 4
+TABLE_CACHE_SIZE = 32
+QUARANTINE = "quarantine"  # data.store.QUARANTINE_TABLE
 MAX_QUALITY_SERIES = 60
+NO_STAMPS = ("no-stamps",)  # the store cannot tell when a file changed: age-limited cache
 
 
 def open_store(store_root: str | Path | None = None) -> Any:
@@ -90,7 +96,13 @@ class DashboardData:
         ``False`` for no registry).
     tracking_uri : the MLflow tracking URI handed to the registry.
     mlflow_ui_url : base URL of the MLflow UI for run links.
-    cache_seconds : how long a series read stays cached (0: never cache).
+    cache_seconds : 0 turns caching off.  Otherwise reads are cached: with a
+        ``data.store.Store`` (which reports a stamp (inode, mtime, size) per file) an entry
+        is kept while its file is unchanged and re-read as soon as it changes; with a store
+        that cannot stamp its files, for ``cache_seconds``.
+
+    Reads go through ``Store.scan`` / ``Store.scan_table`` (lazy Parquet scans) when the
+    store has them, so a view reads only its series' rows and the columns it uses.
 
     Examples
     --------
@@ -105,12 +117,14 @@ class DashboardData:
         self.tracking_uri = tracking_uri
         self.mlflow_ui_url = (mlflow_ui_url or DEFAULT_MLFLOW_UI).rstrip("/")
         self.cache_seconds = cache_seconds
-        self._series_cache: dict[str, tuple[float, pl.DataFrame]] = {}
+        self._series_cache = _StampCache(SERIES_CACHE_SIZE)
+        self._table_cache = _StampCache(TABLE_CACHE_SIZE)
 
     # ---- series ------------------------------------------------------------------------
     def catalogue(self) -> pl.DataFrame:
         """One row per (series_id, channel): source, frequency, first, last, n_rows, ..."""
-        frame = self._call("catalogue")
+        frame = self._cached(self._table_cache, ("catalogue",), self._stamp("catalogue_stamp"),
+                             lambda: self._call("catalogue"))
         return frame if frame is not None else pl.DataFrame(
             schema={SERIES_ID: pl.Utf8, CHANNEL: pl.Utf8, "source": pl.Utf8})
 
@@ -132,27 +146,19 @@ class DashboardData:
         return ids
 
     def series(self, series_id: str) -> pl.DataFrame:
-        """The contract frame of one series (every channel).
+        """The contract frame of one series (every channel): one partition read.
 
-        The last few series read are kept for ``cache_seconds`` (zooming a million-point
-        series re-reads it at every zoom otherwise); the store is re-read after that.
+        The last few series read stay cached while their partition is unchanged (zooming a
+        million-point series would re-read it at every redraw otherwise).
         """
-        now = time.monotonic()
-        cached = self._series_cache.get(series_id)
-        if cached is not None and now - cached[0] < self.cache_seconds:
-            return cached[1]
-        frame = self._call("read", series_ids=[series_id])
-        frame = frame if frame is not None else empty_frame()
-        if self.cache_seconds > 0:
-            self._series_cache[series_id] = (now, frame)
-            while len(self._series_cache) > SERIES_CACHE_SIZE:
-                self._series_cache.pop(next(iter(self._series_cache)))
-        return frame
+        frame = self._cached(self._series_cache, (series_id,),
+                             self._stamp("series_stamp", series_id),
+                             lambda: self._call("read", series_ids=[series_id]))
+        return frame if frame is not None else empty_frame()
 
     def latest_forecast(self, series_id: str) -> pl.DataFrame:
         """The rows of the most recent ``issued_at`` forecast of ``series_id``, per channel."""
-        forecasts = self.table("forecasts", FORECAST_SCHEMA)
-        forecasts = forecasts.filter(pl.col(SERIES_ID) == series_id)
+        forecasts = self._table_rows("forecasts", FORECAST_SCHEMA, series_id)
         if forecasts.is_empty():
             return forecasts
         latest = pl.col(ISSUED_AT) == pl.col(ISSUED_AT).max().over(CHANNEL)
@@ -160,19 +166,14 @@ class DashboardData:
 
     def scores(self, series_id: str) -> pl.DataFrame:
         """Anomaly scores (SCORE_SCHEMA + contributions) of one series, by time."""
-        scores = self.table("scores", SCORE_SCHEMA)
+        scores = self._table_rows("scores", SCORE_SCHEMA, series_id)
         if SERIES_ID not in scores.columns or TIMESTAMP not in scores.columns:
             return empty_like(SCORE_SCHEMA)
-        return (scores.filter((pl.col(SERIES_ID) == series_id)
-                              & pl.col(TIMESTAMP).is_not_null())
-                .sort(TIMESTAMP))
+        return scores.filter(pl.col(TIMESTAMP).is_not_null()).sort(TIMESTAMP)
 
     def events(self, series_id: str | None = None) -> pl.DataFrame:
         """Events (EVENT_SCHEMA), all or of one series, latest first."""
-        events = self.table("events", EVENT_SCHEMA)
-        if series_id is not None:
-            events = events.filter(pl.col(SERIES_ID) == series_id)
-        return events.sort(START, descending=True)
+        return self._table_rows("events", EVENT_SCHEMA, series_id).sort(START, descending=True)
 
     # ---- runs and data quality ------------------------------------------------------
     def runs(self, limit: int = 100) -> pl.DataFrame:
@@ -184,11 +185,24 @@ class DashboardData:
 
     def quarantine_by_reason(self) -> pl.DataFrame:
         """Quarantined rows counted per ``reason`` (columns reason, n_rows), most first."""
-        quarantine = self._call("quarantine")
-        if quarantine is None or "reason" not in quarantine.columns or quarantine.is_empty():
-            return pl.DataFrame(schema={"reason": pl.Utf8, "n_rows": pl.UInt32})
-        return (quarantine.group_by("reason").agg(pl.len().alias("n_rows"))
-                .sort(["n_rows", "reason"], descending=[True, False]))
+        empty = pl.DataFrame(schema={"reason": pl.Utf8, "n_rows": pl.UInt32})
+
+        def load() -> pl.DataFrame | None:
+            scan = self._scan_table(QUARANTINE)
+            if scan is None:  # a store without lazy scans: read the table
+                quarantine = self._call("quarantine")
+                if quarantine is None or "reason" not in quarantine.columns:
+                    return None
+                scan = quarantine.lazy()
+            elif "reason" not in scan.collect_schema().names():
+                return None
+            return scan.group_by("reason").agg(pl.len().alias("n_rows")).collect()
+
+        counts = self._cached(self._table_cache, ("quarantine_by_reason",),
+                              self._stamp("table_stamp", QUARANTINE), load)
+        if counts is None or counts.is_empty():
+            return empty
+        return counts.sort(["n_rows", "reason"], descending=[True, False])
 
     def share_observed_by_day(self, series_ids: list[str] | None = None,
                               every: str | None = None, max_series: int = MAX_QUALITY_SERIES
@@ -199,7 +213,8 @@ class DashboardData:
         is a polars duration ("1d", "1w", "1mo"); by default one day, or one week / one
         month when the store spans more than 400 / 2,800 days (a readable heatmap). Without
         ``series_ids``, the ``max_series`` series with the lowest share observed in the
-        catalogue (the ones worth a look).
+        catalogue (the ones worth a look).  Only the series_id, timestamp and observed
+        columns are read, and the aggregation runs inside the lazy scan.
         """
         if series_ids is None:
             catalogue = self.catalogue()
@@ -208,18 +223,36 @@ class DashboardData:
                 worst = (catalogue.group_by(SERIES_ID).agg(pl.col("share_observed").mean())
                          .sort(["share_observed", SERIES_ID]).head(max_series))
                 series_ids = worst[SERIES_ID].to_list()
-        frame = self._call("read", series_ids=series_ids)
-        if frame is None or frame.is_empty():
+        key = ("share_observed", None if series_ids is None else tuple(series_ids), every)
+        share = self._cached(self._table_cache, key, self._stamp("catalogue_stamp"),
+                             lambda: self._share_observed(series_ids, every))
+        if share is None or share.is_empty():
             return pl.DataFrame(schema={SERIES_ID: pl.Utf8, "day": pl.Datetime("us", "UTC"),
                                         "share_observed": pl.Float64, "period": pl.Utf8})
+        return share
+
+    def _share_observed(self, series_ids: list[str] | None, every: str | None
+                        ) -> pl.DataFrame | None:
+        scan = getattr(self.store, "scan", None)
+        lazy = self._try("scan", scan, series_ids=series_ids) if scan is not None else None
+        if lazy is None:
+            frame = self._call("read", series_ids=series_ids)
+            if frame is None or frame.is_empty():
+                return None
+            lazy = frame.lazy()
+        lazy = lazy.select(SERIES_ID, TIMESTAMP, OBSERVED)
         if every is None:
-            span_days = (frame[TIMESTAMP].max() - frame[TIMESTAMP].min()).days
+            bounds = lazy.select(pl.col(TIMESTAMP).min().alias("low"),
+                                 pl.col(TIMESTAMP).max().alias("high")).collect()
+            if bounds["low"][0] is None:
+                return None
+            span_days = (bounds["high"][0] - bounds["low"][0]).days
             every = "1d" if span_days <= 400 else ("1w" if span_days <= 2800 else "1mo")
-        return (frame.with_columns(pl.col(TIMESTAMP).dt.truncate(every).alias("day"))
+        return (lazy.with_columns(pl.col(TIMESTAMP).dt.truncate(every).alias("day"))
                 .group_by([SERIES_ID, "day"])
                 .agg(pl.col(OBSERVED).cast(pl.Float64).mean().alias("share_observed"))
                 .with_columns(pl.lit(every).alias("period"))
-                .sort([SERIES_ID, "day"]))
+                .sort([SERIES_ID, "day"]).collect())
 
     # ---- models -----------------------------------------------------------------------
     def models(self) -> tuple[pl.DataFrame, str]:
@@ -302,19 +335,98 @@ class DashboardData:
     # ---- helpers ----------------------------------------------------------------------
     def table(self, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
         """A result table of the store, or an empty frame of ``schema`` when absent."""
-        frame = self._call("read_table", name)
+        return self._table_rows(name, schema, None)
+
+    def _table_rows(self, name: str, schema: dict[str, pl.DataType],
+                    series_id: str | None) -> pl.DataFrame:
+        """The rows of table ``name`` (of one series when ``series_id`` is given), cached
+        while the table file is unchanged; the series filter is pushed into the scan."""
+
+        def load() -> pl.DataFrame | None:
+            scan = self._scan_table(name)
+            if scan is not None:
+                if series_id is not None and SERIES_ID in scan.collect_schema().names():
+                    scan = scan.filter(pl.col(SERIES_ID) == series_id)
+                return scan.collect()
+            frame = self._call("read_table", name)
+            if frame is not None and series_id is not None and SERIES_ID in frame.columns:
+                frame = frame.filter(pl.col(SERIES_ID) == series_id)
+            return frame
+
+        frame = self._cached(self._table_cache, ("table", name, series_id),
+                             self._stamp("table_stamp", name), load)
         return frame if frame is not None and frame.width else empty_like(schema)
+
+    def _scan_table(self, name: str) -> pl.LazyFrame | None:
+        scan = getattr(self.store, "scan_table", None)
+        return None if scan is None else self._try("scan_table", scan, name)
+
+    def _stamp(self, method: str, *args: Any) -> Any:
+        """The store's change stamp of a file (None: absent), or NO_STAMPS."""
+        function = getattr(self.store, method, None)
+        if function is None:
+            return NO_STAMPS
+        try:
+            return function(*args)
+        except Exception as error:  # e.g. a bad table name: read (and report) as usual
+            LOGGER.info("store.%s%s: %s", method, args, error)
+            return NO_STAMPS
+
+    def _cached(self, cache: _StampCache, key: tuple, stamp: Any,
+                load: Callable[[], pl.DataFrame | None]) -> pl.DataFrame | None:
+        """``load()``, or the frame cached under ``key`` while ``stamp`` is unchanged (age
+        below ``cache_seconds`` for NO_STAMPS).  An absent file (stamp None) is not cached."""
+        if self.cache_seconds <= 0 or stamp is None:
+            return load()
+        hit = cache.get(key, stamp, self.cache_seconds if stamp == NO_STAMPS else None)
+        if hit is not None:
+            return hit
+        frame = load()
+        if frame is not None:
+            cache.put(key, stamp, frame)
+        return frame
+
+    def _try(self, method: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except Exception as error:  # a missing table reads as empty, with a log line
+            LOGGER.warning("store.%s%s gave nothing: %s", method, args, error)
+            return None
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> pl.DataFrame | None:
         function = getattr(self.store, method, None)
         if function is None:
             return None
-        try:
-            result = function(*args, **kwargs)
-        except Exception as error:  # a missing table reads as empty, with a log line
-            LOGGER.warning("store.%s%s gave nothing: %s", method, args, error)
-            return None
+        result = self._try(method, function, *args, **kwargs)
         return None if result is None else _to_frame(result)
+
+
+class _StampCache:
+    """A small thread-safe LRU of frames, each valid while its file stamp is unchanged."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple, tuple[Any, float, pl.DataFrame]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, stamp: Any, max_age: float | None) -> pl.DataFrame | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != stamp or (
+                    max_age is not None and time.monotonic() - entry[1] >= max_age):
+                return None
+            self._entries.move_to_end(key)
+            return entry[2]
+
+    def put(self, key: tuple, stamp: Any, frame: pl.DataFrame) -> None:
+        with self._lock:
+            self._entries[key] = (stamp, time.monotonic(), frame)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def _to_frame(value: Any) -> pl.DataFrame:

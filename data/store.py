@@ -294,6 +294,29 @@ class Store:
             lazy = lazy.filter(pl.col(TIMESTAMP) <= high)
         return checked_frame(lazy.collect(), "store")
 
+    def scan(self, series_ids: Sequence[str] | str | None = None) -> pl.LazyFrame | None:
+        """A lazy scan of the series partitions (all, or of ``series_ids``); None when there
+        are none.  Unvalidated: for readers that push filters and column choices into the
+        Parquet scan (the dashboard); :meth:`read` is the validated path."""
+        ids = [series_ids] if isinstance(series_ids, str) else series_ids
+        wanted = self.series_ids() if ids is None else sorted(set(map(str, ids)))
+        files = [f for f in (self._partition_file(s) for s in wanted) if f.exists()]
+        return pl.scan_parquet(files) if files else None
+
+    # -- change stamps: (inode, mtime ns, size) of a file, None when absent ------------------
+    def series_stamp(self, series_id: str) -> tuple[int, int, int] | None:
+        """Changes whenever the series' partition is rewritten (writes are atomic
+        replacements, so a new file: new inode and mtime)."""
+        return _stamp(self._partition_file(series_id))
+
+    def table_stamp(self, name: str) -> tuple[int, int, int] | None:
+        """Changes whenever the result table ``name`` is rewritten."""
+        return _stamp(self._table_file(name))
+
+    def catalogue_stamp(self) -> tuple[int, int, int] | None:
+        """Changes whenever an upsert changed any series (the catalogue is rewritten)."""
+        return _stamp(self.root / "catalogue.parquet")
+
     # -- catalogue -----------------------------------------------------------------------
     def _refresh_catalogue(self, fresh: pl.DataFrame) -> None:
         series_ids = fresh[SERIES_ID].unique().to_list()
@@ -352,6 +375,12 @@ class Store:
             return pl.DataFrame()
         return pl.read_parquet(path)
 
+    def scan_table(self, name: str) -> pl.LazyFrame | None:
+        """A lazy scan of the table ``name`` (filters and column choices are pushed into the
+        Parquet read); None when it was never written."""
+        path = self._table_file(name)
+        return pl.scan_parquet(path) if path.exists() else None
+
     def tables(self) -> list[str]:
         """Names of the result tables written so far."""
         return sorted(p.stem for p in (self.root / "tables").glob("*.parquet"))
@@ -380,6 +409,14 @@ class Store:
     def quarantine(self) -> pl.DataFrame:
         """Every rejected row: source_file, line (1-based), reason, raw, ingested_at."""
         return self.read_table(QUARANTINE_TABLE).sort(["source_file", "line"])
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_mtime_ns, status.st_size
 
 
 def _describe(data: pl.DataFrame, source: str) -> list[dict]:
