@@ -12,9 +12,11 @@ A record is rejected as a whole, with the reason of its first problem: unparseab
 timestamp, text in a numeric column, an infinite value, the wrong number of fields, mixed
 time zones (naive and offset timestamps in one file: the first value's convention wins), or
 a *conflicting duplicate* (same key as an earlier record, different values: the earlier one
-is kept). Missing markers (empty, ``NA``, ``NaN``, ...) are not problems: they become gaps
-(value null, observed False). File-level problems (empty file, wrong delimiter, missing
-columns) raise :class:`data.quarantine.LoadError` (a ``SchemaError``) naming the file.
+is kept). A quoted field may hold a line break (:mod:`data.csv_records`): the record's line
+is the one it starts on and its raw text is the whole record. Missing markers (empty,
+``NA``, ``NaN``, ...) are not problems: they become gaps (value null, observed False).
+File-level problems (empty file, wrong delimiter, missing columns) raise
+:class:`data.quarantine.LoadError` (a ``SchemaError``) naming the file.
 
 Time zones: naive timestamps are taken as UTC unless a loader documents otherwise (Beijing
 air quality is local time, Asia/Shanghai); everything is stored in UTC.
@@ -22,6 +24,7 @@ air quality is local time, Asia/Shanghai); everything is stored in UTC.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Sequence
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
+from data.csv_records import read_records
 from data.quarantine import (
     LINE,
     NULL_MARKERS,
@@ -39,7 +43,6 @@ from data.quarantine import (
     empty_rejected,
     parse_numbers,
     parse_timestamps,
-    read_table,
     reject,
     strip_cells,
 )
@@ -296,7 +299,7 @@ def load_sensor(path: str | Path, layout: str = "wide", timestamp_column: str = 
     if path.suffix == ".parquet":
         table = _parquet_table(path)
     else:
-        table = read_table(path, delimiter=delimiter)
+        table = read_records(path, delimiter=delimiter)
     _check_columns(table, [timestamp_column], "timestamp_column")
     stamps, problems = parse_timestamps(table.cells[timestamp_column], time_zone=time_zone)
     default_id = series_id or file_stem(path)
@@ -367,11 +370,10 @@ def load_prices(path: str | Path, date_column: str = "date", series_id: str | No
     value per row, else ``series_id``, else the file stem.
     """
     path = Path(path)
-    table = read_table(path, delimiter=delimiter)
+    table = read_records(path, delimiter=delimiter)
     names = {c: c.strip().lower().replace(" ", "_") for c in table.columns}
     cells = table.cells.rename({c: n for c, n in names.items() if c != n})
-    table = RawTable(table.path, [names[c] for c in table.columns], cells, table.delimiter,
-                     table.rejected, table.data)
+    table = dataclasses.replace(table, columns=[names[c] for c in table.columns], cells=cells)
     date_column = date_column.lower()
     _check_columns(table, [date_column], "date_column")
     columns = [c for c in PRICE_CHANNELS if c in table.columns]
@@ -410,7 +412,7 @@ def load_matrix(path: str | Path, series_id: str, start: dt.datetime | str | Non
     if calendar not in (None, BUSINESS_DAY):
         raise SchemaError(f"`calendar` ({calendar!r}) must be None or {BUSINESS_DAY!r}")
     step = parse_every(every)
-    table = read_table(path, delimiter=delimiter, header=False)
+    table = read_records(path, delimiter=delimiter, header=False)
     names = list(channels) if channels else table.columns
     if len(names) != len(table.columns):
         raise LoadError(f"{path}: `channels` has {len(names)} names but rows have "
@@ -458,7 +460,7 @@ def load_air_quality(paths: str | Path | Sequence[str | Path]) -> LoadResult:
 
 
 def _load_air_file(path: Path) -> LoadResult:
-    table = read_table(path, required=("year", "month", "day", "hour"))
+    table = read_records(path, required=("year", "month", "day", "hour"))
     columns = [c for c in AIR_CHANNELS if c in table.columns]
     part = [pl.col(c).str.zfill(2) for c in ("month", "day", "hour")]
     text = table.cells.select(pl.format("{}-{}-{} {}:00", pl.col("year"), *part)).to_series()
@@ -484,7 +486,7 @@ def load_physionet(records_path: str | Path, outcomes_path: str | Path | None = 
     with the outcomes file when given; the ``RecordID`` rows are consumed (kept, no value).
     """
     path = Path(records_path)
-    table = read_table(path, required=("RecordID", "Time", "Parameter", "Value"))
+    table = read_records(path, required=("RecordID", "Time", "Parameter", "Value"))
     cells = table.cells
     clock = cells["Time"].str.split_exact(":", 1).struct.unnest()
     hours = clock["field_0"].cast(pl.Int64, strict=False)
@@ -505,8 +507,7 @@ def load_physionet(records_path: str | Path, outcomes_path: str | Path | None = 
     is_static = pl.col(CHANNEL).is_in(list(PHYSIONET_STATIC)) & (pl.col("Time") == "00:00")
     is_id = pl.col(CHANNEL) == "RecordID"
     static_rows = records.filter(pl.col("_problem").is_null() & (is_static | is_id))
-    table_rest = RawTable(table.path, table.columns, cells, table.delimiter, table.rejected,
-                          table.data)
+    table_rest = dataclasses.replace(table, cells=cells)
     series_records = records.filter(pl.col("_problem").is_not_null() | ~(is_static | is_id))
     result = _finish(table_rest, series_records, [SERIES_ID, CHANNEL, TIMESTAMP], ["Value"],
                      duplicates=duplicates)
@@ -533,7 +534,7 @@ def _physionet_static(rows: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
 
 
 def _physionet_outcomes(path: Path) -> pl.DataFrame:
-    table = read_table(path, required=("RecordID",))
+    table = read_records(path, required=("RecordID",))
     others = [c for c in table.columns if c != "RecordID"]
     return table.cells.select(
         pl.format("physionet/{}", pl.col("RecordID").cast(pl.Int64, strict=False))
