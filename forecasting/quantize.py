@@ -1,9 +1,23 @@
 """Dynamic int8 quantization of a fitted forecaster for CPU serving.
 
-``nn.LSTM``, ``nn.GRU`` and ``nn.Linear`` weights become int8 (activations are quantized on
-the fly), with :func:`torch.ao.quantization.quantize_dynamic`.  The custom-cell encoder
-(layer norm / recurrent dropout) gets its linear maps quantized; GRU-D's time loop and the
-seq2seq ``GRUCell`` stay in float.
+Weights become int8 and activations are quantized on the fly
+(:func:`torch.ao.quantization.quantize_dynamic`).  *What* to quantize matters more than
+whether to (measured on x86 with the ``x86``/``fbgemm`` engine, hidden 128, 2 layers, 96
+steps; ``benchmarks/throughput.py`` records the figures):
+
+* ``nn.Linear`` pays: the direct decoder's 256 -> horizon x outputs x params map is the
+  largest matmul of a forecast, and int8 ``fbgemm`` GEMMs beat fp32 at every batch size.
+* ``nn.GRU`` pays: the fp32 CPU GRU is PyTorch's generic kernel, the dynamic-quantized GRU
+  a fused int8 one.
+* ``nn.LSTM`` does *not*: the fp32 CPU LSTM runs oneDNN's fused kernel, which beats the
+  dynamic-quantized LSTM (about 1.5x slower at batch 256).  Quantizing it (as this module
+  did before) made the whole model slower than fp32.
+
+So :data:`DEFAULT_LAYERS` is ``("linear", "gru")``; pass ``layers=("linear", "gru",
+"lstm")`` to quantize everything.  The custom-cell encoder (layer norm / recurrent dropout)
+gets its linear maps quantized; GRU-D's time loop and the seq2seq ``GRUCell`` stay in
+float.  The engine is ``x86`` (or ``fbgemm``) when this torch build has it: ``qnnpack`` is
+meant for ARM and is slower than fp32 on x86.
 
 >>> fast = quantize_forecaster(fitted)          # a copy; ``fitted`` is unchanged
 >>> fast.predict()                              # same frame, int8 matmuls
@@ -15,6 +29,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,56 +38,131 @@ from torch import nn
 
 from data.schema import Y_HAT, RecurraError, check_fitted
 
+LAYER_TYPES: dict[str, type[nn.Module]] = {"linear": nn.Linear, "gru": nn.GRU,
+                                           "lstm": nn.LSTM}
+DEFAULT_LAYERS = ("linear", "gru")
+ENGINES = ("x86", "fbgemm", "qnnpack")
 
-def quantize_module(module: nn.Module) -> nn.Module:
-    """A dynamically int8-quantized copy of ``module`` (on CPU, in eval mode)."""
+
+def choose_engine() -> str:
+    """Set and return the quantized engine: the first of :data:`ENGINES` this build has.
+
+    The engine is a process-wide torch setting (``torch.backends.quantized.engine``); packed
+    int8 weights are tied to the engine they were packed with.
+    """
+    supported = torch.backends.quantized.supported_engines
+    for engine in ENGINES:
+        if engine in supported:
+            if torch.backends.quantized.engine != engine:
+                torch.backends.quantized.engine = engine
+            return engine
+    raise RecurraError(f"this torch build has no quantized CPU engine (one of {list(ENGINES)}; "
+                       f"it has {list(supported)})")
+
+
+def quantize_module(module: nn.Module, layers: Sequence[str] = DEFAULT_LAYERS) -> nn.Module:
+    """A dynamically int8-quantized copy of ``module`` (on CPU, in eval mode).
+
+    Parameters
+    ----------
+    module : any torch module (left unchanged).
+    layers : which layer types to quantize, names from :data:`LAYER_TYPES`.
+    """
+    unknown = [name for name in layers if name not in LAYER_TYPES]
+    if unknown or not layers:
+        raise RecurraError(f"layers ({list(layers)!r}) must be a non-empty subset of "
+                           f"{list(LAYER_TYPES)}")
     from torch.ao.quantization import quantize_dynamic
 
+    choose_engine()
     float_copy = copy.deepcopy(module).cpu().eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return quantize_dynamic(float_copy, {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(float_copy, {LAYER_TYPES[name] for name in layers},
+                                dtype=torch.qint8)
 
 
-def quantize_forecaster(forecaster: Any) -> Any:
+def quantize_forecaster(forecaster: Any, layers: Sequence[str] = DEFAULT_LAYERS) -> Any:
     """A copy of a fitted forecaster whose ``module_`` is int8-quantized (CPU only).
 
     The copy shares the stream state with the original until either is updated; it cannot
     be saved (save the float model and quantize after loading).
     """
     check_fitted(forecaster)
-    if "qnnpack" not in torch.backends.quantized.supported_engines and \
-            "fbgemm" not in torch.backends.quantized.supported_engines:
-        raise RecurraError("this torch build has no quantized CPU engine (fbgemm/qnnpack)")
     quantized = copy.copy(forecaster)
-    quantized.module_ = quantize_module(forecaster.module_)
+    quantized.module_ = quantize_module(forecaster.module_, layers)
     quantized.quantized_ = True
     return quantized
 
 
-def compare_quantized(forecaster: Any, repeats: int = 10, frame: Any = None) -> dict[str, float]:
+def compare_quantized(forecaster: Any, repeats: int = 10, frame: Any = None,
+                      layers: Sequence[str] = DEFAULT_LAYERS) -> dict[str, float]:
     """Accuracy and latency of the int8 copy against the float forecaster.
 
     Returns ``max_abs_diff`` and ``mean_abs_diff`` between the two ``y_hat`` columns
     (original units), ``relative_diff`` (mean abs diff / mean abs forecast), and the median
-    seconds per ``predict`` call of each (``float_s``, ``int8_s``) and their ratio.
+    seconds per ``predict(frame)`` call of each (``float_s``, ``int8_s``) and their ratio
+    ``speedup`` (> 1: int8 is faster).
     """
-    quantized = quantize_forecaster(forecaster)
+    quantized = quantize_forecaster(forecaster, layers)
     reference = forecaster.predict(frame)
     approximate = quantized.predict(frame)
     diff = np.abs(reference[Y_HAT].to_numpy() - approximate[Y_HAT].to_numpy())
     scale = float(np.mean(np.abs(reference[Y_HAT].to_numpy()))) or 1.0
-    float_s = _median_seconds(lambda: forecaster.predict(frame), repeats)
-    int8_s = _median_seconds(lambda: quantized.predict(frame), repeats)
+    float_s, int8_s = alternating_medians(
+        [lambda: forecaster.predict(frame), lambda: quantized.predict(frame)], repeats)
     return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
             "relative_diff": float(diff.mean()) / scale, "float_s": float_s,
             "int8_s": int8_s, "speedup": float_s / int8_s if int8_s > 0 else float("nan")}
 
 
-def _median_seconds(call: Any, repeats: int) -> float:
-    times = []
-    for _ in range(max(1, repeats)):
-        started = time.perf_counter()
+def module_latency(modules: dict[str, nn.Module], n_channels: int, lookback: int,
+                   batch_sizes: Sequence[int] = (1, 256), repeats: int = 20
+                   ) -> dict[str, dict[str, float]]:
+    """Median milliseconds of one ``module(x, observed, delta)`` forward per batch size.
+
+    Parameters
+    ----------
+    modules : name -> network taking ``(x, observed, delta)`` of shape (B, T, F) (e.g. a
+        float :class:`forecasting.modules.ForecastNet` and its :func:`quantize_module` copy).
+    n_channels, lookback : F and T of the random inputs (all observed).
+    batch_sizes : B values to time.
+    repeats : timed calls per module and batch size (after one warm-up call), alternating
+        between the modules so that load on a shared CPU hits them alike.
+
+    Returns
+    -------
+    {f"batch_{B}": {name: milliseconds, ...}, ...}
+    """
+    generator = torch.Generator().manual_seed(0)
+    result = {}
+    for batch_size in batch_sizes:
+        x = torch.randn(batch_size, lookback, n_channels, generator=generator)
+        observed = torch.ones_like(x, dtype=torch.bool)
+        delta = torch.ones_like(x)
+        calls = [_forward_call(module, x, observed, delta) for module in modules.values()]
+        seconds = alternating_medians(calls, repeats)
+        result[f"batch_{batch_size}"] = {name: 1e3 * s for name, s in
+                                         zip(modules, seconds, strict=True)}
+    return result
+
+
+def _forward_call(module: nn.Module, x: torch.Tensor, observed: torch.Tensor,
+                  delta: torch.Tensor) -> Callable[[], Any]:
+    def call() -> Any:
+        with torch.no_grad():
+            return module(x, observed, delta)
+    return call
+
+
+def alternating_medians(calls: Sequence[Callable[[], Any]], repeats: int) -> list[float]:
+    """Median wall seconds of each call, timed in turn ``repeats`` times after a warm-up."""
+    for call in calls:
         call()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(max(1, repeats)):
+        for index, call in enumerate(calls):
+            started = time.perf_counter()
+            call()
+            times[index].append(time.perf_counter() - started)
+    return [float(np.median(t)) for t in times]
