@@ -7,6 +7,7 @@ pure score / threshold / event functions, and evaluation metrics (NAB, F1, AUC-P
 from anomaly.base import BaseDetector, DetectorConfig
 from anomaly.baselines import IsolationForestDetector, RollingZScoreDetector
 from anomaly.detectors import ForecastErrorDetector, GRUDAutoencoder, ReconstructionDetector
+from anomaly.ensemble import EnsembleConfig, EnsembleDetector
 
 DETECTORS = {
     "lstm_ae": ReconstructionDetector,
@@ -16,6 +17,6 @@ DETECTORS = {
     "isolation_forest": IsolationForestDetector,
 }
 
-__all__ = ["DETECTORS", "BaseDetector", "DetectorConfig", "ForecastErrorDetector",
-           "GRUDAutoencoder", "IsolationForestDetector", "ReconstructionDetector",
-           "RollingZScoreDetector"]
+__all__ = ["DETECTORS", "BaseDetector", "DetectorConfig", "EnsembleConfig", "EnsembleDetector",
+           "ForecastErrorDetector", "GRUDAutoencoder", "IsolationForestDetector",
+           "ReconstructionDetector", "RollingZScoreDetector"]

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from anomaly import events as ev
+from anomaly import likelihood as lk
 from anomaly import scores as sc
 from anomaly import thresholds as th
 from data.arrays import SeriesArrays, forward_fill, frame_to_arrays
@@ -44,7 +45,7 @@ from data.schema import (
     validate_frame,
 )
 
-THRESHOLDS = ("spot", "dspot", "quantile", "ksigma", "telemanom")
+THRESHOLDS = ("spot", "dspot", "quantile", "ksigma", "telemanom", "likelihood")
 AGGREGATES = ("causal", "overlap")
 CELLS = ("lstm", "gru")
 
@@ -62,7 +63,10 @@ class DetectorConfig:
     smoothing : EWMA alpha applied to point errors (1.0 = none; telemanom uses ~0.05-0.2).
     threshold : ``"spot"`` (EVT, updated online), ``"dspot"`` (SPOT on the score minus its
         mean over the last ``depth`` normal scores), ``"quantile"``, ``"ksigma"``,
-        ``"telemanom"``.
+        ``"telemanom"``, ``"likelihood"`` (the anomaly likelihood of
+        :mod:`anomaly.likelihood`: the score becomes the log-likelihood in [0, 1], judged
+        against a rolling history of the series' own scores, so it adapts to level and
+        variance shifts; an alarm is a log-likelihood >= ``likelihood_level``).
     depth : DSPOT's local window.
     level : quantile level of ``"quantile"``, initial level of ``"spot"``.
     risk : SPOT's target false-alarm probability per point.
@@ -71,6 +75,10 @@ class DetectorConfig:
     max_gap : a silence longer than this many median spacings is a data_quality event.
     min_share : a channel is named in an event when its mean error share is at least this.
     n_estimators : trees of the isolation forest.
+    likelihood_window, likelihood_history, likelihood_period : the likelihood's short-term
+        average, its rolling history and how often its Gaussian is re-fitted (rows; NAB's
+        defaults 10, 8640, 100).
+    likelihood_level : the log-likelihood alarm level (0.5 = tail probability 1e-5).
     """
 
     window: int = 32
@@ -96,10 +104,15 @@ class DetectorConfig:
     min_share: float = 0.2
     n_estimators: int = 100
     depth: int = 20
+    likelihood_window: int = 10
+    likelihood_history: int = 8640
+    likelihood_period: int = 100
+    likelihood_level: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("window", "hidden_size", "latent_size", "num_layers", "max_epochs",
-                     "batch_size", "n_estimators", "depth"):
+                     "batch_size", "n_estimators", "depth", "likelihood_window",
+                     "likelihood_history", "likelihood_period"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise RecurraError(f"DetectorConfig.{name} ({value!r}) must be an integer >= 1")
@@ -117,6 +130,12 @@ class DetectorConfig:
         if self.threshold in ("spot", "dspot") and not 0.0 < self.risk < 1.0 - self.level:
             raise RecurraError(f"DetectorConfig.risk ({self.risk}) must be in (0, 1 - level = "
                                f"{1.0 - self.level:g}) for threshold={self.threshold!r}")
+        if self.likelihood_history < self.likelihood_window:
+            raise RecurraError(f"DetectorConfig.likelihood_history ({self.likelihood_history})"
+                               f" must be >= likelihood_window ({self.likelihood_window})")
+        if not 0.0 < self.likelihood_level < 1.0:
+            raise RecurraError(f"DetectorConfig.likelihood_level ({self.likelihood_level}) "
+                               "must be in (0, 1)")
         if self.learning_rate <= 0 or self.k_sigma <= 0 or self.max_gap <= 0:
             raise RecurraError("DetectorConfig.learning_rate, k_sigma and max_gap must be > 0 "
                                f"(got {self.learning_rate}, {self.k_sigma}, {self.max_gap})")
@@ -137,6 +156,7 @@ class Calibration:
     threshold: float = np.inf  # fixed threshold on normalised scores (non-SPOT methods)
     spot: th.SpotState | None = None
     recent: np.ndarray | None = None  # DSPOT's last ``depth`` training scores
+    likelihood: lk.LikelihoodState | None = None  # the likelihood after the training scores
 
 
 @dataclass
@@ -162,6 +182,7 @@ class StreamState:
     spot: th.SpotState | None = None
     model_state: Any = None
     recent: np.ndarray | None = None
+    likelihood: lk.LikelihoodState | None = None
     n_rows: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -275,9 +296,8 @@ class BaseDetector:
                               np.asarray(timestamps).astype("datetime64[us]"),
                               np.where(observed, values, np.nan), observed,
                               np.zeros_like(values), self.calibration_[series_id].time_scale)
-        state = self.state_.get(series_id, StreamState())
-        if state.spot is None:
-            state.spot = self.calibration_[series_id].spot
+        state = _from_calibration(self.state_.get(series_id, StreamState()),
+                                  self.calibration_[series_id])
         scored, self.state_[series_id] = self._score_series(arrays, state)
         return scored.score, scored.flags
 
@@ -358,6 +378,13 @@ class BaseDetector:
             cal.threshold = th.quantile_threshold(normalised, self.config.level)
         elif method == "ksigma":
             cal.threshold = th.ksigma_threshold(normalised, self.config.k_sigma)
+        elif method == "likelihood":
+            config = self.config
+            cal.likelihood = lk.likelihood_init(normalised, config.likelihood_history,
+                                                config.likelihood_window,
+                                                config.likelihood_period)
+            cal.threshold = config.likelihood_level
+            state.likelihood = cal.likelihood
         else:
             cal.threshold = th.nonparametric_threshold(normalised)
         state.spot = cal.spot
@@ -376,8 +403,7 @@ class BaseDetector:
                 raise SchemaError(f"frame: series {arrays.series_id!r} was not seen in fit; "
                                   f"known series: {sorted(self.calibration_)[:10]}")
             state = StreamState() if fresh else self.state_.get(arrays.series_id, StreamState())
-            if state.spot is None:
-                state.spot = self.calibration_[arrays.series_id].spot
+            state = _from_calibration(state, self.calibration_[arrays.series_id])
             scored, state = self._score_series(arrays, state)
             if not fresh:
                 self.state_[arrays.series_id] = state
@@ -405,6 +431,10 @@ class BaseDetector:
         elif self.config.threshold == "dspot":
             recent = state.recent if state.recent is not None else cal.recent
             flags, used, state.spot, state.recent = th.drift_step(state.spot, recent, score)
+        elif self.config.threshold == "likelihood":
+            score, state.likelihood = lk.likelihood_step(state.likelihood, score)
+            used = np.full(score.shape, cal.threshold)
+            flags = np.nan_to_num(score, nan=-np.inf) >= cal.threshold
         else:
             used = np.full(score.shape, cal.threshold)
             flags = np.nan_to_num(score, nan=-np.inf) > cal.threshold
@@ -463,6 +493,15 @@ class BaseDetector:
             parts.append(pl.DataFrame(data))
         frame = pl.concat(parts)
         return frame.with_columns(pl.col(TIMESTAMP).dt.replace_time_zone("UTC"))
+
+
+def _from_calibration(state: StreamState, cal: Calibration) -> StreamState:
+    """A series' state with the threshold models it lacks taken from its calibration."""
+    if state.spot is None:
+        state.spot = cal.spot
+    if getattr(state, "likelihood", None) is None:
+        state.likelihood = getattr(cal, "likelihood", None)
+    return state
 
 
 def _point_error(errors: np.ndarray, observed: np.ndarray) -> np.ndarray:
