@@ -10,7 +10,7 @@ from forecasting.modules import ATTENTIONS, CELLS, NORMALIZATIONS
 from forecasting.train import TrainConfig
 from forecasting.windows import SCALERS
 
-DECODERS = ("direct", "seq2seq", "attention", "linear")
+DECODERS = ("direct", "seq2seq", "attention", "linear", "segment")
 OUTPUTS = ("quantile", "gaussian", "student_t", "point")
 TEACHER_FORCING = ("always", "linear", "inverse_sigmoid", "never")
 LOSSES = ("mse", "mae", "huber")
@@ -27,7 +27,9 @@ class ForecasterConfig:
     residual : residual connections between stacked layers. learn_initial_state : learn h0.
     decoder : ``"direct"`` (MLP to all steps), ``"seq2seq"`` (autoregressive) or
         ``"attention"`` (seq2seq attending over the encoder outputs; stateless only) or
-        ``"linear"`` (one linear map from the encoder summary to all steps).
+        ``"linear"`` (one linear map from the encoder summary to all steps) or ``"segment"``
+        (SegRNN's parallel decoding: segments of ``patch_length`` steps, each from position
+        + channel embeddings and one GRU-cell step from the summary).
     attention : ``"luong"`` or ``"bahdanau"``.
     teacher_forcing : scheduled sampling for seq2seq: the probability of feeding the truth
         falls over training, ``"linear"`` (1 -> 0) or ``"inverse_sigmoid"`` (k / (k +

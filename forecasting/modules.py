@@ -353,6 +353,41 @@ class Seq2SeqDecoder(nn.Module):
         return torch.stack(outputs, dim=1)
 
 
+class SegmentDecoder(nn.Module):
+    """SegRNN's parallel multi-step decoding (Lin et al. 2023): the horizon is cut into M
+    segments of ``segment_length`` steps; segment m's input is a learned position embedding
+    joined to a learned channel embedding, one GRU-cell step from the encoder summary turns
+    it into features, and a linear map emits the segment's steps (all M in parallel).
+
+    Inputs: ``summary`` (B, E), ``channel`` (B,) int64 channel index (0 when not
+    channel-independent). Output: (B, N, out_size) raw values for the head's transform.
+    """
+
+    def __init__(self, summary_size: int, hidden_size: int, horizon: int,
+                 segment_length: int, n_channels: int, out_size: int, dropout: float) -> None:
+        super().__init__()
+        self.horizon, self.segment_length = horizon, segment_length
+        self.n_segments = -(-horizon // segment_length)
+        half = hidden_size // 2
+        self.position = nn.Parameter(torch.randn(self.n_segments, half) * 0.1)
+        self.channel = nn.Parameter(torch.randn(max(1, n_channels), hidden_size - half) * 0.1)
+        self.init = nn.Linear(summary_size, hidden_size)
+        self.cell = nn.GRUCell(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size, segment_length * out_size)
+
+    def forward(self, summary: Tensor, channel: Tensor | None = None) -> Tensor:
+        n_batch, n_segments = summary.shape[0], self.n_segments
+        if channel is None:
+            channel = torch.zeros(n_batch, dtype=torch.long, device=summary.device)
+        hidden = torch.tanh(self.init(summary)).repeat_interleave(n_segments, dim=0)
+        inputs = torch.cat([self.position.repeat(n_batch, 1),
+                            self.channel[channel].repeat_interleave(n_segments, dim=0)], -1)
+        features = self.dropout(self.cell(inputs, hidden))           # (B * M, H)
+        raw = self.out(features).reshape(n_batch, n_segments * self.segment_length, -1)
+        return raw[:, :self.horizon]
+
+
 # The whole network -----------------------------------------------------------------------
 
 class ForecastNet(nn.Module):
@@ -381,7 +416,7 @@ class ForecastNet(nn.Module):
         Returns ``(params, state)``: params (B, N, O, P) forecast from the last step.
     """
 
-    DECODERS = ("direct", "seq2seq", "attention", "linear")
+    DECODERS = ("direct", "seq2seq", "attention", "linear", "segment")
 
     def __init__(self, encoder: EncoderSpec, n_targets: int, covariate_size: int,
                  horizon: int, decoder: str, head: DistributionHead,
@@ -402,6 +437,11 @@ class ForecastNet(nn.Module):
         if decoder == "linear":
             self.decoder = nn.Linear(size + horizon * covariate_size,
                                      horizon * n_targets * head.n_params)
+        elif decoder == "segment":  # segments of patch_length steps, one channel table
+            self.decoder = SegmentDecoder(
+                size, encoder.hidden_size, horizon, self.window.patch_length,
+                self.window.n_channels if self.window.channel_independent else 1,
+                n_targets * head.n_params, encoder.dropout)
         elif decoder == "direct":
             self.decoder = DirectDecoder(size, covariate_size, horizon, encoder.hidden_size,
                                          encoder.dropout)
@@ -412,7 +452,8 @@ class ForecastNet(nn.Module):
                                           memory_size=self.encoder.output_size)
         assert head.linear.in_features == encoder.hidden_size, "head must read hidden_size"
         if self.window.linear_skip:  # the network starts as a zero correction
-            head.start_at_zero(self.decoder if decoder == "linear" else None)
+            head.start_at_zero({"linear": self.decoder, "segment": getattr(
+                self.decoder, "out", None)}.get(decoder))
 
     def encode(self, x: Tensor, observed: Tensor, delta: Tensor, state: Any = None,
                covariates: Tensor | None = None) -> tuple[Tensor, Any]:
@@ -427,9 +468,9 @@ class ForecastNet(nn.Module):
     def decode(self, summary: Tensor, last: Tensor | None, future: Tensor | None,
                teacher: Tensor | None = None, teacher_mask: Tensor | None = None,
                teacher_prob: float = 0.0, memory: Tensor | None = None,
-               static: Tensor | None = None) -> Tensor:
+               static: Tensor | None = None, channel: Tensor | None = None) -> Tensor:
         """(M, N, O, P) parameters from summaries (M, E) (+ last (M, O), future (M, N, C),
-        static (M, S))."""
+        static (M, S), channel (M,) channel indices for the ``"segment"`` decoder)."""
         if self.covariate_size == 0:
             future = None
         if self.static_size:
@@ -440,6 +481,8 @@ class ForecastNet(nn.Module):
         if self.decoder_kind == "linear":
             inputs = summary if future is None else torch.cat([summary, future.flatten(1)], -1)
             return self.head.transform(self.decoder(inputs).unflatten(-1, (self.horizon, -1)))
+        if self.decoder_kind == "segment":
+            return self.head.transform(self.decoder(summary, channel))
         if self.decoder_kind == "direct":
             return self.head(self.decoder(summary, future))
         if last is None:
@@ -496,8 +539,12 @@ class ForecastNet(nn.Module):
         if spec.patch_length > 1:
             x, observed, delta = (patches(t, spec.patch_length) for t in (x, observed, delta))
         output, _ = self.encoder(x, observed, delta)
+        channel = None
+        if spec.channel_independent:  # rows are (window, channel) pairs
+            channel = torch.arange(n_batch * n_channels, device=x.device) % n_channels
         params = self.decode(self.encoder.last_hidden(output), last, future, teacher,
-                             teacher_mask, teacher_prob, memory=output, static=static)
+                             teacher_mask, teacher_prob, memory=output, static=static,
+                             channel=channel)
         if self.skip is not None:
             if values.shape[1] != spec.lookback:
                 raise RecurraError(f"linear_skip needs windows of lookback ({spec.lookback}) "
