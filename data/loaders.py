@@ -33,7 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
-from data.csv_records import read_records
+from data import csv_records
 from data.quarantine import (
     LINE,
     NULL_MARKERS,
@@ -43,6 +43,7 @@ from data.quarantine import (
     empty_rejected,
     parse_numbers,
     parse_timestamps,
+    read_table,
     reject,
     strip_cells,
 )
@@ -250,6 +251,12 @@ def _finish(table: RawTable, records: pl.DataFrame, key: Sequence[str],
             channels: dict[str, str] | None = None, n_extra_rejected: int = 0) -> LoadResult:
     good, bad = _split_problems(records, table.path)
     kept, conflicts = _dedupe(good, key, value_columns, table.path, duplicates)
+    if bad.height or conflicts.height or table.rejected.height:
+        repaired = csv_records.repair(table, records)  # records spanning lines, blank lines
+        if repaired is not None:
+            table, records = repaired
+            good, bad = _split_problems(records, table.path)
+            kept, conflicts = _dedupe(good, key, value_columns, table.path, duplicates)
     rejected = table.with_raw(pl.concat([table.rejected, bad, conflicts]).sort(LINE))
     n_in = table.cells.height + table.rejected.height
     frame = _to_long(kept, value_columns, channels) if kept.height else empty_frame()
@@ -299,7 +306,7 @@ def load_sensor(path: str | Path, layout: str = "wide", timestamp_column: str = 
     if path.suffix == ".parquet":
         table = _parquet_table(path)
     else:
-        table = read_records(path, delimiter=delimiter)
+        table = read_table(path, delimiter=delimiter)
     _check_columns(table, [timestamp_column], "timestamp_column")
     stamps, problems = parse_timestamps(table.cells[timestamp_column], time_zone=time_zone)
     default_id = series_id or file_stem(path)
@@ -370,7 +377,7 @@ def load_prices(path: str | Path, date_column: str = "date", series_id: str | No
     value per row, else ``series_id``, else the file stem.
     """
     path = Path(path)
-    table = read_records(path, delimiter=delimiter)
+    table = read_table(path, delimiter=delimiter)
     names = {c: c.strip().lower().replace(" ", "_") for c in table.columns}
     cells = table.cells.rename({c: n for c, n in names.items() if c != n})
     table = dataclasses.replace(table, columns=[names[c] for c in table.columns], cells=cells)
@@ -412,7 +419,7 @@ def load_matrix(path: str | Path, series_id: str, start: dt.datetime | str | Non
     if calendar not in (None, BUSINESS_DAY):
         raise SchemaError(f"`calendar` ({calendar!r}) must be None or {BUSINESS_DAY!r}")
     step = parse_every(every)
-    table = read_records(path, delimiter=delimiter, header=False)
+    table = read_table(path, delimiter=delimiter, header=False)
     names = list(channels) if channels else table.columns
     if len(names) != len(table.columns):
         raise LoadError(f"{path}: `channels` has {len(names)} names but rows have "
@@ -460,7 +467,7 @@ def load_air_quality(paths: str | Path | Sequence[str | Path]) -> LoadResult:
 
 
 def _load_air_file(path: Path) -> LoadResult:
-    table = read_records(path, required=("year", "month", "day", "hour"))
+    table = read_table(path, required=("year", "month", "day", "hour"))
     columns = [c for c in AIR_CHANNELS if c in table.columns]
     part = [pl.col(c).str.zfill(2) for c in ("month", "day", "hour")]
     text = table.cells.select(pl.format("{}-{}-{} {}:00", pl.col("year"), *part)).to_series()
@@ -486,7 +493,7 @@ def load_physionet(records_path: str | Path, outcomes_path: str | Path | None = 
     with the outcomes file when given; the ``RecordID`` rows are consumed (kept, no value).
     """
     path = Path(records_path)
-    table = read_records(path, required=("RecordID", "Time", "Parameter", "Value"))
+    table = read_table(path, required=("RecordID", "Time", "Parameter", "Value"))
     cells = table.cells
     clock = cells["Time"].str.split_exact(":", 1).struct.unnest()
     hours = clock["field_0"].cast(pl.Int64, strict=False)
@@ -515,9 +522,8 @@ def load_physionet(records_path: str | Path, outcomes_path: str | Path | None = 
     if outcomes_path is not None:
         static = static.join(_physionet_outcomes(Path(outcomes_path)), on=SERIES_ID,
                              how="left")
-    n_in = table.cells.height + table.rejected.height
-    return LoadResult(result.frame, result.rejected, str(path), n_in,
-                      n_in - result.rejected.height, static)
+    return LoadResult(result.frame, result.rejected, str(path), result.n_rows_in,
+                      result.n_rows_kept, static)
 
 
 def _physionet_static(rows: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
@@ -534,7 +540,7 @@ def _physionet_static(rows: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:
 
 
 def _physionet_outcomes(path: Path) -> pl.DataFrame:
-    table = read_records(path, required=("RecordID",))
+    table = read_table(path, required=("RecordID",))
     others = [c for c in table.columns if c != "RecordID"]
     return table.cells.select(
         pl.format("physionet/{}", pl.col("RecordID").cast(pl.Int64, strict=False))

@@ -91,3 +91,13 @@ def test_long_layout_with_quoted_series_names(tmp_path):
     assert result.rejected["line"].to_list() == [4]
     assert set(result.frame["series_id"]) == {"pump\n1", "pump2"}
     assert result.frame.filter(pl.col("series_id") == "pump2")["value"].to_list() == [3.0]
+
+
+def test_conflicting_duplicates_name_the_physical_line(tmp_path):
+    text = ('timestamp,value,note\n2024-01-01,1,"a\nb\nc"\n2024-01-02,2,x\n'
+            '2024-01-01,9,"conflict"\n')
+    result = loaders.load_sensor(write(tmp_path / "dup.csv", text), value_columns=["value"])
+    check_invariant(result)
+    (row,) = result.rejected.iter_rows(named=True)
+    assert row["line"] == 6 and "same key as line 2" in row["reason"]
+    assert result.frame["value"].to_list() == [1.0, 2.0]
