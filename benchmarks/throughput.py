@@ -1,26 +1,43 @@
-"""T: throughput and latency (``../shared/BENCHMARKS.md``).
+"""T: throughput and latency (``../shared/BENCHMARKS.md``), plus int8 serving.
 
-    python benchmarks/throughput.py                      # full budget
-    python benchmarks/throughput.py --quick              # < 1 min smoke run
-    python benchmarks/throughput.py --physionet-records ../shared/data/physionet2012/set-a.csv.gz \
-        --physionet-outcomes ../shared/data/physionet2012/Outcomes-a.txt   # adds T2
+    python benchmarks/throughput.py                  # full run (defaults read ../shared/data)
+    python benchmarks/throughput.py --quick          # < 1 min smoke run
+    python benchmarks/throughput.py --out /tmp/x.json --skip-t2   # exploratory run
 
-T1 training windows per second of the LSTM and GRU :class:`forecasting.rnn.RNNForecaster`
-(hidden 128, 2 layers, look-back 96, horizon 96, batch 256, 7 channels, direct decoder),
-measured inside ``fit`` (batch building included) over ``--steps`` optimiser steps.
-T2 GRU-D seconds per epoch on P4 data at hidden 64 (``benchmarks/grud_physionet.py``).
-T3 streaming: ``--n-series`` series with fitted state each receive one new point, all in
-one batched call; microseconds per point for the forecaster's ``update`` (stateful LSTM:
-the state advances by one step), its ``predict`` after it, a baseline's ``update``, and a
-detector's streaming ``update`` (anomaly scores).  T4 ingest rows/s is
-``benchmarks/ingest.py`` (another script).
+T1 training windows per second of :class:`forecasting.rnn.RNNForecaster` (LSTM and GRU,
+hidden 128, 2 layers, look-back 96, horizon 96, batch 256, direct decoder, quantile head,
+no calendar features) on ETTh1 (rows [0, 11520): train + validation, 7 channels, one
+series), inside ``fit`` itself: ``forecasting.rnn.fit_module`` is wrapped so that each
+training call of the step function is time-stamped; windows/s = windows of the steps
+``warmup .. n-2`` / (start of step ``n-1`` - start of step ``warmup``), i.e. full
+iterations (forward, loss, backward, clipping, optimiser step) after ``--warmup`` steps.
+NeuralForecast's ``LSTM`` (same hidden 128, 2 encoder layers, input_size 96, h 96, 256
+windows per step, MQLoss on the same 3 quantiles, the 7 channels as 7 series: its standard
+treatment of ETTh1) is timed the same way in the same run: a Lightning callback stamps
+``on_train_batch_start`` and a forward pre-hook counts the windows each training forward
+actually receives, so Lightning's start-up and the warm-up steps are excluded.  Note that
+one Recurra window carries all 7 channels (it forecasts 96 x 7 values) while one
+NeuralForecast window carries one; both ``windows_per_s`` and ``channel_windows_per_s``
+(windows x channels per window) are reported.
+T2 GRU-D seconds per epoch at hidden 64 on P4 data: ``benchmarks/_t2_grud.run_t2`` (ours vs
+PyPOTS side by side) when that module exists, else ``grud_physionet.grud_epoch_seconds``.
+T3 streaming, ``--n-series`` series with fitted state, each receiving one new point per
+call: forecaster ``update`` / ``predict`` (one call for all series), and the anomaly
+detectors three ways: per-series ``update(frame)`` and ``update_arrays`` (timed on a
+subset, they loop in Python) and :class:`anomaly.fleet.DetectorFleet` (all series, one
+vectorised call), with the largest score difference fleet vs per-series.
+Q int8 dynamic quantization (:mod:`forecasting.quantize`) of a fitted hidden-128 LSTM and
+GRU: MSE on the ETTh1 test windows (P1 protocol) of fp32 and int8, and latency of one
+network forward at batch 1 and 256 and of ``predict`` for 1 and 256 windows.
+T4 ingest rows/s is ``benchmarks/ingest.py``.  All timings: a contended 2-core CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import datetime as dt
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import setup_paths, write_result  # noqa: E402
+from _common import SHARED_DATA, setup_paths, write_result  # noqa: E402
 
 setup_paths()
 
@@ -40,6 +57,33 @@ from forecasting.rnn import ForecasterConfig, RNNForecaster  # noqa: E402
 from forecasting.train import TrainConfig  # noqa: E402
 
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+LOOKBACK = HORIZON = 96
+HIDDEN, LAYERS, BATCH = 128, 2, 256
+T1_ROWS = 11520                      # ETTh1 train + validation rows (BENCHMARKS.md P1)
+TRAIN, VAL, TEST = (0, 8640), (8544, 11520), (11424, 14400)
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+# data --------------------------------------------------------------------------------------
+def read_ett(csv: Path) -> tuple[np.ndarray, list[str]]:
+    """(n, 7) raw values and the channel names of an ETT CSV."""
+    frame = pl.read_csv(csv)
+    channels = [c for c in frame.columns if c != "date"]
+    return frame.select(channels).to_numpy().astype(np.float64), channels
+
+
+def windows_frame(blocks: np.ndarray, channels: list[str], prefix: str = "w") -> pl.DataFrame:
+    """A contract frame with each (T, F) block of ``blocks`` (W, T, F) as its own series."""
+    n_blocks, length, n_channels = blocks.shape
+    stamps = np.datetime64("2016-07-01T00:00", "us") + np.arange(length) * np.timedelta64(
+        3600, "s")
+    return pl.DataFrame({
+        "series_id": np.repeat([f"{prefix}{i:06d}" for i in range(n_blocks)],
+                               n_channels * length),
+        "channel": np.tile(np.repeat(channels, length), n_blocks),
+        "timestamp": np.tile(stamps, n_blocks * n_channels),
+        "value": blocks.transpose(0, 2, 1).reshape(-1),
+    }).with_columns(pl.col("timestamp").dt.replace_time_zone("UTC"))
 
 
 def synthetic_frame(n_series: int, n_steps: int, n_channels: int, seed: int = 0,
@@ -52,29 +96,165 @@ def synthetic_frame(n_series: int, n_steps: int, n_channels: int, seed: int = 0,
     values = values + 0.1 * rng.standard_normal(values.shape)
     stamps = np.datetime64(START.replace(tzinfo=None), "us") + steps * np.timedelta64(3600, "s")
     return pl.DataFrame({
-        "series_id": np.repeat([f"s{i}" for i in range(n_series)], n_channels * n_steps),
+        "series_id": np.repeat([f"s{i:04d}" for i in range(n_series)], n_channels * n_steps),
         "channel": np.tile(np.repeat([f"c{j}" for j in range(n_channels)], n_steps), n_series),
         "timestamp": np.tile(stamps, n_series * n_channels),
         "value": values.reshape(-1),
     }).with_columns(pl.col("timestamp").dt.replace_time_zone("UTC"))
 
 
-def training_throughput(cell: str, n_steps: int, batch_size: int = 256) -> dict:
-    """T1: windows per second inside ``RNNForecaster.fit`` (one epoch of ``n_steps``)."""
-    frame = synthetic_frame(n_series=4, n_steps=2000, n_channels=7)
-    train = TrainConfig(max_epochs=1, batch_size=batch_size, early_stopping_patience=None,
+def _rate(starts: list[float], windows: list[int], warmup: int) -> dict:
+    """Windows/s over the full iterations ``warmup .. n-2`` (stamps are iteration starts)."""
+    if len(starts) < warmup + 2:
+        return {"windows_per_s": None, "note": f"only {len(starts)} steps ran"}
+    seconds = starts[-1] - starts[warmup]
+    counted = int(sum(windows[warmup:len(starts) - 1]))
+    return {"windows_per_s": counted / seconds, "measured_s": seconds,
+            "measured_steps": len(starts) - 1 - warmup, "measured_windows": counted,
+            "warmup_steps": warmup, "steps_run": len(starts)}
+
+
+# T1 ----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _timed_steps(starts: list[float], windows: list[int]):
+    """Wrap ``forecasting.rnn.fit_module`` so that every training call of the step function
+    records its start time and batch size (the loop itself is untouched)."""
+    import forecasting.rnn as rnn
+
+    original = rnn.fit_module
+
+    def fit_module(module, step_fn, *args, **kwargs):
+        def step(model, batch, *rest):
+            if model.training:
+                starts.append(time.perf_counter())
+                windows.append(int(batch.x.shape[0]))
+            return step_fn(model, batch, *rest)
+        return original(module, step, *args, **kwargs)
+
+    rnn.fit_module = fit_module
+    try:
+        yield
+    finally:
+        rnn.fit_module = original
+
+
+def training_throughput(cell: str, frame: pl.DataFrame, steps: int, warmup: int) -> dict:
+    """T1 for ``RNNForecaster(cell)``: windows/s inside ``fit`` (see the module docstring)."""
+    train = TrainConfig(max_epochs=1, batch_size=BATCH, early_stopping_patience=None,
                         device="auto", seed=0)
-    config = ForecasterConfig(cell=cell, hidden_size=128, num_layers=2, lookback=96,
-                              horizon=96, decoder="direct", output="quantile",
-                              max_windows_per_epoch=n_steps * batch_size, calendar=False,
-                              train=train)
-    forecaster = RNNForecaster(config).fit(frame)
-    seconds = forecaster.history_[0]["seconds"]
-    return {"windows_per_s": n_steps * batch_size / seconds, "seconds": seconds,
-            "steps": n_steps, "batch_size": batch_size, "hidden_size": 128, "num_layers": 2,
-            "lookback": 96, "horizon": 96, "n_channels": 7}
+    config = ForecasterConfig(cell=cell, hidden_size=HIDDEN, num_layers=LAYERS,
+                              lookback=LOOKBACK, horizon=HORIZON, decoder="direct",
+                              output="quantile", quantiles=QUANTILES, calendar=False,
+                              max_windows_per_epoch=(steps + warmup + 1) * BATCH, train=train)
+    starts: list[float] = []
+    windows: list[int] = []
+    started = time.perf_counter()
+    with _timed_steps(starts, windows):
+        forecaster = RNNForecaster(config).fit(frame)
+    fit_s = time.perf_counter() - started
+    n_channels = frame["channel"].n_unique()
+    result = {**_rate(starts, windows, warmup), "fit_wall_s": fit_s,
+              "epoch_s": forecaster.history_[0]["seconds"], "batch_size": BATCH,
+              "hidden_size": HIDDEN, "num_layers": LAYERS, "lookback": LOOKBACK,
+              "horizon": HORIZON, "channels_per_window": n_channels,
+              "threads": torch.get_num_threads(),
+              "n_parameters": sum(p.numel() for p in forecaster.module_.parameters())}
+    if result["windows_per_s"] is not None:
+        result["channel_windows_per_s"] = result["windows_per_s"] * n_channels
+    return result
 
 
+def neuralforecast_throughput(values: np.ndarray, channels: list[str], steps: int,
+                              warmup: int) -> dict:
+    """NeuralForecast ``LSTM`` windows/s on the same rows (see the module docstring)."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            import neuralforecast
+            import pandas as pd
+            import pytorch_lightning as lightning
+            from neuralforecast import NeuralForecast
+            from neuralforecast.losses.pytorch import MQLoss
+            from neuralforecast.models import LSTM
+    except ImportError as error:
+        return {"status": f"not installed ({error}); pip install -c constraints.txt "
+                          "'.[bench]'"}
+    stamps = pd.date_range("2016-07-01", periods=values.shape[0], freq="h")
+    data = pd.concat([pd.DataFrame({"unique_id": c, "ds": stamps, "y": values[:, j]})
+                      for j, c in enumerate(channels)], ignore_index=True)
+    starts: list[float] = []
+    windows: list[int] = []
+
+    class Stamp(lightning.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            starts.append(time.perf_counter())
+
+    model = LSTM(h=HORIZON, input_size=LOOKBACK, encoder_hidden_size=HIDDEN,
+                 encoder_n_layers=LAYERS, loss=MQLoss(quantiles=list(QUANTILES)),
+                 max_steps=steps + warmup + 1, batch_size=len(channels),
+                 windows_batch_size=BATCH, scaler_type="standard", val_check_steps=10**6,
+                 random_seed=0, accelerator="cpu", devices=1, logger=False,
+                 enable_progress_bar=False, enable_checkpointing=False,
+                 enable_model_summary=False, callbacks=[Stamp()])
+
+    def count(module, args):
+        if module.training:
+            windows.append(int(args[0]["insample_y"].shape[0]))
+
+    model.register_forward_pre_hook(count)
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):
+        NeuralForecast(models=[model], freq="h").fit(data)
+    return {"status": "ran", "version": neuralforecast.__version__,
+            **_rate(starts, windows, warmup), "channels_per_window": 1,
+            "fit_wall_s": time.perf_counter() - started, "threads": torch.get_num_threads(),
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "config": {"h": HORIZON, "input_size": LOOKBACK, "encoder_hidden_size": HIDDEN,
+                       "encoder_n_layers": LAYERS, "decoder": "MLP (defaults)",
+                       "windows_batch_size": BATCH, "batch_size": len(channels),
+                       "loss": f"MQLoss{list(QUANTILES)}", "scaler_type": "standard"}}
+
+
+def t1(csv: Path, steps: int, warmup: int, with_neuralforecast: bool) -> dict:
+    values, channels = read_ett(csv)
+    block = values[:T1_ROWS]
+    frame = windows_frame(block[None], channels, prefix="ETTh1_")
+    result = {"data": f"{csv.name} rows [0, {T1_ROWS}), {len(channels)} channels"}
+    for cell in ("lstm", "gru"):
+        result[cell] = training_throughput(cell, frame, steps, warmup)
+        print(f"T1 {cell}: {result[cell]['windows_per_s']} windows/s", file=sys.stderr)
+    result["neuralforecast_lstm"] = (neuralforecast_throughput(block, channels, steps, warmup)
+                                     if with_neuralforecast else {"status": "not run"})
+    theirs = result["neuralforecast_lstm"].get("windows_per_s")
+    if theirs:
+        ours = result["lstm"]
+        result["lstm_vs_neuralforecast_windows"] = ours["windows_per_s"] / theirs
+        result["lstm_vs_neuralforecast_channel_windows"] = ours["channel_windows_per_s"] / theirs
+        result["target"] = ">= 3x NeuralForecast LSTM windows/s"
+    return result
+
+
+# T2 ----------------------------------------------------------------------------------------
+def t2(records: Path, outcomes: Path, quick: bool, repeats: int) -> dict:
+    """T2 via ``_t2_grud.run_t2`` (ours vs PyPOTS) when present, else ``grud_physionet``."""
+    if not records.exists() or not outcomes.exists():
+        return {"grud_epoch_s": None, "note": f"data missing: {records} / {outcomes}"}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        from _t2_grud import run_t2
+    except ImportError:
+        run_t2 = None
+    if run_t2 is not None:
+        return {"source": "benchmarks/_t2_grud.run_t2",
+                **run_t2(records, outcomes, quick, device=device, repeats=repeats)}
+    try:
+        from grud_physionet import grud_epoch_seconds
+    except ImportError as error:
+        return {"grud_epoch_s": None, "note": f"grud_physionet unavailable: {error}"}
+    return {"source": "benchmarks/grud_physionet.grud_epoch_seconds", "hidden_size": 64,
+            "grud_epoch_s": grud_epoch_seconds(records, outcomes, hidden=64, device=device)}
+
+
+# T3 ----------------------------------------------------------------------------------------
 def _timed(function, repeats: int) -> float:
     """Median wall seconds of ``function(k)`` over ``repeats`` calls."""
     times = []
@@ -85,8 +265,8 @@ def _timed(function, repeats: int) -> float:
     return float(np.median(times))
 
 
-def streaming_latency(n_series: int, history: int, repeats: int) -> dict:
-    """T3: one new point for each of ``n_series`` series, batched; microseconds per point."""
+def streaming_latency(n_series: int, history: int, repeats: int, n_reference: int) -> dict:
+    """T3: one new point for each of ``n_series`` series; microseconds per point."""
     frame = synthetic_frame(n_series, history, n_channels=1, seed=1)
     points = [synthetic_frame(n_series, 1, 1, seed=1, offset=history + k)
               for k in range(repeats)]
@@ -96,9 +276,10 @@ def streaming_latency(n_series: int, history: int, repeats: int) -> dict:
                               stateful=True, tbptt_length=24, calendar=False, train=train)
     started = time.perf_counter()
     forecaster = RNNForecaster(config).fit(frame)
-    fit_s = time.perf_counter() - started
     result = {"n_series": n_series, "history_rows": history, "repeats": repeats,
-              "forecaster": "RNNForecaster(lstm, hidden 32, stateful)", "fit_s": fit_s}
+              "forecaster": "RNNForecaster(lstm, hidden 32, stateful): update(frame) with "
+                            "one row per series advances all states in one batched call",
+              "fit_s": time.perf_counter() - started}
     update_s = _timed(lambda k: forecaster.update(points[k]), repeats)
     predict_s = _timed(lambda k: forecaster.predict(), repeats)
     result["forecast_update_us_per_point"] = update_s / n_series * 1e6
@@ -106,104 +287,211 @@ def streaming_latency(n_series: int, history: int, repeats: int) -> dict:
     naive = NaiveForecaster(NaiveConfig(horizon=24)).fit(frame)
     result["naive_update_us_per_point"] = _timed(
         lambda k: naive.update(points[k]), repeats) / n_series * 1e6
-    result.update(_anomaly_latency(frame, points, repeats, n_series))
+    result["anomaly"] = _anomaly_latency(frame, points, repeats, n_reference)
     return result
-
-
-def _first_series(frame: pl.DataFrame, n_series: int) -> pl.DataFrame:
-    keep = [f"s{i}" for i in range(n_series)]
-    return frame.filter(pl.col("series_id").is_in(keep))
 
 
 def _anomaly_latency(frame: pl.DataFrame, points: list[pl.DataFrame], repeats: int,
-                     n_series: int) -> dict:
-    try:
-        from anomaly.base import DetectorConfig
-        from anomaly.baselines import RollingZScoreDetector
-        from anomaly.detectors import ReconstructionDetector
-    except ImportError as error:  # the anomaly package is another engineer's
-        return {"anomaly_score": f"missing: {error}"}
+                     n_reference: int) -> dict:
+    from anomaly.base import DetectorConfig
+    from anomaly.baselines import RollingZScoreDetector
+    from anomaly.detectors import ReconstructionDetector
+
+    detectors = {
+        "rolling_zscore": RollingZScoreDetector(DetectorConfig(window=24)),
+        "lstm_autoencoder": ReconstructionDetector(DetectorConfig(
+            window=24, hidden_size=16, latent_size=8, max_epochs=1, batch_size=512))}
     result = {}
-    n_small = min(n_series, 100)  # the autoencoder's update is slow: time it on 100 series
-    for name, detector, count in (
-            ("rolling_zscore", RollingZScoreDetector(DetectorConfig(window=24)), n_series),
-            ("lstm_autoencoder", ReconstructionDetector(DetectorConfig(
-                window=24, hidden_size=16, latent_size=8, max_epochs=1, batch_size=512)),
-             n_small)):
+    for name, detector in detectors.items():
         started = time.perf_counter()
-        detector.fit(_first_series(frame, count))
-        result[f"anomaly_{name}_fit_s"] = time.perf_counter() - started
-        seconds = _timed(lambda k, d=detector, c=count: d.update(_first_series(points[k], c)),
-                         repeats)
-        result[f"anomaly_{name}_update_us_per_point"] = seconds / count * 1e6
-        result[f"anomaly_{name}_n_series"] = count
+        detector.fit(frame)
+        fit_s = time.perf_counter() - started
+        result[name] = {"fit_s": fit_s, **_detector_latency(detector, points, repeats,
+                                                            n_reference)}
+        entry = result[name]
+        print(f"T3 {name}: fleet {entry['fleet_update_us_per_point']:.2f} us/point, per-series "
+              f"{entry['per_series_update_frame_us_per_point']:.1f}", file=sys.stderr)
     return result
 
 
-def grud_epoch(records: Path | None, outcomes: Path | None) -> dict:
-    """T2 via ``grud_physionet.grud_epoch_seconds`` when its data paths are given."""
-    if records is None or outcomes is None:
-        return {"grud_epoch_s": None, "note": "pass --physionet-records/--physionet-outcomes"}
-    try:
-        from grud_physionet import grud_epoch_seconds
-    except ImportError as error:
-        return {"grud_epoch_s": None, "note": f"grud_physionet unavailable: {error}"}
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return {"grud_epoch_s": grud_epoch_seconds(records, outcomes, hidden=64, device=device),
-            "hidden_size": 64}
+def _detector_latency(detector, points: list[pl.DataFrame], repeats: int,
+                      n_reference: int) -> dict:
+    """Per-series ``update(frame)`` and ``update_arrays`` on the first ``n_reference``
+    series vs :class:`DetectorFleet` on all, from copies of the same fitted state."""
+    from anomaly.fleet import DetectorFleet, fleet_arrays
+
+    by_frame, by_arrays = copy.deepcopy(detector), copy.deepcopy(detector)
+    fleet = DetectorFleet(detector)
+    ids = fleet.series_ids_
+    inputs = [fleet_arrays(p, ids, fleet.channels_) for p in points]
+    subset = ids[:n_reference]
+    subset_points = [p.filter(pl.col("series_id").is_in(subset)) for p in points]
+    reference: list[np.ndarray] = []
+    fleet_scores: list[np.ndarray] = []
+
+    def per_frame(k: int) -> None:
+        reference.append(by_frame.update(subset_points[k]).sort("series_id")["score"]
+                         .fill_null(np.nan).to_numpy())
+
+    def per_arrays(k: int) -> None:
+        stamps, values = inputs[k]
+        for i, series_id in enumerate(subset):
+            by_arrays.update_arrays(series_id, stamps[i:i + 1], values[i:i + 1])
+
+    def batched(k: int) -> None:
+        fleet_scores.append(fleet.update(*inputs[k])[0])
+
+    entry = {"per_series_update_frame_us_per_point":
+             _timed(per_frame, repeats) / len(subset) * 1e6,
+             "per_series_update_arrays_us_per_point":
+             _timed(per_arrays, repeats) / len(subset) * 1e6,
+             "fleet_update_us_per_point": _timed(batched, repeats) / len(ids) * 1e6,
+             "frame_to_fleet_arrays_us_per_point": _timed(
+                 lambda k: fleet_arrays(points[k], ids, fleet.channels_), repeats)
+             / len(ids) * 1e6}
+    got = np.array([s[:len(subset)] for s in fleet_scores])
+    entry["fleet_vs_per_series_max_abs_score_diff"] = float(np.nanmax(np.abs(
+        got - np.array(reference))))
+    entry["n_series_fleet"], entry["n_series_per_series"] = len(ids), len(subset)
+    entry["speedup_fleet_vs_update_frame"] = (entry["per_series_update_frame_us_per_point"]
+                                              / entry["fleet_update_us_per_point"])
+    return entry
 
 
-def neuralforecast_status() -> str:
-    """Whether NeuralForecast installs next to the pinned torch (checked with pip --dry-run)."""
-    try:
-        import neuralforecast  # noqa: F401
-        return "installed"
-    except ImportError:
-        pass
-    root = Path(__file__).resolve().parents[1]
-    command = [sys.executable, "-m", "pip", "install", "--dry-run", "-q", "-c",
-               str(root / "constraints.txt"), "neuralforecast"]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"not checked: {error}"
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["?"])[-1]
-        return f"not installable with constraints.txt: {last[:300]}"
-    return "installable (not run here)"
+# int8 --------------------------------------------------------------------------------------
+def quantization(csv: Path, quick: bool, repeats: int) -> dict:
+    """Fit a hidden-128 LSTM and GRU (fixed small budget, early stopping on validation),
+    then fp32 vs int8: test MSE (z-scored, P1 windows) and latencies."""
+    from forecasting.quantize import (
+        DEFAULT_LAYERS,
+        alternating_medians,
+        choose_engine,
+        module_latency,
+        quantize_forecaster,
+        quantize_module,
+    )
+
+    values, channels = read_ett(csv)
+    mean, std = values[slice(*TRAIN)].mean(axis=0), values[slice(*TRAIN)].std(axis=0)
+    values = (values - mean) / std
+    view = np.lib.stride_tricks.sliding_window_view(values[slice(*TEST)],
+                                                    LOOKBACK + HORIZON, axis=0)
+    view = view.transpose(0, 2, 1)[::96 if quick else 1]
+    x_test, y_test = view[:, :LOOKBACK], view[:, LOOKBACK:]
+    test_frame = windows_frame(np.ascontiguousarray(x_test), channels)
+    result = {"engine": choose_engine(), "default_layers": list(DEFAULT_LAYERS),
+              "test_windows": int(x_test.shape[0]),
+              "training": "1 epoch x 512 windows" if quick else
+              "<= 4 epochs x 2048 windows, early stopping on the validation rows"}
+    for cell in ("lstm", "gru"):
+        train = TrainConfig(max_epochs=1 if quick else 4, batch_size=BATCH,
+                            early_stopping_patience=2, device="cpu", seed=0)
+        config = ForecasterConfig(cell=cell, hidden_size=HIDDEN, num_layers=LAYERS,
+                                  lookback=LOOKBACK, horizon=HORIZON, decoder="direct",
+                                  output="quantile", quantiles=QUANTILES, calendar=False,
+                                  scaler="none", max_windows_per_epoch=512 if quick else 2048,
+                                  train=train)
+        started = time.perf_counter()
+        fp32 = RNNForecaster(config).fit(
+            windows_frame(values[slice(*TRAIN)][None], channels, "ETTh1_"),
+            validation=windows_frame(values[slice(*VAL)][None], channels, "ETTh1_"))
+        entry = {"train_s": time.perf_counter() - started, "epochs": len(fp32.history_)}
+        variants = {"fp32": fp32, "int8": quantize_forecaster(fp32)}
+        if cell == "lstm":
+            variants["int8_with_lstm"] = quantize_forecaster(fp32, ("linear", "gru", "lstm"))
+        points = {}
+        for name, model in variants.items():
+            started = time.perf_counter()
+            points[name] = _point_forecast(model, test_frame, channels, x_test.shape[0])
+            entry[f"{name}_test_mse"] = float(np.mean((points[name] - y_test) ** 2))
+            entry[f"{name}_predict_all_s"] = time.perf_counter() - started
+        for name in variants:
+            if name != "fp32":
+                entry[f"{name}_mse_vs_fp32"] = float(np.mean((points[name] - points["fp32"])
+                                                             ** 2))
+        networks = {n: m.module_ for n, m in variants.items()}
+        entry["forward_ms"] = module_latency(networks, len(channels), LOOKBACK, (1, 256),
+                                             repeats)
+        for size in (1, 256):
+            frame = windows_frame(np.ascontiguousarray(x_test[:size]), channels)
+            seconds = alternating_medians([lambda m=m, f=frame: m.predict(f)
+                                           for m in variants.values()], max(3, repeats // 4))
+            entry[f"predict_{size}_windows_ms"] = {n: 1e3 * s for n, s in
+                                                   zip(variants, seconds, strict=True)}
+        entry["quantized_layers"] = sorted({m._get_name() for m in quantize_module(
+            fp32.module_).modules() if m._get_name().startswith("DynamicQuantized")})
+        result[cell] = entry
+        print(f"Q {cell}: {entry['forward_ms']}", file=sys.stderr)
+    return result
+
+
+def _point_forecast(model, frame: pl.DataFrame, channels: list[str], n_windows: int
+                    ) -> np.ndarray:
+    """(W, H, F) ``y_hat`` of ``predict(frame)`` with one series per window."""
+    forecast = model.predict(frame)
+    order = {c: j for j, c in enumerate(channels)}
+    forecast = forecast.with_columns(pl.col("channel").replace_strict(order).alias("_c"))
+    forecast = forecast.sort(["series_id", "step", "_c"])
+    return forecast["y_hat"].to_numpy().reshape(n_windows, HORIZON, len(channels))
+
+
+# main --------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budget, < 1 min")
+    parser.add_argument("--csv", type=Path, default=SHARED_DATA / "ett" / "ETTh1.csv")
+    parser.add_argument("--steps", type=int, default=36, help="T1 measured steps per model")
+    parser.add_argument("--warmup", type=int, default=4, help="T1 steps excluded first")
+    parser.add_argument("--n-series", type=int, default=1000)
+    parser.add_argument("--n-reference", type=int, default=100,
+                        help="T3 series timed with the per-series (Python loop) update")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--physionet-records", type=Path,
+                        default=SHARED_DATA / "physionet2012" / "set-a.csv.gz")
+    parser.add_argument("--physionet-outcomes", type=Path,
+                        default=SHARED_DATA / "physionet2012" / "Outcomes-a.txt")
+    parser.add_argument("--t2-repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 is fastest on the shared CPU)")
+    parser.add_argument("--skip-t2", action="store_true")
+    parser.add_argument("--skip-neuralforecast", action="store_true")
+    parser.add_argument("--skip-quantization", action="store_true")
+    parser.add_argument("--out", type=Path,
+                        help="write the JSON here instead of benchmarks/results/")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny budget, < 1 min")
-    parser.add_argument("--steps", type=int, default=20, help="T1 optimiser steps per cell")
-    parser.add_argument("--n-series", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--physionet-records", type=Path)
-    parser.add_argument("--physionet-outcomes", type=Path)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip-neuralforecast-check", action="store_true")
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    steps = 2 if args.quick else args.steps
+    steps, warmup = (3, 1) if args.quick else (args.steps, args.warmup)
     started = time.perf_counter()
-    result: dict = {"quick": args.quick}
-    result["t1_training"] = {cell: training_throughput(cell, steps) for cell in ("lstm", "gru")}
-    result["t2_grud"] = grud_epoch(args.physionet_records, args.physionet_outcomes)
-    result["t3_streaming"] = streaming_latency(100 if args.quick else args.n_series, 96,
-                                               2 if args.quick else args.repeats)
+    result: dict = {"quick": args.quick, "threads": args.threads}
+    result["t1_training"] = t1(args.csv, steps, warmup, not args.skip_neuralforecast)
+    result["t2_grud"] = ({"note": "skipped (--skip-t2)"} if args.skip_t2 else
+                         t2(args.physionet_records, args.physionet_outcomes, args.quick,
+                            args.t2_repeats))
+    n_series = 100 if args.quick else args.n_series
+    result["t3_streaming"] = streaming_latency(n_series, 96, 2 if args.quick else args.repeats,
+                                               min(args.n_reference, n_series))
     result["t4_ingest"] = "see benchmarks/ingest.py (benchmarks/results/ingest.json)"
-    result["neuralforecast"] = ("not checked (--skip-neuralforecast-check)"
-                                if args.skip_neuralforecast_check or args.quick
-                                else neuralforecast_status())
-    result["train_s"] = sum(v["seconds"] for v in result["t1_training"].values())
+    result["int8"] = ({"note": "skipped"} if args.skip_quantization else
+                      quantization(args.csv, args.quick, 5 if args.quick else 20))
+    t1_result = result["t1_training"]
+    result["train_s"] = sum(t1_result[c]["fit_wall_s"] for c in ("lstm", "gru"))
     result["predict_s"] = (result["t3_streaming"]["forecast_predict_us_per_series"]
-                           * result["t3_streaming"]["n_series"] / 1e6)
-    result["steps"] = steps
+                           * n_series / 1e6)
+    result["steps"] = {"t1_measured": steps, "t1_warmup": warmup}
     result["wall_s"] = time.perf_counter() - started
-    result["threads"] = torch.get_num_threads()
-    result["note"] = "measured on a contended 2-core CPU shared with other jobs"
-    write_result("throughput_quick" if args.quick else "throughput", result)
+    result["note"] = ("measured on a contended 2-core CPU shared with other jobs; torch "
+                      f"threads {args.threads}")
+    name = "throughput_quick" if args.quick else "throughput"
+    if args.out is not None:
+        import _common
+
+        _common.RESULTS_DIR = args.out.resolve().parent
+        name = args.out.stem
+    write_result(name, result, extra_versions=("neuralforecast", "pytorch_lightning"))
 
 
 if __name__ == "__main__":
