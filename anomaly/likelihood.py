@@ -62,13 +62,13 @@ def tail_probability(value: float, mean: float, std: float) -> float:
     return 0.5 * math.erfc((value - mean) / (std * math.sqrt(2.0)))
 
 
-def log_likelihood(tail: float | np.ndarray) -> float | np.ndarray:
+def log_likelihood(tail: float) -> float:
     """NAB's log score ``log(tail + 1e-10) / log(1e-10)``: 0 for tail 1, 0.5 for 1e-5, ~1 at 0.
 
-    >>> round(float(log_likelihood(1e-5)), 6), round(float(log_likelihood(1.0)), 6)
+    >>> round(log_likelihood(1e-5), 6), round(log_likelihood(1.0), 6)
     (0.5, -0.0)
     """
-    return np.log(np.asarray(tail, dtype=np.float64) + LOG_FLOOR) / math.log(LOG_FLOOR)
+    return math.log(tail + LOG_FLOOR) / math.log(LOG_FLOOR)
 
 
 def fit_gaussian(history: np.ndarray, window: int) -> tuple[float, float]:
@@ -134,24 +134,24 @@ def likelihood_step(state: LikelihoodState, scores: np.ndarray
     """
     values = np.asarray(scores, dtype=np.float64).reshape(-1)
     out = np.full(values.size, np.nan)
-    history, recent = list(state.history), list(state.recent)
+    history, pending, recent = state.history, [], list(state.recent)
     mean, std, since = state.mean, state.std, state.since_estimate
-    for i, value in enumerate(values):
+    for i, value in enumerate(values.tolist()):
         if not math.isfinite(value):
             continue
-        history.append(value)
+        pending.append(value)
         recent.append(value)
         if len(recent) > state.window:
             del recent[0]
         since += 1
         if since >= state.period:
-            if len(history) > state.history_size:
-                del history[:len(history) - state.history_size]
-            mean, std = fit_gaussian(np.asarray(history), state.window)
+            history = np.concatenate([history, pending])[-state.history_size:]
+            pending = []
+            mean, std = fit_gaussian(history, state.window)
             since = 0
         average = sum(recent) / len(recent)
-        out[i] = float(log_likelihood(tail_probability(average, mean, std)))
-    if len(history) > state.history_size:
-        del history[:len(history) - state.history_size]
-    return out, replace(state, history=np.asarray(history), recent=np.asarray(recent),
+        out[i] = log_likelihood(tail_probability(average, mean, std))
+    if pending:
+        history = np.concatenate([history, pending])[-state.history_size:]
+    return out, replace(state, history=history, recent=np.asarray(recent),
                         mean=mean, std=std, since_estimate=since)
