@@ -34,7 +34,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -47,7 +47,7 @@ from torch import nn
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
-from _common import SHARED_DATA, write_result  # noqa: E402
+from _common import SHARED_DATA, device_name, versions, write_result  # noqa: E402
 
 from data.arrays import compute_delta, forward_fill  # noqa: E402
 from forecasting.grud import GRUDClassifier  # noqa: E402
@@ -248,7 +248,7 @@ def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str,
     """Train one model on one split; return test AUCs, seconds per epoch, epochs run.
 
     Model selection uses only ``split["val"]`` (early stopping on its loss or AUC-ROC)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.metrics import roc_auc_score
 
     torch.manual_seed(seed)
     model = build_model(name, tensors["x"].shape[-1], tensors["static"].shape[-1], hidden,
@@ -273,18 +273,60 @@ def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str,
                         callback=_progress)
     train_s = time.perf_counter() - started
     started = time.perf_counter()
-    model.eval()
-    with torch.no_grad():
-        scores = torch.cat([torch.sigmoid(logits_of(name, model, {k: v.to(device) for k, v
-                                                                  in b.items()})).cpu()
-                            for b in batches(tensors, split["test"], 512)]).numpy()
+    test_scores = predict_scores(name, model, tensors, split["test"], device)
     predict_s = time.perf_counter() - started
-    labels = tensors["y"][torch.from_numpy(split["test"])].numpy()
-    return {"auc_roc": float(roc_auc_score(labels, scores)),
-            "auc_pr": float(average_precision_score(labels, scores)),
+    val_scores = predict_scores(name, model, tensors, split["val"], device)
+    return {**_aucs(tensors["y"], split["test"], test_scores),
+            "val_auc_roc": _aucs(tensors["y"], split["val"], val_scores)["auc_roc"],
             "seconds_per_epoch": float(np.mean([h["seconds"] for h in result.history])),
             "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-            "train_s": train_s, "predict_s": predict_s}
+            "train_s": train_s, "predict_s": predict_s,
+            "test_scores": test_scores, "val_scores": val_scores}
+
+
+def predict_scores(name: str, model: nn.Module, tensors: dict[str, torch.Tensor],
+                   index: np.ndarray, device: str) -> np.ndarray:
+    """Predicted probabilities (len(index),) of a trained model, in evaluation mode."""
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([torch.sigmoid(logits_of(name, model, {k: v.to(device) for k, v
+                                                               in b.items()})).cpu()
+                          for b in batches(tensors, index, 512)]).numpy()
+
+
+def _aucs(labels: torch.Tensor, index: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    truth = labels[torch.from_numpy(index)].numpy()
+    return {"auc_roc": float(roc_auc_score(truth, scores)),
+            "auc_pr": float(average_precision_score(truth, scores))}
+
+
+def train_ensemble(name: str, tensors: dict[str, torch.Tensor], split: dict[str, np.ndarray],
+                   *, members: int, seed: int, **options) -> dict:
+    """Train ``members`` models on one split (model seeds ``seed + 1000 k``: initialisation
+    and batch order differ, the data does not) and average their predicted probabilities.
+
+    Returns the ensemble's test/validation AUCs, the members' figures (``single``) and the
+    summed timings.  Member 0 is the single model of a one-member run.
+    """
+    runs = []
+    for k in range(members):
+        runs.append(train_and_test(name, tensors, split, seed=seed + 1000 * k, **options))
+        print(name, seed, k, {key: round(v, 4) if isinstance(v, float) else v
+                              for key, v in runs[-1].items() if not key.endswith("_scores")},
+              file=sys.stderr, flush=True)
+    test = np.mean([r["test_scores"] for r in runs], axis=0)
+    val = np.mean([r["val_scores"] for r in runs], axis=0)
+    single = [{k: v for k, v in r.items() if not k.endswith("_scores")} for r in runs]
+    return {**_aucs(tensors["y"], split["test"], test),
+            "val_auc_roc": _aucs(tensors["y"], split["val"], val)["auc_roc"],
+            "single": single, "scores": {"val": np.stack([r["val_scores"] for r in runs]),
+                                         "test": np.stack([r["test_scores"] for r in runs])},
+            "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs])),
+            "epochs_run": [r["epochs_run"] for r in runs],
+            "train_s": float(sum(r["train_s"] for r in runs)),
+            "predict_s": float(sum(r["predict_s"] for r in runs))}
 
 
 def _progress(event: str, payload: dict) -> None:
@@ -310,85 +352,29 @@ def make_split(labels: np.ndarray, seed: int, n_test: np.ndarray | None = None) 
 
 def grud_epoch_seconds(records: str | Path, outcomes: str | Path, hidden: int = 64,
                        device: str = "cpu", batch_size: int = 64) -> float:
-    """T2: seconds for one GRU-D training epoch over every record of ``records`` (z-scored,
-    48 hourly bins, batch 64), after two warm-up batches."""
-    return cohort_epoch_seconds(load_cohort(records, outcomes), hidden, device, batch_size)
+    """T2: seconds for one GRU-D training epoch over every record (see ``_t2_grud.py``)."""
+    from _t2_grud import cohort_epoch_seconds
 
-
-def cohort_epoch_seconds(cohort: Cohort, hidden: int = 64, device: str = "cpu",
-                         batch_size: int = 64) -> float:
-    """Seconds for one GRU-D training epoch over every record of ``cohort``."""
-    tensors = {k: v.to(device) for k, v in
-               model_inputs(cohort, np.arange(len(cohort.labels))).items()}
-    torch.manual_seed(0)
-    model = build_model("grud", tensors["x"].shape[-1], tensors["static"].shape[-1],
-                        hidden).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = nn.BCEWithLogitsLoss()
-    all_batches = batches(tensors, np.arange(len(cohort.labels)), batch_size,
-                          np.random.default_rng(0))
-
-    def run(batch_list):
-        for batch in batch_list:
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(logits_of("grud", model, batch), batch["y"]).backward()
-            optimizer.step()
-
-    run(all_batches[:2])
-    _synchronize(device)
-    started = time.perf_counter()
-    run(all_batches)
-    _synchronize(device)
-    return time.perf_counter() - started
-
-
-def _synchronize(device: str) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def pypots_epoch_seconds(cohort: Cohort, hidden: int = 64, device: str = "cpu",
-                         n_records: int = 640) -> dict:
-    """PyPOTS' GRU-D classifier vs ours on the same ``n_records`` binned, z-scored records:
-    seconds per epoch (PyPOTS: fit with 2 epochs minus fit with 1, so its dataset
-    preparation cancels out; batch 64 for both)."""
-    cohort = _subset(cohort, np.arange(min(n_records, len(cohort.labels))))
-    try:
-        with contextlib.redirect_stdout(sys.stderr):  # PyPOTS prints a banner on import
-            import pypots
-            from pypots.classification import GRUD as PyPOTSGRUD
-    except ImportError as error:
-        return {"pypots": f"not installed ({error})"}
-    index = np.arange(len(cohort.labels))
-    tensors = model_inputs(cohort, index)
-    values = tensors["x"].numpy().copy()
-    values[~cohort.observed] = np.nan
-    train_set = {"X": values, "y": cohort.labels.astype(int)}
-    seconds = []
-    for epochs in (1, 2):
-        torch.manual_seed(0)
-        model = PyPOTSGRUD(n_steps=N_HOURS, n_features=values.shape[-1], n_classes=2,
-                           rnn_hidden_size=hidden, batch_size=64, epochs=epochs,
-                           device=device, verbose=False, model_saving_strategy=None)
-        started = time.perf_counter()
-        with contextlib.redirect_stdout(sys.stderr):
-            model.fit(train_set)
-        seconds.append(time.perf_counter() - started)
-    ours = cohort_epoch_seconds(cohort, hidden, device)
-    return {"pypots": pypots.__version__, "pypots_comparison_records": len(cohort.labels),
-            "pypots_grud_seconds_per_epoch": seconds[1] - seconds[0],
-            "pypots_grud_fit_1_epoch_s": seconds[0], "recurra_grud_seconds_per_epoch": ours}
+    return cohort_epoch_seconds(load_cohort(records, outcomes), hidden, device, batch_size)[0]
 
 
 def _summary(runs: list[dict]) -> dict:
+    """Mean +- std over the splits of the ensemble figures, and of every member (single)."""
     result = {}
-    for key in ("auc_roc", "auc_pr"):
+    singles = [m for r in runs for m in r["single"]]
+    for key in ("auc_roc", "auc_pr", "val_auc_roc"):
         values = np.array([r[key] for r in runs])
         result[f"{key}_mean"] = float(values.mean())
         result[f"{key}_std"] = float(values.std())
+        values = np.array([m[key] for m in singles])
+        result[f"single_{key}_mean"] = float(values.mean())
+        result[f"single_{key}_std"] = float(values.std())
     result["seconds_per_epoch"] = float(np.mean([r["seconds_per_epoch"] for r in runs]))
     result["epochs_run"] = [r["epochs_run"] for r in runs]
-    result["per_seed"] = [{k: round(r[k], 4) for k in ("auc_roc", "auc_pr")} for r in runs]
+    result["per_seed"] = [{k: round(r[k], 4) for k in ("auc_roc", "auc_pr", "val_auc_roc")}
+                          for r in runs]
+    result["single_per_seed"] = [[{k: round(m[k], 4) for k in ("auc_roc", "val_auc_roc")}
+                                  for m in r["single"]] for r in runs]
     return result
 
 
@@ -417,13 +403,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preprocess", choices=("zscore", "robust"), default="robust",
                         help="robust: clip to training 0.5/99.5 percentiles and log1p skewed "
                         "variables before z-scoring")
+    parser.add_argument("--members", type=int, default=1,
+                        help="models per split (seeds differ), probabilities averaged")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
+    parser.add_argument("--out", default=None, help="write the JSON here instead of "
+                        "benchmarks/results (exploratory runs)")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: measured 20x faster than 2 on the shared, "
                         "oversubscribed 2-core CPU; small recurrent matmuls gain nothing)")
-    parser.add_argument("--no-pypots", action="store_true", help="skip the PyPOTS timing")
     parser.add_argument("--quick", action="store_true", help="smoke test: 400 records, 2 epochs")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -445,16 +434,20 @@ def main(argv: list[str] | None = None) -> dict:
         split = make_split(cohort.labels, seed, test_rows)
         tensors = model_inputs(cohort, split["train"], robust=args.preprocess == "robust")
         for name in models:
-            runs[name].append(train_and_test(name, tensors, split, hidden=args.hidden,
-                                             epochs=args.epochs, seed=seed, device=args.device,
-                                             batch_size=args.batch_size,
-                                             patience=args.patience, monitor=args.monitor,
-                                             dropout=args.dropout, learning_rate=args.lr,
-                                             weight_decay=args.weight_decay,
-                                             input_dropout=args.input_dropout,
-                                             recurrent_dropout=args.recurrent_dropout))
-            print(name, seed, {k: round(v, 4) if isinstance(v, float) else v
-                               for k, v in runs[name][-1].items()}, file=sys.stderr, flush=True)
+            runs[name].append(train_ensemble(
+                name, tensors, split, members=args.members, seed=seed, hidden=args.hidden,
+                epochs=args.epochs, device=args.device, batch_size=args.batch_size,
+                patience=args.patience, monitor=args.monitor, dropout=args.dropout,
+                learning_rate=args.lr, weight_decay=args.weight_decay,
+                input_dropout=args.input_dropout,
+                recurrent_dropout=args.recurrent_dropout))
+            print(name, seed, "ensemble", {k: round(v, 4) for k, v in runs[name][-1].items()
+                                           if k in ("auc_roc", "auc_pr", "val_auc_roc")},
+                  file=sys.stderr, flush=True)
+    if args.out:  # exploratory runs keep every member's scores for a look at ensemble sizes
+        np.savez(Path(args.out).with_suffix(".npz"), **{
+            f"{name}_{seed}_{part}": r["scores"][part] for name, rs in runs.items()
+            for seed, r in zip(seeds, rs, strict=True) for part in ("val", "test")})
     result = {name: _summary(r) for name, r in runs.items()}
     result.update({
         "train_s": float(sum(r["train_s"] for rs in runs.values() for r in rs)),
@@ -463,7 +456,9 @@ def main(argv: list[str] | None = None) -> dict:
         "early_stopping_monitor": f"validation {args.monitor}",
         "dropout": args.dropout, "input_dropout": args.input_dropout,
         "recurrent_dropout": args.recurrent_dropout, "weight_decay": args.weight_decay,
-        "learning_rate": args.lr,
+        "learning_rate": args.lr, "members": args.members,
+        "figures": "auc_* = ensemble of `members` models per split (mean probability); "
+                   "single_auc_* = mean over every member model",
         "preprocess": args.preprocess,
         "hidden": args.hidden, "batch_size": args.batch_size, "seeds": seeds,
         "n_records": int(len(cohort.labels)),
@@ -472,19 +467,16 @@ def main(argv: list[str] | None = None) -> dict:
         "reference": {"grud_auc_roc": "0.8424 +- 0.012 (Che et al. 2018)",
                       "gru_mean_auc_roc": "about 0.81"},
     })
-    if not args.no_pypots and "grud" in models:
-        started = time.perf_counter()
-        result["grud_seconds_per_epoch_all_records"] = grud_epoch_seconds(
-            args.records, args.outcomes, args.hidden, args.device) if not args.quick else None
-        try:
-            result.update(pypots_epoch_seconds(cohort, args.hidden, args.device)
-                          if not args.quick else {"pypots": "skipped in --quick"})
-        except Exception as error:  # noqa: BLE001 - an optional comparison must not sink the run
-            result["pypots"] = f"failed: {type(error).__name__}: {error}"
-        result["timing_s"] = time.perf_counter() - started
+    if args.out:
+        result.update(benchmark="grud_physionet", device=device_name(args.device),
+                      versions=versions(("sklearn",)))
+        line = json.dumps(result)
+        Path(args.out).write_text(line + "\n")
+        print(line, flush=True)
+        return result
     stem = "grud_physionet_quick" if args.quick else "grud_physionet"
     write_result(stem + (f"_{args.tag}" if args.tag else ""), result,
-                 device=args.device, extra_versions=("sklearn", "pypots"))
+                 device=args.device, extra_versions=("sklearn",))
     return result
 
 
