@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preprocess", choices=("zscore", "robust"), default="robust",
                         help="robust: clip to training 0.5/99.5 percentiles and log1p skewed "
                         "variables before z-scoring")
-    parser.add_argument("--members", type=int, default=1,
+    parser.add_argument("--members", type=int, default=3,
                         help="models per split (seeds differ), probabilities averaged")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--out", default=None, help="write the JSON here instead of "
