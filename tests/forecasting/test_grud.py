@@ -318,3 +318,46 @@ def test_recurrent_and_input_dropout_same_in_every_loop_and_off_in_eval():
     torch.testing.assert_close(model(x, observed, delta)[0], plain(x, observed, delta)[0])
     with pytest.raises(RecurraError, match="`recurrent_dropout` \\(1.0\\) must be in"):
         GRUD(3, 4, recurrent_dropout=1.0)
+
+
+@pytest.mark.parametrize("decay", [True, False])
+def test_fused_backward_with_dropout_and_optional_decay_passes_gradcheck(decay):
+    """The kernel's four cases of the carried-gradient factor: decay x dropout on/off."""
+    from forecasting.grud_kernel import fused_recurrence
+
+    generator = torch.Generator().manual_seed(4)
+    steps, batch, size = 3, 2, 3
+
+    def tensor(*shape, low=-1.0, high=1.0):
+        values = torch.rand(*shape, generator=generator, dtype=torch.float64)
+        return (values * (high - low) + low).requires_grad_(True)
+
+    gamma = tensor(steps, batch, size, low=0.1, high=0.95) if decay else None
+    drop = torch.tensor([[2.0, 0.0, 2.0], [2.0, 2.0, 0.0]], dtype=torch.float64)
+    inputs = (tensor(steps, batch, 3 * size), gamma, tensor(batch, size),
+              tensor(3 * size, size), tensor(3 * size), drop)
+    assert torch.autograd.gradcheck(fused_recurrence, inputs)
+
+
+@pytest.mark.parametrize("recurrent_dropout", [0.0, 0.5])
+def test_fused_loop_matches_python_loop_with_and_without_gradients(recurrent_dropout):
+    """The buffered kernel (also used under no_grad) gives the reference loop's outputs,
+    final state and parameter gradients."""
+    x, observed, delta = _inputs(batch=4, steps=9, seed=5)
+    results = {}
+    for loop in ("fused", "python"):
+        model = _model(loop=loop, recurrent_dropout=recurrent_dropout, input_dropout=0.2)
+        torch.manual_seed(7)
+        out, state = model(x, observed, delta)
+        out.sum().backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+        model.eval()
+        with torch.no_grad():
+            eval_out, _ = model(x, observed, delta)
+        results[loop] = (out.detach(), state.hidden, grads, eval_out)
+    fused, python = results["fused"], results["python"]
+    torch.testing.assert_close(fused[0], python[0])
+    torch.testing.assert_close(fused[1], python[1])
+    torch.testing.assert_close(fused[3], python[3])
+    for name, grad in python[2].items():
+        torch.testing.assert_close(fused[2][name], grad, msg=name)
