@@ -207,14 +207,16 @@ class RNNClassifier(nn.Module):
 
 def build_model(name: str, n_variables: int, static_size: int, hidden: int,
                 dropout: float = 0.3, input_dropout: float = 0.0,
-                recurrent_dropout: float = 0.0) -> nn.Module:
+                recurrent_dropout: float = 0.0, static_to_state: bool = False) -> nn.Module:
     """One of :data:`MODELS`; ``dropout`` on the classifier input (last state + static),
     variational ``input_dropout`` for every model, ``recurrent_dropout`` for GRU-D only
-    (``nn.GRU``/``nn.LSTM`` have none)."""
+    (``nn.GRU``/``nn.LSTM`` have none), ``static_to_state`` for GRU-D only (static inputs
+    also set the initial hidden state)."""
     if name == "grud":
         return GRUDClassifier(n_variables, hidden, static_size=static_size, dropout=dropout,
                               input_dropout=input_dropout,
-                              recurrent_dropout=recurrent_dropout)
+                              recurrent_dropout=recurrent_dropout,
+                              static_to_state=static_to_state)
     if name == "gru_mean":
         return RNNClassifier("gru", 2 * n_variables, hidden, static_size, dropout,
                              input_dropout)
@@ -244,7 +246,7 @@ def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str,
                    batch_size: int = 64, patience: int = 5, monitor: str = "loss",
                    dropout: float = 0.3, weight_decay: float = 1e-4,
                    learning_rate: float = 1e-3, input_dropout: float = 0.0,
-                   recurrent_dropout: float = 0.0) -> dict:
+                   recurrent_dropout: float = 0.0, static_to_state: bool = False) -> dict:
     """Train one model on one split; return test AUCs, seconds per epoch, epochs run.
 
     Model selection uses only ``split["val"]`` (early stopping on its loss or AUC-ROC)."""
@@ -252,7 +254,7 @@ def train_and_test(name: str, tensors: dict[str, torch.Tensor], split: dict[str,
 
     torch.manual_seed(seed)
     model = build_model(name, tensors["x"].shape[-1], tensors["static"].shape[-1], hidden,
-                        dropout, input_dropout, recurrent_dropout)
+                        dropout, input_dropout, recurrent_dropout, static_to_state)
     loss_fn = nn.BCEWithLogitsLoss()
     rng = np.random.default_rng(seed)
 
@@ -405,6 +407,8 @@ def main(argv: list[str] | None = None) -> dict:
                         "variables before z-scoring")
     parser.add_argument("--members", type=int, default=3,
                         help="models per split (seeds differ), probabilities averaged")
+    parser.add_argument("--static-to-state", action="store_true",
+                        help="GRU-D: static inputs also set the initial hidden state")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--out", default=None, help="write the JSON here instead of "
                         "benchmarks/results (exploratory runs)")
@@ -440,7 +444,8 @@ def main(argv: list[str] | None = None) -> dict:
                 patience=args.patience, monitor=args.monitor, dropout=args.dropout,
                 learning_rate=args.lr, weight_decay=args.weight_decay,
                 input_dropout=args.input_dropout,
-                recurrent_dropout=args.recurrent_dropout))
+                recurrent_dropout=args.recurrent_dropout,
+                static_to_state=args.static_to_state))
             print(name, seed, "ensemble", {k: round(v, 4) for k, v in runs[name][-1].items()
                                            if k in ("auc_roc", "auc_pr", "val_auc_roc")},
                   file=sys.stderr, flush=True)
@@ -456,6 +461,7 @@ def main(argv: list[str] | None = None) -> dict:
         "early_stopping_monitor": f"validation {args.monitor}",
         "dropout": args.dropout, "input_dropout": args.input_dropout,
         "recurrent_dropout": args.recurrent_dropout, "weight_decay": args.weight_decay,
+        "static_to_state": args.static_to_state,
         "learning_rate": args.lr, "members": args.members,
         "figures": "auc_* = ensemble of `members` models per split (mean probability); "
                    "single_auc_* = mean over every member model",

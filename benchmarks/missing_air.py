@@ -158,7 +158,8 @@ def masked_l1(prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch
 
 
 def train_model(kind: str, tensors: dict, series: Series, *, hidden: int, epochs: int,
-                stride: int, batch_size: int, seed: int, device: str) -> tuple[nn.Module, dict]:
+                stride: int, batch_size: int, seed: int, device: str,
+                patience: int = 4) -> tuple[nn.Module, dict]:
     """Fit with forecasting.train.fit_module; each epoch takes every ``stride``-th training
     window from a random offset (all windows are seen over the epochs)."""
     torch.manual_seed(seed)
@@ -174,7 +175,8 @@ def train_model(kind: str, tensors: dict, series: Series, *, hidden: int, epochs
     val_starts = series.splits["val"][::HORIZON]
     val = [gather(tensors, val_starts[i:i + 1024]) for i in range(0, len(val_starts), 1024)]
     config = TrainConfig(max_epochs=epochs, batch_size=batch_size, learning_rate=2e-3,
-                         early_stopping_patience=4, seed=seed, device=device, clip_norm=1.0)
+                         early_stopping_patience=patience, seed=seed, device=device,
+                         clip_norm=1.0)
     started = time.perf_counter()
     result = fit_module(model, lambda module, batch: masked_l1(module(batch), batch),
                         train_batches, lambda: val, config)
@@ -217,7 +219,7 @@ def run_level(stations: list[np.ndarray], extra_missing: float, args) -> dict:
     for kind in ("grud", "lstm_ffill"):
         model, info = train_model(kind, tensors, series, hidden=args.hidden, epochs=args.epochs,
                                   stride=args.stride, batch_size=args.batch_size,
-                                  seed=args.seed, device="cpu")
+                                  seed=args.seed, device="cpu", patience=args.patience)
         model.eval()
         started = time.perf_counter()
         level["mae"][kind] = test_mae(model, tensors, test_starts)
@@ -245,6 +247,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: measured 20x faster than 2 on the shared, "
                         "oversubscribed 2-core CPU; small recurrent matmuls gain nothing)")
+    parser.add_argument("--patience", type=int, default=4, help="early-stopping patience")
+    parser.add_argument("--out", default=None, help="write the JSON here instead of "
+                        "benchmarks/results (exploratory runs)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 station, 2000 rows")
     args = parser.parse_args(argv)
     for p in args.extra_missing:
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     levels = {}
     for p in args.extra_missing:
         levels[str(p)] = run_level(stations, p, args)
-        if not args.quick:  # progress for long runs; the final file replaces it
+        if not args.quick and not args.out:  # progress for long runs; the final file replaces it
             partial = RESULTS_DIR / "missing_air_partial.json"
             partial.write_text(json.dumps({k: v["mae"] for k, v in levels.items()}) + "\n")
     result: dict = {"mae": {p: level["mae"] for p, level in levels.items()}}
@@ -275,11 +280,15 @@ def main(argv: list[str] | None = None) -> dict:
         "input_missing_share": {p: level["input_missing_share"] for p, level in levels.items()},
         "n_test_windows": next(iter(levels.values()))["n_test_windows"],
         "stations": [Path(p).name.split("_")[2] for p in paths],
-        "epochs": args.epochs, "early_stopping_patience": 4, "hidden": args.hidden,
+        "epochs": args.epochs, "early_stopping_patience": args.patience, "hidden": args.hidden,
         "stride": args.stride, "batch_size": args.batch_size, "seed": args.seed,
         "lookback": LOOKBACK, "horizon": HORIZON, "quick": args.quick,
         "target": "GRU-D MAE >= 5 % below LSTM+ffill at p=0.6",
     })
+    if args.out:
+        Path(args.out).write_text(json.dumps(result) + "\n")
+        print(json.dumps(result), flush=True)
+        return result
     write_result("missing_air_quick" if args.quick else "missing_air", result, device="cpu")
     return result
 

@@ -300,6 +300,8 @@ class GRUDClassifier(nn.Module):
     input_size, hidden_size, num_layers, dropout : as :class:`GRUD`.
     static_size : S, the number of static inputs concatenated to the last hidden state.
     n_outputs : logits per sample (1 for a binary outcome).
+    static_to_state : also start the recurrence from ``tanh(W_s static + b_s)`` (every
+        layer) instead of zeros, so that the static inputs condition how the series is read.
 
     ``forward(x, observed, delta, static=None) -> logits`` of shape (B, n_outputs)
     (x, observed, delta: (B, T, F); static: (B, S)).
@@ -307,26 +309,39 @@ class GRUDClassifier(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, static_size: int = 0,
                  num_layers: int = 1, dropout: float = 0.0, n_outputs: int = 1,
-                 **grud_options) -> None:
+                 static_to_state: bool = False, **grud_options) -> None:
         super().__init__()
         if static_size < 0:
             raise RecurraError(f"`static_size` ({static_size}) must be >= 0")
         _check_positive("n_outputs", n_outputs)
+        if static_to_state and not static_size:
+            raise RecurraError("`static_to_state` (True) needs `static_size` >= 1")
         self.static_size = static_size
         self.encoder = GRUD(input_size, hidden_size, num_layers, dropout, **grud_options)
+        self.static_state = (nn.Linear(static_size, num_layers * hidden_size)
+                             if static_to_state else None)
         self.head_dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size + static_size, n_outputs)
 
     def forward(self, x: Tensor, observed: Tensor, delta: Tensor,
                 static: Tensor | None = None) -> Tensor:
-        output, _ = self.encoder(x, observed, delta)
-        features = output[:, -1]
         if self.static_size:
             if static is None or tuple(static.shape) != (x.shape[0], self.static_size):
                 shape = None if static is None else tuple(static.shape)
                 raise RecurraError(f"`static` shape {shape} must be (batch, static_size) = "
                                    f"{(x.shape[0], self.static_size)}")
-            features = torch.cat([features, static.to(features.dtype)], dim=1)
+            static = static.to(self.head.weight.dtype)
+        state = None
+        if self.static_state is not None:
+            encoder = self.encoder
+            state = encoder.initial(x.shape[0], x.device)
+            hidden = torch.tanh(self.static_state(static)).view(
+                x.shape[0], encoder.num_layers, encoder.hidden_size).transpose(0, 1)
+            state = state._replace(hidden=hidden.contiguous())
+        output, _ = self.encoder(x, observed, delta, state)
+        features = output[:, -1]
+        if self.static_size:
+            features = torch.cat([features, static], dim=1)
         return self.head(self.head_dropout(features))
 
 

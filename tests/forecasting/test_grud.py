@@ -361,3 +361,23 @@ def test_fused_loop_matches_python_loop_with_and_without_gradients(recurrent_dro
     torch.testing.assert_close(fused[3], python[3])
     for name, grad in python[2].items():
         torch.testing.assert_close(fused[2][name], grad, msg=name)
+
+
+def test_classifier_static_to_state_conditions_the_recurrence():
+    """With static_to_state the static inputs reach the logits through the recurrence too
+    (head weights on static zeroed); it needs static inputs."""
+    torch.manual_seed(0)
+    model = GRUDClassifier(4, 5, static_size=2, static_to_state=True).double().eval()
+    with torch.no_grad():
+        model.head.weight[:, 5:] = 0.0
+    x, observed, delta = _inputs()
+    static = torch.randn(3, 2, dtype=torch.float64)
+    assert not torch.allclose(model(x, observed, delta, static),
+                              model(x, observed, delta, static + 1))
+    plain = GRUDClassifier(4, 5, static_size=2).double().eval()
+    with torch.no_grad():
+        plain.head.weight[:, 5:] = 0.0
+    torch.testing.assert_close(plain(x, observed, delta, static),
+                               plain(x, observed, delta, static + 1))
+    with pytest.raises(RecurraError, match="`static_to_state` \\(True\\) needs"):
+        GRUDClassifier(4, 5, static_to_state=True)
