@@ -24,16 +24,17 @@ import datetime as dt
 import hashlib
 import os
 import re
-import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
-from data.regular import infer_frequency, key_order
+from data.regular import MIN_POINTS, format_every, infer_frequency, key_order
 from data.schema import (
     CHANNEL,
     COLUMNS,
@@ -183,10 +184,13 @@ class Store:
                 path.unlink()
 
     @staticmethod
-    def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
-        os.close(fd)
+    def _write_atomic(frame: pl.DataFrame, path: Path, new_folder: bool = False) -> None:
+        """Write to a uniquely named temporary file next to ``path``, then rename it into
+        place (atomic).  ``new_folder``: create the parent folder first (a new partition);
+        a missing folder is created anyway."""
+        if new_folder or not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".tmp-{uuid.uuid4().hex}.parquet"  # (no mkstemp: one open less)
         try:
             frame.write_parquet(tmp, compression="lz4", statistics=True)  # lz4: ~25 % faster
             os.replace(tmp, path)
@@ -215,6 +219,8 @@ class Store:
         frame = checked_frame(frame, "upsert")
         if frame.is_empty():
             return UpsertReport()
+        if max(frame.n_chunks("all")) > 1:  # slices of one buffer write ~25 % faster
+            frame = frame.rechunk()
         # sorted by key: each series is one run of rows, a zero-copy slice of ``frame``
         runs = frame.select(pl.col(SERIES_ID).rle()).unnest(SERIES_ID)
         starts = [0, *runs["len"].cum_sum().to_list()[:-1]]
@@ -243,7 +249,7 @@ class Store:
         path = self._partition_file(series_id)
         with self._lock(f"series-{path.parent.name}"):
             if not path.exists():
-                self._write_atomic(part, path)
+                self._write_atomic(part, path, new_folder=True)
                 return UpsertReport(n_new=part.height), part
             stored = pl.read_parquet(path)
             if stored.height == part.height and stored.equals(part):  # a re-ingest
@@ -419,6 +425,18 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return status.st_ino, status.st_mtime_ns, status.st_size
 
 
+def _frequency(stamps: pl.Series) -> str:
+    """:func:`data.regular.infer_frequency` of a partition's timestamps, with a numpy
+    shortcut for the common case of one channel on a perfectly regular grid (strictly
+    increasing, one spacing: that spacing, as ``infer_frequency`` would name it)."""
+    micros = stamps.to_physical().to_numpy()
+    if micros.size >= MIN_POINTS:
+        steps = np.diff(micros)
+        if steps[0] > 0 and bool(np.all(steps == steps[0])):
+            return format_every(int(steps[0]))
+    return infer_frequency(stamps)
+
+
 def _describe(data: pl.DataFrame, source: str) -> list[dict]:
     """Catalogue rows of one whole (merged, sorted) series: one dict per channel.
 
@@ -426,7 +444,7 @@ def _describe(data: pl.DataFrame, source: str) -> list[dict]:
     more than the Parquet writes of an ingest.
     """
     series_id = data[SERIES_ID][0]
-    frequency = infer_frequency(data[TIMESTAMP])
+    frequency = _frequency(data[TIMESTAMP])
     partition = partition_name(series_id)
     runs = data.select(pl.col(CHANNEL).rle()).unnest(CHANNEL)
     stamps, observed = data[TIMESTAMP], data[OBSERVED]
