@@ -13,11 +13,14 @@ series x hourly steps, ``--rows`` lines in all (default 10,000,000), 1 % of valu
 ``predict_s`` the time to read every series back from the store (``Store.read()``).
 
     python benchmarks/ingest.py [--rows 10000000] [--series 1000] [--csv FILE] [--quick]
+                                [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 from _common import setup_paths, write_result  # noqa: E402
 
 setup_paths()
@@ -50,16 +54,22 @@ def generate(path: Path, n_rows: int, n_series: int, seed: int = 0) -> None:
     frame.write_csv(path, datetime_format="%Y-%m-%d %H:%M:%S", null_value="NA")
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process (all threads): less sensitive to other jobs than wall."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_store(csv: Path, root: Path) -> dict[str, float]:
     from data.loaders import load_sensor
     from data.store import Store
 
     store = Store(root)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     result = load_sensor(csv, layout="long")
-    loaded = time.perf_counter()
+    loaded, cpu_loaded = time.perf_counter(), cpu_seconds()
     report = store.upsert(result.frame, source=str(csv))
-    done = time.perf_counter()
+    done, cpu_done = time.perf_counter(), cpu_seconds()
     again = load_sensor(csv, layout="long")
     unchanged = store.upsert(again.frame, source=str(csv))
     redone = time.perf_counter()
@@ -68,6 +78,7 @@ def run_store(csv: Path, root: Path) -> dict[str, float]:
     assert report.n_new == result.frame.height and unchanged.n_unchanged == report.n_new
     assert read_back.height == report.n_new and result.rejected.is_empty()
     return {"load_s": loaded - started, "upsert_s": done - loaded, "store_s": done - started,
+            "load_cpu_s": cpu_loaded - cpu_started, "upsert_cpu_s": cpu_done - cpu_loaded,
             "reingest_s": redone - done, "read_s": read_done - redone,
             "n_records": result.n_rows_in, "n_values_stored": report.n_new}
 
@@ -88,6 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--csv", type=Path, help="use this long-layout CSV instead")
     parser.add_argument("--quick", action="store_true", help="500k rows, 100 series")
     parser.add_argument("--workdir", type=Path, default=None, help="temp folder parent")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write the JSON here instead of benchmarks/results/ingest.json "
+                             "(--quick runs default to the temp folder)")
     args = parser.parse_args(argv)
     if args.quick:
         args.rows, args.series = 500_000, 100
@@ -97,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(1)  # (polars keeps its own pool: POLARS_MAX_THREADS)
     except ImportError:  # pragma: no cover
         pass
+    load_before = os.getloadavg()[0]
     folder = Path(tempfile.mkdtemp(prefix="recurra-ingest-", dir=args.workdir))
     try:
         csv = args.csv or folder / "long.csv"
@@ -110,7 +125,12 @@ def main(argv: list[str] | None = None) -> None:
         pandas_s = run_pandas(csv, folder / "pandas.parquet")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    name = "ingest_quick" if args.quick else "ingest"
+    out = args.out or (Path(tempfile.gettempdir()) / "ingest_quick.json" if args.quick
+                       else None)
+    if out is not None:  # exploratory runs stay out of benchmarks/results
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _common.RESULTS_DIR = out.parent
+    name = out.stem if out is not None else "ingest"
     write_result(name, {
         "rows": n_lines, "series": args.series, "csv_mb": round(csv_mb, 1),
         "layout": "long series_id,timestamp,value (1% NA)",
@@ -122,8 +142,10 @@ def main(argv: list[str] | None = None) -> None:
         "train_s": round(store["store_s"], 3), "predict_s": round(store["read_s"], 3),
         "epochs": 0, "target_rows_per_s": 2_000_000,
         "polars_threads": pl.thread_pool_size(),
-        "note": "contended shared 2-core CPU (three engineers working); train_s = CSV->store, "
-                "predict_s = read all back",
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "note": "contended shared 2-core CPU (five engineers working; load_average_1min = "
+                "before, after); train_s = CSV->store, predict_s = read all back; *_cpu_s = "
+                "process CPU seconds (all threads)",
     }, device="cpu", extra_versions=("pandas", "pyarrow"))
 
 
