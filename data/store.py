@@ -146,9 +146,9 @@ class Store:
 
     # -- paths and locks -----------------------------------------------------------------
     def _partition_file(self, series_id: str) -> Path:
-        path = self.root / "series" / partition_name(series_id) / "data.parquet"
-        assert path.resolve().is_relative_to(self.root), "partition escaped the store root"
-        return path
+        name = partition_name(series_id)  # [A-Za-z0-9_-]+ only: cannot leave series/
+        assert name and name not in (".", "..") and "/" not in name, name
+        return self.root / "series" / name / "data.parquet"
 
     def _table_file(self, name: str) -> Path:
         if not isinstance(name, str) or not _TABLE_NAME.match(name):
@@ -429,7 +429,9 @@ def _frequency(stamps: pl.Series) -> str:
     """:func:`data.regular.infer_frequency` of a partition's timestamps, with a numpy
     shortcut for the common case of one channel on a perfectly regular grid (strictly
     increasing, one spacing: that spacing, as ``infer_frequency`` would name it)."""
-    micros = stamps.to_physical().to_numpy()
+    if stamps.dtype != TIMESTAMP_DTYPE or stamps.null_count():
+        return infer_frequency(stamps)
+    micros = stamps.to_numpy().view(np.int64)  # datetime64[us] without a copy
     if micros.size >= MIN_POINTS:
         steps = np.diff(micros)
         if steps[0] > 0 and bool(np.all(steps == steps[0])):
