@@ -1,0 +1,117 @@
+"""ForecasterFleet: batched one-row updates give the forecaster's own update + predict."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from data.schema import RecurraError, SchemaError
+from forecasting.fleet import ForecasterFleet
+from forecasting.rnn import ForecasterConfig, RNNForecaster
+from forecasting.train import TrainConfig
+from tests.conftest import make_frame
+
+N_FIT, N_STREAM = 60, 12
+TRAIN = TrainConfig(max_epochs=1, batch_size=16, device="cpu", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def frame() -> pl.DataFrame:
+    return make_frame(n_series=4, n_steps=N_FIT + N_STREAM, n_channels=2, gap_share=0.15,
+                      seed=5)
+
+
+def _split(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    times = sorted(frame["timestamp"].unique().to_list())
+    return (frame.filter(pl.col("timestamp") < times[N_FIT]),
+            [frame.filter(pl.col("timestamp") == t) for t in times[N_FIT:]])
+
+
+def _arrays(rows: pl.DataFrame, fleet: ForecasterFleet) -> tuple[np.ndarray, np.ndarray]:
+    wide = rows.pivot(on="channel", index=["series_id", "timestamp"], values="value").sort(
+        "series_id")
+    values = np.column_stack([wide[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
+                              for c in fleet.channels_])
+    return wide["timestamp"].dt.replace_time_zone(None).to_numpy(), values
+
+
+def _forecast_arrays(forecast: pl.DataFrame, n_series: int, column: str) -> np.ndarray:
+    ordered = forecast.sort(["series_id", "step", "channel"])
+    return ordered[column].to_numpy().reshape(n_series, -1, forecast["channel"].n_unique())
+
+
+@pytest.mark.parametrize("kwargs", [dict(cell="lstm", calendar=True),
+                                    dict(cell="gru", num_layers=2, target_channels=("c1",)),
+                                    dict(cell="grud", calendar=False)])
+def test_fleet_equals_update_and_predict(kwargs, frame):
+    history, steps = _split(frame)
+    config = ForecasterConfig(hidden_size=8, lookback=16, horizon=6, stateful=True,
+                              tbptt_length=20, train=TRAIN, **kwargs)
+    forecaster = RNNForecaster(config).fit(history)
+    reference = copy.deepcopy(forecaster)
+    fleet = ForecasterFleet(forecaster)
+    for rows in steps:
+        fleet.update(*_arrays(rows, fleet))
+        reference.update(rows)
+    expected = reference.predict()
+    got = fleet.predict()
+    n_series = len(fleet.series_ids_)
+    for column in ("y_hat", "q10", "q90"):
+        np.testing.assert_allclose(got[column], _forecast_arrays(expected, n_series, column),
+                                   rtol=1e-5, atol=1e-5)
+    assert got["timestamp"][0, 0] == np.datetime64(
+        expected.sort(["series_id", "step"])["timestamp"][0].replace(tzinfo=None), "us")
+    partial = fleet.predict(horizon=3)
+    np.testing.assert_allclose(partial["y_hat"], got["y_hat"][:, :3])
+
+
+def test_write_back_lets_update_continue(frame):
+    history, steps = _split(frame)
+    config = ForecasterConfig(hidden_size=8, lookback=16, horizon=6, stateful=True,
+                              tbptt_length=20, train=TRAIN)
+    forecaster = RNNForecaster(config).fit(history)
+    reference = copy.deepcopy(forecaster)
+    fleet = ForecasterFleet(forecaster)
+    for rows in steps[:6]:
+        fleet.update(*_arrays(rows, fleet))
+        reference.update(rows)
+    fleet.write_back()
+    for rows in steps[6:]:
+        forecaster.update(rows)
+        reference.update(rows)
+    np.testing.assert_allclose(forecaster.predict()["y_hat"].to_numpy(),
+                               reference.predict()["y_hat"].to_numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_fleet_rejects_bad_input(frame):
+    history, steps = _split(frame)
+    stateless = RNNForecaster(ForecasterConfig(hidden_size=8, lookback=16, horizon=6,
+                                               train=TRAIN)).fit(history)
+    with pytest.raises(RecurraError, match="stateful=True"):
+        ForecasterFleet(stateless)
+    forecaster = RNNForecaster(ForecasterConfig(hidden_size=8, lookback=16, horizon=6,
+                                                stateful=True, tbptt_length=20,
+                                                train=TRAIN)).fit(history)
+    with pytest.raises(SchemaError, match="unknown"):
+        ForecasterFleet(forecaster, series_ids=["s0", "nope"])
+    fleet = ForecasterFleet(forecaster)
+    stamps, values = _arrays(steps[0], fleet)
+    with pytest.raises(SchemaError, match="shapes"):
+        fleet.update(stamps[:2], values)
+    fleet.update(stamps, values)
+    with pytest.raises(SchemaError, match="not after its last row"):
+        fleet.update(stamps, values)
+    with pytest.raises(RecurraError, match="horizon"):
+        fleet.predict(horizon=7)
