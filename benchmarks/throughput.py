@@ -22,10 +22,12 @@ NeuralForecast window carries one; both ``windows_per_s`` and ``channel_windows_
 T2 GRU-D seconds per epoch at hidden 64 on P4 data: ``benchmarks/_t2_grud.run_t2`` (ours vs
 PyPOTS side by side) when that module exists, else ``grud_physionet.grud_epoch_seconds``.
 T3 streaming, ``--n-series`` series with fitted state, each receiving one new point per
-call: forecaster ``update`` / ``predict`` (one call for all series), and the anomaly
-detectors three ways: per-series ``update(frame)`` and ``update_arrays`` (timed on a
-subset, they loop in Python) and :class:`anomaly.fleet.DetectorFleet` (all series, one
-vectorised call), with the largest score difference fleet vs per-series.
+call: forecaster ``update`` / ``predict`` (one frame for all series) and the same through
+:class:`forecasting.fleet.ForecasterFleet` (stacked states, arrays in; largest forecast
+difference to ``update`` + ``predict`` reported), and the anomaly detectors three ways:
+per-series ``update(frame)`` and ``update_arrays`` (timed on a subset, they loop in Python)
+and :class:`anomaly.fleet.DetectorFleet` (all series, one vectorised call), with the
+largest score difference fleet vs per-series.
 Q int8 dynamic quantization (:mod:`forecasting.quantize`) of a fitted hidden-128 LSTM and
 GRU: MSE on the ETTh1 test windows (P1 protocol) of fp32 and int8, and latency of one
 network forward at batch 1 and 256 and of ``predict`` for 1 and 256 windows.
@@ -288,15 +290,36 @@ def streaming_latency(n_series: int, history: int, repeats: int, n_reference: in
               "forecaster": "RNNForecaster(lstm, hidden 32, stateful): update(frame) with "
                             "one row per series advances all states in one batched call",
               "fit_s": time.perf_counter() - started}
+    fleet_copy = copy.deepcopy(forecaster)
     update_s = _timed(lambda k: forecaster.update(points[k]), repeats)
     predict_s = _timed(lambda k: forecaster.predict(), repeats)
     result["forecast_update_us_per_point"] = update_s / n_series * 1e6
     result["forecast_predict_us_per_series"] = predict_s / n_series * 1e6
+    result.update(_forecaster_fleet(fleet_copy, forecaster, points, repeats))
     naive = NaiveForecaster(NaiveConfig(horizon=24)).fit(frame)
     result["naive_update_us_per_point"] = _timed(
         lambda k: naive.update(points[k]), repeats) / n_series * 1e6
     result["anomaly"] = _anomaly_latency(frame, points, repeats, n_reference)
     return result
+
+
+def _forecaster_fleet(fitted, updated, points: list[pl.DataFrame], repeats: int) -> dict:
+    """:class:`forecasting.fleet.ForecasterFleet` from the ``fitted`` state on the same
+    points; its forecasts are compared with those of ``updated`` (same points via
+    ``update``)."""
+    from anomaly.fleet import fleet_arrays
+    from forecasting.fleet import ForecasterFleet
+
+    fleet = ForecasterFleet(fitted)
+    inputs = [fleet_arrays(p, fleet.series_ids_, tuple(fleet.channels_)) for p in points]
+    n_series = len(fleet.series_ids_)
+    update_s = _timed(lambda k: fleet.update(*inputs[k]), repeats)
+    predict_s = _timed(lambda k: fleet.predict(), repeats)
+    expected = updated.predict().sort(["series_id", "channel", "step"])["y_hat"].to_numpy()
+    got = fleet.predict()["y_hat"].transpose(0, 2, 1).reshape(-1)
+    return {"fleet_forecast_update_us_per_point": update_s / n_series * 1e6,
+            "fleet_forecast_predict_us_per_series": predict_s / n_series * 1e6,
+            "fleet_vs_update_max_abs_forecast_diff": float(np.max(np.abs(got - expected)))}
 
 
 def _anomaly_latency(frame: pl.DataFrame, points: list[pl.DataFrame], repeats: int,
