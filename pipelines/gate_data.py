@@ -13,9 +13,12 @@ how well each detector finds them:
 2. :func:`gate_score`: the detector scores ``context`` history rows followed by the injected
    copy from a fresh state (``detector.score``: the detector's own state is left alone); on
    the validation rows its ``is_anomaly`` flags are matched to the injected windows.  The
-   gate metric is the event F1 pooled over the series (``anomaly.metrics``): a window is
-   found when any flag falls in it, every run of flags wholly outside the windows is a false
-   alarm.  Higher is better; a detector that never flags scores 0.
+   gate metric is the *composite F1* (Garg et al., IEEE TNNLS 2021), pooled over the
+   series: the harmonic mean of the event recall (share of injected windows holding at
+   least one flag) and the point precision (share of flagged rows inside a window).  Higher
+   is better; a detector that never flags scores 0 (no recall) and one that always flags
+   scores about twice the share of injected rows (no precision).  Event-level precision
+   (alarm runs) is not used: one endless alarm run would count as a single true positive.
 
 Champion and challenger are scored on the same injected copy, so the comparison is like for
 like.  Real anomalies of the validation part count as false alarms for both.
@@ -50,7 +53,7 @@ from data.schema import (
     RecurraError,
 )
 
-GATE_METRIC = "val_injected_event_f1"
+GATE_METRIC = "val_injected_composite_f1"
 KINDS = ("spike", "level_shift", "variance_burst")
 LABEL_SCHEMA = {SERIES_ID: pl.Utf8, CHANNEL: pl.Utf8, START: pl.Datetime("us", "UTC"),
                 END: pl.Datetime("us", "UTC"), "kind": pl.Utf8, "size": pl.Float64}
@@ -91,20 +94,30 @@ class InjectionConfig:
 
 @dataclass(frozen=True)
 class GateScore:
-    """Detection of the injected anomalies by one detector (pooled over series)."""
+    """Detection of the injected anomalies by one detector (pooled over series).
 
-    event_f1: float
-    precision: float
-    recall: float
+    composite_f1 : harmonic mean of ``event_recall`` and ``point_precision`` (the gate).
+    event_recall : injected windows with at least one flag / injected windows.
+    point_precision : flagged rows inside a window / flagged rows (0 when none flagged).
+    event_precision : found windows / (found windows + alarm runs wholly outside windows).
+    auc_pr : average precision of the scores against the window rows (threshold-free).
+    """
+
+    composite_f1: float
+    event_recall: float
+    point_precision: float
+    event_precision: float
     auc_pr: float
     n_injected: int
     n_false_alarms: int
     flag_rate: float
 
     def metrics(self) -> dict[str, float]:
-        """The figures to log (``val_injected_*``; the F1 is :data:`GATE_METRIC`)."""
-        return {GATE_METRIC: self.event_f1, "val_injected_precision": self.precision,
-                "val_injected_recall": self.recall, "val_injected_auc_pr": self.auc_pr,
+        """The figures to log (``val_injected_*``; the composite F1 is :data:`GATE_METRIC`)."""
+        return {GATE_METRIC: self.composite_f1, "val_injected_recall": self.event_recall,
+                "val_injected_point_precision": self.point_precision,
+                "val_injected_event_precision": self.event_precision,
+                "val_injected_auc_pr": self.auc_pr,
                 "val_false_alarm_runs": float(self.n_false_alarms),
                 "val_flag_rate": self.flag_rate}
 
@@ -233,7 +246,7 @@ def gate_score(detector: Any, injected: pl.DataFrame, labels: pl.DataFrame,
     if context < 0:
         raise RecurraError(f"`context` ({context}) must be >= 0")
     if injected.is_empty():
-        return GateScore(0.0, 0.0, 0.0, float("nan"), 0, 0, 0.0)
+        return GateScore(0.0, 0.0, 0.0, 0.0, float("nan"), 0, 0, 0.0)
     frame = injected
     if history is not None and not history.is_empty() and context:
         tail = history.filter(pl.col(TIMESTAMP).rank("dense", descending=True)
@@ -248,7 +261,7 @@ def gate_score(detector: Any, injected: pl.DataFrame, labels: pl.DataFrame,
 
 
 def _match(scores: pl.DataFrame, labels: pl.DataFrame) -> GateScore:
-    """Pool the event counts and AUC-PR of the series' flags against the label windows."""
+    """Pool event counts, flagged rows and AUC-PR of the series against the label windows."""
     found = missed = false_runs = 0
     all_scores, all_labels, all_flags = [], [], []
     windows_of = {sid: part for (sid,), part in labels.partition_by(
@@ -266,11 +279,16 @@ def _match(scores: pl.DataFrame, labels: pl.DataFrame) -> GateScore:
         all_scores.append(part[SCORE].cast(pl.Float64).to_numpy())
         all_labels.append(mask)
         all_flags.append(flags)
-    precision, recall, f1 = precision_recall_f1(found, false_runs, missed)
+    event_precision, recall, _ = precision_recall_f1(found, false_runs, missed)
     flags = np.concatenate(all_flags) if all_flags else np.zeros(0, bool)
+    truth = np.concatenate(all_labels) if all_labels else np.zeros(0, bool)
+    n_flagged = int(flags.sum())
+    point_precision = float((flags & truth).sum() / n_flagged) if n_flagged else 0.0
+    composite = (2 * recall * point_precision / (recall + point_precision)
+                 if recall + point_precision > 0 else 0.0)
     area = float("nan")
     if all_scores:  # unscored (unobserved, warm-up) rows are left out of the ranking
-        ranked, truth = np.concatenate(all_scores), np.concatenate(all_labels)
+        ranked = np.concatenate(all_scores)
         area = auc_pr(ranked[np.isfinite(ranked)], truth[np.isfinite(ranked)])
-    return GateScore(f1, precision, recall, area, found + missed, false_runs,
-                     float(flags.mean()) if flags.size else 0.0)
+    return GateScore(composite, recall, point_precision, event_precision, area,
+                     found + missed, false_runs, float(flags.mean()) if flags.size else 0.0)

@@ -193,7 +193,7 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
     Both are fitted on the first ``1 - validation_share`` of each series, scored on the rest
     (the champion too, on the same rows), then advanced through the rest with ``update`` so
     the registered state ends at ``trained_until``.  The forecaster is gated on validation
-    MAE (lower is better), the detector on the event F1 of seeded anomalies injected into a
+    MAE (lower is better), the detector on the composite F1 of seeded anomalies injected into a
     copy of the rest (``pipelines.gate_data``; higher is better).  Returns a dict: group, series,
     trained_until, validation_mae (per series), and per role the registered name, version,
     whether the gate promoted it and why.  ``holdout_rows`` leaves the last rows of each
@@ -244,20 +244,20 @@ def _train_detector(group: GroupConfig, config: PipelineConfig, backend: Any,
                     train: pl.DataFrame, rest: pl.DataFrame, context: dict[str, Any]
                     ) -> dict[str, Any]:
     """Fit the group's detector, gate it against the champion on the same validation copy
-    with injected anomalies (``pipelines.gate_data``; event F1, higher is better), advance
+    with injected anomalies (``pipelines.gate_data``; composite F1, higher is better), advance
     it through the real validation rows and register it."""
     model = config.models[group.detector]
     detector = model.build().fit(train)
     injected, labels = gate_data.inject_anomalies(rest)
     champion = backend.champion(group.model_name("detector"))
-    champion_value = (gate_data.gate_score(champion[0], injected, labels, train).event_f1
+    champion_value = (gate_data.gate_score(champion[0], injected, labels, train).composite_f1
                       if champion and rest.height else None)
     score = gate_data.gate_score(detector, injected, labels, train)
     if rest.height:
         detector.update(rest)
     return backend.register(
         group.model_name("detector"), detector, metric=gate_data.GATE_METRIC,
-        value=score.event_f1, champion_value=champion_value, higher_is_better=True,
+        value=score.composite_f1, champion_value=champion_value, higher_is_better=True,
         extra_metrics=score.metrics(),
         params={**context, "model": model.name, "config": model.params,
                 "gate_injected_anomalies": labels.height}, frame=train)

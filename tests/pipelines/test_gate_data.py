@@ -1,4 +1,4 @@
-"""The detector gate: seeded injected anomalies, event F1 against them, the train task's use."""
+"""The detector gate: seeded injected anomalies, composite F1 against them, the train task's use."""
 
 from __future__ import annotations
 
@@ -16,11 +16,19 @@ from tests.conftest import make_frame
 class SilentDetector:
     """Wraps a fitted detector but never raises an alarm (the case a flag-rate gate rewards)."""
 
+    flag = False
+
     def __init__(self, inner):
         self.inner = inner
 
     def score(self, frame):
-        return self.inner.score(frame).with_columns(pl.lit(False).alias(IS_ANOMALY))
+        return self.inner.score(frame).with_columns(pl.lit(self.flag).alias(IS_ANOMALY))
+
+
+class AlarmingDetector(SilentDetector):
+    """Flags every row (the case an event-F1 gate with alarm-run precision rewards)."""
+
+    flag = True
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +76,38 @@ def test_sizes_follow_the_series_robust_scale(split):
     assert gate_data.robust_scale(np.array([1.0, 1.0, 1.0])) == 1.0  # no spread: fallback
 
 
-def test_a_never_flagging_detector_loses_to_a_working_one(split):
+def test_never_and_always_flagging_detectors_lose_to_a_working_one(split):
     train, rest, detector = split
     injected, labels = inject_anomalies(rest)
     working = gate_score(detector, injected, labels, train)
     silent = gate_score(SilentDetector(detector), injected, labels, train)
-    assert silent.event_f1 == 0.0 and silent.recall == 0.0 and silent.flag_rate == 0.0
-    assert working.event_f1 > 0.5 and working.recall > 0.5
+    alarming = gate_score(AlarmingDetector(detector), injected, labels, train)
+    assert silent.composite_f1 == 0.0 and silent.event_recall == 0.0 and silent.flag_rate == 0.0
+    assert alarming.event_recall == 1.0 and alarming.flag_rate == 1.0
+    assert alarming.event_precision == 1.0  # one endless alarm run: why runs are not used
+    assert alarming.composite_f1 < 0.25
+    assert working.composite_f1 > 0.6 and working.event_recall > 0.5
+    assert working.composite_f1 > 2 * alarming.composite_f1
     assert working.n_injected == silent.n_injected == labels.height
-    assert working.metrics()[GATE_METRIC] == working.event_f1
+    assert working.metrics()[GATE_METRIC] == working.composite_f1
+
+
+def test_composite_f1_by_hand():
+    import datetime as dt
+
+    from pipelines.gate_data import LABEL_SCHEMA, _match
+
+    times = [dt.datetime(2024, 1, 1, h, tzinfo=dt.UTC) for h in range(10)]
+    scores = pl.DataFrame({"series_id": ["a"] * 10, "timestamp": times,
+                           "score": [float(i) for i in range(10)],
+                           "is_anomaly": [i in (2, 3, 7) for i in range(10)]})
+    labels = pl.DataFrame({"series_id": ["a", "a"], "channel": ["value"] * 2,
+                           "start": [times[2], times[5]], "end": [times[2], times[5]],
+                           "kind": ["spike"] * 2, "size": [1.0, 1.0]}, schema=LABEL_SCHEMA)
+    result = _match(scores, labels)  # window 2 found, window 5 missed; flags 2, 3, 7
+    assert result.event_recall == 0.5 and result.point_precision == pytest.approx(1 / 3)
+    assert result.composite_f1 == pytest.approx(2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))
+    assert result.n_false_alarms == 1 and result.flag_rate == pytest.approx(0.3)
 
 
 def test_the_gate_promotes_higher_f1_and_its_tags_name_the_metric():
@@ -116,7 +147,7 @@ class FakeBackend:
         return {"name": name, "version": "2", "promoted": promoted, "reason": ""}
 
 
-def test_train_group_gates_the_detector_on_injected_event_f1(tmp_path, monkeypatch):
+def test_train_group_gates_the_detector_on_injected_composite_f1(tmp_path, monkeypatch):
     from pipelines.config import load_config
     from tests.pipelines.test_flows import write_config
 
