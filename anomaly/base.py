@@ -79,6 +79,12 @@ class DetectorConfig:
         average, its rolling history and how often its Gaussian is re-fitted (rows; NAB's
         defaults 10, 8640, 100).
     likelihood_level : the log-likelihood alarm level (0.5 = tail probability 1e-5).
+    likelihood_relearn : after this many consecutive alarm rows the likelihood re-learns from
+        its last ``likelihood_relearn`` scores (a sustained change becomes the norm after one
+        alarm run; None: never; see :mod:`anomaly.likelihood`).
+    spatial_tolerance : NAB's spatial rule (:func:`anomaly.scores.spatial_flags`): a value
+        outside the range seen so far (training rows included), widened by this share of
+        the range, is an anomaly (score 1 with ``threshold="likelihood"``); None: off.
     """
 
     window: int = 32
@@ -108,6 +114,8 @@ class DetectorConfig:
     likelihood_history: int = 8640
     likelihood_period: int = 100
     likelihood_level: float = 0.5
+    likelihood_relearn: int | None = None
+    spatial_tolerance: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("window", "hidden_size", "latent_size", "num_layers", "max_epochs",
@@ -133,6 +141,17 @@ class DetectorConfig:
         if self.likelihood_history < self.likelihood_window:
             raise RecurraError(f"DetectorConfig.likelihood_history ({self.likelihood_history})"
                                f" must be >= likelihood_window ({self.likelihood_window})")
+        relearn = self.likelihood_relearn
+        if relearn is not None and (not isinstance(relearn, int) or isinstance(relearn, bool)
+                                    or not 1 <= relearn <= self.likelihood_history):
+            raise RecurraError(f"DetectorConfig.likelihood_relearn ({relearn!r}) must be None "
+                               f"or an integer in [1, likelihood_history = "
+                               f"{self.likelihood_history}]")
+        tolerance = self.spatial_tolerance
+        if tolerance is not None and not (isinstance(tolerance, (int, float))
+                                          and 0.0 <= tolerance < np.inf):
+            raise RecurraError(f"DetectorConfig.spatial_tolerance ({tolerance!r}) must be None "
+                               "or a finite number >= 0")
         if not 0.0 < self.likelihood_level < 1.0:
             raise RecurraError(f"DetectorConfig.likelihood_level ({self.likelihood_level}) "
                                "must be in (0, 1)")
@@ -157,6 +176,8 @@ class Calibration:
     spot: th.SpotState | None = None
     recent: np.ndarray | None = None  # DSPOT's last ``depth`` training scores
     likelihood: lk.LikelihoodState | None = None  # the likelihood after the training scores
+    low: np.ndarray | None = None   # (F,) normalised training minimum (spatial rule)
+    high: np.ndarray | None = None  # (F,) normalised training maximum
 
 
 @dataclass
@@ -183,6 +204,8 @@ class StreamState:
     model_state: Any = None
     recent: np.ndarray | None = None
     likelihood: lk.LikelihoodState | None = None
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
     n_rows: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -382,12 +405,17 @@ class BaseDetector:
             config = self.config
             cal.likelihood = lk.likelihood_init(normalised, config.likelihood_history,
                                                 config.likelihood_window,
-                                                config.likelihood_period)
+                                                config.likelihood_period,
+                                                config.likelihood_relearn,
+                                                config.likelihood_level)
             cal.threshold = config.likelihood_level
             state.likelihood = cal.likelihood
         else:
             cal.threshold = th.nonparametric_threshold(normalised)
         state.spot = cal.spot
+        with np.errstate(all="ignore"):
+            cal.low, cal.high = np.fmin.reduce(chunk.values), np.fmax.reduce(chunk.values)
+        state.low, state.high = cal.low, cal.high
         self.state_[arrays.series_id] = state
 
     def _score_all(self, frame: Any, fresh: bool) -> list[tuple[str, Scored]]:
@@ -438,6 +466,13 @@ class BaseDetector:
         else:
             used = np.full(score.shape, cal.threshold)
             flags = np.nan_to_num(score, nan=-np.inf) > cal.threshold
+        if self.config.spatial_tolerance is not None:
+            spatial, state.low, state.high = sc.spatial_flags(
+                chunk.values[len(chunk.elapsed) - arrays.n_steps:], state.low, state.high,
+                self.config.spatial_tolerance)
+            flags = flags | spatial
+            if self.config.threshold == "likelihood":
+                score = np.where(spatial, 1.0, score)
         return Scored(chunk, errors, score, flags, used), state
 
     def _run_model(self, chunk: Chunk, n_new: int, model_state: Any
@@ -501,6 +536,12 @@ def _from_calibration(state: StreamState, cal: Calibration) -> StreamState:
         state.spot = cal.spot
     if getattr(state, "likelihood", None) is None:
         state.likelihood = getattr(cal, "likelihood", None)
+    if getattr(state, "high", None) is None:
+        n_channels = cal.mean.shape[0]
+        state.low = getattr(cal, "low", None)
+        state.high = getattr(cal, "high", None)
+        if state.high is None:  # a detector saved before the spatial rule existed
+            state.low, state.high = np.full(n_channels, np.inf), np.full(n_channels, -np.inf)
     return state
 
 

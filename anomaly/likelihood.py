@@ -13,6 +13,14 @@ An alarm is ``log_likelihood >= threshold``; ``0.5`` is a tail probability of 1e
 (alarms included), a level or variance shift of the raw scores alarms when it appears and
 stops alarming once it is part of the history: the normaliser adapts to non-stationary series.
 
+That adaptation is slow when the history is long (a new regime must outweigh thousands of old
+scores), so a model that cannot reconstruct the new level (an autoencoder after a permanent
+level shift) keeps alarming for hundreds of rows.  With ``relearn = k`` the likelihood
+*re-learns* instead: after ``k`` consecutive alarm rows its history is cut to the last ``k``
+raw scores (the new regime) and the Gaussian is re-fitted on them, so a sustained change
+raises one alarm run of about ``k`` rows and then becomes the norm (the role HTM's online
+learning plays in NAB's detector).
+
 Differences from NAB's implementation, all on purpose: the tail is one-sided (unusually *low*
 errors are not anomalies), the standard deviation is floored at ``MIN_STD`` raw-score units
 (scores here are in robust-sigma units of the training errors, not HTM's [0, 1]) and the
@@ -41,6 +49,10 @@ class LikelihoodState:
     mean, std : the Gaussian of the short-term averages fitted at the last re-estimation.
     since_estimate : finite scores seen since that re-estimation.
     history_size, window, period : the settings (see the module docstring).
+    relearn : after this many consecutive alarm rows the history restarts from the last
+        ``relearn`` scores (None: never).
+    level : the alarm level ``relearn`` counts against.
+    run : consecutive alarm rows so far.
     """
 
     history: np.ndarray
@@ -51,6 +63,9 @@ class LikelihoodState:
     history_size: int
     window: int
     period: int
+    relearn: int | None = None
+    level: float = 0.5
+    run: int = 0
 
 
 def tail_probability(value: float, mean: float, std: float) -> float:
@@ -88,7 +103,8 @@ def fit_gaussian(history: np.ndarray, window: int) -> tuple[float, float]:
 
 
 def likelihood_init(scores: np.ndarray, history: int = 8640, window: int = 10,
-                    period: int = 100) -> LikelihoodState:
+                    period: int = 100, relearn: int | None = None,
+                    level: float = 0.5) -> LikelihoodState:
     """Start the likelihood from calibration scores (their finite values fill the history).
 
     Parameters
@@ -97,17 +113,23 @@ def likelihood_init(scores: np.ndarray, history: int = 8640, window: int = 10,
     history : how many past raw scores the Gaussian is fitted on.
     window : how many recent raw scores are averaged before being judged.
     period : the Gaussian is re-fitted every ``period`` scores.
+    relearn : re-learn after this many consecutive alarm rows (None: never; see the module
+        docstring); at most ``history``.
+    level : the log-likelihood alarm level that ``relearn`` counts against.
     """
-    for name, value in (("history", history), ("window", window), ("period", period)):
+    settings = (("history", history), ("window", window), ("period", period))
+    for name, value in settings + ((("relearn", relearn),) if relearn is not None else ()):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RecurraError(f"likelihood {name} ({value!r}) must be an integer >= 1")
     if history < window:
         raise RecurraError(f"likelihood history ({history}) must be >= window ({window})")
+    if relearn is not None and relearn > history:
+        raise RecurraError(f"likelihood relearn ({relearn}) must be <= history ({history})")
     values = np.asarray(scores, dtype=np.float64).reshape(-1)
     values = values[np.isfinite(values)][-history:]
     mean, std = fit_gaussian(values, window)
     return LikelihoodState(values.copy(), values[-window:].copy(), mean, std, 0, history,
-                           window, period)
+                           window, period, relearn, float(level), 0)
 
 
 def likelihood_step(state: LikelihoodState, scores: np.ndarray
@@ -136,6 +158,7 @@ def likelihood_step(state: LikelihoodState, scores: np.ndarray
     out = np.full(values.size, np.nan)
     history, pending, recent = state.history, [], list(state.recent)
     mean, std, since = state.mean, state.std, state.since_estimate
+    relearn, run = getattr(state, "relearn", None), getattr(state, "run", 0)
     for i, value in enumerate(values.tolist()):
         if not math.isfinite(value):
             continue
@@ -151,7 +174,15 @@ def likelihood_step(state: LikelihoodState, scores: np.ndarray
             since = 0
         average = sum(recent) / len(recent)
         out[i] = log_likelihood(tail_probability(average, mean, std))
+        if relearn is None:
+            continue
+        run = run + 1 if out[i] >= state.level else 0
+        if run >= relearn:  # a sustained change: the new regime becomes the history
+            history = np.concatenate([history, pending])[-relearn:]
+            pending, since, run = [], 0, 0
+            mean, std = fit_gaussian(history, state.window)
     if pending:
         history = np.concatenate([history, pending])[-state.history_size:]
+    extra = {"run": run} if relearn is not None else {}
     return out, replace(state, history=history, recent=np.asarray(recent),
-                        mean=mean, std=std, since_estimate=since)
+                        mean=mean, std=std, since_estimate=since, **extra)

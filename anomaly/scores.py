@@ -199,3 +199,41 @@ def rolling_zscore(values: np.ndarray, observed: np.ndarray, window: int) -> np.
     floor = 1e-6 * np.maximum(np.abs(mean), 1.0)
     z = np.abs(np.nan_to_num(values) - mean) / np.maximum(std, floor)
     return np.where(observed & (count >= 2), z, 0.0)
+
+
+def spatial_flags(values: np.ndarray, low: np.ndarray, high: np.ndarray, tolerance: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NAB's "spatial anomaly": a value outside the range seen so far, widened by ``tolerance``
+    times that range, is anomalous whatever the model says (a reconstruction smooths it away).
+
+    A row is flagged when any channel's ``x > high + tolerance (high - low)`` or
+    ``x < low - tolerance (high - low)``, where ``low`` / ``high`` are the channel's extremes
+    *before* the row (causal; a channel with no value yet flags nothing).
+
+    Parameters
+    ----------
+    values : (T, F) in time order (NaN where not observed).
+    low, high : (F,) the extremes before the first row (+inf / -inf: nothing seen yet).
+    tolerance : >= 0, the widening as a share of the range.
+
+    Returns
+    -------
+    flags (T,) bool, and the (F,) ``low`` and ``high`` after the last row.
+
+    Examples
+    --------
+    >>> flags, low, high = spatial_flags(np.array([[5.], [11.], [11.5], [-1.]]),
+    ...                                  np.array([0.]), np.array([10.]), 0.05)
+    >>> flags.tolist(), low.tolist(), high.tolist()
+    ([False, True, False, True], [-1.0], [11.5])
+    """
+    values = np.asarray(values, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        upper = np.fmax.accumulate(np.vstack([high[None, :], values]), axis=0)
+        lower = np.fmin.accumulate(np.vstack([low[None, :], values]), axis=0)
+        before_high, before_low = upper[:-1], lower[:-1]
+        margin = tolerance * (before_high - before_low)
+        known = np.isfinite(before_high) & np.isfinite(before_low)
+        outside = (values > before_high + margin) | (values < before_low - margin)
+    return (known & outside).any(axis=1), lower[-1].copy(), upper[-1].copy()
