@@ -145,15 +145,19 @@ class DashboardData:
             ids = [s for s in ids if search.lower() in s.lower()]
         return ids
 
-    def series(self, series_id: str) -> pl.DataFrame:
+    def series(self, series_id: str, *, start: Any = None, end: Any = None) -> pl.DataFrame:
         """The contract frame of one series (every channel): one partition read.
 
-        The last few series read stay cached while their partition is unchanged (zooming a
-        million-point series would re-read it at every redraw otherwise).
+        ``start`` / ``end`` (datetime or ISO text, naive = UTC, inclusive) limit the rows;
+        the time filter is pushed into the Parquet scan.  The last few reads stay cached
+        while the partition is unchanged (zooming a million-point series would re-read it
+        at every redraw otherwise).
         """
-        frame = self._cached(self._series_cache, (series_id,),
+        start, end = _utc(start, "start"), _utc(end, "end")
+        window = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
+        frame = self._cached(self._series_cache, (series_id, start, end),
                              self._stamp("series_stamp", series_id),
-                             lambda: self._call("read", series_ids=[series_id]))
+                             lambda: self._call("read", series_ids=[series_id], **window))
         return frame if frame is not None else empty_frame()
 
     def latest_forecast(self, series_id: str) -> pl.DataFrame:
@@ -164,9 +168,11 @@ class DashboardData:
         latest = pl.col(ISSUED_AT) == pl.col(ISSUED_AT).max().over(CHANNEL)
         return forecasts.filter(latest).sort([CHANNEL, TIMESTAMP])
 
-    def scores(self, series_id: str) -> pl.DataFrame:
-        """Anomaly scores (SCORE_SCHEMA + contributions) of one series, by time."""
-        scores = self._table_rows("scores", SCORE_SCHEMA, series_id)
+    def scores(self, series_id: str, *, start: Any = None, end: Any = None) -> pl.DataFrame:
+        """Anomaly scores (SCORE_SCHEMA + contributions) of one series, by time; ``start`` /
+        ``end`` (inclusive, naive = UTC) are pushed into the scan."""
+        scores = self._table_rows("scores", SCORE_SCHEMA, series_id,
+                                  (_utc(start, "start"), _utc(end, "end")))
         if SERIES_ID not in scores.columns or TIMESTAMP not in scores.columns:
             return empty_like(SCORE_SCHEMA)
         return scores.filter(pl.col(TIMESTAMP).is_not_null()).sort(TIMESTAMP)
@@ -337,23 +343,29 @@ class DashboardData:
         """A result table of the store, or an empty frame of ``schema`` when absent."""
         return self._table_rows(name, schema, None)
 
-    def _table_rows(self, name: str, schema: dict[str, pl.DataType],
-                    series_id: str | None) -> pl.DataFrame:
-        """The rows of table ``name`` (of one series when ``series_id`` is given), cached
-        while the table file is unchanged; the series filter is pushed into the scan."""
+    def _table_rows(self, name: str, schema: dict[str, pl.DataType], series_id: str | None,
+                    window: tuple[Any, Any] = (None, None)) -> pl.DataFrame:
+        """The rows of table ``name`` (of one series when ``series_id`` is given, in the
+        ``window`` (start, end) of timestamps), cached while the table file is unchanged;
+        the filters are pushed into the scan."""
+
+        def restrict(frame: Any, columns: list[str]) -> Any:
+            if series_id is not None and SERIES_ID in columns:
+                frame = frame.filter(pl.col(SERIES_ID) == series_id)
+            if TIMESTAMP in columns and window[0] is not None:
+                frame = frame.filter(pl.col(TIMESTAMP) >= window[0])
+            if TIMESTAMP in columns and window[1] is not None:
+                frame = frame.filter(pl.col(TIMESTAMP) <= window[1])
+            return frame
 
         def load() -> pl.DataFrame | None:
             scan = self._scan_table(name)
             if scan is not None:
-                if series_id is not None and SERIES_ID in scan.collect_schema().names():
-                    scan = scan.filter(pl.col(SERIES_ID) == series_id)
-                return scan.collect()
+                return restrict(scan, scan.collect_schema().names()).collect()
             frame = self._call("read_table", name)
-            if frame is not None and series_id is not None and SERIES_ID in frame.columns:
-                frame = frame.filter(pl.col(SERIES_ID) == series_id)
-            return frame
+            return None if frame is None else restrict(frame, frame.columns)
 
-        frame = self._cached(self._table_cache, ("table", name, series_id),
+        frame = self._cached(self._table_cache, ("table", name, series_id, window),
                              self._stamp("table_stamp", name), load)
         return frame if frame is not None and frame.width else empty_like(schema)
 
@@ -427,6 +439,23 @@ class _StampCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _utc(value: Any, name: str) -> dt.datetime | None:
+    """A datetime, date or ISO text as an aware UTC datetime (naive = UTC); None stays."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as error:
+            raise RecurraError(f"`{name}` ({value!r}) must be an ISO date or datetime"
+                               ) from error
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    if not isinstance(value, dt.datetime):
+        raise RecurraError(f"`{name}` ({value!r}) must be a datetime, date or ISO text")
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 def _to_frame(value: Any) -> pl.DataFrame:

@@ -118,3 +118,23 @@ def test_quality_views_read_three_columns_and_match_a_full_read(store):
     assert set(share["period"]) == {"1d"}
     counts = data.quarantine_by_reason()
     assert counts.row(0) == ("unparseable timestamp", 2)
+
+
+def test_time_windows_are_pushed_into_the_reads(store):
+    import datetime as dt
+
+    from data.schema import RecurraError
+
+    data = DashboardData(store, registry=False)
+    low, high = dt.datetime(2024, 1, 2, tzinfo=dt.UTC), dt.datetime(2024, 1, 3, tzinfo=dt.UTC)
+    part = data.series("s0", start=low, end=high)
+    assert part.height == 25 * part["channel"].n_unique()  # hourly, both ends inclusive
+    assert part["timestamp"].min() == low and part["timestamp"].max() == high
+    assert data.series("s0").height > part.height  # the whole series is another entry
+    scores = data.scores("s1", start="2024-01-03T12:00:00", end="2024-01-04")
+    assert scores.height == 13 and scores["timestamp"].min() == dt.datetime(
+        2024, 1, 3, 12, tzinfo=dt.UTC)
+    with pytest.raises(RecurraError, match=r"`start` \('soon'\) must be an ISO date"):
+        data.scores("s1", start="soon")
+    with pytest.raises(RecurraError, match=r"`end` \(3\) must be a datetime"):
+        data.series("s0", end=3)
