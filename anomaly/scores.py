@@ -228,8 +228,7 @@ def spatial_flags(values: np.ndarray, low: np.ndarray, high: np.ndarray, toleran
     ([False, True, False, True], [-1.0], [11.5])
     """
     values = np.asarray(values, dtype=np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with np.errstate(invalid="ignore"):  # inf - inf before a channel's first value
         upper = np.fmax.accumulate(np.vstack([high[None, :], values]), axis=0)
         lower = np.fmin.accumulate(np.vstack([low[None, :], values]), axis=0)
         before_high, before_low = upper[:-1], lower[:-1]
