@@ -18,7 +18,9 @@ treatment of ETTh1) is timed the same way in the same run: a Lightning callback 
 actually receives, so Lightning's start-up and the warm-up steps are excluded.  Note that
 one Recurra window carries all 7 channels (it forecasts 96 x 7 values) while one
 NeuralForecast window carries one; both ``windows_per_s`` and ``channel_windows_per_s``
-(windows x channels per window) are reported.
+(windows x channels per window) are reported.  ``step_profile`` (both): ``torch.profiler``
+self times of one training step on a captured batch after the timed run, with the share
+of ops named *rnn*/*lstm*/*gru* (the fused oneDNN LSTM kernel on CPU).
 T2 GRU-D seconds per epoch at hidden 64 on P4 data: ``benchmarks/_t2_grud.run_t2`` (ours vs
 PyPOTS side by side) when that module exists, else ``grud_physionet.grud_epoch_seconds``.
 T3 streaming, ``--n-series`` series with fitted state, each receiving one new point per
@@ -118,9 +120,10 @@ def _rate(starts: list[float], windows: list[int], warmup: int) -> dict:
 
 # T1 ----------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _timed_steps(starts: list[float], windows: list[int]):
+def _timed_steps(starts: list[float], windows: list[int], captured: dict):
     """Wrap ``forecasting.rnn.fit_module`` so that every training call of the step function
-    records its start time and batch size (the loop itself is untouched)."""
+    records its start time and batch size (the loop itself is untouched); the step function
+    and the first training batch are kept in ``captured``."""
     import forecasting.rnn as rnn
 
     original = rnn.fit_module
@@ -130,6 +133,8 @@ def _timed_steps(starts: list[float], windows: list[int]):
             if model.training:
                 starts.append(time.perf_counter())
                 windows.append(int(batch.x.shape[0]))
+                captured.setdefault("step", step_fn)
+                captured.setdefault("batch", batch)
             return step_fn(model, batch, *rest)
         return original(module, step, *args, **kwargs)
 
@@ -150,12 +155,18 @@ def training_throughput(cell: str, frame: pl.DataFrame, steps: int, warmup: int)
                               max_windows_per_epoch=(steps + warmup + 1) * BATCH, train=train)
     starts: list[float] = []
     windows: list[int] = []
+    captured: dict = {}
     started = time.perf_counter()
-    with _timed_steps(starts, windows):
+    with _timed_steps(starts, windows, captured):
         forecaster = RNNForecaster(config).fit(frame)
     fit_s = time.perf_counter() - started
     n_channels = frame["channel"].n_unique()
+    encoder = forecaster.module_.encoder
     result = {**_rate(starts, windows, warmup), "fit_wall_s": fit_s,
+              "encoder_path": "custom cells (Python time loop)" if encoder.custom else
+              f"fused nn.{type(encoder.layers[0]).__name__} per layer (no Python time loop)",
+              "step_profile": _step_profile(forecaster.module_, lambda: captured["step"](
+                  forecaster.module_, captured["batch"])),
               "epoch_s": forecaster.history_[0]["seconds"], "batch_size": BATCH,
               "hidden_size": HIDDEN, "num_layers": LAYERS, "lookback": LOOKBACK,
               "horizon": HORIZON, "channels_per_window": n_channels,
@@ -164,6 +175,32 @@ def training_throughput(cell: str, frame: pl.DataFrame, steps: int, warmup: int)
     if result["windows_per_s"] is not None:
         result["channel_windows_per_s"] = result["windows_per_s"] * n_channels
     return result
+
+
+def _step_profile(module: torch.nn.Module, loss_of) -> dict:
+    """Where one training step (``loss_of()``: forward + loss on a captured training batch,
+    then backward) spends CPU time, after training: ``torch.profiler`` self times."""
+    import warnings
+
+    from torch.profiler import ProfilerActivity, profile
+
+    module.train()
+    try:
+        with warnings.catch_warnings(), profile(activities=[ProfilerActivity.CPU]) as profiler:
+            warnings.simplefilter("ignore")
+            loss_of().backward()
+    except Exception as error:  # noqa: BLE001 - a profile is optional, never fatal
+        return {"error": repr(error)[:200]}
+    finally:
+        module.zero_grad(set_to_none=True)
+        module.eval()
+    events = list(profiler.key_averages())
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    named = [e for e in events if any(k in e.key.lower() for k in ("rnn", "lstm", "gru"))]
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:6]
+    return {"total_ms": total / 1e3,
+            "rnn_named_ops_share": sum(e.self_cpu_time_total for e in named) / total,
+            "top_ops_self_ms": {e.key: e.self_cpu_time_total / 1e3 for e in top}}
 
 
 def neuralforecast_throughput(values: np.ndarray, channels: list[str], steps: int,
@@ -185,10 +222,12 @@ def neuralforecast_throughput(values: np.ndarray, channels: list[str], steps: in
                       for j, c in enumerate(channels)], ignore_index=True)
     starts: list[float] = []
     windows: list[int] = []
+    captured: dict = {}
 
     class Stamp(lightning.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             starts.append(time.perf_counter())
+            captured.setdefault("batch", batch)
 
     model = LSTM(h=HORIZON, input_size=LOOKBACK, encoder_hidden_size=HIDDEN,
                  encoder_n_layers=LAYERS, loss=MQLoss(quantiles=list(QUANTILES)),
@@ -206,9 +245,11 @@ def neuralforecast_throughput(values: np.ndarray, channels: list[str], steps: in
     started = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):
         NeuralForecast(models=[model], freq="h").fit(data)
+    fit_s = time.perf_counter() - started
+    profile = _step_profile(model, lambda: model.training_step(captured["batch"], 0))
     return {"status": "ran", "version": neuralforecast.__version__,
             **_rate(starts, windows, warmup), "channels_per_window": 1,
-            "fit_wall_s": time.perf_counter() - started, "threads": torch.get_num_threads(),
+            "fit_wall_s": fit_s, "step_profile": profile, "threads": torch.get_num_threads(),
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "config": {"h": HORIZON, "input_size": LOOKBACK, "encoder_hidden_size": HIDDEN,
                        "encoder_n_layers": LAYERS, "decoder": "MLP (defaults)",
