@@ -407,8 +407,9 @@ def main(argv: list[str] | None = None) -> dict:
                         "variables before z-scoring")
     parser.add_argument("--members", type=int, default=3,
                         help="models per split (seeds differ), probabilities averaged")
-    parser.add_argument("--static-to-state", action="store_true",
-                        help="GRU-D: static inputs also set the initial hidden state")
+    parser.add_argument("--static-to-state", action=argparse.BooleanOptionalAction,
+                        default=True, help="GRU-D: static inputs also set the initial hidden "
+                        "state (chosen on validation AUC-ROC: 0.865 vs 0.859 without)")
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--out", default=None, help="write the JSON here instead of "
                         "benchmarks/results (exploratory runs)")
