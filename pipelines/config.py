@@ -18,6 +18,11 @@ monitoring rules::
     class = "forecasting.RNNForecaster"   # dotted path of the estimator
     params = { hidden_size = 8, horizon = 12, max_epochs = 2 }
 
+    [models.ens]                          # an ensemble: members by name, one config each
+    class = "anomaly.EnsembleDetector"    # (an array of tables becomes a tuple of configs)
+    params = { members = ["grud_ae", "isolation_forest"], configs = [
+        { threshold = "likelihood", max_epochs = 2 }, { threshold = "likelihood" } ] }
+
     [schedules]                       # cron strings (UTC) for `recurra serve`
     ingest = "0 * * * *"
 
@@ -104,7 +109,7 @@ class ModelConfig:
             return cls(**self.params)
         try:
             return cls(make_dataclass_config(config_cls, self.params, f"models.{self.name}.params"))
-        except (ValueError, TypeError) as error:
+        except (RecurraError, ValueError, TypeError) as error:
             if isinstance(error, ConfigError):
                 raise
             raise ConfigError(f"`models.{self.name}.params`: {error}") from error
@@ -125,9 +130,19 @@ def make_dataclass_config(config_cls: type, params: dict[str, Any], key: str) ->
         if isinstance(value, dict) and dataclasses.is_dataclass(nested):
             value = make_dataclass_config(nested, value, f"{key}.{name}")
         elif isinstance(value, list):
-            value = tuple(value)
+            item = _item_dataclass(nested)  # tuple[SomeConfig, ...]: each table -> SomeConfig
+            value = tuple(make_dataclass_config(item, v, f"{key}.{name}[{i}]")
+                          if item is not None and isinstance(v, dict) else v
+                          for i, v in enumerate(value))
         values[name] = value
     return config_cls(**values)
+
+
+def _item_dataclass(hint: Any) -> type | None:
+    """``X`` for a ``tuple[X, ...]`` hint whose ``X`` is a dataclass, else None."""
+    args = typing.get_args(hint) if typing.get_origin(hint) is tuple else ()
+    item = args[0] if args else None
+    return item if isinstance(item, type) and dataclasses.is_dataclass(item) else None
 
 
 @dataclass(frozen=True)

@@ -125,3 +125,48 @@ def test_cli_reports_a_bad_config_without_a_traceback(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "`runner.kind` ('spark') must be one of" in result.output
     assert "Traceback" not in result.output
+
+
+def _ensemble(params: dict) -> dict:
+    raw = _raw()
+    raw["models"]["d"] = {"class": "anomaly.EnsembleDetector", "params": params}
+    return raw
+
+
+def test_ensemble_detector_from_a_models_table():
+    member = {"threshold": "likelihood", "likelihood_window": 40, "likelihood_relearn": 50}
+    detector = parse_config(_ensemble({
+        "members": ["rolling_zscore", "isolation_forest"],
+        "configs": [{**member, "window": 8}, {**member, "n_estimators": 5}]})).models["d"].build()
+    from anomaly import DetectorConfig, EnsembleDetector
+    assert isinstance(detector, EnsembleDetector)
+    assert detector.config.members == ("rolling_zscore", "isolation_forest")
+    assert all(isinstance(c, DetectorConfig) for c in detector.config.configs)
+    assert detector.config.configs[0].window == 8
+    assert detector.config.configs[1].n_estimators == 5
+    assert detector.config.configs[1].likelihood_relearn == 50
+
+
+def test_default_nab_group_uses_the_nab_selected_ensemble():
+    config = load_config()
+    detector = config.models[config.groups["nab"].detector].build()
+    assert detector.config.members == ("grud_ae", "isolation_forest")
+    for member in detector.config.configs:  # benchmarks/results/anomaly_nab.json `configs`
+        assert (member.threshold, member.likelihood_window, member.likelihood_level,
+                member.likelihood_relearn, member.spatial_tolerance) == (
+                    "likelihood", 40, 0.45, 50, 0.2)
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"members": ["rolling_zscore"], "configs": [{"threshold": "likelihood", "windw": 8}]},
+     r"`models.d.params.configs\[0\]` has unknown key\(s\) \['windw'\]; valid keys of "
+     "DetectorConfig"),
+    ({"members": ["nope"]}, r"`models.d.params`: EnsembleConfig.members: 'nope' must be one of"),
+    ({"members": ["rolling_zscore"], "configs": [{"threshold": "spot"}]},
+     r"`models.d.params`: EnsembleConfig.configs: the config of 'rolling_zscore' must be a "
+     r"DetectorConfig with threshold='likelihood' \(got 'spot'\)"),
+    ({"member": ["rolling_zscore"]}, r"`models.d.params` has unknown key\(s\) \['member'\]"),
+])
+def test_ensemble_errors_name_the_key(params, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(_ensemble(params)).models["d"].build()
