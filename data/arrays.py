@@ -23,6 +23,7 @@ from data.schema import (
     CHANNEL,
     OBSERVED,
     SERIES_ID,
+    SMALL_FRAME,
     TIMESTAMP,
     TIMESTAMP_DTYPE,
     VALUE,
@@ -135,6 +136,8 @@ def frame_to_arrays(frame: pl.DataFrame, *, channels: list[str] | None = None,
     time_scale : seconds per delta unit; default: the median spacing of each series.
     """
     frame = validate_frame(frame)
+    if frame.height <= SMALL_FRAME:  # streaming-sized: numpy, no pivots or query plans
+        return _small_frame_arrays(frame, channels, time_scale)
     names = sorted(frame[CHANNEL].unique().to_list()) if channels is None else list(channels)
     unknown = sorted(set(frame[CHANNEL].unique().to_list()) - set(names))
     if channels is not None and unknown:
@@ -143,6 +146,44 @@ def frame_to_arrays(frame: pl.DataFrame, *, channels: list[str] | None = None,
     for (series_id,), part in frame.group_by(SERIES_ID, maintain_order=True):
         result.append(_series_arrays(str(series_id), part, names, time_scale))
     return result
+
+
+def _small_frame_arrays(frame: pl.DataFrame, channels: list[str] | None,
+                        time_scale: float | None) -> list[SeriesArrays]:
+    """:func:`frame_to_arrays` for a validated frame of a few rows, in numpy (same result).
+
+    The frame is sorted by (series_id, channel, timestamp), so each series is one run.
+    """
+    ids = frame.get_column(SERIES_ID).to_list()
+    kept = frame.get_column(CHANNEL).to_list()
+    names = sorted(set(kept)) if channels is None else list(channels)
+    column_of = {name: j for j, name in enumerate(names)}
+    stamps = frame.get_column(TIMESTAMP).to_numpy().astype("datetime64[us]")
+    values = frame.get_column(VALUE).to_numpy()           # null -> NaN (Float64)
+    observed = frame.get_column(OBSERVED).to_numpy()
+    result, start = [], 0
+    for stop in [*(i for i in range(1, len(ids)) if ids[i] != ids[i - 1]), len(ids)]:
+        rows = [i for i in range(start, stop) if kept[i] in column_of]
+        if rows:
+            result.append(_assemble(str(ids[start]), names, stamps[rows], values[rows],
+                                    observed[rows], [column_of[kept[i]] for i in rows],
+                                    time_scale))
+        start = stop
+    return result
+
+
+def _assemble(series_id: str, names: list[str], stamps: np.ndarray, cell_values: np.ndarray,
+              cell_observed: np.ndarray, columns: list[int], time_scale: float | None
+              ) -> SeriesArrays:
+    """Dense (T, F) arrays from long cells: (n,) stamps, values, observed and column index."""
+    timestamps, row = np.unique(stamps, return_inverse=True)
+    n_steps = timestamps.size
+    values = np.full((n_steps, len(names)), np.nan)
+    observed = np.zeros((n_steps, len(names)), dtype=bool)
+    values[row, columns] = cell_values
+    observed[row, columns] = cell_observed
+    values[~observed] = np.nan
+    return _finish(series_id, names, timestamps, values, observed, time_scale)
 
 
 def _series_arrays(series_id: str, part: pl.DataFrame, names: list[str],
@@ -160,6 +201,12 @@ def _series_arrays(series_id: str, part: pl.DataFrame, names: list[str],
             observed[:, j] = mask[name].fill_null(False).to_numpy()
     values[~observed] = np.nan
     timestamps = wide[TIMESTAMP].dt.replace_time_zone(None).to_numpy().astype("datetime64[us]")
+    return _finish(series_id, names, timestamps, values, observed, time_scale)
+
+
+def _finish(series_id: str, names: list[str], timestamps: np.ndarray, values: np.ndarray,
+            observed: np.ndarray, time_scale: float | None) -> SeriesArrays:
+    n_steps = timestamps.size
     seconds = (timestamps - timestamps[0]) / np.timedelta64(1, "s") if n_steps else np.zeros(0)
     scale = time_scale if time_scale is not None else _median_spacing(seconds)
     if scale <= 0:

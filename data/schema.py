@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 SERIES_ID = "series_id"
@@ -194,24 +195,48 @@ def validate_frame(df: Any, *, name: str = "frame") -> pl.DataFrame:
     if CHANNEL not in frame.columns:
         frame = frame.with_columns(pl.lit(DEFAULT_CHANNEL, pl.Utf8).alias(CHANNEL))
     frame = _cast_identifiers(frame, name)
-    frame = frame.with_columns(_timestamp_expr(frame, name))
-    frame = frame.with_columns(_value_expr(frame, name))
+    if frame.get_column(TIMESTAMP).dtype != TIMESTAMP_DTYPE:  # canonical already: no-op
+        frame = frame.with_columns(_timestamp_expr(frame, name))
+    if frame.get_column(VALUE).dtype != pl.Float64:
+        frame = frame.with_columns(_value_expr(frame, name))
     _check_finite(frame, name)
     if OBSERVED not in frame.columns:
         frame = frame.with_columns(pl.col(VALUE).is_not_null().alias(OBSERVED))
     frame = _check_observed(frame, name)
     extra = [c for c in frame.columns if c not in COLUMNS]
-    frame = frame.select([*COLUMNS, *extra])
+    if frame.columns != [*COLUMNS, *extra]:
+        frame = frame.select([*COLUMNS, *extra])
     _check_no_null_keys(frame, name)
+    if frame.height <= SMALL_FRAME:  # streaming-sized: plain Python beats query planning
+        return _sort_small(frame, name)
     frame = frame.sort(list(KEY), maintain_order=True)
     _check_unique(frame, name)
+    return frame
+
+
+SMALL_FRAME = 256  # rows up to which validate_frame sorts and checks keys in plain Python
+
+
+def _sort_small(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+    """``frame.sort(KEY, maintain_order=True)`` + :func:`_check_unique` for a few rows.
+
+    Same order (a stable sort; UTF-8 byte order equals code-point order) and the same error.
+    """
+    keys = list(zip(frame.get_column(SERIES_ID).to_list(), frame.get_column(CHANNEL).to_list(),
+                    frame.get_column(TIMESTAMP).to_numpy().view(np.int64).tolist(),
+                    strict=True))
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    if order != list(range(len(keys))):
+        frame = frame[order]
+    if any(keys[a] == keys[b] for a, b in zip(order, order[1:], strict=False)):
+        _check_unique(frame, name)  # raises, with the message of the general path
     return frame
 
 
 def _cast_identifiers(frame: pl.DataFrame, name: str) -> pl.DataFrame:
     exprs = []
     for column in (SERIES_ID, CHANNEL):
-        dtype = frame.schema[column]
+        dtype = frame.get_column(column).dtype
         if dtype == pl.Utf8:
             continue
         if dtype in (pl.Categorical, pl.Enum) or dtype.is_integer():
@@ -246,6 +271,9 @@ def _value_expr(frame: pl.DataFrame, name: str) -> pl.Expr:
 
 
 def _check_finite(frame: pl.DataFrame, name: str) -> None:
+    column = frame.get_column(VALUE)
+    if column.null_count() == 0 and np.isfinite(column.to_numpy()).all():
+        return  # the common case, without building a query
     bad = frame.filter(pl.col(VALUE).is_nan() | pl.col(VALUE).is_infinite())
     if bad.height:
         first = bad.row(0, named=True)
@@ -257,9 +285,12 @@ def _check_finite(frame: pl.DataFrame, name: str) -> None:
 
 
 def _check_observed(frame: pl.DataFrame, name: str) -> pl.DataFrame:
-    if frame.schema[OBSERVED] != pl.Boolean:
+    if frame.get_column(OBSERVED).dtype != pl.Boolean:
         raise SchemaError(f"{name}: column '{OBSERVED}' must be Boolean, got "
                           f"{frame.schema[OBSERVED]}")
+    observed, value = frame.get_column(OBSERVED), frame.get_column(VALUE)
+    if observed.null_count() == 0 and value.null_count() == 0 and observed.all():
+        return frame  # the common case, without building a query
     mismatch = frame.filter(pl.col(OBSERVED).is_null()
                             | (pl.col(OBSERVED) != pl.col(VALUE).is_not_null()))
     if mismatch.height:

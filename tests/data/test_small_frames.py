@@ -1,0 +1,82 @@
+"""The small-frame fast paths of validate_frame / frame_to_arrays equal the general ones."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from data import arrays as arrays_module
+from data import schema as schema_module
+from data.arrays import frame_to_arrays
+from data.schema import SchemaError, validate_frame
+
+
+def _messy_frame(seed: int, n_rows: int = 40) -> pl.DataFrame:
+    """Shuffled rows of 3 series x 3 channels with gaps, nulls and an extra column."""
+    rng = np.random.default_rng(seed)
+    cells = [(s, c, t) for s in ("b", "a", "c") for c in ("y", "x", "z") for t in range(12)]
+    picked = [cells[i] for i in rng.choice(len(cells), size=n_rows, replace=False)]
+    values = rng.normal(size=n_rows)
+    values = [None if rng.random() < 0.2 else float(v) for v in values]
+    return pl.DataFrame({
+        "series_id": [p[0] for p in picked], "channel": [p[1] for p in picked],
+        "timestamp": [dt.datetime(2024, 1, 1) + dt.timedelta(hours=3 * p[2] + p[2] % 2)
+                      for p in picked],
+        "value": values, "note": [str(i) for i in range(n_rows)]})
+
+
+def _general(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(schema_module, "SMALL_FRAME", -1)
+    monkeypatch.setattr(arrays_module, "SMALL_FRAME", -1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_small_path_equals_general_path(seed, monkeypatch):
+    raw = _messy_frame(seed)
+    fast = validate_frame(raw)
+    fast_arrays = frame_to_arrays(raw, channels=["z", "x"])
+    fast_all = frame_to_arrays(raw)
+    _general(monkeypatch)
+    assert fast.equals(validate_frame(raw))
+    for got, want in ((fast_arrays, frame_to_arrays(raw, channels=["z", "x"])),
+                      (fast_all, frame_to_arrays(raw))):
+        assert [a.series_id for a in got] == [a.series_id for a in want]
+        for a, b in zip(got, want, strict=True):
+            assert a.channels == b.channels and a.time_scale == b.time_scale
+            np.testing.assert_array_equal(a.timestamps, b.timestamps)
+            np.testing.assert_array_equal(a.values, b.values)
+            np.testing.assert_array_equal(a.observed, b.observed)
+            np.testing.assert_array_equal(a.delta, b.delta)
+
+
+def test_one_row_frame_and_channel_filter():
+    row = pl.DataFrame({"series_id": ["s"], "channel": ["q"],
+                        "timestamp": [dt.datetime(2024, 1, 1)], "value": [1.5]})
+    (arrays,) = frame_to_arrays(row)
+    assert arrays.values.tolist() == [[1.5]] and arrays.delta.tolist() == [[0.0]]
+    assert frame_to_arrays(row, channels=["other"]) == []
+    assert frame_to_arrays(row.head(0)) == []
+
+
+@pytest.mark.parametrize("general", [False, True])
+def test_small_path_keeps_the_error_messages(general, monkeypatch):
+    if general:
+        _general(monkeypatch)
+    stamp = dt.datetime(2024, 1, 1)
+    dup = pl.DataFrame({"series_id": ["s", "s", "s"], "channel": ["c", "c", "c"],
+                        "timestamp": [stamp + dt.timedelta(hours=1), stamp, stamp],
+                        "value": [1.0, 2.0, 3.0]})
+    with pytest.raises(SchemaError, match=r"new rows: 2 rows share a \(series_id, channel, "
+                                          r"timestamp\) key \(first: 's'/'c' at 2024-01-01 "):
+        validate_frame(dup, name="new rows")
+    bad = dup.with_columns(pl.Series("value", [1.0, float("nan"), float("inf")]))
+    with pytest.raises(SchemaError, match=r"frame: column 'value' has 2 NaN/inf value\(s\) "
+                                          r"\(first: series 's' at 2024-01-01 00:00"):
+        validate_frame(bad)
+    wrong = dup.with_columns(pl.Series("value", [None, 1.0, 2.0]),
+                             pl.Series("observed", [True, True, True]))
+    with pytest.raises(SchemaError, match=r"'observed' must equal value.is_not_null\(\); 1 "):
+        validate_frame(wrong)
