@@ -8,6 +8,8 @@ to the store or trains.
 
 from __future__ import annotations
 
+import datetime as dt
+import weakref
 from typing import Any
 
 import numpy as np
@@ -43,6 +45,9 @@ from data.schema import (
 TIME_FORMAT = "%Y-%m-%d %H:%M"
 RECENT_STEPS = 720  # the explorer and the reports open on the last 720 steps + forecast
 MAX_DEFAULT_CHANNELS = 6
+ZOOM_MARGIN = 0.25  # share of a zoom window's width also read on each side (small pans)
+MAX_OVERVIEWS = 32  # whole-channel overviews kept per DashboardData (see _overview)
+_OVERVIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def series_options(data: DashboardData, source: str | None = None) -> list[dict[str, str]]:
@@ -205,14 +210,24 @@ def detail_updates(data: DashboardData, shown: dict, x_range: list[str] | None,
                    max_points: int = MAX_POINTS) -> dict[int, dict[str, list]]:
     """New ``x``/``y`` (and gap ``hovertext``) per trace index for the visible window.
 
-    The value traces get full detail inside ``x_range`` (see ``figures.value_points``),
-    the gap shading the longest gaps of that window; None means the whole series.
+    The value traces get full detail inside ``x_range``: three quarters of ``max_points``
+    for the window plus :data:`ZOOM_MARGIN` of its width on each side, the only rows read
+    (``data.series(start=, end=)``), the rest for an overview of the whole series outside
+    (computed once per drawn series, :func:`_overview`), so the range slider still shows
+    everything.  The gap shading gets the longest gaps of the window.  ``x_range`` None
+    means the whole series.
     """
-    frame = data.series(shown["series_id"])
+    bounds = _read_bounds(x_range) if x_range else None
+    frame = (data.series(shown["series_id"]) if bounds is None else
+             data.series(shown["series_id"], start=bounds[0].astype(dt.datetime),
+                         end=bounds[1].astype(dt.datetime)))
     updates: dict[int, dict[str, list]] = {}
     for channel, index in shown["value_traces"].items():
         part = frame.filter(pl.col(CHANNEL) == channel).sort(TIMESTAMP)
-        times, values = value_points(part, max_points, window=x_range)
+        if bounds is None:
+            times, values = value_points(part, max_points)
+        else:
+            times, values = _zoomed_points(data, shown, channel, part, bounds, max_points)
         updates[index] = {"x": [str(t) for t in times],
                           "y": [None if v != v else float(v) for v in values]}
         if channel in shown.get("gap_traces", {}):
@@ -222,6 +237,44 @@ def detail_updates(data: DashboardData, shown: dict, x_range: list[str] | None,
                 "x": [None if x is None else str(x) for x in xs], "y": ys,
                 "hovertext": [None if x is None else "gap (not observed)" for x in xs]}
     return updates
+
+
+def _read_bounds(x_range: list[str]) -> tuple[np.datetime64, np.datetime64]:
+    """The rows to read for a zoom window: the window plus ZOOM_MARGIN of its width each
+    side (naive UTC ``datetime64[ms]``)."""
+    low, high = (np.datetime64(_iso(bound), "ms") for bound in x_range)
+    margin = (high - low) * ZOOM_MARGIN
+    return low - margin, high + margin
+
+
+def _zoomed_points(data: DashboardData, shown: dict, channel: str, part: pl.DataFrame,
+                   bounds: tuple[np.datetime64, np.datetime64], max_points: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(K,) times and values of one channel: ``part`` (the rows inside ``bounds``) in
+    detail, the cached whole-series overview outside ``bounds``; K <= ``max_points``."""
+    budget_out = max(7, max_points // 4)
+    near_times, near_values = value_points(part, max(7, max_points - budget_out))
+    far_times, far_values = _overview(data, shown, channel, budget_out, max_points)
+    outside = (far_times < bounds[0]) | (far_times > bounds[1])
+    times = np.concatenate([far_times[outside], near_times])
+    values = np.concatenate([far_values[outside], near_values])
+    order = np.argsort(times, kind="stable")
+    return times[order], values[order]
+
+
+def _overview(data: DashboardData, shown: dict, channel: str, budget: int, max_points: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """A ``budget``-point downsample of one whole channel (every point when it has at most
+    ``max_points``), read once per drawn series (keyed by its ``n_points``) and kept."""
+    cache = _OVERVIEWS.setdefault(data, {})
+    key = (shown["series_id"], channel, shown.get("n_points", 0), budget, max_points)
+    if key not in cache:
+        frame = data.series(shown["series_id"])
+        part = frame.filter(pl.col(CHANNEL) == channel).sort(TIMESTAMP)
+        cache[key] = value_points(part, budget if part.height > max_points else max_points)
+        while len(cache) > MAX_OVERVIEWS:
+            cache.pop(next(iter(cache)))
+    return cache[key]
 
 
 def detail_patch(data: DashboardData, shown: dict | None, x_range: list[str] | None,

@@ -257,3 +257,40 @@ def test_draw_explorer_patches_the_shown_series_and_redraws_another(data):
     figure, state = callbacks.draw_explorer(data, "m0", ["c0"], focus, state)
     assert set(state["value_traces"]) == {"c0", "c1"}
     assert figure.layout.xaxis.range == ("2024-01-04 16:00:00", "2024-01-06 02:00:00")
+
+
+def test_zoom_reads_only_the_window_plus_margin_and_keeps_the_overview(tmp_path):
+    import datetime as dt
+
+    import numpy as np
+
+    store = Store(tmp_path / "zoom")
+    n_steps = 20_000
+    start = dt.datetime(2024, 1, 1)
+    store.upsert(pl.DataFrame({
+        "series_id": ["long"] * n_steps,
+        "timestamp": pl.datetime_range(start, start + dt.timedelta(minutes=n_steps - 1), "1m",
+                                       eager=True),
+        "value": np.cos(np.arange(n_steps) / 50.0)}), source="gen")
+    data = DashboardData(store, registry=False)
+    shown = callbacks.shown_state(callbacks.explorer_figure(data, "long", max_points=800),
+                                  "long")
+    reads = []
+    original = data.series
+
+    def counting(series_id, **window):
+        reads.append(window)
+        return original(series_id, **window)
+
+    data.series = counting
+    window = ["2024-01-05 00:00:00", "2024-01-05 04:00:00"]           # 241 minutes
+    for _ in range(2):  # the first zoom also builds the overview (one whole read), not the second
+        reads.clear()
+        updates = callbacks.detail_updates(data, shown, window, 800)
+    assert reads == [{"start": dt.datetime(2024, 1, 4, 23), "end": dt.datetime(2024, 1, 5, 5)}]
+    x = np.array(updates[0]["x"], dtype="datetime64[ms]")
+    low, high = (np.datetime64(w.replace(" ", "T")) for w in window)
+    assert ((x >= low) & (x <= high)).sum() == 241 and len(x) <= 800   # every minute inside
+    assert (x < low - np.timedelta64(1, "h")).sum() > 10                # overview before ...
+    assert (x > high + np.timedelta64(1, "h")).sum() > 10               # ... and after
+    assert np.all(np.diff(x) > np.timedelta64(0, "ms"))                 # sorted, no repeats
