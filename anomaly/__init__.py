@@ -8,6 +8,7 @@ from anomaly.base import BaseDetector, DetectorConfig
 from anomaly.baselines import IsolationForestDetector, RollingZScoreDetector
 from anomaly.detectors import ForecastErrorDetector, GRUDAutoencoder, ReconstructionDetector
 from anomaly.ensemble import EnsembleConfig, EnsembleDetector
+from anomaly.fleet import DetectorFleet
 
 DETECTORS = {
     "lstm_ae": ReconstructionDetector,
@@ -17,6 +18,6 @@ DETECTORS = {
     "isolation_forest": IsolationForestDetector,
 }
 
-__all__ = ["DETECTORS", "BaseDetector", "DetectorConfig", "EnsembleConfig", "EnsembleDetector",
-           "ForecastErrorDetector", "GRUDAutoencoder", "IsolationForestDetector",
-           "ReconstructionDetector", "RollingZScoreDetector"]
+__all__ = ["DETECTORS", "BaseDetector", "DetectorConfig", "DetectorFleet", "EnsembleConfig",
+           "EnsembleDetector", "ForecastErrorDetector", "GRUDAutoencoder",
+           "IsolationForestDetector", "ReconstructionDetector", "RollingZScoreDetector"]

@@ -7,9 +7,10 @@ Every record is either kept (stored, merged into an identical duplicate, or move
 static frame) or rejected as a whole with the reason of its first problem. Blank lines are
 not records. Lines are 1-based line numbers in the (decompressed) file.
 
-Limits: a quoted field that contains a line break is not supported (numeric time-series
-files do not use them). Spaces and stray quotes around a cell are tolerated: a cell that
-fails to parse is retried stripped (clean files never pay for stripping).
+Quoted fields that contain a line break are read as one record; :mod:`data.csv_records`
+gives such records their physical starting line and whole raw text (only when a record was
+rejected, so clean files pay nothing). Spaces and stray quotes around a cell are tolerated:
+a cell that fails to parse is retried stripped (clean files never pay for stripping).
 """
 
 from __future__ import annotations
