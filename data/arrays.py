@@ -136,7 +136,9 @@ def frame_to_arrays(frame: pl.DataFrame, *, channels: list[str] | None = None,
     time_scale : seconds per delta unit; default: the median spacing of each series.
     """
     frame = validate_frame(frame)
-    if frame.height <= SMALL_FRAME:  # streaming-sized: numpy, no pivots or query plans
+    if frame.height <= SMALL_FRAME * max(1, frame.get_column(SERIES_ID).n_unique()):
+        # few rows per series (streaming, one row for each of many series): numpy, no
+        # per-series pivots or query plans; long series keep the pivot
         return _small_frame_arrays(frame, channels, time_scale)
     names = sorted(frame[CHANNEL].unique().to_list()) if channels is None else list(channels)
     unknown = sorted(set(frame[CHANNEL].unique().to_list()) - set(names))
@@ -150,7 +152,8 @@ def frame_to_arrays(frame: pl.DataFrame, *, channels: list[str] | None = None,
 
 def _small_frame_arrays(frame: pl.DataFrame, channels: list[str] | None,
                         time_scale: float | None) -> list[SeriesArrays]:
-    """:func:`frame_to_arrays` for a validated frame of a few rows, in numpy (same result).
+    """:func:`frame_to_arrays` for a validated frame of a few rows per series, in numpy
+    (same result).
 
     The frame is sorted by (series_id, channel, timestamp), so each series is one run.
     """

@@ -80,3 +80,21 @@ def test_small_path_keeps_the_error_messages(general, monkeypatch):
                              pl.Series("observed", [True, True, True]))
     with pytest.raises(SchemaError, match=r"'observed' must equal value.is_not_null\(\); 1 "):
         validate_frame(wrong)
+
+
+def test_one_row_for_each_of_many_series_equals_general_path(monkeypatch):
+    n_series = 300  # 600 rows: more than SMALL_FRAME in all, one timestamp per series
+    rng = np.random.default_rng(7)
+    raw = pl.DataFrame({
+        "series_id": [f"s{i % n_series:03d}" for i in range(2 * n_series)],
+        "channel": ["a"] * n_series + ["b"] * n_series,
+        "timestamp": [dt.datetime(2024, 1, 1, i % 24) for i in range(2 * n_series)],
+        "value": [None if v < -1 else float(v) for v in rng.normal(size=2 * n_series)]})
+    fast = frame_to_arrays(raw)
+    _general(monkeypatch)
+    slow = frame_to_arrays(raw)
+    assert [a.series_id for a in fast] == [a.series_id for a in slow]
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a.timestamps, b.timestamps)
+        np.testing.assert_array_equal(a.values, b.values)
+        np.testing.assert_array_equal(a.observed, b.observed)
