@@ -18,17 +18,24 @@ the classifier input, variational input dropout 0.2, AdamW weight decay 0.05, lr
 gradient-norm clipping 1; GRU-D also has recurrent dropout 0.5 (``nn.GRU``/``nn.LSTM`` have
 no recurrent dropout).
 
-Models: ``grud`` (:class:`forecasting.grud.GRUDClassifier`), ``gru_mean`` (GRU on values
-filled with the training mean, i.e. 0 after z-scoring, + mask channels), ``lstm_ffill``
-(LSTM on forward-filled values, training mean before the first observation).
+Models: ``grud`` (:class:`forecasting.grud.GRUDClassifier`; by default the static inputs
+also set its initial hidden state, ``--static-to-state``, chosen on validation AUC-ROC),
+``gru_mean`` (GRU on values filled with the training mean, i.e. 0 after z-scoring, + mask
+channels), ``lstm_ffill`` (LSTM on forward-filled values, training mean before the first
+observation).
+
+Ensembles (default ``--members 3``, every model type alike): per split, models with seeds
+``seed + 1000 k`` (initialisation and batch order differ, data and split do not); the
+reported ``auc_*`` average their predicted probabilities, ``single_auc_*`` are the mean over
+every member model.
 
 Usage::
 
     python benchmarks/grud_physionet.py --records ../shared/data/physionet2012/set-a.csv.gz \
         --outcomes ../shared/data/physionet2012/Outcomes-a.txt [--quick]
 
-``grud_epoch_seconds(records, outcomes, hidden=64, device="cpu")`` is the T2 figure used by
-``benchmarks/throughput.py``.
+T2 (GRU-D seconds per epoch, side by side with PyPOTS) is ``benchmarks/_t2_grud.py``;
+``grud_epoch_seconds`` is kept for callers of the old name.
 """
 
 from __future__ import annotations
