@@ -34,6 +34,7 @@ from anomaly.base import BaseDetector, Chunk, StreamState
 from anomaly.baselines import RollingZScoreDetector
 from anomaly.detectors import ReconstructionDetector
 from data.schema import RecurraError, SchemaError, check_fitted
+from forecasting.fleet import fleet_row
 
 __all__ = ["DetectorFleet"]
 FIELDS = ("timestamps", "values", "filled", "observed", "delta", "elapsed")
@@ -170,20 +171,8 @@ class DetectorFleet:
     def _row(self, timestamps: np.ndarray, values: np.ndarray) -> Chunk:
         """The new rows as a :class:`Chunk` of S rows (one per series); advances the
         last-seen times and forward-fill values."""
-        n_series, n_channels = len(self.series_ids_), len(self.channels_)
-        stamps = np.asarray(timestamps).astype("datetime64[us]").reshape(-1)
-        values = np.asarray(values, dtype=np.float64)
-        if stamps.shape != (n_series,) or values.shape != (n_series, n_channels):
-            raise SchemaError(f"timestamps {stamps.shape} and values {values.shape} must have "
-                              f"shapes ({n_series},) and ({n_series}, {n_channels}) (series x "
-                              f"channels {list(self.channels_)})")
-        behind = np.nonzero(stamps <= self.tails_.timestamps[:, -1])[0]
-        if behind.size:
-            first = int(behind[0])
-            raise SchemaError(f"timestamps: series {self.series_ids_[first]!r} gets "
-                              f"{stamps[first]}, not after its last row "
-                              f"({self.tails_.timestamps[first, -1]}); streaming never goes "
-                              "back in time")
+        stamps, values = fleet_row(timestamps, values, self.series_ids_, self.channels_,
+                                   self.tails_.timestamps[:, -1])
         observed = np.isfinite(values)
         elapsed = stamps.astype(np.int64) / 1e6 / self.time_scale_
         normalised = (np.where(observed, values, np.nan) - self.mean_) / self.std_

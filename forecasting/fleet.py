@@ -77,19 +77,8 @@ class ForecasterFleet:
         timestamps : (S,) ``datetime64`` (UTC), each after its series' last row.
         values : (S, F) in the order of ``channels_`` (NaN = not observed).
         """
-        n_series, n_channels = len(self.series_ids_), len(self.channels_)
-        stamps = np.asarray(timestamps).astype("datetime64[us]").reshape(-1)
-        values = np.asarray(values, dtype=np.float64)
-        if stamps.shape != (n_series,) or values.shape != (n_series, n_channels):
-            raise SchemaError(f"timestamps {stamps.shape} and values {values.shape} must have "
-                              f"shapes ({n_series},) and ({n_series}, {n_channels}) (series x "
-                              f"channels {self.channels_})")
-        behind = np.nonzero(stamps <= self.last_time_)[0]
-        if behind.size:
-            first = int(behind[0])
-            raise SchemaError(f"timestamps: series {self.series_ids_[first]!r} gets "
-                              f"{stamps[first]}, not after its last row "
-                              f"({self.last_time_[first]}); pass only new rows")
+        stamps, values = fleet_row(timestamps, values, self.series_ids_, self.channels_,
+                                   self.last_time_)
         observed = np.isfinite(values)
         elapsed = ((stamps - self.origin_) / np.timedelta64(1, "s")).astype(
             np.float64) / self.time_scale_
@@ -102,7 +91,7 @@ class ForecasterFleet:
         self.last_time_ = stamps
         config = self.forecaster.config
         covariates = calendar_features(stamps) if config.calendar \
-            else np.zeros((n_series, 0), np.float32)
+            else np.zeros((len(stamps), 0), np.float32)
         inputs = zeroed.astype(np.float32) if config.cell == "grud" else filled
         with torch.no_grad():
             output, self.encoder_ = self.forecaster.module_.encode(
@@ -162,3 +151,36 @@ class ForecasterFleet:
                 "summary": self.summary_[index:index + 1]}
         self.forecaster.state_ = states
         return self.forecaster
+
+
+def fleet_row(timestamps: Any, values: Any, series_ids: list[str], channels: list[str],
+              last_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check one new row per series for a fleet and return it as arrays.
+
+    Parameters
+    ----------
+    timestamps : (S,) datetimes (UTC), one per series in ``series_ids`` order.
+    values : (S, F) in ``channels`` order (NaN = not observed).
+    last_times : (S,) ``datetime64[us]`` of each series' last row so far.
+
+    Returns
+    -------
+    stamps : (S,) ``datetime64[us]``; values : (S, F) float64.
+
+    Raises SchemaError naming the shapes, or the first series whose row is not after its
+    last one (streaming never goes back in time).
+    """
+    n_series, n_channels = len(series_ids), len(channels)
+    stamps = np.asarray(timestamps).astype("datetime64[us]").reshape(-1)
+    values = np.asarray(values, dtype=np.float64)
+    if stamps.shape != (n_series,) or values.shape != (n_series, n_channels):
+        raise SchemaError(f"timestamps {stamps.shape} and values {values.shape} must have "
+                          f"shapes ({n_series},) and ({n_series}, {n_channels}) (series x "
+                          f"channels {list(channels)})")
+    behind = np.nonzero(stamps <= last_times)[0]
+    if behind.size:
+        first = int(behind[0])
+        raise SchemaError(f"timestamps: series {series_ids[first]!r} gets {stamps[first]}, "
+                          f"not after its last row ({last_times[first]}); pass only new rows "
+                          "(streaming never goes back in time)")
+    return stamps, values

@@ -23,7 +23,15 @@ try:
 
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover - torch is a dependency
-    pass
+    torch = None
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Put torch back on one thread after every test (code under test may change it)."""
+    yield
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 def make_frame(n_series: int = 2, n_steps: int = 200, n_channels: int = 1,

@@ -29,13 +29,6 @@ TINY = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2, batc
                       n_estimators=20, threshold="quantile", level=0.99, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # much faster than 2 on a contended CPU
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def frame() -> pl.DataFrame:

@@ -7,7 +7,6 @@ import copy
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from anomaly.base import DetectorConfig
 from anomaly.baselines import IsolationForestDetector, RollingZScoreDetector
@@ -22,13 +21,6 @@ SPOT = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2, batc
 QUANTILE = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2,
                           batch_size=32, threshold="quantile", level=0.95, seed=0)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,6 @@ LIKELY = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2, ba
                         likelihood_history=200, likelihood_period=20, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def frame() -> pl.DataFrame:

@@ -7,7 +7,6 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from anomaly import DETECTORS, DetectorConfig, EnsembleConfig, EnsembleDetector
 from anomaly import likelihood as lk
@@ -20,13 +19,6 @@ RULES = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2, bat
                        likelihood_history=200, likelihood_period=20, likelihood_relearn=6,
                        spatial_tolerance=0.1, device="cpu")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # likelihood re-learning --------------------------------------------------------------------

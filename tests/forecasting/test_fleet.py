@@ -7,7 +7,6 @@ import copy
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from data.schema import RecurraError, SchemaError
 from forecasting.fleet import ForecasterFleet
@@ -18,13 +17,6 @@ from tests.conftest import make_frame
 N_FIT, N_STREAM = 60, 12
 TRAIN = TrainConfig(max_epochs=1, batch_size=16, device="cpu", seed=0)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
