@@ -132,3 +132,63 @@ class AdaptiveConformal:
                 self.update(arrived, used)
             issued[t] = self.widths()
         return issued
+
+
+class AdaptiveForecastIntervals:
+    """ACI inside a streaming forecaster: one global :class:`AdaptiveConformal` over all
+    series (per step x channel, scores in each series' scaled units) plus the forecast
+    last issued per series, so that observed rows can be scored against it.
+
+    Only the LATEST forecast of each series is remembered (a new :meth:`issue` replaces
+    it); each remembered (step, channel) feeds the ACI update at most once. Fitted
+    attributes: ``aci_`` and ``issued_`` ({series_id: {"timestamps" (N,) int64 us,
+    "point" (N, O) original units, "widths" (N, O) scaled, "scale" (O,), "pending" (N, O)
+    bool}}).
+    """
+
+    def __init__(self, config: AdaptiveConfig | None = None) -> None:
+        self.config = config or AdaptiveConfig()
+
+    def fit(self, scores: np.ndarray) -> AdaptiveForecastIntervals:
+        """Seed from validation scores (n, H, C) (see :meth:`AdaptiveConformal.fit`)."""
+        self.aci_ = AdaptiveConformal(self.config).fit(scores)
+        self.issued_: dict[str, dict[str, np.ndarray]] = {}
+        return self
+
+    def half_widths(self, steps: int) -> np.ndarray:
+        """Current half-widths (steps, C) in scaled units."""
+        return self.aci_.widths()[:steps]
+
+    def issue(self, series_id: str, timestamps: np.ndarray, point: np.ndarray,
+              scale: np.ndarray, widths: np.ndarray) -> None:
+        """Remember a forecast: ``timestamps`` (N,) datetime64, ``point`` (N, O) in original
+        units, ``scale`` (O,) the series' target scale, ``widths`` (N, O) scaled units."""
+        self.issued_[series_id] = {
+            "timestamps": np.asarray(timestamps, "datetime64[us]").astype(np.int64),
+            "point": np.asarray(point, np.float64).copy(),
+            "widths": np.asarray(widths, np.float64).copy(),
+            "scale": np.asarray(scale, np.float64).copy(),
+            "pending": np.ones(np.shape(point), bool)}
+
+    def observe(self, series_id: str, timestamps: np.ndarray, values: np.ndarray) -> int:
+        """Feed observed target ``values`` (T, O) (NaN = missing) at ``timestamps`` (T,)
+        that match the remembered forecast of ``series_id``; rows matching nothing feed
+        nothing. Returns the number of (step, channel) scores fed to the ACI update."""
+        issued = self.issued_.get(series_id)
+        if issued is None:
+            return 0
+        stamps = np.asarray(timestamps, "datetime64[us]").astype(np.int64)
+        _, rows, steps = np.intersect1d(stamps, issued["timestamps"], return_indices=True)
+        if not len(rows):
+            return 0
+        shape = self.aci_.alpha_.shape
+        scores = np.full(shape, np.nan)
+        widths = np.zeros(shape)
+        truth = np.asarray(values, np.float64)[rows]
+        err = np.abs(truth - issued["point"][steps]) / issued["scale"]
+        fed = np.isfinite(err) & issued["pending"][steps]
+        scores[steps] = np.where(fed, err, np.nan)
+        widths[steps] = issued["widths"][steps]
+        issued["pending"][steps] &= ~fed
+        self.aci_.update(scores, widths)
+        return int(fed.sum())

@@ -14,7 +14,7 @@ DECODERS = ("direct", "seq2seq", "attention", "linear", "segment")
 OUTPUTS = ("quantile", "gaussian", "student_t", "point")
 TEACHER_FORCING = ("always", "linear", "inverse_sigmoid", "never")
 LOSSES = ("mse", "mae", "huber")
-INTERVALS = ("model", "conformal")
+INTERVALS = ("model", "conformal", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,13 @@ class ForecasterConfig:
     interval : where the quantile columns come from: ``"model"`` (the head) or
         ``"conformal"`` (split conformal: the head's quantiles, or y_hat for a point head,
         shifted per horizon step and channel by quantiles of the validation residuals; fit
-        then needs ``validation``, see :mod:`forecasting.conformal`).
+        then needs ``validation``, see :mod:`forecasting.conformal`) or ``"adaptive"``
+        (adaptive conformal inference, :mod:`forecasting.adaptive`: y_hat +- half-widths
+        seeded from the validation |residuals| of y_hat and moved by every observed row
+        that :meth:`~forecasting.rnn.RNNForecaster.update` matches to a remembered
+        forecast; needs ``validation`` and one symmetric quantile pair ``(q, 1 - q)``,
+        optionally with 0.5, whose coverage ``1 - 2q`` is the target).
+    adaptive_gamma : ACI step size in (0, 1] (``interval="adaptive"``).
     quantiles : forecast quantile levels (columns ``q10``...); y_hat is the median (or mean).
     lookback, horizon : window lengths (steps). stride : between training windows.
     max_windows_per_epoch : random subset of training windows per epoch (None = all).
@@ -84,6 +90,7 @@ class ForecasterConfig:
     loss: str = "mse"
     huber_delta: float = 1.0
     interval: str = "model"
+    adaptive_gamma: float = 0.005
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
     lookback: int = 48
     horizon: int = 24
@@ -139,14 +146,26 @@ class ForecasterConfig:
                                "output='point'")
         if not self.huber_delta > 0:
             raise RecurraError(f"huber_delta ({self.huber_delta}) must be > 0")
-        if self.interval == "conformal" and self.stateful:
-            raise RecurraError("interval 'conformal' needs stateless windows (stateful=False)"
-                               ": it calibrates on validation windows")
+        if self.interval in ("conformal", "adaptive") and self.stateful:
+            raise RecurraError(f"interval {self.interval!r} needs stateless windows "
+                               "(stateful=False): it calibrates on validation windows")
+        self._check_adaptive(levels)
         if self.teacher_forcing_k <= 0:
             raise RecurraError(f"teacher_forcing_k ({self.teacher_forcing_k}) must be > 0")
         if self.target_channels is not None and not self.target_channels:
             raise RecurraError("target_channels (()) must name at least one channel or be None")
         self._check_window_options()
+
+    def _check_adaptive(self, levels: tuple[float, ...]) -> None:
+        if not 0.0 < self.adaptive_gamma <= 1.0:
+            raise RecurraError(f"adaptive_gamma ({self.adaptive_gamma}) must be in (0, 1]")
+        if self.interval != "adaptive":
+            return
+        pair = [q for q in levels if q != 0.5]
+        if len(pair) != 2 or abs(pair[0] + pair[1] - 1.0) > 1e-9:
+            raise RecurraError(f"quantiles ({self.quantiles}) with interval 'adaptive' must "
+                               "be one symmetric pair (q, 1 - q), optionally with 0.5, e.g. "
+                               "(0.1, 0.5, 0.9): the band is y_hat +- one adaptive half-width")
 
     @property
     def windowed(self) -> bool:

@@ -48,7 +48,7 @@ from data.schema import (
     quantile_column,
     validate_frame,
 )
-from forecasting import conformal, stream
+from forecasting import adaptive, conformal, stream
 from forecasting import windows as win
 from forecasting.config import ForecasterConfig  # re-exported: the config lives in config.py
 from forecasting.device import seed_everything
@@ -92,11 +92,13 @@ class RNNForecaster:
         series (``series_id`` + numeric columns), z-scored across series and fed to the
         decoder.
         """
-        if self.config.interval == "conformal" and validation is None:
-            raise RecurraError("interval 'conformal' calibrates on validation windows: pass "
-                               "fit(frame, validation=...) or set interval='model'")
+        if self.config.interval in ("conformal", "adaptive") and validation is None:
+            raise RecurraError(f"interval {self.config.interval!r} calibrates on validation "
+                               "windows: pass fit(frame, validation=...) or set "
+                               "interval='model'")
         frame = validate_frame(frame, name="train")
         self.conformal_: np.ndarray | None = None
+        self.adaptive_: adaptive.AdaptiveForecastIntervals | None = None
         self.channels_ = sorted(frame[CHANNEL].unique().to_list())
         self.targets_ = self._targets(self.channels_)
         arrays = frame_to_arrays(frame, channels=self.channels_)
@@ -106,7 +108,7 @@ class RNNForecaster:
         self.module_ = self._build()
         self._train(arrays, validation, callback)
         self.state_ = self._stream_states(arrays)
-        if self.config.interval == "conformal":
+        if self.config.interval in ("conformal", "adaptive"):
             self.calibrate(validation)
         return self
 
@@ -115,7 +117,8 @@ class RNNForecaster:
         of ``validation`` (a contract frame not used for training): afterwards the quantile
         columns of :meth:`predict` are the model's quantiles (or y_hat for a point head)
         shifted per horizon step and channel. Called by :meth:`fit` when
-        ``interval="conformal"``; returns self.
+        ``interval="conformal"``; with ``interval="adaptive"`` it (re)seeds ``adaptive_``
+        from |y - y_hat| of the fully observed windows and forgets remembered forecasts.
         """
         check_fitted(self)
         if self.config.stateful:
@@ -123,7 +126,19 @@ class RNNForecaster:
         prepared = self._prepared(self._arrays(validate_frame(validation, name="validation"),
                                                "validation"))
         targets = [self.channels_.index(c) for c in self.targets_]
-        bands, y, seen = _calibration_bands(self.module_, prepared, self.config, targets)
+        adaptive_mode = self.config.interval == "adaptive"
+        bands, y, seen = _calibration_bands(self.module_, prepared, self.config, targets,
+                                            point=adaptive_mode)
+        if adaptive_mode:
+            full = seen.all(axis=(1, 2))
+            if not full.any():
+                raise RecurraError("calibrate: interval 'adaptive' needs at least one "
+                                   "validation window with every target observed")
+            levels = tuple(self.config.quantiles)
+            self.adaptive_ = adaptive.AdaptiveForecastIntervals(adaptive.AdaptiveConfig(
+                1.0 - (levels[-1] - levels[0]), self.config.adaptive_gamma)).fit(
+                np.abs(y - bands[..., 0])[full])
+            return self
         self.conformal_ = conformal.conformal_offsets(bands, y, seen,
                                                       tuple(self.config.quantiles))
         return self
@@ -145,7 +160,7 @@ class RNNForecaster:
         tuned = RNNForecaster(dataclasses.replace(self.config, train=train,
                                                   linear_skip_ridge=None))  # keep the skip
         tuned.channels_, tuned.targets_ = self.channels_, self.targets_
-        tuned.conformal_ = None  # new weights: calibrate(validation) again
+        tuned.conformal_ = tuned.adaptive_ = None  # new weights: calibrate(validation) again
         tuned.module_ = copy.deepcopy(self.module_).cpu()
         tuned.scaler_ = dict(self.scaler_)
         tuned.static_columns_, tuned.static_scaler_ = self.static_columns_, self.static_scaler_
@@ -291,7 +306,9 @@ class RNNForecaster:
         return stream.initial_states(self.module_, arrays, prepared, self.config)
 
     def update(self, new_rows: Any) -> RNNForecaster:
-        """Advance the stored state of each series with ``new_rows`` (after its last row)."""
+        """Advance the stored state of each series with ``new_rows`` (after its last row);
+        with ``interval="adaptive"`` rows whose timestamps match the remembered forecast of
+        their series first feed the ACI update (see :mod:`forecasting.adaptive`)."""
         check_fitted(self)
         frame = validate_frame(new_rows, name="new rows")
         extra = sorted(set(frame[CHANNEL].unique().to_list()) - set(self.channels_))
@@ -303,6 +320,11 @@ class RNNForecaster:
         if unknown:
             raise SchemaError(f"new rows: series {unknown[:5]} are unknown to this forecaster; "
                               "use predict(frame=history) or fine_tune(frame) for new series")
+        adaptive_ = getattr(self, "adaptive_", None)
+        if adaptive_ is not None:  # score remembered forecasts before advancing the state
+            targets = [self.channels_.index(c) for c in self.targets_]
+            for item in arrays:
+                adaptive_.observe(item.series_id, item.timestamps, item.values[:, targets])
         self.state_ = {**self.state_, **stream.advance(self.module_, arrays, self.state_,
                                                     self.scaler_, self.config)}
         return self
@@ -317,9 +339,11 @@ class RNNForecaster:
         gives static features of series unknown at fit time.
         """
         check_fitted(self)
-        if self.config.interval == "conformal" and getattr(self, "conformal_", None) is None:
-            raise RecurraError("interval 'conformal': this forecaster has no calibration "
-                               "(e.g. after fine_tune); call calibrate(validation) first")
+        calibration = "adaptive_" if self.config.interval == "adaptive" else "conformal_"
+        if self.config.interval != "model" and getattr(self, calibration, None) is None:
+            raise RecurraError(f"interval {self.config.interval!r}: this forecaster has no "
+                               "calibration (e.g. after fine_tune); call calibrate(validation)"
+                               " first")
         horizon = self.config.horizon if horizon is None else horizon
         if isinstance(horizon, bool) or not isinstance(horizon, int) or not (
                 1 <= horizon <= self.config.horizon):
@@ -331,9 +355,10 @@ class RNNForecaster:
             scalers = {a.series_id: self._scaler_for(a) for a in arrays}
             states = stream.initial_states(self.module_, arrays, self._prepared(
                 arrays, self._scaled_static(static)), self.config, scalers)
-        return self._forecast_frame(states, horizon)
+        return self._forecast_frame(states, horizon, remember=frame is None)
 
-    def _forecast_frame(self, states: dict[str, dict[str, Any]], horizon: int) -> pl.DataFrame:
+    def _forecast_frame(self, states: dict[str, dict[str, Any]], horizon: int,
+                        remember: bool = False) -> pl.DataFrame:
         """One vectorised pass: head outputs of all series -> original units -> long frame."""
         targets = [self.channels_.index(c) for c in self.targets_]
         results = stream.forecast_arrays(self.module_, states, self.scaler_, self.config,
@@ -348,6 +373,8 @@ class RNNForecaster:
         bands = self.module_.head.quantiles(params, levels).double().numpy()
         if getattr(self, "conformal_", None) is not None:
             bands = conformal.apply_offsets(bands, self.conformal_)
+        if getattr(self, "adaptive_", None) is not None:
+            bands = self._adaptive_bands(ids, results, point, center, scale, remember)
         bands = bands * scale[..., None] + center[..., None]               # (S, N, O, Q)
         n_series, n_targets = len(ids), len(targets)
         per_series = horizon * n_targets
@@ -368,6 +395,19 @@ class RNNForecaster:
             **{quantile_column(q): flat(bands[..., j]) for j, q in enumerate(levels)}}
         return _to_frame(columns, levels)
 
+    def _adaptive_bands(self, ids: list[str], results: list, point: np.ndarray,
+                        center: np.ndarray, scale: np.ndarray, remember: bool) -> np.ndarray:
+        """(S, N, O, Q) scaled bands y_hat +- the current ACI half-widths (the median level
+        is y_hat); ``remember`` stores each series' forecast for :meth:`update`. ``point``
+        (S, N, O) in original units, ``center``/``scale`` (S, 1, O)."""
+        widths = self.adaptive_.half_widths(point.shape[1])                  # (N, O)
+        if remember:
+            for i, series_id in enumerate(ids):
+                self.adaptive_.issue(series_id, results[i][2], point[i], scale[i, 0], widths)
+        scaled = (point - center) / scale
+        signs = np.sign(np.array(self.config.quantiles) - 0.5)
+        return scaled[..., None] + signs * widths[None, ..., None]
+
     # persistence -----------------------------------------------------------------------
     def _get_state(self) -> dict[str, Any]:
         check_fitted(self)
@@ -378,6 +418,7 @@ class RNNForecaster:
                 "targets": self.targets_, "scaler": self.scaler_, "state": self.state_,
                 "history": getattr(self, "history_", []),
                 "conformal": getattr(self, "conformal_", None),
+                "adaptive": getattr(self, "adaptive_", None),
                 "static": (self.static_columns_, self.static_scaler_, self.static_)}
 
     def _set_state(self, state: dict[str, Any]) -> None:
@@ -385,6 +426,7 @@ class RNNForecaster:
         self.scaler_, self.state_ = state["scaler"], state["state"]
         self.history_ = state.get("history", [])
         self.conformal_ = state.get("conformal")
+        self.adaptive_ = state.get("adaptive")
         columns, scaler, static = state.get("static", ([], None, {}))
         self.static_columns_, self.static_scaler_, self.static_ = list(columns), scaler, static
         self.module_ = self._build()
@@ -484,9 +526,10 @@ def _window_params(module: ForecastNet, batch: Any, config: ForecasterConfig,
 
 @torch.no_grad()
 def _calibration_bands(module: ForecastNet, prepared: list, config: ForecasterConfig,
-                       targets: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quantile forecasts (W, N, O, Q), targets and masks (W, N, O) of every stride-1
-    window of ``prepared`` (scaled units)."""
+                       targets: list[int], point: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quantile forecasts (W, N, O, Q) (``point``: y_hat, (W, N, O, 1)), targets and masks
+    (W, N, O) of every stride-1 window of ``prepared`` (scaled units)."""
     module.eval()
     starts = window_starts(prepared, config.lookback, config.horizon, 1)
     raw = config.cell == "grud"
@@ -495,7 +538,8 @@ def _calibration_bands(module: ForecastNet, prepared: list, config: ForecasterCo
         batch = window_batch(prepared, starts[begin:begin + 1024], config.lookback,
                              config.horizon, targets, raw)
         params = _window_params(module, batch, config, targets)
-        bands.append(module.head.quantiles(params, tuple(config.quantiles)).double().numpy())
+        bands.append(module.head.point(params)[..., None].double().numpy() if point else
+                     module.head.quantiles(params, tuple(config.quantiles)).double().numpy())
         ys.append(batch.y.double().numpy())
         seen.append(batch.y_observed.numpy().astype(bool))
     if not bands:
