@@ -139,11 +139,14 @@ class AdaptiveForecastIntervals:
     series (per step x channel, scores in each series' scaled units) plus the forecast
     last issued per series, so that observed rows can be scored against it.
 
-    Only the LATEST forecast of each series is remembered (a new :meth:`issue` replaces
-    it); each remembered (step, channel) feeds the ACI update at most once. Fitted
-    attributes: ``aci_`` and ``issued_`` ({series_id: {"timestamps" (N,) int64 us,
+    Each series keeps its last ``N`` issued forecasts (``N`` = the horizon), oldest first,
+    so that a forecaster predicting after every new row gets step-h feedback for the
+    forecast issued h rows earlier, for every h (one ACI update per step per row, as in
+    Gibbs & Candes' multi-step use). Each remembered (step, channel) feeds the ACI update at
+    most once; a forecast is forgotten once nothing of it can still arrive. Fitted
+    attributes: ``aci_`` and ``issued_`` ({series_id: [{"timestamps" (N,) int64 us,
     "point" (N, O) original units, "widths" (N, O) scaled, "scale" (O,), "pending" (N, O)
-    bool}}).
+    bool}, ...]}).
     """
 
     def __init__(self, config: AdaptiveConfig | None = None) -> None:
@@ -152,7 +155,7 @@ class AdaptiveForecastIntervals:
     def fit(self, scores: np.ndarray) -> AdaptiveForecastIntervals:
         """Seed from validation scores (n, H, C) (see :meth:`AdaptiveConformal.fit`)."""
         self.aci_ = AdaptiveConformal(self.config).fit(scores)
-        self.issued_: dict[str, dict[str, np.ndarray]] = {}
+        self.issued_: dict[str, list[dict[str, np.ndarray]]] = {}
         return self
 
     def half_widths(self, steps: int) -> np.ndarray:
@@ -163,29 +166,44 @@ class AdaptiveForecastIntervals:
               scale: np.ndarray, widths: np.ndarray) -> None:
         """Remember a forecast: ``timestamps`` (N,) datetime64, ``point`` (N, O) in original
         units, ``scale`` (O,) the series' target scale, ``widths`` (N, O) scaled units."""
-        self.issued_[series_id] = {
-            "timestamps": np.asarray(timestamps, "datetime64[us]").astype(np.int64),
+        queue = self.issued_.setdefault(series_id, [])
+        stamps = np.asarray(timestamps, "datetime64[us]").astype(np.int64)
+        if queue and queue[-1]["timestamps"][0] == stamps[0]:
+            queue.pop()  # the same origin forecast again: it replaces the earlier one
+        queue.append({
+            "timestamps": stamps,
             "point": np.asarray(point, np.float64).copy(),
             "widths": np.asarray(widths, np.float64).copy(),
             "scale": np.asarray(scale, np.float64).copy(),
-            "pending": np.ones(np.shape(point), bool)}
+            "pending": np.ones(np.shape(point), bool)})
+        del queue[:-len(queue[-1]["timestamps"])]  # at most one forecast per horizon step
 
     def observe(self, series_id: str, timestamps: np.ndarray, values: np.ndarray) -> int:
         """Feed observed target ``values`` (T, O) (NaN = missing) at ``timestamps`` (T,)
-        that match the remembered forecast of ``series_id``; rows matching nothing feed
-        nothing. Returns the number of (step, channel) scores fed to the ACI update."""
-        issued = self.issued_.get(series_id)
-        if issued is None:
+        to every remembered forecast of ``series_id`` they match (oldest first); rows
+        matching nothing feed nothing. Returns the number of (step, channel) scores fed."""
+        queue = self.issued_.get(series_id)
+        if not queue:
             return 0
         stamps = np.asarray(timestamps, "datetime64[us]").astype(np.int64)
+        values = np.asarray(values, np.float64)
+        fed_total = sum(self._feed(issued, stamps, values) for issued in queue)
+        if stamps.size:  # rows arrive in time order: what is older than the newest is gone
+            newest = stamps.max()
+            queue[:] = [issued for issued in queue if issued["pending"].any()
+                        and issued["timestamps"][-1] > newest]
+        return fed_total
+
+    def _feed(self, issued: dict[str, np.ndarray], stamps: np.ndarray,
+              values: np.ndarray) -> int:
+        """One ACI update from the rows of ``stamps`` that match forecast ``issued``."""
         _, rows, steps = np.intersect1d(stamps, issued["timestamps"], return_indices=True)
         if not len(rows):
             return 0
         shape = self.aci_.alpha_.shape
         scores = np.full(shape, np.nan)
         widths = np.zeros(shape)
-        truth = np.asarray(values, np.float64)[rows]
-        err = np.abs(truth - issued["point"][steps]) / issued["scale"]
+        err = np.abs(values[rows] - issued["point"][steps]) / issued["scale"]
         fed = np.isfinite(err) & issued["pending"][steps]
         scores[steps] = np.where(fed, err, np.nan)
         widths[steps] = issued["widths"][steps]

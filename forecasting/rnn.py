@@ -307,8 +307,9 @@ class RNNForecaster:
 
     def update(self, new_rows: Any) -> RNNForecaster:
         """Advance the stored state of each series with ``new_rows`` (after its last row);
-        with ``interval="adaptive"`` rows whose timestamps match the remembered forecast of
-        their series first feed the ACI update (see :mod:`forecasting.adaptive`)."""
+        with ``interval="adaptive"`` rows whose timestamps match a remembered forecast of
+        their series (the last ``horizon`` issued) first feed the ACI update (see
+        :mod:`forecasting.adaptive`)."""
         check_fitted(self)
         frame = validate_frame(new_rows, name="new rows")
         extra = sorted(set(frame[CHANNEL].unique().to_list()) - set(self.channels_))

@@ -90,9 +90,11 @@ def test_save_load_round_trip_and_no_feedback_without_overlap(fitted, tmp_path):
     loaded = _copy(model, tmp_path, "again")
     np.testing.assert_array_equal(loaded.adaptive_.aci_.alpha_, model.adaptive_.aci_.alpha_)
     assert loaded.adaptive_.issued_.keys() == model.adaptive_.issued_.keys()
-    for sid, issued in model.adaptive_.issued_.items():
-        for key, value in issued.items():
-            np.testing.assert_array_equal(loaded.adaptive_.issued_[sid][key], value)
+    for sid, queue in model.adaptive_.issued_.items():
+        assert len(loaded.adaptive_.issued_[sid]) == len(queue) == 1
+        for issued, again in zip(queue, loaded.adaptive_.issued_[sid], strict=True):
+            for key, value in issued.items():
+                np.testing.assert_array_equal(again[key], value)
     assert loaded.predict().equals(forecast)
     # rows half an hour off the forecast grid match nothing: no feedback, alpha unchanged
     before = model.adaptive_.aci_.alpha_.copy()
@@ -124,3 +126,19 @@ def test_adaptive_config_errors_and_old_configs_load():
     with pytest.raises(RecurraError, match="stateless"):
         _config(stateful=True, decoder="direct")
     assert ForecasterConfig().adaptive_gamma == 0.005     # configs without the field
+
+
+def test_predicting_after_every_row_feeds_every_step_once_per_row(fitted, tmp_path):
+    """Forecasts issued h rows ago get their step-h feedback: after R one-row cycles, step h
+    has had R - h updates per series, and repeating predict() at one origin counts once."""
+    model, later = _copy(fitted[0], tmp_path, "m"), fitted[1]
+    times = sorted(later["timestamp"].unique().to_list())
+    n_rows = 6
+    for row in range(n_rows):
+        model.predict()
+        model.predict()                          # same origin: replaces, no double count
+        model.update(later.filter(pl.col("timestamp") == times[row]))
+    updates = model.adaptive_.aci_.n_updates_                # (steps, channels)
+    expected = 2 * (n_rows - np.arange(4))                   # 2 series, step h (0-based)
+    np.testing.assert_array_equal(updates, np.repeat(expected[:, None], 2, axis=1))
+    assert all(len(queue) <= 4 for queue in model.adaptive_.issued_.values())
