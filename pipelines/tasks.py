@@ -185,6 +185,19 @@ def validate_forecaster(forecaster: Any, history: pl.DataFrame, rest: pl.DataFra
     return {sid: float(np.concatenate(parts).mean()) for sid, parts in errors.items()}
 
 
+def fit_forecaster(forecaster: Any, train: pl.DataFrame, rest: pl.DataFrame) -> Any:
+    """Fit ``forecaster`` on ``train``; one whose intervals are calibrated on held-out data
+    (``interval="conformal"`` or ``"adaptive"``) also gets ``rest`` as its validation frame
+    (early stopping and the interval calibration; the gate still scores it on ``rest``)."""
+    if getattr(getattr(forecaster, "config", None), "interval", "model") == "model":
+        return forecaster.fit(train)
+    if rest.is_empty():
+        raise RecurraError(f"{type(forecaster).__name__} with interval="
+                           f"{forecaster.config.interval!r} needs validation rows; "
+                           "training.validation_share leaves none")
+    return forecaster.fit(train, validation=rest)
+
+
 def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
                 until: dt.datetime | None = None, reason: str = "",
                 holdout_rows: int = 0) -> dict[str, Any]:
@@ -219,7 +232,7 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
                "validation_rows": rest.height}
     if group.forecaster:
         model = config.models[group.forecaster]
-        forecaster = model.build().fit(train)
+        forecaster = fit_forecaster(model.build(), train, rest)
         horizon = int(getattr(forecaster.config, "horizon", 24))
         folds = config.training.backtest_folds
         validation = validate_forecaster(forecaster, train, rest, horizon, folds)
