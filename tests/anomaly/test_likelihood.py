@@ -64,18 +64,25 @@ def test_level_shift_is_flagged_then_adapted_to():
     assert not flags[1500:].any()                # ... and is normal once in the history
 
 
+def chained_and_whole(state: lk.LikelihoodState, scores: np.ndarray, cuts: list[int]):
+    """One ``likelihood_step`` over ``scores`` and a chain of steps over its pieces cut at
+    ``cuts``; asserts they give the same values and history. Returns (whole, end, carried)."""
+    whole, end = lk.likelihood_step(state, scores)
+    parts, carried = [], state
+    for chunk in np.array_split(scores, cuts):
+        out, carried = lk.likelihood_step(carried, chunk)
+        parts.append(out)
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    np.testing.assert_array_equal(carried.history, end.history)
+    return whole, end, carried
+
+
 def test_chained_calls_equal_one_call_and_nan_changes_nothing():
     rng = np.random.default_rng(2)
     scores = rng.normal(size=400)
     scores[[50, 51, 300]] = np.nan
     state = lk.likelihood_init(rng.normal(size=100), history=150, window=7, period=30)
-    whole, end = lk.likelihood_step(state, scores)
-    parts, carried = [], state
-    for chunk in np.array_split(scores, [1, 2, 60, 61, 250]):
-        out, carried = lk.likelihood_step(carried, chunk)
-        parts.append(out)
-    np.testing.assert_array_equal(np.concatenate(parts), whole)
-    np.testing.assert_array_equal(carried.history, end.history)
+    whole, end, carried = chained_and_whole(state, scores, [1, 2, 60, 61, 250])
     assert np.isnan(whole[[50, 51, 300]]).all() and end.history.size == 150
 
 

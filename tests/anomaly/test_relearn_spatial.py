@@ -12,6 +12,7 @@ from anomaly import DETECTORS, DetectorConfig, EnsembleConfig, EnsembleDetector
 from anomaly import likelihood as lk
 from anomaly.scores import spatial_flags
 from data.schema import RecurraError
+from tests.anomaly.test_likelihood import chained_and_whole
 from tests.conftest import make_frame
 
 RULES = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2, batch_size=32,
@@ -43,13 +44,7 @@ def test_relearn_chained_equals_one_call():
     scores[[20, 170]] = np.nan
     state = lk.likelihood_init(rng.normal(size=100), history=150, window=4, period=30,
                                relearn=10, level=0.5)
-    whole, end = lk.likelihood_step(state, scores)
-    parts, carried = [], state
-    for chunk in np.array_split(scores, [1, 152, 155, 161, 300]):
-        out, carried = lk.likelihood_step(carried, chunk)
-        parts.append(out)
-    np.testing.assert_array_equal(np.concatenate(parts), whole)
-    np.testing.assert_array_equal(carried.history, end.history)
+    whole, end, carried = chained_and_whole(state, scores, [1, 152, 155, 161, 300])
     assert carried.run == end.run
     flags = np.nan_to_num(whole) >= 0.5
     assert flags[150:170].any() and not flags[200:].any()   # one run, then the new norm
