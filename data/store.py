@@ -1,40 +1,34 @@
-"""The Parquet store: series data, a catalogue, a quarantine and result tables.
+"""The store on Delta Lake: series data, a catalogue, a quarantine and result tables.
 
-Layout under ``root`` (default :func:`data.paths.store_root`)::
+Layout under ``root`` (default :func:`data.paths.store_root`; a local folder or an
+object-store URI such as ``s3://bucket/prefix``), every table a Delta Lake table::
 
-    series/<partition>/data.parquet   one partition per series_id (all its channels)
-    catalogue.parquet                 one row per (series_id, channel)
-    tables/<name>.parquet             result tables (forecasts, scores, events, quarantine...)
-    locks/                            lock files (one per partition / table)
+    series/          contract rows, partitioned by ``bucket`` (hash of series_id, 16)
+    catalogue/       one row per (series_id, channel), committed with the series version
+                     it describes (see data.store_catalogue)
+    tables/<name>/   result tables (forecasts, scores, events, quarantine, runs...)
 
-One partition per series keeps the dashboard's reads fast (a series is one file). The
-partition folder name is *derived*, never the raw id: a readable slug of the id (letters,
-digits, ``-``, ``_`` only, at most 40 characters) plus 16 hex digits of its SHA-256, so ids
-like ``../../etc``, ``a/b``, absolute paths, NUL bytes or 10,000-character ids can never
-make the store write outside its root; the real id is kept in the data and the catalogue.
-
-Every write goes to a temporary file in the same folder and is moved into place with
-``os.replace`` (atomic on POSIX), under a lock file per partition or table.
+Writes are Delta transactions: an upsert reads only the stored rows it may touch (its
+buckets, its series, its time range: partition and file-statistics pruning) and commits
+only the rows that are new or changed, as a merge, so history is never rewritten and a
+re-ingest of unchanged data commits nothing.  Commits are atomic; a commit that loses a
+race with another writer is retried.  There are no lock files.  Every write reports the
+table version it produced; ``read(..., version=N)`` reads the series as of version N.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import hashlib
-import os
 import re
-import time
-import uuid
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import polars as pl
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from data.regular import MIN_POINTS, format_every, infer_frequency, key_order
+from data import store_catalogue as cat
+from data.regular import key_order
 from data.schema import (
     CHANNEL,
     COLUMNS,
@@ -45,46 +39,64 @@ from data.schema import (
     TIMESTAMP,
     TIMESTAMP_DTYPE,
     VALUE,
-    RecurraError,
     SchemaError,
     empty_frame,
     validate_frame,
 )
+from data.store_catalogue import (  # noqa: F401 - _frequency: tests import it here
+    BUCKET,
+    CATALOGUE_SCHEMA,
+    SOURCE,
+    _frequency,
+    bucket_of,
+)
+from data.store_delta import (
+    WRITER,
+    Location,
+    StoreConflict,
+    StoreError,
+    crash_point,
+    delta_compatible,
+    is_uri,
+    join,
+    sql_literal,
+)
+from data.store_delta import storage_options as options_from_env
 
-SOURCE = "source"
+__all__ = ["CATALOGUE_SCHEMA", "QUARANTINE_SCHEMA", "QUARANTINE_TABLE", "SOURCE", "Store",
+           "StoreConflict", "StoreError", "UpsertReport", "bucket_of", "checked_frame",
+           "partition_name"]
+
 QUARANTINE_TABLE = "quarantine"
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "source_file": pl.Utf8, "line": pl.Int64, "reason": pl.Utf8, "raw": pl.Utf8,
     "ingested_at": TIMESTAMP_DTYPE,
 }
 QUARANTINE_KEY = ["source_file", "line", "reason"]
-CATALOGUE_SCHEMA: dict[str, pl.DataType] = {
-    SERIES_ID: pl.Utf8, CHANNEL: pl.Utf8, SOURCE: pl.Utf8, "frequency": pl.Utf8,
-    "first": TIMESTAMP_DTYPE, "last": TIMESTAMP_DTYPE, "n_rows": pl.Int64,
-    "share_observed": pl.Float64, "partition": pl.Utf8,
-}
+KNOWN_TABLES = ("forecasts", "scores", "events", "runs", "live_metrics", "watermarks",
+                "trainings", "backtests", "static", QUARANTINE_TABLE)
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-_SLUG = re.compile(r"[^A-Za-z0-9_-]+")
-LOCK_TIMEOUT_S = 60.0
-STALE_LOCK_S = 300.0
-WRITE_THREADS = min(4, os.cpu_count() or 1)  # partitions read/written in parallel
-
-
-class StoreError(RecurraError):
-    """The store cannot do what was asked (bad table name, lock timeout, ...)."""
+_STORED = [*KEY, VALUE, OBSERVED]
+_EXCLUSIVE = CommitProperties(max_commit_retries=0)  # conflicts re-run the whole write
+_NO_UPDATES = pl.DataFrame(schema={SERIES_ID: pl.Utf8, CHANNEL: pl.Utf8, OBSERVED: pl.Boolean,
+                                   "observed_stored": pl.Boolean})
 
 
 @dataclass(frozen=True)
 class UpsertReport:
-    """What an upsert changed, counted in rows (one row = one (series, channel, time) key)."""
+    """What an upsert changed, counted in rows (one row = one (series, channel, time) key),
+    and the series table version after it (None: the store has no series yet)."""
 
     n_new: int = 0
     n_updated: int = 0
     n_unchanged: int = 0
+    version: int | None = field(default=None, compare=False)
 
     def __add__(self, other: UpsertReport) -> UpsertReport:
+        versions = [v for v in (self.version, other.version) if v is not None]
         return UpsertReport(self.n_new + other.n_new, self.n_updated + other.n_updated,
-                            self.n_unchanged + other.n_unchanged)
+                            self.n_unchanged + other.n_unchanged,
+                            max(versions) if versions else None)
 
     @property
     def n_rows(self) -> int:
@@ -92,14 +104,8 @@ class UpsertReport:
 
 
 def partition_name(series_id: str) -> str:
-    """The folder name of a series: ``slug-<16 hex of sha256>``; safe for any id.
-
-    >>> partition_name("../../etc")
-    'etc-74ccf3c5b4c19a81'
-    """
-    digest = hashlib.sha256(series_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    slug = _SLUG.sub("_", series_id).strip("_-")[:40] or "series"
-    return f"{slug}-{digest}"
+    """The partition (Delta folder ``bucket=N``) holding a series; safe for any id."""
+    return f"{BUCKET}={bucket_of(series_id)}"
 
 
 def _to_utc(value, name: str) -> dt.datetime | None:
@@ -118,94 +124,72 @@ def _to_utc(value, name: str) -> dt.datetime | None:
 
 
 class Store:
-    """Partitioned Parquet store of contract frames and result tables.
+    """Delta Lake store of contract frames and result tables.
 
     Parameters
     ----------
-    root : folder of the store; ``None`` uses :func:`data.paths.store_root`.
+    root : folder or URI (``s3://bucket/prefix``) of the store; ``None`` uses
+        :func:`data.paths.store_root` (``RECURRA_STORE``).
+    storage_options : object-store options (default: from the ``AWS_*`` environment).
 
     Examples
     --------
     >>> store = Store(tmp_path)                                  # doctest: +SKIP
     >>> store.upsert(frame, source="nab/speed_6005.csv")         # doctest: +SKIP
     UpsertReport(n_new=2500, n_updated=0, n_unchanged=0)
-    >>> store.read(series_ids=["nab/realTraffic/speed_6005"])    # doctest: +SKIP
+    >>> store.read(series_ids=["nab/realTraffic/speed_6005"], version=3)  # doctest: +SKIP
     """
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None,
+                 storage_options: dict[str, str] | None = None) -> None:
         if root is None:
             from data.paths import store_root
 
             root = store_root()
-        self.root = Path(root).expanduser().resolve()
-        for folder in ("series", "tables", "locks"):
-            (self.root / folder).mkdir(parents=True, exist_ok=True)
+        if is_uri(root):
+            self.root: Path | str = str(root).rstrip("/")
+        else:
+            text = str(root)
+            path = Path(text[7:] if text.startswith("file://") else text).expanduser()
+            path.mkdir(parents=True, exist_ok=True)
+            self.root = path.resolve()
+        uri = str(self.root)
+        self.storage_options = dict(options_from_env(uri) if storage_options is None
+                                    else storage_options)
+        self._series = Location(join(uri, "series"), self.storage_options)
+        self._catalogue = Location(join(uri, "catalogue"), self.storage_options)
+        self._catalogue_cache: tuple[tuple, pl.DataFrame] | None = None
+        self.versions: dict[str, int] = {}  # table -> version of this Store's last write
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
 
-    # -- paths and locks -----------------------------------------------------------------
-    def _partition_file(self, series_id: str) -> Path:
-        name = partition_name(series_id)  # [A-Za-z0-9_-]+ only: cannot leave series/
-        assert name and name not in (".", "..") and "/" not in name, name
-        return self.root / "series" / name / "data.parquet"
+    @property
+    def uri(self) -> str:
+        return str(self.root)
 
-    def _table_file(self, name: str) -> Path:
+    def _table(self, name: str) -> Location:
         if not isinstance(name, str) or not _TABLE_NAME.match(name):
             raise StoreError(
                 f"table name ({name!r}) must start with a letter and contain only letters, "
                 "digits and underscores (at most 64 characters)"
             )
-        return self.root / "tables" / f"{name}.parquet"
+        return Location(join(self.uri, "tables", name), self.storage_options)
 
-    @contextlib.contextmanager
-    def _lock(self, name: str) -> Iterator[None]:
-        path = self.root / "locks" / f"{name}.lock"
-        deadline = time.monotonic() + LOCK_TIMEOUT_S
-        while True:
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                break
-            except FileExistsError:
-                with contextlib.suppress(FileNotFoundError):
-                    if time.time() - path.stat().st_mtime > STALE_LOCK_S:
-                        path.unlink()  # a writer died holding it
-                        continue
-                if time.monotonic() > deadline:
-                    raise StoreError(f"lock {path} held for more than {LOCK_TIMEOUT_S:.0f}s; "
-                                     "delete it if no other writer is running") from None
-                time.sleep(0.02)
-        try:
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            yield
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-
-    @staticmethod
-    def _write_atomic(frame: pl.DataFrame, path: Path, new_folder: bool = False) -> None:
-        """Write to a uniquely named temporary file next to ``path``, then rename it into
-        place (atomic).  ``new_folder``: create the parent folder first (a new partition);
-        a missing folder is created anyway."""
-        if new_folder or not path.parent.is_dir():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".tmp-{uuid.uuid4().hex}.parquet"  # (no mkstemp: one open less)
-        try:
-            frame.write_parquet(tmp, compression="lz4", statistics=True)  # lz4: ~25 % faster
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+    def version(self, table: str = "series") -> int | None:
+        """Current Delta version of ``table`` ("series", "catalogue" or a result table);
+        None when it was never written."""
+        location = {"series": self._series, "catalogue": self._catalogue}.get(table)
+        opened = (location or self._table(table)).open()
+        return None if opened is None else opened.version()
 
     # -- series data ---------------------------------------------------------------------
     def upsert(self, frame, *, source: str) -> UpsertReport:
         """Insert new rows and overwrite changed ones, keyed by (series_id, channel, timestamp).
 
-        Re-upserting the same rows changes nothing (and writes nothing); a row whose value
+        Re-upserting the same rows changes nothing (and commits nothing); a row whose value
         (or missingness) differs from the stored one is updated; stored rows absent from
-        ``frame`` are kept.
+        ``frame`` are kept.  One Delta commit for the rows, then one for the catalogue.
 
         Parameters
         ----------
@@ -214,66 +198,104 @@ class Store:
 
         Returns
         -------
-        UpsertReport with n_new, n_updated, n_unchanged row counts.
+        UpsertReport with n_new, n_updated, n_unchanged row counts and the series version.
         """
         frame = checked_frame(frame, "upsert")
         if frame.is_empty():
-            return UpsertReport()
-        if max(frame.n_chunks("all")) > 1:  # slices of one buffer write ~25 % faster
+            return UpsertReport(version=self.version())
+        if max(frame.n_chunks("all")) > 1:
             frame = frame.rechunk()
-        # sorted by key: each series is one run of rows, a zero-copy slice of ``frame``
-        runs = frame.select(pl.col(SERIES_ID).rle()).unnest(SERIES_ID)
-        starts = [0, *runs["len"].cum_sum().to_list()[:-1]]
-        parts = [(str(s), frame.slice(o, n)) for s, o, n in
-                 zip(runs["value"].to_list(), starts, runs["len"].to_list(), strict=True)]
-
-        def work(item: tuple[str, pl.DataFrame]) -> tuple[UpsertReport, list[dict] | None]:
-            part_report, merged = self._upsert_partition(*item)
-            return part_report, None if merged is None else _describe(merged, source)
-
-        workers = min(WRITE_THREADS, len(parts))
-        if workers > 1:  # polars releases the GIL while reading / writing Parquet
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                results = list(pool.map(work, parts))
+        frame = cat.with_buckets(frame)
+        report, new, updated, base = self._series.retrying(
+            lambda: self._upsert_once(frame, source))
+        crash_point("after_series_commit")
+        if report.n_new or report.n_updated:
+            self._catalogue_after(report.version, base, frame, new, updated, source)
         else:
-            results = [work(item) for item in parts]
-        report = sum((r for r, _ in results), UpsertReport())
-        rows = [row for _, described in results if described is not None for row in described]
-        if rows:
-            self._refresh_catalogue(pl.DataFrame(rows, schema=CATALOGUE_SCHEMA))
+            self._sync_catalogue()  # repairs a catalogue a crashed writer left behind
+        self.versions["series"] = report.version
         return report
 
-    def _upsert_partition(self, series_id: str,
-                          part: pl.DataFrame) -> tuple[UpsertReport, pl.DataFrame | None]:
-        """Merge ``part`` into the series' partition; the merged data when it changed."""
-        path = self._partition_file(series_id)
-        with self._lock(f"series-{path.parent.name}"):
-            if not path.exists():
-                self._write_atomic(part, path, new_folder=True)
-                return UpsertReport(n_new=part.height), part
-            stored = pl.read_parquet(path)
-            if stored.height == part.height and stored.equals(part):  # a re-ingest
-                return UpsertReport(n_unchanged=part.height), None
-            marked = stored.select([*KEY, VALUE]).with_columns(pl.lit(True).alias("_exists"))
-            joined = part.join(marked, on=list(KEY), how="left", suffix="_stored")
-            exists = joined["_exists"].fill_null(False)
-            same = joined[VALUE].eq_missing(joined[f"{VALUE}_stored"])
-            n_new = int((~exists).sum())
-            n_unchanged = int((exists & same).sum())
-            n_updated = part.height - n_new - n_unchanged
-            if not (n_new or n_updated):
-                return UpsertReport(0, 0, n_unchanged), None
-            kept = stored.join(part.select(list(KEY)), on=list(KEY), how="anti")
-            merged = pl.concat([kept, part]).sort(list(KEY))
-            self._write_atomic(merged, path)
-            return UpsertReport(n_new, n_updated, n_unchanged), merged
+    def _upsert_once(self, frame: pl.DataFrame, source: str):
+        table = self._series.open()
+        # no silent rebase onto another writer's commit: a conflict re-runs the whole upsert
+        properties = CommitProperties(custom_metadata={"recurra.source": source},
+                                      max_commit_retries=0)
+        crash_point("before_series_commit")
+        if table is None:  # version 0: creating it fails if another writer got there first
+            write_deltalake(self._series.uri, frame.select(*_STORED, BUCKET).to_arrow(),
+                            partition_by=[BUCKET], mode="error", writer_properties=WRITER,
+                            commit_properties=properties,
+                            storage_options=self.storage_options or None)
+            new = frame.select(*KEY, OBSERVED)
+            return UpsertReport(n_new=frame.height, version=0), new, _NO_UPDATES, -1
+        base = table.version()
+        stored = self._stored_rows(table, frame)
+        if stored.is_empty():
+            changes, new = frame, frame.select(*KEY, OBSERVED)
+            updated = _NO_UPDATES
+            n_unchanged = 0
+        else:
+            joined = frame.join(stored, on=list(KEY), how="left", suffix="_stored")
+            exists = pl.col("_exists").fill_null(False)
+            same = pl.col(VALUE).eq_missing(pl.col(f"{VALUE}_stored"))
+            joined = joined.with_columns(exists.alias("_exists"), same.alias("_same"))
+            is_new, is_changed = ~pl.col("_exists"), pl.col("_exists") & ~pl.col("_same")
+            changes = joined.filter(is_new | is_changed).select(*_STORED, BUCKET)
+            new = joined.filter(is_new).select(*KEY, OBSERVED)
+            updated = joined.filter(is_changed).select(SERIES_ID, CHANNEL, OBSERVED,
+                                                       "observed_stored")
+            n_unchanged = frame.height - changes.height
+        if changes.is_empty():
+            return UpsertReport(n_unchanged=n_unchanged, version=base), new, updated, base
+        self._merge_series(table, changes, properties)
+        version = table.version()
+        return (UpsertReport(new.height, updated.height, n_unchanged, version), new, updated,
+                base)
+
+    def _stored_rows(self, table: DeltaTable, frame: pl.DataFrame) -> pl.DataFrame:
+        """The stored rows with the keys of ``frame`` (pruned by bucket, id and time)."""
+        buckets = frame[BUCKET].unique().to_list()
+        ids = frame[SERIES_ID].unique().to_list()
+        low, high = frame[TIMESTAMP].min(), frame[TIMESTAMP].max()
+        lazy = pl.scan_delta(table).filter(
+            pl.col(BUCKET).is_in(buckets), pl.col(TIMESTAMP).is_between(low, high),
+            pl.col(SERIES_ID).is_in(ids))
+        return (lazy.select(*KEY, VALUE, OBSERVED).rename({OBSERVED: "observed_stored"})
+                .with_columns(pl.lit(True).alias("_exists")).collect())
+
+    def _merge_series(self, table: DeltaTable, changes: pl.DataFrame,
+                      properties: CommitProperties) -> None:
+        low, high = changes[TIMESTAMP].min(), changes[TIMESTAMP].max()
+        buckets = ", ".join(str(b) for b in sorted(changes[BUCKET].unique().to_list()))
+        predicate = (f"t.{BUCKET} = s.{BUCKET} AND t.series_id = s.series_id AND "
+                     f"t.channel = s.channel AND t.timestamp = s.timestamp AND "
+                     f"t.{BUCKET} IN ({buckets}) AND t.timestamp >= {sql_literal(low)} AND "
+                     f"t.timestamp <= {sql_literal(high)}")
+        (table.merge(changes.to_arrow(), predicate, source_alias="s", target_alias="t",
+                     writer_properties=WRITER, commit_properties=properties)
+         .when_matched_update_all().when_not_matched_insert_all().execute())
 
     def series_ids(self) -> list[str]:
         """Every series_id in the store, sorted."""
         return sorted(self.catalogue()[SERIES_ID].unique().to_list())
 
+    def _series_scan(self, ids: list[str] | None, version: int | None = None
+                     ) -> pl.LazyFrame | None:
+        table = self._series.open(version)
+        if table is None:
+            if version is not None:
+                raise StoreError(f"{self._series.uri}: no version {version} (no series yet)")
+            return None
+        lazy = pl.scan_delta(table)
+        if ids is not None:
+            buckets = sorted({bucket_of(s) for s in ids})
+            lazy = lazy.filter(pl.col(BUCKET).is_in(buckets), pl.col(SERIES_ID).is_in(ids))
+        return lazy.drop(BUCKET)
+
     def read(self, series_ids: Sequence[str] | str | None = None,
-             channels: Sequence[str] | str | None = None, start=None, end=None) -> pl.DataFrame:
+             channels: Sequence[str] | str | None = None, start=None, end=None,
+             version: int | None = None) -> pl.DataFrame:
         """Read a validated contract frame; every filter is optional.
 
         Parameters
@@ -281,121 +303,221 @@ class Store:
         series_ids, channels : one id/name or a list; ``None`` means all. Unknown ids give
             no rows (not an error).
         start, end : datetime, date or ISO text; naive is taken as UTC; both inclusive.
+        version : series table version to read (time travel; see ``UpsertReport.version``).
         """
         ids = [series_ids] if isinstance(series_ids, str) else series_ids
         chans = [channels] if isinstance(channels, str) else channels
-        # partitions in series_id order: each is sorted, so the whole read is too
-        wanted = self.series_ids() if ids is None else sorted(set(map(str, ids)))
-        files = [f for f in (self._partition_file(s) for s in wanted) if f.exists()]
-        if not files:
+        low, high = _to_utc(start, "start"), _to_utc(end, "end")
+        lazy = self._series_scan(None if ids is None else [str(s) for s in ids], version)
+        if lazy is None:
             return empty_frame()
-        lazy = pl.scan_parquet(files)
-        if ids is not None:
-            lazy = lazy.filter(pl.col(SERIES_ID).is_in(list(ids)))
         if chans is not None:
             lazy = lazy.filter(pl.col(CHANNEL).is_in(list(chans)))
-        if (low := _to_utc(start, "start")) is not None:
+        if low is not None:
             lazy = lazy.filter(pl.col(TIMESTAMP) >= low)
-        if (high := _to_utc(end, "end")) is not None:
+        if high is not None:
             lazy = lazy.filter(pl.col(TIMESTAMP) <= high)
-        return checked_frame(lazy.collect(), "store")
+        try:
+            frame = lazy.select(COLUMNS).collect()
+        except OSError as error:
+            raise self._series.error(error) from None
+        if frame.height and key_order(frame, KEY) != (True, False):
+            frame = frame.sort(list(KEY))
+        return checked_frame(frame, "store")
 
     def scan(self, series_ids: Sequence[str] | str | None = None) -> pl.LazyFrame | None:
-        """A lazy scan of the series partitions (all, or of ``series_ids``); None when there
-        are none.  Unvalidated: for readers that push filters and column choices into the
-        Parquet scan (the dashboard); :meth:`read` is the validated path."""
+        """A lazy scan of the series table (all, or of ``series_ids``: bucket partitions
+        pruned); None when the store has no series.  Unvalidated and unsorted: for readers
+        that push filters and column choices into the scan (the dashboard); :meth:`read`
+        is the validated path."""
         ids = [series_ids] if isinstance(series_ids, str) else series_ids
-        wanted = self.series_ids() if ids is None else sorted(set(map(str, ids)))
-        files = [f for f in (self._partition_file(s) for s in wanted) if f.exists()]
-        return pl.scan_parquet(files) if files else None
+        return self._series_scan(None if ids is None else [str(s) for s in ids])
 
-    # -- change stamps: (inode, mtime ns, size) of a file, None when absent ------------------
-    def series_stamp(self, series_id: str) -> tuple[int, int, int] | None:
-        """Changes whenever the series' partition is rewritten (writes are atomic
-        replacements, so a new file: new inode and mtime)."""
-        return _stamp(self._partition_file(series_id))
+    # -- change stamps (equal while the data is unchanged; None when absent) --------------
+    def series_stamp(self, series_id: str) -> tuple[int, int] | None:
+        """Changes whenever the series' rows change: (series version of its last change,
+        its row count), from the catalogue."""
+        rows = self._internal_catalogue().filter(pl.col(SERIES_ID) == series_id)
+        if rows.is_empty():
+            return None
+        return int(rows["changed_version"].max()), int(rows["n_rows"].sum())
 
-    def table_stamp(self, name: str) -> tuple[int, int, int] | None:
-        """Changes whenever the result table ``name`` is rewritten."""
-        return _stamp(self._table_file(name))
+    def table_stamp(self, name: str) -> int | None:
+        """The version of result table ``name`` (changes with every commit to it)."""
+        return self.version(name)
 
-    def catalogue_stamp(self) -> tuple[int, int, int] | None:
-        """Changes whenever an upsert changed any series (the catalogue is rewritten)."""
-        return _stamp(self.root / "catalogue.parquet")
+    def catalogue_stamp(self) -> tuple[int, int] | None:
+        """Changes whenever an upsert changed any series: (series, catalogue) versions."""
+        series = self.version("series")
+        return None if series is None else (series, self.version("catalogue") or 0)
 
     # -- catalogue -----------------------------------------------------------------------
-    def _refresh_catalogue(self, fresh: pl.DataFrame) -> None:
-        series_ids = fresh[SERIES_ID].unique().to_list()
-        path = self.root / "catalogue.parquet"
-        with self._lock("catalogue"):
-            if path.exists():
-                old = pl.read_parquet(path).filter(~pl.col(SERIES_ID).is_in(series_ids))
-                fresh = pl.concat([old, fresh])
-            self._write_atomic(fresh.sort([SERIES_ID, CHANNEL]), path)
-
     def catalogue(self) -> pl.DataFrame:
         """One row per (series_id, channel): series_id, channel, source (the last upsert
         that changed the series), frequency of the series (inferred on the timestamps of all
         its channels: "1h", "1d", "business-day", "irregular", "unknown" under 3 points),
-        first, last, n_rows, share_observed, partition (the folder under ``series/``).
-        Empty (with those columns) for a new store."""
-        path = self.root / "catalogue.parquet"
-        if not path.exists():
-            return pl.DataFrame(schema=CATALOGUE_SCHEMA)
-        return pl.read_parquet(path)
+        first, last, n_rows, share_observed, partition (its Delta partition, ``bucket=N``).
+        Always describes the current series version.  Empty (with those columns) for a new
+        store."""
+        return self._internal_catalogue().select(list(CATALOGUE_SCHEMA))
+
+    def _internal_catalogue(self) -> pl.DataFrame:
+        frame, _stamp, version = self._catalogue_state()
+        series = self._series.open()
+        if series is None:
+            return cat.as_frame([])
+        if _stamp != series.version():
+            return self._sync_catalogue()
+        return frame
+
+    def _catalogue_state(self) -> tuple[pl.DataFrame, int | None, int | None]:
+        """(rows, series version they describe, catalogue version), read through a cache."""
+        table = self._catalogue.open()
+        if table is None:
+            return cat.as_frame([]), None, None
+        key = (table.version(),)
+        if self._catalogue_cache is not None and self._catalogue_cache[0][0] == key[0]:
+            frame, stamp = self._catalogue_cache[1], self._catalogue_cache[0][1]
+            return frame, stamp, key[0]
+        frame = pl.read_delta(table).cast(cat.INTERNAL_SCHEMA).select(list(cat.INTERNAL_SCHEMA))
+        stamp = table.transaction_version(cat.APP_ID)
+        self._catalogue_cache = ((key[0], stamp), frame)
+        return frame, stamp, key[0]
+
+    def _catalogue_after(self, version: int, base: int, frame: pl.DataFrame,
+                         new: pl.DataFrame, updated: pl.DataFrame, source: str) -> None:
+        """Commit the catalogue rows of an upsert that produced series ``version``."""
+
+        def attempt() -> None:
+            old, stamp, _ = self._catalogue_state()
+            if stamp is not None and stamp >= version:
+                return  # someone already described this version (or a later one)
+            if stamp != version - 1 and not (stamp is None and base == -1):
+                self._repair(old, stamp, version)
+                return
+            rows, slow = cat.incremental(old, new, updated, source, version)
+            # the catalogue is exact at version - 1: a series it does not list had no rows
+            # then, so all its rows are in ``frame``; the others are read back
+            listed = set(old[SERIES_ID].to_list())
+            fresh = [s for s in slow if s not in listed]
+            parts = [rows]
+            if fresh:
+                data = frame if len(fresh) == frame[SERIES_ID].n_unique() else \
+                    frame.filter(pl.col(SERIES_ID).is_in(fresh))
+                parts.append(cat.as_frame(cat.describe(data, source, version)))
+            if len(fresh) < len(slow):
+                data = self._series_data(version, [s for s in slow if s in listed])
+                parts.append(cat.as_frame(cat.describe(data, source, version)))
+            self._commit_catalogue(cat.merge_rows(old, pl.concat(parts)), version)
+
+        self._catalogue.retrying(attempt)
+        crash_point("after_catalogue_commit")
+
+    def _series_data(self, version: int, ids: list[str] | None = None,
+                     buckets: list[int] | None = None) -> pl.DataFrame:
+        lazy = pl.scan_delta(self._series.open(version))
+        if buckets is not None:
+            lazy = lazy.filter(pl.col(BUCKET).is_in(buckets))
+        if ids is not None:
+            lazy = lazy.filter(pl.col(BUCKET).is_in(sorted({bucket_of(s) for s in ids})),
+                               pl.col(SERIES_ID).is_in(ids))
+        return lazy.select(*KEY, OBSERVED).sort(list(KEY)).collect()
+
+    def _sync_catalogue(self) -> pl.DataFrame:
+        """The catalogue of the current series version, repaired (and committed) if it
+        describes an older one."""
+        def attempt() -> pl.DataFrame:
+            old, stamp, _ = self._catalogue_state()
+            series = self._series.open()
+            if series is None or stamp == series.version():
+                return old
+            return self._repair(old, stamp, series.version())
+
+        return self._catalogue.retrying(attempt)
+
+    def _repair(self, old: pl.DataFrame, stamp: int | None, version: int) -> pl.DataFrame:
+        """Re-describe the series whose files changed between ``stamp`` and ``version``."""
+        buckets = _changed_buckets(self._series, stamp, version)
+        data = self._series_data(version, buckets=buckets)
+        source = _latest_source(self._series, stamp, version)
+        rows = cat.recomputed(old, data, buckets, source, version)
+        self._commit_catalogue(rows, version)
+        return rows
+
+    def _commit_catalogue(self, rows: pl.DataFrame, version: int) -> None:
+        properties = CommitProperties(app_transactions=[Transaction(cat.APP_ID, version)],
+                                      max_commit_retries=0)
+        write_deltalake(self._catalogue.uri, rows.to_arrow(), mode="overwrite",
+                        schema_mode="overwrite", commit_properties=properties,
+                        storage_options=self.storage_options or None)
 
     # -- result tables -------------------------------------------------------------------
     def write_table(self, name: str, frame, key: Sequence[str] = ()) -> int:
         """Upsert ``frame`` into table ``name`` by ``key`` (append when ``key`` is empty).
 
-        Rows of the stored table whose key appears in ``frame`` are replaced; columns new to
-        either side are filled with nulls. Returns the number of rows written.
+        Rows of the stored table whose key appears in ``frame`` are replaced (the last of
+        duplicated keys in ``frame`` wins); columns new to either side are filled with
+        nulls; rows identical to the stored ones are not rewritten (no commit when nothing
+        changed).  Returns the number of rows in ``frame``; ``self.versions[name]`` is
+        the table version after the write.
         """
-        path = self._table_file(name)
-        frame = _as_polars(frame, name)
+        return self._write(name, frame, key, replace=True)
+
+    def _write(self, name: str, frame, key: Sequence[str], replace: bool) -> int:
+        location = self._table(name)
+        frame = delta_compatible(_as_polars(frame, name))
+        key = list(key)
         missing = [k for k in key if k not in frame.columns]
         if missing:
             raise StoreError(f"write_table({name!r}): key column(s) {missing} are not in the "
                              f"frame (columns: {frame.columns})")
-        with self._lock(f"table-{name}"):
-            if path.exists():
-                stored = pl.read_parquet(path)
-                if key:
-                    absent = [k for k in key if k not in stored.columns]
-                    if absent:
-                        raise StoreError(f"write_table({name!r}): key column(s) {absent} are "
-                                         f"not in the stored table (columns: {stored.columns})")
-                    keys = frame.select(list(key)).cast(
-                        {k: stored.schema[k] for k in key}, strict=False)
-                    stored = stored.join(keys, on=list(key), how="anti", nulls_equal=True)
-                frame = pl.concat([stored, frame], how="diagonal_relaxed")
-            self._write_atomic(frame, path)
+        if not frame.width:
+            return 0
+        if key:
+            frame = frame.unique(subset=key, keep="last", maintain_order=True)
+
+        def attempt() -> int | None:
+            table = location.open()
+            if table is None:
+                write_deltalake(location.uri, frame.to_arrow(), mode="error",
+                                commit_properties=_EXCLUSIVE,
+                                storage_options=self.storage_options or None)
+                return 0
+            return _write_into(table, frame, key, replace, name)
+
+        version = location.retrying(attempt)
+        if version is not None:
+            self.versions[name] = version
         return frame.height
 
-    def read_table(self, name: str) -> pl.DataFrame:
-        """The table ``name``; an empty frame when it was never written."""
-        path = self._table_file(name)
-        if not path.exists():
-            if name == QUARANTINE_TABLE:
-                return pl.DataFrame(schema=QUARANTINE_SCHEMA)
-            return pl.DataFrame()
-        return pl.read_parquet(path)
+    def read_table(self, name: str, version: int | None = None) -> pl.DataFrame:
+        """The table ``name`` (at ``version``); an empty frame when it was never written."""
+        scan = self.scan_table(name, version)
+        if scan is None:
+            return pl.DataFrame(schema=QUARANTINE_SCHEMA) if name == QUARANTINE_TABLE \
+                else pl.DataFrame()
+        return scan.collect()
 
-    def scan_table(self, name: str) -> pl.LazyFrame | None:
+    def scan_table(self, name: str, version: int | None = None) -> pl.LazyFrame | None:
         """A lazy scan of the table ``name`` (filters and column choices are pushed into the
-        Parquet read); None when it was never written."""
-        path = self._table_file(name)
-        return pl.scan_parquet(path) if path.exists() else None
+        Delta scan: file statistics prune files); None when it was never written."""
+        table = self._table(name).open(version)
+        return None if table is None else pl.scan_delta(table)
 
     def tables(self) -> list[str]:
         """Names of the result tables written so far."""
-        return sorted(p.stem for p in (self.root / "tables").glob("*.parquet"))
+        if not is_uri(self.uri):
+            folder = Path(self.uri) / "tables"
+            return sorted(p.parent.name for p in folder.glob("*/_delta_log"))
+        return sorted(n for n in {*KNOWN_TABLES, *self.versions} - {"series"}
+                      if self._table(n).exists())
 
     # -- quarantine ----------------------------------------------------------------------
     def add_quarantine(self, rejected: pl.DataFrame) -> int:
         """Record rejected rows (source_file, line, reason, raw [, ingested_at]).
 
-        Keyed by (source_file, line, reason): re-ingesting a file does not duplicate them.
+        Keyed by (source_file, line, reason): re-ingesting a file neither duplicates them
+        nor commits anything (the first ``ingested_at`` is kept).
         """
         rejected = _as_polars(rejected, "rejected")
         missing = [c for c in ("source_file", "line", "reason", "raw")
@@ -410,55 +532,86 @@ class Store:
             rejected = rejected.with_columns(pl.lit(now).alias("ingested_at"))
         rejected = rejected.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA)
         rejected = rejected.unique(subset=QUARANTINE_KEY, keep="last", maintain_order=True)
-        return self.write_table(QUARANTINE_TABLE, rejected, QUARANTINE_KEY) and rejected.height
+        return self._write(QUARANTINE_TABLE, rejected, QUARANTINE_KEY, replace=False) \
+            and rejected.height
 
     def quarantine(self) -> pl.DataFrame:
         """Every rejected row: source_file, line (1-based), reason, raw, ingested_at."""
-        return self.read_table(QUARANTINE_TABLE).sort(["source_file", "line"])
+        return self.read_table(QUARANTINE_TABLE).sort(["source_file", "line", "reason"])
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        status = path.stat()
-    except FileNotFoundError:
+def _write_into(table: DeltaTable, frame: pl.DataFrame, key: list[str], replace: bool,
+                name: str) -> int | None:
+    """Append or merge ``frame`` into an existing table; its new version, None if nothing
+    had to be committed."""
+    schema = pl.scan_delta(table).collect_schema()
+    absent = [k for k in key if k not in schema]
+    if absent:
+        raise StoreError(f"write_table({name!r}): key column(s) {absent} are not in the "
+                         f"stored table (columns: {list(schema)})")
+    frame = frame.cast({c: schema[c] for c in frame.columns if c in schema}, strict=False)
+    if not key:
+        write_deltalake(table, frame.to_arrow(), mode="append", schema_mode="merge")
+        return table.version()
+    frame = frame.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in schema.items()
+                               if c not in frame.columns)
+    time_key = next((k for k in key if isinstance(frame.schema[k], pl.Datetime | pl.Date)
+                     and not frame[k].null_count()), None)
+    lazy = pl.scan_delta(table)
+    if time_key is not None:
+        lazy = lazy.filter(pl.col(time_key).is_between(frame[time_key].min(),
+                                                       frame[time_key].max()))
+    stored = lazy.join(frame.lazy().select(key), on=key, how="semi", nulls_equal=True).collect()
+    if stored.height:
+        compare = key if not replace else [c for c in frame.columns if c in stored.columns]
+        frame = frame.join(stored.select(compare), on=compare, how="anti", nulls_equal=True)
+    if frame.is_empty():
         return None
-    return status.st_ino, status.st_mtime_ns, status.st_size
+    conditions = [f"t.{k} = s.{k}" if not frame[k].null_count()
+                  else f"t.{k} IS NOT DISTINCT FROM s.{k}" for k in key]
+    if time_key is not None:
+        conditions += [f"t.{time_key} >= {sql_literal(frame[time_key].min())}",
+                       f"t.{time_key} <= {sql_literal(frame[time_key].max())}"]
+    merger = table.merge(frame.to_arrow(), " AND ".join(conditions), source_alias="s",
+                         target_alias="t", merge_schema=True, commit_properties=_EXCLUSIVE)
+    if replace:
+        merger = merger.when_matched_update_all()
+    merger.when_not_matched_insert_all().execute()
+    return table.version()
 
 
-def _frequency(stamps: pl.Series) -> str:
-    """:func:`data.regular.infer_frequency` of a partition's timestamps, with a numpy
-    shortcut for the common case of one channel on a perfectly regular grid (strictly
-    increasing, one spacing: that spacing, as ``infer_frequency`` would name it)."""
-    if stamps.dtype != TIMESTAMP_DTYPE or stamps.null_count():
-        return infer_frequency(stamps)
-    micros = stamps.to_numpy().view(np.int64)  # datetime64[us] without a copy
-    if micros.size >= MIN_POINTS:
-        steps = np.diff(micros)
-        if steps[0] > 0 and bool(np.all(steps == steps[0])):
-            return format_every(int(steps[0]))
-    return infer_frequency(stamps)
+def _changed_buckets(series: Location, stamp: int | None, version: int) -> list[int] | None:
+    """Buckets whose files differ between series versions ``stamp`` and ``version``; None
+    (all) when ``stamp`` is unknown or its log is gone."""
+    if stamp is None or stamp > version:
+        return None
+    try:
+        before, after = series.open(stamp), series.open(version)
+    except StoreError:
+        return None
+    if before is None or after is None:
+        return None
+
+    def files(table: DeltaTable) -> pl.DataFrame:
+        actions = pl.DataFrame(table.get_add_actions(flatten=True))
+        column = next(c for c in actions.columns if c.endswith(BUCKET))
+        return actions.select("path", pl.col(column).cast(pl.Int64).alias(BUCKET))
+
+    old, new = files(before), files(after)
+    diff = pl.concat([old.join(new, on="path", how="anti"),
+                      new.join(old, on="path", how="anti")])
+    return sorted(diff[BUCKET].unique().to_list())
 
 
-def _describe(data: pl.DataFrame, source: str) -> list[dict]:
-    """Catalogue rows of one whole (merged, sorted) series: one dict per channel.
-
-    Plain slices of the channel runs instead of a group-by: a thousand small group-bys cost
-    more than the Parquet writes of an ingest.
-    """
-    series_id = data[SERIES_ID][0]
-    frequency = _frequency(data[TIMESTAMP])
-    partition = partition_name(series_id)
-    runs = data.select(pl.col(CHANNEL).rle()).unnest(CHANNEL)
-    stamps, observed = data[TIMESTAMP], data[OBSERVED]
-    rows, offset = [], 0
-    for channel, n_rows in zip(runs["value"].to_list(), runs["len"].to_list(), strict=True):
-        rows.append({SERIES_ID: series_id, CHANNEL: channel, SOURCE: source,
-                     "frequency": frequency, "first": stamps[offset],
-                     "last": stamps[offset + n_rows - 1], "n_rows": n_rows,
-                     "share_observed": observed.slice(offset, n_rows).sum() / n_rows,
-                     "partition": partition})
-        offset += n_rows
-    return rows
+def _latest_source(series: Location, stamp: int | None, version: int) -> str | None:
+    """The ``recurra.source`` of the latest series commit after ``stamp``."""
+    table = series.open()
+    if table is None:
+        return None
+    for entry in table.history(max(1, version - (stamp if stamp is not None else -1))):
+        if entry.get("version", -1) <= version and "recurra.source" in entry:
+            return str(entry["recurra.source"])
+    return None
 
 
 def checked_frame(frame, name: str) -> pl.DataFrame:

@@ -28,8 +28,11 @@ class MlflowRegistry:
         group, task = params["group"], name.rsplit("-", 1)[-1]
         tracker = tracking.MLflowTracker()
         fingerprint = tracking.data_fingerprint(frame)
+        tags = tracking.fingerprint_tags(frame)
+        if params.get("series_version") is not None:  # Store.read(..., version=N) re-reads it
+            tags["recurra.train.series_version"] = str(params["series_version"])
         with tracker.start_run(experiment_name(group, task), run_name=name,
-                               tags=tracking.fingerprint_tags(frame)) as run_id:
+                               tags=tags) as run_id:
             tracker.log_params(params)
             for record in getattr(estimator, "history_", None) or []:
                 if isinstance(record, dict) and "epoch" in record:

@@ -213,7 +213,10 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
     series out (the demo scores them as new arrivals).
     """
     ids = group_series(config, store).get(group.name, [])
-    frame = store.read(series_ids=ids, end=until) if ids else pl.DataFrame()
+    # one snapshot: the series table version is logged with the model (time travel)
+    version = store.version() if hasattr(store, "version") else None
+    frame = store.read(series_ids=ids, end=until, **({"version": version} if version is not None
+                                                      else {})) if ids else pl.DataFrame()
     if holdout_rows and frame.height:
         frame = frame.filter(pl.col(TIMESTAMP).rank("dense", descending=True).over(SERIES_ID)
                              > holdout_rows)
@@ -229,7 +232,7 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
                               "models": {}, "validation_mae": {}}
     backend = registry_backend()
     context = {"group": group.name, "reason": reason, "train_rows": train.height,
-               "validation_rows": rest.height}
+               "validation_rows": rest.height, "series_version": version}
     if group.forecaster:
         model = config.models[group.forecaster]
         forecaster = fit_forecaster(model.build(), train, rest)

@@ -36,7 +36,7 @@ def test_demo_builds_store_registry_and_report(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["demo", "--home", str(home), "--config", str(config),
                                       "--holdout", "100"])
     assert result.exit_code == 0, result.output
-    assert (home / "store" / "catalogue.parquet").is_file()
+    assert (home / "store" / "catalogue" / "_delta_log").is_dir()
     assert (home / "mlflow.db").is_file()
     reports = list((home / "reports").glob("*.html"))
     assert reports and reports[0].stat().st_size > 1000

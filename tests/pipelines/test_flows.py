@@ -160,3 +160,16 @@ def test_a_run_that_raises_is_recorded_as_failed(recurra_home):
     row = store.read_table("runs").row(0, named=True)
     assert row["flow"] == "report" and row["status"] == "failed"
     assert row["message"] == "RuntimeError: disk full" and row["finished_at"] is not None
+
+
+def test_training_runs_record_the_series_version_they_read(scenario):
+    import mlflow
+
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string="tags.mlflow.runName = 'recurra-g-forecast'")
+    first = min(runs, key=lambda run: run.info.start_time)  # later ones: drift retrains
+    version = int(first.data.tags["recurra.train.series_version"])
+    store = scenario["store"]
+    assert version == 0 and store.version() > version  # trained before the late rows came
+    seen = store.read(series_ids=["s0", "s1"], version=version)
+    assert seen["timestamp"].max() < scenario["late"]["timestamp"].min()  # what it saw
