@@ -331,7 +331,7 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
         out["events"] = _detect_step(group, store, new, run_id, champions["detector"])
     _write_watermarks(store, group, new, version)
     decision = monitoring.retrain_decision(
-        group.name, store.read_table("live_metrics"),
+        group.name, _live_history(store, group, config.monitoring.consecutive_runs),
         _drift(group, config, store, ids, champions), config.monitoring)
     out["retrain"], out["reasons"] = decision.retrain, list(decision.reasons)
     return out
@@ -395,8 +395,11 @@ def _score_live(group: GroupConfig, config: PipelineConfig, store: Any,
                                  & (pl.col("version") == str(champion[1])))
         if match.height:
             reference = json.loads(match["validation_mae"][0])
-    rows = monitoring.live_rows(errors, reference, run_id, group.name,
-                                config.monitoring.error_margin)
+    previous = _live_history(store, group, 1)
+    rows = monitoring.live_rows(
+        errors, reference, run_id, group.name, config.monitoring.error_margin,
+        previous_cusum=(dict(zip(previous[SERIES_ID].to_list(), previous["cusum"].to_list(),
+                                 strict=True)) if "cusum" in previous.columns else {}))
     if rows.height:
         store.write_table("live_metrics", rows, key=monitoring.LIVE_METRICS_KEY)
         registry_backend().log_metrics(group.name, "monitor", {
@@ -413,9 +416,19 @@ def _drift(group: GroupConfig, config: PipelineConfig, store: Any, ids: list[str
         return []
     frame = store.read(series_ids=list(ends))
     reference = _cut(frame, ends, after=False).group_by([SERIES_ID, CHANNEL]).tail(
-        config.monitoring.drift_window * 4)
+        config.monitoring.drift_reference_rows)
     return monitoring.drift_by_series(reference, _cut(frame, ends, after=True),
-                                      config.monitoring)
+                                      config.monitoring, on=group.drift_on)
+
+
+def _live_history(store: Any, group: GroupConfig, n_runs: int) -> pl.DataFrame:
+    """The latest ``n_runs`` ``live_metrics`` rows per series of ``group`` (a bounded scan
+    pushed into the store, not the whole table)."""
+    lazy = store.scan_table("live_metrics")
+    if lazy is None:
+        return pl.DataFrame()
+    return (lazy.filter(pl.col("group") == group.name).sort("evaluated_at")
+            .group_by(SERIES_ID, maintain_order=True).tail(n_runs).collect())
 
 
 def _watermarks(store: Any, group: GroupConfig, ids: list[str], version: str,
