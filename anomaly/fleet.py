@@ -187,13 +187,15 @@ class DetectorFleet:
 
         Returns
         -------
-        scores (S,) float (NaN for an unobserved row) and is_anomaly (S,) bool.
+        scores (S,) float (NaN for an unobserved row) and is_anomaly (S,) bool;
+        ``contributions_`` (S, F) holds each channel's share of the row's error.
         """
         row = self._row(timestamps, values)
         past = self.tails_
         tails = past.appended(row)
         errors = self._errors(past, tails)                                   # (S, F)
         errors = np.where(row.observed, errors, 0.0)
+        self.contributions_ = sc.contributions(errors)                      # (S, F)
         count = row.observed.sum(axis=1)
         total = np.where(row.observed, errors, 0.0).sum(axis=1)
         point = np.where(count > 0, total / np.maximum(count, 1), np.nan)
@@ -375,6 +377,7 @@ class EnsembleFleet:
                ) -> tuple[np.ndarray, np.ndarray]:
         """(S,) scores (max over members, NaN when all are NaN) and (S,) flags (any)."""
         results = [m.update(timestamps, values) for m in self.members_]
+        self.contributions_ = np.mean([m.contributions_ for m in self.members_], axis=0)
         scores = np.vstack([r[0] for r in results])
         finite = np.isfinite(scores)
         combined = np.where(finite.any(axis=0),

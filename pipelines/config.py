@@ -197,6 +197,7 @@ class MonitoringConfig:
     drift_fdr: float = 0.05
     drift_min_effect: float = 0.5     # in training standard deviations
     drift_pvalue: float = 0.01        # per-test cut when drift_correction = "none"
+    catch_up_steps: int = 168        # rows per series per chunk when detect has a backlog
     drift_window: int = 168
     drift_reference_rows: int = 4096  # the last rows of the training window per channel
     min_drift_rows: int = 30
@@ -222,6 +223,7 @@ class MonitoringConfig:
                                   "(0, 1)")
         _check_positive("monitoring.drift_window", self.drift_window)
         _check_positive("monitoring.drift_reference_rows", self.drift_reference_rows)
+        _check_positive("monitoring.catch_up_steps", self.catch_up_steps)
         _check_positive("monitoring.min_drift_rows", self.min_drift_rows)
 
 
