@@ -55,6 +55,7 @@ RUN_COLUMNS = ("run_id", "flow", "started_at", "finished_at", "status", "rows_in
 FORECAST_KEY = (SERIES_ID, CHANNEL, "issued_at", TIMESTAMP)
 SCORE_KEY = (SERIES_ID, TIMESTAMP)
 EVENT_KEY = (SERIES_ID, "start", "kind")
+MAX_SERIES_METRICS = 50  # per-series live MAE logged to MLflow: the worst 50 (+ the mean)
 
 
 @dataclass
@@ -432,8 +433,11 @@ def _score_live(group: GroupConfig, config: PipelineConfig, store: Any,
                                  strict=True)) if "cusum" in previous.columns else {}))
     if rows.height:
         store.write_table("live_metrics", rows, key=monitoring.LIVE_METRICS_KEY)
-        registry_backend().log_metrics(group.name, "monitor", {
-            _metric_key("live_mae", r[SERIES_ID]): r["mae"] for r in rows.iter_rows(named=True)})
+        worst = rows.sort("mae", descending=True, nulls_last=True).head(MAX_SERIES_METRICS)
+        registry_backend().log_metrics(group.name, "monitor", {  # bounded for big fleets
+            "live_mae": float(rows["mae"].mean()),
+            **{_metric_key("live_mae", r[SERIES_ID]): r["mae"]
+               for r in worst.iter_rows(named=True)}})
     return {r[SERIES_ID]: r["mae"] for r in rows.iter_rows(named=True)}
 
 
