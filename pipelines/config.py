@@ -191,7 +191,7 @@ class MonitoringConfig:
     error_margin: float = 1.5
     consecutive_runs: int = 3
     accuracy_test: str = "cusum"      # "cusum" on live/validation MAE, or "runs" (N in a row)
-    cusum_threshold: float = 1.0
+    cusum_threshold: float = 8.0
     drift_test: str = "mean_variance"  # anomaly.drift.DRIFT_TESTS, or "none"
     drift_correction: str = "bh"      # Benjamini-Hochberg across series/channels, or "none"
     drift_fdr: float = 0.05

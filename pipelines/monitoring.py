@@ -21,7 +21,7 @@ Drift test (``anomaly.drift``, per series and channel)
 
 Retrain trigger
     ``accuracy_test = "cusum"`` (default): a one-sided CUSUM of live / validation MAE per
-    series, allowance ``(error_margin - 1) / 2`` per run, alarms above ``cusum_threshold``
+    series and resolved point, allowance ``error_margin - 1``, alarms above ``cusum_threshold``
     (a large degradation alarms on the first run, a small one after a few).  ``"runs"``:
     live MAE above ``error_margin`` x validation MAE for ``consecutive_runs`` runs in a row.
     Or any channel drifts.  Every reason names the series, the test, the statistic and the
@@ -171,8 +171,22 @@ def population_stability_index(reference: np.ndarray, recent: np.ndarray,
     return drift_stats.population_stability_index(reference, recent, n_bins)
 
 
+def drift_inputs(reference: pl.DataFrame, on: str) -> pl.DataFrame:
+    """``reference`` with a ``drift_on`` column: what each series and channel is tested on
+    (``anomaly.drift.resolve_input`` of its observed reference values; the unit-root test
+    runs once per champion when the reference is cached)."""
+    choices = (reference.filter(pl.col(OBSERVED)).sort([SERIES_ID, CHANNEL, TIMESTAMP])
+               .group_by([SERIES_ID, CHANNEL]).agg(pl.col(VALUE)))
+    chosen = pl.DataFrame({
+        SERIES_ID: choices[SERIES_ID], CHANNEL: choices[CHANNEL],
+        "drift_on": [drift_stats.resolve_input(np.asarray(v, np.float64), on)
+                     for v in choices[VALUE].to_list()]},
+        schema={SERIES_ID: pl.Utf8, CHANNEL: pl.Utf8, "drift_on": pl.Utf8})
+    return reference.join(chosen, on=[SERIES_ID, CHANNEL], how="left")
+
+
 def drift_by_series(reference: pl.DataFrame, recent: pl.DataFrame,
-                    config: MonitoringConfig, on: str | dict[str, str] = "auto"
+                    config: MonitoringConfig, on: str | dict = "auto"
                     ) -> list[DriftResult]:
     """The drift test per series and channel, corrected across all of them; a series drifts
     if any channel does (its result is the drifted channel with the smallest p-value, else
@@ -184,6 +198,10 @@ def drift_by_series(reference: pl.DataFrame, recent: pl.DataFrame,
     """
     key = [SERIES_ID, CHANNEL]
     window = config.drift_window
+    if "drift_on" in reference.columns:  # cached per-channel choices (drift_inputs)
+        known = reference.select([*key, "drift_on"]).unique().drop_nulls()
+        on = {(r[SERIES_ID], r[CHANNEL]): r["drift_on"] for r in known.iter_rows(named=True)}
+        reference = reference.drop("drift_on")
     recent_values = (recent.filter(pl.col(OBSERVED)).sort([*key, TIMESTAMP])
                      .group_by(key, maintain_order=True).agg(pl.col(VALUE).tail(window)))
     reference_values = (reference.filter(pl.col(OBSERVED)).sort([*key, TIMESTAMP])
@@ -209,12 +227,12 @@ def live_rows(errors: pl.DataFrame, validation_mae: dict[str, float], run_id: st
     """Rows of the ``live_metrics`` table for one detect run (schema :data:`LIVE_SCHEMA`).
 
     ``cusum`` continues each series' ``previous_cusum`` (the latest stored row; 0 when none)
-    with :func:`anomaly.drift.cusum_step` on ``mae / validation_mae``, allowance
-    ``(margin - 1) / 2``.
+    with :func:`anomaly.drift.cusum_step` on ``mae / validation_mae`` over the run's
+    ``n_points``, allowance ``margin - 1`` (only points worse than the margin accumulate).
     """
     now = now or dt.datetime.now(dt.UTC)
     previous_cusum = previous_cusum or {}
-    allowance = (margin - 1.0) / 2.0
+    allowance = margin - 1.0
     rows = []
     for row in errors.iter_rows(named=True):
         reference = validation_mae.get(row[SERIES_ID], float("nan"))
@@ -227,7 +245,8 @@ def live_rows(errors: pl.DataFrame, validation_mae: dict[str, float], run_id: st
                      "evaluated_at": now, "n_points": row["n_points"], "mae": row["mae"],
                      "coverage": row["coverage"], "validation_mae": reference,
                      "above_margin": above,
-                     "cusum": drift_stats.cusum_step(previous, ratio, allowance)})
+                     "cusum": drift_stats.cusum_step(previous, ratio, allowance,
+                                                     int(row["n_points"]))})
     return pl.DataFrame(rows, schema=LIVE_SCHEMA)
 
 
@@ -260,7 +279,7 @@ def retrain_decision(group: str, history: pl.DataFrame, drift: list[DriftResult]
                 if value and value[0] > config.cusum_threshold:
                     reasons.append(
                         f"series {series_id!r}: live accuracy (CUSUM test of live / "
-                        f"validation MAE, allowance {(config.error_margin - 1) / 2:g}): "
+                        f"validation MAE per point, allowance {config.error_margin - 1:g}): "
                         f"statistic {value[0]:.3g} > threshold {config.cusum_threshold:g}")
                 continue
             tail = rows["above_margin"].tail(config.consecutive_runs).to_list()

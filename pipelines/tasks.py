@@ -320,7 +320,7 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
     out: dict[str, Any] = {"group": group.name, "new_rows": 0, "events": 0,
                            "retrain": False, "reasons": [], "live": {}, "chunks": 0,
                            "steps": 0, "paths": []}
-    champions = {role: tracker.champion(group.model_name(role))
+    champions = {role: _champion_version(tracker, group.model_name(role))
                  for role in ("forecaster", "detector") if getattr(group, role)}
     champions = {role: found for role, found in champions.items() if found is not None}
     if not ids or not champions:
@@ -328,7 +328,7 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
         return out
     version = "-".join(f"{role}-v{found[1]}" for role, found in sorted(champions.items()))
     marks = _watermarks(store, group, ids, version, champions)
-    models = {role: _cached(role, group, found) for role, found in champions.items()}
+    models = {role: _cached(role, group, found, tracker) for role, found in champions.items()}
     while True:
         new = incremental.new_rows(store, ids, marks, config.monitoring.catch_up_steps)
         if new.is_empty():
@@ -370,13 +370,26 @@ def _log_paths(group: GroupConfig, paths: list[str]) -> None:
         logging.getLogger("recurra.detect").info("group %r: %s", group.name, path)
 
 
-def _cached(role: str, group: GroupConfig, champion: tuple[Any, str]) -> tuple[Any, Path]:
+def _champion_version(tracker: Any, name: str) -> tuple[Any, str] | None:
+    """``(None, version)`` of the champion (the model is loaded only when no cached state
+    exists, see :func:`_cached`); ``(estimator, version)`` from a registry without
+    ``champion_version``."""
+    if hasattr(tracker, "champion_version"):
+        version = tracker.champion_version(name)
+        return None if version is None else (None, version)
+    return tracker.champion(name)
+
+
+def _cached(role: str, group: GroupConfig, champion: tuple[Any, str],
+            tracker: Any = None) -> tuple[Any, Path]:
     """The champion with its state as the last run left it (cached per version), and the
     cache folder; a new champion version starts from its registered state."""
     estimator, version = champion
     folder = state_dir() / group.model_name(role) / f"v{version}"
     if (folder / "meta.json").is_file():
         estimator = load_estimator(folder)
+    elif estimator is None:
+        estimator = tracker.champion(group.model_name(role))[0]
     return estimator, folder
 
 
@@ -456,8 +469,9 @@ def _drift(group: GroupConfig, config: PipelineConfig, store: Any, ids: list[str
         reference = pl.read_parquet(cache)
     else:
         frame = store.read(series_ids=list(ends), end=max(ends.values()))
-        reference = _cut(frame, ends, after=False).group_by([SERIES_ID, CHANNEL]).tail(
-            config.monitoring.drift_reference_rows)
+        reference = monitoring.drift_inputs(
+            _cut(frame, ends, after=False).group_by([SERIES_ID, CHANNEL]).tail(
+                config.monitoring.drift_reference_rows), group.drift_on)
         cache.parent.mkdir(parents=True, exist_ok=True)
         reference.write_parquet(cache)
     recent = incremental.recent_rows(store, list(ends), ends, config.monitoring.drift_window)
