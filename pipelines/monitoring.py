@@ -271,21 +271,20 @@ def retrain_decision(group: str, history: pl.DataFrame, drift: list[DriftResult]
     reasons = []
     if not history.is_empty():
         part = history.filter(pl.col("group") == group) if "group" in history.columns else history
-        use_cusum = config.accuracy_test == "cusum" and "cusum" in part.columns
-        for (series_id,), rows in part.sort("evaluated_at").group_by(
-                [SERIES_ID], maintain_order=True):
-            if use_cusum:
-                value = rows["cusum"].drop_nulls().tail(1).to_list()
-                if value and value[0] > config.cusum_threshold:
-                    reasons.append(
-                        f"series {series_id!r}: live accuracy (CUSUM test of live / "
-                        f"validation MAE per point, allowance {config.error_margin - 1:g}): "
-                        f"statistic {value[0]:.3g} > threshold {config.cusum_threshold:g}")
-                continue
-            tail = rows["above_margin"].tail(config.consecutive_runs).to_list()
-            if len(tail) == config.consecutive_runs and all(tail):
-                reasons.append(f"series {series_id!r}: live MAE above {config.error_margin} x "
-                               f"validation MAE for {config.consecutive_runs} consecutive runs")
+        ordered = part.sort("evaluated_at").group_by(SERIES_ID, maintain_order=True)
+        if config.accuracy_test == "cusum" and "cusum" in part.columns:
+            latest = ordered.agg(pl.col("cusum").drop_nulls().last()).filter(
+                pl.col("cusum") > config.cusum_threshold)
+            reasons += [f"series {sid!r}: live accuracy (CUSUM test of live / validation MAE "
+                        f"per point, allowance {config.error_margin - 1:g}): statistic "
+                        f"{value:.3g} > threshold {config.cusum_threshold:g}"
+                        for sid, value in latest.select(SERIES_ID, "cusum").iter_rows()]
+        else:
+            runs = config.consecutive_runs
+            tails = ordered.agg(pl.col("above_margin").tail(runs).alias("_tail")).filter(
+                (pl.col("_tail").list.len() == runs) & pl.col("_tail").list.all())
+            reasons += [f"series {sid!r}: live MAE above {config.error_margin} x validation "
+                        f"MAE for {runs} consecutive runs" for sid in tails[SERIES_ID]]
     for result in drift:
         if result.drifted:
             reasons.append(drift_reason(result, config))

@@ -350,6 +350,9 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
         reached = new.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).max())
         marks.update(dict(zip(reached[SERIES_ID].to_list(), reached[TIMESTAMP].to_list(),
                               strict=True)))
+        if new.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).n_unique())[TIMESTAMP].max() \
+                < config.monitoring.catch_up_steps:
+            break  # a short chunk: nothing more has arrived
     if not out["chunks"]:
         return out
     for estimator, folder in models.values():
@@ -464,7 +467,7 @@ def _drift(group: GroupConfig, config: PipelineConfig, store: Any, ids: list[str
     if not ends:
         return []
     role, (_, version) = sorted(champions.items())[0]
-    cache = state_dir() / group.model_name(role) / f"v{version}" / "drift_reference.parquet"
+    cache = state_dir() / group.model_name(role) / f"v{version}-drift-reference.parquet"
     if cache.is_file():
         reference = pl.read_parquet(cache)
     else:
