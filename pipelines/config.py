@@ -33,7 +33,8 @@ monitoring rules::
     [monitoring]
     error_margin = 1.5                # live MAE > margin * validation MAE ...
     consecutive_runs = 3              # ... for this many consecutive detect runs
-    drift_pvalue = 0.01               # KS two-sample test, recent vs training window
+    drift_test = "mean_variance"      # recent vs training window, on what the model sees,
+    drift_fdr = 0.05                  # Benjamini-Hochberg across series and channels
 
 Example
 -------
@@ -153,6 +154,11 @@ class GroupConfig:
     series: tuple[str, ...] = ("*",)
     forecaster: str = ""
     detector: str = ""
+    drift_on: str = "auto"   # [groups.<name>.monitor] drift_on: anomaly.drift.DRIFT_INPUTS
+
+    def __post_init__(self) -> None:
+        _check_choice(f"groups.{self.name}.monitor.drift_on", self.drift_on,
+                      ("auto", "scaled", "returns", "difference"))
 
     def matches(self, series_id: str) -> bool:
         return any(fnmatch.fnmatchcase(series_id, pattern) for pattern in self.series)
@@ -184,9 +190,16 @@ class MonitoringConfig:
 
     error_margin: float = 1.5
     consecutive_runs: int = 3
-    drift_test: str = "ks"
-    drift_pvalue: float = 0.01
+    accuracy_test: str = "cusum"      # "cusum" on live/validation MAE, or "runs" (N in a row)
+    cusum_threshold: float = 8.0
+    drift_test: str = "mean_variance"  # anomaly.drift.DRIFT_TESTS, or "none"
+    drift_correction: str = "bh"      # Benjamini-Hochberg across series/channels, or "none"
+    drift_fdr: float = 0.05
+    drift_min_effect: float = 0.5     # in training standard deviations
+    drift_pvalue: float = 0.01        # per-test cut when drift_correction = "none"
+    catch_up_steps: int = 168        # rows per series per chunk when detect has a backlog
     drift_window: int = 168
+    drift_reference_rows: int = 4096  # the last rows of the training window per channel
     min_drift_rows: int = 30
 
     def __post_init__(self) -> None:
@@ -194,10 +207,23 @@ class MonitoringConfig:
             raise ConfigError(f"`monitoring.error_margin` ({self.error_margin}) must be >= 1.0 "
                               "(live error is compared with margin x validation error)")
         _check_positive("monitoring.consecutive_runs", self.consecutive_runs)
-        _check_choice("monitoring.drift_test", self.drift_test, ("ks", "psi", "none"))
-        if not 0.0 < self.drift_pvalue < 1.0:
-            raise ConfigError(f"`monitoring.drift_pvalue` ({self.drift_pvalue}) must be in (0, 1)")
+        _check_choice("monitoring.accuracy_test", self.accuracy_test, ("cusum", "runs"))
+        if not self.cusum_threshold > 0.0:
+            raise ConfigError(f"`monitoring.cusum_threshold` ({self.cusum_threshold}) must "
+                              "be > 0")
+        _check_choice("monitoring.drift_test", self.drift_test,
+                      ("mean_variance", "ks", "psi", "none"))
+        _check_choice("monitoring.drift_correction", self.drift_correction, ("bh", "none"))
+        if not self.drift_min_effect >= 0.0:
+            raise ConfigError(f"`monitoring.drift_min_effect` ({self.drift_min_effect}) must "
+                              "be >= 0")
+        for name in ("drift_pvalue", "drift_fdr"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ConfigError(f"`monitoring.{name}` ({getattr(self, name)}) must be in "
+                                  "(0, 1)")
         _check_positive("monitoring.drift_window", self.drift_window)
+        _check_positive("monitoring.drift_reference_rows", self.drift_reference_rows)
+        _check_positive("monitoring.catch_up_steps", self.catch_up_steps)
         _check_positive("monitoring.min_drift_rows", self.min_drift_rows)
 
 
@@ -310,7 +336,9 @@ def _parse_group(name: str, table: Any) -> GroupConfig:
         raise ConfigError(f"`groups.{name}`: the group name ({name!r}) must be letters, "
                           "digits, '_', '.' or '-' starting with a letter or digit (it names "
                           "the registered models and MLflow experiments)")
-    _check_keys(f"groups.{name}", table, {"series", "forecaster", "detector"})
+    _check_keys(f"groups.{name}", table, {"series", "forecaster", "detector", "monitor"})
+    monitor = _table(table, "monitor", f"groups.{name}")
+    _check_keys(f"groups.{name}.monitor", monitor, {"drift_on"})
     series = table.get("series", ["*"])
     if isinstance(series, str):
         series = [series]
@@ -319,7 +347,8 @@ def _parse_group(name: str, table: Any) -> GroupConfig:
                           "glob patterns on series_id")
     return GroupConfig(name=name, series=tuple(series),
                        forecaster=str(table.get("forecaster", "")),
-                       detector=str(table.get("detector", "")))
+                       detector=str(table.get("detector", "")),
+                       drift_on=str(monitor.get("drift_on", "auto")))
 
 
 def _parse_schedules(table: dict[str, Any]) -> dict[str, str]:

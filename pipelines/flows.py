@@ -193,6 +193,11 @@ def detect_flow(config_path: str | None = None, store_root: str | None = None,
         results, failures = _gather(futures)
         summary.events_found = sum(r["events"] for r in results.values())
         summary.rows_ingested = sum(r["new_rows"] for r in results.values())
+        for name, r in results.items():
+            if r.get("steps", 0) > 1:  # missed runs: one new row per series per run on time
+                summary.messages.append(
+                    f"group {name!r} caught up {r['steps']} runs' worth of rows "
+                    f"({r['new_rows']} rows in {r['chunks']} chunk(s))")
         flagged = {name: r["reasons"] for name, r in results.items() if r["retrain"]}
         for name, reasons in flagged.items():
             action = "retrain" if retrain else "retrain flagged (not run, retrain=False)"

@@ -62,6 +62,16 @@ class MlflowRegistry:
             return None
         return registry.load_champion_estimator(name), str(version)
 
+    def champion_version(self, name: str) -> str | None:
+        """The champion's version without loading the model (None when there is none)."""
+        from pipelines import registry
+
+        try:
+            version = registry.champion_version(name)
+        except RecurraError:
+            return None
+        return None if version is None else str(version)
+
     def log_metrics(self, group: str, task: str, metrics: dict[str, float]) -> None:
         from pipelines import tracking
         from pipelines.mlflow_setup import experiment_name

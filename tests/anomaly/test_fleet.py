@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from anomaly.base import DetectorConfig
-from anomaly.baselines import IsolationForestDetector, RollingZScoreDetector
+from anomaly.baselines import RollingZScoreDetector
 from anomaly.detectors import GRUDAutoencoder, ReconstructionDetector
 from anomaly.fleet import DetectorFleet, fleet_arrays
 from data.schema import RecurraError, SchemaError
@@ -97,10 +97,7 @@ def test_fleet_rejects_bad_input(frame):
         fleet.update(stamps, values)
     with pytest.raises(SchemaError, match="not seen in fit"):
         DetectorFleet(detector, series_ids=["s0", "nope"])
-    forest = IsolationForestDetector(DetectorConfig(window=8, n_estimators=5,
-                                                    threshold="quantile"))
+    overlap = ReconstructionDetector(DetectorConfig(window=8, hidden_size=4, max_epochs=1,
+                                                    aggregate="overlap", threshold="quantile"))
     with pytest.raises(RecurraError, match="DetectorFleet"):
-        DetectorFleet(forest.fit(frame.filter(pl.col("series_id") == "s0")))
-    with pytest.raises(RecurraError, match="threshold"):
-        DetectorFleet(_fitted(RollingZScoreDetector, DetectorConfig(
-            window=8, threshold="dspot", level=0.9, risk=0.01, depth=5), frame))
+        DetectorFleet(overlap.fit(frame.filter(pl.col("series_id") == "s0")))

@@ -104,7 +104,9 @@ def test_live_metrics_and_drift_trigger_a_retrain(scenario):
     live = detect["groups"]["g"]["live"]
     assert set(live) == {"s0", "s1"} and live["s0"] > live["s1"]  # s0 was shifted by +25
     reasons = detect["groups"]["g"]["reasons"]
-    assert any("series 's0': input drift" in reason for reason in reasons)
+    assert any("series 's0' channel 'value': input drift (mean_variance test" in reason
+               for reason in reasons), reasons
+    assert not any("series 's1'" in reason and "drift" in reason for reason in reasons)
     assert "retrain 'g'" in detect["summary"]["message"]
     retrained = detect["retrained"]["groups"]["g"]
     assert retrained["reason"].startswith("monitor: ")

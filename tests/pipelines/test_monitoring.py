@@ -85,7 +85,7 @@ def test_drift_by_series_per_channel():
 
 
 def test_retrain_after_n_consecutive_runs_above_margin():
-    config = MonitoringConfig(error_margin=1.5, consecutive_runs=3)
+    config = MonitoringConfig(error_margin=1.5, consecutive_runs=3, accuracy_test="runs")
     errors = pl.DataFrame({"series_id": ["a"], "n_points": [4], "mae": [2.0],
                            "coverage": [0.5]})
     above = live_rows(errors, {"a": 1.0}, "r1", "g", 1.5, now=T0)
@@ -109,4 +109,6 @@ def test_retrain_on_drift_says_why():
     drift = [drift_test(rng.normal(0, 1, 300), rng.normal(4, 1, 60), config, "a")]
     decision = retrain_decision("g", pl.DataFrame(), drift, config)
     assert decision.retrain
-    assert "series 'a': input drift (ks test" in decision.reasons[0]
+    assert "series 'a' channel 'value': input drift (mean_variance test on scaled inputs" \
+        in decision.reasons[0]
+    assert "Benjamini-Hochberg threshold" in decision.reasons[0]
