@@ -72,6 +72,7 @@ def deploy_to_pool(config_path: str | None, api_url: str, pool: str,
                    only: list[str] | None = None) -> list[str]:
     """Register one deployment per ``[schedules]`` entry on ``pool``; returns their names."""
     from prefect.deployments.runner import EntrypointType
+    from prefect.runner.storage import LocalStorage
 
     from pipelines.config import SCHEDULE_NAMES, load_config
 
@@ -91,6 +92,8 @@ def deploy_to_pool(config_path: str | None, api_url: str, pool: str,
                 f"{config.schedules[name]}, run by a worker of pool {pool!r}",
                 job_variables={"working_dir": str(REPO_ROOT)},
                 entrypoint_type=EntrypointType.MODULE_PATH)
+            # a pull step "set working directory": run in place, never copy the code
+            deployment.storage = LocalStorage(str(REPO_ROOT))
             deployment.apply(work_pool_name=pool)
             deployed.append(f"{FLOW_NAME}/recurra-{name}")
     return deployed

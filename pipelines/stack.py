@@ -276,7 +276,9 @@ def start_mlflow(root: Path, state: dict[str, Any]) -> None:
                       "--artifacts-destination", ARTIFACTS, "--serve-artifacts",
                       "--host", "127.0.0.1", "--port", str(state["ports"]["mlflow"]),
                       "--workers", "1")
-    _spawn(root, "mlflow", command, environment(state))
+    # no background job runner (a dozen huey processes) for a tracking + registry server
+    _spawn(root, "mlflow", command, {**environment(state),
+                                     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     _wait("mlflow", lambda: _http_ok(where["mlflow"] + "/health"), root)
 
 
@@ -347,13 +349,18 @@ def _check_names(names: list[str] | None) -> list[str]:
 
 def up(home: str | Path | None = None, config_path: str | None = None,
        only: list[str] | None = None, deploy: bool = True) -> dict[str, Any]:
-    """Start every service that is not running (or only ``only``); returns the state."""
+    """Start every service that is not running (or only ``only``); returns the state.
+
+    ``stack/recurra.toml`` is (re)written from ``config_path`` when given, else kept (the
+    bundled config on the first ``up``).
+    """
     root = stack_root(home)
     state = load_state(root)
     for name in _check_names(only):
         if pid_of(root, name) is None:
             STARTERS[name](root, state)
-    write_config(root, state, config_path)
+    if config_path or not (root / "recurra.toml").exists():
+        write_config(root, state, config_path)
     if deploy and not only:
         from pipelines.deployed import deploy_to_pool
 
@@ -438,11 +445,16 @@ def status(home: str | Path | None = None) -> dict[str, dict[str, Any]]:
 
 
 def kill(home: str | Path | None, name: str) -> int:
-    """``kill -9`` one service (fault injection); returns the pid it killed."""
+    """``kill -9`` one service and its children (fault injection: the host of the service
+    dies); returns the pid it killed. Every service but PostgreSQL runs in its own process
+    group (``mlflow server`` is a launcher plus a uvicorn process)."""
     root = stack_root(home)
     _check_names([name])
     pid = pid_of(root, name)
     if pid is None:
         raise RecurraError(f"stack service {name!r} is not running")
-    os.kill(pid, signal.SIGKILL)
+    if name == "postgres":
+        os.kill(pid, signal.SIGKILL)
+    else:
+        os.killpg(pid, signal.SIGKILL)
     return pid
