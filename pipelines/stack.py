@@ -223,6 +223,11 @@ def start_postgres(root: Path, state: dict[str, Any]) -> None:
     log = root / "logs" / "postgres.log"
     log.touch()
     _chown_to_db_user(folder, sockets, log)
+    if os.geteuid() == 0 and subprocess.run(_as_db_user(["test", "-w", str(folder)]),
+                                            capture_output=True).returncode != 0:
+        raise RecurraError(f"PostgreSQL runs as the system user 'postgres', which cannot reach "
+                           f"{folder}: make every parent folder of RECURRA_HOME traversable "
+                           "(chmod o+x) or put RECURRA_HOME elsewhere")
     if not (data / "PG_VERSION").exists():
         password_file = folder / "password"
         password_file.write_text(state["password"] + "\n")
