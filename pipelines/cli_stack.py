@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
     group.command("down")(down)
     group.command("status")(status)
     group.command("env")(env)
+    group.command("deploy")(deploy)
     app.add_typer(group, name="stack")
 
 
@@ -70,8 +71,30 @@ def env(home: HomeOption = None) -> None:
 
     from pipelines.stack import environment, load_state, stack_root
 
-    for name, value in environment(load_state(stack_root(home))).items():
+    root = stack_root(home)
+    for name, value in environment(load_state(root)).items():
         typer.echo(f"export {name}={shlex.quote(value)}")
+    config = shlex.quote(str(root / "recurra.toml"))
+    typer.echo(f"# pipeline config of the stack: --config {config}")
+
+
+def deploy(api_url: Annotated[str, typer.Option(
+               help="Prefect API of the server, e.g. http://prefect-host:4200/api.")],
+           config: Annotated[Path | None, typer.Option(
+               help="Pipeline config, as the workers will read it (path on their hosts).")
+           ] = None,
+           pool: Annotated[str, typer.Option(help="Process work pool (created if missing).")
+                           ] = "recurra",
+           only: Annotated[list[str] | None, typer.Option(
+               help="Only these schedules (ingest, train, detect, ...).")] = None) -> None:
+    """Register the schedules of a config as deployments on a work pool (real hosts)."""
+    from pipelines.deployed import deploy_to_pool
+
+    def action() -> None:
+        for name in deploy_to_pool(str(config) if config else None, api_url, pool, only or None):
+            typer.echo(f"deployed {name} to pool {pool!r}")
+
+    _guard(action)
 
 
 def _print_status(services: dict) -> None:

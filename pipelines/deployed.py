@@ -2,11 +2,12 @@
 
 ``recurra serve`` serves its deployments in its own process; in production a worker on
 another host picks scheduled runs from a work pool instead.  Each deployment here
-(``recurra-run/recurra-<name>``) runs :func:`deployed_flow` with ``flow_name=<name>``: it
-reads the config at run time, checks the services it names (:mod:`pipelines.preflight`) and
-runs the flow as a sub-flow on the config's task runner (the Dask cluster of
-``runner.address``), so a deployment run trains on the Dask workers exactly as
-``recurra train`` does.  The worker imports this module (entrypoint
+(``recurra-run/recurra-<name>``, one run at a time: a late run waits for the previous one,
+so two trainings of a group never gate against each other) runs :func:`deployed_flow` with
+``flow_name=<name>``: it reads the config at run time, checks the services it names
+(:mod:`pipelines.preflight`) and runs the flow as a sub-flow on the config's task runner
+(the Dask cluster of ``runner.address``), so a deployment run trains on the Dask workers
+exactly as ``recurra train`` does.  The worker imports this module (entrypoint
 ``pipelines.deployed.deployed_flow``), so the project must be importable where it runs.
 
 Example
@@ -90,7 +91,7 @@ def deploy_to_pool(config_path: str | None, api_url: str, pool: str,
                 parameters={"flow_name": name, "config_path": config.path or None},
                 tags=["recurra"], description=f"recurra {name} on cron "
                 f"{config.schedules[name]}, run by a worker of pool {pool!r}",
-                job_variables={"working_dir": str(REPO_ROOT)},
+                job_variables={"working_dir": str(REPO_ROOT)}, concurrency_limit=1,
                 entrypoint_type=EntrypointType.MODULE_PATH)
             # a pull step "set working directory": run in place, never copy the code
             deployment.storage = LocalStorage(str(REPO_ROOT))

@@ -106,7 +106,6 @@ def environment(state: dict[str, Any]) -> dict[str, str]:
         **QUIET_ENV,
         "RECURRA_HOME": str(root.parent),
         "RECURRA_STORE": os.environ.get("RECURRA_STACK_STORE", str(root / "store")),
-        "RECURRA_CONFIG": str(root / "recurra.toml"),
         "MLFLOW_TRACKING_URI": where["mlflow"],
         "PREFECT_API_URL": where["prefect"],
         "PREFECT_HOME": str(root / "prefect"),

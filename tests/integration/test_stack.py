@@ -82,6 +82,7 @@ def stack(tmp_path_factory):
     state["up_seconds"] = time.monotonic() - started
     state["home"] = home
     state["env"] = stack_module.environment(state)
+    state["config"] = str(home / "stack" / "recurra.toml")
     yield state
     stack_module.down(home)
     shutil.rmtree(home, ignore_errors=True)
@@ -97,7 +98,7 @@ def run_flow(stack, name: str, extra_env: dict | None = None, **parameters) -> d
     (or ``{"error": ...}`` when it raised)."""
     code = ("import json, sys\nfrom pipelines.flows import run_flow\n"
             "try:\n"
-            f"    out = run_flow({name!r}, {stack['env']['RECURRA_CONFIG']!r}, "
+            f"    out = run_flow({name!r}, {stack['config']!r}, "
             f"**json.loads(sys.argv[1]))['summary']\n"
             "except Exception as error:\n"
             "    out = {'error': f'{type(error).__name__}: {error}'}\n"
@@ -246,7 +247,7 @@ def test_bad_settings_fail_naming_the_setting(stack, tmp_path):
     assert f"`RECURRA_STORE` ({missing}): bucket 'no-such-bucket' does not exist" \
         in summary["error"], summary
     # a deployment run whose config points at a dead scheduler ends FAILED with the message
-    bad = Path(stack["env"]["RECURRA_CONFIG"]).read_text().replace(
+    bad = Path(stack["config"]).read_text().replace(
         f"127.0.0.1:{state['ports']['dask-scheduler']}", f"127.0.0.1:{free_port()}")
     bad_path = tmp_path / "bad-dask.toml"
     bad_path.write_text(bad)
