@@ -275,7 +275,13 @@ def s3_client(state: dict[str, Any]) -> Any:
 
 
 def start_mlflow(root: Path, state: dict[str, Any]) -> None:
+    from pipelines.preflight import check_tracking
+
     where = urls(state)
+    problem = check_tracking(where["postgres"])
+    if problem:
+        raise RecurraError("mlflow server --backend-store-uri: " + problem.replace(
+            "`MLFLOW_TRACKING_URI` ", ""))
     command = _python("-m", "mlflow", "server", "--backend-store-uri", where["postgres"],
                       "--artifacts-destination", ARTIFACTS, "--serve-artifacts",
                       "--host", "127.0.0.1", "--port", str(state["ports"]["mlflow"]),
