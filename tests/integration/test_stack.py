@@ -230,9 +230,13 @@ def test_detect_and_report_as_deployment_runs(stack):
 
 
 def test_bad_settings_fail_naming_the_setting(stack, tmp_path):
+    from data.schema import RecurraError
+    from pipelines import stack as stack_module
     from pipelines.serve import free_port
 
     state = stack
+    with pytest.raises(RecurraError, match="--backend-store-uri.*password authentication"):
+        stack_module.start_mlflow(Path(state["root"]), {**state, "password": "wrong"})
     wrong = (f"postgresql://recurra:not-the-password@127.0.0.1:{state['ports']['postgres']}"
              "/mlflow")
     summary = run_flow(stack, "train", extra_env={"MLFLOW_TRACKING_URI": wrong})
