@@ -262,6 +262,13 @@ def test_bad_settings_fail_naming_the_setting(stack, tmp_path):
     assert last["status"] == "failed" and "runner.address" in last["message"]
 
 
+def _utc_now() -> str:
+    """Now, as the runs table's timestamps print (``2026-01-01 12:00:00.123+00:00``)."""
+    import datetime as dt
+
+    return str(dt.datetime.now(dt.UTC))
+
+
 def _in_background(stack, name: str, **parameters) -> tuple[threading.Thread, dict]:
     out: dict = {}
     thread = threading.Thread(target=lambda: out.update(run_flow(stack, name, **parameters)))
@@ -287,13 +294,13 @@ def test_kill_a_dask_worker_during_training(stack_env):
             time.sleep(0.1)
     assert victim is not None, "no training task ran for more than 1 s on a Dask worker"
     stack_module.kill(stack_env["home"], victim)
-    killed_at = time.monotonic()
+    killed_at, killed_utc = time.monotonic(), _utc_now()
     stack_module.up(stack_env["home"], only=[victim])  # restart it (same name, same scheduler)
     thread.join(FLOW_TIMEOUT_S)
     print(f"killed {victim} mid-training; restarted in {time.monotonic() - killed_at:.1f} s; "
           f"run: {out.get('status')} {out.get('message')}")
     assert out.get("status") == "completed", out  # Dask re-ran the lost task on the other worker
-    assert out["series_trained"] == 5
+    assert out["series_trained"] == 5 and out["finished_at"] > killed_utc
     assert victim in stack_module.dask_workers(stack_env)
     assert_consistent(registry_snapshot(), before)
 
@@ -312,12 +319,14 @@ def test_kill_the_mlflow_server_during_a_run(stack_env):
             time.sleep(0.1)
     time.sleep(1.0)  # training started: tracking calls are under way
     stack_module.kill(stack_env["home"], "mlflow")
+    killed_utc = _utc_now()
     time.sleep(3.0)
     restarted_at = time.monotonic()
     stack_module.up(stack_env["home"], only=["mlflow"])
     print(f"mlflow server back in {time.monotonic() - restarted_at:.1f} s")
     thread.join(FLOW_TIMEOUT_S)
     print(f"run after the MLflow kill: {out.get('status')} {out.get('message')}")
+    assert out.get("finished_at", "") > killed_utc, out  # the run spanned the outage
     if out.get("status") != "completed":  # a task gave up while the server was down:
         assert out.get("status") == "partial", out  # recorded, the others went on
         out = run_flow(stack_env, "train", reason="fault: mlflow server, rerun")
