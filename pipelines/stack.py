@@ -7,10 +7,10 @@ Every service gets its own port on 127.0.0.1, its own data folder, log and pid f
 ================== ==========================================================================
 service            what it is
 ================== ==========================================================================
-``postgres``       PostgreSQL (Debian ``postgresql``), database ``mlflow``: MLflow's store
+``postgres``       PostgreSQL (Debian ``postgresql``): databases ``mlflow`` and ``prefect``
 ``s3``             an S3-compatible endpoint (``moto_server``), bucket ``recurra``
 ``mlflow``         ``mlflow server`` on Postgres, artifacts in ``s3://recurra/mlartifacts``
-``prefect``        ``prefect server start`` (its own ``PREFECT_HOME``)
+``prefect``        ``prefect server start`` on the ``prefect`` database
 ``dask-scheduler`` ``dask scheduler``
 ``dask-worker-1``  ``dask worker`` (no nanny: a killed worker stays dead until ``up``)
 ``dask-worker-2``  idem
@@ -56,6 +56,7 @@ BUCKET = "recurra"
 ARTIFACTS = f"s3://{BUCKET}/mlartifacts"
 POOL = "recurra"
 DATABASE = "mlflow"
+PREFECT_DATABASE = "prefect"
 DB_USER = "recurra"
 S3_KEY, S3_SECRET = "recurra", "recurra-secret"  # the local endpoint's only credentials
 START_TIMEOUT_S = 180.0
@@ -251,9 +252,10 @@ def _create_database(state: dict[str, Any]) -> None:
                                   user=DB_USER, password=state["password"], dbname="postgres")
     connection.autocommit = True
     with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-        if cursor.fetchone() is None:
-            cursor.execute(f"CREATE DATABASE {DATABASE}")
+        for name in (DATABASE, PREFECT_DATABASE):
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is None:
+                cursor.execute(f"CREATE DATABASE {name}")
     connection.close()
 
 
@@ -293,7 +295,9 @@ def start_mlflow(root: Path, state: dict[str, Any]) -> None:
 
 
 def start_prefect(root: Path, state: dict[str, Any]) -> None:
-    env = {**environment(state)}
+    env = {**environment(state), "PREFECT_API_DATABASE_CONNECTION_URL":
+           urls(state)["postgres"].replace("postgresql://", "postgresql+asyncpg://")
+           .removesuffix(f"/{DATABASE}") + f"/{PREFECT_DATABASE}"}
     env.pop("PREFECT_API_URL")
     command = _python("-m", "prefect", "server", "start", "--host", "127.0.0.1",
                       "--port", str(state["ports"]["prefect"]))

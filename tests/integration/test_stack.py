@@ -210,6 +210,13 @@ def test_registry_on_postgres_with_artifacts_in_the_bucket(stack_env):
         cursor.execute("SELECT name, count(*) FROM model_versions GROUP BY name")
         counts = dict(cursor.fetchall())
     connection.close()
+    connection = psycopg2.connect(host="127.0.0.1", port=state["ports"]["postgres"],
+                                  user=stack_module.DB_USER, password=state["password"],
+                                  dbname=stack_module.PREFECT_DATABASE)
+    with connection, connection.cursor() as cursor:  # the Prefect server's state too
+        cursor.execute("SELECT name FROM deployment")
+        assert {"recurra-train", "recurra-detect"} <= {row[0] for row in cursor.fetchall()}
+    connection.close()
     assert counts == {name: len(model["versions"]) for name, model in snapshot.items()}
     listing = stack_module.s3_client(state).list_objects_v2(Bucket=stack_module.BUCKET,
                                                             Prefix="mlartifacts/")
