@@ -27,19 +27,36 @@ from data.schema import RecurraError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FLOW_NAME = "recurra-run"
+RETRIES = 1
+RETRY_DELAY_S = 10
 
 
 @flow(name=FLOW_NAME, log_prints=True)
 def deployed_flow(flow_name: str, config_path: str | None = None) -> dict:
-    """Run the Recurra flow ``flow_name`` (``train``, ``detect``, ...) with its config."""
+    """Run the Recurra flow ``flow_name`` (``train``, ``detect``, ...) with its config.
+
+    A ``partial`` outcome (some group failed, e.g. the tracking server went away for a
+    moment) is run again, ``RETRIES`` times after ``RETRY_DELAY_S``: the groups that
+    succeeded hit the training cache (same inputs) and are not registered twice, the failed
+    ones run again. A setting that names a missing service (:class:`PreflightError`) fails
+    the run at once: retrying would not help.
+    """
+    import time
+
     from pipelines.flows import run_flow
 
-    if flow_name == "report":
-        return run_flow("report")
-    outcome = run_flow(flow_name, config_path)
-    if outcome["summary"]["status"] == "failed":
-        raise RecurraError(outcome["summary"]["message"])
-    return outcome
+    for attempt in range(RETRIES + 1):
+        outcome = run_flow(flow_name) if flow_name == "report" else run_flow(flow_name,
+                                                                             config_path)
+        summary = outcome["summary"]
+        if summary["status"] == "completed":
+            return outcome
+        if attempt < RETRIES:
+            print(f"{flow_name} ended {summary['status']} ({summary['message']}); "
+                  f"running it again in {RETRY_DELAY_S} s")
+            time.sleep(RETRY_DELAY_S)
+    raise RecurraError(f"{flow_name} ended {summary['status']} after {RETRIES + 1} attempts: "
+                       f"{summary['message']}")
 
 
 def _settings(api_url: str) -> Any:

@@ -12,7 +12,7 @@ MLflow or Dask.  :func:`preflight` (called by :func:`pipelines.flows.run_flow`) 
   endpoint (``AWS_ENDPOINT_URL``).
 
 On a problem it writes a ``failed`` row with the message to the store's ``runs`` table (unless
-the store itself is the problem) and raises :class:`data.schema.RecurraError`.
+the store itself is the problem) and raises :class:`PreflightError` (a ``RecurraError``).
 
 Example
 -------
@@ -31,6 +31,10 @@ from urllib.parse import urlparse
 from data.schema import RecurraError
 
 TIMEOUT_S = 5.0
+
+
+class PreflightError(RecurraError):
+    """A setting names a service that is not there: fix the setting, retrying will not help."""
 
 
 def masked(uri: str) -> str:
@@ -148,4 +152,4 @@ def preflight(flow: str, config_path: str | None, store_root: str | None = None)
         summary = tasks.RunSummary(flow).finish([f"preflight: {message}"])
         summary.status = "failed"
         tasks.record_run(tasks.open_store(store_root), summary)
-    raise RecurraError(f"{flow}: {message}")
+    raise PreflightError(f"{flow}: {message}")
