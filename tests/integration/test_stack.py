@@ -297,11 +297,11 @@ def test_kill_a_dask_worker_during_training(stack_env):
         while victim is None and time.monotonic() < deadline and thread.is_alive():
             now = time.monotonic()
             for address, keys in client.processing().items():
-                for key in keys:  # a task still running 1 s after it started: kill its worker
-                    if now - seen.setdefault(key, now) > 1.0:
+                for key in keys:  # a task still running 0.5 s after it started: kill its worker
+                    if now - seen.setdefault(key, now) > 0.5:
                         victim = client.scheduler_info(n_workers=-1)["workers"][address]["name"]
             time.sleep(0.1)
-    assert victim is not None, "no training task ran for more than 1 s on a Dask worker"
+    assert victim is not None, "no training task ran for more than 0.5 s on a Dask worker"
     stack_module.kill(stack_env["home"], victim)
     killed_at, killed_utc = time.monotonic(), _utc_now()
     stack_module.up(stack_env["home"], only=[victim])  # restart it (same name, same scheduler)
