@@ -316,20 +316,32 @@ def start_dask_scheduler(root: Path, state: dict[str, Any]) -> None:
 def start_dask_worker(root: Path, state: dict[str, Any], name: str) -> None:
     folder = root / "dask" / name
     folder.mkdir(parents=True, exist_ok=True)
+    # a worker killed a moment ago may still be listed: the scheduler refuses a second
+    # worker of the same name, so wait until it has dropped the dead one
+    stale = dask_addresses(state).get(name)
+    deadline = time.monotonic() + START_TIMEOUT_S / 3
+    while stale and name in dask_addresses(state) and time.monotonic() < deadline:
+        time.sleep(0.5)
     command = _python("-m", "distributed.cli.dask_worker", urls(state)["dask"],
                       "--name", name, "--nthreads", "1", "--no-nanny", "--no-dashboard",
                       "--host", "127.0.0.1", "--local-directory", str(folder))
     env = {**environment(state), "PREFECT_LOGGING_LEVEL": "INFO"}
     _spawn(root, name, command, env)
-    _wait(name, lambda: name in dask_workers(state), root)
+    _wait(name, lambda: dask_addresses(state).get(name) not in (None, stale), root)
+
+
+def dask_addresses(state: dict[str, Any]) -> dict[str, str]:
+    """Address of every worker the scheduler knows, by name."""
+    from distributed import Client
+
+    with Client(urls(state)["dask"], timeout=5) as client:
+        return {w["name"]: address
+                for address, w in client.scheduler_info(n_workers=-1)["workers"].items()}
 
 
 def dask_workers(state: dict[str, Any]) -> list[str]:
     """Names of the workers the scheduler knows."""
-    from distributed import Client
-
-    with Client(urls(state)["dask"], timeout=5) as client:
-        return [w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+    return sorted(dask_addresses(state))
 
 
 def start_prefect_worker(root: Path, state: dict[str, Any]) -> None:
