@@ -121,12 +121,20 @@ def trigger(stack, flow: str, **parameters):
 
 
 def runs_table(stack):
+    """The store's ``runs`` table, read with the stack's settings (an s3:// store needs the
+    endpoint and keys)."""
     import polars as pl
 
     from data.store import Store
 
-    return Store(stack["env"]["RECURRA_STORE"]).read_table("runs").sort("started_at").with_columns(
-        pl.col("message").fill_null(""))
+    saved = dict(os.environ)
+    os.environ.update(stack["env"])
+    try:
+        runs = Store(stack["env"]["RECURRA_STORE"]).read_table("runs")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return runs.sort("started_at").with_columns(pl.col("message").fill_null(""))
 
 
 @pytest.fixture()
