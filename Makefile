@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: demo test lint bench-quick clean
+.PHONY: demo test test-stack stack stack-down lint bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash .ci/ensure_browser.sh || true
+	PY=$(PY) bash .ci/ensure_stack.sh || true
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The multi-process topology of docs/deploy.md, on 127.0.0.1 (state in $$RECURRA_HOME/stack).
+stack: $(STAMP)
+	PY=$(PY) bash .ci/ensure_stack.sh
+	$(VENV)/bin/recurra stack up
+
+stack-down:
+	$(VENV)/bin/recurra stack down
+
+test-stack: $(STAMP)
+	PY=$(PY) bash .ci/ensure_stack.sh
+	$(PY) -m pytest -q -p no:cacheprovider -m integration tests/integration
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check data forecasting anomaly pipelines dashboards tests benchmarks

@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES = ("pipelines.cli_data", "pipelines.cli_models", "pipelines.cli_flows",
-                   "dashboards.cli")
+                   "dashboards.cli", "pipelines.cli_stack")
 
 for _module in COMMAND_MODULES:
     try:

@@ -259,6 +259,9 @@ def run_flow(name: str, config_path: str | None = None, **parameters: Any) -> di
     """Run one flow with the task runner of the config (``report`` takes no config)."""
     if name not in FLOWS:
         raise RecurraError(f"flow ({name!r}) must be one of {sorted(FLOWS)}")
+    from pipelines.preflight import preflight
+
+    preflight(name, config_path, parameters.get("store_root"))
     selected = FLOWS[name]
     if name == "report":
         return selected(**parameters)
