@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: demo test lint bench-quick clean
+.PHONY: demo test lint docs bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash .ci/ensure_browser.sh || true
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# Regenerates every generated page: docs/configuration.md, cli.md, api.md (from the code),
+# docs/benchmarks.md and the README's benchmark table (from benchmarks/results/*.json).
+docs: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) -m pipelines.docgen
+	PYTHONPATH=$(CURDIR) $(PY) benchmarks/report.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check data forecasting anomaly pipelines dashboards tests benchmarks

@@ -143,9 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         "epochs": 0, "target_rows_per_s": 2_000_000,
         "polars_threads": pl.thread_pool_size(),
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "note": "contended shared 2-core CPU (five engineers working; load_average_1min = "
-                "before, after); train_s = CSV->store, predict_s = read all back; *_cpu_s = "
-                "process CPU seconds (all threads)",
+        "method": "load_average_1min = before, after; train_s = CSV->store, "
+                "predict_s = read all back; *_cpu_s = process CPU seconds (all threads)",
     }, device="cpu", extra_versions=("pandas", "pyarrow"))
 
 
