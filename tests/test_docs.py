@@ -112,3 +112,37 @@ def test_screenshot_is_committed_and_small():
     image = ROOT / "docs" / "img" / "dashboard.png"
     assert image.is_file() and image.stat().st_size < 400_000
     assert shutil.which("bash")
+
+
+def _benchmark_module(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_report_renders_an_unknown_result_file_and_the_recorded_machine():
+    report = _benchmark_module("report")
+    results = {"store_compact": {"rows_per_s": 1234.5, "benchmark": "store_compact",
+                                 "device": "cpu (x86_64, 1 threads)",
+                                 "machine": {"cpu_count": 2, "load_average_start": [0.5]},
+                                 "versions": {"python": "3.11.7"},
+                                 "timestamp": "2026-12-05T00:00:00+00:00"}}
+    page = report.render_page(results)
+    assert "## store_compact" in page and "| rows_per_s | 1,234.500 |" in page
+    assert "cpu_count 2" in page and "python 3.11.7" in page
+    readme = f"intro\n{report.START}\nold\n{report.END}\nrest\n"
+    assert report.render_readme(readme, results) == (
+        f"intro\n{report.START}\n| protocol | ours | reference | target | met? |\n"
+        f"|---|---|---|---|---|\n{report.END}\nrest\n")
+
+
+def test_benchmark_results_record_measured_machine_facts_not_notes():
+    common = _benchmark_module("_common")
+    facts = common.machine_facts()
+    assert facts["cpu_count"] == os.cpu_count()
+    assert {"torch_threads", "load_average_start", "load_average_end"} <= set(facts)
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        hits = NOTEBOOK.findall(path.read_text())
+        assert not hits, f"{path.name} hard-codes environment claims: {hits}"
