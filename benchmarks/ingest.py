@@ -55,7 +55,7 @@ def generate(path: Path, n_rows: int, n_series: int, seed: int = 0) -> None:
 
 
 def cpu_seconds() -> float:
-    """CPU seconds of this process (all threads): less sensitive than wall time to other load on the CPU."""
+    """CPU seconds of this process (all threads): steadier than wall time on a loaded CPU."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
