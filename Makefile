@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: demo test test-stack stack stack-down lint bench-quick clean
+.PHONY: demo test test-stack stack stack-down lint docs bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ stack-down:
 test-stack: $(STAMP)
 	PY=$(PY) bash .ci/ensure_stack.sh
 	$(PY) -m pytest -q -p no:cacheprovider -m integration tests/integration
+
+# Regenerates every generated page: docs/configuration.md, cli.md, api.md (from the code),
+# docs/benchmarks.md and the README's benchmark table (from benchmarks/results/*.json).
+docs: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) -m pipelines.docgen
+	PYTHONPATH=$(CURDIR) $(PY) benchmarks/report.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check data forecasting anomaly pipelines dashboards tests benchmarks

@@ -5,9 +5,10 @@ Every script under ``benchmarks/`` ends with::
     from _common import write_result
     write_result("grud_physionet", {"auc_roc": 0.85, "train_s": 120.0, ...})
 
-which adds ``device``, ``versions`` (torch, numpy, polars, python) and ``timestamp`` (UTC,
-ISO 8601), prints the whole result as ONE JSON line on stdout and writes it to
-``benchmarks/results/<name>.json``.
+which adds ``device``, ``versions`` (torch, numpy, polars, python), ``machine`` (measured
+facts, :func:`machine_facts`: CPU count, torch threads, load average when the script started
+and when it wrote its result) and ``timestamp`` (UTC, ISO 8601), prints the whole result
+as ONE JSON line on stdout and writes it to ``benchmarks/results/<name>.json``.
 
 Scripts are run as ``python benchmarks/<name>.py``; to import ``_common`` from them (and the
 project packages), call :func:`setup_paths` first or insert the folders yourself.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import platform
 import sys
 from pathlib import Path
@@ -27,6 +29,40 @@ BENCHMARKS_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = BENCHMARKS_DIR.parent
 RESULTS_DIR = BENCHMARKS_DIR / "results"
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, rounded (None where the OS has none)."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        return None
+
+
+LOAD_AT_START = load_average()  # every script imports this module before it measures
+
+
+def machine_facts() -> dict[str, Any]:
+    """What the machine was doing, measured rather than described: CPU count, torch
+    threads, load average at the start (import of this module) and now, CPU model."""
+    facts: dict[str, Any] = {"cpu_count": os.cpu_count(), "platform": platform.platform()}
+    try:
+        import torch
+
+        facts["torch_threads"] = torch.get_num_threads()
+        facts["cuda_available"] = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    facts["load_average_start"] = LOAD_AT_START
+    facts["load_average_end"] = load_average()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                facts["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return facts
 
 
 def setup_paths() -> None:
@@ -106,6 +142,7 @@ def write_result(name: str, result: dict, *, device: Any = None,
     payload.setdefault("benchmark", name)
     payload.setdefault("device", device_name(device))
     payload.setdefault("versions", versions(extra_versions))
+    payload.setdefault("machine", machine_facts())
     payload.setdefault("timestamp", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     payload = _clean(payload)
     line = json.dumps(payload, sort_keys=False)

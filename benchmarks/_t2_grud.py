@@ -147,8 +147,8 @@ def run_t2(records: Path, outcomes: Path, quick: bool = False, *, device: str = 
         "pypots_grud_all": [[round(v, 4) for v in r] for r in theirs],
         "pypots_grud_fit_1_epoch_s": [[round(v, 4) for v in r] for r in theirs_one],
         "target": "recurra >= 3x faster per epoch than pypots.classification.GRUD",
-        "method": "medians of alternating repeats; wall = elapsed, cpu = process CPU time "
-                  "(the CPU is shared: CPU time is the contention-free figure); pypots per "
+        "method": "medians of alternating repeats; wall = elapsed, cpu = process CPU time; "
+                  "pypots per "
                   "epoch = (fit 1+E epochs - fit 1 epoch) / E; same arrays, hidden 64, "
                   "batch 64, Adam lr 1e-3, 1 torch thread",
         "quick": quick,

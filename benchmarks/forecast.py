@@ -435,7 +435,6 @@ def main(argv: list[str] | None = None) -> None:
         "train_s": sum(m.get("train_s", 0.0) for m in models.values()),
         "predict_s": sum(m["predict_s"] for m in models.values()),
         "wall_s": time.perf_counter() - started, "threads": torch.get_num_threads(),
-        "note": "measured on a contended 2-core CPU shared with other jobs",
     }
     if args.out is not None:
         import _common

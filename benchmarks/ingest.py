@@ -55,7 +55,7 @@ def generate(path: Path, n_rows: int, n_series: int, seed: int = 0) -> None:
 
 
 def cpu_seconds() -> float:
-    """CPU seconds of this process (all threads): less sensitive to other jobs than wall."""
+    """CPU seconds of this process (all threads): steadier than wall time on a loaded CPU."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -143,9 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         "epochs": 0, "target_rows_per_s": 2_000_000,
         "polars_threads": pl.thread_pool_size(),
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "note": "contended shared 2-core CPU (five engineers working; load_average_1min = "
-                "before, after); train_s = CSV->store, predict_s = read all back; *_cpu_s = "
-                "process CPU seconds (all threads)",
+        "method": "load_average_1min = before, after; train_s = CSV->store, "
+                "predict_s = read all back; *_cpu_s = process CPU seconds (all threads)",
     }, device="cpu", extra_versions=("pandas", "pyarrow"))
 
 

@@ -33,7 +33,8 @@ largest score difference fleet vs per-series.
 Q int8 dynamic quantization (:mod:`forecasting.quantize`) of a fitted hidden-128 LSTM and
 GRU: MSE on the ETTh1 test windows (P1 protocol) of fp32 and int8, and latency of one
 network forward at batch 1 and 256 and of ``predict`` for 1 and 256 windows.
-T4 ingest rows/s is ``benchmarks/ingest.py``.  All timings: a contended 2-core CPU.
+T4 ingest rows/s is ``benchmarks/ingest.py``.  Every result records the machine it ran on
+(``machine``).
 """
 
 from __future__ import annotations
@@ -562,8 +563,6 @@ def main(argv: list[str] | None = None) -> None:
                            * n_series / 1e6)
     result["steps"] = {"t1_measured": steps, "t1_warmup": warmup}
     result["wall_s"] = time.perf_counter() - started
-    result["note"] = ("measured on a contended 2-core CPU shared with other jobs; torch "
-                      f"threads {args.threads}")
     name = "throughput_quick" if args.quick else "throughput"
     if args.out is not None:
         import _common

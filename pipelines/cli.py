@@ -5,6 +5,7 @@ the CLI grows without one file owning everything:
 - ``pipelines.cli_models``: train, models (list/promote/rollback), mlflow-ui
 - ``pipelines.cli_flows``: demo, detect, backtest, serve
 - ``dashboards.cli``: dashboard, report
+- ``pipelines.cli_init``: init, doctor
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES = ("pipelines.cli_data", "pipelines.cli_models", "pipelines.cli_flows",
-                   "dashboards.cli", "pipelines.cli_stack")
+                   "dashboards.cli", "pipelines.cli_stack", "pipelines.cli_init")
 
 for _module in COMMAND_MODULES:
     try:

@@ -73,7 +73,14 @@ class ConfigError(RecurraError, ValueError):
 @dataclass(frozen=True)
 class SourceConfig:
     """One input source: the bundled sample, or a file/folder for a loader of
-    ``data.ingest.LOADERS`` (``kind``) with its keyword ``options``."""
+    ``data.ingest.LOADERS`` (``kind``) with its keyword ``options``.
+
+    name : a label for the source in reports (default ``source<index>``).
+    kind : ``"sample"`` (the bundled data) or a loader: ``"sensor"``, ``"nab"``,
+        ``"prices"``, ``"matrix"``, ``"air"``, ``"ett"``, ``"physionet"``.
+    path : the file or folder to read (required unless ``kind = "sample"``).
+    options : keyword options of the loader, e.g. ``{ series_id = "plant_a" }``.
+    """
 
     name: str
     kind: str = "sample"
@@ -89,7 +96,12 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """An estimator by dotted class path plus the keyword values of its config dataclass."""
+    """An estimator by dotted class path plus the keyword values of its config dataclass.
+
+    class_path : dotted path of the estimator class, e.g. ``"forecasting.RNNForecaster"``.
+    params : the fields of the estimator's config dataclass (see "Model parameters").
+    config_class : dotted path of the config dataclass when the class does not declare it.
+    """
 
     name: str
     class_path: str
@@ -148,7 +160,13 @@ def _item_dataclass(hint: Any) -> type | None:
 
 @dataclass(frozen=True)
 class GroupConfig:
-    """Series that share one forecaster and one detector."""
+    """Series that share one forecaster and one detector.
+
+    series : glob patterns on ``series_id``; a series belongs to the first group (in file
+        order) that matches it.
+    forecaster : name of the ``[models.*]`` table of the group's forecaster ("" = none).
+    detector : name of the ``[models.*]`` table of the group's detector ("" = none).
+    """
 
     name: str
     series: tuple[str, ...] = ("*",)
@@ -171,7 +189,13 @@ class GroupConfig:
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    """Task runner: threads by default, a Dask cluster (``address``) to scale out."""
+    """Task runner: threads by default, a Dask cluster (``address``) to scale out.
+
+    kind : ``"threads"``, ``"dask"`` or ``"sequential"``.
+    max_workers : concurrent training tasks (threads runner).
+    address : a Dask scheduler (``"tcp://host:8786"``) when ``kind = "dask"``.
+    n_dask_workers : workers of the local Dask cluster started when no address is given.
+    """
 
     kind: str = "threads"
     max_workers: int = 2
@@ -186,7 +210,16 @@ class RunnerConfig:
 
 @dataclass(frozen=True)
 class MonitoringConfig:
-    """When live error or input drift triggers a retrain (the promotion gate still decides)."""
+    """When live error or input drift triggers a retrain (the promotion gate still decides).
+
+    error_margin : retrain when a series' live MAE exceeds this times its validation MAE ...
+    consecutive_runs : ... for this many consecutive detect runs.
+    drift_test : ``"ks"`` (two-sample Kolmogorov-Smirnov), ``"psi"`` (population stability
+        index over 10 training-quantile bins, drift above 0.25) or ``"none"``.
+    drift_pvalue : drift when the KS test's p-value is below this.
+    drift_window : the last this many observed values are compared with the training window.
+    min_drift_rows : fewest values on each side for a drift test to run.
+    """
 
     error_margin: float = 1.5
     consecutive_runs: int = 3
@@ -229,7 +262,13 @@ class MonitoringConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Split and gate settings shared by every group."""
+    """Split and gate settings shared by every group.
+
+    validation_share : the last share of each series held out for validation and the gate.
+    min_rows : series with fewer rows are not trained.
+    backtest_folds : rolling-origin folds of ``recurra backtest``.
+    gate_metric : the forecasters' gate metric (lower is better).
+    """
 
     validation_share: float = 0.2
     min_rows: int = 48

@@ -117,7 +117,7 @@ def print_summary(outcome: dict[str, Any]) -> None:
         runs.add_column(column)
     for run in outcome["runs"]:
         runs.add_row(run["flow"], run["status"], str(run["series_trained"]),
-                     str(run["events_found"]), (run["message"] or "")[:600])
+                     str(run["events_found"]), _short(run["message"] or "", 200))
     console.print(runs)
     console.print(f"[bold]Anomaly events found:[/bold] {outcome['events']} "
                   f"{outcome['events_by_series'] or ''}")
@@ -133,3 +133,8 @@ def print_summary(outcome: dict[str, Any]) -> None:
 
 def _version(value: Any) -> str:
     return "-" if value is None else f"v{value}"
+
+
+def _short(text: str, limit: int) -> str:
+    """``text`` cut at ``limit`` characters (the full message is in the store's runs table)."""
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"

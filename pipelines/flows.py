@@ -39,7 +39,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from data.schema import RecurraError
-from pipelines import tasks
+from pipelines import progress, tasks
 from pipelines.config import PipelineConfig, load_config
 
 IO_RETRIES = 3
@@ -120,11 +120,15 @@ def report_task(store_root: str | None, output: str | None = None) -> str:
     return str(tasks.write_report(tasks.open_store(store_root), output))
 
 
-def _gather(futures: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Results by group; failures become messages instead of stopping the flow."""
+def _gather(futures: dict[str, Any], step: str = "",
+            units: Callable[[str], int] = lambda name: 1) -> tuple[dict[str, Any], list[str]]:
+    """Results by group; failures become messages instead of stopping the flow. With
+    ``step``, each finished group advances that progress bar by ``units(name)``."""
     results, failures = {}, []
     for name, future in futures.items():
         outcome = future.result(raise_on_failure=False)
+        if step:
+            progress.advance(step, units(name), label=name)
         if isinstance(outcome, BaseException):
             failures.append(f"group {name!r} failed: {type(outcome).__name__}: {outcome}")
         else:
@@ -163,10 +167,15 @@ def train_flow(config_path: str | None = None, store_root: str | None = None,
     config = load_config(config_path)
     store = tasks.open_store(store_root)
     names = groups or list(tasks.group_series(config, store))
-    with tasks.recorded(store, tasks.RunSummary("train")) as summary:
+    def n_models(name: str) -> int:
+        group = config.groups.get(name)
+        return int(bool(group and group.forecaster)) + int(bool(group and group.detector))
+
+    with tasks.recorded(store, tasks.RunSummary("train")) as summary, progress.step(
+            "train", "train: models fitted and gated", sum(map(n_models, names))):
         futures = {name: train_task.submit(name, config_path, store_root, reason, holdout_rows)
                    for name in names}
-        results, failures = _gather(futures)
+        results, failures = _gather(futures, "train", n_models)
         summary.series_trained = sum(len(r["series"]) for r in results.values())
         summary.messages.extend(_promotion_messages(results))
     tasks.record_run(store, summary.finish(failures))
@@ -187,10 +196,12 @@ def detect_flow(config_path: str | None = None, store_root: str | None = None,
     """Score new rows with the champions; retrain groups whose monitor fired."""
     config = load_config(config_path)
     store = tasks.open_store(store_root)
-    with tasks.recorded(store, tasks.RunSummary("detect")) as summary:
+    series = tasks.group_series(config, store)
+    with tasks.recorded(store, tasks.RunSummary("detect")) as summary, progress.step(
+            "detect", "detect: series scored", sum(map(len, series.values()))):
         futures = {name: detect_task.submit(name, config_path, store_root, summary.run_id)
-                   for name in tasks.group_series(config, store)}
-        results, failures = _gather(futures)
+                   for name in series}
+        results, failures = _gather(futures, "detect", lambda name: len(series[name]))
         summary.events_found = sum(r["events"] for r in results.values())
         summary.rows_ingested = sum(r["new_rows"] for r in results.values())
         for name, r in results.items():

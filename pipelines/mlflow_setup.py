@@ -29,7 +29,8 @@ ARTIFACTS_DIR = "mlartifacts"
 LOCK_FILE = "mlflow-registry.lock"
 _SERVER_SCHEMES = ("http", "https", "databricks")
 _QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-              "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+              "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+              "MLFLOW_LOGGING_LEVEL": "WARNING"}
 _configured_uri: str | None = None
 
 
@@ -88,12 +89,40 @@ def configure() -> str:
         database.parent.mkdir(parents=True, exist_ok=True)
     import mlflow
 
+    quiet_output()
     if uri != _configured_uri or mlflow.get_tracking_uri() != uri \
             or mlflow.get_registry_uri() != uri:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         _configured_uri = uri
     return uri
+
+
+def quiet_output() -> None:
+    """Below INFO (``MLFLOW_LOGGING_LEVEL``, WARNING by default) drop MLflow's INFO log lines
+    and its direct prints ("Successfully registered model ...", "Created version ...");
+    ``MLFLOW_LOGGING_LEVEL=INFO`` brings both back."""
+    import logging
+
+    from mlflow.utils import logging_utils
+
+    level = os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING").upper()
+    logging.getLogger("mlflow").setLevel(level)
+    if logging.getLevelName(level) > logging.INFO:  # eprint writes to this stream
+        logging_utils.MLFLOW_LOGGING_STREAM = _NULL_STREAM
+    elif logging_utils.MLFLOW_LOGGING_STREAM is _NULL_STREAM:
+        logging_utils.MLFLOW_LOGGING_STREAM = logging_utils.MlflowLoggingStream()
+
+
+class _NullStream:
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+_NULL_STREAM = _NullStream()
 
 
 def client() -> Any:
