@@ -27,6 +27,7 @@ import polars as pl
 
 from data.schema import (
     CHANNEL,
+    END,
     EVENT_SCHEMA,
     FORECAST_SCHEMA,
     ISSUED_AT,
@@ -160,9 +161,12 @@ class DashboardData:
                              lambda: self._call("read", series_ids=[series_id], **window))
         return frame if frame is not None else empty_frame()
 
-    def latest_forecast(self, series_id: str) -> pl.DataFrame:
-        """The rows of the most recent ``issued_at`` forecast of ``series_id``, per channel."""
-        forecasts = self._table_rows("forecasts", FORECAST_SCHEMA, series_id)
+    def latest_forecast(self, series_id: str, since: Any = None) -> pl.DataFrame:
+        """The rows of the most recent ``issued_at`` forecast of ``series_id``, per channel;
+        ``since`` (datetime, naive = UTC) bounds the scan to forecasts issued from then on,
+        so a report reads the recent forecasts rather than the whole history."""
+        forecasts = self._table_rows("forecasts", FORECAST_SCHEMA, series_id,
+                                     lower=(ISSUED_AT, _utc(since, "since")))
         if forecasts.is_empty():
             return forecasts
         latest = pl.col(ISSUED_AT) == pl.col(ISSUED_AT).max().over(CHANNEL)
@@ -177,9 +181,56 @@ class DashboardData:
             return empty_like(SCORE_SCHEMA)
         return scores.filter(pl.col(TIMESTAMP).is_not_null()).sort(TIMESTAMP)
 
-    def events(self, series_id: str | None = None) -> pl.DataFrame:
-        """Events (EVENT_SCHEMA), all or of one series, latest first."""
-        return self._table_rows("events", EVENT_SCHEMA, series_id).sort(START, descending=True)
+    def events(self, series_id: str | None = None, since: Any = None) -> pl.DataFrame:
+        """Events (EVENT_SCHEMA), all or of one series, latest first; ``since`` keeps the
+        events still open at or after that time (their ``end``), pushed into the scan."""
+        return self._table_rows("events", EVENT_SCHEMA, series_id,
+                                lower=(END, _utc(since, "since"))
+                                ).sort(START, descending=True)
+
+    def series_with_results(self, run_id: str | None = None) -> list[str]:
+        """Series with a row in the forecasts, events or scores table (of ``run_id`` when
+        given), sorted; only the series_id (and run_id) columns are read."""
+        found: set[str] = set()
+        for name in ("forecasts", "events", "scores"):
+            scan = self._scan_table(name)
+            if scan is None:
+                frame = self._call("read_table", name)
+                if frame is None:
+                    continue
+                scan = frame.lazy()
+            names = scan.collect_schema().names()
+            if SERIES_ID not in names or (run_id is not None and "run_id" not in names):
+                continue
+            if run_id is not None:
+                scan = scan.filter(pl.col("run_id").cast(pl.Utf8) == str(run_id))
+            ids = scan.select(pl.col(SERIES_ID).cast(pl.Utf8)).unique().collect()
+            found.update(ids[SERIES_ID].drop_nulls().to_list())
+        return sorted(found)
+
+    def history_start(self, series_id: str, steps: int | None) -> dt.datetime | None:
+        """The start of the last ``steps`` steps of a series (from the catalogue's first,
+        last and n_rows, so it holds for irregular series too); None: its whole history."""
+        catalogue = self.catalogue()
+        needed = {SERIES_ID, "first", "last", "n_rows"}
+        if steps is None or not needed <= set(catalogue.columns):
+            return None
+        rows = catalogue.filter(pl.col(SERIES_ID) == series_id)
+        if rows.is_empty() or rows["first"].min() is None or rows["last"].max() is None:
+            return None
+        first, last, n_rows = rows["first"].min(), rows["last"].max(), int(rows["n_rows"].max())
+        if n_rows <= steps:
+            return None
+        return last - (last - first) * (steps / n_rows)
+
+    def run(self, run_id: str) -> pl.DataFrame:
+        """The row(s) of one run in the runs table (the filter pushed into the scan)."""
+        scan = self._scan_table("runs")
+        if scan is None or "run_id" not in scan.collect_schema().names():
+            runs = self.table("runs", {name: pl.Utf8 for name in RUN_COLUMNS})
+            return runs.filter(pl.col("run_id").cast(pl.Utf8) == str(run_id)) \
+                if "run_id" in runs.columns else runs
+        return scan.filter(pl.col("run_id").cast(pl.Utf8) == str(run_id)).collect()
 
     # ---- runs and data quality ------------------------------------------------------
     def runs(self, limit: int = 100) -> pl.DataFrame:
@@ -211,8 +262,8 @@ class DashboardData:
         return counts.sort(["n_rows", "reason"], descending=[True, False])
 
     def share_observed_by_day(self, series_ids: list[str] | None = None,
-                              every: str | None = None, max_series: int = MAX_QUALITY_SERIES
-                              ) -> pl.DataFrame:
+                              every: str | None = None, max_series: int = MAX_QUALITY_SERIES,
+                              since: Any = None) -> pl.DataFrame:
         """Share of observed cells per series and period.
 
         Columns series_id, day (start of the period), share_observed, period. ``every``
@@ -220,8 +271,10 @@ class DashboardData:
         month when the store spans more than 400 / 2,800 days (a readable heatmap). Without
         ``series_ids``, the ``max_series`` series with the lowest share observed in the
         catalogue (the ones worth a look).  Only the series_id, timestamp and observed
-        columns are read, and the aggregation runs inside the lazy scan.
+        columns are read, and the aggregation runs inside the lazy scan; ``since`` (naive =
+        UTC) reads only the rows from then on.
         """
+        since = _utc(since, "since")
         if series_ids is None:
             catalogue = self.catalogue()
             if "share_observed" in catalogue.columns and \
@@ -229,16 +282,17 @@ class DashboardData:
                 worst = (catalogue.group_by(SERIES_ID).agg(pl.col("share_observed").mean())
                          .sort(["share_observed", SERIES_ID]).head(max_series))
                 series_ids = worst[SERIES_ID].to_list()
-        key = ("share_observed", None if series_ids is None else tuple(series_ids), every)
+        key = ("share_observed", None if series_ids is None else tuple(series_ids), every,
+               since)
         share = self._cached(self._table_cache, key, self._stamp("catalogue_stamp"),
-                             lambda: self._share_observed(series_ids, every))
+                             lambda: self._share_observed(series_ids, every, since))
         if share is None or share.is_empty():
             return pl.DataFrame(schema={SERIES_ID: pl.Utf8, "day": pl.Datetime("us", "UTC"),
                                         "share_observed": pl.Float64, "period": pl.Utf8})
         return share
 
-    def _share_observed(self, series_ids: list[str] | None, every: str | None
-                        ) -> pl.DataFrame | None:
+    def _share_observed(self, series_ids: list[str] | None, every: str | None,
+                        since: dt.datetime | None = None) -> pl.DataFrame | None:
         scan = getattr(self.store, "scan", None)
         lazy = self._try("scan", scan, series_ids=series_ids) if scan is not None else None
         if lazy is None:
@@ -246,6 +300,8 @@ class DashboardData:
             if frame is None or frame.is_empty():
                 return None
             lazy = frame.lazy()
+        if since is not None:
+            lazy = lazy.filter(pl.col(TIMESTAMP) >= since)
         lazy = lazy.select(SERIES_ID, TIMESTAMP, OBSERVED)
         if every is None:
             bounds = lazy.select(pl.col(TIMESTAMP).min().alias("low"),
@@ -344,14 +400,18 @@ class DashboardData:
         return self._table_rows(name, schema, None)
 
     def _table_rows(self, name: str, schema: dict[str, pl.DataType], series_id: str | None,
-                    window: tuple[Any, Any] = (None, None)) -> pl.DataFrame:
+                    window: tuple[Any, Any] = (None, None),
+                    lower: tuple[str, Any] = ("", None)) -> pl.DataFrame:
         """The rows of table ``name`` (of one series when ``series_id`` is given, in the
-        ``window`` (start, end) of timestamps), cached while the table file is unchanged;
-        the filters are pushed into the scan."""
+        ``window`` (start, end) of timestamps, with column ``lower[0]`` >= ``lower[1]`` when
+        that is not None), cached while the table file is unchanged; the filters are pushed
+        into the scan."""
 
         def restrict(frame: Any, columns: list[str]) -> Any:
             if series_id is not None and SERIES_ID in columns:
                 frame = frame.filter(pl.col(SERIES_ID) == series_id)
+            if lower[1] is not None and lower[0] in columns:
+                frame = frame.filter(pl.col(lower[0]) >= lower[1])
             if TIMESTAMP in columns and window[0] is not None:
                 frame = frame.filter(pl.col(TIMESTAMP) >= window[0])
             if TIMESTAMP in columns and window[1] is not None:
@@ -365,7 +425,7 @@ class DashboardData:
             frame = self._call("read_table", name)
             return None if frame is None else restrict(frame, frame.columns)
 
-        frame = self._cached(self._table_cache, ("table", name, series_id, window),
+        frame = self._cached(self._table_cache, ("table", name, series_id, window, lower),
                              self._stamp("table_stamp", name), load)
         return frame if frame is not None and frame.width else empty_like(schema)
 

@@ -24,7 +24,7 @@ from typing import Any
 import plotly.graph_objects as go
 import polars as pl
 
-from dashboards.callbacks import RECENT_STEPS, event_rows, run_rows
+from dashboards.callbacks import RECENT_STEPS, TIME_FORMAT, event_rows
 from dashboards.data_access import DashboardData, open_store
 from dashboards.downsample import MAX_POINTS
 from dashboards.figures import series_figure
@@ -32,6 +32,7 @@ from dashboards.quality_figures import quarantine_figure, share_observed_figure
 from data.schema import SERIES_ID, RecurraError
 
 MAX_SERIES = 20
+HISTORY_STEPS = 5_000  # steps of each series a report reads (bounded per-run cost)
 STYLE = """
 body { font-family: "DejaVu Sans", Arial, sans-serif; color: #222; margin: 0 auto;
        max-width: 1300px; padding: 16px 24px 48px; background: #fff; }
@@ -51,7 +52,8 @@ EVENT_HEADERS = (("series_id", "series"), ("start", "start (UTC)"), ("end", "end
 
 def write_report(store: Any, path: str | Path, *, series_ids: list[str] | None = None,
                  run_id: str | None = None, title: str = "Recurra report",
-                 max_series: int = MAX_SERIES, max_points: int = MAX_POINTS) -> Path:
+                 max_series: int = MAX_SERIES, max_points: int = MAX_POINTS,
+                 history_steps: int | None = HISTORY_STEPS) -> Path:
     """Write one self-contained HTML report and return its path.
 
     Parameters
@@ -65,6 +67,9 @@ def write_report(store: Any, path: str | Path, *, series_ids: list[str] | None =
         series with a forecast or an event, else every series; at most ``max_series``.
     run_id : the pipeline run the report is about (its row of the ``runs`` table is shown).
     title : heading and ``<title>`` of the page.
+    history_steps : the last steps of each series the report reads and charts (with the
+        forecasts, scores and events of that span), so a report costs the same after a
+        year of runs as after a day; None reads the whole history.
 
     Returns
     -------
@@ -72,6 +77,8 @@ def write_report(store: Any, path: str | Path, *, series_ids: list[str] | None =
     """
     if max_series < 1:
         raise RecurraError(f"max_series ({max_series}) must be >= 1")
+    if history_steps is not None and history_steps < 1:
+        raise RecurraError(f"history_steps ({history_steps}) must be >= 1 or None")
     data = store if isinstance(store, DashboardData) else DashboardData(
         open_store(store) if store is None or isinstance(store, str | Path) else store,
         registry=False)
@@ -81,7 +88,7 @@ def write_report(store: Any, path: str | Path, *, series_ids: list[str] | None =
     if len(chosen) > max_series:
         notes.append(f"{len(chosen)} series matched; the first {max_series} are charted.")
         chosen = chosen[:max_series]
-    page = _page(data, chosen, run_id, title, notes, max_points)
+    page = _page(data, chosen, run_id, title, notes, max_points, history_steps)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=target.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -102,15 +109,11 @@ def _choose_series(data: DashboardData, series_ids: list[str] | None, run_id: st
                    ) -> list[str]:
     if series_ids:
         return list(dict.fromkeys(str(s) for s in series_ids))
-    tables = [data.table(name, {SERIES_ID: pl.Utf8})
-              for name in ("forecasts", "events", "scores")]
     if run_id is not None:
-        of_run = {s for t in tables if "run_id" in t.columns
-                  for s in t.filter(pl.col("run_id").cast(pl.Utf8) == str(run_id))[SERIES_ID]}
+        of_run = data.series_with_results(run_id)
         if of_run:
-            return sorted(of_run)
-    with_results = {s for t in tables if SERIES_ID in t.columns for s in t[SERIES_ID]}
-    return sorted(with_results) or data.series_ids()
+            return of_run
+    return data.series_with_results() or data.series_ids()
 
 
 class _Figures:
@@ -127,7 +130,7 @@ class _Figures:
 
 
 def _page(data: DashboardData, series_ids: list[str], run_id: str | None, title: str,
-          notes: list[str], max_points: int) -> str:
+          notes: list[str], max_points: int, history_steps: int | None) -> str:
     render = _Figures()
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"<h1>{html.escape(title)}</h1>",
@@ -136,25 +139,31 @@ def _page(data: DashboardData, series_ids: list[str], run_id: str | None, title:
              f"{' for run ' + html.escape(str(run_id)) if run_id else ''}. "
              "Self-contained: opens without a server or network. Charts open on the last "
              f"{RECENT_STEPS} steps and the forecast; drag the range slider under each chart "
-             "for the full history.</p>"]
+             f"for up to the last {history_steps or 'all'} steps (the dashboard shows the "
+             "whole history).</p>"]
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
     parts.append(_run_section(data, run_id))
-    events = data.events()
+    starts = {s: data.history_start(s, history_steps) for s in series_ids}
+    since = min((t for t in starts.values() if t is not None), default=None) \
+        if starts and all(t is not None for t in starts.values()) else None
+    events = data.events(since=since)
     events = events.filter(pl.col(SERIES_ID).is_in(series_ids)) if series_ids else events
     parts.append("<h2>Anomaly events</h2>")
     parts.append(_events_table(event_rows(events)))
     for series_id in series_ids:
         parts.append(f"<h2>Series {html.escape(series_id)}</h2>")
-        frame = data.series(series_id)
+        start = starts[series_id]
+        frame = data.series(series_id, start=start)
         if frame.is_empty():
             parts.append("<p class='note'>No rows for this series in the store.</p>")
             continue
-        figure = series_figure(frame, data.latest_forecast(series_id),
-                               data.events(series_id), max_points=max_points,
-                               recent_steps=RECENT_STEPS, scores=data.scores(series_id))
+        figure = series_figure(frame, data.latest_forecast(series_id, since=start),
+                               data.events(series_id, since=start), max_points=max_points,
+                               recent_steps=RECENT_STEPS,
+                               scores=data.scores(series_id, start=start))
         parts.append(render(figure))
     parts.append("<h2>Data quality</h2>")
-    share = data.share_observed_by_day(series_ids or None)
+    share = data.share_observed_by_day(series_ids or None, since=since)
     parts.append(render(share_observed_figure(share)) if share.height
                  else "<p class='note'>No series.</p>")
     by_reason = data.quarantine_by_reason()
@@ -171,7 +180,8 @@ def _page(data: DashboardData, series_ids: list[str], run_id: str | None, title:
 def _run_section(data: DashboardData, run_id: str | None) -> str:
     if run_id is None:
         return ""
-    rows = [r for r in run_rows(data, limit=10_000) if str(r.get("run_id")) == str(run_id)]
+    rows = [{k: (f"{v:{TIME_FORMAT}}" if hasattr(v, "strftime") else v) for k, v in r.items()}
+            for r in data.run(str(run_id)).to_dicts()]
     if not rows:
         return (f"<h2>Run {html.escape(str(run_id))}</h2>"
                 "<p class='note'>This run is not in the store's runs table.</p>")

@@ -67,3 +67,67 @@ def test_cli_report_and_dashboard_help(store, tmp_path):
     result = runner.invoke(app, ["report", "--store", str(missing), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "must be an existing store folder" in result.output
     assert not missing.exists(), "a typo must not create a store"
+
+
+class _CountingStore:
+    """A store counting the rows its reads and collected table scans hand to Python."""
+
+    def __init__(self, store) -> None:
+        self.store, self.rows = store, 0
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def read(self, *args, **kwargs):
+        frame = self.store.read(*args, **kwargs)
+        self.rows += frame.height
+        return frame
+
+    def scan_table(self, name):
+        lazy = self.store.scan_table(name)
+        return None if lazy is None else _CountedScan(lazy, self)
+
+
+class _CountedScan:
+    def __init__(self, inner, owner) -> None:
+        self.inner, self.owner = inner, owner
+
+    def __getattr__(self, attr):
+        target = getattr(self.inner, attr)
+
+        def call(*args, **kwargs):
+            result = target(*args, **kwargs)
+            if isinstance(result, pl.DataFrame):
+                self.owner.rows += result.height
+            return _CountedScan(result, self.owner) if isinstance(result, pl.LazyFrame) \
+                else result
+        return call if callable(target) else target
+
+
+def _long_store(root, n_steps: int):
+    """One hourly series of ``n_steps`` with a 24-step forecast issued every 24 hours and a
+    score per hour: the tables grow with the history, as months of scheduled runs make."""
+    from data.store import Store
+    from tests.conftest import make_frame
+    from tests.dashboards.conftest import forecast_frame, scores_frame
+
+    store = Store(root)
+    store.upsert(make_frame(n_series=1, n_steps=n_steps, seed=3), source="long.csv")
+    store.write_table("forecasts", pl.concat(
+        [forecast_frame("s0", issued_hours=h) for h in range(24, n_steps, 24)]),
+        key=["series_id", "channel", "issued_at", "timestamp"])
+    store.write_table("scores", scores_frame("s0", n_steps), key=["series_id", "timestamp"])
+    return store
+
+
+def test_report_reads_a_bounded_span_however_long_the_history(tmp_path):
+    counts = {}
+    for n_steps in (1_200, 4_800):
+        counting = _CountingStore(_long_store(tmp_path / f"h{n_steps}", n_steps))
+        page = write_report(counting, tmp_path / f"r{n_steps}.html", history_steps=300)
+        assert "Series s0" in page.read_text(encoding="utf-8")
+        counts[n_steps] = counting.rows
+    whole = _CountingStore(_long_store(tmp_path / "whole", 4_800))
+    write_report(whole, tmp_path / "whole.html", history_steps=None)
+    assert abs(counts[4_800] - counts[1_200]) <= 30  # the same span, not 4x the rows
+    assert whole.rows > 4 * counts[4_800]
