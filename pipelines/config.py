@@ -195,12 +195,16 @@ class RunnerConfig:
     max_workers : concurrent training tasks (threads runner).
     address : a Dask scheduler (``"tcp://host:8786"``) when ``kind = "dask"``.
     n_dask_workers : workers of the local Dask cluster started when no address is given.
+    dask_processes : the local cluster's workers are separate processes (true: training runs
+        in parallel past the GIL) or threads inside the flow's own process (false, the
+        default: no pickling, but no multi-process training).
     """
 
     kind: str = "threads"
     max_workers: int = 2
     address: str = ""
     n_dask_workers: int = 2
+    dask_processes: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("runner.kind", self.kind, RUNNER_KINDS)

@@ -56,7 +56,8 @@ def make_task_runner(config: PipelineConfig) -> Any:
         if runner.address:
             return DaskTaskRunner(address=runner.address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": runner.n_dask_workers,
-                                              "processes": False, "threads_per_worker": 1,
+                                              "processes": runner.dask_processes,
+                                              "threads_per_worker": 1,
                                               "dashboard_address": ":0"})
     workers = 1 if runner.kind == "sequential" else runner.max_workers
     return ThreadPoolTaskRunner(max_workers=workers)
