@@ -183,6 +183,8 @@ def train_flow(config_path: str | None = None, store_root: str | None = None,
         results, failures = _gather(futures, "train", n_models)
         summary.series_trained = sum(len(r["series"]) for r in results.values())
         summary.messages.extend(_promotion_messages(results))
+        summary.messages.extend(f"group {name!r}: {message}" for name, r in results.items()
+                                for message in r.get("excluded", []))
     tasks.record_run(store, summary.finish(failures))
     for failure in failures:
         _logger().warning(failure)

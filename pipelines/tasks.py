@@ -49,6 +49,7 @@ from data.schema import (
 from pipelines import gate_data, incremental, monitoring
 from pipelines.config import GroupConfig, PipelineConfig
 from pipelines.mlflow_registry import MlflowRegistry
+from pipelines.series_guard import exclude_unstable_series
 
 RUN_COLUMNS = ("run_id", "flow", "started_at", "finished_at", "status", "rows_ingested",
                "rows_quarantined", "series_trained", "events_found", "message")
@@ -221,16 +222,21 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
     if holdout_rows and frame.height:
         frame = frame.filter(pl.col(TIMESTAMP).rank("dense", descending=True).over(SERIES_ID)
                              > holdout_rows)
+    frame, excluded = exclude_unstable_series(frame)
+    if excluded and frame.is_empty():
+        raise RecurraError(f"group {group.name!r}: every series left out: "
+                           + "; ".join(excluded))
     if frame.height < config.training.min_rows:
         raise RecurraError(f"group {group.name!r}: {frame.height} rows in the store, "
                            f"training.min_rows is {config.training.min_rows}")
     train, rest = split_by_time(frame, config.training.validation_share)
     ends = frame.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).max())
-    result: dict[str, Any] = {"group": group.name, "series": ids, "reason": reason,
+    trained_ids = [i for i in ids if i in set(frame[SERIES_ID].unique().to_list())]
+    result: dict[str, Any] = {"group": group.name, "series": trained_ids, "reason": reason,
                               "trained_until": frame[TIMESTAMP].max().isoformat(),
                               "series_until": {r[SERIES_ID]: r[TIMESTAMP].isoformat()
                                                for r in ends.iter_rows(named=True)},
-                              "models": {}, "validation_mae": {}}
+                              "models": {}, "validation_mae": {}, "excluded": excluded}
     backend = registry_backend()
     context = {"group": group.name, "reason": reason, "train_rows": train.height,
                "validation_rows": rest.height, "series_version": version}
