@@ -21,6 +21,7 @@ so a stateful forecaster or detector continues from where it stopped, never re-r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -255,7 +256,8 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
         result["models"]["forecaster"] = backend.register(
             group.model_name("forecaster"), forecaster, metric="val_mae",
             value=_mean(validation.values()), champion_value=champion_value,
-            params={**context, "model": model.name, "config": model.params}, frame=train)
+            params={**context, "model": model.name, "config": full_config(forecaster, model)},
+            frame=train)
     if group.detector:
         result["models"]["detector"] = _train_detector(group, config, backend, train, rest,
                                                        context)
@@ -282,8 +284,17 @@ def _train_detector(group: GroupConfig, config: PipelineConfig, backend: Any,
         group.model_name("detector"), detector, metric=gate_data.GATE_METRIC,
         value=score.composite_f1, champion_value=champion_value, higher_is_better=True,
         extra_metrics=score.metrics(),
-        params={**context, "model": model.name, "config": model.params,
+        params={**context, "model": model.name, "config": full_config(detector, model),
                 "gate_injected_anomalies": labels.height}, frame=train)
+
+
+def full_config(estimator: Any, model: Any) -> dict[str, Any]:
+    """Every field of the estimator's config (defaults included, not only the TOML keys),
+    for tracking; ``model.params`` when the estimator has no dataclass config."""
+    config = getattr(estimator, "config", None)
+    if config is not None and dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)
+    return dict(model.params)
 
 
 def _record_training(store: Any, group: GroupConfig, result: dict[str, Any]) -> None:

@@ -19,3 +19,15 @@ def test_a_huge_series_is_left_out_by_name_and_the_others_kept():
     assert "e+30" in messages[0]  # the value range is shown
     same, none = exclude_unstable_series(frame)
     assert none == [] and same.height == frame.height
+
+
+def test_tracked_config_has_every_field_not_only_the_toml_keys():
+    from pipelines.config import ModelConfig
+    from pipelines.tasks import full_config
+
+    model = ModelConfig(name="f", class_path="forecasting.RNNForecaster",
+                        params={"hidden_size": 8, "horizon": 6})
+    logged = full_config(model.build(), model)
+    assert logged["hidden_size"] == 8
+    assert {"quantiles", "decoder"} <= set(logged)
+    assert "'learning_rate'" in str(logged) and "'seed'" in str(logged)  # nested training
