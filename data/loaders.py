@@ -165,6 +165,21 @@ def _clean_numbers(cells: pl.DataFrame, value_columns: Sequence[str],
     return values
 
 
+def _check_ids(records: pl.DataFrame) -> pl.DataFrame:
+    """A blank ``series_id``/``channel``, or one holding a NUL or other control character, is
+    the row's problem (``series_id '' is empty``), never a series named ``""``."""
+    problem = pl.col("_problem")
+    for column in (SERIES_ID, CHANNEL):
+        text = pl.col(column).cast(pl.Utf8)
+        blank = text.is_null() | (text.str.strip_chars() == "")
+        control = text.str.contains(r"[\x00-\x1f\x7f]")
+        problem = (pl.when(problem.is_null() & blank).then(pl.lit(f"empty {column}: ''"))
+                   .when(problem.is_null() & control)
+                   .then(pl.lit(f"control character in {column}: ") + text.str.escape_regex())
+                   .otherwise(problem))
+    return records.with_columns(problem.alias("_problem"))
+
+
 def _split_problems(records: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     if records["_problem"].null_count() == records.height:
         return records.drop("_problem"), empty_rejected()
@@ -331,7 +346,7 @@ def load_sensor(path: str | Path, layout: str = "wide", timestamp_column: str = 
              else pl.lit(default_id)).alias(SERIES_ID),
             (pl.col(channel_column) if channel_column in table.columns
              else pl.lit("value")).alias(CHANNEL))
-        records = _records(cells, stamps, problems, [value_column])
+        records = _check_ids(_records(cells, stamps, problems, [value_column]))
         return _finish(table, records, [SERIES_ID, CHANNEL, TIMESTAMP], [value_column],
                        duplicates=duplicates)
     if value_columns is None and series_column in table.columns:

@@ -62,3 +62,15 @@ def test_sensor_kind_loads_a_folder_and_skips_a_bad_file(tmp_path):
     result = load_sensor(folder)
     assert result.n_rows_kept == 4 and result.frame["series_id"].unique().to_list() == ["pump"]
     assert result.rejected["source_file"][0].endswith("valve.parquet")
+
+
+def test_blank_and_nul_series_ids_are_rejected_not_stored(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_bytes(b"series_id,timestamp,value\nok,2024-01-01,1.0\n,2024-01-01,2.0\n"
+                     b"  ,2024-01-02,2.5\nbad\x00id,2024-01-01,3.0\n")
+    result = load_sensor(path, layout="long")
+    assert result.frame["series_id"].unique().to_list() == ["ok"]
+    reasons = result.rejected["reason"].to_list()
+    assert sum(r.startswith("empty series_id") for r in reasons) == 2
+    assert any(r.startswith("control character in series_id") for r in reasons)
+    assert result.n_rows_in == result.n_rows_kept + result.rejected.height
