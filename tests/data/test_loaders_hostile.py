@@ -72,5 +72,5 @@ def test_blank_and_nul_series_ids_are_rejected_not_stored(tmp_path):
     assert result.frame["series_id"].unique().to_list() == ["ok"]
     reasons = result.rejected["reason"].to_list()
     assert sum(r.startswith("empty series_id") for r in reasons) == 2
-    assert any(r.startswith("control character in series_id") for r in reasons)
+    assert any(r.startswith("NUL character in series_id") for r in reasons)
     assert result.n_rows_in == result.n_rows_kept + result.rejected.height
