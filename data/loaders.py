@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,6 +165,21 @@ def _clean_numbers(cells: pl.DataFrame, value_columns: Sequence[str],
     return values
 
 
+def _check_ids(records: pl.DataFrame) -> pl.DataFrame:
+    """A blank ``series_id``/``channel``, or one holding a NUL character, is the row's
+    problem (``empty series_id: ''``), never a series named ``""``."""
+    problem = pl.col("_problem")
+    for column in (SERIES_ID, CHANNEL):
+        text = pl.col(column).cast(pl.Utf8)
+        blank = text.is_null() | (text.str.strip_chars() == "")
+        control = text.str.contains("\x00", literal=True)
+        problem = (pl.when(problem.is_null() & blank).then(pl.lit(f"empty {column}: ''"))
+                   .when(problem.is_null() & control)
+                   .then(pl.lit(f"NUL character in {column}"))
+                   .otherwise(problem))
+    return records.with_columns(problem.alias("_problem"))
+
+
 def _split_problems(records: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     if records["_problem"].null_count() == records.height:
         return records.drop("_problem"), empty_rejected()
@@ -272,7 +287,11 @@ def _check_columns(table: RawTable, wanted: Sequence[str], parameter: str) -> No
 
 # -- generic sensor files ------------------------------------------------------------------
 def _parquet_table(path: Path) -> RawTable:
-    data = pl.read_parquet(path)
+    try:
+        data = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise LoadError(f"{path}: not a readable Parquet file ({first})") from error
     if data.is_empty():
         raise LoadError(f"{path}: file is empty")
     cells = data.with_columns(pl.col(c).cast(pl.Utf8) for c in data.columns)
@@ -303,6 +322,16 @@ def load_sensor(path: str | Path, layout: str = "wide", timestamp_column: str = 
     if layout not in ("wide", "long"):
         raise SchemaError(f"`layout` ({layout!r}) must be one of ['wide', 'long']")
     path = Path(path)
+    if path.is_dir():
+        options = dict(layout=layout, timestamp_column=timestamp_column, series_id=series_id,
+                       value_columns=value_columns, series_column=series_column,
+                       channel_column=channel_column, value_column=value_column,
+                       delimiter=delimiter, time_zone=time_zone, duplicates=duplicates)
+        files = [f for f in _files(path, "*") if f.name.endswith(SENSOR_SUFFIXES)]
+        if not files:
+            raise LoadError(f"{path}: no sensor file ({', '.join(SENSOR_SUFFIXES)}) in this "
+                            "folder")
+        return load_folder(files, lambda f: load_sensor(f, **options), str(path))
     if path.suffix == ".parquet":
         table = _parquet_table(path)
     else:
@@ -317,9 +346,13 @@ def load_sensor(path: str | Path, layout: str = "wide", timestamp_column: str = 
              else pl.lit(default_id)).alias(SERIES_ID),
             (pl.col(channel_column) if channel_column in table.columns
              else pl.lit("value")).alias(CHANNEL))
-        records = _records(cells, stamps, problems, [value_column])
+        records = _check_ids(_records(cells, stamps, problems, [value_column]))
         return _finish(table, records, [SERIES_ID, CHANNEL, TIMESTAMP], [value_column],
                        duplicates=duplicates)
+    if value_columns is None and series_column in table.columns:
+        raise LoadError(f"{path}: column {series_column!r} in a file read with layout='wide' "
+                        "(one numeric column per channel); this looks like a long file: "
+                        "pass `-o layout=long` (load_sensor(..., layout='long'))")
     columns = list(value_columns or [c for c in table.columns if c != timestamp_column])
     _check_columns(table, columns, "value_columns")
     cells = table.cells.with_columns(pl.lit(default_id).alias(SERIES_ID))
@@ -333,6 +366,32 @@ def file_stem(path: Path) -> str:
     for suffix in (".gz", ".csv", ".txt", ".tsv", ".parquet"):
         name = name.removesuffix(suffix)
     return name
+
+
+SENSOR_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt", ".parquet")
+
+
+def file_failure(path: Path, error: LoadError) -> LoadResult:
+    """A file that cannot be read, as one rejected record: line 0 (the whole file)."""
+    rejected = pl.DataFrame({"source_file": [str(path)], LINE: [0],
+                             "reason": [f"file: {error}"], RAW: [""]},
+                            schema=empty_rejected().schema)
+    return LoadResult(empty_frame(), rejected, str(path), 1, 0)
+
+
+def load_folder(files: Sequence[Path], load: Callable[[Path], LoadResult],
+                source: str) -> LoadResult:
+    """``load`` each file; a file that fails (LoadError) becomes its line-0 rejection and the
+    other files still load. One file: its own result (or its LoadError)."""
+    if len(files) == 1:
+        return load(files[0])
+    results = []
+    for file in files:
+        try:
+            results.append(load(file))
+        except LoadError as error:
+            results.append(file_failure(file, error))
+    return combine(results, source)
 
 
 def _files(path: Path, pattern: str) -> list[Path]:
@@ -353,9 +412,8 @@ def load_nab(path: str | Path) -> LoadResult:
     ``nab/realTraffic/speed_6005``); channel ``"value"``; timestamps naive UTC.
     """
     path = Path(path)
-    results = [load_sensor(f, series_id=f"nab/{f.parent.name}/{file_stem(f)}",
-                           value_columns=["value"]) for f in _files(path, "*.csv")]
-    return results[0] if len(results) == 1 else combine(results, str(path))
+    return load_folder(_files(path, "*.csv"), lambda f: load_sensor(
+        f, series_id=f"nab/{f.parent.name}/{file_stem(f)}", value_columns=["value"]), str(path))
 
 
 def load_ett(path: str | Path) -> LoadResult:
@@ -462,8 +520,7 @@ def load_air_quality(paths: str | Path | Sequence[str | Path]) -> LoadResult:
     """
     items = [paths] if isinstance(paths, str | Path) else list(paths)
     files = [f for p in items for f in _files(Path(p), "PRSA_*.csv*")]
-    results = [_load_air_file(f) for f in files]
-    return results[0] if len(results) == 1 else combine(results, ",".join(map(str, items)))
+    return load_folder(files, _load_air_file, ",".join(map(str, items)))
 
 
 def _load_air_file(path: Path) -> LoadResult:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from data.schema import RecurraError
+from pipelines.cli_text import safe
 
 store_app = typer.Typer(help="Look inside the Parquet store.", no_args_is_help=True)
 console = Console()
@@ -48,9 +49,9 @@ def parse_options(items: list[str] | None) -> dict[str, object]:
 def _table(frame: pl.DataFrame, title: str) -> Table:
     table = Table(title=title, show_lines=False)
     for column in frame.columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(safe(column), overflow="fold")
     for row in frame.iter_rows():
-        table.add_row(*["" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+        table.add_row(*["" if v is None else (f"{v:.3f}" if isinstance(v, float) else safe(v))
                         for v in row])
     return table
 
@@ -80,7 +81,7 @@ def ingest_command(
             specs = [SourceSpec(kind, path, parse_options(option))]
         report = ingest(specs, Store(store), strict=False)
     except RecurraError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {safe(error)}")
         raise typer.Exit(1) from None
     frame = report.to_frame().select(
         "kind", pl.col("path").map_elements(lambda p: Path(p).name, return_dtype=pl.Utf8),
@@ -92,9 +93,10 @@ def ingest_command(
                                 "new/updated/unchanged count stored values"))
     for source in report.sources:
         if source.by_reason:
-            console.print(f"{Path(source.path).name}: rejected by reason {source.by_reason}")
+            console.print(f"{safe(Path(source.path).name)}: rejected by reason "
+                          f"{safe(source.by_reason)}")
         if source.error:
-            console.print(f"[red]{Path(source.path).name}: {source.error}[/red]")
+            console.print(f"[red]{safe(Path(source.path).name)}: {safe(source.error)}[/red]")
     if not report.ok:
         console.print(f"[yellow]{report.n_quarantined} row(s) quarantined[/yellow]"
                       + (f", {len(report.errors)} file error(s)" if report.errors else "")
@@ -133,4 +135,4 @@ def quarantine_command(
     console.print(_table(counts.rename({"len": "rows"}), "quarantined rows by reason"))
     for (kind,), rows in kinds.group_by("kind", maintain_order=True):
         shown = rows.head(limit).select("source_file", "line", "reason", "raw")
-        console.print(_table(shown, f"{kind}: first {shown.height} of {rows.height}"))
+        console.print(_table(shown, f"{safe(kind)}: first {shown.height} of {rows.height}"))

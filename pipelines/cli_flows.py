@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from data.schema import RecurraError
+from pipelines.cli_text import visible
 
 ConfigOption = Annotated[Path | None, typer.Option(
     "--config", help="Pipeline config (TOML); default: the bundled pipelines/recurra.toml.")]
@@ -112,7 +113,7 @@ def _guard(action: Any) -> Any:
     try:
         return action()
     except RecurraError as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {visible(error)}", err=True)
         raise typer.Exit(2) from error
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from data.schema import RecurraError
+from pipelines.cli_text import visible
 
 models_app = typer.Typer(name="models", no_args_is_help=True, add_completion=False,
                          help="The model registry: list versions, promote, roll back.")
@@ -108,11 +109,13 @@ def _print_frame(frame: Any, as_json: bool, empty: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from pipelines.cli_text import safe
+
     table = Table(show_lines=False)
     for column in frame.columns:
-        table.add_column(column)
+        table.add_column(safe(column))
     for row in frame.iter_rows():
-        table.add_row(*(_cell(value) for value in row))
+        table.add_row(*(safe(_cell(value)) for value in row))
     Console(width=200).print(table)
 
 
@@ -132,5 +135,5 @@ def _guard(action: Any) -> Any:
     try:
         return action()
     except RecurraError as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {visible(error)}", err=True)
         raise typer.Exit(2) from error

@@ -195,12 +195,16 @@ class RunnerConfig:
     max_workers : concurrent training tasks (threads runner).
     address : a Dask scheduler (``"tcp://host:8786"``) when ``kind = "dask"``.
     n_dask_workers : workers of the local Dask cluster started when no address is given.
+    dask_processes : the local cluster's workers are separate processes (true: training runs
+        in parallel past the GIL) or threads inside the flow's own process (false, the
+        default: no pickling, but no multi-process training).
     """
 
     kind: str = "threads"
     max_workers: int = 2
     address: str = ""
     n_dask_workers: int = 2
+    dask_processes: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("runner.kind", self.kind, RUNNER_KINDS)
@@ -331,6 +335,8 @@ def parse_config(raw: dict[str, Any], path: str = "") -> PipelineConfig:
     models = {n: _parse_model(n, t) for n, t in _table(raw, "models").items()}
     groups = {n: _parse_group(n, t) for n, t in _table(raw, "groups").items()}
     schedules = _parse_schedules(_table(raw, "schedules"))
+    for model in models.values():
+        model.build()  # a typo in `params` (`hiden_size`) fails here, not at train time
     return PipelineConfig(
         sources=sources, groups=groups, models=models, schedules=schedules,
         runner=_build(RunnerConfig, "runner", _table(raw, "runner")),
@@ -390,13 +396,35 @@ def _parse_group(name: str, table: Any) -> GroupConfig:
                        drift_on=str(monitor.get("drift_on", "auto")))
 
 
+CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
+               ("day of week", 0, 7))
+
+
 def _parse_schedules(table: dict[str, Any]) -> dict[str, str]:
     _check_keys("schedules", table, set(SCHEDULE_NAMES))
     for name, cron in table.items():
         if not isinstance(cron, str) or len(cron.split()) != 5:
             raise ConfigError(f"`schedules.{name}` ({cron!r}) must be a 5-field cron string "
                               "such as '0 * * * *'")
+        for text, (field_name, low, high) in zip(cron.split(), CRON_FIELDS, strict=True):
+            _check_cron_field(f"schedules.{name}", cron, text, field_name, low, high)
     return dict(table)
+
+
+def _check_cron_field(key: str, cron: str, text: str, field_name: str, low: int,
+                      high: int) -> None:
+    """Numbers in ``*``, ``a``, ``a-b``, ``a,b``, ``*/n``, ``a-b/n`` must lie in [low, high]
+    (names such as ``mon`` or ``jan`` pass through to the scheduler)."""
+    for part in text.split(","):
+        base, _, step = part.partition("/")
+        numbers = [n for n in base.split("-") if n.isdigit()]
+        if step and (not step.isdigit() or int(step) == 0):
+            raise ConfigError(f"`{key}` ({cron!r}): {field_name} step {step!r} must be a "
+                              "positive integer")
+        for number in numbers:
+            if not low <= int(number) <= high:
+                raise ConfigError(f"`{key}` ({cron!r}): {field_name} {number} must be in "
+                                  f"{low}-{high}")
 
 
 def _build(cls: type, key: str, table: dict[str, Any]) -> Any:

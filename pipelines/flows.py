@@ -40,7 +40,7 @@ from prefect.tasks import exponential_backoff
 
 from data.schema import RecurraError
 from pipelines import progress, tasks
-from pipelines.config import PipelineConfig, load_config
+from pipelines.config import ConfigError, PipelineConfig, load_config
 
 IO_RETRIES = 3
 TRAINING_TAG = "recurra-training"
@@ -56,7 +56,8 @@ def make_task_runner(config: PipelineConfig) -> Any:
         if runner.address:
             return DaskTaskRunner(address=runner.address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": runner.n_dask_workers,
-                                              "processes": False, "threads_per_worker": 1,
+                                              "processes": runner.dask_processes,
+                                              "threads_per_worker": 1,
                                               "dashboard_address": ":0"})
     workers = 1 if runner.kind == "sequential" else runner.max_workers
     return ThreadPoolTaskRunner(max_workers=workers)
@@ -166,6 +167,10 @@ def train_flow(config_path: str | None = None, store_root: str | None = None,
     """Train, register and gate every group (or ``groups``), concurrently on the runner."""
     config = load_config(config_path)
     store = tasks.open_store(store_root)
+    unknown = sorted(set(groups or []) - set(config.groups))
+    if unknown:
+        raise ConfigError(f"--group {unknown} not in the config; groups: "
+                          f"{sorted(config.groups)}")
     names = groups or list(tasks.group_series(config, store))
     def n_models(name: str) -> int:
         group = config.groups.get(name)
@@ -178,6 +183,8 @@ def train_flow(config_path: str | None = None, store_root: str | None = None,
         results, failures = _gather(futures, "train", n_models)
         summary.series_trained = sum(len(r["series"]) for r in results.values())
         summary.messages.extend(_promotion_messages(results))
+        summary.messages.extend(f"group {name!r}: {message}" for name, r in results.items()
+                                for message in r.get("excluded", []))
     tasks.record_run(store, summary.finish(failures))
     for failure in failures:
         _logger().warning(failure)
@@ -209,6 +216,12 @@ def detect_flow(config_path: str | None = None, store_root: str | None = None,
                 summary.messages.append(
                     f"group {name!r} caught up {r['steps']} runs' worth of rows "
                     f"({r['new_rows']} rows in {r['chunks']} chunk(s))")
+        unready = sorted(name for name, r in results.items()
+                         if "no champion registered yet" in r.get("reasons", []))
+        if unready:
+            summary.messages.append(
+                f"no champion registered yet for group(s) {unready}: nothing scored; run "
+                "`recurra train` first")
         flagged = {name: r["reasons"] for name, r in results.items() if r["retrain"]}
         for name, reasons in flagged.items():
             action = "retrain" if retrain else "retrain flagged (not run, retrain=False)"

@@ -21,6 +21,7 @@ so a stateful forecaster or detector continues from where it stopped, never re-r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -49,6 +50,7 @@ from data.schema import (
 from pipelines import gate_data, incremental, monitoring
 from pipelines.config import GroupConfig, PipelineConfig
 from pipelines.mlflow_registry import MlflowRegistry
+from pipelines.series_guard import exclude_unstable_series
 
 RUN_COLUMNS = ("run_id", "flow", "started_at", "finished_at", "status", "rows_ingested",
                "rows_quarantined", "series_trained", "events_found", "message")
@@ -221,16 +223,21 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
     if holdout_rows and frame.height:
         frame = frame.filter(pl.col(TIMESTAMP).rank("dense", descending=True).over(SERIES_ID)
                              > holdout_rows)
+    frame, excluded = exclude_unstable_series(frame)
+    if excluded and frame.is_empty():
+        raise RecurraError(f"group {group.name!r}: every series left out: "
+                           + "; ".join(excluded))
     if frame.height < config.training.min_rows:
         raise RecurraError(f"group {group.name!r}: {frame.height} rows in the store, "
                            f"training.min_rows is {config.training.min_rows}")
     train, rest = split_by_time(frame, config.training.validation_share)
     ends = frame.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).max())
-    result: dict[str, Any] = {"group": group.name, "series": ids, "reason": reason,
+    trained_ids = [i for i in ids if i in set(frame[SERIES_ID].unique().to_list())]
+    result: dict[str, Any] = {"group": group.name, "series": trained_ids, "reason": reason,
                               "trained_until": frame[TIMESTAMP].max().isoformat(),
                               "series_until": {r[SERIES_ID]: r[TIMESTAMP].isoformat()
                                                for r in ends.iter_rows(named=True)},
-                              "models": {}, "validation_mae": {}}
+                              "models": {}, "validation_mae": {}, "excluded": excluded}
     backend = registry_backend()
     context = {"group": group.name, "reason": reason, "train_rows": train.height,
                "validation_rows": rest.height, "series_version": version}
@@ -249,7 +256,8 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
         result["models"]["forecaster"] = backend.register(
             group.model_name("forecaster"), forecaster, metric="val_mae",
             value=_mean(validation.values()), champion_value=champion_value,
-            params={**context, "model": model.name, "config": model.params}, frame=train)
+            params={**context, "model": model.name, "config": full_config(forecaster, model)},
+            frame=train)
     if group.detector:
         result["models"]["detector"] = _train_detector(group, config, backend, train, rest,
                                                        context)
@@ -276,8 +284,17 @@ def _train_detector(group: GroupConfig, config: PipelineConfig, backend: Any,
         group.model_name("detector"), detector, metric=gate_data.GATE_METRIC,
         value=score.composite_f1, champion_value=champion_value, higher_is_better=True,
         extra_metrics=score.metrics(),
-        params={**context, "model": model.name, "config": model.params,
+        params={**context, "model": model.name, "config": full_config(detector, model),
                 "gate_injected_anomalies": labels.height}, frame=train)
+
+
+def full_config(estimator: Any, model: Any) -> dict[str, Any]:
+    """Every field of the estimator's config (defaults included, not only the TOML keys),
+    for tracking; ``model.params`` when the estimator has no dataclass config."""
+    config = getattr(estimator, "config", None)
+    if config is not None and dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)
+    return dict(model.params)
 
 
 def _record_training(store: Any, group: GroupConfig, result: dict[str, Any]) -> None:

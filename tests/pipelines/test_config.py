@@ -170,3 +170,24 @@ def test_default_nab_group_uses_the_nab_selected_ensemble():
 def test_ensemble_errors_name_the_key(params, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(_ensemble(params)).models["d"].build()
+
+
+@pytest.mark.parametrize("cron, message", [
+    ("61 25 * * *", r"minute 61 must be in 0-59"),
+    ("0 25 * * *", r"hour 25 must be in 0-23"),
+    ("*/0 * * * *", r"minute step '0' must be a positive integer"),
+    ("0 0 32 * *", r"day of month 32 must be in 1-31"),
+])
+def test_cron_fields_out_of_range_are_rejected_at_load(cron, message):
+    with pytest.raises(ConfigError, match=r"`schedules.detect` .*" + message):
+        parse_config(_raw(schedules={"detect": cron}))
+    assert parse_config(_raw(schedules={"detect": "*/15 0-23 1,15 * mon-fri"}))
+
+
+def test_model_param_typos_fail_at_config_load_not_at_train_time():
+    raw = _raw()
+    raw["models"]["f"] = {"class": "forecasting.RNNForecaster",
+                          "params": {"hiden_size": 8, "horizon": 6}}
+    with pytest.raises(ConfigError, match=r"`models.f.params` has unknown key\(s\) "
+                                          r"\['hiden_size'\]"):
+        parse_config(raw)

@@ -40,3 +40,12 @@ def test_train_flow_on_a_local_dask_cluster(prefect_harness, recurra_home, tmp_p
     trainings = store.read_table("trainings")
     assert set(trainings["model_name"]) == {"recurra-a-forecast", "recurra-b-forecast"}
     assert trainings.filter(pl.col("promoted")).height == 2
+
+
+def test_local_dask_cluster_uses_processes_only_when_asked(tmp_path):
+    groups = {"g": {"series": ["*"], "forecaster": "naive"}}
+    threads = load_config(write_config(tmp_path / "t.toml", groups, runner={"kind": "dask"}))
+    assert make_task_runner(threads).cluster_kwargs["processes"] is False
+    procs = load_config(write_config(tmp_path / "p.toml", groups,
+                                     runner={"kind": "dask", "dask_processes": True}))
+    assert make_task_runner(procs).cluster_kwargs["processes"] is True

@@ -175,3 +175,18 @@ def test_training_runs_record_the_series_version_they_read(scenario):
     assert version == 0 and store.version() > version  # trained before the late rows came
     seen = store.read(series_ids=["s0", "s1"], version=version)
     assert seen["timestamp"].max() < scenario["late"]["timestamp"].min()  # what it saw
+
+
+def test_detect_says_which_groups_have_no_champion(scenario):
+    message = scenario["steps"]["detect_empty"]["summary"]["message"]
+    assert "no champion registered yet for group(s) ['broken']" in message
+    assert "recurra train" in message
+
+
+def test_train_with_an_unknown_group_names_the_valid_ones(scenario):
+    from pipelines.config import ConfigError
+
+    config = str(scenario["home"] / "recurra.toml")
+    with pytest.raises(ConfigError, match=r"--group \['nosuchgroup'\] not in the config; "
+                                          r"groups: \['broken', 'g'\]"):
+        run_flow("train", config, groups=["nosuchgroup"])
