@@ -289,7 +289,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--f2-hidden", type=int, default=32)
     parser.add_argument("--f2-epochs", type=int, default=6)
     parser.add_argument("--f2-windows", type=int, default=1024)
-    parser.add_argument("--f2-every", type=int, default=4, help="stride of F2 test windows")
+    parser.add_argument("--f2-every", type=int, default=1, help="stride of F2 test windows")
     parser.add_argument("--quick", action="store_true", help="tiny budget, < 1 min")
     parser.add_argument("--write", action="store_true",
                         help="write benchmarks/results/finance.json")

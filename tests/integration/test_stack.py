@@ -41,7 +41,7 @@ def tiny_config(path: Path) -> str:
         "sources": [{"name": "sample", "kind": "sample"}],
         "groups": {
             "nab": {"series": ["nab/*"], "forecaster": "gru", "detector": "zscore"},
-            "prices": {"series": ["synthetic/*"], "forecaster": "naive", "detector": "zscore"},
+            "prices": {"series": ["market/*"], "forecaster": "naive", "detector": "zscore"},
         },
         "models": {
             "gru": {"class": "forecasting.RNNForecaster",
