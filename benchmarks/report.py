@@ -269,7 +269,7 @@ PROTOCOLS = {  # one paragraph each, after ../shared/BENCHMARKS.md
     "finance": "F1: daily log returns of the S&P 500 and NASDAQ (arch.data); every day of the "
                "last 4 years gets a one-day 99 % and 95 % VaR and a variance forecast from "
                "models that see only the past (GARCH refitted every 21 trading days, the RNN "
-               "every 252, streaming in between; historical simulation over 250 days); "
+               "every 126, streaming in between; historical simulation over 250 days); "
                "violation rates, Kupiec and Christoffersen p-values (pass: both > 0.05), "
                "pinball loss, QLIKE against squared returns. F2: P2 with "
                "target_transform = log_return.",

@@ -331,9 +331,7 @@ class RNNForecaster:
         frame = validate_frame(new_rows, name="new rows")
         if self.config.target_transform != "none":  # returns from the last observed levels
             levels = getattr(self, "levels_", {})
-            returns = self._to_returns(frame, levels)
-            self.levels_ = tfm.last_levels(frame, levels)
-            frame = returns
+            frame, self.levels_ = self._to_returns(frame, levels), tfm.last_levels(frame, levels)
         extra = sorted(set(frame[CHANNEL].unique().to_list()) - set(self.channels_))
         if extra:
             raise SchemaError(f"new rows: channels {extra} were not in the training frame "
