@@ -199,7 +199,7 @@ def sample_sources(folder: str | Path | None = None) -> list[SourceSpec]:
     return [
         SourceSpec("nab", root / "nab"),
         SourceSpec("air", root / "air"),
-        SourceSpec("prices", root / "prices_synthetic.csv.gz", {"series_id": "synthetic/ACME"}),
+        SourceSpec("prices", root / "market_daily.csv.gz", {"symbol_column": "symbol"}),
     ]
 
 

@@ -453,11 +453,31 @@ def load_prices(path: str | Path, date_column: str = "date", series_id: str | No
     ident = pl.col(symbol_column.lower()) if symbol_column else pl.lit(series_id or file_stem(path))
     records = _records(table.cells.with_columns(ident.alias(SERIES_ID)), stamps, problems,
                        columns)
-    result = _finish(table, records, [SERIES_ID, TIMESTAMP], columns)
+    result = _finish(table, _price_problems(records, columns), [SERIES_ID, TIMESTAMP], columns)
     frame = regularize(result.frame, BUSINESS_DAY, holidays=holidays) if result.frame.height \
         else result.frame
     return LoadResult(frame, result.rejected, result.source, result.n_rows_in,
                       result.n_rows_kept)
+
+
+def _price_problems(records: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    """Mark impossible OHLCV rows (``_problem``): a price <= 0, high < low, open or close
+    outside [low, high], volume <= 0 (a day without trades is not a quote)."""
+    prices = [c for c in ("open", "high", "low", "close", "adj_close") if c in columns]
+    rules = [(pl.col(c) <= 0, f"non-positive price: {c} <= 0") for c in prices]
+    if {"high", "low"} <= set(columns):
+        rules.append((pl.col("high") < pl.col("low"), "inconsistent OHLC: high < low"))
+        rules += [((pl.col(c) > pl.col("high")) | (pl.col(c) < pl.col("low")),
+                   f"inconsistent OHLC: {c} outside [low, high]")
+                  for c in ("open", "close") if c in columns]
+    if "volume" in columns:
+        rules.append((pl.col("volume") < 0, "negative volume"))
+        rules.append((pl.col("volume") == 0, "zero volume: no trades that day"))
+    if not rules:
+        return records
+    found = pl.coalesce([pl.when(rule.fill_null(False)).then(pl.lit(reason))
+                         for rule, reason in rules])
+    return records.with_columns(pl.coalesce(pl.col("_problem"), found).alias("_problem"))
 
 
 # -- headerless matrices --------------------------------------------------------------------

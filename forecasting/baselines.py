@@ -516,3 +516,7 @@ class LinearLagForecaster(_BaselineForecaster):
 
     def _set_params(self, params: dict[str, Any]) -> None:
         self.coef_, self.intercept_ = params["coef"], params["intercept"]
+
+
+# GARCH(1,1) / GJR-GARCH on the `arch` package lives in its own module; exported here too.
+from forecasting.garch import GarchConfig, GarchForecaster  # noqa: E402, F401

@@ -15,6 +15,7 @@ OUTPUTS = ("quantile", "gaussian", "student_t", "point")
 TEACHER_FORCING = ("always", "linear", "inverse_sigmoid", "never")
 LOSSES = ("mse", "mae", "huber")
 INTERVALS = ("model", "conformal", "adaptive")
+TARGET_TRANSFORMS = ("none", "log_return", "difference")  # forecasting.transforms
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class ForecasterConfig:
         from a fresh state) so that one long series still fills a stateful batch.
     target_channels : channels to forecast (None = all); the others are past covariates.
     calendar : calendar covariates on/off. scaler : ``"standard"``, ``"robust"``, ``"none"``.
+    target_transform : ``"none"``, ``"log_return"`` or ``"difference"``: the model learns
+        on (log) returns of every channel (scaled per series on the training returns) and
+        forecasts come back in level units, cumulated from the last observed value
+        (:mod:`forecasting.transforms`); log returns need positive values.
     train : the nested :class:`forecasting.train.TrainConfig`.
 
     Window options (stateless LSTM/GRU only; see :class:`forecasting.modules.WindowSpec`):
@@ -108,6 +113,7 @@ class ForecasterConfig:
     linear_skip: bool = False
     linear_skip_ridge: float | None = None
     linear_skip_intercept: bool = True
+    target_transform: str = "none"
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -117,7 +123,8 @@ class ForecasterConfig:
                               ("attention", ATTENTIONS), ("scaler", SCALERS),
                               ("teacher_forcing", TEACHER_FORCING),
                               ("normalization", NORMALIZATIONS), ("loss", LOSSES),
-                              ("interval", INTERVALS)):
+                              ("interval", INTERVALS),
+                              ("target_transform", TARGET_TRANSFORMS)):
             if getattr(self, name) not in choices:
                 raise RecurraError(f"{name} ({getattr(self, name)!r}) must be one of "
                                    f"{list(choices)}")

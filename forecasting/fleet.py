@@ -45,6 +45,10 @@ class ForecasterFleet:
         if not forecaster.config.stateful:
             raise RecurraError("ForecasterFleet needs a forecaster fitted with stateful=True "
                                f"(got stateful={forecaster.config.stateful})")
+        if getattr(forecaster.config, "target_transform", "none") != "none":
+            raise RecurraError("ForecasterFleet steps scaled levels: a forecaster with "
+                               f"target_transform {forecaster.config.target_transform!r} "
+                               "streams through RNNForecaster.update instead")
         self.forecaster = forecaster
         self.series_ids_ = sorted(forecaster.state_) if series_ids is None \
             else list(series_ids)

@@ -49,6 +49,7 @@ from data.schema import (
     validate_frame,
 )
 from forecasting import adaptive, conformal, stream
+from forecasting import transforms as tfm
 from forecasting import windows as win
 from forecasting.config import ForecasterConfig  # re-exported: the config lives in config.py
 from forecasting.device import seed_everything
@@ -97,6 +98,13 @@ class RNNForecaster:
                                "windows: pass fit(frame, validation=...) or set "
                                "interval='model'")
         frame = validate_frame(frame, name="train")
+        self.levels_: dict = {}
+        raw_validation = validation
+        if self.config.target_transform != "none":
+            self.levels_ = tfm.last_levels(frame)
+            frame = self._to_returns(frame)
+            validation = None if validation is None else self._to_returns(
+                validate_frame(validation, name="validation"))
         self.conformal_: np.ndarray | None = None
         self.adaptive_: adaptive.AdaptiveForecastIntervals | None = None
         self.channels_ = sorted(frame[CHANNEL].unique().to_list())
@@ -109,7 +117,7 @@ class RNNForecaster:
         self._train(arrays, validation, callback)
         self.state_ = self._stream_states(arrays)
         if self.config.interval in ("conformal", "adaptive"):
-            self.calibrate(validation)
+            self.calibrate(raw_validation)
         return self
 
     def calibrate(self, validation: Any) -> RNNForecaster:
@@ -123,8 +131,10 @@ class RNNForecaster:
         check_fitted(self)
         if self.config.stateful:
             raise RecurraError("calibrate needs stateless windows (stateful=False)")
-        prepared = self._prepared(self._arrays(validate_frame(validation, name="validation"),
-                                               "validation"))
+        validation = validate_frame(validation, name="validation")
+        if self.config.target_transform != "none":
+            validation = self._to_returns(validation)
+        prepared = self._prepared(self._arrays(validation, "validation"))
         targets = [self.channels_.index(c) for c in self.targets_]
         adaptive_mode = self.config.interval == "adaptive"
         bands, y, seen = _calibration_bands(self.module_, prepared, self.config, targets,
@@ -154,6 +164,9 @@ class RNNForecaster:
         """
         check_fitted(self)
         frame = validate_frame(frame, name="fine-tune frame")
+        levels = getattr(self, "levels_", {})
+        if self.config.target_transform != "none":
+            levels, frame = tfm.last_levels(frame, levels), self._to_returns(frame)
         train = dataclasses.replace(
             self.config.train, max_epochs=epochs,
             learning_rate=learning_rate or self.config.train.learning_rate / 10)
@@ -162,7 +175,7 @@ class RNNForecaster:
         tuned.channels_, tuned.targets_ = self.channels_, self.targets_
         tuned.conformal_ = tuned.adaptive_ = None  # new weights: calibrate(validation) again
         tuned.module_ = copy.deepcopy(self.module_).cpu()
-        tuned.scaler_ = dict(self.scaler_)
+        tuned.scaler_, tuned.levels_ = dict(self.scaler_), levels
         tuned.static_columns_, tuned.static_scaler_ = self.static_columns_, self.static_scaler_
         tuned.static_ = {**self.static_, **self._scaled_static(static)}
         arrays = tuned._arrays(frame, "fine-tune frame")
@@ -172,6 +185,10 @@ class RNNForecaster:
         tuned._train(arrays, None, callback)
         tuned.state_ = tuned._stream_states(arrays)
         return tuned
+
+    def _to_returns(self, frame: pl.DataFrame, anchors: dict | None = None) -> pl.DataFrame:
+        """``frame`` (validated) as returns of ``config.target_transform`` (a contract frame)."""
+        return validate_frame(tfm.to_returns(frame, self.config.target_transform, anchors))
 
     def _targets(self, channels: list[str]) -> list[str]:
         if self.config.target_channels is None:
@@ -312,6 +329,9 @@ class RNNForecaster:
         :mod:`forecasting.adaptive`)."""
         check_fitted(self)
         frame = validate_frame(new_rows, name="new rows")
+        if self.config.target_transform != "none":  # returns from the last observed levels
+            levels = getattr(self, "levels_", {})
+            frame, self.levels_ = self._to_returns(frame, levels), tfm.last_levels(frame, levels)
         extra = sorted(set(frame[CHANNEL].unique().to_list()) - set(self.channels_))
         if extra:
             raise SchemaError(f"new rows: channels {extra} were not in the training frame "
@@ -350,13 +370,20 @@ class RNNForecaster:
                 1 <= horizon <= self.config.horizon):
             raise RecurraError(f"horizon ({horizon!r}) must be an integer in [1, "
                                f"{self.config.horizon}] (the horizon the model was fitted for)")
-        states = self.state_
+        states, levels = self.state_, getattr(self, "levels_", {})
         if frame is not None:
-            arrays = self._arrays(validate_frame(frame, name="history"), "history")
+            frame = validate_frame(frame, name="history")
+            if self.config.target_transform != "none":
+                levels, frame = tfm.last_levels(frame), self._to_returns(frame)
+            arrays = self._arrays(frame, "history")
             scalers = {a.series_id: self._scaler_for(a) for a in arrays}
             states = stream.initial_states(self.module_, arrays, self._prepared(
                 arrays, self._scaled_static(static)), self.config, scalers)
-        return self._forecast_frame(states, horizon, remember=frame is None)
+        forecast = self._forecast_frame(states, horizon, remember=frame is None)
+        if self.config.target_transform == "none":
+            return forecast
+        return tfm.forecast_to_levels(forecast, levels, self.config.target_transform,
+                                      [quantile_column(q) for q in self.config.quantiles])
 
     def _forecast_frame(self, states: dict[str, dict[str, Any]], horizon: int,
                         remember: bool = False) -> pl.DataFrame:
@@ -420,7 +447,8 @@ class RNNForecaster:
                 "history": getattr(self, "history_", []),
                 "conformal": getattr(self, "conformal_", None),
                 "adaptive": getattr(self, "adaptive_", None),
-                "static": (self.static_columns_, self.static_scaler_, self.static_)}
+                "static": (self.static_columns_, self.static_scaler_, self.static_),
+                "levels": getattr(self, "levels_", {})}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self.channels_, self.targets_ = list(state["channels"]), list(state["targets"])
@@ -428,6 +456,7 @@ class RNNForecaster:
         self.history_ = state.get("history", [])
         self.conformal_ = state.get("conformal")
         self.adaptive_ = state.get("adaptive")
+        self.levels_ = dict(state.get("levels", {}))
         columns, scaler, static = state.get("static", ([], None, {}))
         self.static_columns_, self.static_scaler_, self.static_ = list(columns), scaler, static
         self.module_ = self._build()

@@ -156,9 +156,10 @@ def advance_forecaster(forecaster: Any, new: pl.DataFrame) -> str:
 
     config = getattr(forecaster, "config", None)
     if not (getattr(config, "stateful", False)
-            and getattr(config, "interval", "model") in ("model", "conformal")):
+            and getattr(config, "interval", "model") in ("model", "conformal")
+            and getattr(config, "target_transform", "none") == "none"):
         forecaster.update(new)
-        return "update (not a stateful RNN with model/conformal intervals)"
+        return "update (not a stateful RNN with model/conformal intervals on levels)"
     counts = new.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).n_unique().alias("n"))
     if counts["n"].n_unique() != 1:
         forecaster.update(new)

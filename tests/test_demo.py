@@ -10,7 +10,7 @@ from tests.pipelines.conftest import prefect_harness  # noqa: F401 - the ephemer
 
 TINY = {
     "sources": [{"name": "sample", "kind": "sample"}],
-    "groups": {"prices": {"series": ["synthetic/*"], "forecaster": "naive",
+    "groups": {"prices": {"series": ["market/*"], "forecaster": "naive",
                           "detector": "zscore"}},
     "models": {
         "naive": {"class": "forecasting.baselines.SeasonalNaiveForecaster",

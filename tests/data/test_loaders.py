@@ -256,14 +256,16 @@ def test_source_spec_errors_list_valid_choices(tmp_path):
 def test_ingest_sample_bundled_data(tmp_path):
     store = Store(tmp_path / "store")
     first = ingest_sample(store)
-    assert first.ok and first.n_new > 0
+    assert first.n_new > 0 and not first.errors
+    # the one vendor glitch of the real market sample (NASDAQ 2018-01-09, volume 0)
+    assert [s.by_reason for s in first.sources if s.n_quarantined] == [{"zero volume": 1}]
     again = ingest_sample(store)
     assert again.n_new == 0
     catalogue = store.catalogue()
-    assert {"nab/realTraffic/speed_6005", "air/Aotizhongxin", "synthetic/ACME"} <= set(
+    assert {"nab/realTraffic/speed_6005", "air/Aotizhongxin", "market/SP500"} <= set(
         catalogue["series_id"])
     frequency = dict(catalogue.select("series_id", "frequency").unique().iter_rows())
-    assert frequency["synthetic/ACME"] == "business-day"
+    assert frequency["market/SP500"] == "business-day"
     assert frequency["air/Aotizhongxin"] == "1h"
 
 
@@ -318,3 +320,38 @@ def test_invalid_utf8_bytes_are_quarantined_not_fatal(tmp_path):
     assert result.frame["value"].to_list() == [1.0]
     assert result.rejected["line"].to_list() == [3]
     assert result.rejected["reason"][0].startswith("text in numeric column 'value'")
+
+
+def test_prices_quarantine_impossible_ohlcv_rows_with_a_reason(tmp_path):
+    path = write(tmp_path / "bad.csv", "Date,Open,High,Low,Close,Volume\n"
+                 "2024-01-02,1,2,0.5,1.5,100\n"     # good
+                 "2024-01-03,-1,2,0.5,1.5,100\n"    # negative price
+                 "2024-01-04,1,0.4,0.5,0.45,100\n"  # high < low
+                 "2024-01-05,1,2,0.5,1.5,0\n"       # zero volume
+                 "2024-01-08,1,2,0.5,2.5,100\n"     # close above high
+                 "2024-01-09,1,2,0.5,1.6,100\n")    # good
+    result = loaders.load_prices(path)
+    check_invariant(result)
+    reasons = dict(zip(result.rejected["line"], result.rejected["reason"], strict=True))
+    assert reasons[3].startswith("non-positive price: open")
+    assert reasons[4] == "inconsistent OHLC: high < low"
+    assert reasons[5].startswith("zero volume")
+    assert reasons[6] == "inconsistent OHLC: close outside [low, high]"
+    close = result.frame.filter(pl.col("channel") == "close")
+    # quarantined days stay on the business-day calendar as gaps, never silently dropped
+    assert close["observed"].to_list() == [True, False, False, False, False, True]
+    assert close["value"].to_list()[0] == 1.5
+
+
+def test_bundled_market_sample_has_holidays_as_gaps():
+    from data.ingest import sample_sources
+    spec = next(s for s in sample_sources() if s.kind == "prices")
+    result = loaders.load_prices(spec.path, **spec.options)
+    check_invariant(result)
+    assert result.rejected["reason"].to_list() == ["zero volume: no trades that day"]
+    close = result.frame.filter(pl.col("channel") == "close")
+    assert set(close["series_id"]) == {"market/SP500", "market/NASDAQ"}
+    sp = close.filter(pl.col("series_id") == "market/SP500")
+    gaps = sp.filter(~pl.col("observed"))["timestamp"].dt.date().to_list()
+    assert dt.date(2018, 12, 25) in gaps and dt.date(2018, 7, 4) in gaps   # exchange holidays
+    assert sp["observed"].sum() > 700 and sp["timestamp"].dt.weekday().max() <= 5

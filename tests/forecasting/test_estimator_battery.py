@@ -68,6 +68,14 @@ try:  # the baselines enrol themselves here when present
 except ImportError:  # pragma: no cover - baselines not written yet
     pass
 
+from forecasting.baselines import GarchConfig, GarchForecaster  # noqa: E402
+
+FORECASTERS += [
+    ("garch", lambda: GarchForecaster(GarchConfig(horizon=HORIZON))),
+    ("gjr-garch-t", lambda: GarchForecaster(GarchConfig(kind="gjr", distribution="t",
+                                                        horizon=HORIZON))),
+]
+
 IDS = [name for name, _ in FORECASTERS]
 FACTORIES = [factory for _, factory in FORECASTERS]
 

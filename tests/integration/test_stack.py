@@ -41,7 +41,7 @@ def tiny_config(path: Path) -> str:
         "sources": [{"name": "sample", "kind": "sample"}],
         "groups": {
             "nab": {"series": ["nab/*"], "forecaster": "gru", "detector": "zscore"},
-            "prices": {"series": ["synthetic/*"], "forecaster": "naive", "detector": "zscore"},
+            "prices": {"series": ["market/*"], "forecaster": "naive", "detector": "zscore"},
         },
         "models": {
             "gru": {"class": "forecasting.RNNForecaster",
@@ -195,7 +195,7 @@ def test_ingest_as_a_deployment_run_executed_by_the_worker(stack):
 def test_training_runs_on_the_dask_workers(stack):
     summary = run_flow(stack, "train", reason="stack test")
     assert summary.get("status") == "completed", summary
-    assert summary["series_trained"] == 5
+    assert summary["series_trained"] == 6   # 4 NAB + 2 market series
     logs = {name: (stack["home"] / "stack" / "logs" / f"{name}.log").read_text()
             for name in ("dask-worker-1", "dask-worker-2")}
     trained = {name: text.count("Task run 'train-group") for name, text in logs.items()}
