@@ -56,6 +56,8 @@ class ForecasterConfig:
     stateful, tbptt_length : stateful training with truncated BPTT over chunks.
     stateful_segments : cut each training series into this many consecutive segments (each
         from a fresh state) so that one long series still fills a stateful batch.
+    stateful_burn_in : steps of the preceding segment that each segment (after a series'
+        first) replays to warm up its state; their targets are excluded from the loss.
     target_channels : channels to forecast (None = all); the others are past covariates.
     calendar : calendar covariates on/off. scaler : ``"standard"``, ``"robust"``, ``"none"``.
     train : the nested :class:`forecasting.train.TrainConfig`.
@@ -99,6 +101,7 @@ class ForecasterConfig:
     stateful: bool = False
     tbptt_length: int = 64
     stateful_segments: int = 1
+    stateful_burn_in: int = 0
     target_channels: tuple[str, ...] | None = None
     calendar: bool = True
     scaler: str = "standard"
@@ -126,6 +129,10 @@ class ForecasterConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise RecurraError(f"{name} ({value!r}) must be an integer >= 1")
+        if (isinstance(self.stateful_burn_in, bool) or not isinstance(self.stateful_burn_in, int)
+                or self.stateful_burn_in < 0):
+            raise RecurraError(f"stateful_burn_in ({self.stateful_burn_in!r}) must be an "
+                               "integer >= 0")
         for name in ("dropout", "recurrent_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise RecurraError(f"{name} ({getattr(self, name)}) must be in [0, 1)")

@@ -68,6 +68,8 @@ class PreparedSeries:
     filled : (T, F) scaled and forward-filled (0, the training mean, before any value).
     observed : (T, F) bool. delta : (T, F) float32. covariates : (T, C) float32.
     static : (S,) float32 static features of the series, or None.
+    burn_in : leading steps that only warm up a carried state (stateful segments): their
+        targets are not supervised.
     """
 
     series_id: str
@@ -78,6 +80,7 @@ class PreparedSeries:
     delta: np.ndarray
     covariates: np.ndarray
     static: np.ndarray | None = None
+    burn_in: int = 0
 
     @property
     def n_steps(self) -> int:
@@ -186,6 +189,8 @@ def chunk_batches(series: list[PreparedSeries], group: list[int], chunk_length: 
     # targets of step t are steps t+1 .. t+N: windows over [1, length + N)
     y = sliding_window_view(values[:, 1:, targets], horizon, axis=1)[:, :length]
     y_observed = sliding_window_view(observed[:, 1:, targets], horizon, axis=1)[:, :length]
+    supervised = np.arange(length)[None, :] >= np.array([series[i].burn_in for i in group])[:, None]
+    y_observed = y_observed & supervised[:, :, None, None]        # burn-in steps: no loss
     future = sliding_window_view(covariates[:, 1:], horizon, axis=1)[:, :length]
     static = None
     if series[group[0]].static is not None:
@@ -265,7 +270,7 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
     size = config.train.batch_size
     rng = np.random.default_rng(config.train.seed)
     prepared = split_segments(prepared, getattr(config, "stateful_segments", 1),
-                              config.tbptt_length)
+                              config.tbptt_length, getattr(config, "stateful_burn_in", 0))
 
     def batches(series: list[PreparedSeries], order: np.ndarray):
         for begin in range(0, len(order), size):
@@ -305,12 +310,15 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
     return train_batches, val_batches, step
 
 
-def split_segments(series: list[PreparedSeries], n_segments: int, min_length: int
-                   ) -> list[PreparedSeries]:
+def split_segments(series: list[PreparedSeries], n_segments: int, min_length: int,
+                   burn_in: int = 0) -> list[PreparedSeries]:
     """Cut each series into ``n_segments`` consecutive parts (each >= ``min_length`` steps).
 
     The last ``horizon`` targets of a part are its successor's first steps; they are not
-    supervised from that part (the chunk padding masks them).
+    supervised from that part (the chunk padding masks them).  With ``burn_in`` > 0 every
+    part but the first also starts up to ``burn_in`` steps earlier (its ``burn_in``
+    attribute): those steps warm up the fresh state and are left out of the loss, so each
+    step is still supervised exactly once.
     """
     if n_segments <= 1:
         return series
@@ -319,9 +327,11 @@ def split_segments(series: list[PreparedSeries], n_segments: int, min_length: in
         count = max(1, min(n_segments, item.n_steps // max(1, min_length)))
         bounds = np.linspace(0, item.n_steps, count + 1).astype(int)
         for begin, end in zip(bounds[:-1], bounds[1:], strict=True):
-            parts.append(PreparedSeries(item.series_id, item.timestamps[begin:end], *(
-                getattr(item, name)[begin:end] for name in
-                ("values", "filled", "observed", "delta", "covariates")), item.static))
+            start = max(0, begin - burn_in)
+            parts.append(PreparedSeries(item.series_id, item.timestamps[start:end], *(
+                getattr(item, name)[start:end] for name in
+                ("values", "filled", "observed", "delta", "covariates")), item.static,
+                burn_in=item.burn_in if begin == 0 else begin - start))
     return parts
 
 
