@@ -264,7 +264,9 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
     Each epoch the series are shuffled into groups of ``train.batch_size``; the chunks of a
     group come in order, the first flagged ``reset``.  With ``config.stateful_segments`` k
     > 1 each training series is first cut into k consecutive segments, each starting from a
-    fresh state, so that a few long series still fill a batch.
+    fresh state, so that a few long series still fill a batch.  When every series fits in
+    one batch the chunks are built once and reused each epoch (the row order inside a batch
+    does not change the loss).
     """
     raw = config.cell == "grud"
     size = config.train.batch_size
@@ -272,7 +274,16 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
     prepared = split_segments(prepared, getattr(config, "stateful_segments", 1),
                               config.tbptt_length, getattr(config, "stateful_burn_in", 0))
 
+    built: dict[int, list[ChunkBatch]] = {}
+
     def batches(series: list[PreparedSeries], order: np.ndarray):
+        if len(order) <= size:  # one group (e.g. the segments of one series): build it once
+            if id(series) not in built:
+                built[id(series)] = chunk_batches(series, list(range(len(series))),
+                                                  config.tbptt_length, config.horizon,
+                                                  targets, raw)
+            yield from built[id(series)]
+            return
         for begin in range(0, len(order), size):
             group = [int(i) for i in order[begin:begin + size]]
             yield from chunk_batches(series, group, config.tbptt_length, config.horizon,
