@@ -66,6 +66,7 @@ class _Evaluator:
                 rows = starts[begin:begin + 1024]
                 batch = window_batch(self.prepared, np.stack([np.zeros_like(rows), rows], 1),
                                      LOOKBACK, HORIZON, self.targets, False)
+                batch = batch.to(next(module.parameters()).device)
                 point = module.head.point(_window_params(module, batch, config, self.targets))
                 total += float(((point - batch.y) ** 2).sum())
                 count += batch.y.numel()
@@ -76,7 +77,9 @@ class _Evaluator:
 def _config(stateful: bool, args) -> ForecasterConfig:
     train = TrainConfig(max_epochs=10**6, batch_size=args.t1s_segments if stateful else 256,
                         learning_rate=args.t1s_stateful_lr if stateful else 1e-3,
-                        early_stopping_patience=None, device="cpu", seed=0)
+                        early_stopping_patience=None, seed=0,
+                        device=getattr(args, "t1s_device", "cpu"),
+                        amp=getattr(args, "t1s_amp", "none"))
     extra = (dict(stateful=True, tbptt_length=args.t1s_tbptt,
                   stateful_segments=args.t1s_segments, stateful_burn_in=LOOKBACK)
              if stateful else dict(max_windows_per_epoch=args.t1s_windows))
@@ -125,7 +128,7 @@ def ours(stateful: bool, train_frame, evaluator: _Evaluator, budget_s: float, ev
     module.load_state_dict(best["state"])
     return {"curve": curve, "best_val_mse": best["val_mse"], "best_train_s": best["train_s"],
             "best_epoch": best["epoch"], "train_s": clock["train"],
-            "test_mse_at_best_val": evaluator.mse(module, config, TEST),
+            "test_mse_at_best_val": evaluator.mse(module.cpu(), config, TEST),
             "supervised_positions": clock["positions"],
             "supervised_positions_per_s": clock["positions"] / clock["train"],
             "config": {"stateful": stateful, "hidden_size": 128, "num_layers": 2,
