@@ -85,7 +85,8 @@ def _config(stateful: bool, args) -> ForecasterConfig:
              if stateful else dict(max_windows_per_epoch=args.t1s_windows))
     return ForecasterConfig(cell="lstm", hidden_size=128, num_layers=2, lookback=LOOKBACK,
                             horizon=HORIZON, decoder="direct", output="point", loss="mse",
-                            calendar=False, scaler="none", train=train, **extra)
+                            calendar=False, scaler="none", train=train,
+                            forecast_from_last=getattr(args, "t1s_from_last", False), **extra)
 
 
 def ours(stateful: bool, train_frame, evaluator: _Evaluator, budget_s: float, eval_every_s: float,
@@ -131,7 +132,8 @@ def ours(stateful: bool, train_frame, evaluator: _Evaluator, budget_s: float, ev
             "test_mse_at_best_val": evaluator.mse(module.cpu(), config, TEST),
             "supervised_positions": clock["positions"],
             "supervised_positions_per_s": clock["positions"] / clock["train"],
-            "config": {"stateful": stateful, "hidden_size": 128, "num_layers": 2,
+            "config": {"stateful": stateful, "hidden_size": 128,
+                       "forecast_from_last": config.forecast_from_last, "num_layers": 2,
                        "batch_size": config.train.batch_size,
                        "learning_rate": config.train.learning_rate,
                        **({"tbptt_length": config.tbptt_length,

@@ -550,6 +550,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     t1s.add_argument("--t1s-segments", type=int, default=64)
     t1s.add_argument("--t1s-tbptt", type=int, default=64)
     t1s.add_argument("--t1s-stateful-lr", type=float, default=3e-3)
+    t1s.add_argument("--t1s-from-last", action="store_true",
+                     help="ours: forecast_from_last=True (a causal level per step)")
     return parser.parse_args(argv)
 
 

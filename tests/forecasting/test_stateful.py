@@ -119,3 +119,21 @@ def test_resume_from_checkpoint_gives_the_same_state(tmp_path):
         for a, b in zip(left, right, strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert resumed.predict().equals(straight.predict())
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_forecast_from_last_starts_from_the_last_value(stateful):
+    frame = make_frame(n_series=2, n_steps=60)
+    fc = RNNForecaster(_config(stateful=stateful, output="point",
+                               forecast_from_last=True)).fit(frame)
+    with torch.no_grad():  # a zero head: the forecast is the last value (repeat-last)
+        fc.module_.head.linear.weight.zero_()
+        fc.module_.head.linear.bias.zero_()
+    forecast = fc.predict()
+    last = (frame.sort("timestamp").drop_nulls("value")
+            .group_by("series_id", "channel").agg(pl.col("value").last()))
+    joined = forecast.join(last, on=["series_id", "channel"])
+    np.testing.assert_allclose(joined["y_hat"].to_numpy(), joined["value"].to_numpy(),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(RecurraError, match="forecast_from_last needs decoder='direct'"):
+        _config(decoder="seq2seq", forecast_from_last=True)
