@@ -556,7 +556,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_t1s(args: argparse.Namespace) -> None:
-    """T1s only; ``--write`` merges it into ``results/throughput.json`` (key ``t1s``)."""
+    """T1s only; ``--write`` merges it into ``results/throughput.json`` (key ``t1s``, or
+    ``t1s_from_last`` with ``--t1s-from-last``)."""
     import json
 
     import _common
@@ -578,7 +579,7 @@ def run_t1s(args: argparse.Namespace) -> None:
         return
     path = args.out or _common.RESULTS_DIR / "throughput.json"
     payload = json.loads(path.read_text()) if path.exists() else {"benchmark": "throughput"}
-    payload["t1s"] = _common._clean(result)
+    payload["t1s_from_last" if args.t1s_from_last else "t1s"] = _common._clean(result)
     path.write_text(json.dumps(payload) + "\n")
 
 
