@@ -177,6 +177,22 @@ def throughput(data: dict) -> tuple[list[Row], list[str]]:
              f"{_f((t1.get('neuralforecast_lstm') or {}).get('windows_per_s'), 0)} "
              f"({_f(ratio, 2)}x)", "NeuralForecast LSTM", ">= 3x",
              _met(None if ratio is None else ratio >= 3))]
+    t1s = data.get("t1s") or {}
+    if t1s:
+        mine, theirs = t1s.get("ours_stateful", {}), t1s.get("neuralforecast_lstm", {})
+        speed = mine.get("speedup_to_level_vs_neuralforecast")
+
+        def reached(value: Any) -> str:
+            return "not reached" if value is None else f"{_f(value, 0)} s"
+        rows.append((f"T1s seconds to val MSE {_f(t1s.get('level_val_mse'), 4)} (P1, 1.02 x "
+                     "NeuralForecast's best)",
+                     f"stateful {reached(mine.get('seconds_to_level'))} (test "
+                     f"{_f(mine.get('test_mse_at_best_val'), 4)}), stateless "
+                     f"{reached(t1s.get('ours_stateless', {}).get('seconds_to_level'))} vs "
+                     f"NeuralForecast {reached(theirs.get('seconds_to_level'))} (test "
+                     f"{_f(theirs.get('test_mse_at_best_val'), 4)})",
+                     "NeuralForecast LSTM", ">= 3x sooner",
+                     _met(speed is not None and speed >= 3)))
     t3 = data.get("t3_streaming", {})
     lines = [f"T1 data: {t1.get('data', '-')}.", "",
              "T3 streaming, 1,000 series x 1 point: forecaster fleet update "

@@ -535,12 +535,60 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-quantization", action="store_true")
     parser.add_argument("--out", type=Path,
                         help="write the JSON here instead of benchmarks/results/")
+    t1s = parser.add_argument_group("T1s time-to-accuracy (benchmarks/_t1s.py)")
+    t1s.add_argument("--t1s", action="store_true",
+                     help="run only T1s; with --write merge it into results/throughput.json")
+    t1s.add_argument("--write", action="store_true", help="T1s: write the result")
+    t1s.add_argument("--t1s-budget", type=float, default=240.0,
+                     help="training seconds of ours stateless and of NeuralForecast")
+    t1s.add_argument("--t1s-stateful-budget", type=float, default=120.0)
+    t1s.add_argument("--t1s-eval-every", type=float, default=4.0,
+                     help="training seconds between validation evaluations (ours)")
+    t1s.add_argument("--t1s-nf-val-steps", type=int, default=10)
+    t1s.add_argument("--t1s-windows", type=int, default=1024,
+                     help="stateless windows per epoch (one evaluation point at most)")
+    t1s.add_argument("--t1s-segments", type=int, default=64)
+    t1s.add_argument("--t1s-tbptt", type=int, default=64)
+    t1s.add_argument("--t1s-stateful-lr", type=float, default=3e-3)
+    t1s.add_argument("--t1s-from-last", action="store_true",
+                     help="ours: forecast_from_last=True (a causal level per step)")
     return parser.parse_args(argv)
+
+
+def run_t1s(args: argparse.Namespace) -> None:
+    """T1s only; ``--write`` merges it into ``results/throughput.json`` (key ``t1s``, or
+    ``t1s_from_last`` with ``--t1s-from-last``)."""
+    import json
+
+    import _common
+    from _t1s import t1s
+
+    values, channels = read_ett(args.csv)
+    started = time.perf_counter()
+    result = t1s(values, channels, lambda block: windows_frame(block[None], channels,
+                                                                prefix="ETTh1_"), args)
+    result["wall_s"] = time.perf_counter() - started
+    result["machine"] = _common.machine_facts()
+    result["timestamp"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    summary = {name: {key: result[name].get(key) for key in (
+        "best_val_mse", "seconds_to_level", "test_mse_at_best_val",
+        "supervised_positions_per_s")} for name in (
+        "neuralforecast_lstm", "ours_stateless", "ours_stateful")}
+    print(json.dumps({"level_val_mse": result.get("level_val_mse"), **summary}), flush=True)
+    if not args.write:
+        return
+    path = args.out or _common.RESULTS_DIR / "throughput.json"
+    payload = json.loads(path.read_text()) if path.exists() else {"benchmark": "throughput"}
+    payload["t1s_from_last" if args.t1s_from_last else "t1s"] = _common._clean(result)
+    path.write_text(json.dumps(payload) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.t1s:
+        run_t1s(args)
+        return
     steps, warmup = (3, 1) if args.quick else (args.steps, args.warmup)
     started = time.perf_counter()
     result: dict = {"quick": args.quick, "threads": args.threads}

@@ -57,6 +57,11 @@ class ForecasterConfig:
     stateful, tbptt_length : stateful training with truncated BPTT over chunks.
     stateful_segments : cut each training series into this many consecutive segments (each
         from a fresh state) so that one long series still fills a stateful batch.
+    forecast_from_last : the direct decoder forecasts the change from the last
+        (forward-filled) target value of each step: a causal level per step that works in
+        stateful training too (needs ``decoder="direct"``, no window options).
+    stateful_burn_in : steps of the preceding segment that each segment (after a series'
+        first) replays to warm up its state; their targets are excluded from the loss.
     target_channels : channels to forecast (None = all); the others are past covariates.
     calendar : calendar covariates on/off. scaler : ``"standard"``, ``"robust"``, ``"none"``.
     target_transform : ``"none"``, ``"log_return"`` or ``"difference"``: the model learns
@@ -104,6 +109,8 @@ class ForecasterConfig:
     stateful: bool = False
     tbptt_length: int = 64
     stateful_segments: int = 1
+    stateful_burn_in: int = 0
+    forecast_from_last: bool = False
     target_channels: tuple[str, ...] | None = None
     calendar: bool = True
     scaler: str = "standard"
@@ -133,6 +140,14 @@ class ForecasterConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise RecurraError(f"{name} ({value!r}) must be an integer >= 1")
+        if (isinstance(self.stateful_burn_in, bool) or not isinstance(self.stateful_burn_in, int)
+                or self.stateful_burn_in < 0):
+            raise RecurraError(f"stateful_burn_in ({self.stateful_burn_in!r}) must be an "
+                               "integer >= 0")
+        if self.forecast_from_last and (self.decoder != "direct" or self.windowed):
+            raise RecurraError(f"forecast_from_last needs decoder='direct' without window "
+                               f"options: got decoder {self.decoder!r}, windowed="
+                               f"{self.windowed}")
         for name in ("dropout", "recurrent_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise RecurraError(f"{name} ({getattr(self, name)}) must be in [0, 1)")

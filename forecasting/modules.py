@@ -431,6 +431,7 @@ class ForecastNet(nn.Module):
             raise RecurraError(f"decoder ({decoder!r}) must be one of {list(self.DECODERS)}")
         self.encoder = RecurrentEncoder(encoder)
         self.head, self.decoder_kind = head, decoder
+        self.from_last = False  # direct decoder: forecast the change from ``last``
         self.n_targets, self.covariate_size, self.horizon = n_targets, covariate_size, horizon
         self.static_size = static_size
         size = self.encoder.output_size + static_size
@@ -484,7 +485,13 @@ class ForecastNet(nn.Module):
         if self.decoder_kind == "segment":
             return self.head.transform(self.decoder(summary, channel))
         if self.decoder_kind == "direct":
-            return self.head(self.decoder(summary, future))
+            params = self.head(self.decoder(summary, future))
+            if not self.from_last or last is None:
+                return params
+            shift = last.to(params.dtype)[:, None, :, None]          # (M, 1, O, 1)
+            if self.head.kind in ("quantile", "point"):              # every param a location
+                return params + shift
+            return torch.cat([params[..., :1] + shift, params[..., 1:]], dim=-1)
         if last is None:
             raise RecurraError(f"decoder {self.decoder_kind!r} needs the last target values")
         return self.decoder(summary, last, future, self.head, teacher, teacher_mask,

@@ -212,8 +212,10 @@ class RNNForecaster:
                                 config.quantiles, config.loss, config.huber_delta)
         window = WindowSpec(config.normalization, independent, config.patch_length,
                             config.linear_skip, config.lookback, len(self.channels_))
-        return ForecastNet(spec, n_outputs, n_cov, config.horizon, config.decoder, head,
-                           config.attention, len(self.static_columns_), window)
+        net = ForecastNet(spec, n_outputs, n_cov, config.horizon, config.decoder, head,
+                          config.attention, len(self.static_columns_), window)
+        net.from_last = config.forecast_from_last
+        return net
 
     def _fit_static(self, static: Any) -> None:
         self.static_columns_: list[str] = []

@@ -68,6 +68,8 @@ class PreparedSeries:
     filled : (T, F) scaled and forward-filled (0, the training mean, before any value).
     observed : (T, F) bool. delta : (T, F) float32. covariates : (T, C) float32.
     static : (S,) float32 static features of the series, or None.
+    burn_in : leading steps that only warm up a carried state (stateful segments): their
+        targets are not supervised.
     """
 
     series_id: str
@@ -78,6 +80,7 @@ class PreparedSeries:
     delta: np.ndarray
     covariates: np.ndarray
     static: np.ndarray | None = None
+    burn_in: int = 0
 
     @property
     def n_steps(self) -> int:
@@ -186,6 +189,8 @@ def chunk_batches(series: list[PreparedSeries], group: list[int], chunk_length: 
     # targets of step t are steps t+1 .. t+N: windows over [1, length + N)
     y = sliding_window_view(values[:, 1:, targets], horizon, axis=1)[:, :length]
     y_observed = sliding_window_view(observed[:, 1:, targets], horizon, axis=1)[:, :length]
+    supervised = np.arange(length)[None, :] >= np.array([series[i].burn_in for i in group])[:, None]
+    y_observed = y_observed & supervised[:, :, None, None]        # burn-in steps: no loss
     future = sliding_window_view(covariates[:, 1:], horizon, axis=1)[:, :length]
     static = None
     if series[group[0]].static is not None:
@@ -259,15 +264,26 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
     Each epoch the series are shuffled into groups of ``train.batch_size``; the chunks of a
     group come in order, the first flagged ``reset``.  With ``config.stateful_segments`` k
     > 1 each training series is first cut into k consecutive segments, each starting from a
-    fresh state, so that a few long series still fill a batch.
+    fresh state, so that a few long series still fill a batch.  When every series fits in
+    one batch the chunks are built once and reused each epoch (the row order inside a batch
+    does not change the loss).
     """
     raw = config.cell == "grud"
     size = config.train.batch_size
     rng = np.random.default_rng(config.train.seed)
     prepared = split_segments(prepared, getattr(config, "stateful_segments", 1),
-                              config.tbptt_length)
+                              config.tbptt_length, getattr(config, "stateful_burn_in", 0))
+
+    built: dict[int, list[ChunkBatch]] = {}
 
     def batches(series: list[PreparedSeries], order: np.ndarray):
+        if len(order) <= size:  # one group (e.g. the segments of one series): build it once
+            if id(series) not in built:
+                built[id(series)] = chunk_batches(series, list(range(len(series))),
+                                                  config.tbptt_length, config.horizon,
+                                                  targets, raw)
+            yield from built[id(series)]
+            return
         for begin in range(0, len(order), size):
             group = [int(i) for i in order[begin:begin + size]]
             yield from chunk_batches(series, group, config.tbptt_length, config.horizon,
@@ -305,12 +321,15 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
     return train_batches, val_batches, step
 
 
-def split_segments(series: list[PreparedSeries], n_segments: int, min_length: int
-                   ) -> list[PreparedSeries]:
+def split_segments(series: list[PreparedSeries], n_segments: int, min_length: int,
+                   burn_in: int = 0) -> list[PreparedSeries]:
     """Cut each series into ``n_segments`` consecutive parts (each >= ``min_length`` steps).
 
     The last ``horizon`` targets of a part are its successor's first steps; they are not
-    supervised from that part (the chunk padding masks them).
+    supervised from that part (the chunk padding masks them).  With ``burn_in`` > 0 every
+    part but the first also starts up to ``burn_in`` steps earlier (its ``burn_in``
+    attribute): those steps warm up the fresh state and are left out of the loss, so each
+    step is still supervised exactly once.
     """
     if n_segments <= 1:
         return series
@@ -319,9 +338,11 @@ def split_segments(series: list[PreparedSeries], n_segments: int, min_length: in
         count = max(1, min(n_segments, item.n_steps // max(1, min_length)))
         bounds = np.linspace(0, item.n_steps, count + 1).astype(int)
         for begin, end in zip(bounds[:-1], bounds[1:], strict=True):
-            parts.append(PreparedSeries(item.series_id, item.timestamps[begin:end], *(
-                getattr(item, name)[begin:end] for name in
-                ("values", "filled", "observed", "delta", "covariates")), item.static))
+            start = max(0, begin - burn_in)
+            parts.append(PreparedSeries(item.series_id, item.timestamps[start:end], *(
+                getattr(item, name)[start:end] for name in
+                ("values", "filled", "observed", "delta", "covariates")), item.static,
+                burn_in=item.burn_in if begin == 0 else begin - start))
     return parts
 
 
