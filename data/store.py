@@ -440,9 +440,27 @@ class Store:
         buckets = _changed_buckets(self._series, stamp, version)
         data = self._series_data(version, buckets=buckets)
         source = _latest_source(self._series, stamp, version)
-        rows = cat.recomputed(old, data, buckets, source, version)
+        rows = cat.recomputed(old, data, buckets, source, version,
+                              self._changed_series(stamp, version, buckets))
         self._commit_catalogue(rows, version)
         return rows
+
+    def _changed_series(self, stamp: int | None, version: int,
+                        buckets: list[int] | None) -> list[str] | None:
+        """Series of ``buckets`` whose rows differ between versions ``stamp`` and
+        ``version`` (None when ``stamp`` is unknown)."""
+        if stamp is None or buckets is None or not buckets:
+            return None
+        try:
+            before, after = self._series.open(stamp), self._series.open(version)
+        except StoreError:
+            return None
+        columns = [*KEY, VALUE, OBSERVED]
+        scans = [pl.scan_delta(t).filter(pl.col(BUCKET).is_in(buckets)).select(columns)
+                 for t in (before, after)]
+        diff = pl.concat([scans[0].join(scans[1], on=columns, how="anti", nulls_equal=True),
+                          scans[1].join(scans[0], on=columns, how="anti", nulls_equal=True)])
+        return diff.select(pl.col(SERIES_ID).unique()).collect()[SERIES_ID].to_list()
 
     def _commit_catalogue(self, rows: pl.DataFrame, version: int) -> None:
         properties = CommitProperties(app_transactions=[Transaction(cat.APP_ID, version)],

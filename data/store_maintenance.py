@@ -96,6 +96,10 @@ def vacuum(store: Store, retain_hours: float = DEFAULT_RETAIN_HOURS,
            dry_run: bool = False) -> list[tuple[str, list[str]]]:
     """Delete files no table version newer than ``retain_hours`` ago refers to.
 
+    That includes the data files of a commit that never landed (a writer killed before
+    its commit): every file under the table that its log does not reference and that is
+    older than the retention (a full vacuum).
+
     Returns ``(table, files)`` per table (the files deleted, or that would be with
     ``dry_run``).  Time travel (``Store.read(version=N)``) to versions older than the
     retention stops working for those versions.  A retention shorter than the longest
@@ -113,10 +117,10 @@ def vacuum(store: Store, retain_hours: float = DEFAULT_RETAIN_HOURS,
         before = table.version()
         try:
             files = _present(location, table.vacuum(retention_hours=int(retain_hours),
-                                                    dry_run=True,
+                                                    dry_run=True, full=True,
                                                     enforce_retention_duration=False))
             if files and not dry_run:  # a vacuum commits (twice): only when it deletes
-                table.vacuum(retention_hours=int(retain_hours), dry_run=False,
+                table.vacuum(retention_hours=int(retain_hours), dry_run=False, full=True,
                              enforce_retention_duration=False)
         except Exception as error:
             raise location.error(error) from None
