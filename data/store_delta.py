@@ -26,6 +26,7 @@ from deltalake import DeltaTable, WriterProperties
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from data.schema import RecurraError
+from data.store_catalogue import BUCKET
 
 URI_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss://",
                "memory://")
@@ -243,3 +244,37 @@ def sql_literal(value) -> str:
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
     return repr(value)
+
+
+def changed_buckets(series: Location, stamp: int | None, version: int) -> list[int] | None:
+    """Buckets whose files differ between series versions ``stamp`` and ``version``; None
+    (all) when ``stamp`` is unknown or its log is gone."""
+    if stamp is None or stamp > version:
+        return None
+    try:
+        before, after = series.open(stamp), series.open(version)
+    except StoreError:
+        return None
+    if before is None or after is None:
+        return None
+
+    def files(table: DeltaTable) -> pl.DataFrame:
+        actions = pl.DataFrame(table.get_add_actions(flatten=True))
+        column = next(c for c in actions.columns if c.endswith(BUCKET))
+        return actions.select("path", pl.col(column).cast(pl.Int64).alias(BUCKET))
+
+    old, new = files(before), files(after)
+    diff = pl.concat([old.join(new, on="path", how="anti"),
+                      new.join(old, on="path", how="anti")])
+    return sorted(diff[BUCKET].unique().to_list())
+
+
+def latest_source(series: Location, stamp: int | None, version: int) -> str | None:
+    """The ``recurra.source`` of the latest series commit after ``stamp``."""
+    table = series.open()
+    if table is None:
+        return None
+    for entry in table.history(max(1, version - (stamp if stamp is not None else -1))):
+        if entry.get("version", -1) <= version and "recurra.source" in entry:
+            return str(entry["recurra.source"])
+    return None
