@@ -61,7 +61,8 @@ def open_store(store_root: str | Path | None = None) -> Any:
     A folder that does not exist is an error rather than a new empty store: the dashboard
     only reads, and a typo in ``--store`` should say so.
     """
-    if store_root is not None and not Path(store_root).expanduser().is_dir():
+    if store_root is not None and "://" not in str(store_root) \
+            and not Path(store_root).expanduser().is_dir():
         raise RecurraError(f"store ({str(store_root)!r}) must be an existing store folder "
                            "(written by `recurra ingest`); it does not exist")
     try:

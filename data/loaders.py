@@ -133,7 +133,7 @@ def _records(cells: pl.DataFrame, stamps: pl.Series, stamp_problems: pl.Series,
     if not cells["_bad"].any():  # the common case: no copy of the cells
         return cells.with_columns(*[v for v, _, _ in parsed]).drop("_bad")
     good = cells.filter(~pl.col("_bad")).with_columns(*[v for v, _, _ in parsed])
-    rows = cells.filter(pl.col("_bad"))
+    rows = cells.filter(pl.col("_bad")).rechunk()  # polars 2.1 panics on chunked views
     if rows.height:  # messages only for problem rows: building text for all rows is costly
         rows = rows.with_columns(pl.coalesce(["_problem", *[m for _, _, m in parsed]])
                                  .alias("_problem")).with_columns(*[v for v, _, _ in parsed])

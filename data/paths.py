@@ -18,9 +18,18 @@ def recurra_home() -> Path:
     return home.resolve()
 
 
-def store_root() -> Path:
-    """Root of the Parquet store: ``RECURRA_STORE`` or ``<home>/store``."""
-    root = os.environ.get("RECURRA_STORE")
+def store_root() -> Path | str:
+    """Root of the store: ``RECURRA_STORE`` or ``<home>/store``.
+
+    A local folder (created on first use) comes back as a resolved Path; an object-store
+    URI (``s3://bucket/prefix``, ``gs://``, ``az://``...) comes back unchanged as text, for
+    the Delta store to open with the usual environment settings (``AWS_*``).
+    """
+    root = os.environ.get("RECURRA_STORE", "").strip()
+    if root and "://" in root and not root.lower().startswith("file://"):
+        return root.rstrip("/")
+    if root.lower().startswith("file://"):
+        root = root[7:]
     path = Path(root).expanduser() if root else recurra_home() / "store"
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve()

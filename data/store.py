@@ -34,14 +34,11 @@ from data.schema import (
     COLUMNS,
     KEY,
     OBSERVED,
-    SCHEMA,
     SERIES_ID,
     TIMESTAMP,
     TIMESTAMP_DTYPE,
     VALUE,
-    SchemaError,
     empty_frame,
-    validate_frame,
 )
 from data.store_catalogue import (  # noqa: F401 - _frequency: tests import it here
     BUCKET,
@@ -55,13 +52,16 @@ from data.store_delta import (
     Location,
     StoreConflict,
     StoreError,
+    changed_buckets,
     crash_point,
     delta_compatible,
     is_uri,
     join,
+    latest_source,
     sql_literal,
 )
 from data.store_delta import storage_options as options_from_env
+from data.store_frames import _as_polars, _to_utc, checked_frame
 
 __all__ = ["CATALOGUE_SCHEMA", "QUARANTINE_SCHEMA", "QUARANTINE_TABLE", "SOURCE", "Store",
            "StoreConflict", "StoreError", "UpsertReport", "bucket_of", "checked_frame",
@@ -106,21 +106,6 @@ class UpsertReport:
 def partition_name(series_id: str) -> str:
     """The partition (Delta folder ``bucket=N``) holding a series; safe for any id."""
     return f"{BUCKET}={bucket_of(series_id)}"
-
-
-def _to_utc(value, name: str) -> dt.datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError as error:
-            raise SchemaError(f"`{name}` ({value!r}) must be an ISO date or datetime") from error
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        value = dt.datetime.combine(value, dt.time())
-    if not isinstance(value, dt.datetime):
-        raise SchemaError(f"`{name}` ({value!r}) must be a datetime, date or ISO text")
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 class Store:
@@ -437,12 +422,30 @@ class Store:
 
     def _repair(self, old: pl.DataFrame, stamp: int | None, version: int) -> pl.DataFrame:
         """Re-describe the series whose files changed between ``stamp`` and ``version``."""
-        buckets = _changed_buckets(self._series, stamp, version)
+        buckets = changed_buckets(self._series, stamp, version)
         data = self._series_data(version, buckets=buckets)
-        source = _latest_source(self._series, stamp, version)
-        rows = cat.recomputed(old, data, buckets, source, version)
+        source = latest_source(self._series, stamp, version)
+        rows = cat.recomputed(old, data, buckets, source, version,
+                              self._changed_series(stamp, version, buckets))
         self._commit_catalogue(rows, version)
         return rows
+
+    def _changed_series(self, stamp: int | None, version: int,
+                        buckets: list[int] | None) -> list[str] | None:
+        """Series of ``buckets`` whose rows differ between versions ``stamp`` and
+        ``version`` (None when ``stamp`` is unknown)."""
+        if stamp is None or buckets is None or not buckets:
+            return None
+        try:
+            before, after = self._series.open(stamp), self._series.open(version)
+        except StoreError:
+            return None
+        columns = [*KEY, VALUE, OBSERVED]
+        scans = [pl.scan_delta(t).filter(pl.col(BUCKET).is_in(buckets)).select(columns)
+                 for t in (before, after)]
+        diff = pl.concat([scans[0].join(scans[1], on=columns, how="anti", nulls_equal=True),
+                          scans[1].join(scans[0], on=columns, how="anti", nulls_equal=True)])
+        return diff.select(pl.col(SERIES_ID).unique()).collect()[SERIES_ID].to_list()
 
     def _commit_catalogue(self, rows: pl.DataFrame, version: int) -> None:
         properties = CommitProperties(app_transactions=[Transaction(cat.APP_ID, version)],
@@ -578,77 +581,3 @@ def _write_into(table: DeltaTable, frame: pl.DataFrame, key: list[str], replace:
         merger = merger.when_matched_update_all()
     merger.when_not_matched_insert_all().execute()
     return table.version()
-
-
-def _changed_buckets(series: Location, stamp: int | None, version: int) -> list[int] | None:
-    """Buckets whose files differ between series versions ``stamp`` and ``version``; None
-    (all) when ``stamp`` is unknown or its log is gone."""
-    if stamp is None or stamp > version:
-        return None
-    try:
-        before, after = series.open(stamp), series.open(version)
-    except StoreError:
-        return None
-    if before is None or after is None:
-        return None
-
-    def files(table: DeltaTable) -> pl.DataFrame:
-        actions = pl.DataFrame(table.get_add_actions(flatten=True))
-        column = next(c for c in actions.columns if c.endswith(BUCKET))
-        return actions.select("path", pl.col(column).cast(pl.Int64).alias(BUCKET))
-
-    old, new = files(before), files(after)
-    diff = pl.concat([old.join(new, on="path", how="anti"),
-                      new.join(old, on="path", how="anti")])
-    return sorted(diff[BUCKET].unique().to_list())
-
-
-def _latest_source(series: Location, stamp: int | None, version: int) -> str | None:
-    """The ``recurra.source`` of the latest series commit after ``stamp``."""
-    table = series.open()
-    if table is None:
-        return None
-    for entry in table.history(max(1, version - (stamp if stamp is not None else -1))):
-        if entry.get("version", -1) <= version and "recurra.source" in entry:
-            return str(entry["recurra.source"])
-    return None
-
-
-def checked_frame(frame, name: str) -> pl.DataFrame:
-    """:func:`validate_frame`, with an O(n) shortcut for frames already in canonical form
-    (exact dtypes, keys strictly increasing, observed mask right, values finite): the same
-    rules, without re-sorting millions of rows that loaders and partitions keep sorted."""
-    if isinstance(frame, pl.DataFrame) and frame.columns[:len(COLUMNS)] == list(COLUMNS) \
-            and all(frame.schema[c] == d for c, d in SCHEMA.items()) \
-            and not any(frame[c].null_count() for c in (*KEY, OBSERVED)):
-        order = key_order(frame, KEY)
-        increasing = pl.lit(order == (True, False)) if order is not None \
-            else _strictly_increasing().all()
-        ok = frame.select(
-            increasing,
-            (pl.col(OBSERVED) == pl.col(VALUE).is_not_null()).all(),
-            (~(pl.col(VALUE).is_nan() | pl.col(VALUE).is_infinite())).fill_null(True).all(),
-        ).row(0)
-        if all(ok):
-            return frame.select(COLUMNS)
-    return validate_frame(frame, name=name).select(COLUMNS)
-
-
-def _strictly_increasing() -> pl.Expr:
-    """Row i's (series_id, channel, timestamp) is greater than row i-1's (True for row 0)."""
-    greater = pl.lit(False)
-    equal = pl.lit(True)
-    for column in KEY:
-        current, previous = pl.col(column), pl.col(column).shift(1)
-        greater = greater | (equal & (current > previous))
-        equal = equal & (current == previous)
-    return greater.fill_null(True)
-
-
-def _as_polars(frame, name: str) -> pl.DataFrame:
-    from data.schema import to_polars
-
-    try:
-        return to_polars(frame)
-    except SchemaError as error:
-        raise StoreError(f"{name}: {error}") from error

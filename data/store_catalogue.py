@@ -152,15 +152,20 @@ def merge_rows(old: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
 
 
 def recomputed(old: pl.DataFrame, data: pl.DataFrame, buckets: list[int] | None,
-               source: str | None, version: int) -> pl.DataFrame:
+               source: str | None, version: int,
+               changed: list[str] | None = None) -> pl.DataFrame:
     """The catalogue after re-describing every series of ``buckets`` (None: all) from
     ``data`` (those buckets' rows, sorted by key).  A row whose description is unchanged
     keeps its source; a changed or new one gets ``source`` (the latest commit's, when
-    known) or else the one it had.  Every recomputed row gets ``changed_version``."""
+    known) or else the one it had; so does every series listed in ``changed`` (its values
+    changed, even if its description did not).  Every recomputed row gets
+    ``changed_version``."""
     fresh = as_frame(describe(data, None, version)) if data.height else as_frame([])
     stale = old if buckets is None else old.filter(pl.col(BUCKET).is_in(buckets))
     same = [SERIES_ID, CHANNEL, "frequency", "first", "last", "n_rows", "n_observed"]
     previous = stale.select(*same, pl.col(SOURCE).alias("_same"))
+    if changed and source is not None:
+        previous = previous.filter(~pl.col(SERIES_ID).is_in(changed))
     names = stale.select(SERIES_ID, CHANNEL, pl.col(SOURCE).alias("_old"))
     fresh = (fresh.join(previous, on=same, how="left", nulls_equal=True)
              .join(names, on=[SERIES_ID, CHANNEL], how="left")

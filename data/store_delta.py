@@ -26,6 +26,7 @@ from deltalake import DeltaTable, WriterProperties
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from data.schema import RecurraError
+from data.store_catalogue import BUCKET
 
 URI_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss://",
                "memory://")
@@ -104,7 +105,9 @@ class Location:
         try:
             return DeltaTable(self.uri, version=version, storage_options=self.options or None)
         except TableNotFoundError:
-            if not is_uri(self.uri):
+            if is_uri(self.uri):
+                self._check_not_foreign_object()
+            else:
                 self._check_not_foreign()
             return None
         except (DeltaError, OSError) as error:
@@ -126,6 +129,17 @@ class Location:
             raise StoreError(f"{self.uri} is not a Delta table (no _delta_log folder); a store "
                              "written by an older Recurra? convert it with "
                              "`recurra store migrate OLD_ROOT --store NEW_ROOT`")
+
+    def _check_not_foreign_object(self) -> None:
+        """The object-store twin of :meth:`_check_not_foreign` (S3 only; other schemes are
+        not listed): objects under the prefix but no ``_delta_log`` means not a Delta table."""
+        if not self.uri.lower().startswith(("s3://", "s3a://")):
+            return
+        listed = _s3_listing(self.uri, self.options)
+        if listed and not any(name == "_delta_log" for name in listed):
+            raise StoreError(f"{self.uri} is not a Delta table (objects such as "
+                             f"{sorted(listed)[0]!r} but no _delta_log); point RECURRA_STORE "
+                             "at an empty prefix or a Recurra store")
 
     def error(self, error: BaseException) -> StoreError:
         """A StoreError naming this table for a deltalake / object-store failure."""
@@ -161,6 +175,26 @@ class Location:
 
     def scan(self, table: DeltaTable) -> pl.LazyFrame:
         return pl.scan_delta(table)
+
+
+def _s3_listing(uri: str, options: dict[str, str]) -> list[str]:
+    """Names directly under an ``s3://bucket/prefix`` (empty when nothing is there or the
+    listing fails: the Delta call that follows reports the real problem)."""
+    from pyarrow import fs
+
+    endpoint = options.get("AWS_ENDPOINT_URL", "")
+    scheme, _, host = endpoint.partition("://") if endpoint else ("https", "", "")
+    try:
+        s3 = fs.S3FileSystem(access_key=options.get("AWS_ACCESS_KEY_ID"),
+                             secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
+                             session_token=options.get("AWS_SESSION_TOKEN"),
+                             region=options.get("AWS_REGION"), scheme=scheme or "https",
+                             endpoint_override=host or None)
+        path = uri.split("://", 1)[1].rstrip("/")
+        infos = s3.get_file_info(fs.FileSelector(path, allow_not_found=True))
+    except (OSError, ValueError):
+        return []
+    return [info.base_name for info in infos]
 
 
 def is_conflict(error: BaseException) -> bool:
@@ -210,3 +244,37 @@ def sql_literal(value) -> str:
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
     return repr(value)
+
+
+def changed_buckets(series: Location, stamp: int | None, version: int) -> list[int] | None:
+    """Buckets whose files differ between series versions ``stamp`` and ``version``; None
+    (all) when ``stamp`` is unknown or its log is gone."""
+    if stamp is None or stamp > version:
+        return None
+    try:
+        before, after = series.open(stamp), series.open(version)
+    except StoreError:
+        return None
+    if before is None or after is None:
+        return None
+
+    def files(table: DeltaTable) -> pl.DataFrame:
+        actions = pl.DataFrame(table.get_add_actions(flatten=True))
+        column = next(c for c in actions.columns if c.endswith(BUCKET))
+        return actions.select("path", pl.col(column).cast(pl.Int64).alias(BUCKET))
+
+    old, new = files(before), files(after)
+    diff = pl.concat([old.join(new, on="path", how="anti"),
+                      new.join(old, on="path", how="anti")])
+    return sorted(diff[BUCKET].unique().to_list())
+
+
+def latest_source(series: Location, stamp: int | None, version: int) -> str | None:
+    """The ``recurra.source`` of the latest series commit after ``stamp``."""
+    table = series.open()
+    if table is None:
+        return None
+    for entry in table.history(max(1, version - (stamp if stamp is not None else -1))):
+        if entry.get("version", -1) <= version and "recurra.source" in entry:
+            return str(entry["recurra.source"])
+    return None

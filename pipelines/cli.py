@@ -1,7 +1,8 @@
 """The ``recurra`` command. Each area registers its own sub-commands in its own module, so
 the CLI grows without one file owning everything:
 
-- ``pipelines.cli_data``: ingest, store
+- ``pipelines.cli_data``: ingest, store (summary, quarantine)
+- ``pipelines.cli_store``: store compact, vacuum, migrate
 - ``pipelines.cli_models``: train, models (list/promote/rollback), mlflow-ui
 - ``pipelines.cli_flows``: demo, detect, backtest, serve
 - ``dashboards.cli``: dashboard, report
@@ -27,8 +28,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("pipelines.cli_data", "pipelines.cli_models", "pipelines.cli_flows",
-                   "dashboards.cli", "pipelines.cli_stack", "pipelines.cli_init")
+COMMAND_MODULES = ("pipelines.cli_data", "pipelines.cli_store", "pipelines.cli_models",
+                   "pipelines.cli_flows", "dashboards.cli", "pipelines.cli_stack",
+                   "pipelines.cli_init")
 
 for _module in COMMAND_MODULES:
     try:

@@ -18,11 +18,11 @@ from rich.table import Table
 from data.schema import RecurraError
 from pipelines.cli_text import safe
 
-store_app = typer.Typer(help="Look inside the Parquet store.", no_args_is_help=True)
+store_app = typer.Typer(help="Look inside and maintain the store.", no_args_is_help=True)
 console = Console()
 EXIT_REJECTS = 2
 StoreOption = Annotated[str | None, typer.Option(
-    "--store", help="Store folder (default: RECURRA_STORE or <RECURRA_HOME>/store).")]
+    "--store", help="Store folder or s3:// URI (default: RECURRA_STORE or <RECURRA_HOME>/store).")]
 
 
 def register(app: typer.Typer) -> None:

@@ -63,7 +63,7 @@ RUNNER_KINDS = ("threads", "dask", "sequential")
 MODEL_ROLES = ("forecaster", "detector")
 ROLE_TASKS = {"forecaster": "forecast", "detector": "detect"}
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-SCHEDULE_NAMES = ("ingest", "detect", "train", "backtest", "report", "daily")
+SCHEDULE_NAMES = ("ingest", "detect", "train", "backtest", "report", "daily", "maintain")
 
 
 class ConfigError(RecurraError, ValueError):

@@ -10,6 +10,7 @@ flow         what it does
 ``backtest`` per group: rolling-origin evaluation of a fresh forecaster, logged
 ``report``   the HTML report of the dashboard package
 ``daily``    ingest -> train -> detect -> report
+``maintain`` compact the store's small files, then vacuum files older than the retention
 ============ ===============================================================================
 
 Groups run as concurrent tasks on the task runner chosen in the config (threads with
@@ -273,9 +274,29 @@ def daily_flow(config_path: str | None = None, store_root: str | None = None,
     return {"ingest": ingested, "train": trained, "detect": detected, "report": reported}
 
 
+@flow(name="maintain", log_prints=True)
+def maintain_flow(config_path: str | None = None, store_root: str | None = None,
+                  retain_hours: float = 168) -> dict:
+    """``recurra store compact`` then ``recurra store vacuum --retain-hours H``, as one run
+    (schedule it with ``[schedules] maintain = "0 3 * * 0"``)."""
+    from data.store_maintenance import compact, vacuum
+
+    store = tasks.open_store(store_root)
+    with tasks.recorded(store, tasks.RunSummary("maintain")) as summary:
+        compacted = [r for r in compact(store) if r.version is not None]
+        deleted = vacuum(store, retain_hours)
+    n_deleted = sum(len(files) for _, files in deleted)
+    summary.messages.append(f"compacted {len(compacted)} table(s), vacuumed {n_deleted} "
+                            f"file(s) older than {retain_hours:g} h")
+    tasks.record_run(store, summary.finish())
+    return {"summary": summary.row(), "compacted": [r.table for r in compacted],
+            "vacuumed": n_deleted}
+
+
 FLOWS: dict[str, Callable[..., Any]] = {
     "ingest": ingest_flow, "train": train_flow, "detect": detect_flow,
     "backtest": backtest_flow, "report": report_flow, "daily": daily_flow,
+    "maintain": maintain_flow,
 }
 
 

@@ -4,9 +4,9 @@ Cron schedules need a real Prefect API (the ephemeral mode of ``recurra demo`` h
 scheduler).  ``PREFECT_API_URL`` names one (``http://host:4200/api``); when it is unset,
 :func:`ensure_server` starts ``prefect server start --host 127.0.0.1 --port 4200`` with its
 home under ``$RECURRA_HOME/prefect`` and stops it on exit.  Then every entry of
-``[schedules]`` (``ingest``, ``detect``, ``train``, ``backtest``, ``report``, ``daily``)
-becomes a deployment ``<flow>/recurra-<name>`` with that cron (UTC), served by this process
-with ``prefect.serve``: each run executes here, on the config's task runner.
+``[schedules]`` (``ingest``, ``detect``, ``train``, ``backtest``, ``report``, ``daily``,
+``maintain``) becomes a deployment ``<flow>/recurra-<name>`` with that cron (UTC), served
+by this process with ``prefect.serve``: each run executes here, on the config's task runner.
 
 Example
 -------

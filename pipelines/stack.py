@@ -8,7 +8,8 @@ Every service gets its own port on 127.0.0.1, its own data folder, log and pid f
 service            what it is
 ================== ==========================================================================
 ``postgres``       PostgreSQL (Debian ``postgresql``): databases ``mlflow`` and ``prefect``
-``s3``             an S3-compatible endpoint (``moto_server``), bucket ``recurra``
+``s3``             an S3-compatible endpoint (``moto_server``, in memory), bucket ``recurra``:
+                   the store (``s3://recurra/store``) and the MLflow artifacts
 ``mlflow``         ``mlflow server`` on Postgres, artifacts in ``s3://recurra/mlartifacts``
 ``prefect``        ``prefect server start`` on the ``prefect`` database
 ``dask-scheduler`` ``dask scheduler``
@@ -106,7 +107,7 @@ def environment(state: dict[str, Any]) -> dict[str, str]:
     return {
         **QUIET_ENV,
         "RECURRA_HOME": str(root.parent),
-        "RECURRA_STORE": os.environ.get("RECURRA_STACK_STORE", str(root / "store")),
+        "RECURRA_STORE": os.environ.get("RECURRA_STACK_STORE", f"s3://{BUCKET}/store"),
         "MLFLOW_TRACKING_URI": where["mlflow"],
         "PREFECT_API_URL": where["prefect"],
         "PREFECT_HOME": str(root / "prefect"),
