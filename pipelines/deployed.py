@@ -29,6 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FLOW_NAME = "recurra-run"
 RETRIES = 1
 RETRY_DELAY_S = 10
+SERVICE_WAIT_S = 60.0
 
 
 @flow(name=FLOW_NAME, log_prints=True)
@@ -38,14 +39,18 @@ def deployed_flow(flow_name: str, config_path: str | None = None) -> dict:
     A ``partial`` outcome (some group failed, e.g. the tracking server went away for a
     moment) is run again, ``RETRIES`` times after ``RETRY_DELAY_S``: the groups that
     succeeded hit the training cache (same inputs) and are not registered twice, the failed
-    ones run again. A setting that names a missing service (:class:`PreflightError`) fails
-    the run at once: retrying would not help.
+    ones run again. Before each attempt the services are checked for up to
+    ``SERVICE_WAIT_S`` (a tracking server restarting for a few seconds does not fail a
+    scheduled run); a setting that still names a missing service then
+    (:class:`PreflightError`) fails the run: retrying would not help.
     """
     import time
 
     from pipelines.flows import run_flow
+    from pipelines.preflight import wait_for_services
 
     for attempt in range(RETRIES + 1):
+        wait_for_services(None if flow_name == "report" else config_path, SERVICE_WAIT_S)
         outcome = run_flow(flow_name) if flow_name == "report" else run_flow(flow_name,
                                                                              config_path)
         summary = outcome["summary"]

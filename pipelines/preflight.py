@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 import urllib.error
 import urllib.request
 from urllib.parse import urlparse
@@ -138,6 +139,19 @@ def problems(config_path: str | None, store_root: str | None = None) -> list[str
     store = store_root or os.environ.get("RECURRA_STORE", "")
     found.append(check_bucket(str(store)))
     return [problem for problem in found if problem]
+
+
+def wait_for_services(config_path: str | None, timeout_s: float,
+                      store_root: str | None = None, every_s: float = 1.0) -> list[str]:
+    """Re-check the services until none has a problem or ``timeout_s`` passed; the
+    problems still found (empty: all answer). For scheduled runs, where a service being
+    restarted is a moment's outage rather than a wrong setting."""
+    deadline = time.monotonic() + timeout_s
+    found = problems(config_path, store_root)
+    while found and time.monotonic() < deadline:
+        time.sleep(every_s)
+        found = problems(config_path, store_root)
+    return found
 
 
 def preflight(flow: str, config_path: str | None, store_root: str | None = None) -> None:

@@ -71,3 +71,45 @@ def test_missing_bucket(monkeypatch):
 
 def test_good_settings_pass(recurra_home, tmp_path):
     assert preflight.problems(write_config(tmp_path / "c.toml")) == []
+
+
+def test_scheduled_runs_wait_for_a_service_that_comes_back(recurra_home, tmp_path,
+                                                           monkeypatch):
+    """A tracking server restarting (down, then up 1 s later) passes the wait; one that never
+    answers is still reported, by name, when the wait runs out."""
+    import http.server
+    import threading
+
+    port = free_port()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    config = write_config(tmp_path / "c.toml")
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    servers = []
+
+    def start() -> None:
+        servers.append(http.server.HTTPServer(("127.0.0.1", port), Health))
+        servers[0].serve_forever()
+
+    assert preflight.problems(config)  # down now: connection refused
+    starter = threading.Timer(1.0, start)
+    starter.start()
+    try:
+        assert preflight.wait_for_services(config, 20.0, every_s=0.2) == []
+    finally:
+        starter.join(5.0) if not servers else None
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        starter.join()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    still = preflight.wait_for_services(config, 0.5, every_s=0.2)
+    assert len(still) == 1 and "MLFLOW_TRACKING_URI" in still[0]
