@@ -80,9 +80,14 @@ def growth(store, ids: list[str], n_runs: int, checkpoints: list[int]) -> dict[s
         for point in checkpoints:
             if point <= n_runs:
                 out[f"{kind}_s_run{point}"] = statistics.median(values[max(0, point - 5):point])
+                # amortized: the mean of up to 50 runs ending here includes the runs that
+                # compacted small files, which the median of 5 can miss
+                out[f"{kind}_mean50_s_run{point}"] = statistics.fmean(
+                    values[max(0, point - 50):point])
         last = max(p for p in checkpoints if p <= n_runs)
         out[f"{kind}_ratio_run{last}_over_run10"] = out[f"{kind}_s_run{last}"] / \
             out[f"{kind}_s_run10"]
+        out[f"{kind}_max_s"] = max(values)
     out["total_s"] = sum(times["forecasts"]) + sum(times["series"])
     return out
 

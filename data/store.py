@@ -53,6 +53,7 @@ from data.store_delta import (
     StoreConflict,
     StoreError,
     changed_buckets,
+    compact_buckets,
     crash_point,
     delta_compatible,
     is_uri,
@@ -196,10 +197,29 @@ class Store:
         crash_point("after_series_commit")
         if report.n_new or report.n_updated:
             self._catalogue_after(report.version, base, frame, new, updated, source)
+            self._compact_if_crowded(report.version, frame[BUCKET].unique().to_list())
         else:
             self._sync_catalogue()  # repairs a catalogue a crashed writer left behind
         self.versions["series"] = report.version
         return report
+
+    def _compact_if_crowded(self, version: int, buckets: list[int]) -> None:
+        """Compact the buckets this upsert wrote once they hold many small files; the
+        catalogue (same rows) is re-stamped with the compaction's version."""
+        table = self._series.open()
+        if table is None or table.version() != version:
+            return  # another writer committed since: its own upsert does this
+        if not compact_buckets(table, buckets):
+            return
+        crash_point("after_auto_compaction")
+        compacted = table.version()
+
+        def restamp() -> None:
+            rows, stamp, seen = self._catalogue_state()
+            if stamp == version:  # else the next read repairs it from the data
+                self._commit_catalogue(rows, compacted, expected=seen)
+
+        self._catalogue.retrying(restamp)
 
     def _upsert_once(self, frame: pl.DataFrame, source: str):
         table = self._series.open()
@@ -233,7 +253,13 @@ class Store:
             n_unchanged = frame.height - changes.height
         if changes.is_empty():
             return UpsertReport(n_unchanged=n_unchanged, version=base), new, updated, base
-        self._merge_series(table, changes, properties)
+        if stored.is_empty():  # only new keys: a blind append (no scan of stored files);
+            # max_commit_retries=0 still refuses it if another writer committed since ``base``
+            write_deltalake(table, changes.select(*_STORED, BUCKET).to_arrow(), mode="append",
+                            partition_by=[BUCKET], writer_properties=WRITER,
+                            commit_properties=properties)
+        else:
+            self._merge_series(table, changes, properties)
         version = table.version()
         return (UpsertReport(new.height, updated.height, n_unchanged, version), new, updated,
                 base)
@@ -447,10 +473,19 @@ class Store:
                           scans[1].join(scans[0], on=columns, how="anti", nulls_equal=True)])
         return diff.select(pl.col(SERIES_ID).unique()).collect()[SERIES_ID].to_list()
 
-    def _commit_catalogue(self, rows: pl.DataFrame, version: int) -> None:
+    def _commit_catalogue(self, rows: pl.DataFrame, version: int,
+                          expected: int | None = None) -> None:
+        """Overwrite the catalogue with ``rows``, stamped as describing series ``version``;
+        with ``expected``, only if the catalogue is still at that version (else a
+        retryable StoreConflict)."""
         properties = CommitProperties(app_transactions=[Transaction(cat.APP_ID, version)],
                                       max_commit_retries=0)
-        write_deltalake(self._catalogue.uri, rows.to_arrow(), mode="overwrite",
+        table = self._catalogue.open()
+        if expected is not None and (table is None or table.version() != expected):
+            raise StoreConflict(f"store table {self._catalogue.uri}: changed by another "
+                                "writer; re-reading it")
+        write_deltalake(self._catalogue.uri if table is None else table, rows.to_arrow(),
+                        mode="overwrite",
                         schema_mode="overwrite", commit_properties=properties,
                         storage_options=self.storage_options or None)
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import polars as pl
+import pyarrow as pa
 from deltalake import DeltaTable, WriterProperties
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
@@ -34,6 +36,12 @@ COMMIT_RETRIES = 8
 RETRY_BASE_S = 0.05
 CRASH_ENV = "RECURRA_STORE_CRASH_AT"  # test hook: SIGKILL this process at a named point
 WRITER = WriterProperties(compression="LZ4_RAW")  # ~3x faster than snappy to write
+# Every upsert adds a file to each bucket it touches; once a bucket holds this many files
+# smaller than AUTO_COMPACT_BYTES, the upsert compacts that bucket (bounded work per run:
+# files that reached the size are never rewritten again), so scheduled runs do not slow
+# down as small files pile up between maintenance runs.
+AUTO_COMPACT_FILES = 32
+AUTO_COMPACT_BYTES = 8 << 20
 _AWS_OPTIONS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                 "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_S3_LOCKING_PROVIDER",
                 "DELTA_DYNAMO_TABLE_NAME", "AWS_S3_ALLOW_UNSAFE_RENAME", "AWS_PROFILE")
@@ -96,14 +104,31 @@ class Location:
     def __init__(self, uri: str, options: dict[str, str]) -> None:
         self.uri = uri
         self.options = options
+        # the latest snapshot, per thread: re-opening replays the log from the last
+        # checkpoint (which lists every file), ``update_incremental`` reads only new commits
+        self._latest = threading.local()
 
     def __repr__(self) -> str:
         return f"Location({self.uri!r})"
 
     def open(self, version: int | None = None) -> DeltaTable | None:
-        """The table (at ``version``, default the latest); None when it does not exist."""
+        """The table (at ``version``, default the latest); None when it does not exist.
+
+        The latest version is this thread's cached snapshot brought up to date, so a caller
+        that holds it sees it advance when this thread writes the table again."""
+        if version is None:
+            cached = getattr(self._latest, "table", None)
+            if cached is not None:
+                try:
+                    cached.update_incremental()
+                    return cached
+                except (DeltaError, OSError):  # vacuumed, recreated or unreachable: reopen
+                    self._latest.table = None
         try:
-            return DeltaTable(self.uri, version=version, storage_options=self.options or None)
+            table = DeltaTable(self.uri, version=version, storage_options=self.options or None)
+            if version is None:
+                self._latest.table = table
+            return table
         except TableNotFoundError:
             if is_uri(self.uri):
                 self._check_not_foreign_object()
@@ -278,3 +303,33 @@ def latest_source(series: Location, stamp: int | None, version: int) -> str | No
         if entry.get("version", -1) <= version and "recurra.source" in entry:
             return str(entry["recurra.source"])
     return None
+
+
+def compact_buckets(table: DeltaTable, buckets: list[int],
+                    max_small_files: int | None = None, small_bytes: int | None = None) -> bool:
+    """Compact the buckets of ``buckets`` that hold more than ``max_small_files`` files
+    under ``small_bytes`` (defaults: AUTO_COMPACT_FILES, AUTO_COMPACT_BYTES; a Delta OPTIMIZE on those partitions only: same rows, new
+    version).  Returns whether it committed.  Opportunistic: a concurrent writer's
+    conflicting commit makes it skip (the next upsert tries again)."""
+    max_small_files = AUTO_COMPACT_FILES if max_small_files is None else max_small_files
+    small_bytes = AUTO_COMPACT_BYTES if small_bytes is None else small_bytes
+    column = f"partition.{BUCKET}"
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if not actions.num_rows or column not in actions.column_names:
+        return False
+    actions = pl.from_arrow(actions.select(["size_bytes", column]))
+    crowded = (actions.filter(pl.col("size_bytes") < small_bytes,
+                              pl.col(column).cast(pl.Int64).is_in(buckets))
+               .group_by(column).len().filter(pl.col("len") > max_small_files)[column]
+               .to_list())
+    if not crowded:
+        return False
+    before = table.version()
+    try:
+        table.optimize.compact(partition_filters=[(BUCKET, "in", [str(b) for b in crowded])],
+                               target_size=small_bytes, writer_properties=WRITER)
+    except (CommitFailedError, DeltaError) as error:
+        if is_conflict(error):
+            return False
+        raise
+    return table.version() != before

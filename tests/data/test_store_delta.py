@@ -75,6 +75,67 @@ def test_scheduled_appends_keep_the_catalogue_exact(store):
     assert store.catalogue().equals(fresh.catalogue())
 
 
+def _files_per_bucket(store: Store) -> dict[int, int]:
+    from deltalake import DeltaTable
+
+    import pyarrow as pa
+
+    actions = pl.from_arrow(pa.table(DeltaTable(str(store.root / "series"))
+                                     .get_add_actions(flatten=True)))
+    return dict(actions.group_by("partition.bucket").len().iter_rows())
+
+
+def test_scheduled_appends_compact_crowded_buckets_and_keep_every_version(store, monkeypatch):
+    """One new value per series per run adds a file per bucket; past the limit the upsert
+    compacts those buckets (same rows, catalogue re-stamped, old versions still readable),
+    so the file count, and with it the cost of a run, stays bounded."""
+    from data import store_delta
+
+    monkeypatch.setattr(store_delta, "AUTO_COMPACT_FILES", 4)
+    frame = make_frame(n_series=3, n_steps=30, gap_share=0.1, seed=6)
+    times = frame["timestamp"].unique().sort()
+    versions = [store.upsert(frame.filter(pl.col("timestamp") == t), source="hourly").version
+                for t in times[:12]]
+    history = [e["operation"] for e in store._series.open().history()]
+    assert "OPTIMIZE" in history  # compaction ran...
+    assert max(_files_per_bucket(store).values()) <= 5  # ...and bounded the files
+    assert store.read().equals(validate_frame(frame.filter(pl.col("timestamp") <= times[11])))
+    assert store.read(version=versions[5]).equals(
+        validate_frame(frame.filter(pl.col("timestamp") <= times[5])))
+    # the catalogue describes the latest version without a repair from the data
+    _rows, stamp, _ = store._catalogue_state()
+    assert stamp == store.version()
+    fresh = Store(store.root.parent / "fresh")
+    fresh.upsert(frame.filter(pl.col("timestamp") <= times[11]), source="hourly")
+    assert store.catalogue().drop("partition").equals(fresh.catalogue().drop("partition"))
+
+
+def test_a_store_sees_commits_made_by_another_store_on_the_same_root(store):
+    """The latest snapshot is cached per thread and brought up to date on each open."""
+    frame = make_frame(n_series=2, n_steps=20, seed=7)
+    store.upsert(frame.filter(pl.col("series_id") == "s0"), source="a")
+    assert store.series_ids() == ["s0"]
+    Store(store.root).upsert(frame.filter(pl.col("series_id") == "s1"), source="b")
+    assert store.series_ids() == ["s0", "s1"]
+    assert store.read().height == frame.height
+    report = store.upsert(frame.with_columns(pl.col("value") + 1), source="c")
+    assert (report.n_new, report.version) == (0, 2)  # it saw s1's rows: updates, not inserts
+    assert report.n_updated == frame["value"].is_not_null().sum()
+
+
+def test_a_compaction_the_catalogue_missed_is_repaired_from_the_data(store):
+    """A writer killed between its compaction and the catalogue re-stamp leaves the
+    catalogue behind; the next read re-describes the compacted buckets, rows unchanged."""
+    frame = make_frame(n_series=3, n_steps=40, seed=8)
+    for half in (frame.head(60), frame.tail(frame.height - 60)):
+        store.upsert(half, source="a")
+    expected = store.catalogue()
+    store._series.open().optimize.compact()  # no re-stamp
+    assert store.catalogue().equals(expected)
+    _rows, stamp, _ = store._catalogue_state()
+    assert stamp == store.version()
+
+
 def test_a_catalogue_behind_the_data_is_repaired_from_it(store):
     """A writer killed between its series commit and its catalogue commit leaves the
     catalogue one version behind; the next read re-describes the changed buckets."""
