@@ -54,6 +54,7 @@ from data.store_delta import (
     StoreError,
     changed_buckets,
     compact_buckets,
+    compact_small_files,
     crash_point,
     delta_compatible,
     is_uri,
@@ -605,6 +606,11 @@ def _write_into(table: DeltaTable, frame: pl.DataFrame, key: list[str], replace:
         frame = frame.join(stored.select(compare), on=compare, how="anti", nulls_equal=True)
     if frame.is_empty():
         return None
+    if not stored.height:  # only new keys: a blind append, no scan of the stored files
+        write_deltalake(table, frame.to_arrow(), mode="append", schema_mode="merge",
+                        commit_properties=_EXCLUSIVE)
+        compact_small_files(table)
+        return table.version()
     conditions = [f"t.{k} = s.{k}" if not frame[k].null_count()
                   else f"t.{k} IS NOT DISTINCT FROM s.{k}" for k in key]
     if time_key is not None:
@@ -615,4 +621,5 @@ def _write_into(table: DeltaTable, frame: pl.DataFrame, key: list[str], replace:
     if replace:
         merger = merger.when_matched_update_all()
     merger.when_not_matched_insert_all().execute()
+    compact_small_files(table)
     return table.version()

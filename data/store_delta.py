@@ -305,12 +305,37 @@ def latest_source(series: Location, stamp: int | None, version: int) -> str | No
     return None
 
 
+def compact_small_files(table: DeltaTable, max_small_files: int | None = None,
+                        small_bytes: int | None = None) -> bool:
+    """Compact an unpartitioned table (a result table) once it holds more than
+    ``max_small_files`` files under ``small_bytes``; as :func:`compact_buckets`."""
+    max_small_files = AUTO_COMPACT_FILES if max_small_files is None else max_small_files
+    small_bytes = AUTO_COMPACT_BYTES if small_bytes is None else small_bytes
+    sizes = pa.table(table.get_add_actions(flatten=False)).column("size_bytes")
+    if sum(1 for size in sizes.to_pylist() if size < small_bytes) <= max_small_files:
+        return False
+    return _optimize(table, None, small_bytes)
+
+
+def _optimize(table: DeltaTable, partition_filters: list | None, small_bytes: int) -> bool:
+    before = table.version()
+    try:
+        table.optimize.compact(partition_filters=partition_filters, target_size=small_bytes,
+                               writer_properties=WRITER)
+    except (CommitFailedError, DeltaError) as error:
+        if is_conflict(error):
+            return False
+        raise
+    return table.version() != before
+
+
 def compact_buckets(table: DeltaTable, buckets: list[int],
                     max_small_files: int | None = None, small_bytes: int | None = None) -> bool:
     """Compact the buckets of ``buckets`` that hold more than ``max_small_files`` files
-    under ``small_bytes`` (defaults: AUTO_COMPACT_FILES, AUTO_COMPACT_BYTES; a Delta OPTIMIZE on those partitions only: same rows, new
-    version).  Returns whether it committed.  Opportunistic: a concurrent writer's
-    conflicting commit makes it skip (the next upsert tries again)."""
+    under ``small_bytes`` (defaults: AUTO_COMPACT_FILES, AUTO_COMPACT_BYTES; a Delta
+    OPTIMIZE on those partitions only: same rows, new version).  Returns whether it
+    committed.  Opportunistic: a concurrent writer's conflicting commit makes it skip (the
+    next upsert tries again)."""
     max_small_files = AUTO_COMPACT_FILES if max_small_files is None else max_small_files
     small_bytes = AUTO_COMPACT_BYTES if small_bytes is None else small_bytes
     column = f"partition.{BUCKET}"
@@ -324,12 +349,4 @@ def compact_buckets(table: DeltaTable, buckets: list[int],
                .to_list())
     if not crowded:
         return False
-    before = table.version()
-    try:
-        table.optimize.compact(partition_filters=[(BUCKET, "in", [str(b) for b in crowded])],
-                               target_size=small_bytes, writer_properties=WRITER)
-    except (CommitFailedError, DeltaError) as error:
-        if is_conflict(error):
-            return False
-        raise
-    return table.version() != before
+    return _optimize(table, [(BUCKET, "in", [str(b) for b in crowded])], small_bytes)

@@ -76,9 +76,8 @@ def test_scheduled_appends_keep_the_catalogue_exact(store):
 
 
 def _files_per_bucket(store: Store) -> dict[int, int]:
-    from deltalake import DeltaTable
-
     import pyarrow as pa
+    from deltalake import DeltaTable
 
     actions = pl.from_arrow(pa.table(DeltaTable(str(store.root / "series"))
                                      .get_add_actions(flatten=True)))
@@ -108,6 +107,32 @@ def test_scheduled_appends_compact_crowded_buckets_and_keep_every_version(store,
     fresh = Store(store.root.parent / "fresh")
     fresh.upsert(frame.filter(pl.col("timestamp") <= times[11]), source="hourly")
     assert store.catalogue().drop("partition").equals(fresh.catalogue().drop("partition"))
+
+
+def test_result_tables_append_new_keys_and_compact_their_small_files(store, monkeypatch):
+    """Hourly forecasts under a key: new keys are appended, re-sent ones merged (no
+    duplicates), and the table's small files are compacted past the limit."""
+    import datetime as dt
+
+    from data import store_delta
+
+    monkeypatch.setattr(store_delta, "AUTO_COMPACT_FILES", 3)
+    key = ["series_id", "issued_at", "step"]
+    start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+    def run(hour: int, y: float) -> pl.DataFrame:
+        return pl.DataFrame({"series_id": ["a", "b"], "step": [1, 1], "y_hat": [y, y],
+                             "issued_at": [start + dt.timedelta(hours=hour)] * 2})
+
+    for hour in range(8):
+        store.write_table("forecasts", run(hour, float(hour)), key=key)
+    store.write_table("forecasts", run(7, -1.0), key=key)  # a re-sent run replaces its rows
+    table = store._table("forecasts").open()
+    assert "OPTIMIZE" in [e["operation"] for e in table.history()]
+    assert len(table.file_uris()) <= 4
+    stored = store.read_table("forecasts").sort("issued_at", "series_id")
+    assert stored.height == 16
+    assert stored["y_hat"].to_list() == [float(h) for h in range(7) for _ in (0, 1)] + [-1.0] * 2
 
 
 def test_a_store_sees_commits_made_by_another_store_on_the_same_root(store):
