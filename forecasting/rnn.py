@@ -60,6 +60,7 @@ from forecasting.modules import (
     WindowSpec,
 )
 from forecasting.train import Callback, fit_module
+from forecasting.value_range import scaled_range_problem, split_trainable
 from forecasting.windows import (
     check_length,
     fit_scaler,
@@ -76,7 +77,10 @@ class RNNForecaster:
 
     Fitted attributes: ``module_`` (:class:`ForecastNet`), ``channels_`` (input channels),
     ``targets_`` (forecast channels), ``scaler_`` ({series_id: (center (F,), scale (F,))}),
-    ``state_`` ({series_id: per-series stream state}), ``history_`` (epoch records).
+    ``state_`` ({series_id: per-series stream state}), ``history_`` (epoch records),
+    ``excluded_`` ({series_id: reason} of the series left out of ``fit`` because their scaled
+    values overflow float32, see :mod:`forecasting.value_range`; they get no state and no
+    forecast).
     """
 
     def __init__(self, config: ForecasterConfig | None = None) -> None:
@@ -111,6 +115,15 @@ class RNNForecaster:
         self.targets_ = self._targets(self.channels_)
         arrays = frame_to_arrays(frame, channels=self.channels_)
         self.scaler_ = {a.series_id: fit_scaler(a.values, self.config.scaler) for a in arrays}
+        arrays, self.excluded_ = split_trainable(arrays, lambda a: scaled_range_problem(
+            a.series_id, a.values, *self.scaler_[a.series_id]))
+        if self.excluded_:  # left out by name; their validation rows too
+            for series_id in self.excluded_:
+                del self.scaler_[series_id]
+            validation, raw_validation = (
+                None if v is None else validate_frame(v, name="validation").filter(
+                    ~pl.col(SERIES_ID).is_in(list(self.excluded_)))
+                for v in (validation, raw_validation))
         self._fit_static(static)
         seed_everything(self.config.train.seed)
         self.module_ = self._build()
