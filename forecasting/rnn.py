@@ -81,7 +81,12 @@ class RNNForecaster:
     ``excluded_`` ({series_id: reason} of the series left out of ``fit`` because their scaled
     values overflow float32, see :mod:`forecasting.value_range`; they get no state and no
     forecast).
+
+    ``validation_monitors``: a ``validation`` frame passed to :meth:`fit` drives early
+    stopping and its loss is reported per epoch (``history_[i]["val_loss"]``).
     """
+
+    validation_monitors = True
 
     def __init__(self, config: ForecasterConfig | None = None) -> None:
         self.config = config if config is not None else ForecasterConfig()

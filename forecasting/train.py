@@ -246,7 +246,7 @@ class _Loop:
             loss, state = self._call(batch, state)
             if loss is None:
                 continue
-            check_finite(loss, epoch, index, lambda: self.describe(batch))
+            check_finite(loss, epoch, index, lambda batch=batch: self.describe(batch))
             optimizer.zero_grad(set_to_none=True)
             if loss.requires_grad:
                 self.scaler.scale(loss).backward()

@@ -4,8 +4,8 @@ left out of the fit, by name and with its value range, and the other series stil
 
 >>> import numpy as np
 >>> values = np.array([[1.0e300], [2.0e300]])
->>> scaled_range_problem("b", values, np.zeros(1), np.ones(1))
-"series 'b': values span [1e+300, 2e+300]; scaled they span [1e+300, 2e+300], which overflows float32 (|x| > 3.403e+38)"
+>>> print(scaled_range_problem("b", values, np.zeros(1), np.ones(1)))  # doctest: +ELLIPSIS
+series 'b': values span [1e+300, 2e+300]; scaled they span [1e+300, 2e+300], which overflows...
 """
 
 from __future__ import annotations
@@ -30,22 +30,35 @@ def scaled_range_problem(series_id: str, values: np.ndarray, center: np.ndarray,
     values : (T, F) raw values, NaN where unobserved.
     center, scale : (F,) the series' scaler; scaled = (values - center) / scale.
     """
-    observed = values[~np.isnan(values)]
+    with np.errstate(all="ignore"):
+        scaled = (values - center) / scale
+    if not (np.isfinite(center).all() and np.isfinite(scale).all()):
+        scaled = np.where(np.isnan(values), np.nan, np.inf)
+    return range_problem(series_id, values, scaled)
+
+
+def range_problem(series_id: str, values: np.ndarray, scaled: np.ndarray) -> str | None:
+    """Why the series cannot be trained on (None when it can), from its (T, F) raw
+    ``values`` and the ``scaled`` values the model would see (NaN where unobserved in
+    both)."""
+    seen = ~np.isnan(values)
+    observed = values[seen]
     if observed.size == 0:
         return None
     with np.errstate(all="ignore"):
-        scaled = (values - center) / scale
-    scaled = scaled[~np.isnan(values)]
+        spread = np.nanstd(values[:, seen.any(axis=0)], axis=0)
+    scaled = np.asarray(scaled, dtype=np.float64)[seen]
     finite = np.isfinite(scaled)
-    if finite.all() and np.abs(scaled).max() <= FLOAT32_MAX and np.isfinite(center).all() \
-            and np.isfinite(scale).all():
+    overflow = not finite.all() or np.abs(scaled).max() > FLOAT32_MAX
+    if not overflow and np.isfinite(spread).all():
         return None
     shown = scaled[finite]
     span = (f"[{shown.min():.4g}, {shown.max():.4g}]" if shown.size else "nothing finite")
     n_bad = int((~finite).sum())
-    return (f"series {series_id!r}: values span [{observed.min():.4g}, {observed.max():.4g}]; "
-            f"scaled they span {span}" + (f" ({n_bad} not finite)" if n_bad else "")
-            + f", which overflows float32 (|x| > {FLOAT32_MAX:.4g})")
+    why = (f"scaled they span {span}" + (f" ({n_bad} not finite)" if n_bad else "")
+           + f", which overflows float32 (|x| > {FLOAT32_MAX:.4g})" if overflow
+           else "their standard deviation overflows float64, so no scale fits them")
+    return f"series {series_id!r}: values span [{observed.min():.4g}, {observed.max():.4g}]; {why}"
 
 
 def split_trainable(items: Iterable[Any], problem: Any) -> tuple[list[Any], dict[str, str]]:

@@ -35,7 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 from data.schema import KEY, OBSERVED, SERIES_ID, TIMESTAMP, VALUE, RecurraError, validate_frame
 from pipelines.mlflow_setup import experiment_name  # noqa: F401 - re-exported for callers
 
-MAX_PARAM_LENGTH = 6000
+MAX_PARAM_LENGTH = 500  # MLflow < 2.3 and older servers reject longer values (newer: 6000)
 PARAM_BATCH = 100
 FINGERPRINT_TAG = "recurra.data_fingerprint"
 LIBRARIES = ("torch", "numpy", "polars", "pandas", "mlflow", "prefect", "scikit-learn")
@@ -152,7 +152,9 @@ class MLflowTracker:
         return self.run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Log params (nested mappings/dataclasses are flattened; long values truncated)."""
+        """Log params (nested mappings/dataclasses are flattened into ``a.b`` keys; values
+        longer than :data:`MAX_PARAM_LENGTH` are truncated with ``...``; callers that need
+        them whole also log a dict artifact)."""
         from mlflow.entities import Param
 
         run_id = self._run()

@@ -19,8 +19,8 @@ torch.set_num_threads(1)
 TINY = dict(hidden_size=4, horizon=4, lookback=8, train=TrainConfig(max_epochs=1, device="cpu"))
 
 
-def _hostile(factor: float = 1e300) -> pl.DataFrame:
-    frame = make_frame(n_series=3, n_steps=60, gap_share=0.0, seed=1)
+def _hostile(factor: float = 1e300, n_steps: int = 60) -> pl.DataFrame:
+    frame = make_frame(n_series=3, n_steps=n_steps, gap_share=0.0, seed=1)
     return frame.with_columns(
         pl.when(pl.col("series_id") == "s1").then((pl.col("value").abs() + 1.0) * factor)
         .otherwise(pl.col("value")).alias("value"))
@@ -86,3 +86,20 @@ def test_a_custom_description_names_tuple_batches():
         fit_module(torch.nn.Linear(3, 1), step, lambda: batches, None,
                    TrainConfig(max_epochs=1, device="cpu"),
                    describe_batch=lambda batch: "series 'x7' here")
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("kind", ["ReconstructionDetector", "ForecastErrorDetector"])
+def test_detectors_leave_the_1e300_series_out_and_log_their_epochs(kind):
+    import anomaly
+    from anomaly import DetectorConfig
+
+    config = DetectorConfig(window=8, hidden_size=4, latent_size=2, max_epochs=2, device="cpu")
+    detector = getattr(anomaly, kind)(config).fit(_hostile(n_steps=80))
+    assert list(detector.excluded_) == ["s1"] and "e+300" in detector.excluded_["s1"]
+    assert detector.fit_ids_ == ["s0", "s2"]
+    assert [r["epoch"] for r in detector.history_] == [1, 2]
+    assert all(r["train_loss"] > 0 for r in detector.history_)
+    scores = detector.score(make_frame(n_series=3, n_steps=80, gap_share=0.0, seed=1)
+                            .filter(pl.col("series_id") != "s1"))
+    assert sorted(scores["series_id"].unique()) == ["s0", "s2"]
