@@ -22,6 +22,7 @@ from anomaly import scores as sc
 from anomaly.base import BaseDetector, Chunk, DetectorConfig, pad_left
 from anomaly.modules import OneStepForecaster, WindowAutoencoder
 from forecasting.device import choose_device, limit_threads, seed_everything
+from forecasting.stream import tensors_to
 from forecasting.train import TrainConfig, describe_values, fit_module
 
 __all__ = ["DetectorConfig", "ForecastErrorDetector", "GRUDAutoencoder",
@@ -58,7 +59,26 @@ class _TorchDetector(BaseDetector):
                            device=config.device, early_stopping_patience=None)
 
     def _device(self) -> torch.device:
-        return choose_device(self.config.device)
+        """Where inference runs: the device :meth:`to` chose, else ``config.device``."""
+        chosen = getattr(self, "inference_device_", None)
+        return chosen if chosen is not None else choose_device(self.config.device)
+
+    @property
+    def device_(self) -> torch.device:
+        """The device of ``module_`` and of the recurrent state tensors in ``state_``."""
+        return self._device()
+
+    def to(self, device: str | torch.device) -> _TorchDetector:
+        """Move ``module_`` and every tensor of the per-series stream states to ``device``
+        (in place; later scoring runs there); returns self. ``"auto"`` picks CUDA when
+        available. ``data.persistence.load_estimator(path, map_location=d)`` calls it."""
+        self.inference_device_ = choose_device(device)
+        if self.module_ is not None:
+            self.module_.to(self.inference_device_)
+        for stream_state in (self.state_ or {}).values():
+            stream_state.model_state = tensors_to(stream_state.model_state,
+                                                  self.inference_device_)
+        return self
 
     def _build_module(self, n_channels: int) -> torch.nn.Module:  # pragma: no cover
         raise NotImplementedError

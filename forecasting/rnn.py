@@ -52,7 +52,7 @@ from forecasting import adaptive, conformal, stream
 from forecasting import transforms as tfm
 from forecasting import windows as win
 from forecasting.config import ForecasterConfig  # re-exported: the config lives in config.py
-from forecasting.device import seed_everything
+from forecasting.device import choose_device, seed_everything
 from forecasting.modules import (
     DistributionHead,
     EncoderSpec,
@@ -84,6 +84,11 @@ class RNNForecaster:
 
     ``validation_monitors``: a ``validation`` frame passed to :meth:`fit` drives early
     stopping and its loss is reported per epoch (``history_[i]["val_loss"]``).
+
+    Device: training runs on ``config.train.device``; :meth:`fit` leaves ``module_`` and the
+    tensors of ``state_`` on CPU, and :meth:`to` moves both together (``device_``); predict,
+    update and calibrate then run on that device (results come back as CPU frames).
+    ``data.persistence.load_estimator(path, map_location=d)`` loads onto ``d``.
     """
 
     validation_monitors = True
@@ -91,6 +96,24 @@ class RNNForecaster:
     def __init__(self, config: ForecasterConfig | None = None) -> None:
         self.config = config if config is not None else ForecasterConfig()
         self.module_: ForecastNet | None = None
+
+    @property
+    def device_(self) -> torch.device:
+        """The device of ``module_`` (and of every tensor in ``state_``)."""
+        check_fitted(self)
+        return stream.module_device(self.module_)
+
+    def to(self, device: str | torch.device) -> RNNForecaster:
+        """Move ``module_`` and every tensor of ``state_`` to ``device`` (in place); returns
+        self. ``"auto"`` picks CUDA when available.
+
+        >>> fc.to("cuda").predict()                              # doctest: +SKIP
+        """
+        check_fitted(self)
+        device = choose_device(device)
+        self.module_.to(device)
+        self.state_ = stream.tensors_to(self.state_, device)
+        return self
 
     # fitting ---------------------------------------------------------------------------
     def fit(self, frame: Any, validation: Any = None, callback: Callback | None = None,
@@ -413,12 +436,13 @@ class RNNForecaster:
                                       targets, horizon)
         levels = tuple(self.config.quantiles)
         ids = [r[0] for r in results]
-        params = torch.from_numpy(np.stack([r[3] for r in results]))       # (S, N, O, P)
+        params = torch.from_numpy(np.stack([r[3] for r in results])).to(  # (S, N, O, P)
+            stream.module_device(self.module_))
         scalers = [stream._scaler(states[s], self.scaler_, s) for s in ids]
         center = np.stack([c[targets] for c, _ in scalers])[:, None, :]    # (S, 1, O)
         scale = np.stack([sc[targets] for _, sc in scalers])[:, None, :]
-        point = self.module_.head.point(params).double().numpy() * scale + center
-        bands = self.module_.head.quantiles(params, levels).double().numpy()
+        point = self.module_.head.point(params).double().cpu().numpy() * scale + center
+        bands = self.module_.head.quantiles(params, levels).double().cpu().numpy()
         if getattr(self, "conformal_", None) is not None:
             bands = conformal.apply_offsets(bands, self.conformal_)
         if getattr(self, "adaptive_", None) is not None:
@@ -584,12 +608,14 @@ def _calibration_bands(module: ForecastNet, prepared: list, config: ForecasterCo
     starts = window_starts(prepared, config.lookback, config.horizon, 1)
     raw = config.cell == "grud"
     bands, ys, seen = [], [], []
+    device = stream.module_device(module)
     for begin in range(0, len(starts), 1024):
         batch = window_batch(prepared, starts[begin:begin + 1024], config.lookback,
                              config.horizon, targets, raw)
-        params = _window_params(module, batch, config, targets)
-        bands.append(module.head.point(params)[..., None].double().numpy() if point else
-                     module.head.quantiles(params, tuple(config.quantiles)).double().numpy())
+        params = _window_params(module, batch.to(device), config, targets)
+        band = (module.head.point(params)[..., None] if point else
+                module.head.quantiles(params, tuple(config.quantiles)))
+        bands.append(band.double().cpu().numpy())
         ys.append(batch.y.double().numpy())
         seen.append(batch.y_observed.numpy().astype(bool))
     if not bands:
