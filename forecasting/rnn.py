@@ -223,6 +223,8 @@ class RNNForecaster:
         for item in arrays:
             tuned.scaler_.setdefault(item.series_id, fit_scaler(item.values,
                                                                 self.config.scaler))
+        arrays, tuned.excluded_ = split_trainable(arrays, lambda a: scaled_range_problem(
+            a.series_id, a.values, *tuned.scaler_[a.series_id]))
         tuned._train(arrays, None, callback)
         tuned.state_ = tuned._stream_states(arrays)
         return tuned
@@ -492,7 +494,8 @@ class RNNForecaster:
                 "conformal": getattr(self, "conformal_", None),
                 "adaptive": getattr(self, "adaptive_", None),
                 "static": (self.static_columns_, self.static_scaler_, self.static_),
-                "levels": getattr(self, "levels_", {})}
+                "levels": getattr(self, "levels_", {}),
+                "excluded": getattr(self, "excluded_", {})}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self.channels_, self.targets_ = list(state["channels"]), list(state["targets"])
@@ -501,6 +504,7 @@ class RNNForecaster:
         self.conformal_ = state.get("conformal")
         self.adaptive_ = state.get("adaptive")
         self.levels_ = dict(state.get("levels", {}))
+        self.excluded_ = dict(state.get("excluded", {}))
         columns, scaler, static = state.get("static", ([], None, {}))
         self.static_columns_, self.static_scaler_, self.static_ = list(columns), scaler, static
         self.module_ = self._build()

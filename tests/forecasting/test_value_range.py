@@ -103,3 +103,12 @@ def test_detectors_leave_the_1e300_series_out_and_log_their_epochs(kind):
     scores = detector.score(make_frame(n_series=3, n_steps=80, gap_share=0.0, seed=1)
                             .filter(pl.col("series_id") != "s1"))
     assert sorted(scores["series_id"].unique()) == ["s0", "s2"]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_excluded_survives_save_load_and_fine_tune_leaves_the_series_out(tmp_path):
+    forecaster = RNNForecaster(ForecasterConfig(**TINY)).fit(_hostile())
+    loaded = RNNForecaster.load(forecaster.save(tmp_path / "f"))
+    assert list(loaded.excluded_) == ["s1"]
+    tuned = forecaster.fine_tune(_hostile(), epochs=1)
+    assert list(tuned.excluded_) == ["s1"] and sorted(tuned.state_) == ["s0", "s2"]
