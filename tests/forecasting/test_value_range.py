@@ -112,3 +112,19 @@ def test_excluded_survives_save_load_and_fine_tune_leaves_the_series_out(tmp_pat
     assert list(loaded.excluded_) == ["s1"]
     tuned = forecaster.fine_tune(_hostile(), epochs=1)
     assert list(tuned.excluded_) == ["s1"] and sorted(tuned.state_) == ["s0", "s2"]
+
+
+def test_window_and_chunk_batches_know_their_series():
+    import numpy as np
+
+    from data.arrays import frame_to_arrays
+    from forecasting.train import batch_description
+    from forecasting.windows import chunk_batches, prepare_series, window_batch
+
+    arrays = frame_to_arrays(make_frame(n_series=2, n_steps=30, gap_share=0.0, seed=2))
+    prepared = [prepare_series(a, np.zeros(1), np.ones(1), False) for a in arrays]
+    batch = window_batch(prepared, np.array([[1, 0], [0, 3]]), 8, 4, [0], False)
+    assert batch.to("cpu").series_ids == ("s1", "s0")
+    assert batch_description(batch).startswith("series ['s1', 's0']; values span [")
+    chunks = chunk_batches(prepared, [0, 1], 10, 4, [0], False)
+    assert all(c.to("cpu").series_ids == ("s0", "s1") for c in chunks)
