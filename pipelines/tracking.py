@@ -159,7 +159,7 @@ class MLflowTracker:
 
         run_id = self._run()
         flat = flatten_params(params)
-        items = [Param(k, _truncate(v)) for k, v in flat.items()]
+        items = [Param(param_key(k), _truncate(v)) for k, v in flat.items()]
         for start in range(0, len(items), PARAM_BATCH):
             self._client.log_batch(run_id, params=items[start:start + PARAM_BATCH])
 
@@ -355,6 +355,21 @@ def _is_finite_number(value: Any) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+MAX_PARAM_KEY_LENGTH = 250
+
+
+def param_key(key: str) -> str:
+    """``key`` as MLflow accepts it: characters other than letters, digits, ``_ - . / `` and
+    space become ``_``; at most 250 characters.
+
+    >>> param_key("config.static:weights[0]")
+    'config.static_weights_0_'
+    """
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", str(key))[:MAX_PARAM_KEY_LENGTH]
 
 
 def _truncate(value: str) -> str:
