@@ -126,3 +126,17 @@ def test_load_onto_cuda_then_predict_and_update(saved, frames, role):
         scores = loaded.update(new)
         assert scores.height == new.height and scores["score"].is_finite().all()
         assert _devices(loaded) == {"cuda"}
+
+
+def test_an_ensemble_loads_every_neural_member_onto_the_device(frames, tmp_path):
+    from anomaly import EnsembleConfig, EnsembleDetector
+
+    config = EnsembleConfig(members=("forecast_error", "rolling_zscore"), configs=(
+        DetectorConfig(window=8, hidden_size=4, max_epochs=1, device="cpu",
+                       threshold="likelihood"),
+        DetectorConfig(window=8, threshold="likelihood")))
+    ensemble = EnsembleDetector(config).fit(frames[0])
+    ensemble.update(frames[1].head(4))
+    loaded = load_estimator(ensemble.save(tmp_path / "e"), map_location="cpu")
+    neural = loaded.members_[0]
+    assert _devices(neural) == {"cpu"} and neural.device_.type == "cpu"
