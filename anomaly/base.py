@@ -44,6 +44,7 @@ from data.schema import (
     empty_like,
     validate_frame,
 )
+from forecasting.value_range import range_problem
 
 THRESHOLDS = ("spot", "dspot", "quantile", "ksigma", "telemanom", "likelihood")
 AGGREGATES = ("causal", "overlap")
@@ -227,9 +228,15 @@ class BaseDetector:
     Subclasses set ``tail_length`` and implement ``_fit_model(chunks)`` and
     ``_errors(chunk, n_new, model_state) -> (errors (n_new, F), model_state)`` where ``chunk``
     holds the carried tail followed by the ``n_new`` new rows.
+
+    Detectors with ``float32_inputs`` (the neural ones) leave out of ``fit`` a series whose
+    normalised values overflow float32, by name and value range, in ``excluded_``
+    ({series_id: reason}, :mod:`forecasting.value_range`); ``fit_ids_`` lists the series of
+    the chunks passed to ``_fit_model``, in order.
     """
 
     streaming = True
+    float32_inputs = False
 
     def __init__(self, config: DetectorConfig | None = None) -> None:
         self.config = config if config is not None else DetectorConfig()
@@ -266,18 +273,30 @@ class BaseDetector:
         if not series:
             raise SchemaError("train: the frame has no rows")
         self.channels_ = series[0].channels
-        self.calibration_ = {}
-        chunks = []
+        self.calibration_, self.excluded_ = {}, {}
+        chunks, kept = [], []
         for arrays in series:
             if int(arrays.observed.any(axis=1).sum()) < self.config.window + 2:
                 raise SchemaError(f"train: series {arrays.series_id!r} has "
                                   f"{int(arrays.observed.any(axis=1).sum())} observed rows; "
                                   f"it needs at least window + 2 ({self.config.window + 2})")
             self.calibration_[arrays.series_id] = _value_scales(arrays)
-            chunks.append(self._prepare(arrays, StreamState())[0])
+            chunk = self._prepare(arrays, StreamState())[0]
+            reason = (range_problem(arrays.series_id, arrays.values, chunk.values)
+                      if self.float32_inputs else None)
+            if reason is not None:
+                self.excluded_[arrays.series_id] = reason
+                del self.calibration_[arrays.series_id]
+                continue
+            chunks.append(chunk)
+            kept.append(arrays)
+        if not kept:
+            raise RecurraError("every series was left out of training: "
+                               + "; ".join(self.excluded_.values()))
+        self.fit_ids_ = [arrays.series_id for arrays in kept]
         self._fit_model(chunks)
         self.state_ = {}
-        for arrays in series:
+        for arrays in kept:
             self._calibrate(arrays)
         return self
 

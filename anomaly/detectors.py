@@ -22,7 +22,8 @@ from anomaly import scores as sc
 from anomaly.base import BaseDetector, Chunk, DetectorConfig, pad_left
 from anomaly.modules import OneStepForecaster, WindowAutoencoder
 from forecasting.device import choose_device, limit_threads, seed_everything
-from forecasting.train import TrainConfig, fit_module
+from forecasting.stream import tensors_to
+from forecasting.train import TrainConfig, describe_values, fit_module
 
 __all__ = ["DetectorConfig", "ForecastErrorDetector", "GRUDAutoencoder",
            "ReconstructionDetector"]
@@ -49,6 +50,7 @@ class _TorchDetector(BaseDetector):
     """Module building, training and (de)serialisation shared by the neural detectors."""
 
     module_: torch.nn.Module | None = None
+    float32_inputs = True
 
     def _train_config(self) -> TrainConfig:
         config = self.config
@@ -57,24 +59,57 @@ class _TorchDetector(BaseDetector):
                            device=config.device, early_stopping_patience=None)
 
     def _device(self) -> torch.device:
-        return choose_device(self.config.device)
+        """Where inference runs: the device :meth:`to` chose, else ``config.device``."""
+        chosen = getattr(self, "inference_device_", None)
+        return chosen if chosen is not None else choose_device(self.config.device)
+
+    @property
+    def device_(self) -> torch.device:
+        """The device of ``module_`` and of the recurrent state tensors in ``state_``."""
+        return self._device()
+
+    def to(self, device: str | torch.device) -> _TorchDetector:
+        """Move ``module_`` and every tensor of the per-series stream states to ``device``
+        (in place; later scoring runs there); returns self. ``"auto"`` picks CUDA when
+        available. ``data.persistence.load_estimator(path, map_location=d)`` calls it."""
+        self.inference_device_ = choose_device(device)
+        if self.module_ is not None:
+            self.module_.to(self.inference_device_)
+        for stream_state in (self.state_ or {}).values():
+            stream_state.model_state = tensors_to(stream_state.model_state,
+                                                  self.inference_device_)
+        return self
 
     def _build_module(self, n_channels: int) -> torch.nn.Module:  # pragma: no cover
         raise NotImplementedError
 
-    def _train_on(self, tensors: tuple[torch.Tensor, ...], step: Any) -> None:
+    def _train_on(self, tensors: tuple[torch.Tensor, ...], step: Any,
+                  counts: list[int]) -> None:
         """Build the module and fit it with the shared loop on shuffled mini-batches of
-        ``tensors`` (equal first dimension; the last one of ``tensors[0]`` is the channels)."""
+        ``tensors`` (equal first dimension; the last one of ``tensors[0]`` is the channels);
+        ``counts`` are the rows of each series of ``fit_ids_`` in ``tensors``, in order.
+
+        Each batch is ``(*tensors, series_index)``; a non-finite loss names its series. The
+        per-epoch records go to ``history_`` (epoch, train_loss, val_loss=None, lr, seconds).
+        """
         seed_everything(self.config.seed)
         self.module_ = self._build_module(tensors[0].shape[-1])
         generator = torch.Generator().manual_seed(self.config.seed)
         size = self.config.batch_size
+        index = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+        tensors = (*tensors, index)
+        ids = self.fit_ids_
 
         def batches():
             order = torch.randperm(tensors[0].shape[0], generator=generator)
             return [tuple(t[i] for t in tensors) for i in order.split(size)]
 
-        fit_module(self.module_, step, batches, None, self._train_config())
+        def describe(batch: tuple[torch.Tensor, ...]) -> str:
+            return describe_values([ids[i] for i in batch[-1].tolist()], batch[:-1])
+
+        result = fit_module(self.module_, step, batches, None, self._train_config(),
+                            describe_batch=describe)
+        self.history_ = result.history
         self.module_.to(self._device()).eval()
 
     def _model_state(self) -> dict[str, Any]:
@@ -122,11 +157,11 @@ class ReconstructionDetector(_TorchDetector):
         stacked = tuple(torch.cat([t[i] for t in tensors]) for i in range(4))
 
         def step(module, batch):
-            bx, bobs, bdelta, btarget = batch
+            bx, bobs, bdelta, btarget = batch[:4]
             reconstruction, _ = module(bx, bobs, bdelta)
             return masked_mse(reconstruction, btarget, bobs)
 
-        self._train_on(stacked, step)
+        self._train_on(stacked, step, [t[0].shape[0] for t in tensors])
 
     def _window_tensors(self, chunk: Chunk, window: int, stride: int = 1
                         ) -> tuple[torch.Tensor, ...]:
@@ -203,11 +238,11 @@ class ForecastErrorDetector(_TorchDetector):
         stacked = tuple(torch.cat([p[i] for p in parts]) for i in range(4))
 
         def step(module, batch):
-            bx, bobs, btarget, btarget_obs = batch
+            bx, bobs, btarget, btarget_obs = batch[:4]
             prediction, _ = module(bx, bobs, bx)
             return masked_mse(prediction, btarget, btarget_obs)
 
-        self._train_on(stacked, step)
+        self._train_on(stacked, step, [p[0].shape[0] for p in parts])
 
     @staticmethod
     def _sequence_tensors(chunk: Chunk, length: int, stride: int) -> tuple[torch.Tensor, ...]:

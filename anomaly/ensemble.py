@@ -172,6 +172,14 @@ class EnsembleDetector:
         """Load an ensemble saved with :meth:`save`."""
         return load_estimator(path, expected=cls)
 
+    def to(self, device: Any) -> EnsembleDetector:
+        """Move every neural member (module and stream-state tensors) to ``device``; members
+        without tensors are left as they are. Returns self."""
+        for member in self._members():
+            if callable(getattr(member, "to", None)):
+                member.to(device)
+        return self
+
     def _members(self) -> list[BaseDetector]:
         check_fitted(self, "members_")
         return self.members_

@@ -250,6 +250,7 @@ class WindowBatch:
         ``None`` at prediction time.
     covariates : optional (B, T + H, C) known covariates (calendar features).
     static : optional (B, S) static features.
+    series_ids : the series of each window (B names), for error messages; may be empty.
     """
 
     x: torch.Tensor
@@ -260,14 +261,15 @@ class WindowBatch:
     y_observed: torch.Tensor | None = None
     covariates: torch.Tensor | None = None
     static: torch.Tensor | None = None
+    series_ids: tuple[str, ...] = ()
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> WindowBatch:
         """The same batch on ``device`` (None fields stay None)."""
         moved = {}
         for field in fields(self):
             tensor = getattr(self, field.name)
-            moved[field.name] = (None if tensor is None
-                                 else tensor.to(device, non_blocking=non_blocking))
+            moved[field.name] = (tensor.to(device, non_blocking=non_blocking)
+                                 if hasattr(tensor, "to") else tensor)
         return WindowBatch(**moved)
 
     @property

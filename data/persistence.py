@@ -80,8 +80,11 @@ def save_estimator(estimator: Any, path: str | Path) -> Path:
 
 def load_estimator(path: str | Path, *, map_location: str | torch.device = "cpu",
                    expected: type | None = None) -> Any:
-    """Load what :func:`save_estimator` wrote; raises a clear error for a wrong folder, or
-    when ``expected`` is given and the saved estimator is not an instance of it."""
+    """Load what :func:`save_estimator` wrote onto ``map_location`` (default CPU): the tensors
+    are read onto it and an estimator with a ``to(device)`` method (the neural forecasters
+    and detectors) then moves its module and its state tensors there together, so predict
+    and update never mix devices. Raises a clear error for a wrong folder, or when
+    ``expected`` is given and the saved estimator is not an instance of it."""
     folder = Path(path)
     meta_path = folder / META_FILE
     if not meta_path.is_file():
@@ -95,6 +98,8 @@ def load_estimator(path: str | Path, *, map_location: str | torch.device = "cpu"
     estimator = cls(config)
     state = torch.load(folder / STATE_FILE, map_location=map_location, weights_only=False)
     estimator._set_state(state)
+    if callable(getattr(estimator, "to", None)):
+        estimator.to(map_location)
     if expected is not None and not isinstance(estimator, expected):
         raise RecurraError(f"{folder} holds a {cls.__name__}, not a {expected.__name__}")
     return estimator

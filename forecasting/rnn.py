@@ -52,7 +52,7 @@ from forecasting import adaptive, conformal, stream
 from forecasting import transforms as tfm
 from forecasting import windows as win
 from forecasting.config import ForecasterConfig  # re-exported: the config lives in config.py
-from forecasting.device import seed_everything
+from forecasting.device import choose_device, seed_everything
 from forecasting.modules import (
     DistributionHead,
     EncoderSpec,
@@ -60,6 +60,7 @@ from forecasting.modules import (
     WindowSpec,
 )
 from forecasting.train import Callback, fit_module
+from forecasting.value_range import scaled_range_problem, split_trainable
 from forecasting.windows import (
     check_length,
     fit_scaler,
@@ -76,12 +77,43 @@ class RNNForecaster:
 
     Fitted attributes: ``module_`` (:class:`ForecastNet`), ``channels_`` (input channels),
     ``targets_`` (forecast channels), ``scaler_`` ({series_id: (center (F,), scale (F,))}),
-    ``state_`` ({series_id: per-series stream state}), ``history_`` (epoch records).
+    ``state_`` ({series_id: per-series stream state}), ``history_`` (epoch records),
+    ``excluded_`` ({series_id: reason} of the series left out of ``fit`` because their scaled
+    values overflow float32, see :mod:`forecasting.value_range`; they get no state and no
+    forecast).
+
+    ``validation_monitors``: a ``validation`` frame passed to :meth:`fit` drives early
+    stopping and its loss is reported per epoch (``history_[i]["val_loss"]``).
+
+    Device: training runs on ``config.train.device``; :meth:`fit` leaves ``module_`` and the
+    tensors of ``state_`` on CPU, and :meth:`to` moves both together (``device_``); predict,
+    update and calibrate then run on that device (results come back as CPU frames).
+    ``data.persistence.load_estimator(path, map_location=d)`` loads onto ``d``.
     """
+
+    validation_monitors = True
 
     def __init__(self, config: ForecasterConfig | None = None) -> None:
         self.config = config if config is not None else ForecasterConfig()
         self.module_: ForecastNet | None = None
+
+    @property
+    def device_(self) -> torch.device:
+        """The device of ``module_`` (and of every tensor in ``state_``)."""
+        check_fitted(self)
+        return stream.module_device(self.module_)
+
+    def to(self, device: str | torch.device) -> RNNForecaster:
+        """Move ``module_`` and every tensor of ``state_`` to ``device`` (in place); returns
+        self. ``"auto"`` picks CUDA when available.
+
+        >>> fc.to("cuda").predict()                              # doctest: +SKIP
+        """
+        check_fitted(self)
+        device = choose_device(device)
+        self.module_.to(device)
+        self.state_ = stream.tensors_to(self.state_, device)
+        return self
 
     # fitting ---------------------------------------------------------------------------
     def fit(self, frame: Any, validation: Any = None, callback: Callback | None = None,
@@ -111,6 +143,15 @@ class RNNForecaster:
         self.targets_ = self._targets(self.channels_)
         arrays = frame_to_arrays(frame, channels=self.channels_)
         self.scaler_ = {a.series_id: fit_scaler(a.values, self.config.scaler) for a in arrays}
+        arrays, self.excluded_ = split_trainable(arrays, lambda a: scaled_range_problem(
+            a.series_id, a.values, *self.scaler_[a.series_id]))
+        if self.excluded_:  # left out by name; their validation rows too
+            for series_id in self.excluded_:
+                del self.scaler_[series_id]
+            validation, raw_validation = (
+                None if v is None else validate_frame(v, name="validation").filter(
+                    ~pl.col(SERIES_ID).is_in(list(self.excluded_)))
+                for v in (validation, raw_validation))
         self._fit_static(static)
         seed_everything(self.config.train.seed)
         self.module_ = self._build()
@@ -182,6 +223,8 @@ class RNNForecaster:
         for item in arrays:
             tuned.scaler_.setdefault(item.series_id, fit_scaler(item.values,
                                                                 self.config.scaler))
+        arrays, tuned.excluded_ = split_trainable(arrays, lambda a: scaled_range_problem(
+            a.series_id, a.values, *tuned.scaler_[a.series_id]))
         tuned._train(arrays, None, callback)
         tuned.state_ = tuned._stream_states(arrays)
         return tuned
@@ -395,12 +438,13 @@ class RNNForecaster:
                                       targets, horizon)
         levels = tuple(self.config.quantiles)
         ids = [r[0] for r in results]
-        params = torch.from_numpy(np.stack([r[3] for r in results]))       # (S, N, O, P)
+        params = torch.from_numpy(np.stack([r[3] for r in results])).to(  # (S, N, O, P)
+            stream.module_device(self.module_))
         scalers = [stream._scaler(states[s], self.scaler_, s) for s in ids]
         center = np.stack([c[targets] for c, _ in scalers])[:, None, :]    # (S, 1, O)
         scale = np.stack([sc[targets] for _, sc in scalers])[:, None, :]
-        point = self.module_.head.point(params).double().numpy() * scale + center
-        bands = self.module_.head.quantiles(params, levels).double().numpy()
+        point = self.module_.head.point(params).double().cpu().numpy() * scale + center
+        bands = self.module_.head.quantiles(params, levels).double().cpu().numpy()
         if getattr(self, "conformal_", None) is not None:
             bands = conformal.apply_offsets(bands, self.conformal_)
         if getattr(self, "adaptive_", None) is not None:
@@ -450,7 +494,8 @@ class RNNForecaster:
                 "conformal": getattr(self, "conformal_", None),
                 "adaptive": getattr(self, "adaptive_", None),
                 "static": (self.static_columns_, self.static_scaler_, self.static_),
-                "levels": getattr(self, "levels_", {})}
+                "levels": getattr(self, "levels_", {}),
+                "excluded": getattr(self, "excluded_", {})}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self.channels_, self.targets_ = list(state["channels"]), list(state["targets"])
@@ -459,6 +504,7 @@ class RNNForecaster:
         self.conformal_ = state.get("conformal")
         self.adaptive_ = state.get("adaptive")
         self.levels_ = dict(state.get("levels", {}))
+        self.excluded_ = dict(state.get("excluded", {}))
         columns, scaler, static = state.get("static", ([], None, {}))
         self.static_columns_, self.static_scaler_, self.static_ = list(columns), scaler, static
         self.module_ = self._build()
@@ -566,12 +612,14 @@ def _calibration_bands(module: ForecastNet, prepared: list, config: ForecasterCo
     starts = window_starts(prepared, config.lookback, config.horizon, 1)
     raw = config.cell == "grud"
     bands, ys, seen = [], [], []
+    device = stream.module_device(module)
     for begin in range(0, len(starts), 1024):
         batch = window_batch(prepared, starts[begin:begin + 1024], config.lookback,
                              config.horizon, targets, raw)
-        params = _window_params(module, batch, config, targets)
-        bands.append(module.head.point(params)[..., None].double().numpy() if point else
-                     module.head.quantiles(params, tuple(config.quantiles)).double().numpy())
+        params = _window_params(module, batch.to(device), config, targets)
+        band = (module.head.point(params)[..., None] if point else
+                module.head.quantiles(params, tuple(config.quantiles)))
+        bands.append(band.double().cpu().numpy())
         ys.append(batch.y.double().numpy())
         seen.append(batch.y_observed.numpy().astype(bool))
     if not bands:

@@ -44,9 +44,31 @@ def cat_states(states: list[Any]) -> Any:
     return type(first)(*parts) if hasattr(first, "_fields") else type(first)(parts)
 
 
-def _stack(rows: list[PreparedSeries], raw: bool) -> tuple[torch.Tensor, ...]:
+def module_device(module: Any) -> torch.device:
+    """The device of ``module``'s parameters (CPU for a module without any)."""
+    parameter = next(iter(module.parameters()), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def tensors_to(value: Any, device: torch.device | str) -> Any:
+    """``value`` with every torch tensor inside (dicts, lists, tuples, NamedTuples) moved to
+    ``device``; anything else (numpy arrays, numbers, timestamps) is returned as is."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: tensors_to(item, device) for key, item in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(tensors_to(item, device) for item in value))
+    if isinstance(value, tuple | list):
+        return type(value)(tensors_to(item, device) for item in value)
+    return value
+
+
+def _stack(rows: list[PreparedSeries], raw: bool, device: torch.device | None = None
+           ) -> tuple[torch.Tensor, ...]:
     def get(name: str) -> torch.Tensor:
-        return torch.from_numpy(np.stack([getattr(r, name) for r in rows]))
+        return torch.from_numpy(np.stack([getattr(r, name) for r in rows])).to(
+            device or "cpu")
     return (get("values" if raw else "filled"), get("observed"), get("delta"),
             get("covariates"))
 
@@ -55,7 +77,7 @@ def _stack(rows: list[PreparedSeries], raw: bool) -> tuple[torch.Tensor, ...]:
 def _encode_long(module: Any, rows: list[PreparedSeries], state: Any, raw: bool
                  ) -> tuple[torch.Tensor, Any]:
     """Encode equal-length rows in time chunks; returns the last outputs (B, E), state."""
-    x, observed, delta, covariates = _stack(rows, raw)
+    x, observed, delta, covariates = _stack(rows, raw, module_device(module))
     last = None
     for begin in range(0, x.shape[1], STREAM_CHUNK):
         part = slice(begin, begin + STREAM_CHUNK)
@@ -158,23 +180,24 @@ def forecast_arrays(module: Any, states: dict[str, dict[str, Any]], scalers: dic
     covariates = [calendar_features(t) if config.calendar
                   else np.zeros((config.horizon, 0), np.float32) for t in futures]
     results: dict[str, np.ndarray] = {}
+    device = module_device(module)
     length = ((lambda s: len(states[s]["buffer"]["values"])) if not config.stateful
               else (lambda s: 0))
     for indices in _by_length(ids, length).values():
         group = [ids[i] for i in indices]
-        future = torch.from_numpy(np.stack([covariates[i] for i in indices]))
+        future = torch.from_numpy(np.stack([covariates[i] for i in indices])).to(device)
         last = torch.from_numpy(np.stack(
-            [states[s]["filled_last"][targets] for s in group]).astype(np.float32))
+            [states[s]["filled_last"][targets] for s in group]).astype(np.float32)).to(device)
         memory = None
         if config.stateful:
             summary = torch.cat([states[s]["summary"] for s in group])
         else:
             rows = [PreparedSeries(s, None, *(states[s]["buffer"][n] for n in (
                 "values", "filled", "observed", "delta", "covariates"))) for s in group]
-            x, observed, delta, past = _stack(rows, raw)
+            x, observed, delta, past = _stack(rows, raw, device)
         static = None
         if states[group[0]].get("static") is not None:
-            static = torch.from_numpy(np.stack([states[s]["static"] for s in group]))
+            static = torch.from_numpy(np.stack([states[s]["static"] for s in group])).to(device)
         if getattr(config, "windowed", False):
             params = module.forecast_window(x, observed, delta, past, future, last,
                                             static=static, targets=targets)
@@ -184,7 +207,7 @@ def forecast_arrays(module: Any, states: dict[str, dict[str, Any]], scalers: dic
                 summary = module.encoder.last_hidden(memory)
             params = module.decode(summary, last, future, memory=memory, static=static)
         for row, series_id in enumerate(group):
-            results[series_id] = params[row, :horizon].float().numpy()
+            results[series_id] = params[row, :horizon].float().cpu().numpy()
     return [(s, states[s]["last_time"], futures[i][:horizon], results[s])
             for i, s in enumerate(ids)]
 

@@ -23,6 +23,10 @@ observed target in it).
 Callback events ``callback(event, payload)``: ``"epoch_start"`` (epoch, max_epochs),
 ``"epoch_end"`` (epoch, train_loss, val_loss, lr, seconds), ``"train_end"`` (best_epoch,
 best_val_loss, epochs_run, stopped_early).
+
+A NaN/inf loss stops training with a :class:`RecurraError` naming the batch's series and its
+value range: batches with a ``series_ids`` attribute are described by
+:func:`batch_description`; other batch types pass ``describe_batch=`` to :func:`fit_module`.
 """
 
 from __future__ import annotations
@@ -143,7 +147,8 @@ class TrainResult:
 
 def fit_module(module: nn.Module, step_fn: Callable[..., Any], train_batches: BatchSource,
                val_batches: BatchSource | None, config: TrainConfig,
-               callback: Callback | None = None, *, stateful: bool = False) -> TrainResult:
+               callback: Callback | None = None, *, stateful: bool = False,
+               describe_batch: Callable[[Any], str] | None = None) -> TrainResult:
     """Train ``module`` in place; restore the best weights; return the history.
 
     Parameters
@@ -155,16 +160,19 @@ def fit_module(module: nn.Module, step_fn: Callable[..., Any], train_batches: Ba
         ``val_batches`` may be None (the training loss is then monitored).
     config : the :class:`TrainConfig`.
     callback : ``callback(event, payload)``, see the module docstring.
+    describe_batch : ``describe_batch(batch) -> str`` names the series and value range of a
+        batch whose loss is not finite (default :func:`batch_description`).
 
     Raises
     ------
-    RecurraError : when the loss becomes NaN/inf, or no training batch yields a loss.
+    RecurraError : when the loss becomes NaN/inf (the message names the batch's series and
+        value range), or no training batch yields a loss.
     """
     seed_everything(config.seed)
     device = choose_device(config.device)
     set_deterministic(device)
     module.to(device)
-    loop = _Loop(module, step_fn, config, device, stateful)
+    loop = _Loop(module, step_fn, config, device, stateful, describe_batch or batch_description)
     first_epoch = list(train_batches())
     if not first_epoch:
         raise RecurraError("train_batches() yielded no batch: the training data is too short "
@@ -213,8 +221,9 @@ class _Loop:
     """One epoch of training / evaluation (kept apart so fit_module stays short)."""
 
     def __init__(self, module: nn.Module, step_fn: Callable[..., Any], config: TrainConfig,
-                 device: torch.device, stateful: bool) -> None:
+                 device: torch.device, stateful: bool, describe: Callable[[Any], str]) -> None:
         self.module, self.step_fn, self.config = module, step_fn, config
+        self.describe = describe
         self.device, self.stateful = device, stateful
         use_amp = device.type == "cuda" and config.amp != "none"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
@@ -237,7 +246,7 @@ class _Loop:
             loss, state = self._call(batch, state)
             if loss is None:
                 continue
-            check_finite(loss, epoch, index)
+            check_finite(loss, epoch, index, lambda batch=batch: self.describe(batch))
             optimizer.zero_grad(set_to_none=True)
             if loss.requires_grad:
                 self.scaler.scale(loss).backward()
@@ -268,27 +277,61 @@ class _Loop:
         """Mean loss over ``batches`` in eval mode (None when no batch yields a loss)."""
         self.module.eval()
         total, count, state = 0.0, 0, None
-        for batch in batches:
+        for index, batch in enumerate(batches, start=1):
             loss, state = self._call(batch, state)
             if loss is None:
                 continue
-            total += float(loss)
+            value = float(loss)
+            if not math.isfinite(value):
+                raise RecurraError(f"validation loss became {value} at batch {index} "
+                                   f"({self.describe(batch)}): check those series' values, "
+                                   "lower learning_rate or enable clip_norm")
+            total += value
             count += 1
         if count == 0:
             return None
-        value = total / count
-        if not math.isfinite(value):
-            raise RecurraError(f"validation loss became {value}: lower learning_rate or "
-                               "enable clip_norm")
-        return value
+        return total / count
 
 
-def check_finite(loss: torch.Tensor, epoch: int, batch: int) -> None:
-    """Raise a clear :class:`RecurraError` when ``loss`` is NaN or inf."""
+def check_finite(loss: torch.Tensor, epoch: int, batch: int,
+                 describe: Callable[[], str] | None = None) -> None:
+    """Raise a clear :class:`RecurraError` when ``loss`` is NaN or inf; ``describe()`` adds
+    the batch's series and value range to the message."""
     value = float(loss.detach())
     if not math.isfinite(value):
-        raise RecurraError(f"loss became {value} at epoch {epoch}, batch {batch}: lower "
-                           "learning_rate or enable clip_norm")
+        where = f" ({describe()})" if describe is not None else ""
+        raise RecurraError(f"loss became {value} at epoch {epoch}, batch {batch}{where}: "
+                           "check those series' values, lower learning_rate or enable "
+                           "clip_norm")
+
+
+def describe_values(series_ids: Iterable[str], tensors: Iterable[torch.Tensor]) -> str:
+    """``"series ['a', 'b']; values span [lo, hi], 3 not finite"`` over the float tensors.
+
+    >>> describe_values(["a"], [torch.tensor([1.0, float("inf")])])
+    "series ['a']; values span [1, 1], 1 not finite"
+    """
+    ids = list(dict.fromkeys(series_ids))
+    named = f"series {ids[:10]}" + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+    values = torch.cat([t.detach().float().reshape(-1).cpu() for t in tensors
+                        if isinstance(t, torch.Tensor) and t.is_floating_point()] or
+                       [torch.zeros(0)])
+    finite = values[torch.isfinite(values)]
+    span = (f"values span [{float(finite.min()):.4g}, {float(finite.max()):.4g}]"
+            if finite.numel() else "no finite value")
+    n_bad = int(values.numel() - finite.numel())
+    return (named if ids else "series unknown") + f"; {span}" + (
+        f", {n_bad} not finite" if n_bad else "")
+
+
+def batch_description(batch: Any) -> str:
+    """The default batch description: its ``series_ids`` attribute (when it has one) and the
+    range of its ``x`` and ``y`` tensors (of every tensor for tuples/lists)."""
+    if isinstance(batch, tuple | list):
+        tensors = list(batch)
+    else:
+        tensors = [getattr(batch, name, None) for name in ("x", "y")]
+    return describe_values(getattr(batch, "series_ids", None) or (), tensors)
 
 
 def move_to(batch: Any, device: torch.device) -> Any:

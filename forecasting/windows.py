@@ -134,7 +134,7 @@ def window_batch(series: list[PreparedSeries], starts: np.ndarray, lookback: int
     return WindowBatch(x=x, observed=stack("observed", 0, lookback),
                        delta=stack("delta", 0, lookback), x_last=stack("filled", 0, lookback),
                        y=y, y_observed=y_observed, covariates=stack("covariates", 0, end),
-                       static=static)
+                       static=static, series_ids=tuple(series[s].series_id for s, _ in starts))
 
 
 @dataclass
@@ -146,6 +146,7 @@ class ChunkBatch:
     : (B, L, N, O) the next N targets of every step (unobserved beyond a series' end);
     reset : this chunk starts new series (the carried state must be dropped).
     static : (B, S) static features, or None.
+    series_ids : the B series of the group (for error messages).
     """
 
     x: torch.Tensor
@@ -158,6 +159,7 @@ class ChunkBatch:
     y_observed: torch.Tensor
     reset: bool = False
     static: torch.Tensor | None = None
+    series_ids: tuple[str, ...] = ()
 
     def to(self, device: torch.device | str) -> ChunkBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -208,7 +210,8 @@ def chunk_batches(series: list[PreparedSeries], group: list[int], chunk_length: 
             future=torch.from_numpy(np.moveaxis(future[:, part], -1, -2).copy()),
             y=torch.from_numpy(np.moveaxis(y[:, part], -1, -2).copy()),
             y_observed=torch.from_numpy(np.moveaxis(y_observed[:, part], -1, -2).copy()),
-            reset=begin == 0, static=static))
+            reset=begin == 0, static=static,
+            series_ids=tuple(series[i].series_id for i in group)))
     return batches
 
 

@@ -34,6 +34,7 @@ class MlflowRegistry:
         with tracker.start_run(experiment_name(group, task), run_name=name,
                                tags=tags) as run_id:
             tracker.log_params(params)
+            tracker.log_dict(params, "params.json")  # whole values, whatever their length
             for record in getattr(estimator, "history_", None) or []:
                 if isinstance(record, dict) and "epoch" in record:
                     tracker.log_metrics({k: v for k, v in record.items() if k != "epoch"},

@@ -2,7 +2,10 @@
 
 The model's only artifact is the folder written by :func:`data.persistence.save_estimator`;
 :class:`RecurraModel` rebuilds the estimator with :func:`data.persistence.load_estimator` on
-the device at hand (CUDA when available, else CPU; no ``torch.export``), then
+ONE device, module and state tensors together (no ``torch.export``): CPU unless asked,
+with ``mlflow.pyfunc.load_model(uri, model_config={"device": "cuda"})`` (or ``"auto"``:
+CUDA when available) or the ``RECURRA_SERVE_DEVICE`` environment variable (the
+model_config wins); see :func:`serving_device`. Then
 
 - ``task == "forecast"``: ``predict(ctx, frame, params={"horizon": h})`` returns
   ``estimator.predict(frame=frame, horizon=h or None)`` (the forecast frame);
@@ -97,9 +100,7 @@ class RecurraModel(mlflow.pyfunc.PythonModel):
         self.estimator_: Any = None
 
     def load_context(self, context: Any) -> None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = serving_device(getattr(context, "model_config", None))
         self.estimator_ = load_estimator(context.artifacts[ESTIMATOR_ARTIFACT],
                                          map_location=device)
 
@@ -113,6 +114,25 @@ class RecurraModel(mlflow.pyfunc.PythonModel):
 
     def __getstate__(self) -> dict[str, Any]:  # never pickle a loaded estimator
         return {"task": self.task, "estimator_": None}
+
+
+SERVE_DEVICE_ENV = "RECURRA_SERVE_DEVICE"
+
+
+def serving_device(model_config: dict[str, Any] | None = None) -> Any:
+    """The one device a served model loads onto: ``model_config["device"]``, else the
+    ``RECURRA_SERVE_DEVICE`` environment variable, else ``"cpu"``; ``"auto"`` is CUDA when
+    available. An unknown value names the valid ones (``"cpu"``, ``"cuda[:n]"``, ``"auto"``).
+
+    >>> str(serving_device({"device": "cpu"}))
+    'cpu'
+    """
+    import os
+
+    from forecasting.device import choose_device
+
+    requested = (model_config or {}).get("device") or os.environ.get(SERVE_DEVICE_ENV) or "cpu"
+    return choose_device(str(requested))
 
 
 def predict_frame(estimator: Any, task: str, model_input: Any,

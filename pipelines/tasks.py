@@ -189,16 +189,27 @@ def validate_forecaster(forecaster: Any, history: pl.DataFrame, rest: pl.DataFra
 
 
 def fit_forecaster(forecaster: Any, train: pl.DataFrame, rest: pl.DataFrame) -> Any:
-    """Fit ``forecaster`` on ``train``; one whose intervals are calibrated on held-out data
-    (``interval="conformal"`` or ``"adaptive"``) also gets ``rest`` as its validation frame
-    (early stopping and the interval calibration; the gate still scores it on ``rest``)."""
+    """Fit ``forecaster`` on ``train``; ``rest`` is also its validation frame when it uses one:
+    a forecaster trained by the shared loop (``validation_monitors = True``, e.g.
+    ``RNNForecaster``) early-stops on it and reports its per-epoch ``val_loss`` (tracked as a
+    metric history); one whose intervals are calibrated on held-out data
+    (``interval="conformal"`` or ``"adaptive"``) calibrates on it. The gate still scores it on
+    ``rest``."""
     if getattr(getattr(forecaster, "config", None), "interval", "model") == "model":
+        if getattr(forecaster, "validation_monitors", False) and not rest.is_empty():
+            return forecaster.fit(train, validation=rest)
         return forecaster.fit(train)
     if rest.is_empty():
         raise RecurraError(f"{type(forecaster).__name__} with interval="
                            f"{forecaster.config.interval!r} needs validation rows; "
                            "training.validation_share leaves none")
     return forecaster.fit(train, validation=rest)
+
+
+def _left_out(estimator: Any, role: str) -> list[str]:
+    """Messages for the series the estimator itself left out of its fit (``excluded_``)."""
+    return [f"{role}: {reason} (left out of training)"
+            for reason in (getattr(estimator, "excluded_", None) or {}).values()]
 
 
 def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
@@ -242,37 +253,56 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
     context = {"group": group.name, "reason": reason, "train_rows": train.height,
                "validation_rows": rest.height, "series_version": version}
     if group.forecaster:
-        model = config.models[group.forecaster]
-        forecaster = fit_forecaster(model.build(), train, rest)
-        horizon = int(getattr(forecaster.config, "horizon", 24))
-        folds = config.training.backtest_folds
-        validation = validate_forecaster(forecaster, train, rest, horizon, folds)
-        champion = backend.champion(group.model_name("forecaster"))
-        champion_value = (_mean(validate_forecaster(champion[0], train, rest, horizon,
-                                                    folds).values()) if champion else None)
-        if rest.height:
-            forecaster.update(rest)
-        result["validation_mae"] = validation
-        result["models"]["forecaster"] = backend.register(
-            group.model_name("forecaster"), forecaster, metric="val_mae",
-            value=_mean(validation.values()), champion_value=champion_value,
-            params={**context, "model": model.name, "config": full_config(forecaster, model)},
-            frame=train)
+        result["models"]["forecaster"], result["validation_mae"] = _train_forecaster(
+            group, config, backend, train, rest, context, result["excluded"])
     if group.detector:
         result["models"]["detector"] = _train_detector(group, config, backend, train, rest,
-                                                       context)
+                                                       context, result["excluded"])
     _record_training(store, group, result)
     return result
 
 
+def _train_forecaster(group: GroupConfig, config: PipelineConfig, backend: Any,
+                      train: pl.DataFrame, rest: pl.DataFrame, context: dict[str, Any],
+                      excluded: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Fit the group's forecaster, validate it and the champion on the same rolling folds
+    (MAE per series), advance it through the validation rows and register it; the series it
+    left out of its fit are appended to ``excluded`` and not validated."""
+    model = config.models[group.forecaster]
+    forecaster = fit_forecaster(model.build(), train, rest)
+    excluded.extend(_left_out(forecaster, "forecaster"))
+    left_out = list(getattr(forecaster, "excluded_", None) or {})
+    if left_out:
+        train, rest = (f.filter(~pl.col(SERIES_ID).is_in(left_out)) for f in (train, rest))
+    horizon = int(getattr(forecaster.config, "horizon", 24))
+    folds = config.training.backtest_folds
+    validation = validate_forecaster(forecaster, train, rest, horizon, folds)
+    champion = backend.champion(group.model_name("forecaster"))
+    champion_value = (_mean(validate_forecaster(champion[0], train, rest, horizon,
+                                                folds).values()) if champion else None)
+    if rest.height:
+        forecaster.update(rest)
+    info = backend.register(
+        group.model_name("forecaster"), forecaster, metric="val_mae",
+        value=_mean(validation.values()), champion_value=champion_value,
+        params={**context, "model": model.name, "config": full_config(forecaster, model)},
+        frame=train)
+    return info, validation
+
+
 def _train_detector(group: GroupConfig, config: PipelineConfig, backend: Any,
-                    train: pl.DataFrame, rest: pl.DataFrame, context: dict[str, Any]
-                    ) -> dict[str, Any]:
+                    train: pl.DataFrame, rest: pl.DataFrame, context: dict[str, Any],
+                    excluded: list[str]) -> dict[str, Any]:
     """Fit the group's detector, gate it against the champion on the same validation copy
     with injected anomalies (``pipelines.gate_data``; composite F1, higher is better), advance
-    it through the real validation rows and register it."""
+    it through the real validation rows and register it; the series it left out of its fit
+    are appended to ``excluded`` and dropped from its validation rows."""
     model = config.models[group.detector]
     detector = model.build().fit(train)
+    excluded.extend(_left_out(detector, "detector"))
+    left_out = list(getattr(detector, "excluded_", None) or {})
+    if left_out:
+        rest = rest.filter(~pl.col(SERIES_ID).is_in(left_out))
     injected, labels = gate_data.inject_anomalies(rest)
     champion = backend.champion(group.model_name("detector"))
     champion_value = (gate_data.gate_score(champion[0], injected, labels, train).composite_f1

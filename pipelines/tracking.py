@@ -35,7 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 from data.schema import KEY, OBSERVED, SERIES_ID, TIMESTAMP, VALUE, RecurraError, validate_frame
 from pipelines.mlflow_setup import experiment_name  # noqa: F401 - re-exported for callers
 
-MAX_PARAM_LENGTH = 6000
+MAX_PARAM_LENGTH = 500  # MLflow < 2.3 and older servers reject longer values (newer: 6000)
 PARAM_BATCH = 100
 FINGERPRINT_TAG = "recurra.data_fingerprint"
 LIBRARIES = ("torch", "numpy", "polars", "pandas", "mlflow", "prefect", "scikit-learn")
@@ -152,12 +152,14 @@ class MLflowTracker:
         return self.run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Log params (nested mappings/dataclasses are flattened; long values truncated)."""
+        """Log params (nested mappings/dataclasses are flattened into ``a.b`` keys; values
+        longer than :data:`MAX_PARAM_LENGTH` are truncated with ``...``; callers that need
+        them whole also log a dict artifact)."""
         from mlflow.entities import Param
 
         run_id = self._run()
         flat = flatten_params(params)
-        items = [Param(k, _truncate(v)) for k, v in flat.items()]
+        items = [Param(param_key(k), _truncate(v)) for k, v in flat.items()]
         for start in range(0, len(items), PARAM_BATCH):
             self._client.log_batch(run_id, params=items[start:start + PARAM_BATCH])
 
@@ -353,6 +355,21 @@ def _is_finite_number(value: Any) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+MAX_PARAM_KEY_LENGTH = 250
+
+
+def param_key(key: str) -> str:
+    """``key`` as MLflow accepts it: characters other than letters, digits, ``_ - . / `` and
+    space become ``_``; at most 250 characters.
+
+    >>> param_key("config.static:weights[0]")
+    'config.static_weights_0_'
+    """
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", str(key))[:MAX_PARAM_KEY_LENGTH]
 
 
 def _truncate(value: str) -> str:

@@ -81,8 +81,9 @@ def test_nan_loss_raises_clear_error():
         loss = _step(module, batch)
         return loss * float("nan") if batch[0].shape[0] == 16 else loss
 
-    with pytest.raises(RecurraError, match=r"loss became nan at epoch 1, batch 1: lower "
-                                           r"learning_rate or enable clip_norm"):
+    with pytest.raises(RecurraError, match=r"loss became nan at epoch 1, batch 1 \(series "
+                                           r"unknown; values span .*\): check those series' "
+                                           r"values, lower learning_rate or enable clip_norm"):
         fit_module(nn.Linear(3, 1), step, lambda: _data(), None, TrainConfig(device="cpu"))
 
 

@@ -161,3 +161,17 @@ def test_experiment_names_are_checked():
     assert experiment_name("ett", "detect") == "recurra/ett/detect"
     with pytest.raises(RecurraError, match="`task` \\(''\\) must be a non-empty name"):
         experiment_name("ett", "")
+
+
+def test_long_param_values_and_odd_keys_are_logged_within_mlflow_rules(tracked):
+    from mlflow import MlflowClient
+
+    from pipelines.tracking import MAX_PARAM_LENGTH, MLflowTracker, experiment_name
+
+    tracker = MLflowTracker(environment=False)
+    with tracker.start_run(experiment_name("tiny", "forecast"), "long") as run_id:
+        tracker.log_params({"config": {"quantiles": list(range(400)), "odd:key?": 1}})
+    params = MlflowClient().get_run(run_id).data.params
+    assert MAX_PARAM_LENGTH == 500
+    assert len(params["config.quantiles"]) == 500 and params["config.quantiles"].endswith("...")
+    assert params["config.odd_key_"] == "1"
