@@ -53,3 +53,48 @@ def test_load_checks_the_expected_class_and_the_folder(tmp_path):
         load_estimator(tmp_path / "model", expected=_Other)
     with pytest.raises(RecurraError, match="not a saved Recurra model"):
         load_estimator(tmp_path)
+
+
+def test_tensors_and_the_rest_round_trip_with_shared_storage_kept(tmp_path):
+    import numpy as np
+    import torch
+
+    base = torch.arange(6.0)
+    estimator = _Estimator(_Config())
+    estimator.state_ = {"s0": {"h": base[:3], "buffer": np.ones(4), "n": 3},
+                        "s1": {"h": base[3:], "param": torch.nn.Parameter(torch.ones(2))},
+                        "whole": base}
+    folder = save_estimator(estimator, tmp_path / "model")
+    tensors = torch.load(folder / "state.pt", weights_only=True)  # tensors alone: safe load
+    assert len(tensors) == 4
+    state = load_estimator(folder).state_
+    assert torch.equal(state["s0"]["h"], base[:3]) and state["s0"]["n"] == 3
+    assert np.array_equal(state["s0"]["buffer"], np.ones(4))
+    assert torch.equal(state["s1"]["param"], torch.ones(2))
+    state["whole"][0] = 42.0  # views of one storage stay views of one storage
+    assert state["s0"]["h"][0].item() == 42.0
+
+
+def test_a_folder_in_format_1_still_loads(tmp_path):
+    import json
+
+    import torch
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({
+        "format_version": 1, "class": f"{__name__}._Estimator",
+        "config_class": f"{__name__}._Config", "config": {"scale": 5.0, "lags": [2]}}))
+    torch.save({"state": {"h": torch.ones(3), "n": [1, 2]}}, folder / "state.pt")
+    loaded = load_estimator(folder)
+    assert loaded.config == _Config(scale=5.0, lags=(2,))
+    assert torch.equal(loaded.state_["h"], torch.ones(3)) and loaded.state_["n"] == [1, 2]
+
+
+def test_an_unknown_format_names_the_versions_it_reads(tmp_path):
+    folder = save_estimator(_Estimator(_Config()), tmp_path / "model")
+    meta = (folder / "meta.json").read_text().replace('"format_version": 2',
+                                                      '"format_version": 9')
+    (folder / "meta.json").write_text(meta)
+    with pytest.raises(RecurraError, match="format_version 9 .* reads 1, 2"):
+        load_estimator(folder)
