@@ -6,12 +6,13 @@ An estimator takes part by having a frozen-dataclass ``config`` and two methods:
 ``_set_state(state: dict) -> None``. :func:`load_estimator` rebuilds the class named in
 ``meta.json`` from its config and restores the state, on CPU or on a given device.
 
-Format 2 splits the state: every tensor goes, in one list, to ``state.pt`` (``torch.save``,
-read back with ``weights_only=True``), and the rest (dicts, numpy arrays, numbers: per-series
+Format 2 splits the state: every tensor goes, in one list, to ``state.pt`` (``torch.save``),
+and the rest (dicts, numpy arrays, numbers: per-series
 stream states with hundreds of thousands of small objects) to ``state.pkl`` through the C
 pickler, with each tensor replaced by its index.  ``torch.save`` of the whole state calls a
 Python hook for every object, which made saving a 1,000-series stream state take ~0.5 s of
 each scheduled run.  Format 1 folders (one ``torch.save`` of everything) still load.
+Both are pickles: load only models from a store or registry you trust.
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ def load_estimator(path: str | Path, *, map_location: str | torch.device = "cpu"
     if version == 1:
         state = torch.load(folder / STATE_FILE, map_location=map_location, weights_only=False)
     else:
-        tensors = torch.load(folder / STATE_FILE, map_location=map_location, weights_only=True)
+        # a plain list of tensors (weights_only=True would read it too, ~3x slower on
+        # thousands of per-series tensors; the skeleton is a pickle anyway)
+        tensors = torch.load(folder / STATE_FILE, map_location=map_location, weights_only=False)
         state = join_tensors(tensors, (folder / SKELETON_FILE).read_bytes())
     estimator._set_state(state)
     if callable(getattr(estimator, "to", None)):
