@@ -258,6 +258,76 @@ def finance(data: dict) -> tuple[list[Row], list[str]]:
     return rows, lines
 
 
+def store(data: dict) -> tuple[list[Row], list[str]]:
+    runs = data.get("s1_delta_runs")
+    rows: list[Row] = []
+    for kind, label in (("series", "series upserts"), ("forecasts", "forecast writes")):
+        ratio = data.get(f"s1_delta_{kind}_ratio_run{runs}_over_run10")
+        legacy_runs = data.get("s1_legacy_runs")
+        legacy = data.get(f"s1_legacy_{kind}_ratio_run{legacy_runs}_over_run10")
+        rows.append((f"S1 store, {label}, {_f(data.get('series'))} series: run {runs} / run 10",
+                     f"{_f(ratio, 2)} ({_f(data.get(f's1_delta_{kind}_s_run10'))} -> "
+                     f"{_f(data.get(f's1_delta_{kind}_s_run{runs}'))} s)",
+                     f"old Parquet store {_f(legacy, 2)} "
+                     f"({_f(data.get(f's1_legacy_{kind}_s_run10'))} -> "
+                     f"{_f(data.get(f's1_legacy_{kind}_s_run{legacy_runs}'))} s at run "
+                     f"{legacy_runs})", "<= 1.5",
+                     _met(None if ratio is None else ratio <= 1.5)))
+    lines = [f"S1 {kind}: mean of the 50 runs before run {runs} "
+             f"{_f(data.get(f's1_delta_{kind}_mean50_s_run{runs}'))} s (compacting runs "
+             f"included), slowest run {_f(data.get(f's1_delta_{kind}_max_s'))} s."
+             for kind in ("series", "forecasts")]
+    if data.get("t4_lines"):
+        delta = (data.get("t4_delta_rows_per_s") or 0) / 1e6
+        legacy = (data.get("t4_legacy_rows_per_s") or 0) / 1e6
+        lines += ["", f"T4 on the Delta store: {_f(delta, 2)} M rows/s vs the old Parquet "
+                  f"store {_f(legacy, 2)} M rows/s ({_f(data.get('t4_lines'))} lines, same "
+                  f"run). One week of one series out of {_f(data.get('read_store_rows'))} "
+                  f"rows: {_f(data.get('read_one_series_week_ms'), 1)} ms (old store "
+                  f"{_f(data.get('read_one_series_week_ms_legacy'), 1)} ms)."]
+    return rows, lines
+
+
+def pipeline_scale(data: dict) -> tuple[list[Row], list[str]]:
+    rows: list[Row] = []
+    shares = data.get("m1", {}).get("shares_flagged", {})
+    default = next((v for k, v in shares.items() if "default" in k), None)
+    if default:
+        rows.append(("M1 drift monitor, share of series flagged: stationary / 1-std level / "
+                     "variance shift", f"{_f(100 * default['no_drift'], 1)} % / "
+                     f"{_f(100 * default['level_shift_1std'], 1)} % / "
+                     f"{_f(100 * default['variance_shift_1std'], 1)} %",
+                     "KS " + " / ".join(f"{_f(100 * v, 1)} %" for v in list(
+                         shares.get("ks_raw_p0.01", {}).values())[:3]),
+                     "<= 5 % / >= 90 % / >= 90 %",
+                     _met(default["no_drift"] <= 0.05 and default["level_shift_1std"] >= 0.9
+                          and default["variance_shift_1std"] >= 0.9)))
+    s2 = data.get("s2")
+    if s2:
+        ratio, peak = s2.get("detect_ratio_last_over_first"), s2.get("peak_rss_detect_mb")
+        rate = s2.get("points_per_s_detect")
+        rows.append((f"S2 hourly detect, {_f(s2.get('n_series'))} series x "
+                     f"{s2.get('n_runs')} runs: last/first, peak RSS, points/s",
+                     f"{_f(ratio, 2)}, {_f(peak, 0)} MB, {_f(rate, 0)}", "-",
+                     "<= 1.3, < 2 GB, >= 100,000", _met(
+                         None if ratio is None else ratio <= 1.3 and peak < 2000
+                         and rate >= 100_000)))
+    lines = ["| method | stationary | level shift 1 std | variance shift 1 std | "
+             "random walk |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | " + " | ".join(f"{_f(100 * v, 1)} %" for v in figures.values())
+              + " |" for name, figures in shares.items()]
+    if s2:
+        lines += ["", f"S2: train {_f(s2.get('train_s'), 1)} s (budget "
+                  f"{s2.get('train_windows_budget')} windows per epoch); detect "
+                  f"{_f(s2.get('detect_s_run_1'), 2)} s at run 1, "
+                  f"{_f(s2.get('detect_s_run_' + str(s2.get('n_runs'))), 2)} s at the last; "
+                  f"median {_f(s2.get('detect_s_median'), 2)} s + ingest "
+                  f"{_f(s2.get('ingest_s_median'), 2)} s; spike recall "
+                  f"{_f(s2.get('spike_recall'))}, event precision "
+                  f"{_f(s2.get('event_precision'))}."]
+    return rows, lines
+
+
 PROTOCOLS = {  # one paragraph each, after ../shared/BENCHMARKS.md
     "forecast_ett": "ETTh1, 7 channels, look-back 96, horizon 96; rows train [0, 8640), "
                     "validation [8544, 11520), test [11424, 14400); z-scored with the training "
@@ -291,6 +361,16 @@ PROTOCOLS = {  # one paragraph each, after ../shared/BENCHMARKS.md
                "target_transform = log_return.",
     "ingest": "A generated CSV of at least 10 M rows loaded into the store (rows per second), "
               "then re-ingested unchanged and read back.",
+    "store": "S1: 1,000 series; each simulated hourly run writes 24-step forecasts for every "
+             "series into the forecasts table (keyed merge) and upserts one new value per "
+             "series; seconds per write (median of 5 runs) at runs 10, 100 and the last, Delta "
+             "store against the old Parquet store. T4 on both stores and one-series reads.",
+    "pipeline_scale": "M1: 1,000 stationary AR(1) + daily-cycle series, the same with a "
+                      "1-std level or variance shift 48 rows before the test, and random "
+                      "walks; share flagged per drift method (FDR 0.05 where corrected). "
+                      "S2: hourly sensor series (2 channels, gaps, injected spikes and "
+                      "shifts) ingested, one global forecaster + detector trained, then "
+                      "hourly detect runs of one new row per series.",
 }
 
 SECTIONS: dict[str, tuple[str, Callable[[dict], tuple[list[Row], list[str]]]]] = {
@@ -303,6 +383,8 @@ SECTIONS: dict[str, tuple[str, Callable[[dict], tuple[list[Row], list[str]]]]] =
     "throughput": ("T1, T3 and int8: throughput", throughput),
     "ingest": ("T4: ingest throughput", ingest),
     "finance": ("F1, F2: Value-at-Risk backtests and P2 on log returns", finance),
+    "store": ("S1: store cost per scheduled run", store),
+    "pipeline_scale": ("M1, S2: drift calibration and scheduled runs at scale", pipeline_scale),
 }
 
 
