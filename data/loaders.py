@@ -172,14 +172,15 @@ def _clean_numbers(cells: pl.DataFrame, value_columns: Sequence[str],
 
 def _check_ids(records: pl.DataFrame) -> pl.DataFrame:
     """A blank ``series_id``/``channel``, or one holding a NUL or another control character
-    (U+0000-U+001F, U+007F-U+009F), is the row's problem (``empty series_id: ''``), never a
-    series named ``""``."""
+    (U+0000-U+001F and U+007F-U+009F except tab and line feed, which a quoted CSV field may
+    hold and the CLI shows visibly), is the row's problem (``empty series_id: ''``), never
+    a series named ``""``."""
     problem = pl.col("_problem")
     for column in (SERIES_ID, CHANNEL):
         text = pl.col(column).cast(pl.Utf8)
         blank = text.is_null() | (text.str.strip_chars() == "")
         nul = text.str.contains("\x00", literal=True)
-        control = text.str.contains(r"[\x01-\x1f\x7f-\x9f]")
+        control = text.str.contains(r"[\x01-\x08\x0b-\x1f\x7f-\x9f]")
         problem = (pl.when(problem.is_null() & blank).then(pl.lit(f"empty {column}: ''"))
                    .when(problem.is_null() & nul)
                    .then(pl.lit(f"NUL character in {column}"))
