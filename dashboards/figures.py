@@ -14,6 +14,7 @@ Trace names (tests and users rely on them):
 from __future__ import annotations
 
 import datetime as dt
+import html
 from collections.abc import Sequence
 
 import numpy as np
@@ -117,6 +118,17 @@ def rect_xy(spans: list[tuple], y_low: float, y_high: float) -> tuple[list, list
     return xs, ys
 
 
+def plot_text(text: object) -> str:
+    """Text from data (series ids, channels, reasons) for a plotly label, title or hover
+    template: HTML-escaped (plotly renders a subset of HTML tags in labels) and ``%`` as
+    ``&#37;`` (never a ``%{...}`` template field), so it shows literally.
+
+    >>> plot_text("<b>a</b> 5%")
+    '&lt;b&gt;a&lt;/b&gt; 5&#37;'
+    """
+    return html.escape(str(text), quote=False).replace("%", "&#37;")
+
+
 def _rect_trace(spans: list[tuple], y_low: float, y_high: float, *, name: str, colour: str,
                 texts: list[str] | None = None, legendgroup: str, showlegend: bool,
                 row_axis: tuple[str, str]) -> go.Scatter:
@@ -133,7 +145,7 @@ def _rect_trace(spans: list[tuple], y_low: float, y_high: float, *, name: str, c
 
 
 def _event_text(event: dict, level: str) -> str:
-    channels = ", ".join(event.get(CHANNELS) or []) or "all channels"
+    channels = ", ".join(map(plot_text, event.get(CHANNELS) or [])) or "all channels"
     peak = event.get(PEAK_SCORE)
     severity = event.get(SEVERITY)
     severity_text = "n/a" if severity is None else f"{severity:.2f}"
@@ -178,7 +190,7 @@ def series_figure(frame: pl.DataFrame, forecast: pl.DataFrame | None = None,
     has_scores = scores is not None and scores.height > 0
     n_rows = max(1, len(channels)) + has_scores
     multichannel = n_rows > 1
-    titles = [*channels, *(["anomaly score"] if has_scores else [])]
+    titles = [*map(plot_text, channels), *(["anomaly score"] if has_scores else [])]
     figure = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.05,
                            subplot_titles=titles if multichannel else None,
                            row_heights=[1.0] * len(channels) + [0.6] * has_scores or None)
@@ -195,7 +207,8 @@ def series_figure(frame: pl.DataFrame, forecast: pl.DataFrame | None = None,
         if events is not None and events.height:
             _add_events(figure, events, channel, axes, row, (y_low, y_high), shown_legend,
                         step)
-        figure.update_yaxes(title_text=channel if not multichannel else None, row=row, col=1)
+        figure.update_yaxes(title_text=plot_text(channel) if not multichannel else None,
+                            row=row, col=1)
     if has_scores:
         _add_scores(figure, scores, events, n_rows, max_points, method, shown_legend, step)
     if x_range is None and recent_steps:
@@ -327,10 +340,12 @@ def _add_values(figure: go.Figure, part: pl.DataFrame, channel: str, colour: str
         figure.add_trace(trace, row=row, col=1)
         shown_legend.add("gap")
     figure.add_trace(go.Scatter(
-        x=drawn_times, y=drawn_values, mode="lines", name=channel, connectgaps=False,
+        x=drawn_times, y=drawn_values, mode="lines", name=plot_text(channel),
+        connectgaps=False,
         line=dict(color=colour, width=1.6),
         meta={"role": "values", "channel": channel, "n_points": int(times.size)},
-        hovertemplate=f"{channel}: %{{y:.4g}}<br>%{{x|%Y-%m-%d %H:%M}} UTC<extra></extra>"),
+        hovertemplate=f"{plot_text(channel)}: %{{y:.4g}}<br>%{{x|%Y-%m-%d %H:%M}} UTC"
+                      "<extra></extra>"),
         row=row, col=1)
     return y_low, y_high
 
@@ -406,7 +421,7 @@ def _to_naive(value: dt.datetime) -> dt.datetime:
 def _style(figure: go.Figure, n_rows: int, title: str | None, x_range: Sequence | None
            ) -> None:
     figure.update_layout(
-        template="plotly_white", font=FONT, title=dict(text=title or "", x=0.01),
+        template="plotly_white", font=FONT, title=dict(text=plot_text(title or ""), x=0.01),
         height=260 + 190 * n_rows, margin=dict(l=70, r=20, t=60 if title else 30, b=40),
         legend=dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.01,
                     title=dict(text="click to hide/show"), font=dict(size=12),

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from dashboards.figures import FONT, OKABE_ITO, naive_utc
+from dashboards.figures import FONT, OKABE_ITO, naive_utc, plot_text
 from data.schema import SERIES_ID
 
 PERIOD_NAMES = {"1h": "hour", "1d": "day", "1w": "week", "1mo": "month"}
@@ -30,7 +30,7 @@ def share_observed_figure(share: pl.DataFrame, *, title: str | None = None) -> g
         wide = share.pivot(on=SERIES_ID, index="day", values="share_observed").sort("day")
         series = [c for c in wide.columns if c != "day"]
         figure.add_trace(go.Heatmap(
-            x=naive_utc(wide["day"]), y=series,
+            x=naive_utc(wide["day"]), y=[plot_text(s) for s in series],
             z=np.array([wide[s].to_numpy() for s in series], dtype=np.float64),
             zmin=0, zmax=1, colorscale="Cividis", colorbar=dict(title="share observed"),
             hovertemplate=f"%{{y}}<br>{name} of %{{x|%Y-%m-%d}}<br>share observed "
@@ -47,7 +47,7 @@ def quarantine_figure(by_reason: pl.DataFrame, *, title: str = "Quarantined rows
     """Horizontal bars of quarantined row counts per reason (columns reason, n_rows)."""
     counts = by_reason["n_rows"].to_list()
     figure = go.Figure(go.Bar(
-        x=counts, y=by_reason["reason"].to_list(), orientation="h", text=counts,
+        x=counts, y=[plot_text(r) for r in by_reason["reason"]], orientation="h", text=counts,
         textposition="outside", cliponaxis=False, marker_color=OKABE_ITO["blue"],
         hovertemplate="%{y}: %{x} rows<extra></extra>"))
     figure.update_layout(template="plotly_white", font=FONT, title=dict(text=title, x=0.01),

@@ -106,7 +106,7 @@ def repair(table: RawTable, records: pl.DataFrame
         return frame.with_columns(pl.Series(LINE, spans[0][index], pl.Int64))
 
     table = RecordTable(table.path, table.columns, physical(table.cells), table.delimiter,
-                        physical(table.rejected), data, spans)
+                        physical(table.rejected), data, table.warnings, spans)
     return table, physical(records)
 
 

@@ -93,6 +93,7 @@ class SourceReport:
     by_reason: dict[str, int] = field(default_factory=dict)
     n_series: int = 0
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -122,7 +123,8 @@ class IngestReport:
         return not self.errors and self.n_quarantined == 0
 
     def to_frame(self) -> pl.DataFrame:
-        rows = [{**s.as_dict(), "by_reason": json.dumps(s.by_reason)} for s in self.sources]
+        rows = [{**s.as_dict(), "by_reason": json.dumps(s.by_reason),
+                 "warnings": json.dumps(s.warnings)} for s in self.sources]
         return pl.DataFrame(rows)
 
 
@@ -164,7 +166,7 @@ def ingest_source(spec: SourceSpec, store: Store) -> SourceReport:
     return SourceReport(
         spec.kind, str(spec.path), result.n_rows_in, result.n_rows_kept, upsert.n_new,
         upsert.n_updated, upsert.n_unchanged, result.rejected.height, result.reasons(),
-        result.frame["series_id"].n_unique())
+        result.frame["series_id"].n_unique(), warnings=list(result.warnings))
 
 
 def ingest(sources: Sequence[SourceSpec | str | Path], store: Store | None = None, *,

@@ -40,6 +40,7 @@ from data.quarantine import (
     RAW,
     LoadError,
     RawTable,
+    check_header,
     empty_rejected,
     parse_numbers,
     parse_timestamps,
@@ -83,6 +84,8 @@ class LoadResult:
     n_rows_in : records read (non-blank data lines, header excluded).
     n_rows_kept : records kept; ``n_rows_in == n_rows_kept + rejected.height``.
     static : per-series static features (PhysioNet), keyed by series_id, else ``None``.
+    warnings : file-level notes that rejected nothing, e.g. ``"encoding: f.csv: not valid
+        UTF-8; decoded as cp1252"``.
     """
 
     frame: pl.DataFrame
@@ -91,6 +94,7 @@ class LoadResult:
     n_rows_in: int
     n_rows_kept: int
     static: pl.DataFrame | None = field(default=None)
+    warnings: tuple[str, ...] = ()
 
     def reasons(self) -> dict[str, int]:
         """Rejected record counts by reason category (text before the first ':')."""
@@ -110,7 +114,8 @@ def combine(results: Sequence[LoadResult], source: str) -> LoadResult:
         rejected=pl.concat([empty_rejected(), *[r.rejected for r in results]]),
         source=source, n_rows_in=sum(r.n_rows_in for r in results),
         n_rows_kept=sum(r.n_rows_kept for r in results),
-        static=pl.concat(statics, how="diagonal_relaxed") if statics else None)
+        static=pl.concat(statics, how="diagonal_relaxed") if statics else None,
+        warnings=tuple(w for r in results for w in r.warnings))
 
 
 # -- the shared record pipeline ------------------------------------------------------------
@@ -166,16 +171,21 @@ def _clean_numbers(cells: pl.DataFrame, value_columns: Sequence[str],
 
 
 def _check_ids(records: pl.DataFrame) -> pl.DataFrame:
-    """A blank ``series_id``/``channel``, or one holding a NUL character, is the row's
-    problem (``empty series_id: ''``), never a series named ``""``."""
+    """A blank ``series_id``/``channel``, or one holding a NUL or another control character
+    (U+0000-U+001F and U+007F-U+009F except tab and line feed, which a quoted CSV field may
+    hold and the CLI shows visibly), is the row's problem (``empty series_id: ''``), never
+    a series named ``""``."""
     problem = pl.col("_problem")
     for column in (SERIES_ID, CHANNEL):
         text = pl.col(column).cast(pl.Utf8)
         blank = text.is_null() | (text.str.strip_chars() == "")
-        control = text.str.contains("\x00", literal=True)
+        nul = text.str.contains("\x00", literal=True)
+        control = text.str.contains(r"[\x01-\x08\x0b-\x1f\x7f-\x9f]")
         problem = (pl.when(problem.is_null() & blank).then(pl.lit(f"empty {column}: ''"))
-                   .when(problem.is_null() & control)
+                   .when(problem.is_null() & nul)
                    .then(pl.lit(f"NUL character in {column}"))
+                   .when(problem.is_null() & control)
+                   .then(pl.lit(f"control character in {column}"))
                    .otherwise(problem))
     return records.with_columns(problem.alias("_problem"))
 
@@ -275,7 +285,8 @@ def _finish(table: RawTable, records: pl.DataFrame, key: Sequence[str],
     rejected = table.with_raw(pl.concat([table.rejected, bad, conflicts]).sort(LINE))
     n_in = table.cells.height + table.rejected.height
     frame = _to_long(kept, value_columns, channels) if kept.height else empty_frame()
-    return LoadResult(frame, rejected, str(table.path), n_in, n_in - rejected.height)
+    return LoadResult(frame, rejected, str(table.path), n_in, n_in - rejected.height,
+                      warnings=table.warnings)
 
 
 def _check_columns(table: RawTable, wanted: Sequence[str], parameter: str) -> None:
@@ -294,6 +305,7 @@ def _parquet_table(path: Path) -> RawTable:
         raise LoadError(f"{path}: not a readable Parquet file ({first})") from error
     if data.is_empty():
         raise LoadError(f"{path}: file is empty")
+    check_header([c.strip() for c in data.columns], path)
     cells = data.with_columns(pl.col(c).cast(pl.Utf8) for c in data.columns)
     raw = pl.concat_str([pl.col(c).fill_null("") for c in data.columns], separator=",")
     cells = cells.with_row_index(LINE, offset=1).with_columns(pl.col(LINE).cast(pl.Int64),
@@ -457,7 +469,7 @@ def load_prices(path: str | Path, date_column: str = "date", series_id: str | No
     frame = regularize(result.frame, BUSINESS_DAY, holidays=holidays) if result.frame.height \
         else result.frame
     return LoadResult(frame, result.rejected, result.source, result.n_rows_in,
-                      result.n_rows_kept)
+                      result.n_rows_kept, warnings=result.warnings)
 
 
 def _price_problems(records: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
@@ -600,7 +612,7 @@ def load_physionet(records_path: str | Path, outcomes_path: str | Path | None = 
         static = static.join(_physionet_outcomes(Path(outcomes_path)), on=SERIES_ID,
                              how="left")
     return LoadResult(result.frame, result.rejected, str(path), result.n_rows_in,
-                      result.n_rows_kept, static)
+                      result.n_rows_kept, static, result.warnings)
 
 
 def _physionet_static(rows: pl.DataFrame, ids: pl.DataFrame) -> pl.DataFrame:

@@ -15,6 +15,9 @@ a cell that fails to parse is retried stripped (clean files never pay for stripp
 
 from __future__ import annotations
 
+import codecs
+import csv
+import dataclasses
 import gzip
 import io
 from dataclasses import dataclass
@@ -62,6 +65,7 @@ class RawTable:
     delimiter : the delimiter used.
     rejected : records rejected while splitting (wrong number of fields).
     data : the decompressed file content (to recover the raw text of rejected lines).
+    warnings : file-level notes that did not reject anything (e.g. the encoding guessed).
     """
 
     path: Path
@@ -70,6 +74,7 @@ class RawTable:
     delimiter: str
     rejected: pl.DataFrame
     data: bytes = b""
+    warnings: tuple[str, ...] = ()
 
     def with_raw(self, rejected: pl.DataFrame) -> pl.DataFrame:
         """``rejected`` with ``raw`` set to the text of each rejected line of the file."""
@@ -96,6 +101,58 @@ def read_bytes(path: Path) -> bytes:
         except (OSError, EOFError) as error:
             raise LoadError(f"{path}: corrupt gzip file ({error})") from error
     return data
+
+
+def transcode(data: bytes, path: Path) -> tuple[bytes, str | None]:
+    """``data`` as UTF-8 bytes and the encoding it was decoded from (``None``: UTF-8).
+
+    A UTF-16 BOM (LE or BE) decodes as UTF-16 (a decode error raises :class:`LoadError`
+    naming UTF-16); a UTF-8 BOM is dropped; bytes that are not valid UTF-8 decode as cp1252
+    (latin-1 for the 5 bytes cp1252 leaves undefined), never as U+FFFD.
+    """
+    for bom, encoding in ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
+        if data.startswith(bom):
+            try:
+                return data[len(bom):].decode(encoding).encode("utf-8"), encoding
+            except UnicodeDecodeError as error:
+                raise LoadError(f"{path}: file starts with a {encoding.upper()} byte-order mark "
+                                f"but is not valid {encoding.upper()} ({error.reason} at byte "
+                                f"{error.start})") from error
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            return data.decode("cp1252").encode("utf-8"), "cp1252"
+        except UnicodeDecodeError:
+            return data.decode("latin-1").encode("utf-8"), "latin-1"
+    return data, None
+
+
+def encoding_warning(path: Path, encoding: str) -> str:
+    return (f"encoding: {path}: not valid UTF-8; decoded as {encoding}"
+            if encoding in ("cp1252", "latin-1") else f"encoding: {path}: decoded as {encoding}")
+
+
+def check_header(names: list[str], path: Path) -> None:
+    """Raise :class:`LoadError` for an empty or a repeated header name (never a channel
+    ``""`` or ``a_duplicated_0``)."""
+    empty = [i + 1 for i, name in enumerate(names) if not name]
+    if empty:
+        raise LoadError(f"{path}: empty column name(s) at position(s) {empty} in header "
+                        f"{names}; every column needs a name")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise LoadError(f"{path}: duplicated column name(s) {repeated} in header {names}")
+
+
+def _header_names(first_line: str, delimiter: str) -> list[str]:
+    try:
+        fields = next(csv.reader([first_line], delimiter=delimiter, strict=True))
+    except (csv.Error, StopIteration):
+        fields = first_line.split(delimiter)
+    return [_clean(name) for name in fields]
 
 
 def _lines(data: bytes) -> pl.DataFrame:
@@ -139,7 +196,13 @@ def read_table(path: str | Path, *, delimiter: str | None = None, header: bool =
     """
     path = Path(path)
     head = _head(path)  # a large plain file is parsed by polars from disk (memory-mapped)
+    if head is not None and _needs_transcode(head):
+        head = None
     data = read_bytes(path) if head is None else head
+    warnings: tuple[str, ...] = ()
+    if head is None:
+        data, encoding = transcode(data, path)
+        warnings = (encoding_warning(path, encoding),) if encoding else ()
     end = data.find(b"\n")
     first_line = data[:end if end >= 0 else len(data)].decode("utf-8", "replace").strip(
         "\r\ufeff")
@@ -148,6 +211,8 @@ def read_table(path: str | Path, *, delimiter: str | None = None, header: bool =
     table = None
     if first_line.strip():
         delimiter = detect_delimiter(first_line, delimiter, path)
+        if header:
+            check_header(_header_names(first_line, delimiter), path)
         table = _fast_table(path, data if head is None else None, delimiter, header)
     if table is None:
         data = read_bytes(path) if head is not None else data
@@ -157,7 +222,18 @@ def read_table(path: str | Path, *, delimiter: str | None = None, header: bool =
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise LoadError(f"{path}: missing column(s) {missing}; the header has {table.columns}")
-    return table
+    return dataclasses.replace(table, warnings=warnings) if warnings else table
+
+
+def _needs_transcode(head: bytes) -> bool:
+    """The head of a large file has a BOM or is not UTF-8 (up to its last line break)."""
+    if head.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return True
+    try:
+        head[:head.rfind(b"\n") + 1].decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def _head(path: Path) -> bytes | None:
@@ -223,8 +299,10 @@ def _slow_table(path: Path, data: bytes, delimiter: str | None, header: bool) ->
         lines = lines.slice(1)
     else:
         columns = [f"c{i}" for i in range(first.count(delimiter) + 1)]
-    if len(set(columns)) != len(columns):
-        raise LoadError(f"{path}: duplicated column names in header {columns}")
+    if header:
+        check_header(columns, path)
+    quoted = lines.filter(pl.col(RAW).str.contains('"', literal=True))
+    lines = lines.filter(~pl.col(RAW).str.contains('"', literal=True))
     n_fields = pl.col(RAW).str.count_matches(delimiter, literal=True) + 1
     lines = lines.with_columns(n_fields.alias("_n"))
     bad = lines.filter(pl.col("_n") != len(columns))
@@ -234,8 +312,40 @@ def _slow_table(path: Path, data: bytes, delimiter: str | None, header: bool) ->
     split = pl.col(RAW).str.split_exact(delimiter, len(columns) - 1)
     cells = good.with_columns(split.alias("_s")).unnest("_s")
     cells = cells.rename({f"field_{i}": c for i, c in enumerate(columns)})
-    cells = cells.with_columns(pl.col(c).str.strip_chars().str.strip_chars('"') for c in columns)
-    return RawTable(path, columns, cells.drop(RAW), delimiter, rejected, data)
+    cells = cells.with_columns(pl.col(c).str.strip_chars() for c in columns).drop(RAW)
+    if quoted.height:
+        quoted_cells, quoted_rejected = _quoted_lines(quoted, columns, delimiter, path)
+        cells = pl.concat([cells, quoted_cells]).sort(LINE)
+        rejected = pl.concat([rejected, quoted_rejected]).sort(LINE)
+    return RawTable(path, columns, cells, delimiter, rejected, data)
+
+
+def _quoted_lines(lines: pl.DataFrame, columns: list[str], delimiter: str,
+                  path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Lines holding a double quote, split by the CSV rules one line at a time (so a bad
+    quote on one line never changes another); an open quote is ``unterminated quote``."""
+    kept: dict[str, list] = {LINE: [], **{c: [] for c in columns}}
+    bad_lines, reasons = [], []
+    for line, raw in zip(lines[LINE].to_list(), lines[RAW].to_list(), strict=True):
+        try:
+            fields = next(csv.reader([raw], delimiter=delimiter, strict=True))
+        except csv.Error:
+            fields = None
+        if fields is None or raw.count('"') % 2:
+            bad_lines.append(line)
+            reasons.append("unterminated quote: a field opens a double quote that is "
+                           "never closed")
+        elif len(fields) != len(columns):
+            bad_lines.append(line)
+            reasons.append(f"expected {len(columns)} fields, got {len(fields)}")
+        else:
+            kept[LINE].append(line)
+            for column, value in zip(columns, fields, strict=True):
+                kept[column].append(value.strip())
+    cells = pl.DataFrame(kept, schema={LINE: pl.Int64, **{c: pl.Utf8 for c in columns}})
+    bad = pl.DataFrame({LINE: bad_lines, "_reason": reasons, RAW: [""] * len(bad_lines)},
+                       schema={LINE: pl.Int64, "_reason": pl.Utf8, RAW: pl.Utf8})
+    return cells, reject(bad, path, pl.col("_reason"))
 
 
 def _clean(name: str) -> str:

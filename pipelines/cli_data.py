@@ -92,6 +92,8 @@ def ingest_command(
     console.print(_table(frame, "ingest: in/kept/rejected count records (lines), "
                                 "new/updated/unchanged count stored values"))
     for source in report.sources:
+        for warning in source.warnings:
+            console.print(f"[yellow]warning: {safe(warning)}[/yellow]")
         if source.by_reason:
             console.print(f"{safe(Path(source.path).name)}: rejected by reason "
                           f"{safe(source.by_reason)}")
