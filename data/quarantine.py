@@ -292,6 +292,8 @@ def strip_cells(column: str) -> pl.Expr:
 
 def _slow_table(path: Path, data: bytes, delimiter: str | None, header: bool) -> RawTable:
     lines = _lines(data).filter(pl.col(RAW).str.strip_chars() != "")
+    if lines.is_empty():  # only unicode blanks (no-break spaces, ...): nothing to read
+        raise LoadError(f"{path}: file is empty (no non-blank lines)")
     first = lines.row(0, named=True)[RAW]
     delimiter = detect_delimiter(first, delimiter, path)
     if header:

@@ -149,8 +149,8 @@ class Location:
         """A local folder with files but no ``_delta_log`` is not a Delta table: refuse to
         write into it (it may be a store in the old Parquet layout)."""
         path = Path(self.uri)
-        if path.is_file() or (path.is_dir() and any(path.iterdir())
-                              and not (path / "_delta_log").is_dir()):
+        if path.is_file() or (path.is_dir() and not (path / "_delta_log").is_dir()
+                              and any(not _delta_like(entry) for entry in path.iterdir())):
             raise StoreError(f"{self.uri} is not a Delta table (no _delta_log folder); a store "
                              "written by an older Recurra? convert it with "
                              "`recurra store migrate OLD_ROOT --store NEW_ROOT`")
@@ -200,6 +200,16 @@ class Location:
 
     def scan(self, table: DeltaTable) -> pl.LazyFrame:
         return pl.scan_delta(table)
+
+
+def _delta_like(entry: Path) -> bool:
+    """True for what a Delta writer puts in a table folder before its first commit lands
+    (``bucket=3/`` partitions, ``part-*.parquet`` files): another process is creating the
+    table, which is not a foreign folder."""
+    name = entry.name
+    if entry.is_dir():
+        return "=" in name or name.startswith(("_delta_log", "_change_data"))
+    return name.startswith("part-") or name.startswith(".") or name.endswith(".crc")
 
 
 def _s3_listing(uri: str, options: dict[str, str]) -> list[str]:

@@ -190,6 +190,19 @@ def test_a_folder_that_is_not_a_delta_table_is_refused_by_name(tmp_path):
     assert (root / "series" / "s0-abc" / "data.parquet").read_bytes() == b"PAR1"  # untouched
 
 
+def test_a_table_another_process_is_creating_reads_as_absent_not_foreign(tmp_path):
+    """Between a first writer's data files and its first commit, the table folder holds
+    ``bucket=N/part-*.parquet`` and no ``_delta_log``: another reader sees no table yet."""
+    root = tmp_path / "store"
+    part = root / "series" / "bucket=3"
+    part.mkdir(parents=True)
+    (part / "part-00001-abc.c000.snappy.parquet").write_bytes(b"PAR1")
+    store = Store(root)
+    assert store.read().is_empty()
+    store.upsert(make_frame(n_series=2, n_steps=5), source="x")
+    assert store.read().height == 10
+
+
 WRITER = textwrap.dedent("""
     import datetime as dt, sys
     import polars as pl
