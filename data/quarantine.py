@@ -206,8 +206,6 @@ def read_table(path: str | Path, *, delimiter: str | None = None, header: bool =
     end = data.find(b"\n")
     first_line = data[:end if end >= 0 else len(data)].decode("utf-8", "replace").strip(
         "\r\ufeff")
-    if head is None and (not data or data.isspace()):  # (no copy, unlike strip())
-        raise LoadError(f"{path}: file is empty (no non-blank lines)")
     table = None
     if first_line.strip():
         delimiter = detect_delimiter(first_line, delimiter, path)
@@ -216,8 +214,6 @@ def read_table(path: str | Path, *, delimiter: str | None = None, header: bool =
         table = _fast_table(path, data if head is None else None, delimiter, header)
     if table is None:
         data = read_bytes(path) if head is not None else data
-        if not data.strip():
-            raise LoadError(f"{path}: file is empty (no non-blank lines)")
         table = _slow_table(path, data, delimiter, header)
     missing = [c for c in required if c not in table.columns]
     if missing:
@@ -291,8 +287,8 @@ def strip_cells(column: str) -> pl.Expr:
 
 
 def _slow_table(path: Path, data: bytes, delimiter: str | None, header: bool) -> RawTable:
-    lines = _lines(data).filter(pl.col(RAW).str.strip_chars() != "")
-    if lines.is_empty():  # only unicode blanks (no-break spaces, ...): nothing to read
+    lines = _lines(data).filter(pl.col(RAW).str.strip_chars() != "") if data else pl.DataFrame()
+    if lines.is_empty():  # blank lines only (unicode blanks too, e.g. no-break spaces)
         raise LoadError(f"{path}: file is empty (no non-blank lines)")
     first = lines.row(0, named=True)[RAW]
     delimiter = detect_delimiter(first, delimiter, path)

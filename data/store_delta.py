@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -150,7 +151,7 @@ class Location:
         write into it (it may be a store in the old Parquet layout)."""
         path = Path(self.uri)
         if path.is_file() or (path.is_dir() and not (path / "_delta_log").is_dir()
-                              and any(not _delta_like(entry) for entry in path.iterdir())):
+                              and not all(map(_delta_like, os.listdir(path)))):
             raise StoreError(f"{self.uri} is not a Delta table (no _delta_log folder); a store "
                              "written by an older Recurra? convert it with "
                              "`recurra store migrate OLD_ROOT --store NEW_ROOT`")
@@ -161,9 +162,10 @@ class Location:
         if not self.uri.lower().startswith(("s3://", "s3a://")):
             return
         listed = _s3_listing(self.uri, self.options)
-        if listed and not any(name == "_delta_log" for name in listed):
+        foreign = sorted(name for name in listed if not _delta_like(name))
+        if foreign and "_delta_log" not in listed:
             raise StoreError(f"{self.uri} is not a Delta table (objects such as "
-                             f"{sorted(listed)[0]!r} but no _delta_log); point RECURRA_STORE "
+                             f"{foreign[0]!r} but no _delta_log); point RECURRA_STORE "
                              "at an empty prefix or a Recurra store")
 
     def error(self, error: BaseException) -> StoreError:
@@ -202,14 +204,15 @@ class Location:
         return pl.scan_delta(table)
 
 
-def _delta_like(entry: Path) -> bool:
-    """True for what a Delta writer puts in a table folder before its first commit lands
-    (``bucket=3/`` partitions, ``part-*.parquet`` files): another process is creating the
-    table, which is not a foreign folder."""
-    name = entry.name
-    if entry.is_dir():
-        return "=" in name or name.startswith(("_delta_log", "_change_data"))
-    return name.startswith("part-") or name.startswith(".") or name.endswith(".crc")
+_DELTA_NAME = re.compile(r"^(_delta_log|_change_data|[^=/]+=.*"
+                         r"|part-\d{5}-[0-9a-f-]{36}-c\d{3}\..*)$")
+
+
+def _delta_like(name: str) -> bool:
+    """True for a name a Delta writer puts in a table folder or prefix before its first
+    commit lands (``bucket=3`` partitions, ``part-00000-<uuid>-c000.*.parquet`` files,
+    ``_delta_log``): a table another process is creating is not a foreign folder."""
+    return _DELTA_NAME.match(name) is not None
 
 
 def _s3_listing(uri: str, options: dict[str, str]) -> list[str]:

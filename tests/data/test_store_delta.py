@@ -196,7 +196,8 @@ def test_a_table_another_process_is_creating_reads_as_absent_not_foreign(tmp_pat
     root = tmp_path / "store"
     part = root / "series" / "bucket=3"
     part.mkdir(parents=True)
-    (part / "part-00001-abc.c000.snappy.parquet").write_bytes(b"PAR1")
+    name = "part-00000-c3548625-1708-4270-92c2-8ffffa611cfd-c000.lz4raw.parquet"
+    (part / name).write_bytes(b"PAR1")
     store = Store(root)
     assert store.read().is_empty()
     store.upsert(make_frame(n_series=2, n_steps=5), source="x")
