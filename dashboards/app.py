@@ -58,7 +58,7 @@ def create_app(store_root: str | Path | None = None, tracking_uri: str | None = 
 
     Parameters
     ----------
-    store_root : folder of the Parquet store (default ``data.paths.store_root()``).
+    store_root : folder of the store (Delta tables; default ``data.paths.store_root()``).
     tracking_uri : MLflow tracking URI for the models view (default: MLflow's own).
     store : an already open store (instead of ``store_root``), e.g. in tests.
     registry : object with ``list_models()``/``list_versions(name)``; None imports

@@ -1,6 +1,6 @@
 """Where Recurra keeps its state: one folder, configurable, embedded by default.
 
-``RECURRA_HOME`` (default ``./.recurra`` in the working folder) holds the Parquet store,
+``RECURRA_HOME`` (default ``./.recurra`` in the working folder) holds the store (Delta tables),
 the MLflow SQLite database and artifacts, Prefect's home and the HTML reports. Each part can
 be moved on its own (``RECURRA_STORE``, ``MLFLOW_TRACKING_URI``, ``PREFECT_HOME``).
 """

@@ -124,7 +124,7 @@ def print_summary(outcome: dict[str, Any]) -> None:
     uri = outcome["tracking_uri"]
     console.print(f"""[bold]Where the results are[/bold] (finished in {outcome['seconds']} s)
   state folder   {outcome['home']}   (RECURRA_HOME)
-  Parquet store  {outcome['store']}
+  Delta store    {outcome['store']}
   MLflow store   {uri}
                  open the UI: mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)
   HTML report    {outcome['report']}

@@ -1,4 +1,4 @@
-"""The Parquet store: upsert semantics, safe partitions, catalogue, quarantine, tables."""
+"""The store (Delta tables): upsert semantics, safe partitions, catalogue, quarantine, tables."""
 
 from __future__ import annotations
 
