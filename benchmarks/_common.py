@@ -31,6 +31,24 @@ RESULTS_DIR = BENCHMARKS_DIR / "results"
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
+def add_write_flag(parser) -> None:
+    """``--write``: the one way a run's JSON lands in ``benchmarks/results/``."""
+    parser.add_argument("--write", action="store_true",
+                        help="write the JSON to benchmarks/results/ (default: a temp folder)")
+
+
+def keep_out_of_results(write: bool) -> None:
+    """Unless ``write``, send :func:`write_result` to a fresh temp folder: exploratory and
+    smoke runs never overwrite the committed figures."""
+    global RESULTS_DIR
+    if not write and RESULTS_DIR == BENCHMARKS_DIR / "results":
+        import tempfile
+
+        RESULTS_DIR = Path(tempfile.mkdtemp(prefix="recurra-bench-"))
+        print(f"results go to {RESULTS_DIR} (pass --write for benchmarks/results/)",
+              file=sys.stderr)
+
+
 def load_average() -> list[float] | None:
     """The 1, 5 and 15 minute load averages, rounded (None where the OS has none)."""
     try:

@@ -37,6 +37,7 @@ from torch import nn
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
+import _common  # noqa: E402
 import grud_physionet as p4  # noqa: E402
 from _common import SHARED_DATA, write_result  # noqa: E402
 
@@ -168,7 +169,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (both models)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="640 records, one repeat")
+    _common.add_write_flag(parser)
     args = parser.parse_args(argv)
+    _common.keep_out_of_results(args.write)
     torch.set_num_threads(args.threads)
     result = run_t2(Path(args.records), Path(args.outcomes), args.quick, device=args.device,
                     repeats=args.repeats)

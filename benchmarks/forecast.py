@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 from _common import setup_paths, write_result  # noqa: E402
 
 setup_paths()
@@ -385,7 +386,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recurra-loss", default=None, choices=["mse", "mae", "huber"])
     parser.add_argument("--recurra-skip-init", default=None, choices=["validated", "zero"],
                         help="linear skip start: the validated ridge, or zero (repeat-last)")
+    _common.add_write_flag(parser)
     args = parser.parse_args(argv)
+    _common.keep_out_of_results(args.write or args.out is not None)
     if not args.csv.is_file():
         raise SystemExit(f"--csv ({args.csv}) is not a file")
     if args.quick:
@@ -437,7 +440,6 @@ def main(argv: list[str] | None = None) -> None:
         "wall_s": time.perf_counter() - started, "threads": torch.get_num_threads(),
     }
     if args.out is not None:
-        import _common
 
         _common.RESULTS_DIR = args.out
     suffix = "_quick" if args.quick else ""

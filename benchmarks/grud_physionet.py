@@ -54,6 +54,7 @@ from torch import nn
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
+import _common  # noqa: E402
 from _common import SHARED_DATA, device_name, versions, write_result  # noqa: E402
 
 from data.arrays import compute_delta, forward_fill  # noqa: E402
@@ -426,7 +427,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="torch threads (1: measured 20x faster than 2 on the shared, "
                         "oversubscribed 2-core CPU; small recurrent matmuls gain nothing)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 400 records, 2 epochs")
+    _common.add_write_flag(parser)
     args = parser.parse_args(argv)
+    _common.keep_out_of_results(args.write)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     models = args.models.split(",")

@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="write the JSON here instead of benchmarks/results/ingest.json "
                              "(--quick runs default to the temp folder)")
+    _common.add_write_flag(parser)
     args = parser.parse_args(argv)
+    _common.keep_out_of_results(args.write or args.out is not None or args.quick)
     if args.quick:
         args.rows, args.series = 500_000, 100
     try:

@@ -34,7 +34,8 @@ from torch import nn
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
-from _common import RESULTS_DIR, SHARED_DATA, write_result  # noqa: E402
+import _common  # noqa: E402
+from _common import SHARED_DATA, write_result  # noqa: E402
 
 from data.arrays import compute_delta, forward_fill  # noqa: E402
 from forecasting.grud import GRUD, GRUDState  # noqa: E402
@@ -251,7 +252,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=None, help="write the JSON here instead of "
                         "benchmarks/results (exploratory runs)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 station, 2000 rows")
+    _common.add_write_flag(parser)
     args = parser.parse_args(argv)
+    _common.keep_out_of_results(args.write)
     for p in args.extra_missing:
         if not 0.0 <= p < 1.0:
             parser.error(f"--extra-missing ({p}) must be in [0, 1)")
@@ -265,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
     for p in args.extra_missing:
         levels[str(p)] = run_level(stations, p, args)
         if not args.quick and not args.out:  # progress for long runs; the final file replaces it
-            partial = RESULTS_DIR / "missing_air_partial.json"
+            partial = _common.RESULTS_DIR / "missing_air_partial.json"
             partial.write_text(json.dumps({k: v["mae"] for k, v in levels.items()}) + "\n")
     result: dict = {"mae": {p: level["mae"] for p, level in levels.items()}}
     for p, level in levels.items():

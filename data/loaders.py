@@ -41,6 +41,7 @@ from data.quarantine import (
     LoadError,
     RawTable,
     check_header,
+    check_ids,
     empty_rejected,
     parse_numbers,
     parse_timestamps,
@@ -168,26 +169,6 @@ def _clean_numbers(cells: pl.DataFrame, value_columns: Sequence[str],
                               .otherwise(value)).to_series()
         values.append(value.alias(column))
     return values
-
-
-def _check_ids(records: pl.DataFrame) -> pl.DataFrame:
-    """A blank ``series_id``/``channel``, or one holding a NUL or another control character
-    (U+0000-U+001F and U+007F-U+009F except tab and line feed, which a quoted CSV field may
-    hold and the CLI shows visibly), is the row's problem (``empty series_id: ''``), never
-    a series named ``""``."""
-    problem = pl.col("_problem")
-    for column in (SERIES_ID, CHANNEL):
-        text = pl.col(column).cast(pl.Utf8)
-        blank = text.is_null() | (text.str.strip_chars() == "")
-        nul = text.str.contains("\x00", literal=True)
-        control = text.str.contains(r"[\x01-\x08\x0b-\x1f\x7f-\x9f]")
-        problem = (pl.when(problem.is_null() & blank).then(pl.lit(f"empty {column}: ''"))
-                   .when(problem.is_null() & nul)
-                   .then(pl.lit(f"NUL character in {column}"))
-                   .when(problem.is_null() & control)
-                   .then(pl.lit(f"control character in {column}"))
-                   .otherwise(problem))
-    return records.with_columns(problem.alias("_problem"))
 
 
 def _split_problems(records: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -358,7 +339,7 @@ def load_sensor(path: str | Path, layout: str = "wide", timestamp_column: str = 
              else pl.lit(default_id)).alias(SERIES_ID),
             (pl.col(channel_column) if channel_column in table.columns
              else pl.lit("value")).alias(CHANNEL))
-        records = _check_ids(_records(cells, stamps, problems, [value_column]))
+        records = check_ids(_records(cells, stamps, problems, [value_column]))
         return _finish(table, records, [SERIES_ID, CHANNEL, TIMESTAMP], [value_column],
                        duplicates=duplicates)
     if value_columns is None and series_column in table.columns:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
-from data.schema import SchemaError
+from data.schema import CHANNEL, SERIES_ID, SchemaError
 
 LINE = "line"
 RAW = "raw"
@@ -454,3 +454,37 @@ def _first_format(text: pl.Series, formats: tuple[str, ...], time_zone: str | No
         todo = todo & result.is_null()
     return result
 
+
+def check_ids(records: pl.DataFrame) -> pl.DataFrame:
+    """A blank ``series_id``/``channel``, or one holding a NUL or another control character
+    (U+0000-U+001F and U+007F-U+009F except tab and line feed, which a quoted CSV field may
+    hold and the CLI shows visibly), is the row's problem (``empty series_id: ''``), never
+    a series named ``""``.  Each distinct id is judged once (a file repeats a few ids over
+    millions of rows); a row keeps the first problem it already had."""
+    problem = pl.col("_problem")
+    for column in (SERIES_ID, CHANNEL):
+        verdicts = id_problems(records[column].cast(pl.Utf8).unique(), column)
+        if verdicts.is_empty():
+            continue  # the common case: every id is fine, nothing to mark
+        named = verdicts.drop_nulls(column)
+        found = (pl.col(column).cast(pl.Utf8)
+                 .replace_strict(named[column], named["_verdict"], default=None,
+                                 return_dtype=pl.Utf8))
+        if named.height < verdicts.height:  # a missing id is blank too
+            found = (pl.when(pl.col(column).is_null()).then(pl.lit(f"empty {column}: ''"))
+                     .otherwise(found))
+        problem = pl.coalesce(problem, found)
+    return records.with_columns(problem.alias("_problem"))
+
+
+def id_problems(ids: pl.Series, column: str) -> pl.DataFrame:
+    """The ids of ``ids`` that are a problem, with the reason (first rule that applies)."""
+    text = pl.col(column)
+    verdict = (pl.when(text.is_null() | (text.str.strip_chars() == ""))
+               .then(pl.lit(f"empty {column}: ''"))
+               .when(text.str.contains("\x00", literal=True))
+               .then(pl.lit(f"NUL character in {column}"))
+               .when(text.str.contains(r"[\x01-\x08\x0b-\x1f\x7f-\x9f]"))
+               .then(pl.lit(f"control character in {column}")))
+    return (ids.alias(column).to_frame().with_columns(verdict.alias("_verdict"))
+            .filter(pl.col("_verdict").is_not_null()))

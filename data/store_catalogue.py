@@ -42,10 +42,10 @@ def bucket_of(series_id: str) -> int:
 
 def with_buckets(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` with an Int32 ``bucket`` column computed from ``series_id``."""
-    ids = frame[SERIES_ID].unique().to_list()
-    mapping = pl.DataFrame({SERIES_ID: ids, BUCKET: [bucket_of(s) for s in ids]},
-                           schema={SERIES_ID: pl.Utf8, BUCKET: pl.Int32})
-    return frame.join(mapping, on=SERIES_ID, how="left", maintain_order="left")
+    ids = frame[SERIES_ID].unique().drop_nulls()
+    buckets = pl.Series([bucket_of(s) for s in ids.to_list()], dtype=pl.Int32)
+    return frame.with_columns(pl.col(SERIES_ID).replace_strict(
+        ids, buckets, default=None, return_dtype=pl.Int32).alias(BUCKET))
 
 
 def _frequency(stamps: pl.Series) -> str:
@@ -107,6 +107,13 @@ def incremental(old: pl.DataFrame, new: pl.DataFrame, updated: pl.DataFrame, sou
     those from the data).
     """
     keys = [SERIES_ID, CHANNEL]
+    # a series the catalogue does not list is described from the data anyway: no stats
+    # over its (possibly millions of) new rows
+    unlisted = set(new[SERIES_ID].unique().to_list()) - set(old[SERIES_ID].to_list())
+    if unlisted:
+        if old.is_empty():
+            return as_frame([]), sorted(unlisted | set(updated[SERIES_ID].to_list()))
+        new = new.filter(~pl.col(SERIES_ID).is_in(sorted(unlisted)))
     steps = pl.col(TIMESTAMP).sort().diff().drop_nulls()
     stats = (new.group_by(keys).agg(
         pl.len().cast(pl.Int64).alias("_n"), pl.col(OBSERVED).sum().cast(pl.Int64).alias("_obs"),
@@ -125,7 +132,7 @@ def incremental(old: pl.DataFrame, new: pl.DataFrame, updated: pl.DataFrame, sou
     deltas = updated.group_by(keys).agg(
         (pl.col(OBSERVED).cast(pl.Int64) - pl.col("observed_stored").cast(pl.Int64))
         .sum().alias("_delta"))
-    slow = set(stats.filter(~pl.col("_ok"))[SERIES_ID].to_list()) | set(
+    slow = unlisted | set(stats.filter(~pl.col("_ok"))[SERIES_ID].to_list()) | set(
         deltas.join(old.select(keys), on=keys, how="anti")[SERIES_ID].to_list())
     touched = (set(stats[SERIES_ID].to_list()) | set(deltas[SERIES_ID].to_list())) - slow
     rows = (old.filter(pl.col(SERIES_ID).is_in(sorted(touched)))

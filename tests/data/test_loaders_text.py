@@ -58,6 +58,28 @@ def test_control_characters_in_ids_are_quarantined_with_a_reason(tmp_path, suffi
     _balanced(result)
 
 
+def test_each_row_of_a_repeated_bad_id_is_quarantined_with_its_first_problem(tmp_path):
+    # ids are judged once per distinct value: every row holding one is still rejected, and
+    # a row keeps the first problem it has (timestamp, then series_id, then channel)
+    lines = ["series_id,channel,timestamp,value"]
+    for day in range(1, 9):
+        lines += [f"ok,c,2024-01-0{day},1", f"bad\x07,c,2024-01-0{day},2",
+                  f"ok,\x00,2024-01-0{day},3"]
+    lines += ["bad\x07,\x00,2024-01-09,4", "bad\x07,c,not a date,5", ",c,2024-01-09,6"]
+    path = tmp_path / "repeated.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = load_sensor(path, layout="long")
+    assert result.frame.height == 8 and set(result.frame["series_id"]) == {"ok"}
+    reasons = dict(zip(result.rejected["line"], result.rejected["reason"], strict=True))
+    for day in range(8):
+        assert reasons[3 + 3 * day] == "control character in series_id"
+        assert reasons[4 + 3 * day] == "NUL character in channel"
+    assert reasons[26] == "control character in series_id"
+    assert reasons[27] == "unparseable timestamp: 'not a date'"
+    assert reasons[28] == "empty series_id: ''"
+    _balanced(result)
+
+
 # -- item 9: quotes ------------------------------------------------------------------
 def test_unterminated_quote_is_rejected_and_other_rows_keep_their_values(tmp_path):
     path = tmp_path / "quotes.csv"

@@ -75,6 +75,22 @@ def test_scheduled_appends_keep_the_catalogue_exact(store):
     assert store.catalogue().equals(fresh.catalogue())
 
 
+def test_an_upsert_mixing_new_series_and_appends_keeps_the_catalogue_exact(store):
+    """A series the catalogue does not list yet, arriving in the same upsert as the next
+    values of listed ones, is described from its rows; the listed ones incrementally."""
+    frame = make_frame(n_series=4, n_steps=50, gap_share=0.1, seed=8)
+    times = frame["timestamp"].unique().sort()
+    newcomer = pl.col("series_id") == frame["series_id"].unique().sort()[-1]
+    store.upsert(frame.filter(~newcomer, pl.col("timestamp") < times[30]), source="a")
+    store.upsert(frame.filter(newcomer | (pl.col("timestamp") < times[31])), source="b")
+    store.upsert(frame, source="b")
+    fresh = Store(store.root.parent / "fresh")
+    fresh.upsert(frame, source="b")
+    assert store.catalogue().drop("source").equals(fresh.catalogue().drop("source"))
+    listed = store.catalogue().filter(newcomer)
+    assert listed.height and listed["n_rows"].sum() == frame.filter(newcomer).height
+
+
 def _files_per_bucket(store: Store) -> dict[int, int]:
     import pyarrow as pa
     from deltalake import DeltaTable
