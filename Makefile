@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: demo test test-stack stack stack-down lint docs bench-quick clean
+.PHONY: demo test test-fast test-stack stack stack-down lint docs bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: $(STAMP)
 	bash .ci/ensure_browser.sh || true
 	PY=$(PY) bash .ci/ensure_stack.sh || true
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The inner loop: no browser, no multi-process stack, no Dask cluster, no served deployment,
+# no demo (Prefect flows still run, in its in-process ephemeral mode).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not browser and not integration and not slow"
 
 # The multi-process topology of docs/deploy.md, on 127.0.0.1 (state in $$RECURRA_HOME/stack).
 stack: $(STAMP)

@@ -435,11 +435,12 @@ def _detector_latency(detector, points: list[pl.DataFrame], repeats: int,
 def quantization(csv: Path, quick: bool, repeats: int) -> dict:
     """Fit a hidden-128 LSTM and GRU (fixed small budget, early stopping on validation),
     then fp32 vs int8: test MSE (z-scored, P1 windows) and latencies."""
+    from _latency import module_latency
+
     from forecasting.quantize import (
         DEFAULT_LAYERS,
         alternating_medians,
         choose_engine,
-        module_latency,
         quantize_forecaster,
         quantize_module,
     )

@@ -28,9 +28,9 @@ gate arithmetic, into preallocated buffers.  It has a hand-written backward (che
 ``torch.autograd.gradcheck``): one matmul and a few element-wise ops per step in reverse,
 the weight and decay gradients as batched ops after it.  On the P4 shapes (B 64, T 48,
 F 37, H 64) one training step costs about 20 ms of CPU on one thread, most of it matmul
-FLOPs.  ``torch.jit.script`` of the loop was measured and does not pay on CPU (torch 2.13,
-deprecated), so it is opt-in (``loop="jit"``).  Double backward through the fused loop is
-not supported (use ``loop="python"``).
+FLOPs (``torch.jit.script`` of the loop was measured no faster on CPU with torch 2.13, and
+is not offered).  Double backward through the fused loop is not supported (use
+``loop="python"``).
 
 Stacking: layers above the first see the (fully observed) output of the layer below, so they
 are plain GRU layers (one ``nn.GRU``, fused kernels), with ``dropout`` between layers.
@@ -56,9 +56,9 @@ from torch.nn import functional as F
 
 from data.schema import RecurraError
 from forecasting import grud_kernel as kernel
-from forecasting.grud_kernel import fused_recurrence, recurrence, scripted_recurrence
+from forecasting.grud_kernel import fused_recurrence, recurrence
 
-LOOP_BACKENDS = ("auto", "fused", "python", "jit")
+LOOP_BACKENDS = ("auto", "fused", "python")
 
 
 class GRUDState(NamedTuple):
@@ -80,7 +80,7 @@ class GRUDState(NamedTuple):
 
 # the loop implementations live in grud_kernel.py; the old private names stay importable
 _recurrence, _fused_recurrence = recurrence, fused_recurrence
-_FusedRecurrence, _scripted_recurrence = kernel._FusedRecurrence, scripted_recurrence
+_FusedRecurrence = kernel._FusedRecurrence
 
 
 class GRUD(nn.Module):
@@ -96,8 +96,7 @@ class GRUD(nn.Module):
     input_decay, hidden_decay : switch the two decays (ablations; off = no decay).
     loop : how the time loop runs: ``"fused"`` or ``"auto"`` (the buffered loop with the
         hand-written backward, also used without gradients), ``"python"`` (plain ops,
-        autograd; supports double backward) or ``"jit"`` (TorchScript of the python loop:
-        measured no faster on CPU with torch 2.13, kept for comparison).
+        autograd; supports double backward).
     input_dropout : variational dropout on the first layer's inputs ``[x_hat, m]`` (the
         same (B, 2F) mask at every step), in training only.
     recurrent_dropout : variational dropout on ``h_hat`` inside ``W_hh h_hat`` (the same
@@ -253,11 +252,7 @@ class GRUD(nn.Module):
     def _recurrence_fn(self, device: torch.device):
         if self.loop in ("fused", "auto"):
             return fused_recurrence
-        if self.loop == "jit":
-            scripted = scripted_recurrence()
-            if scripted is not None:
-                return scripted
-        return recurrence
+        return recurrence  # "python" (and "jit" of models saved before it was removed)
 
     def _check_inputs(self, x: Tensor, observed: Tensor, delta: Tensor,
                       state: GRUDState | None) -> None:

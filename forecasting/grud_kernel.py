@@ -16,8 +16,6 @@ Per step ``t`` (gate order r, z, n as ``nn.GRU``)::
   factor of the backward that does not depend on the incoming gradient is computed for all
   T steps at once before the reverse loop, and everything that only needs the per-step
   gradients (input-gate gradients, decay gradient, weight gradients) as batched ops after it.
-- :func:`scripted_recurrence`: ``torch.jit.script`` of :func:`recurrence` (kept for
-  comparison; measured no faster on CPU with torch 2.13).
 
 Shapes: gates_input (T, B, 3H), gamma_h (T, B, H) or None, hidden (B, H), weight_hh (3H, H),
 bias_hh (3H,), drop (B, H) or None (a {0, 1/(1-p)} recurrent-dropout mask applied to
@@ -25,8 +23,6 @@ bias_hh (3H,), drop (B, H) or None (a {0, 1/(1-p)} recurrent-dropout mask applie
 """
 
 from __future__ import annotations
-
-import warnings
 
 import torch
 from torch import Tensor
@@ -180,17 +176,3 @@ def fused_recurrence(gates_input: Tensor, gamma_h: Tensor | None, hidden: Tensor
         return outputs, outputs[-1]
     return _FusedRecurrence.apply(gates_input, gamma_h, hidden, weight_hh, bias_hh, drop)
 
-
-_SCRIPTED: list = []
-
-
-def scripted_recurrence():
-    """``torch.jit.script`` of :func:`recurrence`, built once; None when it cannot be."""
-    if not _SCRIPTED:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                _SCRIPTED.append(torch.jit.script(recurrence))
-        except Exception:  # noqa: BLE001 - TorchScript missing or deprecated away: fall back
-            _SCRIPTED.append(None)
-    return _SCRIPTED[0]

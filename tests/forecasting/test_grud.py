@@ -9,7 +9,7 @@ import torch
 from data.schema import RecurraError
 from forecasting.grud import GRUD, GRUDClassifier, GRUDState
 
-LOOPS = ["fused", "python", "jit"]
+LOOPS = ["fused", "python"]
 
 
 def _inputs(batch=3, steps=7, features=4, share=0.4, seed=0):

@@ -12,7 +12,6 @@ from forecasting.modules import EncoderSpec, ForecastNet
 from forecasting.quantize import (
     DEFAULT_LAYERS,
     choose_engine,
-    module_latency,
     quantize_module,
 )
 
@@ -60,11 +59,3 @@ def test_bad_layers_and_engine():
         quantize_module(_net("gru"), ("conv",))
     assert choose_engine() in torch.backends.quantized.supported_engines
     assert torch.backends.quantized.engine == choose_engine()
-
-
-def test_module_latency_reports_every_module_and_batch():
-    net = _net("gru")
-    report = module_latency({"fp32": net, "int8": quantize_module(net)}, n_channels=2,
-                            lookback=12, batch_sizes=(1, 3), repeats=2)
-    assert set(report) == {"batch_1", "batch_3"}
-    assert all(set(v) == {"fp32", "int8"} and min(v.values()) > 0 for v in report.values())

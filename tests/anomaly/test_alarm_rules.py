@@ -23,7 +23,7 @@ RULES = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2, bat
 
 
 # likelihood re-learning --------------------------------------------------------------------
-def test_relearn_hand_computed():
+def test_likelihood_relearns_after_a_sustained_alarm_as_hand_computed():
     # history of zeros: N(0, MIN_STD); a jump to 10 is ~200 sigma -> log-likelihood ~1
     kwargs = dict(history=100, window=1, period=1000, level=0.5)
     never = lk.likelihood_init(np.zeros(100), **kwargs)
@@ -38,7 +38,7 @@ def test_relearn_hand_computed():
     assert (end.mean, end.std, end.run) == (10.0, lk.MIN_STD, 0)
 
 
-def test_relearn_chained_equals_one_call():
+def test_relearning_in_chunks_equals_one_call():
     rng = np.random.default_rng(3)
     scores = np.concatenate([rng.normal(size=150), 9 + rng.normal(size=250)])
     scores[[20, 170]] = np.nan
@@ -50,7 +50,7 @@ def test_relearn_chained_equals_one_call():
     assert flags[150:170].any() and not flags[200:].any()   # one run, then the new norm
 
 
-def test_relearn_and_spatial_settings_are_checked():
+def test_bad_relearn_and_spatial_settings_are_named():
     with pytest.raises(RecurraError, match=r"likelihood relearn \(0\) must be an integer >= 1"):
         lk.likelihood_init(np.zeros(10), relearn=0)
     with pytest.raises(RecurraError, match=r"relearn \(50\) must be <= history \(20\)"):
@@ -102,7 +102,7 @@ def test_spatial_rule_in_a_detector_scores_one_and_streams_like_batch():
 
 
 @pytest.mark.parametrize("name", ["forecast_error", "isolation_forest"])
-def test_rules_streaming_equals_batch(name):
+def test_alarm_rules_streamed_equal_batch(name):
     frame = make_frame(n_series=2, n_steps=120, n_channels=2, gap_share=0.05, seed=4)
     detector = DETECTORS[name](RULES).fit(frame)
     stamps = frame["timestamp"].unique().sort()

@@ -1,4 +1,5 @@
-"""The small-frame fast paths of validate_frame / frame_to_arrays equal the general ones."""
+"""Streaming-sized frames (a few rows: validate_frame and frame_to_arrays take a plain-Python
+path) give what the general path gives: same rows, same arrays, same error messages."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _general(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_small_path_equals_general_path(seed, monkeypatch):
+def test_a_few_rows_validate_and_convert_as_many_rows_do(seed, monkeypatch):
     raw = _messy_frame(seed)
     fast = validate_frame(raw)
     fast_arrays = frame_to_arrays(raw, channels=["z", "x"])
@@ -52,7 +53,7 @@ def test_small_path_equals_general_path(seed, monkeypatch):
             np.testing.assert_array_equal(a.delta, b.delta)
 
 
-def test_one_row_frame_and_channel_filter():
+def test_a_one_row_frame_converts_and_filters_by_channel():
     row = pl.DataFrame({"series_id": ["s"], "channel": ["q"],
                         "timestamp": [dt.datetime(2024, 1, 1)], "value": [1.5]})
     (arrays,) = frame_to_arrays(row)
@@ -62,7 +63,7 @@ def test_one_row_frame_and_channel_filter():
 
 
 @pytest.mark.parametrize("general", [False, True])
-def test_small_path_keeps_the_error_messages(general, monkeypatch):
+def test_a_few_bad_rows_get_the_same_error_messages_as_many(general, monkeypatch):
     if general:
         _general(monkeypatch)
     stamp = dt.datetime(2024, 1, 1)
@@ -82,7 +83,7 @@ def test_small_path_keeps_the_error_messages(general, monkeypatch):
         validate_frame(wrong)
 
 
-def test_one_row_for_each_of_many_series_equals_general_path(monkeypatch):
+def test_one_row_for_each_of_many_series_converts_as_many_rows_do(monkeypatch):
     n_series = 300  # 600 rows: more than SMALL_FRAME in all, one timestamp per series
     rng = np.random.default_rng(7)
     raw = pl.DataFrame({
