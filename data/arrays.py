@@ -23,7 +23,6 @@ from data.schema import (
     CHANNEL,
     OBSERVED,
     SERIES_ID,
-    SMALL_FRAME,
     TIMESTAMP,
     TIMESTAMP_DTYPE,
     VALUE,
@@ -136,47 +135,39 @@ def frame_to_arrays(frame: pl.DataFrame, *, channels: list[str] | None = None,
     time_scale : seconds per delta unit; default: the median spacing of each series.
     """
     frame = validate_frame(frame)
-    if frame.height <= SMALL_FRAME * max(1, frame.get_column(SERIES_ID).n_unique()):
-        # few rows per series (streaming, one row for each of many series): numpy, no
-        # per-series pivots or query plans; long series keep the pivot
-        return _small_frame_arrays(frame, channels, time_scale)
+    return _frame_arrays(frame, channels, time_scale)
+
+
+def _frame_arrays(frame: pl.DataFrame, channels: list[str] | None,
+                  time_scale: float | None) -> list[SeriesArrays]:
+    """:func:`frame_to_arrays` of a validated frame, in numpy: the frame is sorted by
+    (series_id, channel, timestamp), so each series is one run of rows; a few whole-column
+    conversions, then one dense assembly per series (no per-series query plans, so one row
+    for each of 10,000 series costs what 10,000 rows of one series do)."""
     names = sorted(frame[CHANNEL].unique().to_list()) if channels is None else list(channels)
-    unknown = sorted(set(frame[CHANNEL].unique().to_list()) - set(names))
-    if channels is not None and unknown:
-        frame = frame.filter(pl.col(CHANNEL).is_in(names))
-    result = []
-    for (series_id,), part in frame.group_by(SERIES_ID, maintain_order=True):
-        result.append(_series_arrays(str(series_id), part, names, time_scale))
-    return result
-
-
-def _small_frame_arrays(frame: pl.DataFrame, channels: list[str] | None,
-                        time_scale: float | None) -> list[SeriesArrays]:
-    """:func:`frame_to_arrays` for a validated frame of a few rows per series, in numpy
-    (same result).
-
-    The frame is sorted by (series_id, channel, timestamp), so each series is one run.
-    """
-    ids = frame.get_column(SERIES_ID).to_list()
-    kept = frame.get_column(CHANNEL).to_list()
-    names = sorted(set(kept)) if channels is None else list(channels)
-    column_of = {name: j for j, name in enumerate(names)}
+    codes = frame.get_column(CHANNEL).replace_strict(
+        names, list(range(len(names))), default=-1, return_dtype=pl.Int32)
+    if channels is not None and bool((codes < 0).any()):
+        kept = codes >= 0
+        frame, codes = frame.filter(kept), codes.filter(kept)
+    if frame.is_empty():
+        return []
+    columns = codes.to_numpy()
     stamps = frame.get_column(TIMESTAMP).to_numpy().astype("datetime64[us]")
     values = frame.get_column(VALUE).to_numpy()           # null -> NaN (Float64)
     observed = frame.get_column(OBSERVED).to_numpy()
+    runs = frame.select(pl.col(SERIES_ID).rle()).unnest(SERIES_ID)
     result, start = [], 0
-    for stop in [*(i for i in range(1, len(ids)) if ids[i] != ids[i - 1]), len(ids)]:
-        rows = [i for i in range(start, stop) if kept[i] in column_of]
-        if rows:
-            result.append(_assemble(str(ids[start]), names, stamps[rows], values[rows],
-                                    observed[rows], [column_of[kept[i]] for i in rows],
-                                    time_scale))
+    for series_id, length in zip(runs["value"].to_list(), runs["len"].to_list(), strict=True):
+        stop = start + length
+        result.append(_assemble(str(series_id), names, stamps[start:stop], values[start:stop],
+                                observed[start:stop], columns[start:stop], time_scale))
         start = stop
     return result
 
 
 def _assemble(series_id: str, names: list[str], stamps: np.ndarray, cell_values: np.ndarray,
-              cell_observed: np.ndarray, columns: list[int], time_scale: float | None
+              cell_observed: np.ndarray, columns: np.ndarray, time_scale: float | None
               ) -> SeriesArrays:
     """Dense (T, F) arrays from long cells: (n,) stamps, values, observed and column index."""
     timestamps, row = np.unique(stamps, return_inverse=True)
@@ -186,24 +177,6 @@ def _assemble(series_id: str, names: list[str], stamps: np.ndarray, cell_values:
     values[row, columns] = cell_values
     observed[row, columns] = cell_observed
     values[~observed] = np.nan
-    return _finish(series_id, names, timestamps, values, observed, time_scale)
-
-
-def _series_arrays(series_id: str, part: pl.DataFrame, names: list[str],
-                   time_scale: float | None) -> SeriesArrays:
-    wide = part.pivot(on=CHANNEL, index=TIMESTAMP, values=VALUE, aggregate_function=None)
-    wide = wide.sort(TIMESTAMP)
-    mask = part.pivot(on=CHANNEL, index=TIMESTAMP, values=OBSERVED, aggregate_function=None)
-    mask = mask.sort(TIMESTAMP)
-    n_steps = wide.height
-    values = np.full((n_steps, len(names)), np.nan)
-    observed = np.zeros((n_steps, len(names)), dtype=bool)
-    for j, name in enumerate(names):
-        if name in wide.columns:
-            values[:, j] = wide[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
-            observed[:, j] = mask[name].fill_null(False).to_numpy()
-    values[~observed] = np.nan
-    timestamps = wide[TIMESTAMP].dt.replace_time_zone(None).to_numpy().astype("datetime64[us]")
     return _finish(series_id, names, timestamps, values, observed, time_scale)
 
 

@@ -53,7 +53,9 @@ class ForecasterConfig:
     adaptive_gamma : ACI step size in (0, 1] (``interval="adaptive"``).
     quantiles : forecast quantile levels (columns ``q10``...); y_hat is the median (or mean).
     lookback, horizon : window lengths (steps). stride : between training windows.
-    max_windows_per_epoch : random subset of training windows per epoch (None = all).
+    max_windows_per_epoch : random subset of training windows per epoch (None = all); with
+        ``stateful`` a budget of supervised steps: whole random groups of ``batch_size``
+        series until their steps reach it (at least one group).
     stateful, tbptt_length : stateful training with truncated BPTT over chunks.
     stateful_segments : cut each training series into this many consecutive segments (each
         from a fresh state) so that one long series still fills a stateful batch.

@@ -269,7 +269,10 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
     > 1 each training series is first cut into k consecutive segments, each starting from a
     fresh state, so that a few long series still fill a batch.  When every series fits in
     one batch the chunks are built once and reused each epoch (the row order inside a batch
-    does not change the loss).
+    does not change the loss).  ``config.max_windows_per_epoch`` is a budget of supervised
+    positions (a stateless window supervises one): each epoch takes whole random groups
+    until their steps (burn-in excluded) reach it, at least one group, so that an epoch over
+    10,000 series costs what one over a few hundred does.
     """
     raw = config.cell == "grud"
     size = config.train.batch_size
@@ -280,7 +283,7 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
     built: dict[int, list[ChunkBatch]] = {}
 
     def batches(series: list[PreparedSeries], order: np.ndarray):
-        if len(order) <= size:  # one group (e.g. the segments of one series): build it once
+        if len(series) <= size:  # one group (e.g. the segments of one series): build it once
             if id(series) not in built:
                 built[id(series)] = chunk_batches(series, list(range(len(series))),
                                                   config.tbptt_length, config.horizon,
@@ -292,8 +295,16 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
             yield from chunk_batches(series, group, config.tbptt_length, config.horizon,
                                      targets, raw)
 
+    budget = getattr(config, "max_windows_per_epoch", None)
+    positions = np.array([max(0, item.n_steps - item.burn_in) for item in prepared])
+
     def train_batches():
-        return batches(prepared, rng.permutation(len(prepared)))
+        order = rng.permutation(len(prepared))
+        if budget is not None and len(order) > size:
+            group_positions = np.add.reduceat(positions[order], np.arange(0, len(order), size))
+            n_groups = int(np.searchsorted(np.cumsum(group_positions), budget)) + 1
+            order = order[:n_groups * size]
+        return batches(prepared, order)
 
     val_batches = None
     if val_prepared:

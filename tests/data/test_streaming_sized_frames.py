@@ -1,5 +1,6 @@
-"""Streaming-sized frames (a few rows: validate_frame and frame_to_arrays take a plain-Python
-path) give what the general path gives: same rows, same arrays, same error messages."""
+"""Streaming-sized frames (a few rows: validate_frame takes a plain-Python path) give what
+the general path gives, and frame_to_arrays (numpy, one pass) gives what an independent
+per-series polars pivot gives: same rows, same arrays, same error messages."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data import arrays as arrays_module
 from data import schema as schema_module
 from data.arrays import frame_to_arrays
 from data.schema import SchemaError, validate_frame
@@ -31,7 +31,28 @@ def _messy_frame(seed: int, n_rows: int = 40) -> pl.DataFrame:
 
 def _general(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(schema_module, "SMALL_FRAME", -1)
-    monkeypatch.setattr(arrays_module, "SMALL_FRAME", -1)
+
+
+def _pivoted(raw: pl.DataFrame, channels: list[str] | None = None) -> list:
+    """The reference: per series, a polars pivot of values and mask on the timestamps."""
+    from data.arrays import _finish
+
+    frame = validate_frame(raw)
+    names = sorted(frame["channel"].unique().to_list()) if channels is None else channels
+    frame = frame.filter(pl.col("channel").is_in(names))
+    result = []
+    for (series_id,), part in frame.group_by("series_id", maintain_order=True):
+        wide = part.pivot(on="channel", index="timestamp", values="value").sort("timestamp")
+        mask = part.pivot(on="channel", index="timestamp", values="observed").sort("timestamp")
+        values = np.full((wide.height, len(names)), np.nan)
+        observed = np.zeros((wide.height, len(names)), dtype=bool)
+        for j, name in enumerate(names):
+            if name in wide.columns:
+                values[:, j] = wide[name].fill_null(np.nan).to_numpy()
+                observed[:, j] = mask[name].fill_null(False).to_numpy()
+        stamps = wide["timestamp"].dt.replace_time_zone(None).to_numpy().astype("datetime64[us]")
+        result.append(_finish(str(series_id), names, stamps, values, observed, None))
+    return result
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -42,8 +63,8 @@ def test_a_few_rows_validate_and_convert_as_many_rows_do(seed, monkeypatch):
     fast_all = frame_to_arrays(raw)
     _general(monkeypatch)
     assert fast.equals(validate_frame(raw))
-    for got, want in ((fast_arrays, frame_to_arrays(raw, channels=["z", "x"])),
-                      (fast_all, frame_to_arrays(raw))):
+    for got, want in ((fast_arrays, _pivoted(raw, ["z", "x"])), (fast_all, _pivoted(raw)),
+                      (frame_to_arrays(raw, channels=["x"]), _pivoted(raw, ["x"]))):
         assert [a.series_id for a in got] == [a.series_id for a in want]
         for a, b in zip(got, want, strict=True):
             assert a.channels == b.channels and a.time_scale == b.time_scale
@@ -83,8 +104,27 @@ def test_a_few_bad_rows_get_the_same_error_messages_as_many(general, monkeypatch
         validate_frame(wrong)
 
 
-def test_one_row_for_each_of_many_series_converts_as_many_rows_do(monkeypatch):
-    n_series = 300  # 600 rows: more than SMALL_FRAME in all, one timestamp per series
+def _assert_same_arrays(got: list, want: list) -> None:
+    assert [a.series_id for a in got] == [a.series_id for a in want]
+    for a, b in zip(got, want, strict=True):
+        assert a.channels == b.channels and a.time_scale == b.time_scale
+        for name in ("timestamps", "values", "observed", "delta"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_long_gappy_multichannel_series_convert_as_a_pivot_does():
+    from tests.conftest import make_frame
+
+    frame = make_frame(n_series=4, n_steps=700, n_channels=3, gap_share=0.2, seed=3)
+    frame = frame.filter(~((pl.col("channel") == frame["channel"][0])
+                           & (pl.col("series_id") == frame["series_id"][0])))  # a lost channel
+    _assert_same_arrays(frame_to_arrays(frame), _pivoted(frame))
+    names = sorted(frame["channel"].unique().to_list())[:2]
+    _assert_same_arrays(frame_to_arrays(frame, channels=names), _pivoted(frame, names))
+
+
+def test_one_row_for_each_of_many_series_converts_as_a_pivot_does():
+    n_series = 300  # 600 rows, one timestamp per series
     rng = np.random.default_rng(7)
     raw = pl.DataFrame({
         "series_id": [f"s{i % n_series:03d}" for i in range(2 * n_series)],
@@ -92,8 +132,7 @@ def test_one_row_for_each_of_many_series_converts_as_many_rows_do(monkeypatch):
         "timestamp": [dt.datetime(2024, 1, 1, i % 24) for i in range(2 * n_series)],
         "value": [None if v < -1 else float(v) for v in rng.normal(size=2 * n_series)]})
     fast = frame_to_arrays(raw)
-    _general(monkeypatch)
-    slow = frame_to_arrays(raw)
+    slow = _pivoted(raw)
     assert [a.series_id for a in fast] == [a.series_id for a in slow]
     for a, b in zip(fast, slow, strict=True):
         np.testing.assert_array_equal(a.timestamps, b.timestamps)

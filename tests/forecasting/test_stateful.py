@@ -137,3 +137,33 @@ def test_forecast_from_last_starts_from_the_last_value(stateful):
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(RecurraError, match="forecast_from_last needs decoder='direct'"):
         _config(decoder="seq2seq", forecast_from_last=True)
+
+
+def test_a_window_budget_bounds_a_stateful_epoch_to_whole_random_groups():
+    from forecasting.rnn import _TeacherSchedule
+    from forecasting.windows import stateful_sources
+
+    _, prepared = _prepared(n_series=20, n_steps=60)        # 20 series x 60 steps
+    schedule = _TeacherSchedule(_config())
+
+    def epoch_series(budget):
+        config = _config(max_windows_per_epoch=budget, train=TRAIN)  # batch_size 8
+        train_batches, _, _ = stateful_sources(prepared, None, config, [0], schedule)
+        seen = []
+        for _ in range(3):
+            ids = [sid for b in train_batches() if b.reset for sid in b.series_ids]
+            seen.append(ids)
+        return seen
+
+    everything = epoch_series(None)
+    assert all(sorted(ids) == sorted(p.series_id for p in prepared) for ids in everything)
+    one_group = epoch_series(100)                            # < 8 x 60 steps: one group
+    assert all(len(ids) == 8 == len(set(ids)) for ids in one_group)
+    assert len({tuple(sorted(ids)) for ids in one_group}) > 1  # a new random group per epoch
+    assert all(len(ids) == 16 for ids in epoch_series(8 * 60 + 1))  # two groups
+    # the cap takes whole groups of series: a fit with it still trains every epoch
+    frame = make_frame(n_series=20, n_steps=60)
+    fc = RNNForecaster(_config(max_windows_per_epoch=100,
+                               train=TrainConfig(max_epochs=2, batch_size=8, device="cpu",
+                                                 seed=0))).fit(frame)
+    assert len(fc.history_) == 2 and all(np.isfinite(h["train_loss"]) for h in fc.history_)
