@@ -43,11 +43,11 @@ test-stack: $(STAMP)
 # Regenerates every generated page: docs/configuration.md, cli.md, api.md (from the code),
 # docs/benchmarks.md and the README's benchmark table (from benchmarks/results/*.json).
 docs: $(STAMP)
-	PYTHONPATH=$(CURDIR) $(PY) -m pipelines.docgen
+	PYTHONPATH=$(CURDIR) $(PY) -m recurra.pipelines.docgen
 	PYTHONPATH=$(CURDIR) $(PY) benchmarks/report.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check data forecasting anomaly pipelines dashboards tests benchmarks
+	$(VENV)/bin/ruff check recurra tests benchmarks
 
 clean:
 	rm -rf .recurra .pytest_cache

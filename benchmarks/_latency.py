@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from forecasting.quantize import alternating_medians
+from recurra.forecasting.quantize import alternating_medians
 
 
 def module_latency(modules: dict[str, nn.Module], n_channels: int, lookback: int,
@@ -20,7 +20,8 @@ def module_latency(modules: dict[str, nn.Module], n_channels: int, lookback: int
     Parameters
     ----------
     modules : name -> network taking ``(x, observed, delta)`` of shape (B, T, F) (e.g. a
-        float :class:`forecasting.modules.ForecastNet` and its :func:`quantize_module` copy).
+        float :class:`recurra.forecasting.modules.ForecastNet` and its :func:`quantize_module`
+        copy).
     n_channels, lookback : F and T of the random inputs (all observed).
     batch_sizes : B values to time.
     repeats : timed calls per module and batch size (after one warm-up call), alternating

@@ -28,10 +28,10 @@ import time
 import numpy as np
 import torch
 
-from data.arrays import frame_to_arrays
-from forecasting.rnn import ForecasterConfig, RNNForecaster, _window_params
-from forecasting.train import TrainConfig
-from forecasting.windows import prepare_series, window_batch
+from recurra.data.arrays import frame_to_arrays
+from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster, _window_params
+from recurra.forecasting.train import TrainConfig
+from recurra.forecasting.windows import prepare_series, window_batch
 
 LOOKBACK = HORIZON = 96
 TRAIN, VAL, TEST = (0, 8640), (8544, 11520), (11424, 14400)
@@ -145,7 +145,7 @@ def ours(stateful: bool, train_frame, evaluator: _Evaluator, budget_s: float, ev
 @contextlib.contextmanager
 def _count_positions(clock: dict):
     """Count supervised positions of every training step (wraps ``rnn.fit_module``)."""
-    import forecasting.rnn as rnn
+    import recurra.forecasting.rnn as rnn
 
     original = rnn.fit_module
 

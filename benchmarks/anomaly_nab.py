@@ -7,9 +7,9 @@ probationary rows (NAB's ``min(floor(0.15 n), 750)``), then scores the rest in o
 chunks of ``--chunk`` rows: the tests show chunking gives the same scores as point by point).
 
 Every detector is thresholded by its anomaly likelihood (``threshold="likelihood"``,
-:mod:`anomaly.likelihood`): the log tail probability of the mean of its last
+:mod:`recurra.anomaly.likelihood`): the log tail probability of the mean of its last
 ``likelihood_window`` scores under a Gaussian re-fitted on its rolling history of scores; the
-``ensemble`` row is :class:`anomaly.EnsembleDetector`, the maximum of the GRU-D AE and
+``ensemble`` row is :class:`recurra.anomaly.EnsembleDetector`, the maximum of the GRU-D AE and
 isolation-forest likelihoods.  Every detector also re-learns its likelihood after 50
 consecutive alarm rows (``likelihood_relearn``: a sustained regime change raises one alarm
 run, then becomes the norm) and applies NAB's spatial rule (``spatial_tolerance=0.2``: a
@@ -53,10 +53,10 @@ setup_paths()
 import _common  # noqa: E402
 import torch  # noqa: E402
 
-from anomaly import DETECTORS, DetectorConfig, EnsembleConfig, EnsembleDetector  # noqa: E402
-from anomaly import metrics as m  # noqa: E402
-from anomaly.events import alarm_onsets  # noqa: E402
-from data.persistence import config_to_dict  # noqa: E402
+from recurra.anomaly import DETECTORS, DetectorConfig, EnsembleConfig, EnsembleDetector  # noqa: E402
+from recurra.anomaly import metrics as m  # noqa: E402
+from recurra.anomaly.events import alarm_onsets  # noqa: E402
+from recurra.data.persistence import config_to_dict  # noqa: E402
 
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 BASE = DetectorConfig(window=32, hidden_size=16, latent_size=8, max_epochs=15,

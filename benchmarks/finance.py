@@ -33,13 +33,13 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 import torch  # noqa: E402
 from _common import SHARED_DATA, write_result  # noqa: E402
 
-from data import loaders  # noqa: E402
-from data.schema import CHANNEL, OBSERVED, SERIES_ID, TIMESTAMP, VALUE, Y_HAT  # noqa: E402
-from forecasting import transforms  # noqa: E402
-from forecasting.baselines import GarchConfig, GarchForecaster  # noqa: E402
-from forecasting.rnn import ForecasterConfig, RNNForecaster  # noqa: E402
-from forecasting.train import TrainConfig  # noqa: E402
-from forecasting.var_backtest import christoffersen, kupiec, pinball, qlike  # noqa: E402
+from recurra.data import loaders  # noqa: E402
+from recurra.data.schema import CHANNEL, OBSERVED, SERIES_ID, TIMESTAMP, VALUE, Y_HAT  # noqa: E402
+from recurra.forecasting import transforms  # noqa: E402
+from recurra.forecasting.baselines import GarchConfig, GarchForecaster  # noqa: E402
+from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster  # noqa: E402
+from recurra.forecasting.train import TrainConfig  # noqa: E402
+from recurra.forecasting.var_backtest import christoffersen, kupiec, pinball, qlike  # noqa: E402
 
 LEVELS = (0.01, 0.05)
 RNN_QUANTILES = (0.01, 0.05, 0.5)

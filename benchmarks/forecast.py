@@ -9,7 +9,7 @@ Look-back 96, horizon 96, z-scored with the training mean/std, test windows with
 ``mse``/``mae`` over windows x 96 steps x channels in z-units.  Models: repeat-last,
 seasonal naive 24, a global ridge on lags (closed-form DLinear-like, alpha and window
 normalisation chosen on validation) and the product's LSTM / GRU forecaster
-(``recurra_lstm`` / ``recurra_gru``: :class:`forecasting.rnn.RNNForecaster` through its
+(``recurra_lstm`` / ``recurra_gru``: :class:`recurra.forecasting.rnn.RNNForecaster` through its
 public API, see :func:`fit_recurra`): channel-independent, each window normalised by its
 last value, read as patches of ``--patch`` steps, all 96 steps decoded at once and added to
 a linear skip (initialised from the validated ridge, or zero = repeat-last), trained on
@@ -18,7 +18,7 @@ beats it).  ``best_model`` is chosen on validation MSE.  80 % intervals: the bas
 split-conformal / rolling-conformal offsets computed here (:func:`score`); the RNNs use the
 product's own ``interval="conformal"`` q10/q90 columns (calibrated on the validation
 windows); every model also gets ``coverage_80_adaptive``, adaptive conformal inference
-(:mod:`forecasting.adaptive`, :func:`adaptive_coverage`) streamed over the test windows.
+(:mod:`recurra.forecasting.adaptive`, :func:`adaptive_coverage`) streamed over the test windows.
 ``--out DIR`` writes exploratory results outside ``benchmarks/results``.
 """
 
@@ -43,8 +43,8 @@ setup_paths()
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
-from forecasting.adaptive import AdaptiveConfig, AdaptiveConformal  # noqa: E402
-from forecasting.baselines import (  # noqa: E402
+from recurra.forecasting.adaptive import AdaptiveConfig, AdaptiveConformal  # noqa: E402
+from recurra.forecasting.baselines import (  # noqa: E402
     LinearLagConfig,
     LinearLagForecaster,
     NaiveConfig,
@@ -52,8 +52,8 @@ from forecasting.baselines import (  # noqa: E402
     SeasonalNaiveConfig,
     SeasonalNaiveForecaster,
 )
-from forecasting.metrics import coverage, mae, mse  # noqa: E402
-from forecasting.train import TrainConfig  # noqa: E402
+from recurra.forecasting.metrics import coverage, mae, mse  # noqa: E402
+from recurra.forecasting.train import TrainConfig  # noqa: E402
 
 LOOKBACK, HORIZON = 96, 96
 PROTOCOL_CHECKS = {"ett": {"repeat_last": (1.2944, 0.7132), "seasonal_naive_24": (0.5122, 0.4333)},
@@ -165,7 +165,7 @@ def rolling_coverage(errors: np.ndarray, n_eval: int, k: int, every: int = 24) -
 
 
 def adaptive_coverage(errors: np.ndarray, n_val: int, n_test: int) -> dict:
-    """ACI 80 % band (:mod:`forecasting.adaptive`) on ``errors`` (N, H, F): the windows from
+    """ACI 80 % band (:mod:`recurra.forecasting.adaptive`) on ``errors`` (N, H, F): the windows from
     the first validation origin to the last test origin, in time order (the first ``n_val``
     are validation, the last ``n_test`` test). Seeded with |validation errors|; ``gamma``
     from :data:`ACI_GAMMAS` = the one whose coverage streaming over the validation windows
@@ -242,7 +242,7 @@ def windows_frame(x: np.ndarray, channels: list[str]) -> pl.DataFrame:
 
 def fit_recurra(cell: str, data: Dataset, args: argparse.Namespace, alpha: float,
                 normalize: str, intercept: bool) -> dict:
-    """:class:`forecasting.rnn.RNNForecaster` through its public API only.
+    """:class:`recurra.forecasting.rnn.RNNForecaster` through its public API only.
 
     Channel-independent, window-normalised (``normalize`` = the ridge's choice: ``"last"``
     or ``"mean"`` -> ``"revin"``), patches of ``--patch`` steps, ``--recurra-decoder``
@@ -253,10 +253,10 @@ def fit_recurra(cell: str, data: Dataset, args: argparse.Namespace, alpha: float
     ``--recurra-loss`` for the point output; full-data epochs (``--recurra-windows`` 0) with
     early stopping on the validation loss (``--recurra-patience``). scaler ``"none"`` (the
     data are already z-scored with train statistics). ``interval="conformal"``: the q10/q90
-    columns are calibrated on the validation windows (forecasting.conformal). Validation
+    columns are calibrated on the validation windows (recurra.forecasting.conformal). Validation
     and test windows go to ``predict(frame=...)`` as one series each.
     """
-    from forecasting.rnn import ForecasterConfig, RNNForecaster
+    from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 
     args = cell_args(args, cell)
     train = TrainConfig(max_epochs=args.recurra_epochs, batch_size=args.recurra_batch,
@@ -300,7 +300,7 @@ def fit_recurra(cell: str, data: Dataset, args: argparse.Namespace, alpha: float
                    point - x_test[:, -1:, :]))),
                "coverage_80_product_how": "the forecaster's own q10/q90 (interval="
                "'conformal': calibrated on the validation windows only, per step/channel)",
-               "coverage_80_adaptive_how": "forecasting.adaptive (ACI, Gibbs & Candes "
+               "coverage_80_adaptive_how": "recurra.forecasting.adaptive (ACI, Gibbs & Candes "
                "2021) on |y - y_hat|: seeded with the validation errors, gamma chosen on "
                "the validation stream, test windows streamed in time order, feedback of "
                "step h delayed h + 1 origins",

@@ -4,7 +4,8 @@ The generated file is in the *long* sensor layout ``series_id,timestamp,value``:
 series x hourly steps, ``--rows`` lines in all (default 10,000,000), 1 % of values ``NA``
 (gaps) and no bad rows. Measured:
 
-- ``store``: ``data.loaders.load_sensor(layout="long")`` (parse, validate, quarantine checks)
+- ``store``: ``recurra.data.loaders.load_sensor(layout="long")`` (parse, validate, quarantine
+  checks)
   + ``Store.upsert`` (partition per series, catalogue) into a fresh store;
 - ``reingest``: the same file again into the same store (everything unchanged, no writes);
 - ``pandas``: ``pd.read_csv(parse_dates=["timestamp"])`` + ``DataFrame.to_parquet``.
@@ -61,8 +62,8 @@ def cpu_seconds() -> float:
 
 
 def run_store(csv: Path, root: Path) -> dict[str, float]:
-    from data.loaders import load_sensor
-    from data.store import Store
+    from recurra.data.loaders import load_sensor
+    from recurra.data.store import Store
 
     store = Store(root)
     started, cpu_started = time.perf_counter(), cpu_seconds()

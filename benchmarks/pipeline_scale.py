@@ -2,11 +2,11 @@
 
 S2: ``--series`` hourly sensor series (two channels, 2 % gaps, spikes injected into 5 % of
 the series and a level shift into 2 % during the detect period) are ingested through
-``data.ingest.ingest`` (the loader + store path the ingest flow runs); one global stateful
+``recurra.data.ingest.ingest`` (the loader + store path the ingest flow runs); one global stateful
 LSTM forecaster and one rolling z-score detector are trained for the group with
-``pipelines.tasks.train_group`` (MLflow registry on sqlite, ``max_windows_per_epoch``
+``recurra.pipelines.tasks.train_group`` (MLflow registry on sqlite, ``max_windows_per_epoch``
 budget); then ``--runs`` simulated hourly runs each ingest one new row per series and
-call ``pipelines.tasks.detect_group`` (what the detect flow's task runs).  Reported: train
+call ``recurra.pipelines.tasks.detect_group`` (what the detect flow's task runs).  Reported: train
 wall time, detect seconds per run at runs 1, middle and last (and their ratio), the peak
 RSS during one detect run (sampled), points scored per second in detect (store reads and
 writes included) and with the ingest, and the recall / precision of the injected spikes.
@@ -60,7 +60,7 @@ def _sensor_paths(rng: np.random.Generator, n_series: int, n_steps: int) -> np.n
 
 def calibration(n_series: int, seed: int = 0) -> dict:
     """M1 shares flagged per method and scenario."""
-    from anomaly.drift import drift_fleet
+    from recurra.anomaly.drift import drift_fleet
 
     rng = np.random.default_rng(seed)
     total = N_REFERENCE + N_AFTER
@@ -98,9 +98,9 @@ def demo_flags() -> dict:
     """Drift flags on the demo's sample data (last 400 rows of each series vs the rest)."""
     import polars as pl
 
-    from data.ingest import sample_sources
-    from pipelines.config import MonitoringConfig
-    from pipelines.monitoring import drift_by_series
+    from recurra.data.ingest import sample_sources
+    from recurra.pipelines.config import MonitoringConfig
+    from recurra.pipelines.monitoring import drift_by_series
 
     frame = pl.concat([s.load().frame for s in sample_sources()], how="diagonal_relaxed")
     rank = pl.col("timestamp").rank("dense", descending=True).over("series_id")
@@ -159,7 +159,7 @@ def sensor_fleet(n_series: int, n_steps: int, n_train: int, seed: int = 1):
 
 
 def _ingest(frame, folder: Path, store, name: str) -> float:
-    from data.ingest import SourceSpec, ingest
+    from recurra.data.ingest import SourceSpec, ingest
 
     path = folder / f"{name}.parquet"
     frame.drop("observed").write_parquet(path)
@@ -195,9 +195,9 @@ class PeakRss:
 def scale_run(n_series: int, n_runs: int, n_train: int, folder: Path) -> dict:
     import polars as pl
 
-    from data.store import Store
-    from pipelines import tasks
-    from pipelines.config import (
+    from recurra.data.store import Store
+    from recurra.pipelines import tasks
+    from recurra.pipelines.config import (
         GroupConfig,
         ModelConfig,
         MonitoringConfig,
@@ -214,11 +214,11 @@ def scale_run(n_series: int, n_runs: int, n_train: int, folder: Path) -> dict:
                              store, "train")
     group = GroupConfig("sensors", series=("sensor/*",), forecaster="lstm", detector="zscore")
     models = {
-        "lstm": ModelConfig("lstm", "forecasting.RNNForecaster", {
+        "lstm": ModelConfig("lstm", "recurra.forecasting.RNNForecaster", {
             "cell": "lstm", "hidden_size": 16, "lookback": 24, "horizon": 6, "stateful": True,
             "tbptt_length": 48, "max_windows_per_epoch": 512,
             "train": {"max_epochs": 2, "batch_size": 64}}),
-        "zscore": ModelConfig("zscore", "anomaly.baselines.RollingZScoreDetector",
+        "zscore": ModelConfig("zscore", "recurra.anomaly.baselines.RollingZScoreDetector",
                               {"window": 24, "threshold": "spot", "risk": 1e-4}),
     }
     config = PipelineConfig(sources=[], groups={"sensors": group}, models=models,

@@ -4,8 +4,8 @@
   series into ``forecasts`` (``write_table(..., key=FORECAST_KEY)`` as ``detect`` does) and
   upserts one new value per series into the series table.  Write seconds are the median of
   the 5 runs ending at runs 10, 100 and ``--runs`` (default 500); ``ratio`` = last / run 10.
-  The same loop runs on the Delta store (``data.store``) and on the legacy Parquet store
-  (``data._legacy_store``) in the same process (``--legacy-runs`` may stop it earlier: its
+  The same loop runs on the Delta store (``recurra.data.store``) and on the legacy Parquet store
+  (``recurra.data._legacy_store``) in the same process (``--legacy-runs`` may stop it earlier: its
   writes grow with the table).
 - ``T4``: the long-layout CSV of ``benchmarks/ingest.py`` (``--lines``, default 10 M) loaded
   with ``load_sensor`` and upserted into a fresh store; rows/s = CSV lines / wall seconds of
@@ -93,7 +93,7 @@ def growth(store, ids: list[str], n_runs: int, checkpoints: list[int]) -> dict[s
 
 
 def ingest(store, csv: Path) -> tuple[float, int]:
-    from data.loaders import load_sensor
+    from recurra.data.loaders import load_sensor
 
     started = time.perf_counter()
     result = load_sensor(csv, layout="long")
@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     from ingest import generate
 
-    from data._legacy_store import Store as LegacyStore
-    from data.store import Store
+    from recurra.data._legacy_store import Store as LegacyStore
+    from recurra.data.store import Store
 
     load_before = os.getloadavg()[0]
     folder = Path(tempfile.mkdtemp(prefix="recurra-store-", dir=args.workdir))

@@ -4,10 +4,10 @@
     python benchmarks/throughput.py --quick          # < 1 min smoke run
     python benchmarks/throughput.py --out /tmp/x.json --skip-t2   # exploratory run
 
-T1 training windows per second of :class:`forecasting.rnn.RNNForecaster` (LSTM and GRU,
+T1 training windows per second of :class:`recurra.forecasting.rnn.RNNForecaster` (LSTM and GRU,
 hidden 128, 2 layers, look-back 96, horizon 96, batch 256, direct decoder, quantile head,
 no calendar features) on ETTh1 (rows [0, 11520): train + validation, 7 channels, one
-series), inside ``fit`` itself: ``forecasting.rnn.fit_module`` is wrapped so that each
+series), inside ``fit`` itself: ``recurra.forecasting.rnn.fit_module`` is wrapped so that each
 training call of the step function is time-stamped; windows/s = windows of the steps
 ``warmup .. n-2`` / (start of step ``n-1`` - start of step ``warmup``), i.e. full
 iterations (forward, loss, backward, clipping, optimiser step) after ``--warmup`` steps.
@@ -25,12 +25,12 @@ T2 GRU-D seconds per epoch at hidden 64 on P4 data: ``benchmarks/_t2_grud.run_t2
 PyPOTS side by side) when that module exists, else ``grud_physionet.grud_epoch_seconds``.
 T3 streaming, ``--n-series`` series with fitted state, each receiving one new point per
 call: forecaster ``update`` / ``predict`` (one frame for all series) and the same through
-:class:`forecasting.fleet.ForecasterFleet` (stacked states, arrays in; largest forecast
+:class:`recurra.forecasting.fleet.ForecasterFleet` (stacked states, arrays in; largest forecast
 difference to ``update`` + ``predict`` reported), and the anomaly detectors three ways:
 per-series ``update(frame)`` and ``update_arrays`` (timed on a subset, they loop in Python)
-and :class:`anomaly.fleet.DetectorFleet` (all series, one vectorised call), with the
+and :class:`recurra.anomaly.fleet.DetectorFleet` (all series, one vectorised call), with the
 largest score difference fleet vs per-series.
-Q int8 dynamic quantization (:mod:`forecasting.quantize`) of a fitted hidden-128 LSTM and
+Q int8 dynamic quantization (:mod:`recurra.forecasting.quantize`) of a fitted hidden-128 LSTM and
 GRU: MSE on the ETTh1 test windows (P1 protocol) of fp32 and int8, and latency of one
 network forward at batch 1 and 256 and of ``predict`` for 1 and 256 windows.
 T4 ingest rows/s is ``benchmarks/ingest.py``.  Every result records the machine it ran on
@@ -57,9 +57,9 @@ setup_paths()
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
-from forecasting.baselines import NaiveConfig, NaiveForecaster  # noqa: E402
-from forecasting.rnn import ForecasterConfig, RNNForecaster  # noqa: E402
-from forecasting.train import TrainConfig  # noqa: E402
+from recurra.forecasting.baselines import NaiveConfig, NaiveForecaster  # noqa: E402
+from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster  # noqa: E402
+from recurra.forecasting.train import TrainConfig  # noqa: E402
 
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 LOOKBACK = HORIZON = 96
@@ -122,10 +122,10 @@ def _rate(starts: list[float], windows: list[int], warmup: int) -> dict:
 # T1 ----------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _timed_steps(starts: list[float], windows: list[int], captured: dict):
-    """Wrap ``forecasting.rnn.fit_module`` so that every training call of the step function
+    """Wrap ``recurra.forecasting.rnn.fit_module`` so that every training call of the step function
     records its start time and batch size (the loop itself is untouched); the step function
     and the first training batch are kept in ``captured``."""
-    import forecasting.rnn as rnn
+    import recurra.forecasting.rnn as rnn
 
     original = rnn.fit_module
 
@@ -346,11 +346,11 @@ def streaming_latency(n_series: int, history: int, repeats: int, n_reference: in
 
 
 def _forecaster_fleet(fitted, updated, points: list[pl.DataFrame], repeats: int) -> dict:
-    """:class:`forecasting.fleet.ForecasterFleet` from the ``fitted`` state on the same
+    """:class:`recurra.forecasting.fleet.ForecasterFleet` from the ``fitted`` state on the same
     points; its forecasts are compared with those of ``updated`` (same points via
     ``update``)."""
-    from anomaly.fleet import fleet_arrays
-    from forecasting.fleet import ForecasterFleet
+    from recurra.anomaly.fleet import fleet_arrays
+    from recurra.forecasting.fleet import ForecasterFleet
 
     fleet = ForecasterFleet(fitted)
     inputs = [fleet_arrays(p, fleet.series_ids_, tuple(fleet.channels_)) for p in points]
@@ -366,9 +366,9 @@ def _forecaster_fleet(fitted, updated, points: list[pl.DataFrame], repeats: int)
 
 def _anomaly_latency(frame: pl.DataFrame, points: list[pl.DataFrame], repeats: int,
                      n_reference: int) -> dict:
-    from anomaly.base import DetectorConfig
-    from anomaly.baselines import RollingZScoreDetector
-    from anomaly.detectors import ReconstructionDetector
+    from recurra.anomaly.base import DetectorConfig
+    from recurra.anomaly.baselines import RollingZScoreDetector
+    from recurra.anomaly.detectors import ReconstructionDetector
 
     detectors = {
         "rolling_zscore": RollingZScoreDetector(DetectorConfig(window=24)),
@@ -391,7 +391,7 @@ def _detector_latency(detector, points: list[pl.DataFrame], repeats: int,
                       n_reference: int) -> dict:
     """Per-series ``update(frame)`` and ``update_arrays`` on the first ``n_reference``
     series vs :class:`DetectorFleet` on all, from copies of the same fitted state."""
-    from anomaly.fleet import DetectorFleet, fleet_arrays
+    from recurra.anomaly.fleet import DetectorFleet, fleet_arrays
 
     by_frame, by_arrays = copy.deepcopy(detector), copy.deepcopy(detector)
     fleet = DetectorFleet(detector)
@@ -437,7 +437,7 @@ def quantization(csv: Path, quick: bool, repeats: int) -> dict:
     then fp32 vs int8: test MSE (z-scored, P1 windows) and latencies."""
     from _latency import module_latency
 
-    from forecasting.quantize import (
+    from recurra.forecasting.quantize import (
         DEFAULT_LAYERS,
         alternating_medians,
         choose_engine,

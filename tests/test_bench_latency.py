@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from forecasting.heads import DistributionHead
-from forecasting.modules import EncoderSpec, ForecastNet
-from forecasting.quantize import quantize_module
+from recurra.forecasting.heads import DistributionHead
+from recurra.forecasting.modules import EncoderSpec, ForecastNet
+from recurra.forecasting.quantize import quantize_module
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -13,9 +13,9 @@ TINY = {
     "groups": {"prices": {"series": ["market/*"], "forecaster": "naive",
                           "detector": "zscore"}},
     "models": {
-        "naive": {"class": "forecasting.baselines.SeasonalNaiveForecaster",
+        "naive": {"class": "recurra.forecasting.baselines.SeasonalNaiveForecaster",
                   "params": {"horizon": 5, "season": 5}},
-        "zscore": {"class": "anomaly.baselines.RollingZScoreDetector",
+        "zscore": {"class": "recurra.anomaly.baselines.RollingZScoreDetector",
                    "params": {"window": 10, "threshold": "quantile", "level": 0.99}},
     },
 }
@@ -31,7 +31,7 @@ def test_demo_builds_store_registry_and_report(tmp_path, monkeypatch):
     monkeypatch.setenv("RECURRA_HOME", str(tmp_path / "elsewhere"))
     config = tmp_path / "tiny.toml"
     config.write_bytes(tomli_w.dumps(TINY).encode())
-    from pipelines.cli import app
+    from recurra.pipelines.cli import app
 
     result = CliRunner().invoke(app, ["demo", "--home", str(home), "--config", str(config),
                                       "--holdout", "100"])
@@ -43,8 +43,8 @@ def test_demo_builds_store_registry_and_report(tmp_path, monkeypatch):
     assert "recurra-prices-forecast" in result.output
     assert "Where the results are" in result.output and str(home) in result.output
 
-    from data.store import Store
-    from pipelines import registry
+    from recurra.data.store import Store
+    from recurra.pipelines import registry
 
     assert registry.champion_version("recurra-prices-forecast") == "1"
     store = Store(home / "store")
@@ -54,7 +54,7 @@ def test_demo_builds_store_registry_and_report(tmp_path, monkeypatch):
 
 
 def test_fresh_clears_only_a_folder_made_by_the_demo(tmp_path, monkeypatch):
-    from pipelines.demo import DEMO_MARKER, prepare_home
+    from recurra.pipelines.demo import DEMO_MARKER, prepare_home
 
     for name in ("RECURRA_HOME", "PREFECT_HOME", "RECURRA_STORE", "PREFECT_API_URL"):
         monkeypatch.delenv(name, raising=False)

@@ -34,12 +34,12 @@ def _blocks(path: Path) -> list[tuple[str, str]]:
 
 
 def test_generated_reference_pages_are_current():
-    from pipelines import docgen
+    from recurra.pipelines import docgen
 
     for page, (file_name, _) in docgen.PAGES.items():
         path = ROOT / "docs" / file_name
         assert path.is_file() and path.read_text() == docgen.render(page), (
-            f"docs/{file_name} is out of date: run `python -m pipelines.docgen {page}` "
+            f"docs/{file_name} is out of date: run `python -m recurra.pipelines.docgen {page}` "
             "(or `make docs`) and commit the result")
 
 

@@ -1,11 +1,13 @@
-"""The core (data, forecasting, anomaly) never imports prefect or mlflow."""
+"""The core (recurra.data, .forecasting, .anomaly) never imports prefect or mlflow; the
+dashboards only read; ``recurra`` is the one top-level package."""
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1] / "recurra"
 FORBIDDEN = {"prefect", "mlflow", "prefect_dask"}
 
 
@@ -29,6 +31,15 @@ def test_core_package_does_not_import_orchestration(package):
 
 
 def test_dashboards_never_import_training_code():
-    for path in (ROOT / "dashboards").rglob("*.py"):
+    files = list((ROOT / "dashboards").rglob("*.py"))
+    assert files, "dashboards/ has no Python files"
+    for path in files:
         source = path.read_text()
         assert ".fit(" not in source, f"{path} calls fit: dashboards only read"
+
+
+def test_recurra_is_the_only_installed_top_level_package():
+    project = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["recurra*"]
+    tops = {p.name for p in ROOT.parent.iterdir() if (p / "__init__.py").exists()}
+    assert tops <= {"recurra", "tests"}, f"top-level packages besides recurra: {tops}"

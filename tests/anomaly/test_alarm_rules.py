@@ -8,10 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from anomaly import DETECTORS, DetectorConfig, EnsembleConfig, EnsembleDetector
-from anomaly import likelihood as lk
-from anomaly.scores import spatial_flags
-from data.schema import RecurraError
+from recurra.anomaly import DETECTORS, DetectorConfig, EnsembleConfig, EnsembleDetector
+from recurra.anomaly import likelihood as lk
+from recurra.anomaly.scores import spatial_flags
+from recurra.data.schema import RecurraError
 from tests.anomaly.test_likelihood import chained_and_whole
 from tests.conftest import make_frame
 

@@ -9,14 +9,14 @@ import polars as pl
 import pytest
 import torch
 
-from anomaly import (
+from recurra.anomaly import (
     DETECTORS,
     DetectorConfig,
     GRUDAutoencoder,
     ReconstructionDetector,
     RollingZScoreDetector,
 )
-from data.schema import (
+from recurra.data.schema import (
     EVENT_SCHEMA,
     SCORE_SCHEMA,
     NotFittedError,

@@ -1,4 +1,4 @@
-"""Drift statistics (anomaly.drift): hand-computed pieces and calibration on synthetic
+"""Drift statistics (recurra.anomaly.drift): hand-computed pieces and calibration on synthetic
 stationary, shifted and random-walk series; the demo's sample data does not drift."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from anomaly.drift import (
+from recurra.anomaly.drift import (
     benjamini_hochberg,
     cusum_step,
     drift_fleet,
@@ -138,9 +138,9 @@ def test_cusum_rarely_alarms_on_noise_and_soon_on_a_doubled_error():
 def test_the_demo_sample_data_does_not_drift():
     """The demo trains on all but the last 400 rows of each series and scores those: the
     old PSI test flagged four of six series on the clean sample, the default test none."""
-    from data.ingest import sample_sources
-    from pipelines.config import MonitoringConfig
-    from pipelines.monitoring import drift_by_series
+    from recurra.data.ingest import sample_sources
+    from recurra.pipelines.config import MonitoringConfig
+    from recurra.pipelines.monitoring import drift_by_series
 
     frame = pl.concat([spec.load().frame for spec in sample_sources()], how="diagonal_relaxed")
     rank = pl.col("timestamp").rank("dense", descending=True).over("series_id")

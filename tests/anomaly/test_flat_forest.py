@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import IsolationForest
 
-from anomaly.baselines import FlatForest
+from recurra.anomaly.baselines import FlatForest
 
 
 @pytest.mark.parametrize(("max_features", "max_samples", "n_rows"),

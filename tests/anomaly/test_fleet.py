@@ -8,11 +8,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from anomaly.base import DetectorConfig
-from anomaly.baselines import RollingZScoreDetector
-from anomaly.detectors import GRUDAutoencoder, ReconstructionDetector
-from anomaly.fleet import DetectorFleet, fleet_arrays
-from data.schema import RecurraError, SchemaError
+from recurra.anomaly.base import DetectorConfig
+from recurra.anomaly.baselines import RollingZScoreDetector
+from recurra.anomaly.detectors import GRUDAutoencoder, ReconstructionDetector
+from recurra.anomaly.fleet import DetectorFleet, fleet_arrays
+from recurra.data.schema import RecurraError, SchemaError
 from tests.conftest import make_frame
 
 N_FIT, N_STREAM = 90, 40

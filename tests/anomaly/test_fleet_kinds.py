@@ -9,11 +9,11 @@ import copy
 import numpy as np
 import pytest
 
-from anomaly.base import DetectorConfig
-from anomaly.baselines import IsolationForestDetector, RollingZScoreDetector
-from anomaly.detectors import ForecastErrorDetector, GRUDAutoencoder
-from anomaly.ensemble import EnsembleConfig, EnsembleDetector
-from anomaly.fleet import EnsembleFleet, fleet_arrays, make_fleet
+from recurra.anomaly.base import DetectorConfig
+from recurra.anomaly.baselines import IsolationForestDetector, RollingZScoreDetector
+from recurra.anomaly.detectors import ForecastErrorDetector, GRUDAutoencoder
+from recurra.anomaly.ensemble import EnsembleConfig, EnsembleDetector
+from recurra.anomaly.fleet import EnsembleFleet, fleet_arrays, make_fleet
 from tests.anomaly.test_fleet import _fitted, _steps, frame  # noqa: F401 - the fixture
 
 BASE = {"window": 8, "hidden_size": 8, "latent_size": 4, "max_epochs": 2, "batch_size": 32,

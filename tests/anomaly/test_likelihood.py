@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 import torch
 
-from anomaly import DETECTORS, DetectorConfig, EnsembleConfig, EnsembleDetector
-from anomaly import likelihood as lk
-from data.schema import EVENT_SCHEMA, SCORE_SCHEMA, NotFittedError, RecurraError
+from recurra.anomaly import DETECTORS, DetectorConfig, EnsembleConfig, EnsembleDetector
+from recurra.anomaly import likelihood as lk
+from recurra.data.schema import EVENT_SCHEMA, SCORE_SCHEMA, NotFittedError, RecurraError
 from tests.conftest import make_frame
 
 LIKELY = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2, batch_size=32,

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 import torch
 
-from anomaly import DetectorConfig, RollingZScoreDetector
-from anomaly import metrics as m
+from recurra.anomaly import DetectorConfig, RollingZScoreDetector
+from recurra.anomaly import metrics as m
 
 pytestmark = pytest.mark.shared_data
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from anomaly import events, metrics, scores, thresholds
-from data.schema import RecurraError
+from recurra.anomaly import events, metrics, scores, thresholds
+from recurra.data.schema import RecurraError
 
 
 # scores ----------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from anomaly.returns import DetectorConfig, ReturnZScoreDetector
-from data.schema import validate_frame
+from recurra.anomaly.returns import DetectorConfig, ReturnZScoreDetector
+from recurra.data.schema import validate_frame
 
 
 def price_frame(n_steps: int = 300, jump_at: int | None = None, seed: int = 0) -> pl.DataFrame:

@@ -9,8 +9,8 @@ import math
 import polars as pl
 import pytest
 
-from data.schema import EVENT_SCHEMA, FORECAST_SCHEMA, TIMESTAMP_DTYPE
-from data.store import Store
+from recurra.data.schema import EVENT_SCHEMA, FORECAST_SCHEMA, TIMESTAMP_DTYPE
+from recurra.data.store import Store
 from tests.conftest import make_frame
 
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -87,7 +87,7 @@ def build_store(root) -> Store:
 
 
 class FakeRegistry:
-    """What ``pipelines.registry`` answers (same columns), as frames written by hand."""
+    """What ``recurra.pipelines.registry`` answers (same columns), as frames written by hand."""
 
     def list_models(self) -> pl.DataFrame:
         return pl.DataFrame({"name": ["recurra-ett-forecast"], "n_versions": [2],

@@ -42,7 +42,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 def server_url(tmp_path_factory):
     from werkzeug.serving import make_server
 
-    from dashboards.app import create_app
+    from recurra.dashboards.app import create_app
 
     store = build_store(tmp_path_factory.mktemp("dash") / "store")
     # max_points=100: the 200-point series count as "long", so zooming and jumping to an
@@ -213,7 +213,7 @@ def test_models_runs_and_quality_tabs(server_url, browser, tmp_path):
 
 
 def test_report_opens_from_file_without_a_server(server_url, browser, tmp_path):
-    from dashboards.report import write_report
+    from recurra.dashboards.report import write_report
 
     _, store = server_url
     path = write_report(store, tmp_path / "report.html", run_id="r1", title="Run r1")

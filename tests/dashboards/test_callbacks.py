@@ -7,10 +7,10 @@ import re
 import polars as pl
 import pytest
 
-from dashboards import callbacks
-from dashboards.app import create_app
-from dashboards.data_access import DashboardData, quantile_levels
-from data.store import Store
+from recurra.dashboards import callbacks
+from recurra.dashboards.app import create_app
+from recurra.dashboards.data_access import DashboardData, quantile_levels
+from recurra.data.store import Store
 from tests.dashboards.conftest import FakeRegistry
 
 
@@ -201,7 +201,7 @@ def test_share_observed_period_grows_with_the_span(tmp_path):
     share = DashboardData(store, registry=False).share_observed_by_day()
     assert share["period"][0] == "1w" and share.height <= 145
     assert share["share_observed"].mean() == pytest.approx(0.5, abs=0.05)
-    from dashboards.quality_figures import share_observed_figure
+    from recurra.dashboards.quality_figures import share_observed_figure
 
     assert share_observed_figure(share).layout.title.text == "Share observed per week"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from dashboards.data_access import DashboardData
+from recurra.dashboards.data_access import DashboardData
 from tests.conftest import make_frame
 from tests.dashboards.conftest import events_frame, scores_frame
 
@@ -123,7 +123,7 @@ def test_quality_views_read_three_columns_and_match_a_full_read(store):
 def test_time_windows_are_pushed_into_the_reads(store):
     import datetime as dt
 
-    from data.schema import RecurraError
+    from recurra.data.schema import RecurraError
 
     data = DashboardData(store, registry=False)
     low, high = dt.datetime(2024, 1, 2, tzinfo=dt.UTC), dt.datetime(2024, 1, 3, tzinfo=dt.UTC)

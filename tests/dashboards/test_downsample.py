@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dashboards.downsample import downsample_indices, lttb_indices, minmax_indices
-from data.schema import RecurraError
+from recurra.dashboards.downsample import downsample_indices, lttb_indices, minmax_indices
+from recurra.data.schema import RecurraError
 
 
 def _series(n_steps: int = 100_000, seed: int = 0) -> np.ndarray:

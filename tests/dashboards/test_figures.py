@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from dashboards.figures import (
+from recurra.dashboards.figures import (
     event_x_range,
     gap_runs,
     recent_x_range,
@@ -16,8 +16,8 @@ from dashboards.figures import (
     set_x_range,
     severity_level,
 )
-from dashboards.quality_figures import quarantine_figure, share_observed_figure
-from data.schema import validate_frame
+from recurra.dashboards.quality_figures import quarantine_figure, share_observed_figure
+from recurra.data.schema import validate_frame
 from tests.conftest import make_frame
 from tests.dashboards.conftest import events_frame, forecast_frame, scores_frame
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from dashboards.figures import plot_text, series_figure
-from dashboards.report import write_report
-from data.store import Store
+from recurra.dashboards.figures import plot_text, series_figure
+from recurra.dashboards.report import write_report
+from recurra.data.store import Store
 from tests.conftest import make_frame
 from tests.dashboards.conftest import FakeRegistry
 
@@ -83,7 +83,7 @@ def test_dashboard_shows_hostile_text_literally(tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
     from werkzeug.serving import make_server
 
-    from dashboards.app import create_app
+    from recurra.dashboards.app import create_app
     from tests.dashboards.test_browser import FLAGS
 
     app = create_app(store=_hostile_store(tmp_path / "store"), registry=FakeRegistry())

@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from dashboards.report import write_report
-from data.schema import RecurraError
+from recurra.dashboards.report import write_report
+from recurra.data.schema import RecurraError
 
 SCRIPT_SRC = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']?\s*(?:https?:)?//", re.IGNORECASE)
 
@@ -52,7 +52,7 @@ def test_report_caps_series_and_checks_arguments(store, tmp_path):
 
 
 def test_cli_report_and_dashboard_help(store, tmp_path):
-    from pipelines.cli import app
+    from recurra.pipelines.cli import app
 
     runner = CliRunner()
     result = runner.invoke(app, ["report", "--store", str(store.root), "--out",
@@ -107,7 +107,7 @@ class _CountedScan:
 def _long_store(root, n_steps: int):
     """One hourly series of ``n_steps`` with a 24-step forecast issued every 24 hours and a
     score per hour: the tables grow with the history, as months of scheduled runs make."""
-    from data.store import Store
+    from recurra.data.store import Store
     from tests.conftest import make_frame
     from tests.dashboards.conftest import forecast_frame, scores_frame
 

@@ -13,9 +13,9 @@ import polars as pl
 from hypothesis import HealthCheck, example, given, settings
 from rich.console import Console
 
-from data import loaders
-from data.schema import RecurraError
-from pipelines.cli_text import safe
+from recurra.data import loaders
+from recurra.data.schema import RecurraError
+from recurra.pipelines.cli_text import safe
 
 N_EXAMPLES = int(os.environ.get("RECURRA_FUZZ_EXAMPLES", "30"))
 FUZZ = settings(max_examples=N_EXAMPLES, deadline=None,

@@ -8,8 +8,8 @@ from pathlib import Path
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
-from data import loaders
-from data.schema import RecurraError, validate_frame
+from recurra.data import loaders
+from recurra.data.schema import RecurraError, validate_frame
 
 TIMESTAMPS = st.sampled_from([
     "2024-01-01 00:00:00", "2024-01-01T01:00:00Z", "2024-01-01T02:00:00+02:00", "2024-02-30",

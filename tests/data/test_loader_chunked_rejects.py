@@ -2,7 +2,7 @@
 value column made polars panic ("assertion failed: i < self.len()") while building the
 rejection messages, instead of quarantining the two rows."""
 
-from data.loaders import load_sensor
+from recurra.data.loaders import load_sensor
 
 
 def test_several_rejected_cells_in_a_multi_chunk_file(tmp_path):

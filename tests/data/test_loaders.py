@@ -9,11 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from data import loaders
-from data.ingest import SourceSpec, ingest, ingest_sample
-from data.quarantine import LoadError
-from data.schema import SchemaError, validate_frame
-from data.store import Store
+from recurra.data import loaders
+from recurra.data.ingest import SourceSpec, ingest, ingest_sample
+from recurra.data.quarantine import LoadError
+from recurra.data.schema import SchemaError, validate_frame
+from recurra.data.store import Store
 
 UTC = dt.UTC
 
@@ -73,7 +73,7 @@ def test_bad_records_are_quarantined_with_line_and_reason(tmp_path):
 
 def test_large_files_read_from_disk_quarantine_the_same(tmp_path, monkeypatch):
     """Files over 4 x HEAD_BYTES are parsed from disk; raw text is read only on rejection."""
-    from data import quarantine
+    from recurra.data import quarantine
 
     monkeypatch.setattr(quarantine, "HEAD_BYTES", 16)
     test_bad_records_are_quarantined_with_line_and_reason(tmp_path)
@@ -289,7 +289,7 @@ def test_every_shared_data_set_ingests(shared_data):
 
 
 def test_bare_paths_get_a_guessed_kind(tmp_path):
-    from data.ingest import guess_kind
+    from recurra.data.ingest import guess_kind
 
     (tmp_path / "air").mkdir()
     (tmp_path / "air" / "PRSA_Data_X_1-2.csv").write_text("year\n")
@@ -344,7 +344,7 @@ def test_prices_quarantine_impossible_ohlcv_rows_with_a_reason(tmp_path):
 
 
 def test_bundled_market_sample_has_holidays_as_gaps():
-    from data.ingest import sample_sources
+    from recurra.data.ingest import sample_sources
     spec = next(s for s in sample_sources() if s.kind == "prices")
     result = loaders.load_prices(spec.path, **spec.options)
     check_invariant(result)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from data.ingest import SourceSpec, ingest
-from data.loaders import load_nab, load_sensor
-from data.quarantine import LoadError
-from data.store import Store
+from recurra.data.ingest import SourceSpec, ingest
+from recurra.data.loaders import load_nab, load_sensor
+from recurra.data.quarantine import LoadError
+from recurra.data.store import Store
 
 
 def _nab_file(path, n_rows: int) -> None:

@@ -8,9 +8,9 @@ import gzip
 import numpy as np
 import polars as pl
 
-from data import loaders
-from data.csv_records import record_spans
-from data.quarantine import HEAD_BYTES
+from recurra.data import loaders
+from recurra.data.csv_records import record_spans
+from recurra.data.quarantine import HEAD_BYTES
 from tests.data.test_loaders import check_invariant, write
 
 QUOTED = "\n".join([
@@ -45,7 +45,7 @@ def test_quoted_line_breaks_keep_source_line_numbers(tmp_path):
 
 
 def test_crlf_gzip_and_files_read_from_disk_agree(tmp_path, monkeypatch):
-    from data import quarantine
+    from recurra.data import quarantine
 
     expected = loaders.load_sensor(write(tmp_path / "a.csv", QUOTED), value_columns=["value"])
     crlf = tmp_path / "b.csv"

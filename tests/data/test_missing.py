@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.arrays import frame_to_arrays
-from data.missing import (
+from recurra.data.arrays import frame_to_arrays
+from recurra.data.missing import (
     IMPUTED,
     channel_means,
     channel_stds,
@@ -19,7 +19,7 @@ from data.missing import (
     imputation_error,
     last_observed,
 )
-from data.schema import SchemaError, validate_frame
+from recurra.data.schema import SchemaError, validate_frame
 
 
 def _irregular_frame():

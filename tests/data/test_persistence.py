@@ -2,8 +2,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from data.persistence import load_estimator, save_estimator
-from data.schema import RecurraError
+from recurra.data.persistence import load_estimator, save_estimator
+from recurra.data.schema import RecurraError
 
 
 @dataclass(frozen=True)

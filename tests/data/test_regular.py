@@ -7,14 +7,14 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from data.regular import (
+from recurra.data.regular import (
     format_every,
     infer_frequency,
     parse_every,
     regularize,
     resolve_duplicates,
 )
-from data.schema import SchemaError
+from recurra.data.schema import SchemaError
 
 UTC = dt.UTC
 

@@ -5,8 +5,8 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from data.arrays import arrays_to_frame, compute_delta, forward_fill, frame_to_arrays
-from data.schema import COLUMNS, SchemaError, quantile_column, validate_frame
+from recurra.data.arrays import arrays_to_frame, compute_delta, forward_fill, frame_to_arrays
+from recurra.data.schema import COLUMNS, SchemaError, quantile_column, validate_frame
 
 
 def _frame(**overrides):

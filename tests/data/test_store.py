@@ -7,8 +7,8 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from data.schema import validate_frame
-from data.store import Store, StoreError, UpsertReport, partition_name
+from recurra.data.schema import validate_frame
+from recurra.data.store import Store, StoreError, UpsertReport, partition_name
 from tests.conftest import make_frame
 
 
@@ -148,8 +148,8 @@ def test_default_root_follows_recurra_home(recurra_home):
 
 
 def test_fast_check_still_rejects_unsorted_duplicated_or_inconsistent_frames(store):
-    from data.schema import SchemaError
-    from data.store import checked_frame
+    from recurra.data.schema import SchemaError
+    from recurra.data.store import checked_frame
 
     frame = validate_frame(make_frame(n_series=2, n_steps=5))
     assert checked_frame(frame, "x").equals(frame)
@@ -180,7 +180,7 @@ def _keys(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
     ([("a", "x", 0), ("b", "x", 1), ("a", "x", 2)], (False, False)),    # series split in two
 ])
 def test_key_order_from_runs_matches_row_comparisons(rows, expected):
-    from data.regular import key_order
+    from recurra.data.regular import key_order
 
     frame = _keys(rows)
     assert key_order(frame, ["series_id", "channel", "timestamp"]) == expected

@@ -17,9 +17,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from data.store import Store
-from data.store_delta import CRASH_ENV
-from data.store_maintenance import vacuum
+from recurra.data.store import Store
+from recurra.data.store_delta import CRASH_ENV
+from recurra.data.store_maintenance import vacuum
 
 ROOT = Path(__file__).resolve().parents[2]
 CRASH_POINTS = ("before_series_commit", "after_series_commit", "after_catalogue_commit")
@@ -44,7 +44,8 @@ def run_ingest(csv: Path, root: Path, crash_at: str | None = None,
     env.pop(CRASH_ENV, None)
     if crash_at:
         env[CRASH_ENV] = crash_at
-    command = [sys.executable, "-m", "pipelines.cli", "ingest", str(csv), "-o", "layout=long",
+    command = [sys.executable, "-m", "recurra.pipelines.cli", "ingest", str(csv),
+               "-o", "layout=long",
                "--allow-rejects", "--store", str(root)]
     if popen:
         return subprocess.Popen(command, env=env, cwd=ROOT, **popen)

@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 from deltalake import write_deltalake
 
-from data.schema import validate_frame
-from data.store import Store, StoreError, UpsertReport
+from recurra.data.schema import validate_frame
+from recurra.data.store import Store, StoreError, UpsertReport
 from tests.conftest import make_frame
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +104,7 @@ def test_scheduled_appends_compact_crowded_buckets_and_keep_every_version(store,
     """One new value per series per run adds a file per bucket; past the limit the upsert
     compacts those buckets (same rows, catalogue re-stamped, old versions still readable),
     so the file count, and with it the cost of a run, stays bounded."""
-    from data import store_delta
+    from recurra.data import store_delta
 
     monkeypatch.setattr(store_delta, "AUTO_COMPACT_FILES", 4)
     frame = make_frame(n_series=3, n_steps=30, gap_share=0.1, seed=6)
@@ -130,7 +130,7 @@ def test_result_tables_append_new_keys_and_compact_their_small_files(store, monk
     duplicates), and the table's small files are compacted past the limit."""
     import datetime as dt
 
-    from data import store_delta
+    from recurra.data import store_delta
 
     monkeypatch.setattr(store_delta, "AUTO_COMPACT_FILES", 3)
     key = ["series_id", "issued_at", "step"]
@@ -184,7 +184,7 @@ def test_a_catalogue_behind_the_data_is_repaired_from_it(store):
     store.upsert(frame.filter(pl.col("series_id") != "s3"), source="a")
     extra = frame.filter(pl.col("series_id") == "s3").with_columns(
         pl.lit(3, pl.Int32).alias("bucket"))
-    from data.store import bucket_of
+    from recurra.data.store import bucket_of
 
     extra = extra.with_columns(pl.lit(bucket_of("s3"), pl.Int32).alias("bucket"))
     write_deltalake(str(store.root / "series"), extra.to_arrow(), mode="append")  # no catalogue
@@ -223,7 +223,7 @@ def test_a_table_another_process_is_creating_reads_as_absent_not_foreign(tmp_pat
 WRITER = textwrap.dedent("""
     import datetime as dt, sys
     import polars as pl
-    from data.store import Store
+    from recurra.data.store import Store
     root, who = sys.argv[1], sys.argv[2]
     store = Store(root)
     base = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)

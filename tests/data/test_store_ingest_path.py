@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.regular import infer_frequency
-from data.store import Store, _frequency
+from recurra.data.regular import infer_frequency
+from recurra.data.store import Store, _frequency
 from tests.conftest import make_frame
 
 BASE = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)

@@ -6,10 +6,10 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from data._legacy_store import Store as LegacyStore
-from data.store import Store, StoreError
-from data.store_maintenance import compact, is_legacy_store, migrate, table_files, vacuum
-from pipelines.cli import app
+from recurra.data._legacy_store import Store as LegacyStore
+from recurra.data.store import Store, StoreError
+from recurra.data.store_maintenance import compact, is_legacy_store, migrate, table_files, vacuum
+from recurra.pipelines.cli import app
 from tests.conftest import make_frame
 
 
@@ -129,8 +129,8 @@ def test_old_store_refusal_points_at_migrate(tmp_path):
 
 
 def test_maintain_flow_is_schedulable(tmp_path, recurra_home):
-    from pipelines.config import SCHEDULE_NAMES
-    from pipelines.flows import FLOWS
+    from recurra.pipelines.config import SCHEDULE_NAMES
+    from recurra.pipelines.flows import FLOWS
 
     assert "maintain" in SCHEDULE_NAMES
     store = Store(tmp_path / "s")

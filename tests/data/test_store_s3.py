@@ -8,7 +8,7 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from data.schema import CHANNEL, OBSERVED, SERIES_ID, TIMESTAMP, VALUE, validate_frame
+from recurra.data.schema import CHANNEL, OBSERVED, SERIES_ID, TIMESTAMP, VALUE, validate_frame
 
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
@@ -47,7 +47,7 @@ def frame(ids=("a", "b"), n=5, offset=0.0) -> pl.DataFrame:
 
 
 def test_store_root_keeps_an_s3_uri(monkeypatch, tmp_path):
-    from data.paths import store_root
+    from recurra.data.paths import store_root
 
     monkeypatch.setenv("RECURRA_STORE", "s3://bucket/some/prefix/")
     assert store_root() == "s3://bucket/some/prefix"
@@ -57,7 +57,7 @@ def test_store_root_keeps_an_s3_uri(monkeypatch, tmp_path):
 
 
 def test_round_trip_through_recurra_store(s3_env, monkeypatch):
-    from data.store import Store
+    from recurra.data.store import Store
 
     monkeypatch.setenv("RECURRA_STORE", f"s3://{BUCKET}/round-trip")
     store = Store()
@@ -88,8 +88,8 @@ def test_round_trip_through_recurra_store(s3_env, monkeypatch):
 def test_cli_store_summary_on_s3(s3_env, monkeypatch):
     from typer.testing import CliRunner
 
-    from data.store import Store
-    from pipelines.cli import app
+    from recurra.data.store import Store
+    from recurra.pipelines.cli import app
 
     uri = f"s3://{BUCKET}/cli"
     Store(uri).upsert(frame(ids=("sensor-1",)), source="cli.csv")
@@ -100,8 +100,8 @@ def test_cli_store_summary_on_s3(s3_env, monkeypatch):
 
 
 def test_dashboard_opens_an_s3_store(s3_env):
-    from dashboards.data_access import open_store
-    from data.store import Store
+    from recurra.dashboards.data_access import open_store
+    from recurra.data.store import Store
 
     uri = f"s3://{BUCKET}/dash"
     Store(uri).upsert(frame(ids=("d",)), source="d.csv")
@@ -109,14 +109,14 @@ def test_dashboard_opens_an_s3_store(s3_env):
 
 
 def test_missing_bucket_names_the_uri(s3_env):
-    from data.store import Store, StoreError
+    from recurra.data.store import Store, StoreError
 
     with pytest.raises(StoreError, match=r"s3://no-such-bucket/store/series.*bucket"):
         Store("s3://no-such-bucket/store").upsert(frame(), source="a.csv")
 
 
 def test_wrong_credentials_name_the_uri(s3_env, monkeypatch):
-    from data.store import Store, StoreError
+    from recurra.data.store import Store, StoreError
 
     Store(f"s3://{BUCKET}/creds").upsert(frame(), source="a.csv")
     from moto import settings
@@ -129,7 +129,7 @@ def test_wrong_credentials_name_the_uri(s3_env, monkeypatch):
 
 
 def test_prefix_that_is_not_a_delta_table(s3_env):
-    from data.store import Store, StoreError
+    from recurra.data.store import Store, StoreError
 
     boto3.client("s3", endpoint_url=s3_env, region_name="us-east-1").put_object(
         Bucket=BUCKET, Key="plain/series/part-0.parquet", Body=b"not parquet")

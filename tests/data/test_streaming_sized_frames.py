@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data import schema as schema_module
-from data.arrays import frame_to_arrays
-from data.schema import SchemaError, validate_frame
+from recurra.data import schema as schema_module
+from recurra.data.arrays import frame_to_arrays
+from recurra.data.schema import SchemaError, validate_frame
 
 
 def _messy_frame(seed: int, n_rows: int = 40) -> pl.DataFrame:
@@ -35,7 +35,7 @@ def _general(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _pivoted(raw: pl.DataFrame, channels: list[str] | None = None) -> list:
     """The reference: per series, a polars pivot of values and mask on the timestamps."""
-    from data.arrays import _finish
+    from recurra.data.arrays import _finish
 
     frame = validate_frame(raw)
     names = sorted(frame["channel"].unique().to_list()) if channels is None else channels

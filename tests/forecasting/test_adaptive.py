@@ -1,4 +1,4 @@
-"""Adaptive conformal inference (forecasting.adaptive): the alpha update by hand, delayed
+"""Adaptive conformal inference (recurra.forecasting.adaptive): the alpha update by hand, delayed
 feedback without look-ahead, coverage under a scale shift, and config/input errors."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data.schema import RecurraError
-from forecasting.adaptive import AdaptiveConfig, AdaptiveConformal
+from recurra.data.schema import RecurraError
+from recurra.forecasting.adaptive import AdaptiveConfig, AdaptiveConformal
 
 
 def test_alpha_update_and_widths_hand_computed():

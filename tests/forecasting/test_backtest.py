@@ -7,9 +7,9 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from data.schema import SchemaError
-from forecasting.backtest import backtest
-from forecasting.baselines import (
+from recurra.data.schema import SchemaError
+from recurra.forecasting.backtest import backtest
+from recurra.forecasting.baselines import (
     LinearLagConfig,
     LinearLagForecaster,
     NaiveConfig,

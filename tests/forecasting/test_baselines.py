@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.schema import FORECAST_SCHEMA, NotFittedError, SchemaError
-from forecasting.baselines import (
+from recurra.data.schema import FORECAST_SCHEMA, NotFittedError, SchemaError
+from recurra.forecasting.baselines import (
     LinearLagConfig,
     LinearLagForecaster,
     NaiveConfig,

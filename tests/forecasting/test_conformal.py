@@ -1,4 +1,5 @@
-"""Split-conformal intervals (forecasting.conformal) and their use by RNNForecaster; the point
+"""Split-conformal intervals (recurra.forecasting.conformal) and their use by RNNForecaster;
+the point
 losses and the ridge initialisation options of the forecaster."""
 
 from __future__ import annotations
@@ -10,17 +11,17 @@ import polars as pl
 import pytest
 import torch
 
-from data.schema import RecurraError, quantile_column
-from forecasting.conformal import (
+from recurra.data.schema import RecurraError, quantile_column
+from recurra.forecasting.conformal import (
     adjusted_level,
     apply_offsets,
     conformal_offsets,
     empirical_coverage,
 )
-from forecasting.heads import DistributionHead
-from forecasting.rnn import ForecasterConfig, RNNForecaster
-from forecasting.train import TrainConfig
-from forecasting.windows import ridge
+from recurra.forecasting.heads import DistributionHead
+from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
+from recurra.forecasting.train import TrainConfig
+from recurra.forecasting.windows import ridge
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)

@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 import torch
 
-from anomaly import DetectorConfig, ForecastErrorDetector
-from data.persistence import load_estimator
-from forecasting import ForecasterConfig, RNNForecaster
-from forecasting.train import TrainConfig
+from recurra.anomaly import DetectorConfig, ForecastErrorDetector
+from recurra.data.persistence import load_estimator
+from recurra.forecasting import ForecasterConfig, RNNForecaster
+from recurra.forecasting.train import TrainConfig
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)
@@ -90,7 +90,7 @@ def test_to_moves_module_and_state_together_and_predict_still_works(saved, frame
 
 
 def test_the_pyfunc_wrapper_loads_onto_the_asked_device(saved, monkeypatch):
-    from pipelines.pyfunc import ESTIMATOR_ARTIFACT, RecurraModel, serving_device
+    from recurra.pipelines.pyfunc import ESTIMATOR_ARTIFACT, RecurraModel, serving_device
 
     _, path = saved["forecaster"]
     monkeypatch.delenv("RECURRA_SERVE_DEVICE", raising=False)
@@ -102,7 +102,7 @@ def test_the_pyfunc_wrapper_loads_onto_the_asked_device(saved, monkeypatch):
     model.load_context(types.SimpleNamespace(artifacts={ESTIMATOR_ARTIFACT: str(path)},
                                              model_config={"device": "cpu"}))
     assert _devices(model.estimator_) == {"cpu"}
-    from data.schema import RecurraError
+    from recurra.data.schema import RecurraError
     with pytest.raises(RecurraError, match="device"):
         serving_device({"device": "tpu"})
 
@@ -129,7 +129,7 @@ def test_load_onto_cuda_then_predict_and_update(saved, frames, role):
 
 
 def test_an_ensemble_loads_every_neural_member_onto_the_device(frames, tmp_path):
-    from anomaly import EnsembleConfig, EnsembleDetector
+    from recurra.anomaly import EnsembleConfig, EnsembleDetector
 
     config = EnsembleConfig(members=("forecast_error", "rolling_zscore"), configs=(
         DetectorConfig(window=8, hidden_size=4, max_epochs=1, device="cpu",

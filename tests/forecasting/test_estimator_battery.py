@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 import torch
 
-from data.schema import (
+from recurra.data.schema import (
     FORECAST_SCHEMA,
     ISSUED_AT,
     STEP,
@@ -27,8 +27,8 @@ from data.schema import (
     SchemaError,
     quantile_column,
 )
-from forecasting.rnn import ForecasterConfig, RNNForecaster
-from forecasting.train import TrainConfig
+from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
+from recurra.forecasting.train import TrainConfig
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)  # tiny models: one thread is far faster on a busy CPU
@@ -49,7 +49,7 @@ FORECASTERS: list[tuple[str, object]] = [
 ]
 
 try:  # the baselines enrol themselves here when present
-    from forecasting.baselines import (
+    from recurra.forecasting.baselines import (
         LinearLagConfig,
         LinearLagForecaster,
         NaiveConfig,
@@ -68,7 +68,7 @@ try:  # the baselines enrol themselves here when present
 except ImportError:  # pragma: no cover - baselines not written yet
     pass
 
-from forecasting.baselines import GarchConfig, GarchForecaster  # noqa: E402
+from recurra.forecasting.baselines import GarchConfig, GarchForecaster  # noqa: E402
 
 FORECASTERS += [
     ("garch", lambda: GarchForecaster(GarchConfig(horizon=HORIZON))),

@@ -8,10 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.schema import RecurraError, SchemaError
-from forecasting.fleet import ForecasterFleet
-from forecasting.rnn import ForecasterConfig, RNNForecaster
-from forecasting.train import TrainConfig
+from recurra.data.schema import RecurraError, SchemaError
+from recurra.forecasting.fleet import ForecasterFleet
+from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
+from recurra.forecasting.train import TrainConfig
 from tests.conftest import make_frame
 
 N_FIT, N_STREAM = 60, 12

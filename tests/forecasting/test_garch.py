@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.schema import SchemaError, validate_frame
-from forecasting.baselines import GarchConfig, GarchForecaster
+from recurra.data.schema import SchemaError, validate_frame
+from recurra.forecasting.baselines import GarchConfig, GarchForecaster
 
 
 def simulated_returns(n_steps: int = 600, seed: int = 0) -> pl.DataFrame:

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.schema import SchemaError
-from forecasting.metrics import (
+from recurra.data.schema import SchemaError
+from recurra.forecasting.metrics import (
     coverage,
     crps_from_quantiles,
     evaluate,

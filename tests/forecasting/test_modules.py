@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from data.schema import RecurraError
-from forecasting.modules import (
+from recurra.data.schema import RecurraError
+from recurra.forecasting.modules import (
     Attention,
     DistributionHead,
     EncoderSpec,

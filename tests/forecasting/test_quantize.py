@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from data.schema import RecurraError
-from forecasting.heads import DistributionHead
-from forecasting.modules import EncoderSpec, ForecastNet
-from forecasting.quantize import (
+from recurra.data.schema import RecurraError
+from recurra.forecasting.heads import DistributionHead
+from recurra.forecasting.modules import EncoderSpec, ForecastNet
+from recurra.forecasting.quantize import (
     DEFAULT_LAYERS,
     choose_engine,
     quantize_module,

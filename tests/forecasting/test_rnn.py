@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 import torch
 
-from data.schema import Y_HAT, NotFittedError, RecurraError, SchemaError, quantile_column
-from forecasting.quantize import compare_quantized, quantize_forecaster
-from forecasting.rnn import ForecasterConfig, RNNForecaster
-from forecasting.train import TrainConfig
+from recurra.data.schema import Y_HAT, NotFittedError, RecurraError, SchemaError, quantile_column
+from recurra.forecasting.quantize import compare_quantized, quantize_forecaster
+from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
+from recurra.forecasting.train import TrainConfig
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)  # tiny models: one thread is far faster on a busy CPU
@@ -275,8 +275,8 @@ def test_static_features(stateful, tmp_path):
 
 
 def test_stateful_segments_split_one_long_series():
-    from data.arrays import frame_to_arrays
-    from forecasting.windows import prepare_series, split_segments
+    from recurra.data.arrays import frame_to_arrays
+    from recurra.forecasting.windows import prepare_series, split_segments
 
     frame = make_frame(n_series=1, n_steps=100)
     (arrays,) = frame_to_arrays(frame)

@@ -1,5 +1,5 @@
 """RNNForecaster with interval="adaptive": ACI half-widths seeded on validation, moved by the
-rows that update() matches to remembered forecasts (forecasting.adaptive)."""
+rows that update() matches to remembered forecasts (recurra.forecasting.adaptive)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 import torch
 
-from data.schema import RecurraError
-from forecasting.rnn import ForecasterConfig, RNNForecaster
-from forecasting.train import TrainConfig
+from recurra.data.schema import RecurraError
+from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
+from recurra.forecasting.train import TrainConfig
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)

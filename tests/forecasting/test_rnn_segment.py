@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from data.schema import Y_HAT
-from forecasting.heads import DistributionHead
-from forecasting.modules import EncoderSpec, ForecastNet, SegmentDecoder, WindowSpec
-from forecasting.rnn import ForecasterConfig, RNNForecaster
-from forecasting.train import TrainConfig
+from recurra.data.schema import Y_HAT
+from recurra.forecasting.heads import DistributionHead
+from recurra.forecasting.modules import EncoderSpec, ForecastNet, SegmentDecoder, WindowSpec
+from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
+from recurra.forecasting.train import TrainConfig
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)

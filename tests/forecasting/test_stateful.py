@@ -7,11 +7,11 @@ import polars as pl
 import pytest
 import torch
 
-from data.arrays import frame_to_arrays
-from data.schema import RecurraError
-from forecasting.rnn import ForecasterConfig, RNNForecaster
-from forecasting.train import TrainConfig
-from forecasting.windows import chunk_batches, prepare_series, split_segments
+from recurra.data.arrays import frame_to_arrays
+from recurra.data.schema import RecurraError
+from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
+from recurra.forecasting.train import TrainConfig
+from recurra.forecasting.windows import chunk_batches, prepare_series, split_segments
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)
@@ -140,8 +140,8 @@ def test_forecast_from_last_starts_from_the_last_value(stateful):
 
 
 def test_a_window_budget_bounds_a_stateful_epoch_to_whole_random_groups():
-    from forecasting.rnn import _TeacherSchedule
-    from forecasting.windows import stateful_sources
+    from recurra.forecasting.rnn import _TeacherSchedule
+    from recurra.forecasting.windows import stateful_sources
 
     _, prepared = _prepared(n_series=20, n_steps=60)        # 20 series x 60 steps
     schedule = _TeacherSchedule(_config())

@@ -8,10 +8,10 @@ import polars as pl
 import pytest
 import torch
 
-from data.schema import Y_HAT, SchemaError, quantile_column, validate_frame
-from forecasting import transforms as tfm
-from forecasting.rnn import ForecasterConfig, RNNForecaster
-from forecasting.train import TrainConfig
+from recurra.data.schema import Y_HAT, SchemaError, quantile_column, validate_frame
+from recurra.forecasting import transforms as tfm
+from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
+from recurra.forecasting.train import TrainConfig
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)

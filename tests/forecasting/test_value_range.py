@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 import torch
 
-from data.schema import RecurraError
-from forecasting import ForecasterConfig, RNNForecaster
-from forecasting.train import TrainConfig, fit_module
-from forecasting.value_range import scaled_range_problem
+from recurra.data.schema import RecurraError
+from recurra.forecasting import ForecasterConfig, RNNForecaster
+from recurra.forecasting.train import TrainConfig, fit_module
+from recurra.forecasting.value_range import scaled_range_problem
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)
@@ -91,8 +91,8 @@ def test_a_custom_description_names_tuple_batches():
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("kind", ["ReconstructionDetector", "ForecastErrorDetector"])
 def test_detectors_leave_the_1e300_series_out_and_log_their_epochs(kind):
-    import anomaly
-    from anomaly import DetectorConfig
+    from recurra import anomaly
+    from recurra.anomaly import DetectorConfig
 
     config = DetectorConfig(window=8, hidden_size=4, latent_size=2, max_epochs=2, device="cpu")
     detector = getattr(anomaly, kind)(config).fit(_hostile(n_steps=80))
@@ -117,9 +117,9 @@ def test_excluded_survives_save_load_and_fine_tune_leaves_the_series_out(tmp_pat
 def test_window_and_chunk_batches_know_their_series():
     import numpy as np
 
-    from data.arrays import frame_to_arrays
-    from forecasting.train import batch_description
-    from forecasting.windows import chunk_batches, prepare_series, window_batch
+    from recurra.data.arrays import frame_to_arrays
+    from recurra.forecasting.train import batch_description
+    from recurra.forecasting.windows import chunk_batches, prepare_series, window_batch
 
     arrays = frame_to_arrays(make_frame(n_series=2, n_steps=30, gap_share=0.0, seed=2))
     prepared = [prepare_series(a, np.zeros(1), np.ones(1), False) for a in arrays]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecasting.var_backtest import christoffersen, kupiec, pinball, qlike
+from recurra.forecasting.var_backtest import christoffersen, kupiec, pinball, qlike
 
 
 def test_kupiec_is_zero_at_the_nominal_rate_and_rejects_far_from_it():

@@ -44,13 +44,13 @@ def tiny_config(path: Path) -> str:
             "prices": {"series": ["market/*"], "forecaster": "naive", "detector": "zscore"},
         },
         "models": {
-            "gru": {"class": "forecasting.RNNForecaster",
+            "gru": {"class": "recurra.forecasting.RNNForecaster",
                     "params": {"cell": "gru", "hidden_size": 8, "lookback": 24, "horizon": 6,
                                "max_windows_per_epoch": 128,
                                "train": {"max_epochs": 3, "batch_size": 32}}},
-            "naive": {"class": "forecasting.baselines.SeasonalNaiveForecaster",
+            "naive": {"class": "recurra.forecasting.baselines.SeasonalNaiveForecaster",
                       "params": {"horizon": 5, "season": 5}},
-            "zscore": {"class": "anomaly.baselines.RollingZScoreDetector",
+            "zscore": {"class": "recurra.anomaly.baselines.RollingZScoreDetector",
                        "params": {"window": 20, "threshold": "quantile", "level": 0.98}},
         },
         "schedules": {"ingest": "0 * * * *", "train": "0 3 * * *", "detect": "*/15 * * * *",
@@ -62,7 +62,7 @@ def tiny_config(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from pipelines import stack as stack_module
+    from recurra.pipelines import stack as stack_module
 
     try:
         stack_module.postgres_bin("initdb")
@@ -97,7 +97,7 @@ def _dump_logs(home: Path) -> None:
 def run_flow(stack, name: str, extra_env: dict | None = None, **parameters) -> dict:
     """``run_flow`` in a fresh process with the stack's environment; returns its summary
     (or ``{"error": ...}`` when it raised)."""
-    code = ("import json, sys\nfrom pipelines.flows import run_flow\n"
+    code = ("import json, sys\nfrom recurra.pipelines.flows import run_flow\n"
             "try:\n"
             f"    out = run_flow({name!r}, {stack['config']!r}, "
             f"**json.loads(sys.argv[1]))['summary']\n"
@@ -114,7 +114,7 @@ def run_flow(stack, name: str, extra_env: dict | None = None, **parameters) -> d
 
 
 def trigger(stack, flow: str, **parameters):
-    from pipelines.deployed import trigger as trigger_deployment
+    from recurra.pipelines.deployed import trigger as trigger_deployment
 
     return trigger_deployment(stack["env"]["PREFECT_API_URL"], f"recurra-run/recurra-{flow}",
                               parameters=parameters or None, timeout=FLOW_TIMEOUT_S)
@@ -125,7 +125,7 @@ def runs_table(stack):
     endpoint and keys)."""
     import polars as pl
 
-    from data.store import Store
+    from recurra.data.store import Store
 
     saved = dict(os.environ)
     os.environ.update(stack["env"])
@@ -147,7 +147,7 @@ def stack_env(stack, monkeypatch):
 
 def registry_snapshot() -> dict[str, dict]:
     """Per registered model: champion version and the gate decision of every version."""
-    from pipelines.mlflow_setup import client
+    from recurra.pipelines.mlflow_setup import client
 
     mlflow_client = client()
     snapshot = {}
@@ -175,7 +175,7 @@ def assert_consistent(snapshot: dict, before: dict | None = None) -> None:
 
 # The scenario ------------------------------------------------------------------------------
 def test_services_are_up(stack):
-    from pipelines import stack as stack_module
+    from recurra.pipelines import stack as stack_module
 
     services = stack_module.status(stack["home"])
     assert all(service["running"] for service in services.values()), services
@@ -205,7 +205,7 @@ def test_training_runs_on_the_dask_workers(stack):
 def test_registry_on_postgres_with_artifacts_in_the_bucket(stack_env):
     import psycopg2
 
-    from pipelines import stack as stack_module
+    from recurra.pipelines import stack as stack_module
 
     snapshot = registry_snapshot()
     assert sorted(snapshot) == ["recurra-nab-detect", "recurra-nab-forecast",
@@ -246,9 +246,9 @@ def test_detect_and_report_as_deployment_runs(stack):
 
 
 def test_bad_settings_fail_naming_the_setting(stack, tmp_path):
-    from data.schema import RecurraError
-    from pipelines import stack as stack_module
-    from pipelines.serve import free_port
+    from recurra.data.schema import RecurraError
+    from recurra.pipelines import stack as stack_module
+    from recurra.pipelines.serve import free_port
 
     state = stack
     with pytest.raises(RecurraError, match="--backend-store-uri.*password authentication"):
@@ -296,7 +296,7 @@ def _in_background(stack, name: str, **parameters) -> tuple[threading.Thread, di
 def test_kill_a_dask_worker_during_training(stack_env):
     from distributed import Client
 
-    from pipelines import stack as stack_module
+    from recurra.pipelines import stack as stack_module
 
     before = registry_snapshot()
     thread, out = _in_background(stack_env, "train", reason="fault: dask worker")
@@ -338,7 +338,7 @@ def test_kill_the_mlflow_server_during_a_deployment_run(stack_env):
     deployment's retry trains that group again; the run ends COMPLETED either way."""
     from distributed import Client
 
-    from pipelines import stack as stack_module
+    from recurra.pipelines import stack as stack_module
 
     before = registry_snapshot()
     out: dict = {}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from pipelines.cli import app
-from pipelines.cli_text import safe, visible
+from recurra.pipelines.cli import app
+from recurra.pipelines.cli_text import safe, visible
 
 HOSTILE = ["[/bold]", "[red]x", "a\x1b[31mred", "b\x1b]0;title\x07", "nul\x00id"]
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.config import ConfigError, PipelineConfig, load_config, parse_config
+from recurra.pipelines.config import ConfigError, PipelineConfig, load_config, parse_config
 
 
 def _raw(**overrides) -> dict:
     raw = {
         "groups": {"g": {"series": ["s*"], "forecaster": "f", "detector": "d"}},
         "models": {
-            "f": {"class": "forecasting.baselines.SeasonalNaiveForecaster",
+            "f": {"class": "recurra.forecasting.baselines.SeasonalNaiveForecaster",
                   "params": {"horizon": 6, "season": 24}},
-            "d": {"class": "anomaly.baselines.RollingZScoreDetector",
+            "d": {"class": "recurra.anomaly.baselines.RollingZScoreDetector",
                   "params": {"window": 8, "threshold": "quantile"}},
         },
     }
@@ -42,7 +42,7 @@ def test_group_matching_and_model_names():
 
 
 def test_nested_params_become_nested_configs():
-    raw = _raw(models={"f": {"class": "forecasting.RNNForecaster",
+    raw = _raw(models={"f": {"class": "recurra.forecasting.RNNForecaster",
                              "params": {"hidden_size": 4, "quantiles": [0.1, 0.9],
                                         "train": {"max_epochs": 1}}}})
     raw["groups"]["g"]["detector"] = ""
@@ -88,15 +88,26 @@ def test_bad_group_name_and_patterns():
         parse_config(raw)
 
 
+def test_a_class_path_from_before_the_recurra_package_builds_with_a_warning_naming_the_key():
+    raw = _raw()
+    raw["models"]["f"]["class"] = "forecasting.baselines.SeasonalNaiveForecaster"
+    with pytest.warns(FutureWarning, match=r"`models.f.class` = 'forecasting.baselines.Seasonal"
+                                           r"NaiveForecaster'.*write 'recurra.forecasting"):
+        model = parse_config(raw).models["f"].build()
+    from recurra.forecasting.baselines import SeasonalNaiveForecaster
+
+    assert type(model) is SeasonalNaiveForecaster
+
+
 def test_model_errors_are_reported_at_build_time():
     raw = _raw()
     raw["models"]["f"]["params"] = {"horizon": 6, "seasons": 3}
     with pytest.raises(ConfigError, match=r"`models.f.params` has unknown key\(s\) "
                                           r"\['seasons'\]; valid keys of SeasonalNaiveConfig"):
         parse_config(raw).models["f"].build()
-    raw["models"]["f"] = {"class": "forecasting.nope.Missing"}
-    with pytest.raises(ConfigError, match=r"`models.f.class` \('forecasting.nope.Missing'\) "
-                                          "cannot be imported"):
+    raw["models"]["f"] = {"class": "recurra.forecasting.nope.Missing"}
+    with pytest.raises(ConfigError, match=r"`models.f.class` \('recurra.forecasting.nope."
+                                          r"Missing'\) cannot be imported"):
         parse_config(raw).models["f"].build()
     raw["models"]["f"] = {"class": "Missing"}
     with pytest.raises(ConfigError, match=r"`models.f.class` \('Missing'\) must be a dotted"):
@@ -115,7 +126,7 @@ def test_load_config_file_errors(tmp_path):
 def test_cli_reports_a_bad_config_without_a_traceback(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from pipelines.cli import app
+    from recurra.pipelines.cli import app
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
     monkeypatch.setenv("RECURRA_HOME", str(tmp_path / "home"))
@@ -129,7 +140,7 @@ def test_cli_reports_a_bad_config_without_a_traceback(tmp_path, monkeypatch):
 
 def _ensemble(params: dict) -> dict:
     raw = _raw()
-    raw["models"]["d"] = {"class": "anomaly.EnsembleDetector", "params": params}
+    raw["models"]["d"] = {"class": "recurra.anomaly.EnsembleDetector", "params": params}
     return raw
 
 
@@ -138,7 +149,7 @@ def test_ensemble_detector_from_a_models_table():
     detector = parse_config(_ensemble({
         "members": ["rolling_zscore", "isolation_forest"],
         "configs": [{**member, "window": 8}, {**member, "n_estimators": 5}]})).models["d"].build()
-    from anomaly import DetectorConfig, EnsembleDetector
+    from recurra.anomaly import DetectorConfig, EnsembleDetector
     assert isinstance(detector, EnsembleDetector)
     assert detector.config.members == ("rolling_zscore", "isolation_forest")
     assert all(isinstance(c, DetectorConfig) for c in detector.config.configs)
@@ -186,7 +197,7 @@ def test_cron_fields_out_of_range_are_rejected_at_load(cron, message):
 
 def test_model_param_typos_fail_at_config_load_not_at_train_time():
     raw = _raw()
-    raw["models"]["f"] = {"class": "forecasting.RNNForecaster",
+    raw["models"]["f"] = {"class": "recurra.forecasting.RNNForecaster",
                           "params": {"hiden_size": 8, "horizon": 6}}
     with pytest.raises(ConfigError, match=r"`models.f.params` has unknown key\(s\) "
                                           r"\['hiden_size'\]"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipelines import tasks
-from pipelines.config import load_config
-from pipelines.flows import make_task_runner, run_flow
+from recurra.pipelines import tasks
+from recurra.pipelines.config import load_config
+from recurra.pipelines.flows import make_task_runner, run_flow
 from tests.pipelines.test_flows import synthetic, write_config
 
 

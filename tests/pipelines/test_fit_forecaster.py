@@ -1,15 +1,16 @@
-"""pipelines.tasks.fit_forecaster: held-out rows reach forecasters whose intervals need them."""
+"""recurra.pipelines.tasks.fit_forecaster: held-out rows reach forecasters whose intervals
+need them."""
 
 from __future__ import annotations
 
 import polars as pl
 import pytest
 
-from data.schema import RecurraError
-from forecasting.baselines import SeasonalNaiveForecaster
-from forecasting.rnn import ForecasterConfig, RNNForecaster
-from forecasting.train import TrainConfig
-from pipelines.tasks import fit_forecaster, split_by_time
+from recurra.data.schema import RecurraError
+from recurra.forecasting.baselines import SeasonalNaiveForecaster
+from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
+from recurra.forecasting.train import TrainConfig
+from recurra.pipelines.tasks import fit_forecaster, split_by_time
 from tests.conftest import make_frame
 
 

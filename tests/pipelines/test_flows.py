@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 import tomli_w
 
-from pipelines import tasks
-from pipelines.flows import run_flow
+from recurra.pipelines import tasks
+from recurra.pipelines.flows import run_flow
 from tests.conftest import make_frame
 
 N_TRAIN = 200
@@ -25,11 +25,11 @@ def write_config(path, groups: dict, **sections) -> str:
     raw = {
         "groups": groups,
         "models": {
-            "naive": {"class": "forecasting.baselines.SeasonalNaiveForecaster",
+            "naive": {"class": "recurra.forecasting.baselines.SeasonalNaiveForecaster",
                       "params": {"horizon": 6, "season": 24}},
-            "too_long": {"class": "forecasting.baselines.SeasonalNaiveForecaster",
+            "too_long": {"class": "recurra.forecasting.baselines.SeasonalNaiveForecaster",
                          "params": {"horizon": 6, "season": 5000}},
-            "zscore": {"class": "anomaly.baselines.RollingZScoreDetector",
+            "zscore": {"class": "recurra.anomaly.baselines.RollingZScoreDetector",
                        "params": {"window": 8, "threshold": "quantile", "level": 0.99}},
         },
         "training": {"validation_share": 0.2, "min_rows": 48, "backtest_folds": 2},
@@ -148,7 +148,7 @@ def test_split_by_time_and_events_from_scores():
 
 
 def test_unknown_flow_name():
-    from data.schema import RecurraError
+    from recurra.data.schema import RecurraError
 
     with pytest.raises(RecurraError, match=r"flow \('nightly'\) must be one of"):
         run_flow("nightly")
@@ -184,7 +184,7 @@ def test_detect_says_which_groups_have_no_champion(scenario):
 
 
 def test_train_with_an_unknown_group_names_the_valid_ones(scenario):
-    from pipelines.config import ConfigError
+    from recurra.pipelines.config import ConfigError
 
     config = str(scenario["home"] / "recurra.toml")
     with pytest.raises(ConfigError, match=r"--group \['nosuchgroup'\] not in the config; "

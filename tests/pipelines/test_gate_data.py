@@ -6,10 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from anomaly.baselines import DetectorConfig, RollingZScoreDetector
-from data.schema import IS_ANOMALY, RecurraError, validate_frame
-from pipelines import gate_data, tasks
-from pipelines.gate_data import GATE_METRIC, InjectionConfig, gate_score, inject_anomalies
+from recurra.anomaly.baselines import DetectorConfig, RollingZScoreDetector
+from recurra.data.schema import IS_ANOMALY, RecurraError, validate_frame
+from recurra.pipelines import gate_data, tasks
+from recurra.pipelines.gate_data import GATE_METRIC, InjectionConfig, gate_score, inject_anomalies
 from tests.conftest import make_frame
 
 
@@ -95,7 +95,7 @@ def test_never_and_always_flagging_detectors_lose_to_a_working_one(split):
 def test_composite_f1_by_hand():
     import datetime as dt
 
-    from pipelines.gate_data import LABEL_SCHEMA, _match
+    from recurra.pipelines.gate_data import LABEL_SCHEMA, _match
 
     times = [dt.datetime(2024, 1, 1, h, tzinfo=dt.UTC) for h in range(10)]
     scores = pl.DataFrame({"series_id": ["a"] * 10, "timestamp": times,
@@ -111,7 +111,7 @@ def test_composite_f1_by_hand():
 
 
 def test_the_gate_promotes_higher_f1_and_its_tags_name_the_metric():
-    from pipelines.registry import _decide, _decision_tags, _Version
+    from recurra.pipelines.registry import _decide, _decision_tags, _Version
 
     champion = _Version("1", {}, None)
     better = _decide("m", champion, GATE_METRIC, 0.8, True, 0.0, None, 0.0)
@@ -148,7 +148,7 @@ class FakeBackend:
 
 
 def test_train_group_gates_the_detector_on_injected_composite_f1(tmp_path, monkeypatch):
-    from pipelines.config import load_config
+    from recurra.pipelines.config import load_config
     from tests.pipelines.test_flows import write_config
 
     monkeypatch.setenv("RECURRA_HOME", str(tmp_path))

@@ -1,4 +1,4 @@
-"""Incremental detect (pipelines.incremental through tasks.detect_group), without Prefect or
+"""Incremental detect (recurra.pipelines.incremental through tasks.detect_group), without Prefect or
 MLflow: a fake registry hands out the champions.  A run reads only the open forecasts (not
 the forecast history), the fleets carry the models, and a catch-up after missed runs gives
 the scores and forecasts of runs on time."""
@@ -12,13 +12,13 @@ import json
 import polars as pl
 import pytest
 
-from anomaly.base import DetectorConfig
-from anomaly.baselines import RollingZScoreDetector
-from data.store import Store
-from forecasting.config import ForecasterConfig, TrainConfig
-from forecasting.rnn import RNNForecaster
-from pipelines import tasks
-from pipelines.config import GroupConfig, ModelConfig, MonitoringConfig, PipelineConfig
+from recurra.anomaly.base import DetectorConfig
+from recurra.anomaly.baselines import RollingZScoreDetector
+from recurra.data.store import Store
+from recurra.forecasting.config import ForecasterConfig, TrainConfig
+from recurra.forecasting.rnn import RNNForecaster
+from recurra.pipelines import tasks
+from recurra.pipelines.config import GroupConfig, ModelConfig, MonitoringConfig, PipelineConfig
 from tests.conftest import make_frame
 
 N_TRAIN, N_NEW, HORIZON = 120, 6, 4
@@ -100,8 +100,8 @@ def _setup(tmp_path, monkeypatch, champions, catch_up_steps=168):
         for name, role in (("recurra-g-forecast", "forecaster"),
                            ("recurra-g-detect", "detector"))]), key=("model_name", "version"))
     group = GroupConfig("g", series=("s*",), forecaster="f", detector="d")
-    configs = {"f": ModelConfig("f", "forecasting.RNNForecaster"),
-               "d": ModelConfig("d", "anomaly.baselines.RollingZScoreDetector")}
+    configs = {"f": ModelConfig("f", "recurra.forecasting.RNNForecaster"),
+               "d": ModelConfig("d", "recurra.anomaly.baselines.RollingZScoreDetector")}
     config = PipelineConfig(sources=[], groups={"g": group}, models=configs,
                             monitoring=MonitoringConfig(catch_up_steps=catch_up_steps))
     return store, group, config

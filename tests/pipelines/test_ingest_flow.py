@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from data.ingest import SourceSpec
-from data.schema import SchemaError
-from data.store import Store
-from pipelines import ingest as ingest_pipeline
+from recurra.data.ingest import SourceSpec
+from recurra.data.schema import SchemaError
+from recurra.data.store import Store
+from recurra.pipelines import ingest as ingest_pipeline
 
 
 def write_csv(path, rows: int, start_value: float = 0.0):
@@ -70,7 +70,7 @@ def test_invalid_source_is_a_clear_error(prefect_harness, tmp_path):
 def test_cli_ingest_exit_codes_and_store_commands(tmp_path):
     from typer.testing import CliRunner
 
-    from pipelines.cli import app
+    from recurra.pipelines.cli import app
 
     runner = CliRunner()
     store = str(tmp_path / "store")
@@ -90,7 +90,7 @@ def test_cli_ingest_exit_codes_and_store_commands(tmp_path):
 
 
 def test_cli_option_values_are_parsed_as_json_when_possible():
-    from pipelines.cli_data import parse_options
+    from recurra.pipelines.cli_data import parse_options
 
     assert parse_options(["a=1", "b=x", 'c=["u","v"]', "d=true"]) == {
         "a": 1, "b": "x", "c": ["u", "v"], "d": True}

@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipelines.config import MonitoringConfig
-from pipelines.monitoring import (
+from recurra.pipelines.config import MonitoringConfig
+from recurra.pipelines.monitoring import (
     drift_by_series,
     drift_test,
     live_errors,

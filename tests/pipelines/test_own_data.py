@@ -17,8 +17,8 @@ import tomllib
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.cli import app
-from pipelines.init_config import horizon_and_lookback, inspect_data, render_config
+from recurra.pipelines.cli import app
+from recurra.pipelines.init_config import horizon_and_lookback, inspect_data, render_config
 
 runner = CliRunner()
 
@@ -66,7 +66,7 @@ def test_own_data_walkthrough_end_to_end(prefect_harness, tmp_path, monkeypatch)
     config = tmp_path / "recurra.toml"
     parsed = tomllib.loads(config.read_text())
     assert 'cell = "grud"' in config.read_text()           # 1 in 7 temperatures is missing
-    assert parsed["models"]["detector"]["class"] == "anomaly.GRUDAutoencoder"
+    assert parsed["models"]["detector"]["class"] == "recurra.anomaly.GRUDAutoencoder"
     assert runner.invoke(app, ["init", str(data)]).exit_code == 1   # no silent overwrite
     config.write_text(tiny(config.read_text()))
 
@@ -78,8 +78,8 @@ def test_own_data_walkthrough_end_to_end(prefect_harness, tmp_path, monkeypatch)
     assert '"status": "completed"' in detect.output
     invoke("report")
 
-    from data.store import Store
-    from pipelines.tasks import registry_backend
+    from recurra.data.store import Store
+    from recurra.pipelines.tasks import registry_backend
 
     store = Store(home / "store")
     assert store.read().height == 720
@@ -100,7 +100,7 @@ def test_init_picks_lstm_for_complete_data_and_fits_windows_to_short_series(tmp_
     horizon, lookback = horizon_and_lookback(profile)
     assert horizon + lookback <= 120 * 0.8                  # fits the training part
     text = render_config(profile)
-    assert 'cell = "lstm"' in text and "anomaly.ReconstructionDetector" in text
+    assert 'cell = "lstm"' in text and "recurra.anomaly.ReconstructionDetector" in text
 
 
 def test_init_counts_missing_timestamps_as_gaps(tmp_path):

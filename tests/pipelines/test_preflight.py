@@ -7,15 +7,15 @@ from __future__ import annotations
 import pytest
 import tomli_w
 
-from data.schema import RecurraError
-from pipelines import preflight, tasks
-from pipelines.flows import run_flow
-from pipelines.serve import free_port
+from recurra.data.schema import RecurraError
+from recurra.pipelines import preflight, tasks
+from recurra.pipelines.flows import run_flow
+from recurra.pipelines.serve import free_port
 
 
 def write_config(path, **sections) -> str:
     raw = {"groups": {"g": {"series": ["s*"], "forecaster": "naive"}},
-           "models": {"naive": {"class": "forecasting.baselines.SeasonalNaiveForecaster",
+           "models": {"naive": {"class": "recurra.forecasting.baselines.SeasonalNaiveForecaster",
                                 "params": {"horizon": 6, "season": 24}}}, **sections}
     path.write_bytes(tomli_w.dumps(raw).encode())
     return str(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from pipelines import mlflow_setup, progress
+from recurra.pipelines import mlflow_setup, progress
 
 
 def test_advance_moves_the_active_bar_and_is_a_no_op_without_one(monkeypatch):

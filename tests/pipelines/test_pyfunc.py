@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data.schema import (
+from recurra.data.schema import (
     CHANNEL,
     IS_ANOMALY,
     ISSUED_AT,
@@ -142,8 +142,8 @@ def logged(tracking_home):
     """One forecaster and one detector logged in one run and registered (module-wide)."""
     import mlflow
 
-    from pipelines.registry import register_and_gate
-    from pipelines.tracking import MLflowTracker
+    from recurra.pipelines.registry import register_and_gate
+    from recurra.pipelines.tracking import MLflowTracker
 
     frame = make_frame(n_steps=60, seed=3)
     forecaster = TinyForecaster().fit(frame)
@@ -163,7 +163,7 @@ def logged(tracking_home):
 
 
 def test_forecaster_loaded_by_registry_uri_predicts_exactly_as_in_process(logged):
-    from pipelines.pyfunc import load_model, to_model_input
+    from recurra.pipelines.pyfunc import load_model, to_model_input
 
     version = logged["versions"]["tiny-forecast"]
     model = load_model(f"models:/tiny-forecast/{version}")
@@ -177,7 +177,7 @@ def test_forecaster_loaded_by_registry_uri_predicts_exactly_as_in_process(logged
 
 
 def test_detector_scores_and_events_match_in_process(logged):
-    from pipelines.pyfunc import load_model, to_model_input
+    from recurra.pipelines.pyfunc import load_model, to_model_input
 
     model = load_model(f"models:/tiny-detect/{logged['versions']['tiny-detect']}")
     frame = logged["frame"]
@@ -189,7 +189,7 @@ def test_detector_scores_and_events_match_in_process(logged):
 
 
 def test_signature_and_metadata(logged):
-    from pipelines.pyfunc import load_model, unwrap_estimator
+    from recurra.pipelines.pyfunc import load_model, unwrap_estimator
 
     model = load_model(f"models:/tiny-detect/{logged['versions']['tiny-detect']}")
     signature = model.metadata.signature
@@ -202,7 +202,7 @@ def test_signature_and_metadata(logged):
 
 
 def test_bad_params_raise_clear_errors(logged):
-    from pipelines.pyfunc import load_model, to_model_input
+    from recurra.pipelines.pyfunc import load_model, to_model_input
 
     model = load_model(f"models:/tiny-detect/{logged['versions']['tiny-detect']}")
     with pytest.raises(Exception, match="`output` \\('nope'\\) must be one of"):
@@ -210,7 +210,7 @@ def test_bad_params_raise_clear_errors(logged):
 
 
 def test_to_model_input_gives_naive_utc_pandas():
-    from pipelines.pyfunc import to_model_input
+    from recurra.pipelines.pyfunc import to_model_input
 
     frame = make_frame(n_steps=5)
     converted = to_model_input(frame)
@@ -220,7 +220,7 @@ def test_to_model_input_gives_naive_utc_pandas():
 
 
 def test_task_inference_and_validation():
-    from pipelines.pyfunc import RecurraModel, check_task, infer_task, requirements
+    from recurra.pipelines.pyfunc import RecurraModel, check_task, infer_task, requirements
 
     assert infer_task(TinyDetector()) == "detect"
     assert infer_task(TinyForecaster()) == "forecast"
@@ -234,10 +234,10 @@ def test_task_inference_and_validation():
 
 
 def test_real_baseline_forecaster_round_trip(tracking_home):
-    baselines = pytest.importorskip("forecasting.baselines")
+    baselines = pytest.importorskip("recurra.forecasting.baselines")
     import mlflow
 
-    from pipelines.pyfunc import load_model, log_estimator, to_model_input
+    from recurra.pipelines.pyfunc import load_model, log_estimator, to_model_input
 
     frame = make_frame(n_steps=120, seed=5, gap_share=0.0)
     forecaster = baselines.SeasonalNaiveForecaster(
@@ -252,7 +252,7 @@ def test_real_baseline_forecaster_round_trip(tracking_home):
 
 
 def _experiment(name: str) -> str:
-    from pipelines.mlflow_setup import ensure_experiment
+    from recurra.pipelines.mlflow_setup import ensure_experiment
 
     return ensure_experiment(name)
 
@@ -260,7 +260,7 @@ def _experiment(name: str) -> str:
 def test_model_logged_without_example_declares_params_and_accepts_aware_times(tracking_home):
     import mlflow
 
-    from pipelines.pyfunc import load_model, log_estimator
+    from recurra.pipelines.pyfunc import load_model, log_estimator
 
     frame = make_frame(n_steps=30, seed=11)
     forecaster = TinyForecaster().fit(frame)
@@ -273,10 +273,10 @@ def test_model_logged_without_example_declares_params_and_accepts_aware_times(tr
 
 
 def test_real_detector_round_trip(tracking_home):
-    anomaly = pytest.importorskip("anomaly")
+    anomaly = pytest.importorskip("recurra.anomaly")
     import mlflow
 
-    from pipelines.pyfunc import load_model, log_estimator, to_model_input
+    from recurra.pipelines.pyfunc import load_model, log_estimator, to_model_input
 
     config = anomaly.DetectorConfig(window=8, threshold="quantile", level=0.95, device="cpu")
     detector = anomaly.RollingZScoreDetector(config).fit(make_frame(n_steps=96, seed=12))

@@ -7,7 +7,7 @@ import threading
 import polars as pl
 import pytest
 
-from data.schema import RecurraError
+from recurra.data.schema import RecurraError
 from tests.conftest import make_frame
 from tests.pipelines.test_pyfunc import TinyForecaster, mlflow_environment, mlflow_home
 
@@ -17,7 +17,7 @@ def model_uri(tmp_path_factory):
     """A module-wide store holding one logged TinyForecaster; yields its model URI."""
     home = mlflow_home(tmp_path_factory, "registry")
     with mlflow_environment(home):
-        from pipelines.tracking import MLflowTracker
+        from recurra.pipelines.tracking import MLflowTracker
 
         tracker = MLflowTracker(environment=False)
         frame = make_frame(n_steps=48, seed=2)
@@ -27,7 +27,7 @@ def model_uri(tmp_path_factory):
 
 
 def _gate(uri, name, value, **kwargs):
-    from pipelines.registry import register_and_gate
+    from recurra.pipelines.registry import register_and_gate
 
     options = dict(metric="mae", higher_is_better=False, margin=0.1,
                    validation_fingerprint="abc")
@@ -36,13 +36,13 @@ def _gate(uri, name, value, **kwargs):
 
 
 def _aliases(name):
-    from pipelines.mlflow_setup import client
+    from recurra.pipelines.mlflow_setup import client
 
     return {k: str(v) for k, v in client().get_registered_model(name).aliases.items()}
 
 
 def test_model_name_is_one_per_dataset_and_task():
-    from pipelines.registry import model_name
+    from recurra.pipelines.registry import model_name
 
     assert model_name("ett", "forecast") == "recurra-ett-forecast"
     with pytest.raises(RecurraError, match="`dataset` \\('bad name'\\) must be"):
@@ -69,7 +69,7 @@ def test_first_version_becomes_champion_then_gate_by_margin(model_uri):
 
 
 def test_decision_and_scores_are_written_as_version_tags(model_uri):
-    from pipelines.registry import list_versions
+    from recurra.pipelines.registry import list_versions
 
     name = "gate-tags"
     _gate(model_uri, name, 0.5)
@@ -112,7 +112,7 @@ def test_bad_gate_inputs_raise_naming_the_parameter(model_uri):
 
 
 def test_manual_promote_and_rollback_keep_a_champion(model_uri):
-    from pipelines.registry import promote, read_history, rollback
+    from recurra.pipelines.registry import promote, read_history, rollback
 
     name = "gate-rollback"
     _gate(model_uri, name, 1.0)
@@ -130,7 +130,7 @@ def test_manual_promote_and_rollback_keep_a_champion(model_uri):
 
 
 def test_unknown_names_and_versions_give_clear_errors(model_uri):
-    from pipelines.registry import load_champion, promote, rollback
+    from recurra.pipelines.registry import load_champion, promote, rollback
 
     _gate(model_uri, "gate-known", 1.0)
     with pytest.raises(RecurraError, match="no registered model named 'nope'; known models"):
@@ -144,7 +144,7 @@ def test_unknown_names_and_versions_give_clear_errors(model_uri):
 
 
 def test_concurrent_gating_keeps_aliases_consistent(model_uri):
-    from pipelines.registry import list_versions, read_history
+    from recurra.pipelines.registry import list_versions, read_history
 
     name = "gate-threads"
     values = [0.9, 0.5, 0.7, 0.3, 0.8, 0.4]
@@ -176,7 +176,7 @@ def test_concurrent_gating_keeps_aliases_consistent(model_uri):
 
 
 def test_concurrent_manual_promotions_leave_history_and_alias_in_step(model_uri):
-    from pipelines.registry import promote, read_history
+    from recurra.pipelines.registry import promote, read_history
 
     name = "promote-threads"
     for value in (1.0, 2.0, 3.0, 4.0):
@@ -192,7 +192,7 @@ def test_concurrent_manual_promotions_leave_history_and_alias_in_step(model_uri)
 
 
 def test_list_models_and_load_champion(model_uri):
-    from pipelines.registry import list_models, load_champion, load_champion_estimator
+    from recurra.pipelines.registry import list_models, load_champion, load_champion_estimator
 
     name = "gate-listed"
     _gate(model_uri, name, 0.25)
@@ -205,7 +205,7 @@ def test_list_models_and_load_champion(model_uri):
     estimator = load_champion_estimator(name)
     assert isinstance(estimator, TinyForecaster)
     frame = make_frame(n_steps=24, seed=4)
-    from pipelines.pyfunc import to_model_input
+    from recurra.pipelines.pyfunc import to_model_input
 
     result = load_champion(name).predict(to_model_input(frame))
     assert result.equals(estimator.predict(frame=frame).to_pandas())
@@ -216,7 +216,7 @@ def test_models_cli_list_promote_rollback_and_errors(model_uri):
 
     from typer.testing import CliRunner
 
-    from pipelines.cli import app
+    from recurra.pipelines.cli import app
 
     name = "gate-cli"
     _gate(model_uri, name, 1.0)
@@ -244,7 +244,7 @@ def test_models_cli_list_promote_rollback_and_errors(model_uri):
 def test_track_and_register_logs_a_run_and_gates_on_the_validation_fingerprint(model_uri):
     from mlflow import MlflowClient
 
-    from pipelines.registry import list_versions, track_and_register
+    from recurra.pipelines.registry import list_versions, track_and_register
 
     name = "tracked-and-registered"
     train, valid = make_frame(n_steps=48, seed=7), make_frame(n_steps=24, seed=8)
@@ -267,7 +267,7 @@ def test_track_and_register_logs_a_run_and_gates_on_the_validation_fingerprint(m
 def test_register_by_run_id_uses_the_runs_model(model_uri):
     from mlflow import MlflowClient
 
-    from pipelines.registry import list_versions
+    from recurra.pipelines.registry import list_versions
 
     run_id = MlflowClient().get_logged_model(model_uri.rsplit("/", 1)[-1]).source_run_id
     decision = _gate(run_id, "gate-by-run", 1.0)

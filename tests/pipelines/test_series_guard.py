@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipelines.series_guard import exclude_unstable_series
+from recurra.pipelines.series_guard import exclude_unstable_series
 from tests.conftest import make_frame
 
 
@@ -22,10 +22,10 @@ def test_a_huge_series_is_left_out_by_name_and_the_others_kept():
 
 
 def test_tracked_config_has_every_field_not_only_the_toml_keys():
-    from pipelines.config import ModelConfig
-    from pipelines.tasks import full_config
+    from recurra.pipelines.config import ModelConfig
+    from recurra.pipelines.tasks import full_config
 
-    model = ModelConfig(name="f", class_path="forecasting.RNNForecaster",
+    model = ModelConfig(name="f", class_path="recurra.forecasting.RNNForecaster",
                         params={"hidden_size": 8, "horizon": 6})
     logged = full_config(model.build(), model)
     assert logged["hidden_size"] == 8

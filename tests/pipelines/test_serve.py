@@ -1,7 +1,7 @@
 """`recurra serve` against a real local Prefect server: deploy, trigger, check Completed.
 
 Starts `prefect server start` on a free port (PREFECT_HOME in tmp, analytics off), serves
-the `report` deployment of a tiny config in a subprocess (`python -m pipelines.serve`),
+the `report` deployment of a tiny config in a subprocess (`python -m recurra.pipelines.serve`),
 triggers it with `run_deployment` and waits for the Completed state; then stops both.
 """
 
@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.serve import QUIET_ENV, build_deployments, free_port, start_server, stop_server
+from recurra.pipelines.serve import (
+    QUIET_ENV,
+    build_deployments,
+    free_port,
+    start_server,
+    stop_server,
+)
 from tests.conftest import make_frame
 from tests.pipelines.test_flows import write_config
 
@@ -31,7 +37,7 @@ def test_build_deployments_reads_cron_from_config(tmp_path):
     assert deployments[0].parameters == {"config_path": config}
     only = build_deployments(config, only=["train"])
     assert [d.name for d in only] == ["recurra-train"]
-    from data.schema import RecurraError
+    from recurra.data.schema import RecurraError
 
     with pytest.raises(RecurraError, match=r"--only \['hourly'\]: valid schedules are"):
         build_deployments(config, only=["hourly"])
@@ -44,7 +50,7 @@ def test_served_deployment_runs_to_completed(tmp_path):
            "PREFECT_HOME": str(tmp_path / "prefect-serve"), "PREFECT_LOGGING_LEVEL": "WARNING",
            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}
     env.pop("RECURRA_STORE", None)
-    from data.store import Store
+    from recurra.data.store import Store
 
     Store(home / "store").upsert(make_frame(n_series=1, n_steps=48), source="synthetic")
     config = write_config(tmp_path / "serve.toml", {"g": {"series": ["*"]}},
@@ -53,7 +59,8 @@ def test_served_deployment_runs_to_completed(tmp_path):
     served = None
     try:
         env["PREFECT_API_URL"] = api_url
-        served = subprocess.Popen([sys.executable, "-m", "pipelines.serve", config, "report"],
+        served = subprocess.Popen([sys.executable, "-m", "recurra.pipelines.serve", config,
+                                   "report"],
                                   cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, start_new_session=True)
         state = _trigger(api_url, "report/recurra-report", served)

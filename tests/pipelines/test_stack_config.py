@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from data.schema import RecurraError
-from pipelines import stack
-from pipelines.config import load_config
+from recurra.data.schema import RecurraError
+from recurra.pipelines import stack
+from recurra.pipelines.config import load_config
 
 
 def test_state_keeps_ports_and_password(tmp_path):
@@ -26,7 +26,8 @@ def test_config_runs_on_the_stack_dask(tmp_path):
     state = stack.load_state(root)
     source = tmp_path / "mine.toml"
     source.write_text('[groups.g]\nseries = ["s*"]\nforecaster = "naive"\n\n'
-                      '[models.naive]\nclass = "forecasting.baselines.SeasonalNaiveForecaster"\n'
+                      '[models.naive]\n'
+                      'class = "recurra.forecasting.baselines.SeasonalNaiveForecaster"\n'
                       '\n[runner]\nkind = "threads"\nmax_workers = 3\n\n'
                       '[schedules]\ntrain = "0 3 * * *"\n')
     config = load_config(str(stack.write_config(root, state, str(source))))

@@ -8,7 +8,7 @@ import threading
 import polars as pl
 import pytest
 
-from data.schema import RecurraError
+from recurra.data.schema import RecurraError
 from tests.conftest import make_frame
 from tests.pipelines.test_pyfunc import TinyForecaster, mlflow_environment, mlflow_home
 
@@ -33,7 +33,7 @@ def tracked(tmp_path_factory):
 
 
 def test_null_tracker_accepts_everything():
-    from pipelines.tracking import NullTracker, Tracker, epoch_callback
+    from recurra.pipelines.tracking import NullTracker, Tracker, epoch_callback
 
     tracker = NullTracker()
     assert isinstance(tracker, Tracker)
@@ -45,7 +45,7 @@ def test_null_tracker_accepts_everything():
 
 
 def test_flatten_params_nests_dataclasses_and_mappings():
-    from pipelines.tracking import flatten_params
+    from recurra.pipelines.tracking import flatten_params
 
     flat = flatten_params({"config": Outer(), "seed": 0})
     assert flat == {"config.model.hidden_size": "8", "config.model.lags": "[1, 24]",
@@ -55,7 +55,7 @@ def test_flatten_params_nests_dataclasses_and_mappings():
 
 
 def test_data_fingerprint_is_order_independent_and_content_sensitive():
-    from pipelines.tracking import data_fingerprint
+    from recurra.pipelines.tracking import data_fingerprint
 
     frame = make_frame(n_series=2, n_steps=30, seed=1)
     fingerprint = data_fingerprint(frame)
@@ -73,7 +73,7 @@ def test_data_fingerprint_is_order_independent_and_content_sensitive():
 
 
 def test_environment_tags_name_device_versions_and_commit():
-    from pipelines.tracking import environment_tags
+    from recurra.pipelines.tracking import environment_tags
 
     tags = environment_tags()
     assert tags["recurra.device"] == "cpu" or tags["recurra.device"].startswith("cuda")
@@ -85,7 +85,12 @@ def test_environment_tags_name_device_versions_and_commit():
 def test_mlflow_run_records_params_metric_history_tags_and_artifacts(tracked, tmp_path):
     from mlflow import MlflowClient
 
-    from pipelines.tracking import MLflowTracker, epoch_callback, experiment_name, fingerprint_tags
+    from recurra.pipelines.tracking import (
+        MLflowTracker,
+        epoch_callback,
+        experiment_name,
+        fingerprint_tags,
+    )
 
     tracker = MLflowTracker()
     frame = make_frame(n_steps=30)
@@ -123,7 +128,7 @@ def test_mlflow_run_records_params_metric_history_tags_and_artifacts(tracked, tm
 def test_failed_block_marks_run_failed_and_errors_propagate(tracked):
     from mlflow import MlflowClient
 
-    from pipelines.tracking import MLflowTracker
+    from recurra.pipelines.tracking import MLflowTracker
 
     tracker = MLflowTracker(environment=False)
     with pytest.raises(ZeroDivisionError):
@@ -137,7 +142,7 @@ def test_failed_block_marks_run_failed_and_errors_propagate(tracked):
 def test_log_model_from_another_thread_attaches_to_the_run(tracked):
     from mlflow import MlflowClient
 
-    from pipelines.tracking import MLflowTracker
+    from recurra.pipelines.tracking import MLflowTracker
 
     tracker = MLflowTracker(environment=False)
     uris = []
@@ -156,7 +161,7 @@ def test_log_model_from_another_thread_attaches_to_the_run(tracked):
 
 
 def test_experiment_names_are_checked():
-    from pipelines.tracking import experiment_name
+    from recurra.pipelines.tracking import experiment_name
 
     assert experiment_name("ett", "detect") == "recurra/ett/detect"
     with pytest.raises(RecurraError, match="`task` \\(''\\) must be a non-empty name"):
@@ -166,7 +171,7 @@ def test_experiment_names_are_checked():
 def test_long_param_values_and_odd_keys_are_logged_within_mlflow_rules(tracked):
     from mlflow import MlflowClient
 
-    from pipelines.tracking import MAX_PARAM_LENGTH, MLflowTracker, experiment_name
+    from recurra.pipelines.tracking import MAX_PARAM_LENGTH, MLflowTracker, experiment_name
 
     tracker = MLflowTracker(environment=False)
     with tracker.start_run(experiment_name("tiny", "forecast"), "long") as run_id:

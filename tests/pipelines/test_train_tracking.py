@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 import tomli_w
 
-from pipelines import tasks
-from pipelines.flows import run_flow
+from recurra.pipelines import tasks
+from recurra.pipelines.flows import run_flow
 from tests.conftest import make_frame
 
 MAX_EPOCHS = 3
@@ -27,12 +27,12 @@ def trained(prefect_harness, tmp_path_factory):
         "groups": {"g": {"series": ["s0", "s1", "s2"], "forecaster": "rnn",
                          "detector": "ae"}},
         "models": {
-            "rnn": {"class": "forecasting.RNNForecaster",
+            "rnn": {"class": "recurra.forecasting.RNNForecaster",
                     "params": {"cell": "gru", "hidden_size": 4, "lookback": 12, "horizon": 4,
                                "max_windows_per_epoch": 64,
                                "train": {"max_epochs": MAX_EPOCHS,
                                          "early_stopping_patience": 50, "device": "cpu"}}},
-            "ae": {"class": "anomaly.ReconstructionDetector",
+            "ae": {"class": "recurra.anomaly.ReconstructionDetector",
                    "params": {"window": 8, "hidden_size": 4, "max_epochs": 2,
                               "device": "cpu"}},
         },
@@ -53,7 +53,7 @@ def trained(prefect_harness, tmp_path_factory):
 def _run(task: str):
     from mlflow.tracking import MlflowClient
 
-    from pipelines.mlflow_setup import client, experiment_name
+    from recurra.pipelines.mlflow_setup import client, experiment_name
 
     client()  # points MLflow at the test store
     mlflow_client = MlflowClient()

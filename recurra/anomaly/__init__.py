@@ -1,0 +1,23 @@
+"""Anomaly detection: detectors (reconstruction AE, GRU-D AE, forecast error, baselines),
+pure score / threshold / event functions, and evaluation metrics (NAB, F1, AUC-PR, ...).
+
+>>> from anomaly import ReconstructionDetector, DetectorConfig    # doctest: +SKIP
+"""
+
+from recurra.anomaly.base import BaseDetector, DetectorConfig
+from recurra.anomaly.baselines import IsolationForestDetector, RollingZScoreDetector
+from recurra.anomaly.detectors import ForecastErrorDetector, GRUDAutoencoder, ReconstructionDetector
+from recurra.anomaly.ensemble import EnsembleConfig, EnsembleDetector
+from recurra.anomaly.fleet import DetectorFleet
+
+DETECTORS = {
+    "lstm_ae": ReconstructionDetector,
+    "grud_ae": GRUDAutoencoder,
+    "forecast_error": ForecastErrorDetector,
+    "rolling_zscore": RollingZScoreDetector,
+    "isolation_forest": IsolationForestDetector,
+}
+
+__all__ = ["DETECTORS", "BaseDetector", "DetectorConfig", "DetectorFleet", "EnsembleConfig",
+           "EnsembleDetector", "ForecastErrorDetector", "GRUDAutoencoder",
+           "IsolationForestDetector", "ReconstructionDetector", "RollingZScoreDetector"]

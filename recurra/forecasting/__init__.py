@@ -1,0 +1,17 @@
+"""Forecasters: stateful LSTM/GRU/GRU-D (``RNNForecaster``), baselines, metrics, backtests."""
+
+from recurra.forecasting.device import choose_device, seed_everything
+from recurra.forecasting.fleet import ForecasterFleet
+from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
+from recurra.forecasting.train import TrainConfig, TrainResult, fit_module
+
+__all__ = [
+    "ForecasterConfig",
+    "ForecasterFleet",
+    "RNNForecaster",
+    "TrainConfig",
+    "TrainResult",
+    "choose_device",
+    "fit_module",
+    "seed_everything",
+]

@@ -1,0 +1,651 @@
+"""The stateful LSTM / GRU / GRU-D forecaster (a global model over every series of a frame).
+
+>>> fc = RNNForecaster(ForecasterConfig(cell="lstm", hidden_size=16, horizon=24)).fit(train)
+>>> forecast = fc.predict()                 # continues after the training data
+>>> fc.update(new_rows).predict()           # advances the state, no history re-read
+
+Inputs: every channel of the frame is a feature (scaled per series and channel on the
+training rows); LSTM/GRU read forward-filled values plus the observed-mask, GRU-D reads
+values, masks and deltas natively; calendar features (hour of day, day of week, day of
+year) are known-future covariates.  Losses use observed targets only.
+
+Two training modes:
+
+* stateless (``stateful=False``): random look-back/horizon windows, each encoded from the
+  initial state; the stored per-series state is the last ``lookback`` rows (a buffer), and
+  a forecast encodes that buffer exactly as in training.
+* stateful (``stateful=True``): each series is cut into consecutive chunks of
+  ``tbptt_length``; batch k holds chunk k of a group of series and the hidden state flows
+  (detached: truncated BPTT) from chunk k to k+1, reset at series boundaries; every step is
+  supervised with its next ``horizon`` targets.  The stored state is the encoder state after
+  the whole history, and :meth:`RNNForecaster.update` advances it with new rows only.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from recurra.data.arrays import frame_to_arrays
+from recurra.data.persistence import load_estimator, save_estimator
+from recurra.data.schema import (
+    CHANNEL,
+    FORECAST_SCHEMA,
+    ISSUED_AT,
+    SERIES_ID,
+    STEP,
+    TIMESTAMP,
+    Y_HAT,
+    RecurraError,
+    SchemaError,
+    check_fitted,
+    quantile_column,
+    validate_frame,
+)
+from recurra.forecasting import adaptive, conformal, stream
+from recurra.forecasting import transforms as tfm
+from recurra.forecasting import windows as win
+from recurra.forecasting.config import (
+    ForecasterConfig,  # re-exported: the config lives in config.py
+)
+from recurra.forecasting.device import choose_device, seed_everything
+from recurra.forecasting.modules import (
+    DistributionHead,
+    EncoderSpec,
+    ForecastNet,
+    WindowSpec,
+)
+from recurra.forecasting.train import Callback, fit_module
+from recurra.forecasting.value_range import scaled_range_problem, split_trainable
+from recurra.forecasting.windows import (
+    check_length,
+    fit_scaler,
+    prepare_series,
+    window_batch,
+    window_starts,
+)
+
+__all__ = ["ForecasterConfig", "RNNForecaster"]
+
+
+class RNNForecaster:
+    """Global LSTM / GRU / GRU-D forecaster with streaming state (see the module docstring).
+
+    Fitted attributes: ``module_`` (:class:`ForecastNet`), ``channels_`` (input channels),
+    ``targets_`` (forecast channels), ``scaler_`` ({series_id: (center (F,), scale (F,))}),
+    ``state_`` ({series_id: per-series stream state}), ``history_`` (epoch records),
+    ``excluded_`` ({series_id: reason} of the series left out of ``fit`` because their scaled
+    values overflow float32, see :mod:`recurra.forecasting.value_range`; they get no state and no
+    forecast).
+
+    ``validation_monitors``: a ``validation`` frame passed to :meth:`fit` drives early
+    stopping and its loss is reported per epoch (``history_[i]["val_loss"]``).
+
+    Device: training runs on ``config.train.device``; :meth:`fit` leaves ``module_`` and the
+    tensors of ``state_`` on CPU, and :meth:`to` moves both together (``device_``); predict,
+    update and calibrate then run on that device (results come back as CPU frames).
+    ``recurra.data.persistence.load_estimator(path, map_location=d)`` loads onto ``d``.
+    """
+
+    validation_monitors = True
+
+    def __init__(self, config: ForecasterConfig | None = None) -> None:
+        self.config = config if config is not None else ForecasterConfig()
+        self.module_: ForecastNet | None = None
+
+    @property
+    def device_(self) -> torch.device:
+        """The device of ``module_`` (and of every tensor in ``state_``)."""
+        check_fitted(self)
+        return stream.module_device(self.module_)
+
+    def to(self, device: str | torch.device) -> RNNForecaster:
+        """Move ``module_`` and every tensor of ``state_`` to ``device`` (in place); returns
+        self. ``"auto"`` picks CUDA when available.
+
+        >>> fc.to("cuda").predict()                              # doctest: +SKIP
+        """
+        check_fitted(self)
+        device = choose_device(device)
+        self.module_.to(device)
+        self.state_ = stream.tensors_to(self.state_, device)
+        return self
+
+    # fitting ---------------------------------------------------------------------------
+    def fit(self, frame: Any, validation: Any = None, callback: Callback | None = None,
+            static: Any = None) -> RNNForecaster:
+        """Train on every series of ``frame``.
+
+        ``validation`` (a contract frame) drives early stopping; ``callback(event, payload)``
+        receives the training loop's events; ``static`` is an optional frame with one row per
+        series (``series_id`` + numeric columns), z-scored across series and fed to the
+        decoder.
+        """
+        if self.config.interval in ("conformal", "adaptive") and validation is None:
+            raise RecurraError(f"interval {self.config.interval!r} calibrates on validation "
+                               "windows: pass fit(frame, validation=...) or set "
+                               "interval='model'")
+        frame = validate_frame(frame, name="train")
+        self.levels_: dict = {}
+        raw_validation = validation
+        if self.config.target_transform != "none":
+            self.levels_ = tfm.last_levels(frame)
+            frame = self._to_returns(frame)
+            validation = None if validation is None else self._to_returns(
+                validate_frame(validation, name="validation"))
+        self.conformal_: np.ndarray | None = None
+        self.adaptive_: adaptive.AdaptiveForecastIntervals | None = None
+        self.channels_ = sorted(frame[CHANNEL].unique().to_list())
+        self.targets_ = self._targets(self.channels_)
+        arrays = frame_to_arrays(frame, channels=self.channels_)
+        self.scaler_ = {a.series_id: fit_scaler(a.values, self.config.scaler) for a in arrays}
+        arrays, self.excluded_ = split_trainable(arrays, lambda a: scaled_range_problem(
+            a.series_id, a.values, *self.scaler_[a.series_id]))
+        if self.excluded_:  # left out by name; their validation rows too
+            for series_id in self.excluded_:
+                del self.scaler_[series_id]
+            validation, raw_validation = (
+                None if v is None else validate_frame(v, name="validation").filter(
+                    ~pl.col(SERIES_ID).is_in(list(self.excluded_)))
+                for v in (validation, raw_validation))
+        self._fit_static(static)
+        seed_everything(self.config.train.seed)
+        self.module_ = self._build()
+        self._train(arrays, validation, callback)
+        self.state_ = self._stream_states(arrays)
+        if self.config.interval in ("conformal", "adaptive"):
+            self.calibrate(raw_validation)
+        return self
+
+    def calibrate(self, validation: Any) -> RNNForecaster:
+        """Split-conformal offsets (:mod:`recurra.forecasting.conformal`) from every stride-1 window
+        of ``validation`` (a contract frame not used for training): afterwards the quantile
+        columns of :meth:`predict` are the model's quantiles (or y_hat for a point head)
+        shifted per horizon step and channel. Called by :meth:`fit` when
+        ``interval="conformal"``; with ``interval="adaptive"`` it (re)seeds ``adaptive_``
+        from |y - y_hat| of the fully observed windows and forgets remembered forecasts.
+        """
+        check_fitted(self)
+        if self.config.stateful:
+            raise RecurraError("calibrate needs stateless windows (stateful=False)")
+        validation = validate_frame(validation, name="validation")
+        if self.config.target_transform != "none":
+            validation = self._to_returns(validation)
+        prepared = self._prepared(self._arrays(validation, "validation"))
+        targets = [self.channels_.index(c) for c in self.targets_]
+        adaptive_mode = self.config.interval == "adaptive"
+        bands, y, seen = _calibration_bands(self.module_, prepared, self.config, targets,
+                                            point=adaptive_mode)
+        if adaptive_mode:
+            full = seen.all(axis=(1, 2))
+            if not full.any():
+                raise RecurraError("calibrate: interval 'adaptive' needs at least one "
+                                   "validation window with every target observed")
+            levels = tuple(self.config.quantiles)
+            self.adaptive_ = adaptive.AdaptiveForecastIntervals(adaptive.AdaptiveConfig(
+                1.0 - (levels[-1] - levels[0]), self.config.adaptive_gamma)).fit(
+                np.abs(y - bands[..., 0])[full])
+            return self
+        self.conformal_ = conformal.conformal_offsets(bands, y, seen,
+                                                      tuple(self.config.quantiles))
+        return self
+
+    def fine_tune(self, frame: Any, epochs: int = 5, learning_rate: float | None = None,
+                  callback: Callback | None = None, static: Any = None) -> RNNForecaster:
+        """A new forecaster: this global model trained further on ``frame`` only.
+
+        Known series keep their scalers, new ones get their own; ``learning_rate`` defaults
+        to a tenth of the original one. The new forecaster holds stream states for the
+        series of ``frame`` only (states of other series were computed with the old
+        weights). This forecaster is left unchanged.
+        """
+        check_fitted(self)
+        frame = validate_frame(frame, name="fine-tune frame")
+        levels = getattr(self, "levels_", {})
+        if self.config.target_transform != "none":
+            levels, frame = tfm.last_levels(frame, levels), self._to_returns(frame)
+        train = dataclasses.replace(
+            self.config.train, max_epochs=epochs,
+            learning_rate=learning_rate or self.config.train.learning_rate / 10)
+        tuned = RNNForecaster(dataclasses.replace(self.config, train=train,
+                                                  linear_skip_ridge=None))  # keep the skip
+        tuned.channels_, tuned.targets_ = self.channels_, self.targets_
+        tuned.conformal_ = tuned.adaptive_ = None  # new weights: calibrate(validation) again
+        tuned.module_ = copy.deepcopy(self.module_).cpu()
+        tuned.scaler_, tuned.levels_ = dict(self.scaler_), levels
+        tuned.static_columns_, tuned.static_scaler_ = self.static_columns_, self.static_scaler_
+        tuned.static_ = {**self.static_, **self._scaled_static(static)}
+        arrays = tuned._arrays(frame, "fine-tune frame")
+        for item in arrays:
+            tuned.scaler_.setdefault(item.series_id, fit_scaler(item.values,
+                                                                self.config.scaler))
+        arrays, tuned.excluded_ = split_trainable(arrays, lambda a: scaled_range_problem(
+            a.series_id, a.values, *tuned.scaler_[a.series_id]))
+        tuned._train(arrays, None, callback)
+        tuned.state_ = tuned._stream_states(arrays)
+        return tuned
+
+    def _to_returns(self, frame: pl.DataFrame, anchors: dict | None = None) -> pl.DataFrame:
+        """``frame`` (validated) as returns of ``config.target_transform`` (a contract frame)."""
+        return validate_frame(tfm.to_returns(frame, self.config.target_transform, anchors))
+
+    def _targets(self, channels: list[str]) -> list[str]:
+        if self.config.target_channels is None:
+            return list(channels)
+        unknown = [c for c in self.config.target_channels if c not in channels]
+        if unknown:
+            raise SchemaError(f"target_channels {unknown} are not channels of the training "
+                              f"frame (it has {channels})")
+        return list(self.config.target_channels)
+
+    def _build(self) -> ForecastNet:
+        config = self.config
+        n_cov = win.N_CALENDAR if config.calendar else 0
+        independent = config.channel_independent
+        n_inputs = (1 if independent else len(self.channels_)) + n_cov
+        n_outputs = 1 if independent else len(self.targets_)
+        spec = EncoderSpec(config.cell, n_inputs * config.patch_length, config.hidden_size,
+                           config.num_layers, config.dropout, config.recurrent_dropout,
+                           config.layer_norm, config.residual, config.learn_initial_state)
+        head = DistributionHead(config.output, config.hidden_size, n_outputs,
+                                config.quantiles, config.loss, config.huber_delta)
+        window = WindowSpec(config.normalization, independent, config.patch_length,
+                            config.linear_skip, config.lookback, len(self.channels_))
+        net = ForecastNet(spec, n_outputs, n_cov, config.horizon, config.decoder, head,
+                          config.attention, len(self.static_columns_), window)
+        net.from_last = config.forecast_from_last
+        return net
+
+    def _fit_static(self, static: Any) -> None:
+        self.static_columns_: list[str] = []
+        self.static_scaler_: tuple[np.ndarray, np.ndarray] | None = None
+        self.static_: dict[str, np.ndarray] = {}
+        if static is None:
+            return
+        ids, columns, values = win.read_static(static)
+        center = values.mean(axis=0)
+        spread = values.std(axis=0)
+        self.static_columns_ = columns
+        self.static_scaler_ = (center, np.where(spread > 1e-12, spread, 1.0))
+        self.static_ = self._scaled_static(static)
+
+    def _scaled_static(self, static: Any) -> dict[str, np.ndarray]:
+        if static is None:
+            return {}
+        if not self.static_columns_:
+            raise SchemaError("static: this forecaster was fitted without static features; "
+                              "fit it with static=... to use them")
+        ids, _, values = win.read_static(static, self.static_columns_)
+        center, scale = self.static_scaler_
+        scaled = ((values - center) / scale).astype(np.float32)
+        return dict(zip(ids, scaled, strict=True))
+
+    def _static_for(self, series_id: str, extra: dict[str, np.ndarray]) -> np.ndarray | None:
+        if not self.static_columns_:
+            return None
+        vector = extra.get(series_id, self.static_.get(series_id))
+        if vector is None:
+            raise SchemaError(f"static: series {series_id!r} has no static features; pass "
+                              f"static=... with columns {self.static_columns_}")
+        return vector
+
+    def _arrays(self, frame: pl.DataFrame, name: str) -> list:
+        extra = sorted(set(frame[CHANNEL].unique().to_list()) - set(self.channels_))
+        if extra:
+            raise SchemaError(f"{name}: channels {extra} were not in the training frame "
+                              f"(it had {self.channels_})")
+        return frame_to_arrays(frame, channels=self.channels_)
+
+    def _prepared(self, arrays: list, extra: dict[str, np.ndarray] | None = None) -> list:
+        return [prepare_series(a, *self._scaler_for(a), self.config.calendar,
+                               self._static_for(a.series_id, extra or {})) for a in arrays]
+
+    def _scaler_for(self, arrays: Any) -> tuple[np.ndarray, np.ndarray]:
+        scaler = self.scaler_.get(arrays.series_id)
+        return scaler if scaler is not None else fit_scaler(arrays.values, self.config.scaler)
+
+    def _train(self, arrays: list, validation: Any, callback: Callback | None) -> None:
+        config = self.config
+        prepared = self._prepared(arrays)
+        val_prepared = None
+        if validation is not None:
+            val_prepared = self._prepared(self._arrays(validate_frame(
+                validation, name="validation"), "validation"))
+        if config.cell == "grud":
+            self.module_.encoder.grud.set_empirical_mean(_scaled_means(
+                prepared, self.module_.encoder.spec.input_size))
+        targets = [self.channels_.index(c) for c in self.targets_]
+        schedule = _TeacherSchedule(config)
+        hook = schedule.chain(callback)
+        if config.stateful:
+            train_src, val_src, step = win.stateful_sources(
+                prepared, val_prepared, config, targets, schedule)
+        else:
+            check_length(prepared, config.lookback + config.horizon, "train")
+            train_src, val_src, step = _window_sources(prepared, val_prepared, config,
+                                                       targets, schedule)
+        initial = None
+        if config.linear_skip_ridge is not None:
+            initial = self._init_skip(prepared, val_src, step)
+        result = fit_module(self.module_, step, train_src, val_src, config.train, hook,
+                            stateful=config.stateful)
+        self.module_.cpu().eval()
+        self.kept_initial_ = initial is not None and initial[0] <= result.best_val_loss
+        if self.kept_initial_:  # the ridge-initialised model beat every trained epoch
+            self.module_.load_state_dict(initial[1])
+        self.history_ = result.history
+        self.train_result_ = result
+
+    def _init_skip(self, prepared: list, val_src: Any, step: Any
+                   ) -> tuple[float, dict[str, torch.Tensor]] | None:
+        """Closed-form ridge for the linear skip on the normalised training windows; returns
+        (validation loss, weights) of this initial model when ``val_src`` is given."""
+        config = self.config
+        starts = window_starts(prepared, config.lookback, config.horizon, config.stride)
+        inputs, outputs = win.skip_design(prepared, starts, config.lookback, config.horizon,
+                                          config.normalization)
+        weight, bias = win.ridge(inputs, outputs, config.linear_skip_ridge,
+                                 config.linear_skip_intercept)
+        with torch.no_grad():
+            self.module_.skip.weight.copy_(torch.from_numpy(weight))
+            self.module_.skip.bias.copy_(torch.from_numpy(bias))
+        if val_src is None:
+            return None
+        self.module_.eval()
+        with torch.no_grad():
+            losses = [step(self.module_, batch) for batch in val_src()]
+        losses = [float(v) for v in losses if v is not None]
+        state = {k: v.detach().clone() for k, v in self.module_.state_dict().items()}
+        return (float(np.mean(losses)) if losses else float("inf")), state
+
+    # streaming -------------------------------------------------------------------------
+    def _stream_states(self, arrays: list) -> dict[str, dict[str, Any]]:
+        prepared = self._prepared(arrays)
+        return stream.initial_states(self.module_, arrays, prepared, self.config)
+
+    def update(self, new_rows: Any) -> RNNForecaster:
+        """Advance the stored state of each series with ``new_rows`` (after its last row);
+        with ``interval="adaptive"`` rows whose timestamps match a remembered forecast of
+        their series (the last ``horizon`` issued) first feed the ACI update (see
+        :mod:`recurra.forecasting.adaptive`)."""
+        check_fitted(self)
+        frame = validate_frame(new_rows, name="new rows")
+        if self.config.target_transform != "none":  # returns from the last observed levels
+            levels = getattr(self, "levels_", {})
+            frame, self.levels_ = self._to_returns(frame, levels), tfm.last_levels(frame, levels)
+        extra = sorted(set(frame[CHANNEL].unique().to_list()) - set(self.channels_))
+        if extra:
+            raise SchemaError(f"new rows: channels {extra} were not in the training frame "
+                              f"(it had {self.channels_})")
+        arrays = win.rows_to_arrays(frame, self.channels_)
+        unknown = [a.series_id for a in arrays if a.series_id not in self.state_]
+        if unknown:
+            raise SchemaError(f"new rows: series {unknown[:5]} are unknown to this forecaster; "
+                              "use predict(frame=history) or fine_tune(frame) for new series")
+        adaptive_ = getattr(self, "adaptive_", None)
+        if adaptive_ is not None:  # score remembered forecasts before advancing the state
+            targets = [self.channels_.index(c) for c in self.targets_]
+            for item in arrays:
+                adaptive_.observe(item.series_id, item.timestamps, item.values[:, targets])
+        self.state_ = {**self.state_, **stream.advance(self.module_, arrays, self.state_,
+                                                    self.scaler_, self.config)}
+        return self
+
+    # prediction ------------------------------------------------------------------------
+    def predict(self, frame: Any = None, horizon: int | None = None,
+                static: Any = None) -> pl.DataFrame:
+        """Forecast frame (FORECAST_SCHEMA + quantile columns) in original units.
+
+        ``frame=None`` continues every series from the stored state; a ``frame`` is taken
+        as the history to forecast from (the stored state is left unchanged). ``static``
+        gives static features of series unknown at fit time.
+        """
+        check_fitted(self)
+        calibration = "adaptive_" if self.config.interval == "adaptive" else "conformal_"
+        if self.config.interval != "model" and getattr(self, calibration, None) is None:
+            raise RecurraError(f"interval {self.config.interval!r}: this forecaster has no "
+                               "calibration (e.g. after fine_tune); call calibrate(validation)"
+                               " first")
+        horizon = self.config.horizon if horizon is None else horizon
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or not (
+                1 <= horizon <= self.config.horizon):
+            raise RecurraError(f"horizon ({horizon!r}) must be an integer in [1, "
+                               f"{self.config.horizon}] (the horizon the model was fitted for)")
+        states, levels = self.state_, getattr(self, "levels_", {})
+        if frame is not None:
+            frame = validate_frame(frame, name="history")
+            if self.config.target_transform != "none":
+                levels, frame = tfm.last_levels(frame), self._to_returns(frame)
+            arrays = self._arrays(frame, "history")
+            scalers = {a.series_id: self._scaler_for(a) for a in arrays}
+            states = stream.initial_states(self.module_, arrays, self._prepared(
+                arrays, self._scaled_static(static)), self.config, scalers)
+        forecast = self._forecast_frame(states, horizon, remember=frame is None)
+        if self.config.target_transform == "none":
+            return forecast
+        return tfm.forecast_to_levels(forecast, levels, self.config.target_transform,
+                                      [quantile_column(q) for q in self.config.quantiles])
+
+    def _forecast_frame(self, states: dict[str, dict[str, Any]], horizon: int,
+                        remember: bool = False) -> pl.DataFrame:
+        """One vectorised pass: head outputs of all series -> original units -> long frame."""
+        targets = [self.channels_.index(c) for c in self.targets_]
+        results = stream.forecast_arrays(self.module_, states, self.scaler_, self.config,
+                                      targets, horizon)
+        levels = tuple(self.config.quantiles)
+        ids = [r[0] for r in results]
+        params = torch.from_numpy(np.stack([r[3] for r in results])).to(  # (S, N, O, P)
+            stream.module_device(self.module_))
+        scalers = [stream._scaler(states[s], self.scaler_, s) for s in ids]
+        center = np.stack([c[targets] for c, _ in scalers])[:, None, :]    # (S, 1, O)
+        scale = np.stack([sc[targets] for _, sc in scalers])[:, None, :]
+        point = self.module_.head.point(params).double().cpu().numpy() * scale + center
+        bands = self.module_.head.quantiles(params, levels).double().cpu().numpy()
+        if getattr(self, "conformal_", None) is not None:
+            bands = conformal.apply_offsets(bands, self.conformal_)
+        if getattr(self, "adaptive_", None) is not None:
+            bands = self._adaptive_bands(ids, results, point, center, scale, remember)
+        bands = bands * scale[..., None] + center[..., None]               # (S, N, O, Q)
+        n_series, n_targets = len(ids), len(targets)
+        per_series = horizon * n_targets
+
+        def flat(values: np.ndarray) -> np.ndarray:  # (S, N, O) -> rows (series, channel, step)
+            return np.ascontiguousarray(values.transpose(0, 2, 1)).reshape(-1)
+
+        columns = {
+            SERIES_ID: np.repeat(np.array(ids, dtype=object), per_series),
+            CHANNEL: np.tile(np.repeat(np.array(self.targets_, dtype=object), horizon),
+                             n_series),
+            ISSUED_AT: np.repeat(np.array([r[1] for r in results], "datetime64[us]"),
+                                 per_series),
+            TIMESTAMP: flat(np.repeat(np.stack([r[2] for r in results]).astype(
+                "datetime64[us]")[:, :, None], n_targets, axis=2)),
+            STEP: np.tile(np.arange(1, horizon + 1, dtype=np.int32), n_series * n_targets),
+            Y_HAT: flat(point),
+            **{quantile_column(q): flat(bands[..., j]) for j, q in enumerate(levels)}}
+        return _to_frame(columns, levels)
+
+    def _adaptive_bands(self, ids: list[str], results: list, point: np.ndarray,
+                        center: np.ndarray, scale: np.ndarray, remember: bool) -> np.ndarray:
+        """(S, N, O, Q) scaled bands y_hat +- the current ACI half-widths (the median level
+        is y_hat); ``remember`` stores each series' forecast for :meth:`update`. ``point``
+        (S, N, O) in original units, ``center``/``scale`` (S, 1, O)."""
+        widths = self.adaptive_.half_widths(point.shape[1])                  # (N, O)
+        if remember:
+            for i, series_id in enumerate(ids):
+                self.adaptive_.issue(series_id, results[i][2], point[i], scale[i, 0], widths)
+        scaled = (point - center) / scale
+        signs = np.sign(np.array(self.config.quantiles) - 0.5)
+        return scaled[..., None] + signs * widths[None, ..., None]
+
+    # persistence -----------------------------------------------------------------------
+    def _get_state(self) -> dict[str, Any]:
+        check_fitted(self)
+        if getattr(self, "quantized_", False):
+            raise RecurraError(f"a quantized {type(self).__name__} cannot be saved: save the "
+                               "float model and quantize it again after loading")
+        return {"module": self.module_.state_dict(), "channels": self.channels_,
+                "targets": self.targets_, "scaler": self.scaler_, "state": self.state_,
+                "history": getattr(self, "history_", []),
+                "conformal": getattr(self, "conformal_", None),
+                "adaptive": getattr(self, "adaptive_", None),
+                "static": (self.static_columns_, self.static_scaler_, self.static_),
+                "levels": getattr(self, "levels_", {}),
+                "excluded": getattr(self, "excluded_", {})}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.channels_, self.targets_ = list(state["channels"]), list(state["targets"])
+        self.scaler_, self.state_ = state["scaler"], state["state"]
+        self.history_ = state.get("history", [])
+        self.conformal_ = state.get("conformal")
+        self.adaptive_ = state.get("adaptive")
+        self.levels_ = dict(state.get("levels", {}))
+        self.excluded_ = dict(state.get("excluded", {}))
+        columns, scaler, static = state.get("static", ([], None, {}))
+        self.static_columns_, self.static_scaler_, self.static_ = list(columns), scaler, static
+        self.module_ = self._build()
+        self.module_.load_state_dict(state["module"])
+        self.module_.eval()
+
+    def save(self, path: str | Path) -> Path:
+        """Write this fitted forecaster to the folder ``path``."""
+        check_fitted(self)
+        return save_estimator(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RNNForecaster:
+        """Load a forecaster written by :meth:`save`."""
+        return load_estimator(path, expected=cls)
+
+
+class _TeacherSchedule:
+    """Scheduled sampling: the teacher-forcing probability for the current epoch."""
+
+    def __init__(self, config: ForecasterConfig) -> None:
+        self.kind, self.k = config.teacher_forcing, config.teacher_forcing_k
+        self.max_epochs = config.train.max_epochs
+        self.probability = 0.0 if self.kind == "never" else 1.0
+
+    def chain(self, callback: Callback | None) -> Callback:
+        def hook(event: str, payload: dict[str, Any]) -> None:
+            if event == "epoch_start":
+                self.set_epoch(payload["epoch"])
+            if callback is not None:
+                callback(event, payload)
+        return hook
+
+    def set_epoch(self, epoch: int) -> None:
+        step = epoch - 1
+        if self.kind == "linear":
+            self.probability = max(0.0, 1.0 - step / max(1, self.max_epochs - 1))
+        elif self.kind == "inverse_sigmoid":
+            self.probability = float(self.k / (self.k + np.exp(step / self.k)))
+
+    def current(self, training: bool) -> float:
+        return self.probability if training else 0.0
+
+
+def _window_sources(prepared: list, val_prepared: list | None, config: ForecasterConfig,
+                    targets: list[int], schedule: _TeacherSchedule):
+    """Batch sources and the step function of stateless (windowed) training."""
+    raw = config.cell == "grud"
+    starts = window_starts(prepared, config.lookback, config.horizon, config.stride)
+    rng = np.random.default_rng(config.train.seed)
+    size = config.train.batch_size
+
+    def train_batches():
+        order = rng.permutation(len(starts))
+        if config.max_windows_per_epoch is not None:
+            order = order[:config.max_windows_per_epoch]
+        for begin in range(0, len(order), size):
+            yield window_batch(prepared, starts[order[begin:begin + size]], config.lookback,
+                               config.horizon, targets, raw)
+
+    val_src = None
+    if val_prepared is not None:
+        val_starts = window_starts(val_prepared, config.lookback, config.horizon,
+                                   config.stride)
+
+        def val_src():
+            for begin in range(0, len(val_starts), size):
+                yield window_batch(val_prepared, val_starts[begin:begin + size],
+                                   config.lookback, config.horizon, targets, raw)
+
+    def step(module: ForecastNet, batch: Any) -> torch.Tensor | None:
+        if not bool(batch.y_observed.any()):
+            return None
+        params = _window_params(module, batch, config, targets,
+                                schedule.current(module.training))
+        return module.head.loss(params, batch.y, batch.y_observed)
+
+    return train_batches, val_src, step
+
+
+def _window_params(module: ForecastNet, batch: Any, config: ForecasterConfig,
+                   targets: list[int], teacher_prob: float = 0.0) -> torch.Tensor:
+    """(B, N, O, P) head parameters of a stateless :class:`WindowBatch` (scaled units)."""
+    lookback = batch.x.shape[1]
+    covariates = batch.covariates
+    if config.windowed:
+        return module.forecast_window(
+            batch.x, batch.observed, batch.delta, covariates[:, :lookback],
+            covariates[:, lookback:], batch.x_last[:, -1, targets], torch.nan_to_num(batch.y),
+            batch.y_observed, teacher_prob, batch.static, targets)
+    output, _ = module.encode(batch.x, batch.observed, batch.delta, None,
+                              covariates[:, :lookback])
+    return module.decode(module.encoder.last_hidden(output), batch.x_last[:, -1, targets],
+                         covariates[:, lookback:], torch.nan_to_num(batch.y),
+                         batch.y_observed, teacher_prob, memory=output, static=batch.static)
+
+
+@torch.no_grad()
+def _calibration_bands(module: ForecastNet, prepared: list, config: ForecasterConfig,
+                       targets: list[int], point: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quantile forecasts (W, N, O, Q) (``point``: y_hat, (W, N, O, 1)), targets and masks
+    (W, N, O) of every stride-1 window of ``prepared`` (scaled units)."""
+    module.eval()
+    starts = window_starts(prepared, config.lookback, config.horizon, 1)
+    raw = config.cell == "grud"
+    bands, ys, seen = [], [], []
+    device = stream.module_device(module)
+    for begin in range(0, len(starts), 1024):
+        batch = window_batch(prepared, starts[begin:begin + 1024], config.lookback,
+                             config.horizon, targets, raw)
+        params = _window_params(module, batch.to(device), config, targets)
+        band = (module.head.point(params)[..., None] if point else
+                module.head.quantiles(params, tuple(config.quantiles)))
+        bands.append(band.double().cpu().numpy())
+        ys.append(batch.y.double().numpy())
+        seen.append(batch.y_observed.numpy().astype(bool))
+    if not bands:
+        raise RecurraError(f"calibrate: no validation window of lookback + horizon "
+                           f"({config.lookback + config.horizon}) steps; pass a longer "
+                           "validation frame")
+    return np.concatenate(bands), np.concatenate(ys), np.concatenate(seen)
+
+
+def _to_frame(columns: dict[str, np.ndarray], levels: tuple[float, ...]) -> pl.DataFrame:
+    schema = {**FORECAST_SCHEMA, **{quantile_column(q): pl.Float64 for q in levels}}
+    frame = pl.DataFrame({
+        name: pl.Series(name, values.tolist() if values.dtype == object else values)
+        for name, values in columns.items()})
+    frame = frame.with_columns(pl.col(ISSUED_AT, TIMESTAMP).dt.replace_time_zone("UTC"))
+    return frame.cast(schema).select(list(schema)).sort([SERIES_ID, CHANNEL, STEP])
+
+
+def _scaled_means(prepared: list, input_size: int) -> torch.Tensor:
+    """GRU-D's ``x_mean``: the mean of the observed scaled values per channel (0 for the
+    always-observed covariates that follow the channels)."""
+    total = sum(np.where(p.observed, p.values, 0.0).sum(axis=0) for p in prepared)
+    count = sum(p.observed.sum(axis=0) for p in prepared)
+    means = np.zeros(input_size, np.float32)
+    means[:len(total)] = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+    return torch.from_numpy(means)
+
