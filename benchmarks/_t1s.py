@@ -11,9 +11,11 @@ validation evaluation.  ``supervised_positions_per_s``: (series, time step) posi
 received a loss on their next 96 x 7 targets, per training second (a stateless window is one
 position; NeuralForecast's single-channel windows count 1/7 each).
 
-Ours stateful: ``stateful=True``: the training series cut into ``--t1s-segments`` segments
+Both of ours use ``forecast_from_last=True`` (unless ``--t1s-no-from-last``): the direct
+decoder forecasts the change from each step's last value, a causal per-step level.
+Ours stateful: ``stateful=True``: the training series cut into ``--t1s-segments`` (8) segments
 side by side in one batch, each replaying ``stateful_burn_in`` (96) steps of its
-predecessor's end (excluded from the loss), TBPTT chunks of ``tbptt_length``, every
+predecessor's end (excluded from the loss), TBPTT chunks of ``--t1s-tbptt`` (32) steps, every
 step supervised.  It is evaluated on the same P1 windows as the others: each window's 96
 steps encoded from a fresh state, the forecast decoded from the last step.
 """
@@ -35,6 +37,9 @@ from recurra.forecasting.windows import prepare_series, window_batch
 
 LOOKBACK = HORIZON = 96
 TRAIN, VAL, TEST = (0, 8640), (8544, 11520), (11424, 14400)
+# The trainers' settings (``throughput.py --t1s-*`` and ``gpu_check.py`` start from these).
+DEFAULTS = {"t1s_windows": 1024, "t1s_segments": 8, "t1s_tbptt": 32, "t1s_stateful_lr": 3e-3,
+            "t1s_from_last": True}
 
 
 class _Budget(Exception):
@@ -86,7 +91,7 @@ def _config(stateful: bool, args) -> ForecasterConfig:
     return ForecasterConfig(cell="lstm", hidden_size=128, num_layers=2, lookback=LOOKBACK,
                             horizon=HORIZON, decoder="direct", output="point", loss="mse",
                             calendar=False, scaler="none", train=train,
-                            forecast_from_last=getattr(args, "t1s_from_last", False), **extra)
+                            forecast_from_last=getattr(args, "t1s_from_last", True), **extra)
 
 
 def ours(stateful: bool, train_frame, evaluator: _Evaluator, budget_s: float, eval_every_s: float,

@@ -125,8 +125,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--write", action="store_true", help="write results/gpu.json")
     parser.add_argument("--out", type=Path, help="write the JSON here instead")
     args = parser.parse_args(argv)
-    args.t1s_windows, args.t1s_segments, args.t1s_tbptt = 1024, 64, 64
-    args.t1s_stateful_lr = 3e-3
+    from _t1s import DEFAULTS
+
+    vars(args).update(DEFAULTS)
     if args.quick:
         args.budget, args.eval_every = 1.0, 1.0
     return args
