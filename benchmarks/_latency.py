@@ -20,7 +20,7 @@ def module_latency(modules: dict[str, nn.Module], n_channels: int, lookback: int
     Parameters
     ----------
     modules : name -> network taking ``(x, observed, delta)`` of shape (B, T, F) (e.g. a
-        float :class:`recurra.forecasting.modules.ForecastNet` and its :func:`quantize_module`
+        float :class:`recurra.nn.modules.ForecastNet` and its :func:`quantize_module`
         copy).
     n_channels, lookback : F and T of the random inputs (all observed).
     batch_sizes : B values to time.

@@ -32,8 +32,8 @@ import torch
 
 from recurra.data.arrays import frame_to_arrays
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster, _window_params
-from recurra.forecasting.train import TrainConfig
 from recurra.forecasting.windows import prepare_series, window_batch
+from recurra.nn.train import TrainConfig
 
 LOOKBACK = HORIZON = 96
 TRAIN, VAL, TEST = (0, 8640), (8544, 11520), (11424, 14400)

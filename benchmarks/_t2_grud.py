@@ -3,7 +3,7 @@
 Both models train on the same arrays: every record of ``--records`` binned into 48 hourly
 steps (``grud_physionet.load_cohort``), z-scored with the statistics of all records, hidden
 size 64, batch size 64, Adam lr 1e-3, binary outcome, no validation set.  Ours is
-:class:`recurra.forecasting.grud.GRUDClassifier` (fused time loop) trained by a plain loop over
+:class:`recurra.nn.grud.GRUDClassifier` (fused time loop) trained by a plain loop over
 pre-built batch tensors; PyPOTS' is ``pypots.classification.GRUD`` trained by its own
 ``fit`` (its dataset prepares deltas, masks and last observations once per fit).
 

@@ -56,7 +56,7 @@ import torch  # noqa: E402
 from recurra.anomaly import DETECTORS, DetectorConfig, EnsembleConfig, EnsembleDetector  # noqa: E402
 from recurra.anomaly import metrics as m  # noqa: E402
 from recurra.anomaly.events import alarm_onsets  # noqa: E402
-from recurra.data.persistence import config_to_dict  # noqa: E402
+from recurra.nn.persistence import config_to_dict  # noqa: E402
 
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 BASE = DetectorConfig(window=32, hidden_size=16, latent_size=8, max_epochs=15,

@@ -38,8 +38,8 @@ from recurra.data.schema import CHANNEL, OBSERVED, SERIES_ID, TIMESTAMP, VALUE, 
 from recurra.forecasting import transforms  # noqa: E402
 from recurra.forecasting.baselines import GarchConfig, GarchForecaster  # noqa: E402
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster  # noqa: E402
-from recurra.forecasting.train import TrainConfig  # noqa: E402
 from recurra.forecasting.var_backtest import christoffersen, kupiec, pinball, qlike  # noqa: E402
+from recurra.nn.train import TrainConfig  # noqa: E402
 
 LEVELS = (0.01, 0.05)
 RNN_QUANTILES = (0.01, 0.05, 0.5)

@@ -53,7 +53,7 @@ from recurra.forecasting.baselines import (  # noqa: E402
     SeasonalNaiveForecaster,
 )
 from recurra.forecasting.metrics import coverage, mae, mse  # noqa: E402
-from recurra.forecasting.train import TrainConfig  # noqa: E402
+from recurra.nn.train import TrainConfig  # noqa: E402
 
 LOOKBACK, HORIZON = 96, 96
 PROTOCOL_CHECKS = {"ett": {"repeat_last": (1.2944, 0.7132), "seasonal_naive_24": (0.5122, 0.4333)},

@@ -3,7 +3,7 @@
     python benchmarks/gpu_check.py --write          # -> benchmarks/results/gpu.json
     python benchmarks/gpu_check.py --quick          # seconds: the CPU part only matters
 
-Always (the CPU part): the GRU-D recurrence kernel (:func:`recurra.forecasting.grud_kernel.
+Always (the CPU part): the GRU-D recurrence kernel (:func:`recurra.nn.grud_kernel.
 fused_recurrence`, forward + backward) timed on the CPU, and a short P1 ETTh1 training of
 ours stateless and stateful (``benchmarks/_t1s.py``) on the CPU.  With CUDA it also runs
 the unit tests marked ``gpu`` (``pytest -m gpu``), the same P1 trainings on the GPU in fp32
@@ -30,7 +30,7 @@ setup_paths()
 
 import torch  # noqa: E402
 
-from recurra.forecasting.grud_kernel import fused_recurrence  # noqa: E402
+from recurra.nn.grud_kernel import fused_recurrence  # noqa: E402
 
 
 def grud_kernel_ms(device: str, steps: int = 96, batch: int = 256, hidden: int = 64,

@@ -18,7 +18,7 @@ the classifier input, variational input dropout 0.2, AdamW weight decay 0.05, lr
 gradient-norm clipping 1; GRU-D also has recurrent dropout 0.5 (``nn.GRU``/``nn.LSTM`` have
 no recurrent dropout).
 
-Models: ``grud`` (:class:`recurra.forecasting.grud.GRUDClassifier`; by default the static inputs
+Models: ``grud`` (:class:`recurra.nn.grud.GRUDClassifier`; by default the static inputs
 also set its initial hidden state, ``--static-to-state``, chosen on validation AUC-ROC),
 ``gru_mean`` (GRU on values filled with the training mean, i.e. 0 after z-scoring, + mask
 channels), ``lstm_ffill`` (LSTM on forward-filled values, training mean before the first
@@ -58,8 +58,8 @@ import _common  # noqa: E402
 from _common import SHARED_DATA, device_name, versions, write_result  # noqa: E402
 
 from recurra.data.arrays import compute_delta, forward_fill  # noqa: E402
-from recurra.forecasting.grud import GRUDClassifier  # noqa: E402
-from recurra.forecasting.train import TrainConfig, fit_module  # noqa: E402
+from recurra.nn.grud import GRUDClassifier  # noqa: E402
+from recurra.nn.train import TrainConfig, fit_module  # noqa: E402
 
 N_HOURS = 48
 STATIC_PARAMETERS = ("RecordID", "Age", "Gender", "Height", "ICUType")

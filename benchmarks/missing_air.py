@@ -38,8 +38,8 @@ import _common  # noqa: E402
 from _common import SHARED_DATA, write_result  # noqa: E402
 
 from recurra.data.arrays import compute_delta, forward_fill  # noqa: E402
-from recurra.forecasting.grud import GRUD, GRUDState  # noqa: E402
-from recurra.forecasting.train import TrainConfig, fit_module  # noqa: E402
+from recurra.nn.grud import GRUD, GRUDState  # noqa: E402
+from recurra.nn.train import TrainConfig, fit_module  # noqa: E402
 
 CHANNELS = ("PM2.5", "PM10", "SO2", "NO2", "CO", "O3", "TEMP", "PRES", "DEWP", "RAIN", "WSPM")
 TARGET = 0  # PM2.5
@@ -161,7 +161,7 @@ def masked_l1(prediction: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch
 def train_model(kind: str, tensors: dict, series: Series, *, hidden: int, epochs: int,
                 stride: int, batch_size: int, seed: int, device: str,
                 patience: int = 4) -> tuple[nn.Module, dict]:
-    """Fit with recurra.forecasting.train.fit_module; each epoch takes every ``stride``-th training
+    """Fit with recurra.nn.train.fit_module; each epoch takes every ``stride``-th training
     window from a random offset (all windows are seen over the epochs)."""
     torch.manual_seed(seed)
     model = Forecaster(kind, tensors["x"].shape[1], hidden)

@@ -60,7 +60,7 @@ from _t1s import DEFAULTS as T1S_DEFAULTS  # noqa: E402
 
 from recurra.forecasting.baselines import NaiveConfig, NaiveForecaster  # noqa: E402
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster  # noqa: E402
-from recurra.forecasting.train import TrainConfig  # noqa: E402
+from recurra.nn.train import TrainConfig  # noqa: E402
 
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 LOOKBACK = HORIZON = 96

@@ -1,5 +1,6 @@
-"""Module paths from before the ``recurra`` package: ``forecasting.rnn`` is now
-``recurra.forecasting.rnn``.
+"""Module paths from earlier layouts: ``forecasting.rnn`` is now
+``recurra.forecasting.rnn`` (one package), and the torch building blocks moved from
+``recurra.forecasting`` / ``recurra.data`` to ``recurra.nn`` (:data:`MOVED_MODULES`).
 
 Saved models (``meta.json`` class names and the pickled state), MLflow pyfunc models
 (their cloudpickled ``python_model``) and pipeline configs (``models.*.class``) written
@@ -24,16 +25,38 @@ from typing import Any
 
 LEGACY_PACKAGES = ("data", "forecasting", "anomaly", "pipelines", "dashboards")
 
+#: modules that moved inside ``recurra``: old dotted module -> new one
+MOVED_MODULES = {
+    "recurra.forecasting.modules": "recurra.nn.modules",
+    "recurra.forecasting.grud": "recurra.nn.grud",
+    "recurra.forecasting.grud_kernel": "recurra.nn.grud_kernel",
+    "recurra.forecasting.heads": "recurra.nn.heads",
+    "recurra.forecasting.train": "recurra.nn.train",
+    "recurra.forecasting.device": "recurra.nn.device",
+    "recurra.forecasting.value_range": "recurra.nn.value_range",
+    "recurra.data.persistence": "recurra.nn.persistence",
+}
+
 
 def is_legacy(dotted: str) -> bool:
-    """Whether ``dotted`` (a module or ``module.Name`` path) starts with an old package."""
-    return dotted.partition(".")[0] in LEGACY_PACKAGES
+    """Whether ``dotted`` (a module or ``module.Name`` path) names an old module."""
+    return dotted.partition(".")[0] in LEGACY_PACKAGES or _moved(dotted) is not None
+
+
+def _moved(dotted: str) -> str | None:
+    for old, new in MOVED_MODULES.items():
+        if dotted == old or dotted.startswith(old + "."):
+            return new + dotted[len(old):]
+    return None
 
 
 def modern_path(dotted: str) -> str:
-    """``"forecasting.rnn.RNNForecaster"`` -> ``"recurra.forecasting.rnn.RNNForecaster"``;
-    anything else unchanged."""
-    return f"recurra.{dotted}" if is_legacy(dotted) else dotted
+    """``"forecasting.rnn.RNNForecaster"`` -> ``"recurra.forecasting.rnn.RNNForecaster"``,
+    ``"forecasting.train.TrainConfig"`` -> ``"recurra.nn.train.TrainConfig"``; anything
+    else unchanged."""
+    if dotted.partition(".")[0] in LEGACY_PACKAGES:
+        dotted = f"recurra.{dotted}"
+    return _moved(dotted) or dotted
 
 
 class Unpickler(pickle.Unpickler):
@@ -61,6 +84,8 @@ class _AliasLoader:
 
 class _LegacyFinder:
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name in MOVED_MODULES:
+            return importlib.util.spec_from_loader(name, _AliasLoader(MOVED_MODULES[name]))
         top = name.partition(".")[0]
         if top not in LEGACY_PACKAGES:
             return None
@@ -69,7 +94,7 @@ class _LegacyFinder:
                 return None  # a real package of that name on sys.path wins
         elif getattr(sys.modules.get(top), "__name__", None) != f"recurra.{top}":
             return None
-        return importlib.util.spec_from_loader(name, _AliasLoader(f"recurra.{name}"))
+        return importlib.util.spec_from_loader(name, _AliasLoader(modern_path(name)))
 
 
 @contextlib.contextmanager
@@ -85,7 +110,7 @@ def legacy_module_names() -> Iterator[None]:
         sys.meta_path.remove(finder)
         for name in set(sys.modules) - before:
             module = sys.modules[name]
-            if is_legacy(name) and getattr(module, "__name__", None) == f"recurra.{name}":
+            if is_legacy(name) and getattr(module, "__name__", None) == modern_path(name):
                 del sys.modules[name]
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from recurra.forecasting.heads import DistributionHead
-from recurra.forecasting.modules import EncoderSpec, ForecastNet
 from recurra.forecasting.quantize import quantize_module
+from recurra.nn.heads import DistributionHead
+from recurra.nn.modules import EncoderSpec, ForecastNet
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -1,5 +1,6 @@
-"""The core (recurra.data, .forecasting, .anomaly) never imports prefect or mlflow; the
-dashboards only read; ``recurra`` is the one top-level package."""
+"""The core (recurra.data, .nn, .forecasting, .anomaly) never imports prefect or mlflow;
+inside it, imports go one way (data <- nn <- forecasting, anomaly); the dashboards only
+read; ``recurra`` is the one top-level package."""
 
 import ast
 import tomllib
@@ -11,18 +12,55 @@ ROOT = Path(__file__).resolve().parents[1] / "recurra"
 FORBIDDEN = {"prefect", "mlflow", "prefect_dask"}
 
 
-def _imports(path: Path) -> set[str]:
+def _modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
     return names
 
 
-@pytest.mark.parametrize("package", ["data", "forecasting", "anomaly"])
+def _imports(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in _modules(path)}
+
+
+def _subpackages(path: Path) -> set[str]:
+    return {name.split(".")[1] for name in _modules(path)
+            if name.startswith("recurra.") and name.count(".") >= 1}
+
+
+# what each core subpackage may import from the others (itself always)
+ALLOWED = {
+    "data": set(),
+    "nn": {"data"},
+    "forecasting": {"data", "nn"},
+    "anomaly": {"data", "nn"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_core_imports_go_one_way(package):
+    files = list((ROOT / package).rglob("*.py"))
+    assert files, f"{package}/ has no Python files"
+    offenders = {}
+    for path in files:
+        outside = _subpackages(path) - ALLOWED[package] - {package, "_legacy"}
+        if outside:
+            offenders[str(path.relative_to(ROOT))] = sorted(outside)
+    assert offenders == {}, f"recurra.{package} may import only {sorted(ALLOWED[package])}"
+
+
+def test_data_does_not_import_torch():
+    """recurra.data is numpy/polars only: torch lives in recurra.nn and the estimators."""
+    files = list((ROOT / "data").rglob("*.py"))
+    offenders = [str(f.relative_to(ROOT)) for f in files if "torch" in _imports(f)]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("package", ["data", "nn", "forecasting", "anomaly"])
 def test_core_package_does_not_import_orchestration(package):
     files = list((ROOT / package).rglob("*.py"))
     assert files, f"{package}/ has no Python files"

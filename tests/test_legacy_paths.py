@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import pickle
 import shutil
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from recurra import _legacy
 from recurra._legacy import legacy_module_names, modern_path
 from recurra.anomaly import RollingZScoreDetector
 from recurra.forecasting import RNNForecaster
@@ -65,3 +68,28 @@ def test_a_package_of_the_callers_wins_over_the_alias(tmp_path, monkeypatch):
         import data
     assert data.MINE
     monkeypatch.delitem(sys.modules, "data")
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("forecasting.train.TrainConfig", "recurra.nn.train.TrainConfig"),
+    ("recurra.forecasting.modules.EncoderSpec", "recurra.nn.modules.EncoderSpec"),
+    ("data.persistence", "recurra.nn.persistence"),
+    ("recurra.forecasting.rnn.RNNForecaster", "recurra.forecasting.rnn.RNNForecaster"),
+    ("recurra.forecasting.trainer", "recurra.forecasting.trainer"),  # not a moved module
+])
+def test_modules_moved_to_nn_resolve_to_their_new_place(old, new):
+    assert _legacy.modern_path(old) == new
+
+
+def test_pickle_naming_a_class_at_its_pre_nn_path_loads():
+    from recurra.nn.modules import EncoderSpec
+
+    spec = EncoderSpec(cell="gru", input_size=2, hidden_size=4)
+    data = pickle.dumps(spec, protocol=0).replace(  # protocol 0: names end at a newline
+        b"recurra.nn.modules", b"recurra.forecasting.modules")
+    assert b"recurra.forecasting.modules" in data
+    with pytest.raises(ModuleNotFoundError):
+        pickle.loads(data)
+    assert _legacy.Unpickler(io.BytesIO(data)).load() == spec
+    with _legacy.legacy_module_names():
+        assert pickle.loads(data) == spec

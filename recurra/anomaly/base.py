@@ -28,7 +28,6 @@ from recurra.anomaly import likelihood as lk
 from recurra.anomaly import scores as sc
 from recurra.anomaly import thresholds as th
 from recurra.data.arrays import SeriesArrays, forward_fill, frame_to_arrays
-from recurra.data.persistence import load_estimator, save_estimator
 from recurra.data.schema import (
     CONTRIBUTION_PREFIX,
     EVENT_SCHEMA,
@@ -44,7 +43,8 @@ from recurra.data.schema import (
     empty_like,
     validate_frame,
 )
-from recurra.forecasting.value_range import range_problem
+from recurra.nn.persistence import load_estimator, save_estimator
+from recurra.nn.value_range import range_problem
 
 THRESHOLDS = ("spot", "dspot", "quantile", "ksigma", "telemanom", "likelihood")
 AGGREGATES = ("causal", "overlap")
@@ -231,7 +231,7 @@ class BaseDetector:
 
     Detectors with ``float32_inputs`` (the neural ones) leave out of ``fit`` a series whose
     normalised values overflow float32, by name and value range, in ``excluded_``
-    ({series_id: reason}, :mod:`recurra.forecasting.value_range`); ``fit_ids_`` lists the series of
+    ({series_id: reason}, :mod:`recurra.nn.value_range`); ``fit_ids_`` lists the series of
     the chunks passed to ``_fit_model``, in order.
     """
 

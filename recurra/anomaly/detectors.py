@@ -7,7 +7,7 @@ Example::
     det.predict(new)    # events: start, end, peak_score, severity, channels, kind
     det.update(more)    # streaming, state carried
 
-All three train with the shared loop :func:`recurra.forecasting.train.fit_module` and share the
+All three train with the shared loop :func:`recurra.nn.train.fit_module` and share the
 causal scoring pipeline of :class:`recurra.anomaly.base.BaseDetector`.
 """
 
@@ -21,9 +21,9 @@ import torch
 from recurra.anomaly import scores as sc
 from recurra.anomaly.base import BaseDetector, Chunk, DetectorConfig, pad_left
 from recurra.anomaly.modules import OneStepForecaster, WindowAutoencoder
-from recurra.forecasting.device import choose_device, limit_threads, seed_everything
-from recurra.forecasting.stream import tensors_to
-from recurra.forecasting.train import TrainConfig, describe_values, fit_module
+from recurra.nn.device import choose_device, limit_threads, seed_everything
+from recurra.nn.state import tensors_to
+from recurra.nn.train import TrainConfig, describe_values, fit_module
 
 __all__ = ["DetectorConfig", "ForecastErrorDetector", "GRUDAutoencoder",
            "ReconstructionDetector"]
@@ -71,7 +71,7 @@ class _TorchDetector(BaseDetector):
     def to(self, device: str | torch.device) -> _TorchDetector:
         """Move ``module_`` and every tensor of the per-series stream states to ``device``
         (in place; later scoring runs there); returns self. ``"auto"`` picks CUDA when
-        available. ``recurra.data.persistence.load_estimator(path, map_location=d)`` calls it."""
+        available. ``recurra.nn.persistence.load_estimator(path, map_location=d)`` calls it."""
         self.inference_device_ = choose_device(device)
         if self.module_ is not None:
             self.module_.to(self.inference_device_)

@@ -25,7 +25,6 @@ import polars as pl
 
 from recurra.anomaly import events as ev
 from recurra.anomaly.base import BaseDetector, DetectorConfig
-from recurra.data.persistence import load_estimator, save_estimator
 from recurra.data.schema import (
     CONTRIBUTION_PREFIX,
     EVENT_SCHEMA,
@@ -40,6 +39,7 @@ from recurra.data.schema import (
     empty_like,
     validate_frame,
 )
+from recurra.nn.persistence import load_estimator, save_estimator
 
 LIKELIHOOD = DetectorConfig(threshold="likelihood")
 

@@ -41,9 +41,9 @@ from recurra.anomaly import thresholds as th
 from recurra.anomaly.base import BaseDetector, Chunk, StreamState
 from recurra.anomaly.baselines import FlatForest, IsolationForestDetector, RollingZScoreDetector
 from recurra.anomaly.detectors import ForecastErrorDetector, ReconstructionDetector
+from recurra.data.arrays import fleet_row
 from recurra.data.schema import RecurraError, SchemaError, check_fitted
-from recurra.forecasting import stream
-from recurra.forecasting.fleet import fleet_row
+from recurra.nn.state import cat_states, select_state
 
 __all__ = ["DetectorFleet", "EnsembleFleet", "make_fleet"]
 FLEET_DETECTORS = (RollingZScoreDetector, IsolationForestDetector, ReconstructionDetector,
@@ -170,7 +170,7 @@ class DetectorFleet:
                                if s.model_state is None)
                 raise RecurraError(f"series {missing!r} has no recurrent state: fit the "
                                    "detector or update it first")
-            self.model_state_ = (stream.cat_states([s.model_state[0] for s in states]),
+            self.model_state_ = (cat_states([s.model_state[0] for s in states]),
                                  np.stack([s.model_state[1] for s in states]))
         self._flat = FlatForest(self.detector.model_) \
             if isinstance(self.detector, IsolationForestDetector) else None
@@ -349,7 +349,7 @@ class DetectorFleet:
             previous = self.detector.state_.get(series_id) or StreamState()
             model_state = previous.model_state
             if self.model_state_ is not None:
-                model_state = (stream.select_state(self.model_state_[0], index),
+                model_state = (select_state(self.model_state_[0], index),
                                self.model_state_[1][index].copy())
             self.detector.state_[series_id] = StreamState(
                 tail=tail, last_seen=self.last_seen_[index].copy(),

@@ -2,7 +2,7 @@
 
 * :class:`WindowAutoencoder` - sequence autoencoder over a window (Malhotra et al. 2016):
   a recurrent encoder (LSTM / GRU, optionally bidirectional, or GRU-D for gappy series,
-  all from :class:`recurra.forecasting.modules.RecurrentEncoder`) summarises the window into a
+  all from :class:`recurra.nn.modules.RecurrentEncoder`) summarises the window into a
   latent vector, an LSTM decoder unrolls it back into the window.
 * :class:`OneStepForecaster` - a stateful recurrent net predicting the next row (telemanom).
 """
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from recurra.forecasting.modules import EncoderSpec, RecurrentEncoder
+from recurra.nn.modules import EncoderSpec, RecurrentEncoder
 
 
 class WindowAutoencoder(nn.Module):

@@ -8,13 +8,14 @@ time since the last observation of each variable (Che et al. 2018, GRU-D)::
     delta_t = s_t - s_{t-1} + delta_{t-1}   if m_{t-1} = 0
     delta_t = s_t - s_{t-1}                 if m_{t-1} = 1
 
-Windows reach models as :class:`WindowBatch`, a small dataclass of named tensors.
+Windows reach models as :class:`recurra.nn.batch.WindowBatch`, a small dataclass of named
+tensors.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -29,9 +30,6 @@ from recurra.data.schema import (
     SchemaError,
     validate_frame,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
 
 @dataclass(frozen=True)
@@ -213,38 +211,34 @@ def arrays_to_frame(arrays: SeriesArrays) -> pl.DataFrame:
     return validate_frame(frame.with_columns(pl.col(TIMESTAMP).cast(TIMESTAMP_DTYPE)))
 
 
-@dataclass
-class WindowBatch:
-    """A batch of windows as named tensors (B batch, T look-back, H horizon, F channels).
+def fleet_row(timestamps: Any, values: Any, series_ids: list[str], channels: list[str],
+              last_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check one new row per series for a fleet and return it as arrays.
 
-    x, observed, delta, x_last : (B, T, F) inputs; ``x`` is 0 where not observed and
-        ``x_last`` holds the last observed value (the empirical mean before any).
-    y, y_observed : (B, H, F_out) targets and their mask (losses use observed targets only);
-        ``None`` at prediction time.
-    covariates : optional (B, T + H, C) known covariates (calendar features).
-    static : optional (B, S) static features.
-    series_ids : the series of each window (B names), for error messages; may be empty.
+    Parameters
+    ----------
+    timestamps : (S,) datetimes (UTC), one per series in ``series_ids`` order.
+    values : (S, F) in ``channels`` order (NaN = not observed).
+    last_times : (S,) ``datetime64[us]`` of each series' last row so far.
+
+    Returns
+    -------
+    stamps : (S,) ``datetime64[us]``; values : (S, F) float64.
+
+    Raises SchemaError naming the shapes, or the first series whose row is not after its
+    last one (streaming never goes back in time).
     """
-
-    x: torch.Tensor
-    observed: torch.Tensor
-    delta: torch.Tensor
-    x_last: torch.Tensor | None = None
-    y: torch.Tensor | None = None
-    y_observed: torch.Tensor | None = None
-    covariates: torch.Tensor | None = None
-    static: torch.Tensor | None = None
-    series_ids: tuple[str, ...] = ()
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> WindowBatch:
-        """The same batch on ``device`` (None fields stay None)."""
-        moved = {}
-        for field in fields(self):
-            tensor = getattr(self, field.name)
-            moved[field.name] = (tensor.to(device, non_blocking=non_blocking)
-                                 if hasattr(tensor, "to") else tensor)
-        return WindowBatch(**moved)
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.x.shape[0])
+    n_series, n_channels = len(series_ids), len(channels)
+    stamps = np.asarray(timestamps).astype("datetime64[us]").reshape(-1)
+    values = np.asarray(values, dtype=np.float64)
+    if stamps.shape != (n_series,) or values.shape != (n_series, n_channels):
+        raise SchemaError(f"timestamps {stamps.shape} and values {values.shape} must have "
+                          f"shapes ({n_series},) and ({n_series}, {n_channels}) (series x "
+                          f"channels {list(channels)})")
+    behind = np.nonzero(stamps <= last_times)[0]
+    if behind.size:
+        first = int(behind[0])
+        raise SchemaError(f"timestamps: series {series_ids[first]!r} gets {stamps[first]}, "
+                          f"not after its last row ({last_times[first]}); pass only new rows "
+                          "(streaming never goes back in time)")
+    return stamps, values

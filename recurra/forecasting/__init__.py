@@ -1,9 +1,9 @@
 """Forecasters: stateful LSTM/GRU/GRU-D (``RNNForecaster``), baselines, metrics, backtests."""
 
-from recurra.forecasting.device import choose_device, seed_everything
 from recurra.forecasting.fleet import ForecasterFleet
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
-from recurra.forecasting.train import TrainConfig, TrainResult, fit_module
+from recurra.nn.device import choose_device, seed_everything
+from recurra.nn.train import TrainConfig, TrainResult, fit_module
 
 __all__ = [
     "ForecasterConfig",

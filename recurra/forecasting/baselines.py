@@ -25,7 +25,6 @@ import numpy as np
 import polars as pl
 
 from recurra.data.arrays import forward_fill, frame_to_arrays
-from recurra.data.persistence import load_estimator, save_estimator
 from recurra.data.schema import (
     CHANNEL,
     FORECAST_SCHEMA,
@@ -42,6 +41,7 @@ from recurra.data.schema import (
     quantile_column,
     validate_frame,
 )
+from recurra.nn.persistence import load_estimator, save_estimator
 
 NORMALIZATIONS = ("none", "last", "mean")
 MIN_ERRORS = 20  # fewer training errors than this for a (series, channel): pool

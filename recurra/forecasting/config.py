@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from recurra.data.schema import RecurraError
-from recurra.forecasting.modules import ATTENTIONS, CELLS, NORMALIZATIONS
-from recurra.forecasting.train import TrainConfig
 from recurra.forecasting.windows import SCALERS
+from recurra.nn.modules import ATTENTIONS, CELLS, NORMALIZATIONS
+from recurra.nn.train import TrainConfig
 
 DECODERS = ("direct", "seq2seq", "attention", "linear", "segment")
 OUTPUTS = ("quantile", "gaussian", "student_t", "point")
@@ -70,9 +70,9 @@ class ForecasterConfig:
         on (log) returns of every channel (scaled per series on the training returns) and
         forecasts come back in level units, cumulated from the last observed value
         (:mod:`recurra.forecasting.transforms`); log returns need positive values.
-    train : the nested :class:`recurra.forecasting.train.TrainConfig`.
+    train : the nested :class:`recurra.nn.train.TrainConfig`.
 
-    Window options (stateless LSTM/GRU only; see :class:`recurra.forecasting.modules.WindowSpec`):
+    Window options (stateless LSTM/GRU only; see :class:`recurra.nn.modules.WindowSpec`):
     normalization : ``"none"``, ``"last"`` (subtract each window's last value) or
         ``"revin"`` (window mean / std), undone on the output.
     channel_independent : each channel a separate univariate sample sharing the weights
@@ -126,7 +126,7 @@ class ForecasterConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.train, dict):  # rebuilt from JSON (recurra.data.persistence)
+        if isinstance(self.train, dict):  # rebuilt from JSON (recurra.nn.persistence)
             object.__setattr__(self, "train", TrainConfig(**self.train))
         for name, choices in (("cell", CELLS), ("decoder", DECODERS), ("output", OUTPUTS),
                               ("attention", ATTENTIONS), ("scaler", SCALERS),

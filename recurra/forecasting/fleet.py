@@ -22,9 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from recurra.data.arrays import fleet_row
 from recurra.data.schema import RecurraError, SchemaError, check_fitted, quantile_column
 from recurra.forecasting import stream
 from recurra.forecasting.windows import calendar_features
+from recurra.nn.state import cat_states, select_state
 
 __all__ = ["ForecasterFleet"]
 
@@ -68,7 +70,7 @@ class ForecasterFleet:
         self.filled_last_ = np.stack([e["filled_last"] for e in entries]).astype(np.float64)
         self.last_observed_ = np.stack([e["last_observed"] for e in entries]).astype(
             np.float64)
-        self.encoder_ = stream.cat_states([e["encoder"] for e in entries])
+        self.encoder_ = cat_states([e["encoder"] for e in entries])
         self.summary_ = torch.cat([e["summary"] for e in entries])                  # (S, E)
         statics = [e.get("static") for e in entries]
         self.static_ = None if statics[0] is None else torch.from_numpy(np.stack(statics))
@@ -151,40 +153,7 @@ class ForecasterFleet:
                 **states[series_id], "last_time": self.last_time_[index],
                 "filled_last": self.filled_last_[index].copy(),
                 "last_observed": self.last_observed_[index].copy(),
-                "encoder": stream.select_state(self.encoder_, index),
+                "encoder": select_state(self.encoder_, index),
                 "summary": self.summary_[index:index + 1]}
         self.forecaster.state_ = states
         return self.forecaster
-
-
-def fleet_row(timestamps: Any, values: Any, series_ids: list[str], channels: list[str],
-              last_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Check one new row per series for a fleet and return it as arrays.
-
-    Parameters
-    ----------
-    timestamps : (S,) datetimes (UTC), one per series in ``series_ids`` order.
-    values : (S, F) in ``channels`` order (NaN = not observed).
-    last_times : (S,) ``datetime64[us]`` of each series' last row so far.
-
-    Returns
-    -------
-    stamps : (S,) ``datetime64[us]``; values : (S, F) float64.
-
-    Raises SchemaError naming the shapes, or the first series whose row is not after its
-    last one (streaming never goes back in time).
-    """
-    n_series, n_channels = len(series_ids), len(channels)
-    stamps = np.asarray(timestamps).astype("datetime64[us]").reshape(-1)
-    values = np.asarray(values, dtype=np.float64)
-    if stamps.shape != (n_series,) or values.shape != (n_series, n_channels):
-        raise SchemaError(f"timestamps {stamps.shape} and values {values.shape} must have "
-                          f"shapes ({n_series},) and ({n_series}, {n_channels}) (series x "
-                          f"channels {list(channels)})")
-    behind = np.nonzero(stamps <= last_times)[0]
-    if behind.size:
-        first = int(behind[0])
-        raise SchemaError(f"timestamps: series {series_ids[first]!r} gets {stamps[first]}, "
-                          f"not after its last row ({last_times[first]}); pass only new rows "
-                          "(streaming never goes back in time)")
-    return stamps, values

@@ -25,7 +25,6 @@ import numpy as np
 import polars as pl
 
 from recurra.data.arrays import frame_to_arrays
-from recurra.data.persistence import load_estimator, save_estimator
 from recurra.data.schema import (
     CHANNEL,
     FORECAST_SCHEMA,
@@ -41,6 +40,7 @@ from recurra.data.schema import (
     quantile_column,
     validate_frame,
 )
+from recurra.nn.persistence import load_estimator, save_estimator
 
 __all__ = ["GarchConfig", "GarchForecaster"]
 

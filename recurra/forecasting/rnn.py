@@ -33,7 +33,6 @@ import polars as pl
 import torch
 
 from recurra.data.arrays import frame_to_arrays
-from recurra.data.persistence import load_estimator, save_estimator
 from recurra.data.schema import (
     CHANNEL,
     FORECAST_SCHEMA,
@@ -54,15 +53,6 @@ from recurra.forecasting import windows as win
 from recurra.forecasting.config import (
     ForecasterConfig,  # re-exported: the config lives in config.py
 )
-from recurra.forecasting.device import choose_device, seed_everything
-from recurra.forecasting.modules import (
-    DistributionHead,
-    EncoderSpec,
-    ForecastNet,
-    WindowSpec,
-)
-from recurra.forecasting.train import Callback, fit_module
-from recurra.forecasting.value_range import scaled_range_problem, split_trainable
 from recurra.forecasting.windows import (
     check_length,
     fit_scaler,
@@ -70,6 +60,17 @@ from recurra.forecasting.windows import (
     window_batch,
     window_starts,
 )
+from recurra.nn.device import choose_device, seed_everything
+from recurra.nn.modules import (
+    DistributionHead,
+    EncoderSpec,
+    ForecastNet,
+    WindowSpec,
+)
+from recurra.nn.persistence import load_estimator, save_estimator
+from recurra.nn.state import module_device, tensors_to
+from recurra.nn.train import Callback, fit_module
+from recurra.nn.value_range import scaled_range_problem, split_trainable
 
 __all__ = ["ForecasterConfig", "RNNForecaster"]
 
@@ -81,7 +82,7 @@ class RNNForecaster:
     ``targets_`` (forecast channels), ``scaler_`` ({series_id: (center (F,), scale (F,))}),
     ``state_`` ({series_id: per-series stream state}), ``history_`` (epoch records),
     ``excluded_`` ({series_id: reason} of the series left out of ``fit`` because their scaled
-    values overflow float32, see :mod:`recurra.forecasting.value_range`; they get no state and no
+    values overflow float32, see :mod:`recurra.nn.value_range`; they get no state and no
     forecast).
 
     ``validation_monitors``: a ``validation`` frame passed to :meth:`fit` drives early
@@ -90,7 +91,7 @@ class RNNForecaster:
     Device: training runs on ``config.train.device``; :meth:`fit` leaves ``module_`` and the
     tensors of ``state_`` on CPU, and :meth:`to` moves both together (``device_``); predict,
     update and calibrate then run on that device (results come back as CPU frames).
-    ``recurra.data.persistence.load_estimator(path, map_location=d)`` loads onto ``d``.
+    ``recurra.nn.persistence.load_estimator(path, map_location=d)`` loads onto ``d``.
     """
 
     validation_monitors = True
@@ -103,7 +104,7 @@ class RNNForecaster:
     def device_(self) -> torch.device:
         """The device of ``module_`` (and of every tensor in ``state_``)."""
         check_fitted(self)
-        return stream.module_device(self.module_)
+        return module_device(self.module_)
 
     def to(self, device: str | torch.device) -> RNNForecaster:
         """Move ``module_`` and every tensor of ``state_`` to ``device`` (in place); returns
@@ -114,7 +115,7 @@ class RNNForecaster:
         check_fitted(self)
         device = choose_device(device)
         self.module_.to(device)
-        self.state_ = stream.tensors_to(self.state_, device)
+        self.state_ = tensors_to(self.state_, device)
         return self
 
     # fitting ---------------------------------------------------------------------------
@@ -441,7 +442,7 @@ class RNNForecaster:
         levels = tuple(self.config.quantiles)
         ids = [r[0] for r in results]
         params = torch.from_numpy(np.stack([r[3] for r in results])).to(  # (S, N, O, P)
-            stream.module_device(self.module_))
+            module_device(self.module_))
         scalers = [stream._scaler(states[s], self.scaler_, s) for s in ids]
         center = np.stack([c[targets] for c, _ in scalers])[:, None, :]    # (S, 1, O)
         scale = np.stack([sc[targets] for _, sc in scalers])[:, None, :]
@@ -614,7 +615,7 @@ def _calibration_bands(module: ForecastNet, prepared: list, config: ForecasterCo
     starts = window_starts(prepared, config.lookback, config.horizon, 1)
     raw = config.cell == "grud"
     bands, ys, seen = [], [], []
-    device = stream.module_device(module)
+    device = module_device(module)
     for begin in range(0, len(starts), 1024):
         batch = window_batch(prepared, starts[begin:begin + 1024], config.lookback,
                              config.horizon, targets, raw)

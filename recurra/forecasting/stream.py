@@ -22,46 +22,9 @@ from recurra.forecasting.windows import (
     continue_rows,
     last_observed_elapsed,
 )
+from recurra.nn.state import cat_states, module_device, select_state
 
 STREAM_CHUNK = 2048  # steps encoded at once when building states from long histories
-
-
-def select_state(state: Any, index: int) -> Any:
-    """Batch entry ``index`` of a recurrent state (3-d tensors: dim 1; 2-d: dim 0)."""
-    if isinstance(state, torch.Tensor):
-        return state[:, index:index + 1] if state.dim() == 3 else state[index:index + 1]
-    if isinstance(state, tuple) and hasattr(state, "_fields"):
-        return type(state)(*(select_state(s, index) for s in state))
-    return type(state)(select_state(s, index) for s in state)
-
-
-def cat_states(states: list[Any]) -> Any:
-    """Stack per-series states along the batch dimension (inverse of :func:`select_state`)."""
-    first = states[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(states, dim=1 if first.dim() == 3 else 0)
-    parts = [cat_states([s[i] for s in states]) for i in range(len(first))]
-    return type(first)(*parts) if hasattr(first, "_fields") else type(first)(parts)
-
-
-def module_device(module: Any) -> torch.device:
-    """The device of ``module``'s parameters (CPU for a module without any)."""
-    parameter = next(iter(module.parameters()), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
-def tensors_to(value: Any, device: torch.device | str) -> Any:
-    """``value`` with every torch tensor inside (dicts, lists, tuples, NamedTuples) moved to
-    ``device``; anything else (numpy arrays, numbers, timestamps) is returned as is."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {key: tensors_to(item, device) for key, item in value.items()}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(tensors_to(item, device) for item in value))
-    if isinstance(value, tuple | list):
-        return type(value)(tensors_to(item, device) for item in value)
-    return value
 
 
 def _stack(rows: list[PreparedSeries], raw: bool, device: torch.device | None = None

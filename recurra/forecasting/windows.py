@@ -2,7 +2,7 @@
 
 ``prepare_series`` turns each series of a frame into a :class:`PreparedSeries` (scaled
 values, masks, deltas, forward-filled values, calendar covariates).  Stateless training
-draws look-back/horizon windows (:class:`recurra.data.arrays.WindowBatch`); stateful training cuts
+draws look-back/horizon windows (:class:`recurra.nn.batch.WindowBatch`); stateful training cuts
 each series into consecutive chunks (:class:`ChunkBatch`): batch k holds chunk k of a group
 of series, and every step of a chunk is supervised with the next N targets.
 """
@@ -17,8 +17,9 @@ import polars as pl
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from recurra.data.arrays import SeriesArrays, WindowBatch, forward_fill
+from recurra.data.arrays import SeriesArrays, forward_fill
 from recurra.data.schema import CHANNEL, SERIES_ID, TIMESTAMP, VALUE, RecurraError
+from recurra.nn.batch import WindowBatch
 
 SCALERS = ("standard", "robust", "none")
 N_CALENDAR = 6  # sin/cos of hour of day, day of week, day of year
@@ -263,7 +264,7 @@ def last_observed_elapsed(arrays: SeriesArrays) -> np.ndarray:
 def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[PreparedSeries] | None,
                      config: Any, targets: list[int], schedule: Any):
     """Batch sources and the stateful step function (see
-    :func:`recurra.forecasting.train.fit_module`).
+    :func:`recurra.nn.train.fit_module`).
 
     Each epoch the series are shuffled into groups of ``train.batch_size``; the chunks of a
     group come in order, the first flagged ``reset``.  With ``config.stateful_segments`` k
@@ -365,8 +366,8 @@ def skip_design(series: list[PreparedSeries], starts: np.ndarray, lookback: int,
                 horizon: int, normalization: str) -> tuple[np.ndarray, np.ndarray]:
     """Rows of a linear look-back -> horizon map, one per (window, channel) whose targets
     are all observed: inputs (M, T) and outputs (M, N), normalised per window as the
-    network does (:func:`recurra.forecasting.modules.window_level`)."""
-    from recurra.forecasting.modules import window_level
+    network does (:func:`recurra.nn.modules.window_level`)."""
+    from recurra.nn.modules import window_level
 
     inputs, outputs = [], []
     for begin in range(0, len(starts), 4096):

@@ -52,7 +52,7 @@ NOT_IN_FILE = {("SourceConfig", "name"): False, ("GroupConfig", "name"): True,
 # Estimator configs that a [models.*] `params` table fills in.
 ESTIMATOR_CONFIGS = (
     ("recurra.forecasting.ForecasterConfig", "recurra.forecasting.RNNForecaster"),
-    ("recurra.forecasting.TrainConfig", "the `train` table inside a forecaster's params"),
+    ("recurra.nn.TrainConfig", "the `train` table inside a forecaster's params"),
     ("recurra.anomaly.DetectorConfig",
      "every detector of `recurra.anomaly` (`recurra.anomaly.DETECTORS`)"),
     ("recurra.anomaly.EnsembleConfig", "recurra.anomaly.EnsembleDetector"),
@@ -63,7 +63,7 @@ ESTIMATOR_CONFIGS = (
 )
 API_MODULES = ("recurra.data.schema", "recurra.data.ingest", "recurra.data.store",
                "recurra.data.loaders", "recurra.data.missing",
-               "recurra.forecasting", "recurra.forecasting.baselines", "recurra.forecasting.grud",
+               "recurra.nn", "recurra.nn.grud", "recurra.forecasting", "recurra.forecasting.baselines",
                "recurra.anomaly", "recurra.pipelines.config", "recurra.pipelines.registry",
                "recurra.pipelines.tracking",
                "recurra.dashboards.report")
@@ -76,7 +76,7 @@ API_NAMES = {  # modules without __all__: the names documented
     "recurra.data.missing": ("channel_means", "fill_frame", "hide_values", "imputation_error"),
     "recurra.forecasting.baselines": ("NaiveForecaster", "SeasonalNaiveForecaster",
                               "LinearLagForecaster"),
-    "recurra.forecasting.grud": ("GRUD", "GRUDClassifier"),
+    "recurra.nn.grud": ("GRUD", "GRUDClassifier"),
     "recurra.pipelines.config": ("load_config", "parse_config", "PipelineConfig"),
     "recurra.pipelines.registry": ("model_name", "register_and_gate", "track_and_register",
                            "load_champion", "load_champion_estimator", "promote", "rollback",

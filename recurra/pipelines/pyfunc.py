@@ -1,7 +1,7 @@
 """Any fitted Recurra estimator as an MLflow pyfunc model (model-agnostic).
 
-The model's only artifact is the folder written by :func:`recurra.data.persistence.save_estimator`;
-:class:`RecurraModel` rebuilds the estimator with :func:`recurra.data.persistence.load_estimator` on
+The model's only artifact is the folder written by :func:`recurra.nn.persistence.save_estimator`;
+:class:`RecurraModel` rebuilds the estimator with :func:`recurra.nn.persistence.load_estimator` on
 ONE device, module and state tensors together (no ``torch.export``): CPU unless asked,
 with ``mlflow.pyfunc.load_model(uri, model_config={"device": "cuda"})`` (or ``"auto"``:
 CUDA when available) or the ``RECURRA_SERVE_DEVICE`` environment variable (the
@@ -43,8 +43,8 @@ from typing import Any
 import pandas as pd
 import polars as pl
 
-from recurra.data.persistence import load_estimator, save_estimator
 from recurra.data.schema import TIMESTAMP, RecurraError, to_polars, validate_frame
+from recurra.nn.persistence import load_estimator, save_estimator
 from recurra.pipelines.mlflow_setup import quiet_environment
 
 quiet_environment()  # telemetry off before mlflow is first imported
@@ -129,7 +129,7 @@ def serving_device(model_config: dict[str, Any] | None = None) -> Any:
     """
     import os
 
-    from recurra.forecasting.device import choose_device
+    from recurra.nn.device import choose_device
 
     requested = (model_config or {}).get("device") or os.environ.get(SERVE_DEVICE_ENV) or "cpu"
     return choose_device(str(requested))
@@ -185,7 +185,7 @@ def log_estimator(estimator: Any, *, name: str = "model", task: str | None = Non
 
     Parameters
     ----------
-    estimator : a fitted estimator following :mod:`recurra.data.persistence`.
+    estimator : a fitted estimator following :mod:`recurra.nn.persistence`.
     name : the model's name inside the run.
     task : ``"forecast"`` or ``"detect"``; inferred from the estimator when None.
     input_example : a contract frame the estimator can predict on (a few hundred rows);

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from recurra.data.persistence import load_estimator, save_estimator
 from recurra.data.schema import (
     CHANNEL,
     CONTRIBUTION_PREFIX,
@@ -47,6 +46,7 @@ from recurra.data.schema import (
     VALUE,
     RecurraError,
 )
+from recurra.nn.persistence import load_estimator, save_estimator
 from recurra.pipelines import gate_data, incremental, monitoring
 from recurra.pipelines.config import GroupConfig, PipelineConfig
 from recurra.pipelines.mlflow_registry import MlflowRegistry

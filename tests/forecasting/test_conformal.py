@@ -18,10 +18,10 @@ from recurra.forecasting.conformal import (
     conformal_offsets,
     empirical_coverage,
 )
-from recurra.forecasting.heads import DistributionHead
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
-from recurra.forecasting.train import TrainConfig
 from recurra.forecasting.windows import ridge
+from recurra.nn.heads import DistributionHead
+from recurra.nn.train import TrainConfig
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)

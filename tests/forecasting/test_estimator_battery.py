@@ -28,7 +28,7 @@ from recurra.data.schema import (
     quantile_column,
 )
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
-from recurra.forecasting.train import TrainConfig
+from recurra.nn.train import TrainConfig
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)  # tiny models: one thread is far faster on a busy CPU

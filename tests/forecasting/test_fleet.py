@@ -11,7 +11,7 @@ import pytest
 from recurra.data.schema import RecurraError, SchemaError
 from recurra.forecasting.fleet import ForecasterFleet
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
-from recurra.forecasting.train import TrainConfig
+from recurra.nn.train import TrainConfig
 from tests.conftest import make_frame
 
 N_FIT, N_STREAM = 60, 12

@@ -7,13 +7,13 @@ import torch
 from torch import nn
 
 from recurra.data.schema import RecurraError
-from recurra.forecasting.heads import DistributionHead
-from recurra.forecasting.modules import EncoderSpec, ForecastNet
 from recurra.forecasting.quantize import (
     DEFAULT_LAYERS,
     choose_engine,
     quantize_module,
 )
+from recurra.nn.heads import DistributionHead
+from recurra.nn.modules import EncoderSpec, ForecastNet
 
 
 def _net(cell: str) -> ForecastNet:

@@ -12,7 +12,7 @@ import torch
 from recurra.data.schema import Y_HAT, NotFittedError, RecurraError, SchemaError, quantile_column
 from recurra.forecasting.quantize import compare_quantized, quantize_forecaster
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
-from recurra.forecasting.train import TrainConfig
+from recurra.nn.train import TrainConfig
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)  # tiny models: one thread is far faster on a busy CPU

@@ -12,7 +12,7 @@ import torch
 
 from recurra.data.schema import RecurraError
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
-from recurra.forecasting.train import TrainConfig
+from recurra.nn.train import TrainConfig
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from recurra.data.schema import Y_HAT
-from recurra.forecasting.heads import DistributionHead
-from recurra.forecasting.modules import EncoderSpec, ForecastNet, SegmentDecoder, WindowSpec
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
-from recurra.forecasting.train import TrainConfig
+from recurra.nn.heads import DistributionHead
+from recurra.nn.modules import EncoderSpec, ForecastNet, SegmentDecoder, WindowSpec
+from recurra.nn.train import TrainConfig
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)

@@ -10,8 +10,8 @@ import torch
 from recurra.data.arrays import frame_to_arrays
 from recurra.data.schema import RecurraError
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
-from recurra.forecasting.train import TrainConfig
 from recurra.forecasting.windows import chunk_batches, prepare_series, split_segments
+from recurra.nn.train import TrainConfig
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)

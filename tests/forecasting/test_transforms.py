@@ -11,7 +11,7 @@ import torch
 from recurra.data.schema import Y_HAT, SchemaError, quantile_column, validate_frame
 from recurra.forecasting import transforms as tfm
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
-from recurra.forecasting.train import TrainConfig
+from recurra.nn.train import TrainConfig
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)

@@ -9,7 +9,7 @@ import pytest
 from recurra.data.schema import RecurraError
 from recurra.forecasting.baselines import SeasonalNaiveForecaster
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
-from recurra.forecasting.train import TrainConfig
+from recurra.nn.train import TrainConfig
 from recurra.pipelines.tasks import fit_forecaster, split_by_time
 from tests.conftest import make_frame
 

@@ -16,7 +16,7 @@ the state itself where a batch starts new series (e.g. a ``reset`` flag in the b
 
 ``train_batches`` and ``val_batches`` are callables returning a fresh iterable each epoch.
 A batch is anything the step function understands; objects with a ``.to(device)`` method
-(:class:`recurra.data.arrays.WindowBatch`), tensors, and tuples/lists/dicts of them are moved to the
+(:class:`recurra.nn.batch.WindowBatch`), tensors, and tuples/lists/dicts of them are moved to the
 training device by the loop. A step function may return ``None`` to skip a batch (e.g. no
 observed target in it).
 
@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from recurra.data.schema import RecurraError
-from recurra.forecasting.device import choose_device, seed_everything, set_deterministic
+from recurra.nn.device import choose_device, seed_everything, set_deterministic
 
 SCHEDULES = ("none", "onecycle", "cosine", "plateau")
 OPTIMIZERS = ("adamw", "adam", "sgd")

@@ -1,4 +1,4 @@
-"""The time loop of GRU-D's first layer (:class:`recurra.forecasting.grud.GRUD`), three ways.
+"""The time loop of GRU-D's first layer (:class:`recurra.nn.grud.GRUD`), three ways.
 
 Per step ``t`` (gate order r, z, n as ``nn.GRU``)::
 

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from recurra.data.schema import RecurraError
-from recurra.forecasting.device import choose_device, seed_everything
-from recurra.forecasting.train import TrainConfig, detach_state, fit_module
+from recurra.nn.device import choose_device, seed_everything
+from recurra.nn.train import TrainConfig, detach_state, fit_module
 
 torch.set_num_threads(1)  # tiny models: one thread is far faster on a busy CPU
 

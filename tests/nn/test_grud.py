@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recurra.data.schema import RecurraError
-from recurra.forecasting.grud import GRUD, GRUDClassifier, GRUDState
+from recurra.nn.grud import GRUD, GRUDClassifier, GRUDState
 
 LOOPS = ["fused", "python"]
 
@@ -131,7 +131,7 @@ def test_loops_agree_in_values_and_gradients():
 
 @pytest.mark.parametrize("decay", [True, False])
 def test_fused_backward_passes_gradcheck(decay):
-    from recurra.forecasting.grud import _fused_recurrence
+    from recurra.nn.grud import _fused_recurrence
 
     generator = torch.Generator().manual_seed(1)
     steps, batch, size = 4, 2, 3
@@ -285,7 +285,7 @@ def test_physionet_static_inputs_include_admission_weight(tmp_path):
 
 
 def test_fused_backward_with_recurrent_dropout_passes_gradcheck():
-    from recurra.forecasting.grud import _fused_recurrence
+    from recurra.nn.grud import _fused_recurrence
 
     generator = torch.Generator().manual_seed(2)
     steps, batch, size = 4, 2, 3
@@ -323,7 +323,7 @@ def test_recurrent_and_input_dropout_same_in_every_loop_and_off_in_eval():
 @pytest.mark.parametrize("decay", [True, False])
 def test_fused_backward_with_dropout_and_optional_decay_passes_gradcheck(decay):
     """The kernel's four cases of the carried-gradient factor: decay x dropout on/off."""
-    from recurra.forecasting.grud_kernel import fused_recurrence
+    from recurra.nn.grud_kernel import fused_recurrence
 
     generator = torch.Generator().manual_seed(4)
     steps, batch, size = 3, 2, 3

@@ -2,8 +2,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from recurra.data.persistence import load_estimator, save_estimator
 from recurra.data.schema import RecurraError
+from recurra.nn.persistence import load_estimator, save_estimator
 
 
 @dataclass(frozen=True)

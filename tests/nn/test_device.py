@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from recurra.anomaly import DetectorConfig, ForecastErrorDetector
-from recurra.data.persistence import load_estimator
 from recurra.forecasting import ForecasterConfig, RNNForecaster
-from recurra.forecasting.train import TrainConfig
+from recurra.nn.persistence import load_estimator
+from recurra.nn.train import TrainConfig
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from recurra.data.schema import RecurraError
-from recurra.forecasting.modules import (
+from recurra.nn.modules import (
     Attention,
     DistributionHead,
     EncoderSpec,

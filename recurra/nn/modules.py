@@ -12,7 +12,7 @@ Encoder paths
   ``layer_norm`` is asked for.
 * custom cell (:class:`RecurrentCell`): a Python time loop with layer-normalised gates and
   *variational* recurrent dropout (one mask on ``h`` per sequence, Gal & Ghahramani 2016).
-* GRU-D (:class:`recurra.forecasting.grud.GRUD`): values, masks and deltas natively.
+* GRU-D (:class:`recurra.nn.grud.GRUD`): values, masks and deltas natively.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from recurra.data.schema import RecurraError
-from recurra.forecasting.heads import DistributionHead  # re-exported: heads live in heads.py
+from recurra.nn.heads import DistributionHead  # re-exported: heads live in heads.py
 
 CELLS = ("lstm", "gru", "grud")
 ATTENTIONS = ("luong", "bahdanau")
@@ -90,7 +90,7 @@ class RecurrentEncoder(nn.Module):
         delta : (B, T, F) time since last observation (used by GRU-D only).
         state : from a previous call, or None (zeros or the learned initial state). For
             LSTM/GRU a tuple with one entry per layer: (h, c) each (D, B, H) for LSTM, h
-            (D, B, H) for GRU; for GRU-D a :class:`recurra.forecasting.grud.GRUDState`.
+            (D, B, H) for GRU; for GRU-D a :class:`recurra.nn.grud.GRUDState`.
 
     Outputs: ``output, state``
         output : (B, T, D * H) top-layer outputs; feeding ``state`` to the next call gives
@@ -202,9 +202,9 @@ def _make_grud(spec: EncoderSpec) -> nn.Module:
         raise RecurraError("cell 'grud' supports neither bidirectional, layer_norm nor "
                            "recurrent_dropout: use cell 'lstm' or 'gru' for those")
     try:
-        from recurra.forecasting.grud import GRUD
+        from recurra.nn.grud import GRUD
     except ImportError as error:  # pragma: no cover - grud.py is part of the package
-        raise RecurraError(f"cell 'grud' needs recurra.forecasting.grud.GRUD, which failed to "
+        raise RecurraError(f"cell 'grud' needs recurra.nn.grud.GRUD, which failed to "
                            f"import ({error}); use cell 'lstm' or 'gru'") from error
     return GRUD(spec.input_size, spec.hidden_size, num_layers=spec.num_layers,
                 dropout=spec.dropout, learn_initial_state=spec.learn_initial_state)

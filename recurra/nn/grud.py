@@ -23,7 +23,7 @@ one recurrent matmul per step serves all three gates.
 Speed: everything that depends only on the inputs (decays, ``x_last`` by a vectorised
 forward fill, ``x_hat``, the input and mask projections of all gates, as two in-place
 matmuls so that no gradient is formed for the mask) is computed for all T steps in batched
-ops; the time loop (:mod:`recurra.forecasting.grud_kernel`) only does ``h_hat @ W_hh^T`` and the
+ops; the time loop (:mod:`recurra.nn.grud_kernel`) only does ``h_hat @ W_hh^T`` and the
 gate arithmetic, into preallocated buffers.  It has a hand-written backward (checked with
 ``torch.autograd.gradcheck``): one matmul and a few element-wise ops per step in reverse,
 the weight and decay gradients as batched ops after it.  On the P4 shapes (B 64, T 48,
@@ -55,8 +55,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from recurra.data.schema import RecurraError
-from recurra.forecasting import grud_kernel as kernel
-from recurra.forecasting.grud_kernel import fused_recurrence, recurrence
+from recurra.nn import grud_kernel as kernel
+from recurra.nn.grud_kernel import fused_recurrence, recurrence
 
 LOOP_BACKENDS = ("auto", "fused", "python")
 

@@ -1,6 +1,6 @@
 """Output heads of the forecasters: distribution parameters and their losses.
 
-Shapes follow :mod:`recurra.forecasting.modules`: B batch, N horizon steps, O output variables,
+Shapes follow :mod:`recurra.nn.modules`: B batch, N horizon steps, O output variables,
 P distribution parameters per output.
 """
 

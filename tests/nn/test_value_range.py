@@ -11,8 +11,8 @@ import torch
 
 from recurra.data.schema import RecurraError
 from recurra.forecasting import ForecasterConfig, RNNForecaster
-from recurra.forecasting.train import TrainConfig, fit_module
-from recurra.forecasting.value_range import scaled_range_problem
+from recurra.nn.train import TrainConfig, fit_module
+from recurra.nn.value_range import scaled_range_problem
 from tests.conftest import make_frame
 
 torch.set_num_threads(1)
@@ -118,8 +118,8 @@ def test_window_and_chunk_batches_know_their_series():
     import numpy as np
 
     from recurra.data.arrays import frame_to_arrays
-    from recurra.forecasting.train import batch_description
     from recurra.forecasting.windows import chunk_batches, prepare_series, window_batch
+    from recurra.nn.train import batch_description
 
     arrays = frame_to_arrays(make_frame(n_series=2, n_steps=30, gap_share=0.0, seed=2))
     prepared = [prepare_series(a, np.zeros(1), np.ones(1), False) for a in arrays]
