@@ -27,39 +27,39 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
-from recurra.data import csv_records
+from recurra.data.load_pipeline import (  # noqa: F401 - LoadResult and helpers re-exported
+    DUPLICATE_POLICIES,
+    DUPLICATE_POLICY,
+    SENSOR_SUFFIXES,
+    LoadResult,
+    check_columns,
+    combine,
+    file_failure,
+    file_stem,
+    files_in,
+    finish,
+    load_folder,
+    parquet_table,
+    parse_records,
+)
 from recurra.data.quarantine import (
     LINE,
-    NULL_MARKERS,
-    RAW,
     LoadError,
-    RawTable,
-    check_header,
     check_ids,
-    empty_rejected,
-    parse_numbers,
     parse_timestamps,
     read_table,
-    reject,
-    strip_cells,
 )
-from recurra.data.regular import BUSINESS_DAY, key_order, parse_every, regularize
+from recurra.data.regular import BUSINESS_DAY, parse_every, regularize
 from recurra.data.schema import (
     CHANNEL,
-    OBSERVED,
     SERIES_ID,
     TIMESTAMP,
-    TIMESTAMP_DTYPE,
-    VALUE,
     SchemaError,
-    empty_frame,
-    validate_frame,
 )
 
 AIR_CHANNELS = ("PM2.5", "PM10", "SO2", "NO2", "CO", "O3", "TEMP", "PRES", "DEWP", "RAIN",
@@ -69,231 +69,9 @@ PRICE_CHANNELS = ("open", "high", "low", "close", "adj_close", "volume")
 PHYSIONET_STATIC = ("Age", "Gender", "Height", "ICUType", "Weight")
 PHYSIONET_BASE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 MATRIX_START = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
-DUPLICATE_POLICY = "reject"
-DUPLICATE_POLICIES = ("reject", "first", "last", "mean")
-
-
-@dataclass(frozen=True)
-class LoadResult:
-    """What a loader produced.
-
-    Attributes
-    ----------
-    frame : validated contract frame (gap rows included).
-    rejected : source_file, line (1-based), reason, raw; one row per rejected record.
-    source : the file or folder loaded.
-    n_rows_in : records read (non-blank data lines, header excluded).
-    n_rows_kept : records kept; ``n_rows_in == n_rows_kept + rejected.height``.
-    static : per-series static features (PhysioNet), keyed by series_id, else ``None``.
-    warnings : file-level notes that rejected nothing, e.g. ``"encoding: f.csv: not valid
-        UTF-8; decoded as cp1252"``.
-    """
-
-    frame: pl.DataFrame
-    rejected: pl.DataFrame
-    source: str
-    n_rows_in: int
-    n_rows_kept: int
-    static: pl.DataFrame | None = field(default=None)
-    warnings: tuple[str, ...] = ()
-
-    def reasons(self) -> dict[str, int]:
-        """Rejected record counts by reason category (text before the first ':')."""
-        if self.rejected.is_empty():
-            return {}
-        kinds = self.rejected.select(pl.col("reason").str.split(":").list.first())
-        counts = kinds.group_by("reason").len().sort("reason")
-        return dict(zip(counts["reason"].to_list(), counts["len"].to_list(), strict=True))
-
-
-def combine(results: Sequence[LoadResult], source: str) -> LoadResult:
-    """One result from several (e.g. the files of a folder)."""
-    frames = [r.frame for r in results if r.frame.height]
-    statics = [r.static for r in results if r.static is not None]
-    return LoadResult(
-        frame=validate_frame(pl.concat(frames)) if frames else empty_frame(),
-        rejected=pl.concat([empty_rejected(), *[r.rejected for r in results]]),
-        source=source, n_rows_in=sum(r.n_rows_in for r in results),
-        n_rows_kept=sum(r.n_rows_kept for r in results),
-        static=pl.concat(statics, how="diagonal_relaxed") if statics else None,
-        warnings=tuple(w for r in results for w in r.warnings))
-
-
-# -- the shared record pipeline ------------------------------------------------------------
-def _records(cells: pl.DataFrame, stamps: pl.Series, stamp_problems: pl.Series,
-             value_columns: Sequence[str], missing: tuple[float, ...] = ()) -> pl.DataFrame:
-    """Cells with parsed ``timestamp``, float value columns and ``_problem`` (first one)."""
-    if stamp_problems.null_count() == len(stamp_problems):
-        values = _clean_numbers(cells, value_columns, missing)
-        if values is not None:  # the common case: every cell parsed, one cast per column
-            return cells.with_columns(stamps.alias(TIMESTAMP),
-                                      stamp_problems.alias("_problem"), *values)
-    parsed = [parse_numbers(c, missing=missing) for c in value_columns]
-    flags = [f for _, f, _ in parsed]
-    if flags and cells.select(pl.any_horizontal(flags).any()).item():
-        # some cell failed: retry with spaces/quotes stripped (clean files skip this)
-        cells = cells.with_columns(strip_cells(c) for c in value_columns)
-    bad = pl.any_horizontal([pl.lit(stamp_problems).is_not_null(), *flags])
-    cells = cells.with_columns(pl.lit(stamps).alias(TIMESTAMP),
-                               pl.lit(stamp_problems).alias("_problem"), bad.alias("_bad"))
-    if not cells["_bad"].any():  # the common case: no copy of the cells
-        return cells.with_columns(*[v for v, _, _ in parsed]).drop("_bad")
-    good = cells.filter(~pl.col("_bad")).with_columns(*[v for v, _, _ in parsed])
-    rows = cells.filter(pl.col("_bad")).rechunk()  # polars 2.1 panics on chunked views
-    if rows.height:  # messages only for problem rows: building text for all rows is costly
-        rows = rows.with_columns(pl.coalesce(["_problem", *[m for _, _, m in parsed]])
-                                 .alias("_problem")).with_columns(*[v for v, _, _ in parsed])
-        good = pl.concat([good, rows])
-    return good.drop("_bad")
-
-
-def _clean_numbers(cells: pl.DataFrame, value_columns: Sequence[str],
-                   missing: tuple[float, ...]) -> list[pl.Series] | None:
-    """Float value columns when no cell of them is a problem (text, infinity), else None.
-
-    Same rules as :func:`recurra.data.quarantine.parse_numbers`, with one cast per column: a cell
-    that does not cast must be a null marker, NaN becomes a gap, ``missing`` too.
-    """
-    values = []
-    for column in value_columns:
-        text = cells[column]
-        number = text.cast(pl.Float64, strict=False)
-        if number.is_infinite().any():
-            return None
-        failed = number.is_null() & text.is_not_null()
-        if failed.any() and not text.filter(failed).is_in(list(NULL_MARKERS)).all():
-            return None
-        value = number.fill_nan(None)
-        if missing:
-            value = pl.select(pl.when(value.is_in(list(missing))).then(None)
-                              .otherwise(value)).to_series()
-        values.append(value.alias(column))
-    return values
-
-
-def _split_problems(records: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    if records["_problem"].null_count() == records.height:
-        return records.drop("_problem"), empty_rejected()
-    bad = records.filter(pl.col("_problem").is_not_null())
-    good = records.filter(pl.col("_problem").is_null()).drop("_problem")
-    return good, reject(bad, path, pl.col("_problem"))
-
-
-def _dedupe(good: pl.DataFrame, key: Sequence[str], value_columns: Sequence[str],
-            path: Path, policy: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Sort by key (then line); drop identical duplicates; reject (or resolve) conflicting
-    ones. Returns (kept records sorted by key, rejected)."""
-    if policy not in DUPLICATE_POLICIES:
-        raise SchemaError(f"`duplicates` ({policy!r}) must be one of {list(DUPLICATE_POLICIES)}")
-    in_order, has_repeat = _key_order(good, key)
-    if in_order and not has_repeat:  # the common case: one pass, no sort, no copy
-        return good, empty_rejected()
-    if not in_order:  # files are usually written in order: skip the sort
-        good = good.sort([*key, LINE])
-    repeat = pl.all_horizontal([pl.col(k) == pl.col(k).shift(1) for k in key]).fill_null(False)
-    good = good.with_columns(repeat.alias("_repeat"))
-    if not good["_repeat"].any():
-        return good.drop("_repeat"), empty_rejected()
-    # sorted by key: the first record of each key sits at the last non-repeat index
-    start = pl.when(~pl.col("_repeat")).then(pl.int_range(pl.len())).forward_fill()
-    good = good.with_columns(start.alias("_start"))
-    same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(c).gather(pl.col("_start")))
-                              for c in value_columns])
-    first_line = pl.col(LINE).gather(pl.col("_start"))
-    good = good.with_columns(same.alias("_same"), first_line.alias("_first_line")).drop("_start")
-    rejected = empty_rejected()
-    if policy == "reject":
-        conflicts = good.filter(pl.col("_repeat") & ~pl.col("_same"))
-        rejected = reject(conflicts, path, pl.format(
-            "conflicting duplicate: same key as line {} with different values",
-            pl.col("_first_line")))
-        kept = good.filter(~pl.col("_repeat"))
-    elif policy in ("first", "last"):
-        kept = good.unique(subset=list(key), keep=policy, maintain_order=True)
-    else:
-        kept = good.group_by(list(key), maintain_order=True).agg(
-            pl.col(LINE).first(), *[pl.col(c).mean() for c in value_columns])
-    return kept.drop("_repeat", "_same", "_first_line", strict=False), rejected
-
-
-def _key_order(frame: pl.DataFrame, key: Sequence[str]) -> tuple[bool, bool]:
-    """(rows are non-decreasing by ``key`` (ties then stay in line order), some row has
-    the same key as the row before it), in one pass."""
-    if (shortcut := key_order(frame, key)) is not None:
-        return shortcut
-    less, equal = pl.lit(False), pl.lit(True)
-    for column in key:
-        current, previous = pl.col(column), pl.col(column).shift(1)
-        less = less | (equal & (current < previous))
-        equal = equal & (current == previous)
-    decreasing, repeat = frame.select(less.fill_null(False).any(),
-                                      equal.fill_null(False).any().alias("_r")).row(0)
-    return not decreasing, bool(repeat)
-
-
-def _to_long(good: pl.DataFrame, value_columns: Sequence[str],
-             channels: dict[str, str] | None = None) -> pl.DataFrame:
-    """Contract frame from records sorted by key; built to satisfy the contract (unique,
-    sorted, UTC, observed mask) without a second validation pass: ``Store.upsert`` and
-    every estimator validate it again."""
-    channels = channels or {}
-    if CHANNEL in good.columns:  # long layout: one value column, already in key order
-        frame = good.select(SERIES_ID, CHANNEL, TIMESTAMP, pl.col(value_columns[0]).alias(VALUE))
-    else:
-        frame = good.select(SERIES_ID, TIMESTAMP, *value_columns).unpivot(
-            index=[SERIES_ID, TIMESTAMP], on=list(value_columns), variable_name=CHANNEL,
-            value_name="_value").rename({"_value": VALUE})
-        if channels:
-            frame = frame.with_columns(pl.col(CHANNEL).replace(channels))
-        frame = frame.sort([SERIES_ID, CHANNEL, TIMESTAMP])
-    return frame.select(
-        pl.col(SERIES_ID).cast(pl.Utf8), pl.col(CHANNEL).cast(pl.Utf8),
-        pl.col(TIMESTAMP).cast(TIMESTAMP_DTYPE), pl.col(VALUE).cast(pl.Float64),
-        pl.col(VALUE).is_not_null().alias(OBSERVED))
-
-
-def _finish(table: RawTable, records: pl.DataFrame, key: Sequence[str],
-            value_columns: Sequence[str], *, duplicates: str = DUPLICATE_POLICY,
-            channels: dict[str, str] | None = None, n_extra_rejected: int = 0) -> LoadResult:
-    good, bad = _split_problems(records, table.path)
-    kept, conflicts = _dedupe(good, key, value_columns, table.path, duplicates)
-    if bad.height or conflicts.height or table.rejected.height:
-        repaired = csv_records.repair(table, records)  # records spanning lines, blank lines
-        if repaired is not None:
-            table, records = repaired
-            good, bad = _split_problems(records, table.path)
-            kept, conflicts = _dedupe(good, key, value_columns, table.path, duplicates)
-    rejected = table.with_raw(pl.concat([table.rejected, bad, conflicts]).sort(LINE))
-    n_in = table.cells.height + table.rejected.height
-    frame = _to_long(kept, value_columns, channels) if kept.height else empty_frame()
-    return LoadResult(frame, rejected, str(table.path), n_in, n_in - rejected.height,
-                      warnings=table.warnings)
-
-
-def _check_columns(table: RawTable, wanted: Sequence[str], parameter: str) -> None:
-    missing = [c for c in wanted if c not in table.columns]
-    if missing:
-        raise LoadError(f"{table.path}: `{parameter}` names column(s) {missing} that are not "
-                        f"in the header {table.columns}")
 
 
 # -- generic sensor files ------------------------------------------------------------------
-def _parquet_table(path: Path) -> RawTable:
-    try:
-        data = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise LoadError(f"{path}: not a readable Parquet file ({first})") from error
-    if data.is_empty():
-        raise LoadError(f"{path}: file is empty")
-    check_header([c.strip() for c in data.columns], path)
-    cells = data.with_columns(pl.col(c).cast(pl.Utf8) for c in data.columns)
-    raw = pl.concat_str([pl.col(c).fill_null("") for c in data.columns], separator=",")
-    cells = cells.with_row_index(LINE, offset=1).with_columns(pl.col(LINE).cast(pl.Int64),
-                                                                raw.alias(RAW))
-    return RawTable(path, list(data.columns), cells, ",", empty_rejected(), b"")
-
-
 def load_sensor(path: str | Path, layout: str = "wide", timestamp_column: str = "timestamp",
                 series_id: str | None = None, *, value_columns: Sequence[str] | None = None,
                 series_column: str = "series_id", channel_column: str = "channel",
@@ -320,82 +98,37 @@ def load_sensor(path: str | Path, layout: str = "wide", timestamp_column: str = 
                        value_columns=value_columns, series_column=series_column,
                        channel_column=channel_column, value_column=value_column,
                        delimiter=delimiter, time_zone=time_zone, duplicates=duplicates)
-        files = [f for f in _files(path, "*") if f.name.endswith(SENSOR_SUFFIXES)]
+        files = [f for f in files_in(path, "*") if f.name.endswith(SENSOR_SUFFIXES)]
         if not files:
             raise LoadError(f"{path}: no sensor file ({', '.join(SENSOR_SUFFIXES)}) in this "
                             "folder")
         return load_folder(files, lambda f: load_sensor(f, **options), str(path))
     if path.suffix == ".parquet":
-        table = _parquet_table(path)
+        table = parquet_table(path)
     else:
         table = read_table(path, delimiter=delimiter)
-    _check_columns(table, [timestamp_column], "timestamp_column")
+    check_columns(table, [timestamp_column], "timestamp_column")
     stamps, problems = parse_timestamps(table.cells[timestamp_column], time_zone=time_zone)
     default_id = series_id or file_stem(path)
     if layout == "long":
-        _check_columns(table, [value_column], "value_column")
+        check_columns(table, [value_column], "value_column")
         cells = table.cells.with_columns(
             (pl.col(series_column) if series_column in table.columns
              else pl.lit(default_id)).alias(SERIES_ID),
             (pl.col(channel_column) if channel_column in table.columns
              else pl.lit("value")).alias(CHANNEL))
-        records = check_ids(_records(cells, stamps, problems, [value_column]))
-        return _finish(table, records, [SERIES_ID, CHANNEL, TIMESTAMP], [value_column],
+        records = check_ids(parse_records(cells, stamps, problems, [value_column]))
+        return finish(table, records, [SERIES_ID, CHANNEL, TIMESTAMP], [value_column],
                        duplicates=duplicates)
     if value_columns is None and series_column in table.columns:
         raise LoadError(f"{path}: column {series_column!r} in a file read with layout='wide' "
                         "(one numeric column per channel); this looks like a long file: "
                         "pass `-o layout=long` (load_sensor(..., layout='long'))")
     columns = list(value_columns or [c for c in table.columns if c != timestamp_column])
-    _check_columns(table, columns, "value_columns")
+    check_columns(table, columns, "value_columns")
     cells = table.cells.with_columns(pl.lit(default_id).alias(SERIES_ID))
-    records = _records(cells, stamps, problems, columns)
-    return _finish(table, records, [SERIES_ID, TIMESTAMP], columns, duplicates=duplicates)
-
-
-def file_stem(path: Path) -> str:
-    """``exchange_rate.txt.gz`` -> ``exchange_rate``."""
-    name = path.name
-    for suffix in (".gz", ".csv", ".txt", ".tsv", ".parquet"):
-        name = name.removesuffix(suffix)
-    return name
-
-
-SENSOR_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt", ".parquet")
-
-
-def file_failure(path: Path, error: LoadError) -> LoadResult:
-    """A file that cannot be read, as one rejected record: line 0 (the whole file)."""
-    rejected = pl.DataFrame({"source_file": [str(path)], LINE: [0],
-                             "reason": [f"file: {error}"], RAW: [""]},
-                            schema=empty_rejected().schema)
-    return LoadResult(empty_frame(), rejected, str(path), 1, 0)
-
-
-def load_folder(files: Sequence[Path], load: Callable[[Path], LoadResult],
-                source: str) -> LoadResult:
-    """``load`` each file; a file that fails (LoadError) becomes its line-0 rejection and the
-    other files still load. One file: its own result (or its LoadError)."""
-    if len(files) == 1:
-        return load(files[0])
-    results = []
-    for file in files:
-        try:
-            results.append(load(file))
-        except LoadError as error:
-            results.append(file_failure(file, error))
-    return combine(results, source)
-
-
-def _files(path: Path, pattern: str) -> list[Path]:
-    if path.is_dir():
-        files = sorted(p for p in path.rglob(pattern) if p.is_file())
-        if not files:
-            raise LoadError(f"{path}: no {pattern} file in this folder")
-        return files
-    if not path.exists():
-        raise LoadError(f"{path}: no such file or folder")
-    return [path]
+    records = parse_records(cells, stamps, problems, columns)
+    return finish(table, records, [SERIES_ID, TIMESTAMP], columns, duplicates=duplicates)
 
 
 def load_nab(path: str | Path) -> LoadResult:
@@ -405,7 +138,7 @@ def load_nab(path: str | Path) -> LoadResult:
     ``nab/realTraffic/speed_6005``); channel ``"value"``; timestamps naive UTC.
     """
     path = Path(path)
-    return load_folder(_files(path, "*.csv"), lambda f: load_sensor(
+    return load_folder(files_in(path, "*.csv"), lambda f: load_sensor(
         f, series_id=f"nab/{f.parent.name}/{file_stem(f)}", value_columns=["value"]), str(path))
 
 
@@ -433,7 +166,7 @@ def load_prices(path: str | Path, date_column: str = "date", series_id: str | No
     cells = table.cells.rename({c: n for c, n in names.items() if c != n})
     table = dataclasses.replace(table, columns=[names[c] for c in table.columns], cells=cells)
     date_column = date_column.lower()
-    _check_columns(table, [date_column], "date_column")
+    check_columns(table, [date_column], "date_column")
     columns = [c for c in PRICE_CHANNELS if c in table.columns]
     if not columns:
         raise LoadError(f"{path}: no price column among {list(PRICE_CHANNELS)} in "
@@ -444,9 +177,9 @@ def load_prices(path: str | Path, date_column: str = "date", series_id: str | No
                          .then(pl.lit("date on a weekend (business-day calendar)"))
                          .otherwise(problems)).to_series()
     ident = pl.col(symbol_column.lower()) if symbol_column else pl.lit(series_id or file_stem(path))
-    records = _records(table.cells.with_columns(ident.alias(SERIES_ID)), stamps, problems,
+    records = parse_records(table.cells.with_columns(ident.alias(SERIES_ID)), stamps, problems,
                        columns)
-    result = _finish(table, _price_problems(records, columns), [SERIES_ID, TIMESTAMP], columns)
+    result = finish(table, _price_problems(records, columns), [SERIES_ID, TIMESTAMP], columns)
     frame = regularize(result.frame, BUSINESS_DAY, holidays=holidays) if result.frame.height \
         else result.frame
     return LoadResult(frame, result.rejected, result.source, result.n_rows_in,
@@ -506,8 +239,8 @@ def load_matrix(path: str | Path, series_id: str, start: dt.datetime | str | Non
         stamps = pl.select(stamps).to_series()
     problems = pl.repeat(None, table.cells.height, dtype=pl.Utf8, eager=True)
     cells = table.cells.with_columns(pl.lit(series_id).alias(SERIES_ID))
-    records = _records(cells, stamps, problems, table.columns)
-    return _finish(table, records, [SERIES_ID, TIMESTAMP], table.columns,
+    records = parse_records(cells, stamps, problems, table.columns)
+    return finish(table, records, [SERIES_ID, TIMESTAMP], table.columns,
                    channels=dict(zip(table.columns, names, strict=True)))
 
 
@@ -532,7 +265,7 @@ def load_air_quality(paths: str | Path | Sequence[str | Path]) -> LoadResult:
     wind direction text, and ``No`` are not channels); ``NA`` cells are gaps.
     """
     items = [paths] if isinstance(paths, str | Path) else list(paths)
-    files = [f for p in items for f in _files(Path(p), "PRSA_*.csv*")]
+    files = [f for p in items for f in files_in(Path(p), "PRSA_*.csv*")]
     return load_folder(files, _load_air_file, ",".join(map(str, items)))
 
 
@@ -546,9 +279,9 @@ def _load_air_file(path: Path) -> LoadResult:
     station = match.group(1) if match else file_stem(path)
     ident = (pl.lit("air/") + pl.col("station")) if "station" in table.columns \
         else pl.lit(f"air/{station}")
-    records = _records(table.cells.with_columns(ident.alias(SERIES_ID)), stamps, problems,
+    records = parse_records(table.cells.with_columns(ident.alias(SERIES_ID)), stamps, problems,
                        columns)
-    return _finish(table, records, [SERIES_ID, TIMESTAMP], columns)
+    return finish(table, records, [SERIES_ID, TIMESTAMP], columns)
 
 
 # -- PhysioNet 2012 --------------------------------------------------------------------------
@@ -580,13 +313,13 @@ def load_physionet(records_path: str | Path, outcomes_path: str | Path | None = 
     cells = cells.with_columns(
         pl.format("physionet/{}", pl.lit(record)).alias(SERIES_ID),
         pl.col("Parameter").alias(CHANNEL))
-    records = _records(cells, stamps, problems, ["Value"], missing=(-1.0,))
+    records = parse_records(cells, stamps, problems, ["Value"], missing=(-1.0,))
     is_static = pl.col(CHANNEL).is_in(list(PHYSIONET_STATIC)) & (pl.col("Time") == "00:00")
     is_id = pl.col(CHANNEL) == "RecordID"
     static_rows = records.filter(pl.col("_problem").is_null() & (is_static | is_id))
     table_rest = dataclasses.replace(table, cells=cells)
     series_records = records.filter(pl.col("_problem").is_not_null() | ~(is_static | is_id))
-    result = _finish(table_rest, series_records, [SERIES_ID, CHANNEL, TIMESTAMP], ["Value"],
+    result = finish(table_rest, series_records, [SERIES_ID, CHANNEL, TIMESTAMP], ["Value"],
                      duplicates=duplicates)
     static = _physionet_static(static_rows, records.select(SERIES_ID).unique())
     if outcomes_path is not None:

@@ -14,11 +14,15 @@ only the rows that are new or changed, as a merge, so history is never rewritten
 re-ingest of unchanged data commits nothing.  Commits are atomic; a commit that loses a
 race with another writer is retried.  There are no lock files.  Every write reports the
 table version it produced; ``read(..., version=N)`` reads the series as of version N.
+
+Size: ~570 lines, because ``Store`` is the store's whole public API in one class (series
+upserts and reads, catalogue, result tables, quarantine).  What is not API lives beside it:
+the Delta plumbing in ``store_delta``, the catalogue rows in ``store_catalogue``, frame checks
+in ``store_frames``, the result-table merge and quarantine schema in ``store_tables``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +40,6 @@ from recurra.data.schema import (
     OBSERVED,
     SERIES_ID,
     TIMESTAMP,
-    TIMESTAMP_DTYPE,
     VALUE,
     empty_frame,
 )
@@ -54,7 +57,6 @@ from recurra.data.store_delta import (
     StoreError,
     changed_buckets,
     compact_buckets,
-    compact_small_files,
     crash_point,
     delta_compatible,
     is_uri,
@@ -64,22 +66,23 @@ from recurra.data.store_delta import (
 )
 from recurra.data.store_delta import storage_options as options_from_env
 from recurra.data.store_frames import _as_polars, _to_utc, checked_frame
+from recurra.data.store_tables import (
+    EXCLUSIVE,
+    QUARANTINE_KEY,
+    QUARANTINE_SCHEMA,
+    QUARANTINE_TABLE,
+    quarantine_rows,
+    write_into,
+)
 
 __all__ = ["CATALOGUE_SCHEMA", "QUARANTINE_SCHEMA", "QUARANTINE_TABLE", "SOURCE", "Store",
            "StoreConflict", "StoreError", "UpsertReport", "bucket_of", "checked_frame",
            "partition_name"]
 
-QUARANTINE_TABLE = "quarantine"
-QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
-    "source_file": pl.Utf8, "line": pl.Int64, "reason": pl.Utf8, "raw": pl.Utf8,
-    "ingested_at": TIMESTAMP_DTYPE,
-}
-QUARANTINE_KEY = ["source_file", "line", "reason"]
 KNOWN_TABLES = ("forecasts", "scores", "events", "runs", "live_metrics", "watermarks",
                 "trainings", "backtests", "static", QUARANTINE_TABLE)
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _STORED = [*KEY, VALUE, OBSERVED]
-_EXCLUSIVE = CommitProperties(max_commit_retries=0)  # conflicts re-run the whole write
 _NO_UPDATES = pl.DataFrame(schema={SERIES_ID: pl.Utf8, CHANNEL: pl.Utf8, OBSERVED: pl.Boolean,
                                    "observed_stored": pl.Boolean})
 
@@ -519,10 +522,10 @@ class Store:
             table = location.open()
             if table is None:
                 write_deltalake(location.uri, frame.to_arrow(), mode="error",
-                                commit_properties=_EXCLUSIVE,
+                                commit_properties=EXCLUSIVE,
                                 storage_options=self.storage_options or None)
                 return 0
-            return _write_into(table, frame, key, replace, name)
+            return write_into(table, frame, key, replace, name)
 
         version = location.retrying(attempt)
         if version is not None:
@@ -558,68 +561,12 @@ class Store:
         Keyed by (source_file, line, reason): re-ingesting a file neither duplicates them
         nor commits anything (the first ``ingested_at`` is kept).
         """
-        rejected = _as_polars(rejected, "rejected")
-        missing = [c for c in ("source_file", "line", "reason", "raw")
-                   if c not in rejected.columns]
-        if missing:
-            raise StoreError(f"add_quarantine: missing column(s) {missing}; need "
-                             f"{list(QUARANTINE_SCHEMA)}")
+        rejected = quarantine_rows(rejected)
         if not rejected.height:
             return 0
-        if "ingested_at" not in rejected.columns:
-            now = dt.datetime.now(dt.UTC)
-            rejected = rejected.with_columns(pl.lit(now).alias("ingested_at"))
-        rejected = rejected.select(list(QUARANTINE_SCHEMA)).cast(QUARANTINE_SCHEMA)
-        rejected = rejected.unique(subset=QUARANTINE_KEY, keep="last", maintain_order=True)
         return self._write(QUARANTINE_TABLE, rejected, QUARANTINE_KEY, replace=False) \
             and rejected.height
 
     def quarantine(self) -> pl.DataFrame:
         """Every rejected row: source_file, line (1-based), reason, raw, ingested_at."""
         return self.read_table(QUARANTINE_TABLE).sort(["source_file", "line", "reason"])
-
-
-def _write_into(table: DeltaTable, frame: pl.DataFrame, key: list[str], replace: bool,
-                name: str) -> int | None:
-    """Append or merge ``frame`` into an existing table; its new version, None if nothing
-    had to be committed."""
-    schema = pl.scan_delta(table).collect_schema()
-    absent = [k for k in key if k not in schema]
-    if absent:
-        raise StoreError(f"write_table({name!r}): key column(s) {absent} are not in the "
-                         f"stored table (columns: {list(schema)})")
-    frame = frame.cast({c: schema[c] for c in frame.columns if c in schema}, strict=False)
-    if not key:
-        write_deltalake(table, frame.to_arrow(), mode="append", schema_mode="merge")
-        return table.version()
-    frame = frame.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in schema.items()
-                               if c not in frame.columns)
-    time_key = next((k for k in key if isinstance(frame.schema[k], pl.Datetime | pl.Date)
-                     and not frame[k].null_count()), None)
-    lazy = pl.scan_delta(table)
-    if time_key is not None:
-        lazy = lazy.filter(pl.col(time_key).is_between(frame[time_key].min(),
-                                                       frame[time_key].max()))
-    stored = lazy.join(frame.lazy().select(key), on=key, how="semi", nulls_equal=True).collect()
-    if stored.height:
-        compare = key if not replace else [c for c in frame.columns if c in stored.columns]
-        frame = frame.join(stored.select(compare), on=compare, how="anti", nulls_equal=True)
-    if frame.is_empty():
-        return None
-    if not stored.height:  # only new keys: a blind append, no scan of the stored files
-        write_deltalake(table, frame.to_arrow(), mode="append", schema_mode="merge",
-                        commit_properties=_EXCLUSIVE)
-        compact_small_files(table)
-        return table.version()
-    conditions = [f"t.{k} = s.{k}" if not frame[k].null_count()
-                  else f"t.{k} IS NOT DISTINCT FROM s.{k}" for k in key]
-    if time_key is not None:
-        conditions += [f"t.{time_key} >= {sql_literal(frame[time_key].min())}",
-                       f"t.{time_key} <= {sql_literal(frame[time_key].max())}"]
-    merger = table.merge(frame.to_arrow(), " AND ".join(conditions), source_alias="s",
-                         target_alias="t", merge_schema=True, commit_properties=_EXCLUSIVE)
-    if replace:
-        merger = merger.when_matched_update_all()
-    merger.when_not_matched_insert_all().execute()
-    compact_small_files(table)
-    return table.version()

@@ -63,7 +63,8 @@ ESTIMATOR_CONFIGS = (
 )
 API_MODULES = ("recurra.data.schema", "recurra.data.ingest", "recurra.data.store",
                "recurra.data.loaders", "recurra.data.missing",
-               "recurra.nn", "recurra.nn.grud", "recurra.forecasting", "recurra.forecasting.baselines",
+               "recurra.nn", "recurra.nn.grud", "recurra.forecasting",
+               "recurra.forecasting.baselines",
                "recurra.anomaly", "recurra.pipelines.config", "recurra.pipelines.registry",
                "recurra.pipelines.tracking",
                "recurra.dashboards.report")
