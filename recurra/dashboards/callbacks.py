@@ -4,6 +4,9 @@ Every callback is a thin wrapper (in :func:`register_callbacks`) around a functi
 takes a :class:`~recurra.dashboards.data_access.DashboardData` and plain values and returns plain
 values or figures, so the behaviour is unit-tested without a browser. Nothing here writes
 to the store or trains.
+
+Size: ~460 lines: one small pure function per callback plus their wiring in
+:func:`register_callbacks`, which must see every component id in one place.
 """
 
 from __future__ import annotations

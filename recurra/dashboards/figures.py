@@ -9,6 +9,9 @@ Trace names (tests and users rely on them):
 ``<channel>`` observed values, ``gap (not observed)``, ``forecast``,
 ``forecast interval q<lo>-q<hi>``, ``anomaly: <level>`` (low/medium/high),
 ``data quality event``.
+
+Size: ~480 lines: every figure the dashboard and the reports draw, with the one shared
+style (palette, trace names, axes), so both stay identical.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ make the store write outside its root; the real id is kept in the data and the c
 
 Every write goes to a temporary file in the same folder and is moved into place with
 ``os.replace`` (atomic on POSIX), under a lock file per partition or table.
+
+Size: ~500 lines, kept as they were on purpose: this is the pre-Delta Parquet store, read
+only by :func:`recurra.data.store_maintenance.migrate`, frozen so that migration reads old
+stores exactly as they were written.  New code uses :mod:`recurra.data.store`.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ values, masks, deltas, forward-filled values, calendar covariates).  Stateless t
 draws look-back/horizon windows (:class:`recurra.nn.batch.WindowBatch`); stateful training cuts
 each series into consecutive chunks (:class:`ChunkBatch`): batch k holds chunk k of a group
 of series, and every step of a chunk is supervised with the next N targets.
+
+Size: ~460 lines: windows and chunks are cut from the same :class:`PreparedSeries`, and the
+stateless and stateful paths must agree on scaling, masks and deltas step for step, so they
+live together.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ best_val_loss, epochs_run, stopped_early).
 A NaN/inf loss stops training with a :class:`RecurraError` naming the batch's series and its
 value range: batches with a ``series_ids`` attribute are described by
 :func:`batch_description`; other batch types pass ``describe_batch=`` to :func:`fit_module`.
+
+Size: ~430 lines, because it is the one training loop of every model (optimizer, schedules,
+clipping, early stopping, AMP, checkpoints, progress); its parts are private helpers of
+:func:`fit_module`.
 """
 
 from __future__ import annotations

@@ -36,6 +36,11 @@ monitoring rules::
     drift_test = "mean_variance"      # recent vs training window, on what the model sees,
     drift_fdr = 0.05                  # Benjamini-Hochberg across series and channels
 
+Size: ~500 lines, because the whole TOML schema is here: each key's dataclass field, its
+default, its documentation (read by ``recurra.pipelines.docgen`` for
+``docs/configuration.md``) and its check sit together, so a rule cannot drift from its
+documentation.
+
 Example
 -------
 >>> config = load_config()                      # the default file

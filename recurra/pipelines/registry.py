@@ -15,6 +15,10 @@ so concurrent promotions from threads or processes on one machine cannot interle
 read-decide-write steps. (With a remote tracking server, processes on other machines are
 not covered by the file lock.)
 
+Size: ~520 lines, on purpose: the house style keeps the registry logic (register, gate,
+alias, promote, roll back, load by alias) in one place, and the lock that makes promotions
+safe has to wrap every one of those read-decide-write steps.
+
 Examples
 --------
 >>> decision = register_and_gate(model_uri, model_name("ett", "forecast"), metric="mse",

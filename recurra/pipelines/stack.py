@@ -25,6 +25,10 @@ on the scheduler) and registers the ``[schedules]`` as deployments on the pool
 ``recurra stack env``)
 needs to talk to the stack.
 
+Size: ~490 lines: one short ``start_*`` function per service of the table above plus the
+shared spawn / wait / stop plumbing; splitting per service would scatter the start order
+and the state file they all share.
+
 Example
 -------
 >>> state = up()                   # doctest: +SKIP
