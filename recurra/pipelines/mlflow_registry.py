@@ -1,6 +1,6 @@
 """The model registry adapter the pipeline tasks use: MLflow tracking + registry.
 
-``recurra.pipelines.tasks.registry_backend()`` returns an :class:`MlflowRegistry`; tests may swap it
+``recurra.pipelines.runs.registry_backend()`` returns an :class:`MlflowRegistry`; tests may swap it
 for any object with the same four methods (register, champion, log_metrics, aliases).
 """
 

@@ -8,7 +8,7 @@ import pytest
 
 from recurra.anomaly.baselines import DetectorConfig, RollingZScoreDetector
 from recurra.data.schema import IS_ANOMALY, RecurraError, validate_frame
-from recurra.pipelines import gate_data, tasks
+from recurra.pipelines import gate_data, runs, tasks
 from recurra.pipelines.gate_data import GATE_METRIC, InjectionConfig, gate_score, inject_anomalies
 from tests.conftest import make_frame
 
@@ -160,7 +160,7 @@ def test_train_group_gates_the_detector_on_injected_composite_f1(tmp_path, monke
     train, _ = tasks.split_by_time(frame, config.training.validation_share)
     silent = SilentDetector(RollingZScoreDetector(DetectorConfig(window=8)).fit(train))
     backend = FakeBackend(silent)
-    monkeypatch.setattr(tasks, "registry_backend", lambda: backend)
+    monkeypatch.setattr(runs, "registry_backend", lambda: backend)
     result = tasks.train_group(config.groups["g"], config, store)
     (call,) = backend.calls
     assert call["metric"] == GATE_METRIC and call["higher_is_better"] is True

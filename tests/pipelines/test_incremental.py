@@ -17,7 +17,7 @@ from recurra.anomaly.baselines import RollingZScoreDetector
 from recurra.data.store import Store
 from recurra.forecasting.config import ForecasterConfig, TrainConfig
 from recurra.forecasting.rnn import RNNForecaster
-from recurra.pipelines import tasks
+from recurra.pipelines import runs, tasks
 from recurra.pipelines.config import GroupConfig, ModelConfig, MonitoringConfig, PipelineConfig
 from tests.conftest import make_frame
 
@@ -88,7 +88,7 @@ def champions():
 def _setup(tmp_path, monkeypatch, champions, catch_up_steps=168):
     frame, stamps, models = champions
     monkeypatch.setenv("RECURRA_HOME", str(tmp_path))
-    monkeypatch.setattr(tasks, "registry_backend", lambda: FakeRegistry(models))
+    monkeypatch.setattr(runs, "registry_backend", lambda: FakeRegistry(models))
     store = Store(tmp_path / "store")
     store.upsert(frame.filter(pl.col("timestamp") < stamps[N_TRAIN]), source="test")
     end = stamps[N_TRAIN - 1].isoformat()

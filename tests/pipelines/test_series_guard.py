@@ -23,7 +23,7 @@ def test_a_huge_series_is_left_out_by_name_and_the_others_kept():
 
 def test_tracked_config_has_every_field_not_only_the_toml_keys():
     from recurra.pipelines.config import ModelConfig
-    from recurra.pipelines.tasks import full_config
+    from recurra.pipelines.train_tasks import full_config
 
     model = ModelConfig(name="f", class_path="recurra.forecasting.RNNForecaster",
                         params={"hidden_size": 8, "horizon": 6})

@@ -1,0 +1,297 @@
+"""The detect step of the flows: advance each group's champions over the rows that
+arrived after the watermark, write forecasts, scores and events, and monitor live error and
+input drift.
+
+Plain functions (no Prefect); ``recurra.pipelines.flows`` wraps :func:`detect_group`.
+The advanced state of each champion is cached in ``<RECURRA_HOME>/state/<model>/v<version>``
+so a stateful forecaster or detector continues from where it stopped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recurra.data.schema import (
+    CHANNEL,
+    CONTRIBUTION_PREFIX,
+    END,
+    EVENT_SCHEMA,
+    IS_ANOMALY,
+    SCORE,
+    SERIES_ID,
+    START,
+    TIMESTAMP,
+    VALUE,
+)
+from recurra.nn.persistence import load_estimator, save_estimator
+from recurra.pipelines import incremental, monitoring, runs
+from recurra.pipelines.config import GroupConfig, PipelineConfig
+from recurra.pipelines.runs import _metric_key, group_series
+
+RUN_COLUMNS = ("run_id", "flow", "started_at", "finished_at", "status", "rows_ingested",
+               "rows_quarantined", "series_trained", "events_found", "message")
+FORECAST_KEY = (SERIES_ID, CHANNEL, "issued_at", TIMESTAMP)
+SCORE_KEY = (SERIES_ID, TIMESTAMP)
+EVENT_KEY = (SERIES_ID, "start", "kind")
+MAX_SERIES_METRICS = 50  # per-series live MAE logged to MLflow: the worst 50 (+ the mean)
+
+
+
+def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
+                 run_id: str) -> dict[str, Any]:
+    """Score the rows that arrived since the last run with the group's champions.
+
+    Reads only the rows after each series' watermark and the forecasts they resolve
+    (``recurra.pipelines.incremental``), advances the champions with fleets (one array call per
+    time step for all series; per-series ``update`` only where a model cannot be batched,
+    named in ``out["paths"]``), writes forecasts, scores, events, live metrics and
+    watermarks, runs the drift test and returns ``{"group", "new_rows", "events",
+    "retrain", "reasons", "live", "chunks", "steps", "paths"}``.  A backlog (missed runs)
+    is processed in time order in chunks of ``monitoring.catch_up_steps`` rows per series;
+    ``steps`` counts the new timestamps (one per run when on time).
+    """
+    tracker = runs.registry_backend()
+    ids = group_series(config, store).get(group.name, [])
+    out: dict[str, Any] = {"group": group.name, "new_rows": 0, "events": 0,
+                           "retrain": False, "reasons": [], "live": {}, "chunks": 0,
+                           "steps": 0, "paths": []}
+    champions = {role: _champion_version(tracker, group.model_name(role))
+                 for role in ("forecaster", "detector") if getattr(group, role)}
+    champions = {role: found for role, found in champions.items() if found is not None}
+    if not ids or not champions:
+        out["reasons"] = [] if champions else ["no champion registered yet"]
+        return out
+    version = "-".join(f"{role}-v{found[1]}" for role, found in sorted(champions.items()))
+    marks = _watermarks(store, group, ids, version, champions)
+    models = {role: _cached(role, group, found, tracker) for role, found in champions.items()}
+    while True:
+        new = incremental.new_rows(store, ids, marks, config.monitoring.catch_up_steps)
+        if new.is_empty():
+            break
+        out["chunks"] += 1
+        out["new_rows"] += new.height
+        out["steps"] += new[TIMESTAMP].n_unique()
+        if "forecaster" in models:
+            live, path = _forecast_step(group, config, store, new, run_id,
+                                        champions["forecaster"], models["forecaster"][0],
+                                        marks)
+            out["live"].update(live)
+            out["paths"].append(f"forecaster {path}")
+        if "detector" in models:
+            events, path = _detect_step(store, new, run_id, models["detector"][0])
+            out["events"] += events
+            out["paths"].append(f"detector {path}")
+        _write_watermarks(store, group, new, version)
+        reached = new.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).max())
+        marks.update(dict(zip(reached[SERIES_ID].to_list(), reached[TIMESTAMP].to_list(),
+                              strict=True)))
+        if new.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).n_unique())[TIMESTAMP].max() \
+                < config.monitoring.catch_up_steps:
+            break  # a short chunk: nothing more has arrived
+    if not out["chunks"]:
+        return out
+    for estimator, folder in models.values():
+        save_estimator(estimator, folder)
+    _log_paths(group, out["paths"])
+    decision = monitoring.retrain_decision(
+        group.name, _live_history(store, group, config.monitoring.consecutive_runs),
+        _drift(group, config, store, ids, champions), config.monitoring)
+    out["retrain"], out["reasons"] = decision.retrain, list(decision.reasons)
+    return out
+
+
+def _log_paths(group: GroupConfig, paths: list[str]) -> None:
+    """Say which series went through a fleet and which fell back to per-series updates."""
+    import logging
+
+    for path in dict.fromkeys(paths):
+        logging.getLogger("recurra.detect").info("group %r: %s", group.name, path)
+
+
+def _champion_version(tracker: Any, name: str) -> tuple[Any, str] | None:
+    """``(None, version)`` of the champion (the model is loaded only when no cached state
+    exists, see :func:`_cached`); ``(estimator, version)`` from a registry without
+    ``champion_version``."""
+    if hasattr(tracker, "champion_version"):
+        version = tracker.champion_version(name)
+        return None if version is None else (None, version)
+    return tracker.champion(name)
+
+
+def _cached(role: str, group: GroupConfig, champion: tuple[Any, str],
+            tracker: Any = None) -> tuple[Any, Path]:
+    """The champion with its state as the last run left it (cached per version), and the
+    cache folder; a new champion version starts from its registered state."""
+    estimator, version = champion
+    folder = runs.state_dir() / group.model_name(role) / f"v{version}"
+    if (folder / "meta.json").is_file():
+        estimator = load_estimator(folder)
+    elif estimator is None:
+        estimator = tracker.champion(group.model_name(role))[0]
+    return estimator, folder
+
+
+def _forecast_step(group: GroupConfig, config: PipelineConfig, store: Any, new: pl.DataFrame,
+                   run_id: str, champion: tuple[Any, str], forecaster: Any,
+                   marks: dict[str, Any]) -> tuple[dict[str, float], str]:
+    """Score the open forecasts the new rows resolve, advance the state, issue new
+    forecasts; returns the live MAE per series and the path the state advanced by."""
+    ids = new[SERIES_ID].unique().to_list()
+    known = [marks.get(sid) for sid in ids]
+    start = min(known) if known and all(m is not None for m in known) else None
+    stored = incremental.open_forecasts(store, ids, start, new[TIMESTAMP].max())
+    if stored.is_empty():  # first run of a champion: the forecast from its registered state
+        stored = forecaster.predict()
+    live = _score_live(group, config, store, stored, new, run_id, champion)
+    path = incremental.advance_forecaster(forecaster, new)
+    now = dt.datetime.now(dt.UTC)
+    forecasts = forecaster.predict().with_columns(
+        pl.lit(now).alias("issued_at"), pl.lit(run_id).alias("run_id"),
+        pl.lit(f"{group.model_name('forecaster')}/v{champion[1]}").alias("model"))
+    store.write_table("forecasts", forecasts, key=FORECAST_KEY)
+    return live, path
+
+
+def _detect_step(store: Any, new: pl.DataFrame, run_id: str, detector: Any
+                 ) -> tuple[int, str]:
+    """Stream the new rows through the detector; write scores and events; count events."""
+    scores, path = incremental.advance_detector(detector, new)
+    scores = scores.with_columns(pl.lit(run_id).alias("run_id"))
+    store.write_table("scores", scores, key=SCORE_KEY)
+    events = events_from_scores(scores)
+    if events.height:
+        store.write_table("events", events.with_columns(pl.lit(run_id).alias("run_id")),
+                          key=EVENT_KEY)
+    return events.height, path
+
+
+def _score_live(group: GroupConfig, config: PipelineConfig, store: Any,
+                forecasts: pl.DataFrame, new: pl.DataFrame, run_id: str,
+                champion: tuple[Any, str]) -> dict[str, float]:
+    """Live MAE / coverage of ``forecasts`` on ``new`` rows, vs the validation MAE."""
+    errors = monitoring.live_errors(forecasts, new)
+    trainings = store.read_table("trainings")
+    reference: dict[str, float] = {}
+    if not trainings.is_empty():
+        match = trainings.filter((pl.col("model_name") == group.model_name("forecaster"))
+                                 & (pl.col("version") == str(champion[1])))
+        if match.height:
+            reference = json.loads(match["validation_mae"][0])
+    previous = _live_history(store, group, 1)
+    rows = monitoring.live_rows(
+        errors, reference, run_id, group.name, config.monitoring.error_margin,
+        previous_cusum=(dict(zip(previous[SERIES_ID].to_list(), previous["cusum"].to_list(),
+                                 strict=True)) if "cusum" in previous.columns else {}))
+    if rows.height:
+        store.write_table("live_metrics", rows, key=monitoring.LIVE_METRICS_KEY)
+        worst = rows.sort("mae", descending=True, nulls_last=True).head(MAX_SERIES_METRICS)
+        runs.registry_backend().log_metrics(group.name, "monitor", {  # bounded for big fleets
+            "live_mae": float(rows["mae"].mean()),
+            **{_metric_key("live_mae", r[SERIES_ID]): r["mae"]
+               for r in worst.iter_rows(named=True)}})
+    return {r[SERIES_ID]: r["mae"] for r in rows.iter_rows(named=True)}
+
+
+def _drift(group: GroupConfig, config: PipelineConfig, store: Any, ids: list[str],
+           champions: dict[str, tuple[Any, str]]) -> list[monitoring.DriftResult]:
+    """Drift of the latest rows after each series' training end against its training
+    window: the reference (the last ``drift_reference_rows`` of the training window) is read
+    once per champion version and cached; each run reads only the recent window."""
+    ends = _training_ends(store, [(group.model_name(role), str(found[1]))
+                                  for role, found in champions.items()])
+    if not ends:
+        return []
+    role, (_, version) = sorted(champions.items())[0]
+    cache = runs.state_dir() / group.model_name(role) / f"v{version}-drift-reference.parquet"
+    if cache.is_file():
+        reference = pl.read_parquet(cache)
+    else:
+        frame = store.read(series_ids=list(ends), end=max(ends.values()))
+        reference = monitoring.drift_inputs(
+            _cut(frame, ends, after=False).group_by([SERIES_ID, CHANNEL]).tail(
+                config.monitoring.drift_reference_rows), group.drift_on)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        reference.write_parquet(cache)
+    recent = incremental.recent_rows(store, list(ends), ends, config.monitoring.drift_window)
+    return monitoring.drift_by_series(reference, recent, config.monitoring, on=group.drift_on)
+
+
+def _live_history(store: Any, group: GroupConfig, n_runs: int) -> pl.DataFrame:
+    """The latest ``n_runs`` ``live_metrics`` rows per series of ``group`` (a bounded scan
+    pushed into the store, not the whole table)."""
+    lazy = store.scan_table("live_metrics")
+    if lazy is None:
+        return pl.DataFrame()
+    return (lazy.filter(pl.col("group") == group.name).sort("evaluated_at")
+            .group_by(SERIES_ID, maintain_order=True).tail(n_runs).collect())
+
+
+def _watermarks(store: Any, group: GroupConfig, ids: list[str], version: str,
+                champions: dict[str, tuple[Any, str]]) -> dict[str, dt.datetime | None]:
+    """Last consumed timestamp per series for this set of champion versions; for a new set,
+    each series' training end under those versions (their state stops there)."""
+    lazy = store.scan_table("watermarks")
+    marks: dict[str, dt.datetime] = {}
+    if lazy is not None:
+        mine = lazy.filter((pl.col("group") == group.name)
+                           & (pl.col("version") == version)).collect()
+        marks = dict(zip(mine[SERIES_ID].to_list(), mine["watermark"].to_list(), strict=True))
+    ends = _training_ends(store, [(group.model_name(role), str(found[1]))
+                                  for role, found in champions.items()])
+    return {sid: marks.get(sid, ends.get(sid)) for sid in ids}
+
+
+def _training_ends(store: Any, versions: list[tuple[str, str]]) -> dict[str, dt.datetime]:
+    """Per series, the earliest training end among the given (model name, version)s."""
+    trainings = store.read_table("trainings")
+    ends: dict[str, dt.datetime] = {}
+    if trainings.is_empty():
+        return ends
+    match = trainings.filter(pl.struct("model_name", "version").is_in(
+        [{"model_name": n, "version": v} for n, v in versions]))
+    for text in match["series_until"].to_list():
+        for sid, stamp in json.loads(text).items():
+            value = dt.datetime.fromisoformat(stamp)
+            ends[sid] = min(ends.get(sid, value), value)
+    return ends
+
+
+def _cut(frame: pl.DataFrame, marks: dict[str, Any], after: bool) -> pl.DataFrame:
+    return incremental.cut(frame, marks, after)
+
+
+def _write_watermarks(store: Any, group: GroupConfig, new: pl.DataFrame, version: str) -> None:
+    marks = new.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).max().alias("watermark"))
+    marks = marks.with_columns(pl.lit(group.name).alias("group"), pl.lit(version).alias("version"),
+                               pl.lit(dt.datetime.now(dt.UTC)).alias("updated_at"))
+    store.write_table("watermarks", marks, key=(SERIES_ID, "group", "version"))
+
+
+def events_from_scores(scores: pl.DataFrame, min_share: float = 0.2) -> pl.DataFrame:
+    """Runs of consecutive ``is_anomaly`` rows per series become ``anomaly`` events; an
+    event names the channels whose mean ``contribution_<channel>`` is at least ``min_share``
+    (``["value"]`` when the scores carry no contributions)."""
+    if scores.is_empty() or IS_ANOMALY not in scores.columns:
+        return pl.DataFrame(schema=EVENT_SCHEMA)
+    shares = [c for c in scores.columns if c.startswith(CONTRIBUTION_PREFIX)]
+    ordered = scores.sort([SERIES_ID, TIMESTAMP]).with_columns(
+        (pl.col(IS_ANOMALY) != pl.col(IS_ANOMALY).shift(1).over(SERIES_ID))
+        .fill_null(True).cum_sum().over(SERIES_ID).alias("_run"))
+    events = (ordered.filter(pl.col(IS_ANOMALY))
+              .group_by([SERIES_ID, "_run"], maintain_order=True)
+              .agg(pl.col(TIMESTAMP).min().alias(START), pl.col(TIMESTAMP).max().alias(END),
+                   pl.col(SCORE).max().alias("peak_score"),
+                   *[pl.col(c).mean() for c in shares]))
+    channels = [[c[len(CONTRIBUTION_PREFIX):] for c in shares if (row[c] or 0.0) >= min_share]
+                or [VALUE] for row in events.iter_rows(named=True)]
+    events = events.with_columns(pl.col("peak_score").alias("severity"),
+                                 pl.Series("channels", channels, pl.List(pl.Utf8)),
+                                 pl.lit("anomaly").alias("kind"))
+    return events.select(list(EVENT_SCHEMA)).cast(EVENT_SCHEMA)
+
+

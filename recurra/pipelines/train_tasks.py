@@ -1,0 +1,232 @@
+"""The train step of the flows: fit one forecaster and one detector per group, validate
+them on held-out time, record the training, and register both through the gate.
+
+Plain functions (no Prefect); ``recurra.pipelines.flows`` wraps :func:`train_group`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from recurra.data.schema import (
+    CHANNEL,
+    SERIES_ID,
+    TIMESTAMP,
+    RecurraError,
+)
+from recurra.pipelines import gate_data, monitoring, runs
+from recurra.pipelines.config import GroupConfig, PipelineConfig
+from recurra.pipelines.runs import _mean, group_series
+from recurra.pipelines.series_guard import exclude_unstable_series
+
+RUN_COLUMNS = ("run_id", "flow", "started_at", "finished_at", "status", "rows_ingested",
+               "rows_quarantined", "series_trained", "events_found", "message")
+FORECAST_KEY = (SERIES_ID, CHANNEL, "issued_at", TIMESTAMP)
+SCORE_KEY = (SERIES_ID, TIMESTAMP)
+EVENT_KEY = (SERIES_ID, "start", "kind")
+MAX_SERIES_METRICS = 50  # per-series live MAE logged to MLflow: the worst 50 (+ the mean)
+
+
+
+def split_by_time(frame: pl.DataFrame, share: float) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per series, the first ``1 - share`` of its timestamps for training, the rest after.
+
+    >>> from tests.conftest import make_frame
+    >>> train, rest = split_by_time(make_frame(n_series=1, n_steps=10), 0.2)
+    >>> train.height, rest.height
+    (8, 2)
+    """
+    rank = pl.col(TIMESTAMP).rank("dense").over(SERIES_ID)
+    count = pl.col(TIMESTAMP).n_unique().over(SERIES_ID)
+    cut = (count * (1.0 - share)).floor()
+    marked = frame.with_columns((rank <= cut).alias("_train"))
+    train = marked.filter(pl.col("_train")).drop("_train")
+    return train, marked.filter(~pl.col("_train")).drop("_train")
+
+
+def validate_forecaster(forecaster: Any, history: pl.DataFrame, rest: pl.DataFrame,
+                        horizon: int, max_folds: int, context: int = 1024) -> dict[str, float]:
+    """Rolling-origin validation on the rows after training; MAE per series.
+
+    Fold ``k`` of a series is its ``k``-th block of ``horizon`` timestamps after training
+    (at most ``max_folds``); its origin is the block's first timestamp.  The forecaster
+    predicts from the last ``context`` rows before each series' origin (``predict(frame=...)``
+    leaves its own state alone) and is scored on the block.  The same folds score a new
+    model and the champion, so the gate compares like with like.
+    """
+    errors: dict[str, list[np.ndarray]] = {}
+    ranked = rest.with_columns(
+        (pl.col(TIMESTAMP).rank("dense").over(SERIES_ID) - 1).floordiv(horizon).alias("_fold"))
+    frame = pl.concat([history, rest], how="vertical_relaxed")
+    for fold in range(max_folds):
+        chunk = ranked.filter(pl.col("_fold") == fold).drop("_fold")
+        if chunk.is_empty():
+            break
+        origins = chunk.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).min().alias("_origin"))
+        past = (frame.join(origins, on=SERIES_ID).filter(pl.col(TIMESTAMP) < pl.col("_origin"))
+                .drop("_origin").group_by([SERIES_ID, CHANNEL], maintain_order=True)
+                .tail(context).sort([SERIES_ID, CHANNEL, TIMESTAMP]))
+        forecast = forecaster.predict(frame=past, horizon=horizon)
+        resolved = monitoring.live_errors(forecast.drop("issued_at", strict=False), chunk)
+        for row in resolved.iter_rows(named=True):
+            errors.setdefault(row[SERIES_ID], []).append(np.repeat(row["mae"], row["n_points"]))
+    return {sid: float(np.concatenate(parts).mean()) for sid, parts in errors.items()}
+
+
+def fit_forecaster(forecaster: Any, train: pl.DataFrame, rest: pl.DataFrame) -> Any:
+    """Fit ``forecaster`` on ``train``; ``rest`` is also its validation frame when it uses one:
+    a forecaster trained by the shared loop (``validation_monitors = True``, e.g.
+    ``RNNForecaster``) early-stops on it and reports its per-epoch ``val_loss`` (tracked as a
+    metric history); one whose intervals are calibrated on held-out data
+    (``interval="conformal"`` or ``"adaptive"``) calibrates on it. The gate still scores it on
+    ``rest``."""
+    if getattr(getattr(forecaster, "config", None), "interval", "model") == "model":
+        if getattr(forecaster, "validation_monitors", False) and not rest.is_empty():
+            return forecaster.fit(train, validation=rest)
+        return forecaster.fit(train)
+    if rest.is_empty():
+        raise RecurraError(f"{type(forecaster).__name__} with interval="
+                           f"{forecaster.config.interval!r} needs validation rows; "
+                           "training.validation_share leaves none")
+    return forecaster.fit(train, validation=rest)
+
+
+def _left_out(estimator: Any, role: str) -> list[str]:
+    """Messages for the series the estimator itself left out of its fit (``excluded_``)."""
+    return [f"{role}: {reason} (left out of training)"
+            for reason in (getattr(estimator, "excluded_", None) or {}).values()]
+
+
+def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
+                until: dt.datetime | None = None, reason: str = "",
+                holdout_rows: int = 0) -> dict[str, Any]:
+    """Fit, validate, log, register and gate the forecaster and detector of one group.
+
+    Both are fitted on the first ``1 - validation_share`` of each series, scored on the rest
+    (the champion too, on the same rows), then advanced through the rest with ``update`` so
+    the registered state ends at ``trained_until``.  The forecaster is gated on validation
+    MAE (lower is better), the detector on the composite F1 of seeded anomalies injected into a
+    copy of the rest (``recurra.pipelines.gate_data``; higher is better).  Returns a dict: group,
+    series,
+    trained_until, validation_mae (per series), and per role the registered name, version,
+    whether the gate promoted it and why.  ``holdout_rows`` leaves the last rows of each
+    series out (the demo scores them as new arrivals).
+    """
+    ids = group_series(config, store).get(group.name, [])
+    # one snapshot: the series table version is logged with the model (time travel)
+    version = store.version() if hasattr(store, "version") else None
+    frame = store.read(series_ids=ids, end=until, **({"version": version} if version is not None
+                                                      else {})) if ids else pl.DataFrame()
+    if holdout_rows and frame.height:
+        frame = frame.filter(pl.col(TIMESTAMP).rank("dense", descending=True).over(SERIES_ID)
+                             > holdout_rows)
+    frame, excluded = exclude_unstable_series(frame)
+    if excluded and frame.is_empty():
+        raise RecurraError(f"group {group.name!r}: every series left out: "
+                           + "; ".join(excluded))
+    if frame.height < config.training.min_rows:
+        raise RecurraError(f"group {group.name!r}: {frame.height} rows in the store, "
+                           f"training.min_rows is {config.training.min_rows}")
+    train, rest = split_by_time(frame, config.training.validation_share)
+    ends = frame.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).max())
+    trained_ids = [i for i in ids if i in set(frame[SERIES_ID].unique().to_list())]
+    result: dict[str, Any] = {"group": group.name, "series": trained_ids, "reason": reason,
+                              "trained_until": frame[TIMESTAMP].max().isoformat(),
+                              "series_until": {r[SERIES_ID]: r[TIMESTAMP].isoformat()
+                                               for r in ends.iter_rows(named=True)},
+                              "models": {}, "validation_mae": {}, "excluded": excluded}
+    backend = runs.registry_backend()
+    context = {"group": group.name, "reason": reason, "train_rows": train.height,
+               "validation_rows": rest.height, "series_version": version}
+    if group.forecaster:
+        result["models"]["forecaster"], result["validation_mae"] = _train_forecaster(
+            group, config, backend, train, rest, context, result["excluded"])
+    if group.detector:
+        result["models"]["detector"] = _train_detector(group, config, backend, train, rest,
+                                                       context, result["excluded"])
+    _record_training(store, group, result)
+    return result
+
+
+def _train_forecaster(group: GroupConfig, config: PipelineConfig, backend: Any,
+                      train: pl.DataFrame, rest: pl.DataFrame, context: dict[str, Any],
+                      excluded: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Fit the group's forecaster, validate it and the champion on the same rolling folds
+    (MAE per series), advance it through the validation rows and register it; the series it
+    left out of its fit are appended to ``excluded`` and not validated."""
+    model = config.models[group.forecaster]
+    forecaster = fit_forecaster(model.build(), train, rest)
+    excluded.extend(_left_out(forecaster, "forecaster"))
+    left_out = list(getattr(forecaster, "excluded_", None) or {})
+    if left_out:
+        train, rest = (f.filter(~pl.col(SERIES_ID).is_in(left_out)) for f in (train, rest))
+    horizon = int(getattr(forecaster.config, "horizon", 24))
+    folds = config.training.backtest_folds
+    validation = validate_forecaster(forecaster, train, rest, horizon, folds)
+    champion = backend.champion(group.model_name("forecaster"))
+    champion_value = (_mean(validate_forecaster(champion[0], train, rest, horizon,
+                                                folds).values()) if champion else None)
+    if rest.height:
+        forecaster.update(rest)
+    info = backend.register(
+        group.model_name("forecaster"), forecaster, metric="val_mae",
+        value=_mean(validation.values()), champion_value=champion_value,
+        params={**context, "model": model.name, "config": full_config(forecaster, model)},
+        frame=train)
+    return info, validation
+
+
+def _train_detector(group: GroupConfig, config: PipelineConfig, backend: Any,
+                    train: pl.DataFrame, rest: pl.DataFrame, context: dict[str, Any],
+                    excluded: list[str]) -> dict[str, Any]:
+    """Fit the group's detector, gate it against the champion on the same validation copy
+    with injected anomalies (``recurra.pipelines.gate_data``; composite F1, higher is better),
+    advance
+    it through the real validation rows and register it; the series it left out of its fit
+    are appended to ``excluded`` and dropped from its validation rows."""
+    model = config.models[group.detector]
+    detector = model.build().fit(train)
+    excluded.extend(_left_out(detector, "detector"))
+    left_out = list(getattr(detector, "excluded_", None) or {})
+    if left_out:
+        rest = rest.filter(~pl.col(SERIES_ID).is_in(left_out))
+    injected, labels = gate_data.inject_anomalies(rest)
+    champion = backend.champion(group.model_name("detector"))
+    champion_value = (gate_data.gate_score(champion[0], injected, labels, train).composite_f1
+                      if champion and rest.height else None)
+    score = gate_data.gate_score(detector, injected, labels, train)
+    if rest.height:
+        detector.update(rest)
+    return backend.register(
+        group.model_name("detector"), detector, metric=gate_data.GATE_METRIC,
+        value=score.composite_f1, champion_value=champion_value, higher_is_better=True,
+        extra_metrics=score.metrics(),
+        params={**context, "model": model.name, "config": full_config(detector, model),
+                "gate_injected_anomalies": labels.height}, frame=train)
+
+
+def full_config(estimator: Any, model: Any) -> dict[str, Any]:
+    """Every field of the estimator's config (defaults included, not only the TOML keys),
+    for tracking; ``model.params`` when the estimator has no dataclass config."""
+    config = getattr(estimator, "config", None)
+    if config is not None and dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)
+    return dict(model.params)
+
+
+def _record_training(store: Any, group: GroupConfig, result: dict[str, Any]) -> None:
+    rows = [{"model_name": info["name"], "version": str(info["version"]), "group": group.name,
+             "role": role, "trained_until": dt.datetime.fromisoformat(result["trained_until"]),
+             "validation_mae": json.dumps(result.get("validation_mae", {})),
+             "series_until": json.dumps(result["series_until"]),
+             "promoted": bool(info.get("promoted")), "reason": result.get("reason", ""),
+             "trained_at": dt.datetime.now(dt.UTC)}
+            for role, info in result["models"].items()]
+    if rows:
+        store.write_table("trainings", pl.DataFrame(rows), key=("model_name", "version"))
