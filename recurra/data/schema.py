@@ -142,6 +142,8 @@ def to_polars(df: Any) -> pl.DataFrame:
     """Accept a polars or pandas frame (pandas NaN becomes null); anything else is an error."""
     if isinstance(df, pl.DataFrame):
         return df
+    if isinstance(df, ContractFrame):
+        return df.frame
     if isinstance(df, pl.LazyFrame):
         return df.collect()
     try:
@@ -158,10 +160,71 @@ def _has_named_index(df: Any) -> bool:
     return any(name is not None for name in df.index.names)
 
 
+_TOKEN = object()  # only contract() makes a ContractFrame
+
+
+@dataclass(frozen=True, eq=False)
+class ContractFrame:
+    """A frame that passed :func:`validate_frame`: the typed object the core passes around.
+
+    Data is checked once, where it enters the core (:func:`contract`); internal calls then
+    hand the ``ContractFrame`` on, and every public ``fit`` / ``predict`` / ``score`` /
+    ``update`` that receives one skips the checks (``validate_frame(cf)`` is
+    ``cf.frame``).  Plain frames are still accepted everywhere and checked as before.
+
+    Only :func:`contract` and :meth:`rows` make one, so holding a ``ContractFrame`` means
+    its ``frame`` has the canonical columns and dtypes, sorted unique keys and
+    ``observed == value.is_not_null()``.  It reads like the frame it holds (attributes and
+    ``[]`` are forwarded: ``cf.height``, ``cf[SERIES_ID]``, ``cf.filter(...)``), and what
+    polars returns is a plain frame, checked again if it reaches a public method; only
+    :meth:`rows` keeps the type.  Treat ``frame`` as read-only.
+
+    >>> train = contract(raw, name="train")                              # doctest: +SKIP
+    >>> recent = train.rows(pl.col("timestamp") >= cutoff)               # still checked
+    >>> RNNForecaster(config).fit(train.frame)      # or fit(train): no second check
+    """
+
+    frame: pl.DataFrame
+    _token: object = None
+
+    def __post_init__(self) -> None:
+        if self._token is not _TOKEN:
+            raise TypeError("make a ContractFrame with contract(frame), which checks it")
+
+    def rows(self, predicate: pl.Expr) -> ContractFrame:
+        """The rows matching ``predicate``, still a contract frame (a row filter keeps the
+        key order, the unique keys and the mask)."""
+        return ContractFrame(self.frame.filter(predicate), _TOKEN)
+
+    def __getattr__(self, name: str) -> Any:  # only for names the dataclass does not have
+        if name.startswith("__") or name in ("frame", "_token"):
+            raise AttributeError(name)
+        return getattr(self.frame, name)
+
+    def __getitem__(self, item: Any) -> Any:
+        return self.frame[item]
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+    def __repr__(self) -> str:
+        return f"ContractFrame({self.frame.height} rows)"
+
+
+def contract(df: Any, *, name: str = "frame") -> ContractFrame:
+    """``df`` checked by :func:`validate_frame`, as a :class:`ContractFrame` (returned as is
+    when it already is one)."""
+    if isinstance(df, ContractFrame):
+        return df
+    return ContractFrame(_validated(df, name), _TOKEN)
+
+
 def validate_frame(df: Any, *, name: str = "frame") -> pl.DataFrame:
     """Check a frame against the contract and return it in canonical form.
 
-    The single gate: every public ``fit``/``predict``/``score`` calls it first.  It fills
+    The single gate: every public ``fit``/``predict``/``score`` calls it first.  A
+    :class:`ContractFrame` (from :func:`contract`) passed it already and is returned
+    without checks.  It fills
     what can be filled without guessing (``channel`` defaults to ``"value"``, ``observed``
     to ``value.is_not_null()``, naive timestamps are taken as UTC, aware ones converted to
     UTC, rows sorted by key) and raises :class:`SchemaError` for everything else.
@@ -185,6 +248,13 @@ def validate_frame(df: Any, *, name: str = "frame") -> pl.DataFrame:
     >>> frame["observed"].to_list()
     [True, False]
     """
+    if isinstance(df, ContractFrame):  # checked where it entered the core
+        return df.frame
+    return _validated(df, name)
+
+
+def _validated(df: Any, name: str) -> pl.DataFrame:
+    """The checks of :func:`validate_frame` (a frame that is not a :class:`ContractFrame`)."""
     frame = to_polars(df)
     missing = [c for c in (SERIES_ID, TIMESTAMP, VALUE) if c not in frame.columns]
     if missing:

@@ -33,8 +33,6 @@ from recurra.pipelines import incremental, monitoring, runs
 from recurra.pipelines.config import GroupConfig, PipelineConfig
 from recurra.pipelines.runs import _metric_key, group_series
 
-RUN_COLUMNS = ("run_id", "flow", "started_at", "finished_at", "status", "rows_ingested",
-               "rows_quarantined", "series_trained", "events_found", "message")
 FORECAST_KEY = (SERIES_ID, CHANNEL, "issued_at", TIMESTAMP)
 SCORE_KEY = (SERIES_ID, TIMESTAMP)
 EVENT_KEY = (SERIES_ID, "start", "kind")

@@ -18,24 +18,21 @@ from recurra.data.schema import (
     CHANNEL,
     SERIES_ID,
     TIMESTAMP,
+    ContractFrame,
     RecurraError,
+    contract,
+    to_polars,
 )
 from recurra.pipelines import gate_data, monitoring, runs
 from recurra.pipelines.config import GroupConfig, PipelineConfig
 from recurra.pipelines.runs import _mean, group_series
 from recurra.pipelines.series_guard import exclude_unstable_series
 
-RUN_COLUMNS = ("run_id", "flow", "started_at", "finished_at", "status", "rows_ingested",
-               "rows_quarantined", "series_trained", "events_found", "message")
-FORECAST_KEY = (SERIES_ID, CHANNEL, "issued_at", TIMESTAMP)
-SCORE_KEY = (SERIES_ID, TIMESTAMP)
-EVENT_KEY = (SERIES_ID, "start", "kind")
-MAX_SERIES_METRICS = 50  # per-series live MAE logged to MLflow: the worst 50 (+ the mean)
 
-
-
-def split_by_time(frame: pl.DataFrame, share: float) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Per series, the first ``1 - share`` of its timestamps for training, the rest after.
+def split_by_time(frame: Any, share: float) -> tuple[ContractFrame, ContractFrame]:
+    """Per series, the first ``1 - share`` of its timestamps for training, the rest after,
+    both as :class:`~recurra.data.schema.ContractFrame` (``frame`` is checked once, here or
+    where it was made a ``ContractFrame``; the fits downstream do not check it again).
 
     >>> from tests.conftest import make_frame
     >>> train, rest = split_by_time(make_frame(n_series=1, n_steps=10), 0.2)
@@ -45,9 +42,8 @@ def split_by_time(frame: pl.DataFrame, share: float) -> tuple[pl.DataFrame, pl.D
     rank = pl.col(TIMESTAMP).rank("dense").over(SERIES_ID)
     count = pl.col(TIMESTAMP).n_unique().over(SERIES_ID)
     cut = (count * (1.0 - share)).floor()
-    marked = frame.with_columns((rank <= cut).alias("_train"))
-    train = marked.filter(pl.col("_train")).drop("_train")
-    return train, marked.filter(~pl.col("_train")).drop("_train")
+    checked = contract(frame, name="frame")
+    return checked.rows(rank <= cut), checked.rows(rank > cut)
 
 
 def validate_forecaster(forecaster: Any, history: pl.DataFrame, rest: pl.DataFrame,
@@ -63,7 +59,7 @@ def validate_forecaster(forecaster: Any, history: pl.DataFrame, rest: pl.DataFra
     errors: dict[str, list[np.ndarray]] = {}
     ranked = rest.with_columns(
         (pl.col(TIMESTAMP).rank("dense").over(SERIES_ID) - 1).floordiv(horizon).alias("_fold"))
-    frame = pl.concat([history, rest], how="vertical_relaxed")
+    frame = pl.concat([to_polars(history), to_polars(rest)], how="vertical_relaxed")
     for fold in range(max_folds):
         chunk = ranked.filter(pl.col("_fold") == fold).drop("_fold")
         if chunk.is_empty():
@@ -133,6 +129,7 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
     if frame.height < config.training.min_rows:
         raise RecurraError(f"group {group.name!r}: {frame.height} rows in the store, "
                            f"training.min_rows is {config.training.min_rows}")
+    frame = contract(frame, name=f"group {group.name!r}")  # the one check of this run
     train, rest = split_by_time(frame, config.training.validation_share)
     ends = frame.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).max())
     trained_ids = [i for i in ids if i in set(frame[SERIES_ID].unique().to_list())]

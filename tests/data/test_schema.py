@@ -103,3 +103,55 @@ def test_frame_to_arrays_round_trip(multichannel_frame):
     back = arrays_to_frame(first)
     original = validate_frame(multichannel_frame).filter(pl.col("series_id") == "s0")
     assert back.equals(original)
+
+
+# ContractFrame: checked once where data enters, then passed on -------------------------
+def _unsorted_frame() -> pl.DataFrame:
+    return pl.DataFrame({"series_id": ["b", "a", "a"],
+                         "timestamp": [dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2),
+                                       dt.datetime(2024, 1, 1)],
+                         "value": [1.0, None, 3.0]})
+
+
+def test_contract_checks_once_and_validate_frame_then_skips_the_checks(monkeypatch):
+    from recurra.data import schema
+
+    checked = schema.contract(_unsorted_frame(), name="train")
+    assert isinstance(checked, schema.ContractFrame)
+    assert checked.frame.equals(validate_frame(_unsorted_frame()))
+    calls = []
+    monkeypatch.setattr(schema, "_validated", lambda df, name: calls.append(name))
+    assert validate_frame(checked) is checked.frame
+    assert schema.contract(checked) is checked
+    assert frame_to_arrays(checked)[0].series_id == "a"
+    assert calls == []
+    validate_frame(_unsorted_frame(), name="other")  # a plain frame is still checked
+    assert calls == ["other"]
+
+
+def test_contract_rejects_bad_input_like_validate_frame():
+    from recurra.data.schema import contract
+
+    bad = _unsorted_frame().with_columns(pl.lit("a").alias("series_id"))
+    with pytest.raises(SchemaError, match="train: .*duplicate"):
+        contract(bad, name="train")
+
+
+def test_contract_frame_cannot_be_made_without_the_checks():
+    from recurra.data.schema import ContractFrame
+
+    with pytest.raises(TypeError, match="contract"):
+        ContractFrame(_unsorted_frame())
+
+
+def test_contract_frame_reads_like_its_frame_and_row_filters_keep_the_contract():
+    from recurra.data.schema import OBSERVED, ContractFrame, contract
+
+    checked = contract(_unsorted_frame())
+    assert checked.height == len(checked) == 3
+    assert checked["series_id"].to_list() == ["a", "a", "b"]
+    changed = checked.with_columns(pl.lit(None, pl.Float64).alias("value"))
+    assert type(changed) is pl.DataFrame  # a polars result is a plain frame again
+    observed = checked.rows(pl.col(OBSERVED))
+    assert isinstance(observed, ContractFrame)
+    assert observed.frame.equals(checked.frame.filter(pl.col(OBSERVED)))
