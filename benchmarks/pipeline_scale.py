@@ -192,7 +192,8 @@ class PeakRss:
         self._thread.join()
 
 
-def scale_run(n_series: int, n_runs: int, n_train: int, folder: Path) -> dict:
+def scale_run(n_series: int, n_runs: int, n_train: int, folder: Path,
+              profile_run: int | None = None) -> dict:
     import polars as pl
 
     from recurra.data.store import Store
@@ -232,10 +233,12 @@ def scale_run(n_series: int, n_runs: int, n_train: int, folder: Path) -> dict:
     for run in range(n_runs):
         rows = frame.filter(pl.col("timestamp") == stamps[n_train + run])
         ingest_s.append(_ingest(rows, folder, store, f"run{run}"))
+        profiler = _profiler(run == profile_run)
         started = time.perf_counter()
         with PeakRss() as rss:
             out = tasks.detect_group(group, config, store, f"run{run:04d}")
         detect_s.append(time.perf_counter() - started)
+        _report_profile(profiler, run)
         peak = max(peak, rss.peak_mb)
         retrains += bool(out["retrain"])
         paths = out["paths"]
@@ -266,6 +269,29 @@ def scale_run(n_series: int, n_runs: int, n_train: int, folder: Path) -> dict:
     }
 
 
+def _profiler(wanted: bool):
+    """A running cProfile.Profile when ``wanted`` (``--profile RUN``), else None."""
+    if not wanted:
+        return None
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
+
+
+def _report_profile(profiler, run: int, n_lines: int = 30) -> None:
+    """The ``n_lines`` functions with the most cumulative time of the profiled run (stderr)."""
+    if profiler is None:
+        return
+    import pstats
+
+    profiler.disable()
+    print(f"profile of detect run {run + 1}:", file=sys.stderr)
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(n_lines)
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(n_lines)
+
+
 def _event_scores(events, spikes: dict, shifts: dict) -> tuple[float, float]:
     """Recall of the injected spikes (an event of the series within 2 h of the spike) and
     the precision of all events (an event near a spike, or at/after a shift's onset)."""
@@ -291,6 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-rows", type=int, default=336)
     parser.add_argument("--calibration-series", type=int, default=1_000)
     parser.add_argument("--skip-s2", action="store_true", help="M1 only")
+    parser.add_argument("--skip-m1", action="store_true", help="S2 only")
+    parser.add_argument("--profile", type=int, default=None, metavar="RUN",
+                        help="cProfile detect run RUN (1-based) and print the top functions")
     parser.add_argument("--quick", action="store_true", help="200 series, 10 runs")
     parser.add_argument("--write", action="store_true",
                         help="write benchmarks/results/pipeline_scale.json")
@@ -302,11 +331,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     started = time.perf_counter()
-    result = {"m1": calibration(args.calibration_series), "m1_demo": demo_flags()}
+    result = {} if args.skip_m1 else {"m1": calibration(args.calibration_series),
+                                      "m1_demo": demo_flags()}
     print(f"M1 in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
     if not args.skip_s2:
         with tempfile.TemporaryDirectory(prefix="recurra-scale-") as folder:
-            result["s2"] = scale_run(args.series, args.runs, args.train_rows, Path(folder))
+            result["s2"] = scale_run(args.series, args.runs, args.train_rows, Path(folder),
+                                     None if args.profile is None else args.profile - 1)
     result["load_average_1min"] = os.getloadavg()[0]
     result["quick"] = args.quick
     if args.write:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,13 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
         if new.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).n_unique())[TIMESTAMP].max() \
                 < config.monitoring.catch_up_steps:
             break  # a short chunk: nothing more has arrived
-    if not out["chunks"]:
+    if not out["chunks"]:  # nothing arrived: the models are as saved
+        for estimator, folder in models.values():
+            _keep(folder, estimator)
         return out
     for estimator, folder in models.values():
         save_estimator(estimator, folder)
+        _keep(folder, estimator)
     _log_paths(group, out["paths"])
     decision = monitoring.retrain_decision(
         group.name, _live_history(store, group, config.monitoring.consecutive_runs),
@@ -124,14 +128,47 @@ def _champion_version(tracker: Any, name: str) -> tuple[Any, str] | None:
 def _cached(role: str, group: GroupConfig, champion: tuple[Any, str],
             tracker: Any = None) -> tuple[Any, Path]:
     """The champion with its state as the last run left it (cached per version), and the
-    cache folder; a new champion version starts from its registered state."""
+    cache folder; a new champion version starts from its registered state.
+
+    A long-lived process (``recurra serve``) keeps the estimator it saved last in memory
+    (:func:`_keep`) and reuses it while the folder on disk is still the one it wrote, which
+    saves reading thousands of per-series states every run.  The entry is taken out while a
+    run uses it, so a run that fails half-way leaves nothing behind: the next run reloads
+    the folder."""
     estimator, version = champion
     folder = runs.state_dir() / group.model_name(role) / f"v{version}"
-    if (folder / "meta.json").is_file():
+    with _KEPT_LOCK:
+        kept = _KEPT.pop(folder, None)
+    stamp = _stamp(folder)
+    if kept is not None and stamp is not None and kept[0] == stamp:
+        return kept[1], folder
+    if stamp is not None:
         estimator = load_estimator(folder)
     elif estimator is None:
         estimator = tracker.champion(group.model_name(role))[0]
     return estimator, folder
+
+
+_KEPT: dict[Path, tuple[tuple[int, int, int], Any]] = {}  # folder -> (stamp, estimator)
+_KEPT_LOCK = threading.Lock()
+
+
+def _stamp(folder: Path) -> tuple[int, int, int] | None:
+    """(inode, mtime ns, size) of the saved model's ``meta.json``; None when absent.  A save
+    replaces the folder (a new inode), so an older or foreign save never matches."""
+    try:
+        info = (folder / "meta.json").stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
+def _keep(folder: Path, estimator: Any) -> None:
+    """Remember ``estimator`` as the state just saved to ``folder`` (see :func:`_cached`)."""
+    stamp = _stamp(folder)
+    if stamp is not None:
+        with _KEPT_LOCK:
+            _KEPT[folder] = (stamp, estimator)
 
 
 def _forecast_step(group: GroupConfig, config: PipelineConfig, store: Any, new: pl.DataFrame,

@@ -11,6 +11,7 @@ import json
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from recurra.anomaly.base import DetectorConfig
 from recurra.anomaly.baselines import RollingZScoreDetector
@@ -155,3 +156,58 @@ def test_catch_up_gives_the_scores_of_runs_on_time(tmp_path, monkeypatch, champi
     assert final[0].height == 3 * HORIZON == final[1].height
     assert final[0]["timestamp"].equals(final[1]["timestamp"])
     assert final[0]["y_hat"].to_list() == pytest.approx(final[1]["y_hat"].to_list(), abs=1e-5)
+
+
+def _scores_and_forecasts(store) -> tuple[pl.DataFrame, pl.DataFrame]:
+    key = ["series_id", "timestamp"]
+    return (store.read_table("scores").sort(key).select([*key, "score", "is_anomaly"]),
+            store.read_table("forecasts").sort([*key, "step"]).select(  # issued_at: wall time
+                [*key, "step", "y_hat"]))
+
+
+def test_a_long_lived_process_reuses_the_state_it_saved(tmp_path, monkeypatch, champions):
+    from recurra.pipelines import detect_tasks
+
+    loads = []
+    real_load = detect_tasks.load_estimator
+    monkeypatch.setattr(detect_tasks, "load_estimator",
+                        lambda folder, **kw: loads.append(folder) or real_load(folder, **kw))
+    kept, group, config = _setup(tmp_path / "kept", monkeypatch, champions)
+    for step in range(1, 4):
+        _arrive(kept, champions, step)
+        tasks.detect_group(group, config, kept, f"run{step}")
+    assert loads == []  # run 1 starts from the champion, runs 2-3 reuse what run 1-2 saved
+    reloaded, group, config = _setup(tmp_path / "reloaded", monkeypatch, champions)
+    for step in range(1, 4):
+        _arrive(reloaded, champions, step)
+        detect_tasks._KEPT.clear()  # as if every run were a fresh process
+        tasks.detect_group(group, config, reloaded, f"run{step}")
+    assert len(loads) == 2 * 2  # runs 2 and 3, forecaster and detector
+    for ours, theirs in zip(_scores_and_forecasts(kept), _scores_and_forecasts(reloaded),
+                            strict=True):
+        assert ours.height
+        assert_frame_equal(ours, theirs, check_exact=False, abs_tol=1e-5)
+
+
+def test_a_failed_run_leaves_no_state_in_memory(tmp_path, monkeypatch, champions):
+    from recurra.pipelines import detect_tasks
+
+    store, group, config = _setup(tmp_path, monkeypatch, champions)
+    _arrive(store, champions, 1)
+    tasks.detect_group(group, config, store, "run1")
+    real_step = detect_tasks._detect_step
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("store went away")
+
+    monkeypatch.setattr(detect_tasks, "_detect_step", failing)
+    _arrive(store, champions, 2)
+    with pytest.raises(RuntimeError, match="store went away"):
+        tasks.detect_group(group, config, store, "run2")  # the forecaster advanced, unsaved
+    monkeypatch.setattr(detect_tasks, "_detect_step", real_step)
+    loads = []
+    real_load = detect_tasks.load_estimator
+    monkeypatch.setattr(detect_tasks, "load_estimator",
+                        lambda folder, **kw: loads.append(folder) or real_load(folder, **kw))
+    out = tasks.detect_group(group, config, store, "run2-retry")
+    assert len(loads) == 2 and out["steps"] == 1  # both reloaded from what run 1 saved
