@@ -36,23 +36,31 @@ class Detector(Protocol):
 
     config: Any
 
-    def fit(self, frame: Any) -> Detector: ...
+    def fit(self, frame: Any) -> Detector:
+        """Learn from a long frame; returns self."""
 
-    def score(self, frame: Any) -> pl.DataFrame: ...
+    def score(self, frame: Any) -> pl.DataFrame:
+        """``SCORE_SCHEMA`` scores, each series from a fresh state."""
 
-    def predict(self, frame: Any) -> pl.DataFrame: ...
+    def predict(self, frame: Any) -> pl.DataFrame:
+        """``EVENT_SCHEMA`` events: merged alarm runs and data gaps."""
 
-    def update(self, new_rows: Any) -> pl.DataFrame: ...
+    def update(self, new_rows: Any) -> pl.DataFrame:
+        """Scores of rows after those already seen (state carried)."""
 
     def update_arrays(self, series_id: str, timestamps: np.ndarray, values: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]: ...
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """(n,) scores and (n,) flags of one series' new rows, without frames."""
 
-    def reset(self, series_ids: list[str] | None = None) -> Detector: ...
+    def reset(self, series_ids: list[str] | None = None) -> Detector:
+        """Forget the streaming state (of ``series_ids``, default all); returns self."""
 
-    def save(self, path: str | Path) -> Path: ...
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted detector to the folder ``path``."""
 
     @classmethod
-    def load(cls, path: str | Path) -> Detector: ...
+    def load(cls, path: str | Path) -> Detector:
+        """A detector saved with ``save``."""
 
     def _get_state(self) -> dict[str, Any]: ...
 
@@ -84,10 +92,14 @@ class ErrorModel(Protocol):
     streaming: bool
     float32_inputs: bool
 
-    def fit(self, chunks: list[Chunk], series_ids: list[str]) -> None: ...
+    def fit(self, chunks: list[Chunk], series_ids: list[str]) -> None:
+        """Learn from one prepared chunk per training series."""
 
-    def errors(self, chunk: Chunk, n_new: int, model_state: Any) -> tuple[np.ndarray, Any]: ...
+    def errors(self, chunk: Chunk, n_new: int, model_state: Any) -> tuple[np.ndarray, Any]:
+        """(n_new, F) errors of the last ``n_new`` rows and the model state to carry."""
 
-    def get_state(self) -> dict[str, Any]: ...
+    def get_state(self) -> dict[str, Any]:
+        """What ``fit`` learned (plain dicts / arrays / tensors)."""
 
-    def set_state(self, state: dict[str, Any], n_channels: int) -> None: ...
+    def set_state(self, state: dict[str, Any], n_channels: int) -> None:
+        """Restore what ``get_state`` returned."""
