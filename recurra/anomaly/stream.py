@@ -103,7 +103,7 @@ def prepare_chunk(arrays: SeriesArrays, state: StreamState, mean: np.ndarray,
 
 def check_after_tail(arrays: SeriesArrays, state: StreamState) -> None:
     """Raise when new rows do not start after the last row the state has seen."""
-    if state.tail is not None and arrays.n_steps:
+    if state.tail is not None and len(state.tail.elapsed) and arrays.n_steps:
         last = state.tail.timestamps[-1]
         if arrays.timestamps[0] <= last:
             raise SchemaError(f"new rows: series {arrays.series_id!r} starts at "
