@@ -88,7 +88,12 @@ class BaseDetector:
         if not isinstance(self.config, DetectorConfig):
             raise RecurraError(f"config must be a DetectorConfig, got "
                                f"{type(self.config).__name__}")
-        self.error_model: ErrorModel = self.error_model_factory(self.config)
+        factory = getattr(type(self), "error_model_factory", None)
+        if factory is None:
+            raise RecurraError(f"{type(self).__name__} names no error_model_factory: use a "
+                               "detector of recurra.anomaly.DETECTORS, or subclass "
+                               "BaseDetector with one")
+        self.error_model: ErrorModel = factory(self.config)
         self.calibration_: dict[str, Calibration] | None = None
         self.channels_: tuple[str, ...] | None = None
         self.state_: dict[str, StreamState] = {}
