@@ -20,6 +20,7 @@ from recurra.forecasting import RNNForecaster
 from recurra.pipelines.pyfunc import RecurraModel
 
 SAVED = Path(__file__).parent / "fixtures" / "before_package"
+COMPOSED = Path(__file__).parent / "fixtures" / "before_composition"
 
 
 def test_old_dotted_paths_map_into_recurra_and_others_are_left_alone():
@@ -43,6 +44,19 @@ def test_a_detector_saved_under_the_old_paths_scores_as_it_did():
     detector = RollingZScoreDetector.load(SAVED / "zscore_detector")
     frame = pl.read_parquet(SAVED / "frame.parquet")
     assert_frame_equal(detector.score(frame), pl.read_parquet(SAVED / "zscore_scores.parquet"))
+
+
+@pytest.mark.parametrize("name", ["forecast_error", "grud_ae", "isolation_forest",
+                                  "return_zscore"])
+def test_a_detector_saved_before_the_composition_scores_and_streams_as_it_did(name):
+    from recurra.nn.persistence import load_estimator
+
+    frame = pl.read_parquet(COMPOSED / "frame.parquet")
+    later = frame.filter(pl.col("timestamp") >= frame["timestamp"].unique().sort()[80])
+    detector = load_estimator(COMPOSED / name)
+    assert_frame_equal(detector.score(frame), pl.read_parquet(COMPOSED / f"{name}_scores.parquet"))
+    assert_frame_equal(detector.update(later),
+                       pl.read_parquet(COMPOSED / f"{name}_update.parquet"))
 
 
 def test_an_old_mlflow_python_model_unpickles_as_the_recurra_class_and_leaves_no_alias():

@@ -1,7 +1,11 @@
 """Anomaly detection: detectors (reconstruction AE, GRU-D AE, forecast error, baselines),
 pure score / threshold / event functions, and evaluation metrics (NAB, F1, AUC-PR, ...).
 
->>> from anomaly import ReconstructionDetector, DetectorConfig    # doctest: +SKIP
+A single detector is a :class:`BaseDetector` holding an error model
+(:class:`recurra.anomaly.protocol.ErrorModel`); every detector, the ensemble included,
+follows the :class:`recurra.anomaly.protocol.Detector` protocol.
+
+>>> from recurra.anomaly import ReconstructionDetector, DetectorConfig    # doctest: +SKIP
 """
 
 from recurra.anomaly.base import BaseDetector, DetectorConfig
@@ -9,6 +13,7 @@ from recurra.anomaly.baselines import IsolationForestDetector, RollingZScoreDete
 from recurra.anomaly.detectors import ForecastErrorDetector, GRUDAutoencoder, ReconstructionDetector
 from recurra.anomaly.ensemble import EnsembleConfig, EnsembleDetector
 from recurra.anomaly.fleet import DetectorFleet
+from recurra.anomaly.protocol import Detector, ErrorModel
 
 DETECTORS = {
     "lstm_ae": ReconstructionDetector,
@@ -18,6 +23,7 @@ DETECTORS = {
     "isolation_forest": IsolationForestDetector,
 }
 
-__all__ = ["DETECTORS", "BaseDetector", "DetectorConfig", "DetectorFleet", "EnsembleConfig",
-           "EnsembleDetector", "ForecastErrorDetector", "GRUDAutoencoder",
-           "IsolationForestDetector", "ReconstructionDetector", "RollingZScoreDetector"]
+__all__ = ["DETECTORS", "BaseDetector", "Detector", "DetectorConfig", "DetectorFleet",
+           "EnsembleConfig", "EnsembleDetector", "ErrorModel", "ForecastErrorDetector",
+           "GRUDAutoencoder", "IsolationForestDetector", "ReconstructionDetector",
+           "RollingZScoreDetector"]

@@ -1,8 +1,9 @@
 """Baseline detectors: rolling z-score and isolation forest on windows.
 
-They share the causal scoring, thresholds, events and streaming of
-:class:`recurra.anomaly.base.BaseDetector`, so their figures compare like for like with the neural
-detectors.
+They are :class:`recurra.anomaly.base.BaseDetector` with a model-free error model
+(:class:`RollingZScoreErrors`) or a scikit-learn one (:class:`ForestErrors`), so they share
+the causal scoring, thresholds, events and streaming of the neural detectors and their
+figures compare like for like.
 """
 
 from __future__ import annotations
@@ -13,10 +14,106 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from recurra.anomaly import scores as sc
-from recurra.anomaly.base import BaseDetector, Chunk, DetectorConfig, pad_left
+from recurra.anomaly.base import BaseDetector, DetectorConfig
+from recurra.anomaly.stream import Chunk, pad_left
 
-__all__ = ["DetectorConfig", "FlatForest", "IsolationForestDetector", "RollingZScoreDetector"]
+__all__ = ["DetectorConfig", "FlatForest", "ForestErrors", "IsolationForestDetector",
+           "RollingZScoreDetector", "RollingZScoreErrors"]
 FLAT_CHUNK = 4096  # rows per vectorised descent (memory: trees x rows indexes)
+
+
+class RollingZScoreErrors:
+    """Squared z-score of each value against the ``window`` observed rows before it (an
+    :class:`~recurra.anomaly.protocol.ErrorModel` with nothing to learn)."""
+
+    streaming = True
+    float32_inputs = False
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self.config = config
+
+    @property
+    def tail_length(self) -> int:
+        return self.config.window
+
+    def fit(self, chunks: list[Chunk], series_ids: list[str]) -> None:
+        del chunks, series_ids
+
+    def errors(self, chunk: Chunk, n_new: int, model_state: Any) -> tuple[np.ndarray, Any]:
+        z = sc.rolling_zscore(chunk.values, chunk.observed, self.config.window)
+        return z[-n_new:] ** 2, model_state
+
+    def get_state(self) -> dict[str, Any]:
+        return {}
+
+    def set_state(self, state: dict[str, Any], n_channels: int) -> None:
+        del state, n_channels
+
+
+class ForestErrors:
+    """Anomaly scores of a scikit-learn ``IsolationForest`` over the window ending at each
+    row (filled values), shared out over the channels by how far each one's last value lies
+    from its window mean (an :class:`~recurra.anomaly.protocol.ErrorModel`).
+
+    ``forest_`` is the fitted forest; scoring descends its trees as a :class:`FlatForest`.
+    """
+
+    streaming = True
+    float32_inputs = False
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self.config = config
+        self.forest_: IsolationForest | None = None
+        self._flat: FlatForest | None = None
+
+    @property
+    def tail_length(self) -> int:
+        return self.config.window - 1
+
+    @property
+    def flat(self) -> FlatForest:
+        """The fitted forest as stacked node arrays (built once)."""
+        if self._flat is None:
+            self._flat = FlatForest(self.forest_)
+        return self._flat
+
+    def _features(self, chunk: Chunk) -> np.ndarray:
+        windows = sc.sliding_windows(chunk.filled, self.config.window)
+        return windows.reshape(windows.shape[0], -1)
+
+    def fit(self, chunks: list[Chunk], series_ids: list[str]) -> None:
+        del series_ids
+        features = np.concatenate([self._features(c) for c in chunks])
+        self.forest_ = IsolationForest(n_estimators=self.config.n_estimators,
+                                       random_state=self.config.seed, n_jobs=1)
+        self.forest_.fit(features)
+        self._flat = None
+
+    def errors(self, chunk: Chunk, n_new: int, model_state: Any) -> tuple[np.ndarray, Any]:
+        window = self.config.window
+        padded = pad_left(chunk, window - 1 - (len(chunk.elapsed) - n_new))
+        windows = sc.sliding_windows(padded.filled, window)[-n_new:]
+        anomaly = self.flat.score(windows.reshape(n_new, -1))
+        return share_out(anomaly, windows), model_state
+
+    def get_state(self) -> dict[str, Any]:
+        return {"forest": self.forest_}
+
+    def set_state(self, state: dict[str, Any], n_channels: int) -> None:
+        del n_channels
+        self.forest_ = state["forest"]
+        self._flat = None
+
+
+def share_out(anomaly: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """(..., F) channel errors of (...,) window anomaly scores of (..., W, F) windows: each
+    channel's share is its last value's squared distance from its window mean (equal shares
+    when all are 0), times F, so the mean over channels is the anomaly score."""
+    deviation = (windows[..., -1, :] - windows.mean(axis=-2)) ** 2
+    n_channels = deviation.shape[-1]
+    shares = np.where(deviation.sum(axis=-1, keepdims=True) > 0,
+                      sc.contributions(deviation), 1.0 / n_channels)
+    return anomaly[..., None] * shares * n_channels
 
 
 class RollingZScoreDetector(BaseDetector):
@@ -26,16 +123,7 @@ class RollingZScoreDetector(BaseDetector):
     first line for spikes and level shifts on noisy series; blind to shape anomalies.
     """
 
-    @property
-    def tail_length(self) -> int:
-        return self.config.window
-
-    def _fit_model(self, chunks: list[Chunk]) -> None:
-        del chunks
-
-    def _errors(self, chunk: Chunk, n_new: int, model_state: Any) -> tuple[np.ndarray, Any]:
-        z = sc.rolling_zscore(chunk.values, chunk.observed, self.config.window)
-        return z[-n_new:] ** 2, model_state
+    error_model_factory = staticmethod(RollingZScoreErrors)
 
 
 class IsolationForestDetector(BaseDetector):
@@ -45,42 +133,12 @@ class IsolationForestDetector(BaseDetector):
     window shapes without training a network; multivariate by construction.
     """
 
-    model_: IsolationForest | None = None
-    _flat: FlatForest | None = None
+    error_model_factory = staticmethod(ForestErrors)
 
     @property
-    def tail_length(self) -> int:
-        return self.config.window - 1
-
-    def _features(self, chunk: Chunk) -> np.ndarray:
-        windows = sc.sliding_windows(chunk.filled, self.config.window)
-        return windows.reshape(windows.shape[0], -1)
-
-    def _fit_model(self, chunks: list[Chunk]) -> None:
-        features = np.concatenate([self._features(c) for c in chunks])
-        self.model_ = IsolationForest(n_estimators=self.config.n_estimators,
-                                      random_state=self.config.seed, n_jobs=1)
-        self.model_.fit(features)
-
-    def _errors(self, chunk: Chunk, n_new: int, model_state: Any) -> tuple[np.ndarray, Any]:
-        window = self.config.window
-        padded = pad_left(chunk, window - 1 - (len(chunk.elapsed) - n_new))
-        windows = sc.sliding_windows(padded.filled, window)[-n_new:]
-        if self._flat is None:
-            self._flat = FlatForest(self.model_)
-        anomaly = self._flat.score(windows.reshape(n_new, -1))
-        deviation = (windows[:, -1] - windows.mean(axis=1)) ** 2
-        n_channels = deviation.shape[1]
-        shares = np.where(deviation.sum(axis=1, keepdims=True) > 0,
-                          sc.contributions(deviation), 1.0 / n_channels)
-        return anomaly[:, None] * shares * n_channels, model_state
-
-    def _model_state(self) -> dict[str, Any]:
-        return {"forest": self.model_}
-
-    def _set_model_state(self, state: dict[str, Any]) -> None:
-        self.model_ = state["forest"]
-        self._flat = None
+    def model_(self) -> IsolationForest:
+        """The fitted scikit-learn forest."""
+        return self.error_model.forest_
 
 
 class FlatForest:

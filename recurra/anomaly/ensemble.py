@@ -88,7 +88,8 @@ class EnsembleConfig:
 class EnsembleDetector:
     """Maximum of the members' log-likelihoods (see the module docstring).
 
-    Same API as :class:`recurra.anomaly.base.BaseDetector`: ``fit`` returns self; ``score`` and
+    The :class:`recurra.anomaly.protocol.Detector` contract (composed of members, not
+    derived from :class:`recurra.anomaly.base.BaseDetector`): ``fit`` returns self; ``score`` and
     ``update`` give ``SCORE_SCHEMA`` frames (contributions are the members' mean);
     ``predict`` gives events: merged alarm runs of the combined flags plus the first
     member's data-quality gaps.

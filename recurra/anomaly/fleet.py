@@ -23,7 +23,9 @@ thresholds ``spot``, ``dspot``, ``quantile``, ``ksigma``, ``telemanom`` and ``li
 and the spatial rule.  Per-series fallbacks, none of them a model call: a SPOT/DSPOT peak
 (rare by construction) refits that series' tail, and the ``likelihood`` threshold advances
 each series' rolling Gaussian with :func:`recurra.anomaly.likelihood.likelihood_step` (a few
-microseconds of Python per series and row).
+microseconds of Python per series and row).  The fleet picks its batched form by the
+detector's error model (:data:`FLEET_MODELS`), so a detector of another class holding one of
+these error models streams through it too.
 """
 
 from __future__ import annotations
@@ -39,15 +41,29 @@ from recurra.anomaly import likelihood as lk
 from recurra.anomaly import scores as sc
 from recurra.anomaly import thresholds as th
 from recurra.anomaly.base import BaseDetector, Chunk, StreamState
-from recurra.anomaly.baselines import FlatForest, IsolationForestDetector, RollingZScoreDetector
-from recurra.anomaly.detectors import ForecastErrorDetector, ReconstructionDetector
+from recurra.anomaly.baselines import (
+    ForestErrors,
+    IsolationForestDetector,
+    RollingZScoreDetector,
+    RollingZScoreErrors,
+    share_out,
+)
+from recurra.anomaly.detectors import (
+    ForecastErrorDetector,
+    GRUDAutoencoder,
+    OneStepErrors,
+    ReconstructionDetector,
+    WindowErrors,
+)
 from recurra.data.arrays import fleet_row
 from recurra.data.schema import RecurraError, SchemaError, check_fitted
 from recurra.nn.state import cat_states, select_state
 
 __all__ = ["DetectorFleet", "EnsembleFleet", "make_fleet"]
 FLEET_DETECTORS = (RollingZScoreDetector, IsolationForestDetector, ReconstructionDetector,
-                   ForecastErrorDetector)
+                   GRUDAutoencoder, ForecastErrorDetector)
+# the error models the fleet has a batched form of (dispatch is on the detector's error model)
+FLEET_MODELS = (RollingZScoreErrors, ForestErrors, WindowErrors, OneStepErrors)
 FIELDS = ("timestamps", "values", "filled", "observed", "delta", "elapsed")
 SPOT_FIELDS = ("initial", "n_seen", "n_peaks", "peak_sum", "peak_square_sum", "risk",
                "threshold")
@@ -95,7 +111,8 @@ class DetectorFleet:
 
     def __init__(self, detector: BaseDetector, series_ids: list[str] | None = None) -> None:
         check_fitted(detector, "calibration_")
-        if not isinstance(detector, FLEET_DETECTORS) or not detector.streaming:
+        model = getattr(detector, "error_model", None)
+        if not isinstance(model, FLEET_MODELS) or not detector.streaming:
             names = [cls.__name__ for cls in FLEET_DETECTORS]
             raise RecurraError(f"detector ({type(detector).__name__}) must be one of {names} "
                                "(a ReconstructionDetector with aggregate='causal') for "
@@ -105,6 +122,7 @@ class DetectorFleet:
             raise RecurraError(f"threshold ({method!r}) is not supported by DetectorFleet; use "
                                f"one of {list(FLEET_THRESHOLDS)}")
         self.detector = detector
+        self.model = model
         self.series_ids_ = sorted(detector.calibration_) if series_ids is None \
             else list(series_ids)
         self.channels_ = tuple(detector.channels_)
@@ -164,7 +182,7 @@ class DetectorFleet:
             self.high_ = np.stack([np.full(n_channels, -np.inf) if high is None else high
                                    for _, high in bounds]).astype(np.float64)
         self.model_state_ = None
-        if isinstance(self.detector, ForecastErrorDetector):
+        if isinstance(self.model, OneStepErrors):
             if any(s.model_state is None for s in states):
                 missing = next(i for i, s in zip(self.series_ids_, states, strict=True)
                                if s.model_state is None)
@@ -172,8 +190,6 @@ class DetectorFleet:
                                    "detector or update it first")
             self.model_state_ = (cat_states([s.model_state[0] for s in states]),
                                  np.stack([s.model_state[1] for s in states]))
-        self._flat = FlatForest(self.detector.model_) \
-            if isinstance(self.detector, IsolationForestDetector) else None
 
     # streaming ---------------------------------------------------------------------------
     def update(self, timestamps: np.ndarray, values: np.ndarray
@@ -233,35 +249,30 @@ class DetectorFleet:
 
     def _errors(self, past: _Tails, tails: _Tails) -> np.ndarray:
         """(S, F) channel errors of the new rows (the last row of ``tails``)."""
-        if isinstance(self.detector, RollingZScoreDetector):
+        if isinstance(self.model, RollingZScoreErrors):
             return _zscore_last(past.values, tails.values[:, -1]) ** 2
-        if isinstance(self.detector, IsolationForestDetector):
+        if isinstance(self.model, ForestErrors):
             return self._forest_errors(tails.last(self.detector.config.window))
-        if isinstance(self.detector, ForecastErrorDetector):
+        if isinstance(self.model, OneStepErrors):
             return self._forecast_errors(tails.last(1))
         return self._reconstruction_errors(tails.last(self.detector.config.window))
 
     def _forest_errors(self, windows: _Tails) -> np.ndarray:
         """The forest's anomaly score of each (W, F) window, shared out over the channels as
-        :meth:`IsolationForestDetector._errors` does."""
+        :meth:`ForestErrors.errors` does."""
         filled = windows.filled
-        anomaly = self._flat.score(filled.reshape(filled.shape[0], -1))
-        deviation = (filled[:, -1] - filled.mean(axis=1)) ** 2
-        n_channels = deviation.shape[1]
-        shares = np.where(deviation.sum(axis=1, keepdims=True) > 0,
-                          sc.contributions(deviation), 1.0 / n_channels)
-        return anomaly[:, None] * shares * n_channels
+        anomaly = self.model.flat.score(filled.reshape(filled.shape[0], -1))
+        return share_out(anomaly, filled)
 
     def _forecast_errors(self, last: _Tails) -> np.ndarray:
         """Squared error of each series' previous one-step prediction; one batched module
         call advances every recurrent state and predicts the next rows."""
-        detector = self.detector
         rnn_state, previous = self.model_state_
-        device = detector._device()
+        device = self.model.net.device()
         x = torch.tensor(last.filled, dtype=torch.float32, device=device)      # (S, 1, F)
         observed = torch.tensor(last.observed, device=device)
         with torch.no_grad():
-            prediction, rnn_state = detector.module_(x, observed, x, rnn_state)
+            prediction, rnn_state = self.model.net.module_(x, observed, x, rnn_state)
         prediction = prediction[:, -1].cpu().double().numpy()
         values = last.values[:, -1]
         errors = np.where(np.isfinite(previous), (np.nan_to_num(values) - previous) ** 2, 0.0)
@@ -270,24 +281,23 @@ class DetectorFleet:
 
     def _reconstruction_errors(self, windows: _Tails) -> np.ndarray:
         """Squared error at the last row of each (S, W, F) window, one batched module call
-        (with the float32 casts of :meth:`ReconstructionDetector._window_tensors`)."""
-        detector = self.detector
-        inputs = windows.filled if detector.input_kind == "filled" \
+        (with the float32 casts of :meth:`WindowErrors.window_tensors`)."""
+        inputs = windows.filled if self.model.inputs == "filled" \
             else np.nan_to_num(windows.values)
-        device = detector._device()
+        device = self.model.net.device()
         x = torch.tensor(inputs, dtype=torch.float32, device=device)
         observed = torch.tensor(windows.observed, device=device)
         delta = torch.tensor(np.minimum(windows.delta, 1e3), dtype=torch.float32,
                              device=device)
         with torch.no_grad():
-            reconstruction, _ = detector.module_(x, observed, delta)
+            reconstruction, _ = self.model.net.module_(x, observed, delta)
         target = windows.values[:, -1].astype(np.float32).astype(np.float64)
         return sc.masked_squared_error(target, reconstruction[:, -1].cpu().double().numpy(),
                                        windows.observed[:, -1])
 
     def _threshold(self, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores (the likelihood's for that threshold) and alarm flags (S,); threshold
-        states advance as :meth:`BaseDetector._score_series` advances them."""
+        states advance as :func:`recurra.anomaly.pipeline.threshold_step` advances them."""
         method = self.detector.config.threshold
         if method == "likelihood":
             out = np.full(score.shape, np.nan)

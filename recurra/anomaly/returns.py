@@ -15,22 +15,31 @@ from typing import Any
 import numpy as np
 
 from recurra.anomaly import scores as sc
-from recurra.anomaly.base import BaseDetector, Chunk, DetectorConfig
+from recurra.anomaly.base import BaseDetector, DetectorConfig
+from recurra.anomaly.stream import Chunk
 
-__all__ = ["DetectorConfig", "ReturnZScoreDetector"]
+__all__ = ["DetectorConfig", "ReturnZScoreDetector", "ReturnZScoreErrors"]
 
 
-class ReturnZScoreDetector(BaseDetector):
-    """Squared z-score of each row's change against the ``window`` changes before it."""
+class ReturnZScoreErrors:
+    """Squared z-score of each row's change (from the last observed value) against the
+    ``window`` changes before it (an :class:`~recurra.anomaly.protocol.ErrorModel` with
+    nothing to learn)."""
+
+    streaming = True
+    float32_inputs = False
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self.config = config
 
     @property
     def tail_length(self) -> int:
         return self.config.window + 1
 
-    def _fit_model(self, chunks: list[Chunk]) -> None:
-        del chunks
+    def fit(self, chunks: list[Chunk], series_ids: list[str]) -> None:
+        del chunks, series_ids
 
-    def _errors(self, chunk: Chunk, n_new: int, model_state: Any) -> tuple[np.ndarray, Any]:
+    def errors(self, chunk: Chunk, n_new: int, model_state: Any) -> tuple[np.ndarray, Any]:
         previous = np.vstack([np.full((1, chunk.filled.shape[1]), np.nan), chunk.filled[:-1]])
         seen_before = np.vstack([np.zeros((1, chunk.observed.shape[1]), bool),
                                  np.cumsum(chunk.observed, axis=0)[:-1] > 0])
@@ -38,3 +47,15 @@ class ReturnZScoreDetector(BaseDetector):
         changes = np.where(changed, chunk.values - previous, np.nan)
         z = sc.rolling_zscore(changes, changed, self.config.window)
         return z[-n_new:] ** 2, model_state
+
+    def get_state(self) -> dict[str, Any]:
+        return {}
+
+    def set_state(self, state: dict[str, Any], n_channels: int) -> None:
+        del state, n_channels
+
+
+class ReturnZScoreDetector(BaseDetector):
+    """Squared z-score of each row's change against the ``window`` changes before it."""
+
+    error_model_factory = staticmethod(ReturnZScoreErrors)

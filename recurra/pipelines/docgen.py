@@ -64,12 +64,12 @@ ESTIMATOR_CONFIGS = (
 API_MODULES = ("recurra.data.schema", "recurra.data.ingest", "recurra.data.store",
                "recurra.data.loaders", "recurra.data.missing",
                "recurra.nn", "recurra.nn.grud", "recurra.forecasting",
-               "recurra.forecasting.baselines",
+               "recurra.forecasting.baselines", "recurra.forecasting.protocol",
                "recurra.anomaly", "recurra.pipelines.config", "recurra.pipelines.registry",
                "recurra.pipelines.tracking",
                "recurra.dashboards.report")
 API_NAMES = {  # modules without __all__: the names documented
-    "recurra.data.schema": ("validate_frame", "quantile_column"),
+    "recurra.data.schema": ("validate_frame", "contract", "ContractFrame", "quantile_column"),
     "recurra.data.ingest": ("SourceSpec", "ingest", "sample_sources"),
     "recurra.data.store": ("Store",),
     "recurra.data.loaders": ("LoadResult", "load_sensor", "load_nab", "load_prices", "load_matrix",
@@ -78,6 +78,7 @@ API_NAMES = {  # modules without __all__: the names documented
     "recurra.forecasting.baselines": ("NaiveForecaster", "SeasonalNaiveForecaster",
                               "LinearLagForecaster"),
     "recurra.nn.grud": ("GRUD", "GRUDClassifier"),
+    "recurra.forecasting.protocol": ("Forecaster",),
     "recurra.pipelines.config": ("load_config", "parse_config", "PipelineConfig"),
     "recurra.pipelines.registry": ("model_name", "register_and_gate", "track_and_register",
                            "load_champion", "load_champion_estimator", "promote", "rollback",

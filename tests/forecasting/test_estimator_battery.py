@@ -2,10 +2,10 @@
 
 To enrol a forecaster, append ``(id, factory)`` to :data:`FORECASTERS`, where
 ``factory()`` returns an unfitted estimator with a tiny, seeded, CPU config whose horizon is
-:data:`HORIZON`. Each case checks: fit returns self; predict/update before fit raise
-``NotFittedError`` naming the class; same seed gives the same forecast; the output passes
-the forecast schema; save/load round-trips; bad input raises ``SchemaError`` with a message
-naming the column; update moves the forecast origin forward.
+:data:`HORIZON`. Each case checks: it follows the ``Forecaster`` protocol; fit returns self;
+predict/update before fit raise ``NotFittedError`` naming the class; same seed gives the same
+forecast; the output passes the forecast schema; save/load round-trips; bad input raises
+``SchemaError`` with a message naming the column; update moves the forecast origin forward.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from recurra.data.schema import (
     SchemaError,
     quantile_column,
 )
+from recurra.forecasting.protocol import Forecaster
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 from recurra.nn.train import TrainConfig
 from tests.conftest import make_frame
@@ -97,6 +98,12 @@ def fitted(request, frames):
 def test_fit_returns_self(fitted):
     _, estimator, returned = fitted
     assert returned is estimator
+
+
+@pytest.mark.parametrize("factory", FACTORIES, ids=IDS)
+def test_follows_the_forecaster_protocol(factory):
+    assert isinstance(factory(), Forecaster)
+    assert not isinstance(object(), Forecaster)
 
 
 @pytest.mark.parametrize("factory", FACTORIES, ids=IDS)
