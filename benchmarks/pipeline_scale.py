@@ -287,6 +287,8 @@ def _report_profile(profiler, run: int, n_lines: int = 30) -> None:
     import pstats
 
     profiler.disable()
+    if os.environ.get("RECURRA_PROFILE_OUT"):  # for pstats / snakeviz
+        profiler.dump_stats(os.environ["RECURRA_PROFILE_OUT"])
     print(f"profile of detect run {run + 1}:", file=sys.stderr)
     pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(n_lines)
     pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(n_lines)
