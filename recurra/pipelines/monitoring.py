@@ -38,6 +38,7 @@ import numpy as np
 import polars as pl
 
 from recurra.anomaly import drift as drift_stats
+from recurra.data.regular import key_order
 from recurra.data.schema import CHANNEL, OBSERVED, SERIES_ID, TIMESTAMP, VALUE, Y_HAT
 from recurra.pipelines.config import MonitoringConfig
 
@@ -172,18 +173,33 @@ def population_stability_index(reference: np.ndarray, recent: np.ndarray,
     return drift_stats.population_stability_index(reference, recent, n_bins)
 
 
-def drift_inputs(reference: pl.DataFrame, on: str) -> pl.DataFrame:
-    """``reference`` with a ``drift_on`` column: what each series and channel is tested on
-    (``recurra.anomaly.drift.resolve_input`` of its observed reference values; the unit-root test
-    runs once per champion when the reference is cached)."""
-    choices = (reference.filter(pl.col(OBSERVED)).sort([SERIES_ID, CHANNEL, TIMESTAMP])
-               .group_by([SERIES_ID, CHANNEL]).agg(pl.col(VALUE)))
-    chosen = pl.DataFrame({
-        SERIES_ID: choices[SERIES_ID], CHANNEL: choices[CHANNEL],
-        "drift_on": [drift_stats.resolve_input(np.asarray(v, np.float64), on)
-                     for v in choices[VALUE].to_list()]},
-        schema={SERIES_ID: pl.Utf8, CHANNEL: pl.Utf8, "drift_on": pl.Utf8})
-    return reference.join(chosen, on=[SERIES_ID, CHANNEL], how="left")
+REFERENCE = "_reference"  # the observed reference values of a channel, in time order
+
+
+def drift_inputs(reference: pl.DataFrame, on: str | dict = "auto") -> pl.DataFrame:
+    """One row per series and channel: its observed reference values in time order
+    (``_reference``, a list) and what it is tested on (``drift_on``:
+    ``recurra.anomaly.drift.resolve_input``; the unit-root test runs once per champion
+    when this frame is cached).  :func:`drift_by_series` takes this frame as it is, so a
+    detect run neither sorts nor groups the reference again."""
+    grouped = _observed_values(reference).rename({VALUE: REFERENCE})
+    wanted = [on.get(sid, "auto") if isinstance(on, dict) else on
+              for sid in grouped[SERIES_ID].to_list()]
+    return grouped.with_columns(pl.Series("drift_on", [
+        drift_stats.resolve_input(np.asarray(values, np.float64), choice)
+        for values, choice in zip(grouped[REFERENCE].to_list(), wanted, strict=True)],
+        dtype=pl.Utf8))
+
+
+def _observed_values(frame: pl.DataFrame, window: int | None = None) -> pl.DataFrame:
+    """series_id | channel | value (the list of observed values in time order, at most the
+    last ``window``); the sort is skipped when ``frame`` is in key order already."""
+    key = [SERIES_ID, CHANNEL]
+    observed = frame.filter(pl.col(OBSERVED))
+    if key_order(observed, (*key, TIMESTAMP)) != (True, False):
+        observed = observed.sort([*key, TIMESTAMP])
+    values = pl.col(VALUE) if window is None else pl.col(VALUE).tail(window)
+    return observed.group_by(key, maintain_order=True).agg(values)
 
 
 def drift_by_series(reference: pl.DataFrame, recent: pl.DataFrame,
@@ -198,19 +214,16 @@ def drift_by_series(reference: pl.DataFrame, recent: pl.DataFrame,
     ``on``: what is compared (``recurra.anomaly.drift.DRIFT_INPUTS``), for all or per series_id.
     """
     key = [SERIES_ID, CHANNEL]
-    window = config.drift_window
-    if "drift_on" in reference.columns:  # cached per-channel choices (drift_inputs)
-        known = reference.select([*key, "drift_on"]).unique().drop_nulls()
-        on = {(r[SERIES_ID], r[CHANNEL]): r["drift_on"] for r in known.iter_rows(named=True)}
-        reference = reference.drop("drift_on")
-    recent_values = (recent.filter(pl.col(OBSERVED)).sort([*key, TIMESTAMP])
-                     .group_by(key, maintain_order=True).agg(pl.col(VALUE).tail(window)))
-    reference_values = (reference.filter(pl.col(OBSERVED)).sort([*key, TIMESTAMP])
-                        .group_by(key).agg(pl.col(VALUE).alias("_reference")))
-    joined = recent_values.join(reference_values, on=key, how="left")
-    pairs = [(str(row[SERIES_ID]), str(row[CHANNEL]),
-              np.asarray(row["_reference"] or [], np.float64), np.asarray(row[VALUE], np.float64))
-             for row in joined.iter_rows(named=True)]
+    if REFERENCE not in reference.columns:  # a contract frame: aggregate it here
+        reference = drift_inputs(reference, on)
+    on = {(r[SERIES_ID], r[CHANNEL]): r["drift_on"]
+          for r in reference.select([*key, "drift_on"]).iter_rows(named=True)}
+    recent_values = _observed_values(recent, config.drift_window)
+    joined = recent_values.join(reference.select([*key, REFERENCE]), on=key, how="left")
+    pairs = [(str(sid), str(channel), np.asarray(ref or [], np.float64),
+              np.asarray(values, np.float64))
+             for sid, channel, values, ref in joined.select(
+                 [*key, VALUE, REFERENCE]).iter_rows()]
     by_series: dict[str, list[DriftResult]] = {}
     for result in _results(pairs, config, on):
         by_series.setdefault(result.series_id, []).append(result)
