@@ -32,6 +32,7 @@ import torch
 
 from recurra import _legacy as _legacy_pickle
 from recurra._legacy import modern_path
+from recurra.data.config_tree import build_config
 from recurra.data.schema import RecurraError
 
 FORMAT_VERSION = 2
@@ -55,18 +56,11 @@ def _json_default(value: Any) -> Any:
 
 
 def config_from_dict(config_class: type, values: dict[str, Any]) -> Any:
-    """Rebuild a config dataclass; lists become tuples where the field default is a tuple."""
-    kwargs = {}
-    for field in dataclasses.fields(config_class):
-        if field.name not in values:
-            continue
-        value = values[field.name]
-        if dataclasses.is_dataclass(field.type) and isinstance(value, dict):
-            value = config_from_dict(field.type, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[field.name] = value
-    return config_class(**kwargs)
+    """Rebuild a config dataclass from :func:`config_to_dict` output, its parts included;
+    a config saved before the class was split into parts (flat keys) and keys of fields
+    that no longer exist still load (:func:`recurra.data.config_tree.build_config`)."""
+    return build_config(config_class, values, where=f"saved {config_class.__name__}",
+                        warn=False, unknown="ignore")
 
 
 def save_estimator(estimator: Any, path: str | Path) -> Path:

@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from recurra._legacy import is_legacy, modern_path
+from recurra.data.config_tree import ConfigKeyError, build_config
 from recurra.data.schema import RecurraError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "recurra.toml"
@@ -137,33 +138,13 @@ class ModelConfig:
 
 
 def make_dataclass_config(config_cls: type, params: dict[str, Any], key: str) -> Any:
-    """``config_cls(**params)`` with nested tables turned into nested config dataclasses and
-    lists into tuples; an unknown key lists the valid ones."""
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(params) - names)
-    if unknown:
-        raise ConfigError(f"`{key}` has unknown key(s) {unknown}; valid keys of "
-                          f"{config_cls.__name__}: {sorted(names)}")
-    hints = typing.get_type_hints(config_cls)
-    values = {}
-    for name, value in params.items():
-        nested = hints.get(name)
-        if isinstance(value, dict) and dataclasses.is_dataclass(nested):
-            value = make_dataclass_config(nested, value, f"{key}.{name}")
-        elif isinstance(value, list):
-            item = _item_dataclass(nested)  # tuple[SomeConfig, ...]: each table -> SomeConfig
-            value = tuple(make_dataclass_config(item, v, f"{key}.{name}[{i}]")
-                          if item is not None and isinstance(v, dict) else v
-                          for i, v in enumerate(value))
-        values[name] = value
-    return config_cls(**values)
-
-
-def _item_dataclass(hint: Any) -> type | None:
-    """``X`` for a ``tuple[X, ...]`` hint whose ``X`` is a dataclass, else None."""
-    args = typing.get_args(hint) if typing.get_origin(hint) is tuple else ()
-    item = args[0] if args else None
-    return item if isinstance(item, type) and dataclasses.is_dataclass(item) else None
+    """``config_cls`` from ``params`` (:func:`recurra.data.config_tree.build_config`): nested
+    tables become the config's parts, lists tuples, old flat keys move into their part with a
+    ``FutureWarning`` naming both; an unknown key lists the valid ones."""
+    try:
+        return build_config(config_cls, params, where=key)
+    except ConfigKeyError as error:
+        raise ConfigError(str(error)) from None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,146 @@
+"""Config dataclasses as trees: built from nested tables, old flat keys moved into their part.
+
+Estimator configs are frozen dataclasses composed of small frozen parts (a forecaster's
+``encoder``, ``window``, ``train``...).  :func:`build_config` makes one from a nested mapping
+(a TOML ``params`` table, the ``config`` of a saved model's ``meta.json``): a table becomes
+the part's dataclass, a list a tuple (of dataclasses when the field is ``tuple[Part, ...]``).
+
+Configs written before a class was split into parts used flat keys (``hidden_size = 16``).
+A class lists them in ``FLAT_KEYS`` (``{"hidden_size": "encoder.hidden_size"}``); each one
+found is moved to its part, with a ``FutureWarning`` that names the old key, the new one and
+where it was found (``warn=False`` for saved models, which are rewritten on their next save).
+
+>>> build_config(ForecasterConfig, {"hidden_size": 16, "train": {"max_epochs": 2}},
+...              where="models.rnn.params")                             # doctest: +SKIP
+FutureWarning: `models.rnn.params.hidden_size` is now `models.rnn.params.encoder.hidden_size`
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from recurra.data.schema import RecurraError
+
+
+class ConfigKeyError(RecurraError, ValueError):
+    """A config table with a key its dataclass does not have (the message lists the valid
+    ones) or a flat key that clashes with the nested one it moves to."""
+
+
+def build_config(config_cls: type, values: Mapping[str, Any], *, where: str = "config",
+                 warn: bool = True, unknown: str = "raise") -> Any:
+    """``config_cls`` from ``values``, recursively (see the module docstring).
+
+    Parameters
+    ----------
+    config_cls : a config dataclass (its parts are dataclass-typed fields).
+    values : the keys of ``config_cls``, parts as nested mappings or as instances.
+    where : the key path named in warnings and errors (``"models.rnn.params"``).
+    warn : warn for each old flat key moved into its part.
+    unknown : ``"raise"`` (a :class:`ConfigKeyError` listing the valid keys) or
+        ``"ignore"`` (saved models may name fields that no longer exist).
+    """
+    if unknown not in ("raise", "ignore"):
+        raise ValueError(f"unknown ({unknown!r}) must be 'raise' or 'ignore'")
+    values = nest_flat_keys(config_cls, values, where=where, warn=warn)
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    extra = sorted(set(values) - set(fields))
+    if extra and unknown == "raise":
+        raise ConfigKeyError(f"`{where}` has unknown key(s) {extra}; valid keys of "
+                             f"{config_cls.__name__}: {sorted(fields)}")
+    hints = typing.get_type_hints(config_cls)
+    kwargs = {}
+    for name, value in values.items():
+        if name not in fields:
+            continue
+        kwargs[name] = _value(hints.get(name), value, f"{where}.{name}", warn, unknown)
+    return config_cls(**kwargs)
+
+
+def nest_flat_keys(config_cls: type, values: Mapping[str, Any], *, where: str = "config",
+                   warn: bool = True) -> dict[str, Any]:
+    """``values`` with the old flat keys of ``config_cls.FLAT_KEYS`` moved into their
+    nested tables (a key given both ways is an error naming both)."""
+    moves: Mapping[str, str] = getattr(config_cls, "FLAT_KEYS", {})
+    out = dict(values)
+    for old, new in moves.items():
+        if old not in out or old in _field_names(config_cls):
+            continue
+        value = out.pop(old)
+        *parts, leaf = new.split(".")
+        table = out
+        for part in parts:
+            current = table.get(part)
+            if dataclasses.is_dataclass(current) and not isinstance(current, type):
+                current = _set_fields(current)
+            table[part] = table = dict(current or {})
+        if leaf in table:
+            raise ConfigKeyError(f"`{where}` sets both `{old}` (the old flat key) and "
+                                 f"`{new}`: keep `{new}`")
+        table[leaf] = value
+        if warn:
+            warnings.warn(f"`{where}.{old}` is now `{where}.{new}`; the flat key still works "
+                          "but will be removed", FutureWarning, stacklevel=3)
+    return out
+
+
+def config_to_tree(config: Any) -> dict[str, Any]:
+    """The nested dict of a config (tuples as lists): what :func:`build_config` reads back."""
+    tree = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        tree[field.name] = _tree_value(value)
+    return tree
+
+
+def _tree_value(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return config_to_tree(value)
+    if isinstance(value, tuple | list):
+        return [_tree_value(v) for v in value]
+    return value
+
+
+def _value(hint: Any, value: Any, where: str, warn: bool, unknown: str) -> Any:
+    part = _dataclass_of(hint)
+    if part is not None and isinstance(value, Mapping):
+        return build_config(part, value, where=where, warn=warn, unknown=unknown)
+    if isinstance(value, list | tuple):
+        item = _item_dataclass(hint)
+        return tuple(build_config(item, v, where=f"{where}[{i}]", warn=warn, unknown=unknown)
+                     if item is not None and isinstance(v, Mapping) else v
+                     for i, v in enumerate(value))
+    return value
+
+
+def _dataclass_of(hint: Any) -> type | None:
+    """The dataclass of a ``Part`` or ``Part | None`` hint, else None."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, _UNION) \
+        else (hint,)
+    return next((o for o in options if isinstance(o, type) and dataclasses.is_dataclass(o)),
+                None)
+
+
+def _item_dataclass(hint: Any) -> type | None:
+    """``X`` for a ``tuple[X, ...]`` hint whose ``X`` is a dataclass, else None."""
+    args = typing.get_args(hint) if typing.get_origin(hint) is tuple else ()
+    item = args[0] if args else None
+    return item if isinstance(item, type) and dataclasses.is_dataclass(item) else None
+
+
+def _set_fields(part: Any) -> dict[str, Any]:
+    """The fields of a part instance that differ from their defaults (what it sets)."""
+    default = type(part)()
+    return {f.name: getattr(part, f.name) for f in dataclasses.fields(part)
+            if f.init and getattr(part, f.name) != getattr(default, f.name)}
+
+
+def _field_names(config_cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_cls)}
+
+
+_UNION = type(int | None)
