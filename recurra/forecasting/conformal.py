@@ -38,7 +38,8 @@ def adjusted_level(level: float, n_samples: int) -> float:
 
 
 def pool_offsets(residuals: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
-    """Conformal offsets (..., Q) of the residuals (W, ..., Q) of one pool (NaN = missing).
+    """Conformal offsets (..., Q) of the residuals (W, ..., Q) of one pool (NaN = missing);
+    a last axis of size 1 holds residuals shared by every level (a point forecast).
 
     Each cell (e.g. a horizon step and channel) uses its own count ``n`` of finite
     residuals in the adjusted level (:func:`adjusted_level`); lower levels take the
@@ -47,20 +48,21 @@ def pool_offsets(residuals: np.ndarray, levels: tuple[float, ...]) -> np.ndarray
     residual gets offset 0.
     """
     residuals = np.asarray(residuals, np.float64)
-    if residuals.ndim < 2 or residuals.shape[-1] != len(levels):
+    if residuals.ndim < 2 or residuals.shape[-1] not in (1, len(levels)):
         raise RecurraError(f"residuals {residuals.shape} must be (W, ..., Q) with Q = "
-                           f"{len(levels)} levels ({levels})")
+                           f"{len(levels)} levels ({levels}) or 1 (shared by the levels)")
     ordered = np.sort(residuals, axis=0)  # NaN last
     counts = np.isfinite(residuals).sum(axis=0)  # (..., Q)
-    offsets = np.zeros(residuals.shape[1:], np.float64)
+    offsets = np.zeros((*residuals.shape[1:-1], len(levels)), np.float64)
     for j, level in enumerate(levels):
-        n = counts[..., j]
+        k = j if residuals.shape[-1] > 1 else 0
+        n = counts[..., k]
         adjusted = np.vectorize(lambda k, q=level: adjusted_level(q, int(k)) if k else 0.5,
                                 otypes=[float])(n) if n.size else n.astype(float)
         virtual = adjusted * np.maximum(n - 1, 0)
         low = np.floor(virtual).astype(np.int64)
         high = np.ceil(virtual).astype(np.int64)
-        column = ordered[..., j]
+        column = ordered[..., k]
         below = np.take_along_axis(column, low[None], axis=0)[0]
         above = np.take_along_axis(column, high[None], axis=0)[0]
         if level < 0.5:

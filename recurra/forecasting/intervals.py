@@ -118,17 +118,20 @@ class IntervalCalibrator:
     # fitting ---------------------------------------------------------------------------
     def fit(self, residuals: np.ndarray, series: Any,
             channels: list[str] | None = None) -> IntervalCalibrator:
-        """Calibrate from ``residuals`` (W, N, O, Q) (conformal: y - forecast_q) or
-        (W, N, O) (adaptive: |y - y_hat|), NaN = missing, of windows of ``series`` (W,)."""
+        """Calibrate from ``residuals`` of windows of ``series`` (W,), NaN = missing:
+        conformal (W, N, O, Q) ``y - forecast_q``, or (W, N, O, 1) / (W, N, O) ``y - y_hat``
+        shared by every level; adaptive (W, N, O) ``|y - y_hat|``. ``channels``: names of
+        the O channels (for :attr:`fallback_`)."""
         adaptive = self.config.method == "adaptive"
         residuals = np.asarray(residuals, np.float64)
-        want = 3 if adaptive else 4
         series = np.asarray(series).astype(str)
-        if residuals.ndim != want or series.shape != residuals.shape[:1]:
+        if not adaptive and residuals.ndim == 3:
+            residuals = residuals[..., None]
+        if residuals.ndim != (3 if adaptive else 4) or series.shape != residuals.shape[:1]:
             raise RecurraError(f"residuals {residuals.shape} must be (W, N, O"
                                f"{'' if adaptive else ', Q'}) with one series per window "
                                f"(series {series.shape})")
-        if not adaptive and residuals.shape[-1] != len(self.config.levels):
+        if not adaptive and residuals.shape[-1] not in (1, len(self.config.levels)):
             raise RecurraError(f"residuals have {residuals.shape[-1]} levels but the config "
                                f"has {len(self.config.levels)} ({self.config.levels})")
         if adaptive and (np.nanmin(residuals, initial=0.0) < 0 or np.isinf(residuals).any()):
@@ -222,10 +225,16 @@ class IntervalCalibrator:
                 raise RecurraError("apply: method 'adaptive' needs point (S, N, O)")
             signs = np.sign(np.asarray(self.config.levels) - 0.5)
             return point[..., None] + signs * self.widths(series_ids, steps)[..., None]
+        return np.sort(bands + self.offsets(series_ids, steps), axis=-1)
+
+    def offsets(self, series_ids: list[str], steps: int) -> np.ndarray:
+        """Conformal offsets (S, steps, O, Q) of ``series_ids``; a series unknown to the
+        calibrator gets the pooled fallback at the median scale."""
+        self._check_fitted()
         known = {s: i for i, s in enumerate(self.series_ids_)}
-        offsets = np.stack([self.offsets_[known[s], :steps] if s in known
-                            else self.default_offsets_[:steps] for s in series_ids])
-        return np.sort(bands + offsets, axis=-1)
+        return np.stack([self.offsets_[known[s], :steps] if s in known
+                         else self.default_offsets_[:steps] for s in series_ids]
+                        ).reshape(len(series_ids), steps, *self.default_offsets_.shape[1:])
 
     def widths(self, series_ids: list[str], steps: int) -> np.ndarray:
         """Adaptive half-widths (S, steps, O) at each series' current levels (caller units);
