@@ -394,9 +394,9 @@ def _scales(residuals: np.ndarray, rows: list[np.ndarray]) -> tuple[np.ndarray, 
     zeros) gets the median scale of its channel (1 when no series has one). Also returns
     that median (O,), the scale of series unknown to the calibrator."""
     magnitude = np.abs(residuals)
-    with np.errstate(all="ignore"):
-        scale = np.stack([np.nanmean(magnitude[r], axis=(0, 1, 3)) if len(r) else
-                          np.full(residuals.shape[2], np.nan) for r in rows])
+    total = np.stack([np.nansum(magnitude[r], axis=(0, 1, 3)) for r in rows])
+    count = np.stack([np.isfinite(magnitude[r]).sum(axis=(0, 1, 3)) for r in rows])
+    scale = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     usable = np.isfinite(scale) & (scale > 0)
     median = np.array([np.median(scale[usable[:, c], c]) if usable[:, c].any() else 1.0
                        for c in range(scale.shape[1])])
