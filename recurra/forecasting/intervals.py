@@ -107,9 +107,9 @@ class IntervalCalibrator:
     into :data:`SOURCES`, ``default_scale_`` (O,); conformal: ``offsets_`` (S, N, O, Q),
     ``default_offsets_`` (N, O, Q) for unknown series; adaptive: ``seeds_`` (n, S, N, O)
     sorted own scores / scale (NaN-padded), ``counts_`` (S, N, O), ``pooled_`` (n', N, O),
-    ``pooled_counts_`` (N, O), ``alpha_``, ``max_``, ``n_updates_`` (S, N, O), the levels a
-    new series starts from ``default_alpha_``, ``default_max_`` (N, O), and ``issued_``
-    (remembered forecasts per series, see :meth:`issue`).
+    ``pooled_counts_`` (N, O), ``pooled_source_`` (O,), ``alpha_``, ``max_``, ``n_updates_``
+    (S, N, O), the levels a new series starts from ``default_alpha_``, ``default_max_``
+    (N, O), and ``issued_`` (remembered forecasts per series, see :meth:`issue`).
     """
 
     def __init__(self, config: IntervalConfig | None = None) -> None:
@@ -191,6 +191,7 @@ class IntervalCalibrator:
             pooled[:len(column), :, c] = column
         self.pooled_ = np.sort(pooled, axis=0)
         self.pooled_counts_ = np.isfinite(self.pooled_).sum(axis=0)            # (N, O)
+        self.pooled_source_ = np.where(by_channel, 1, 2).astype(np.int64)      # (O,)
         self.alpha_ = np.full(self.counts_.shape, self.config.aci.alpha)
         self.max_ = np.where(own[:, None, :], np.nanmax(np.where(
             self.counts_ > 0, self.seeds_, -np.inf), axis=0), self._pooled_max()[None])
@@ -263,18 +264,22 @@ class IntervalCalibrator:
         self.n_updates_[index] += arrived
 
     def _index(self, series_id: str) -> int:
-        if series_id in self.series_ids_:
-            return self.series_ids_.index(series_id)
-        channel = self.pooled_counts_.min(axis=0) >= self.config.min_residuals
+        positions = self.__dict__.get("_positions")
+        if positions is None or len(positions) != len(self.series_ids_):
+            positions = self._positions = {s: i for i, s in enumerate(self.series_ids_)}
+        if series_id in positions:
+            return positions[series_id]
         self.series_ids_ = [*self.series_ids_, series_id]
+        positions[series_id] = len(self.series_ids_) - 1
         self.scale_ = np.vstack([self.scale_, self.default_scale_])
-        self.source_ = np.vstack([self.source_, np.where(channel, 1, 2)])
+        self.source_ = np.vstack([self.source_, self.pooled_source_])
         self.seeds_ = np.concatenate([self.seeds_, np.full(
             (self.seeds_.shape[0], 1, *self.seeds_.shape[2:]), np.nan)], axis=1)
-        self.counts_ = np.concatenate([self.counts_, np.zeros_like(self.counts_[:1])])
+        row = (1, *self.counts_.shape[1:])  # (1, N, O): the new series
+        self.counts_ = np.concatenate([self.counts_, np.zeros(row, self.counts_.dtype)])
         self.alpha_ = np.concatenate([self.alpha_, self.default_alpha_[None]])
         self.max_ = np.concatenate([self.max_, self.default_max_[None]])
-        self.n_updates_ = np.concatenate([self.n_updates_, np.zeros_like(self.n_updates_[:1])])
+        self.n_updates_ = np.concatenate([self.n_updates_, np.zeros(row, np.int64)])
         return len(self.series_ids_) - 1
 
     def _check_fitted(self) -> None:
@@ -288,8 +293,9 @@ class IntervalCalibrator:
         self._check_fitted()
         names = ["series_ids_", "channels_", "scale_", "source_", "default_scale_"]
         if self.config.method == "adaptive":
-            names += ["seeds_", "counts_", "pooled_", "pooled_counts_", "alpha_", "max_",
-                      "n_updates_", "default_alpha_", "default_max_", "issued_"]
+            names += ["seeds_", "counts_", "pooled_", "pooled_counts_", "pooled_source_",
+                      "alpha_", "max_", "n_updates_", "default_alpha_", "default_max_",
+                      "issued_"]
         else:
             names += ["offsets_", "default_offsets_"]
         return {name.rstrip("_"): getattr(self, name) for name in names}
@@ -322,10 +328,11 @@ class IntervalCalibrator:
             calibrator.offsets_ = np.zeros((0, *offsets.shape))
             calibrator.default_offsets_ = np.asarray(offsets, np.float64)
             return calibrator
-        calibrator.seeds_ = np.zeros((0, 0, *seeds.shape[1:]))
+        calibrator.seeds_ = np.full((1, 0, *seeds.shape[1:]), np.nan)  # no own pools
         calibrator.counts_ = np.zeros((0, *seeds.shape[1:]), np.int64)
         calibrator.pooled_ = np.asarray(seeds, np.float64)
         calibrator.pooled_counts_ = np.full(seeds.shape[1:], seeds.shape[0])
+        calibrator.pooled_source_ = np.ones(n_channels, np.int64)  # per channel, all series
         calibrator.alpha_ = np.zeros((0, *seeds.shape[1:]))
         calibrator.max_ = np.zeros((0, *seeds.shape[1:]))
         calibrator.n_updates_ = np.zeros((0, *seeds.shape[1:]), np.int64)

@@ -206,3 +206,45 @@ def test_naive_baseline_short_series_falls_back_and_old_table_loads(tmp_path):
     got = old.predict()
     width = (got["q90"] - got["q10"]).to_list()
     assert width == [2.0, 4.0, 6.0, 10.0, 10.0, 10.0]   # pair, then (channel NaN) all
+
+
+def test_an_old_shared_aci_state_loads_as_one_pool_and_then_moves_per_series(tmp_path):
+    from recurra.forecasting.adaptive import (
+        AdaptiveConfig,
+        AdaptiveConformal,
+        AdaptiveForecastIntervals,
+    )
+
+    train, validation = _rnn_parts()
+    config = ForecasterConfig(cell="gru", hidden_size=8, lookback=16, horizon=4,
+                              calendar=False, output="point", interval="adaptive",
+                              train=TrainConfig(max_epochs=1, batch_size=16, seed=0))
+    model = RNNForecaster(config).fit(train, validation=validation)
+    old = AdaptiveForecastIntervals()           # what such models pickled
+    old.aci_ = AdaptiveConformal(AdaptiveConfig(0.2, 0.005)).fit(
+        np.linspace(0.0, 2.0, 50).reshape(50, 1, 1).repeat(4, axis=1))
+    old.aci_.alpha_ = np.full((4, 1), 0.3)
+    old.issued_ = {}
+    state = {**model._get_state(), "adaptive": old}
+    del state["interval"]
+    loaded = RNNForecaster(config)
+    loaded._set_state(state)
+    width = old.aci_.widths()[:, 0]              # the old shared half-widths (scaled units)
+    forecast = loaded.predict()
+    for series_id in model.interval_.series_ids_:
+        one = forecast.filter(pl.col("series_id") == series_id)
+        scale = model.scaler_[series_id][1][0]
+        assert (one["q90"] - one["y_hat"]).to_numpy() == pytest.approx(width * scale)
+    loaded = RNNForecaster.load(loaded.save(tmp_path / "again"))   # saved in the new form
+    assert loaded.predict().equals(forecast)
+    ids = model.interval_.series_ids_
+    rows = forecast.filter(pl.col("series_id") == ids[0]).select(
+        "series_id", "channel", "timestamp", value=pl.col("y_hat") + 1e3)
+    loaded.update(rows)                          # only the first series' levels move
+    assert loaded.interval_.series_ids_ == [ids[0]]
+    np.testing.assert_allclose(loaded.interval_.alpha_[0, :, 0], 0.3 - 0.005 * 0.8)
+    assert loaded.interval_.fallback_ == {ids[0]: {"0": "channel"}}
+    again = loaded.predict()
+    moved = again.filter(pl.col("series_id") == ids[0])
+    assert np.all((moved["q90"] - moved["y_hat"]).to_numpy() >= width * model.scaler_[ids[0]][1][0]
+                  - 1e-9)
