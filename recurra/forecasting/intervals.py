@@ -395,6 +395,26 @@ class IntervalCalibrator:
         return int(fed.sum())
 
 
+def from_saved(config: IntervalConfig, state: dict[str, Any]) -> IntervalCalibrator | None:
+    """The calibrator of an estimator's saved ``state``: its ``"interval"`` entry, or, for
+    a model saved before per-series pools, its ``"conformal"`` offsets (N, O, Q) or its
+    ``"adaptive"`` object (:class:`recurra.forecasting.adaptive.AdaptiveForecastIntervals`,
+    one ACI state shared by every series) as a single pooled pool: the same bands as
+    before. None when the state has no calibration."""
+    if state.get("interval") is not None:
+        return IntervalCalibrator.from_state(config, state["interval"])
+    if state.get("conformal") is not None:
+        return IntervalCalibrator.pooled(config, offsets=state["conformal"])
+    old = state.get("adaptive")
+    if old is None:
+        return None
+    pooled = IntervalCalibrator.pooled(config, seeds=old.aci_.sorted_, alpha=old.aci_.alpha_,
+                                       largest=old.aci_.max_)
+    for series_id, queue in getattr(old, "issued_", {}).items():
+        pooled.issued_[series_id] = [dict(issued) for issued in queue]
+    return pooled
+
+
 def _scales(residuals: np.ndarray, rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per-(series, channel) scale (S, O): the mean |residual| over the series' windows,
     steps and levels of ``residuals`` (W, N, O, Q); a pair without residuals (or with only

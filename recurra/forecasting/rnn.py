@@ -53,7 +53,7 @@ from recurra.forecasting import windows as win
 from recurra.forecasting.config import (
     ForecasterConfig,  # re-exported: the config lives in config.py
 )
-from recurra.forecasting.intervals import IntervalCalibrator, IntervalConfig
+from recurra.forecasting.intervals import IntervalCalibrator, IntervalConfig, from_saved
 from recurra.forecasting.windows import (
     check_length,
     fit_scaler,
@@ -508,7 +508,7 @@ class RNNForecaster:
         self.channels_, self.targets_ = list(state["channels"]), list(state["targets"])
         self.scaler_, self.state_ = state["scaler"], state["state"]
         self.history_ = state.get("history", [])
-        self.interval_ = self._interval_from_state(state)
+        self.interval_ = from_saved(self._interval_config(), state)
         self.levels_ = dict(state.get("levels", {}))
         self.excluded_ = dict(state.get("excluded", {}))
         columns, scaler, static = state.get("static", ([], None, {}))
@@ -516,24 +516,6 @@ class RNNForecaster:
         self.module_ = self._build()
         self.module_.load_state_dict(state["module"])
         self.module_.eval()
-
-    def _interval_from_state(self, state: dict[str, Any]) -> IntervalCalibrator | None:
-        """The calibrator of a saved state; a model saved before per-series pools stored
-        ``conformal`` offsets (N, O, Q) or an ``adaptive`` object with one shared ACI pool:
-        either becomes a single pooled pool (the same bands as before)."""
-        if state.get("interval") is not None:
-            return IntervalCalibrator.from_state(self._interval_config(), state["interval"])
-        config = dataclasses.replace(self._interval_config(), min_residuals=1)
-        if state.get("conformal") is not None:
-            return IntervalCalibrator.pooled(config, offsets=state["conformal"])
-        old = state.get("adaptive")
-        if old is None:
-            return None
-        pooled = IntervalCalibrator.pooled(config, seeds=old.aci_.sorted_,
-                                           alpha=old.aci_.alpha_, largest=old.aci_.max_)
-        for series_id, queue in getattr(old, "issued_", {}).items():
-            pooled.issued_[series_id] = [dict(issued) for issued in queue]
-        return pooled
 
     def save(self, path: str | Path) -> Path:
         """Write this fitted forecaster to the folder ``path``."""
