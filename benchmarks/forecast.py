@@ -253,7 +253,7 @@ def fit_recurra(cell: str, data: Dataset, args: argparse.Namespace, alpha: float
     ``--recurra-loss`` for the point output; full-data epochs (``--recurra-windows`` 0) with
     early stopping on the validation loss (``--recurra-patience``). scaler ``"none"`` (the
     data are already z-scored with train statistics). ``interval="conformal"``: the q10/q90
-    columns are calibrated on the validation windows (recurra.forecasting.conformal). Validation
+    columns are calibrated on the validation windows (recurra.forecasting.intervals). Validation
     and test windows go to ``predict(frame=...)`` as one series each.
     """
     from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster

@@ -1,6 +1,8 @@
-"""Forecasters: stateful LSTM/GRU/GRU-D (``RNNForecaster``), baselines, metrics, backtests."""
+"""Forecasters: stateful LSTM/GRU/GRU-D (``RNNForecaster``), baselines, intervals, metrics,
+backtests."""
 
 from recurra.forecasting.fleet import ForecasterFleet
+from recurra.forecasting.intervals import IntervalCalibrator, IntervalConfig
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 from recurra.nn.device import choose_device, seed_everything
 from recurra.nn.train import TrainConfig, TrainResult, fit_module
@@ -8,6 +10,8 @@ from recurra.nn.train import TrainConfig, TrainResult, fit_module
 __all__ = [
     "ForecasterConfig",
     "ForecasterFleet",
+    "IntervalCalibrator",
+    "IntervalConfig",
     "RNNForecaster",
     "TrainConfig",
     "TrainResult",

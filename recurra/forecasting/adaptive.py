@@ -20,6 +20,10 @@ Feedback delay: the forecast issued at origin ``t`` for step ``h`` (0-based) has
 known. :meth:`AdaptiveConformal.run` streams stride-1 windows in time order and applies
 exactly those arrivals before issuing each width (no look-ahead).
 
+:func:`aci_widths` / :func:`aci_update` are the pure steps; :class:`AdaptiveConformal` runs
+one pool (benchmarks), :class:`recurra.forecasting.intervals.IntervalCalibrator` one pool per
+series (forecasters).
+
 >>> aci = AdaptiveConformal(AdaptiveConfig(alpha=0.2, gamma=0.005)).fit(val_abs_errors)
 >>> widths = aci.run(test_abs_errors)          # (T, H, C) half-widths issued in time order
 >>> lower, upper = y_hat - widths, y_hat + widths
@@ -47,6 +51,33 @@ class AdaptiveConfig:
             raise RecurraError(f"alpha ({self.alpha}) must be in (0, 1)")
         if not 0.0 < self.gamma <= 1.0:
             raise RecurraError(f"gamma ({self.gamma}) must be in (0, 1]")
+
+
+def aci_widths(ordered: np.ndarray, counts: np.ndarray, alpha: np.ndarray,
+               largest: np.ndarray) -> np.ndarray:
+    """Half-widths (...) at levels ``alpha`` (...): the ``ceil((n + 1)(1 - alpha))``-th
+    smallest of the sorted seed scores ``ordered`` (n_max, ...) (NaN-padded at the end,
+    ``counts`` (...) finite ones per cell), ``largest`` (...) where that rank exceeds n
+    (alpha small or <= 0), 0 where ``alpha >= 1``."""
+    level = np.clip(1.0 - alpha, 0.0, 1.0)
+    rank = np.ceil((counts + 1) * level).astype(np.int64)  # 1-based, 0..n+1
+    idx = np.clip(rank - 1, 0, np.maximum(counts - 1, 0))[None]
+    ordered = np.broadcast_to(ordered, ordered.shape[:1] + np.shape(alpha))
+    width = np.take_along_axis(ordered, idx, axis=0)[0]
+    width = np.where(rank > counts, largest, width)
+    return np.where(alpha >= 1.0, 0.0, width)
+
+
+def aci_update(alpha: np.ndarray, largest: np.ndarray, scores: np.ndarray,
+               widths: np.ndarray, config: AdaptiveConfig
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One ACI step: ``(alpha, largest, arrived)`` after realised ``scores`` (NaN = nothing
+    arrived) of forecasts issued with half-widths ``widths`` (all the same shape)."""
+    arrived = np.isfinite(scores)
+    miss = (scores > widths).astype(np.float64)
+    step = config.gamma * (config.alpha - miss)
+    return (np.where(arrived, alpha + step, alpha),
+            np.where(arrived, np.fmax(largest, scores), largest), arrived)
 
 
 class AdaptiveConformal:
@@ -82,13 +113,8 @@ class AdaptiveConformal:
         smallest seed score (the finite-sample conformal rank), the largest score seen when
         that rank exceeds n (alpha_t small or <= 0), 0 when ``alpha_t >= 1``."""
         self._check_fitted()
-        n = self.sorted_.shape[0]
-        level = np.clip(1.0 - self.alpha_, 0.0, 1.0)
-        rank = np.ceil((n + 1) * level).astype(np.int64)  # 1-based, 0..n+1
-        idx = np.clip(rank - 1, 0, n - 1)[None]
-        width = np.take_along_axis(self.sorted_, idx, axis=0)[0]
-        width = np.where(rank > n, self.max_, width)
-        return np.where(self.alpha_ >= 1.0, 0.0, width)
+        counts = np.full(self.alpha_.shape, self.sorted_.shape[0])
+        return aci_widths(self.sorted_, counts, self.alpha_, self.max_)
 
     def update(self, scores: np.ndarray, widths: np.ndarray) -> AdaptiveConformal:
         """Feedback (H, C): realised ``scores`` of forecasts that were issued with half-widths
@@ -98,11 +124,8 @@ class AdaptiveConformal:
         if scores.shape != self.alpha_.shape or widths.shape != self.alpha_.shape:
             raise RecurraError(f"scores {scores.shape} and widths {widths.shape} must both be "
                                f"{self.alpha_.shape} (H, C)")
-        arrived = np.isfinite(scores)
-        miss = (scores > widths).astype(np.float64)
-        step = self.config.gamma * (self.config.alpha - miss)
-        self.alpha_ = np.where(arrived, self.alpha_ + step, self.alpha_)
-        self.max_ = np.where(arrived, np.fmax(self.max_, scores), self.max_)
+        self.alpha_, self.max_, arrived = aci_update(self.alpha_, self.max_, scores, widths,
+                                                     self.config)
         self.n_updates_ += arrived
         return self
 
@@ -135,78 +158,7 @@ class AdaptiveConformal:
 
 
 class AdaptiveForecastIntervals:
-    """ACI inside a streaming forecaster: one global :class:`AdaptiveConformal` over all
-    series (per step x channel, scores in each series' scaled units) plus the forecast
-    last issued per series, so that observed rows can be scored against it.
-
-    Each series keeps its last ``N`` issued forecasts (``N`` = the horizon), oldest first,
-    so that a forecaster predicting after every new row gets step-h feedback for the
-    forecast issued h rows earlier, for every h (one ACI update per step per row, as in
-    Gibbs & Candes' multi-step use). Each remembered (step, channel) feeds the ACI update at
-    most once; a forecast is forgotten once nothing of it can still arrive. Fitted
-    attributes: ``aci_`` and ``issued_`` ({series_id: [{"timestamps" (N,) int64 us,
-    "point" (N, O) original units, "widths" (N, O) scaled, "scale" (O,), "pending" (N, O)
-    bool}, ...]}).
-    """
-
-    def __init__(self, config: AdaptiveConfig | None = None) -> None:
-        self.config = config or AdaptiveConfig()
-
-    def fit(self, scores: np.ndarray) -> AdaptiveForecastIntervals:
-        """Seed from validation scores (n, H, C) (see :meth:`AdaptiveConformal.fit`)."""
-        self.aci_ = AdaptiveConformal(self.config).fit(scores)
-        self.issued_: dict[str, list[dict[str, np.ndarray]]] = {}
-        return self
-
-    def half_widths(self, steps: int) -> np.ndarray:
-        """Current half-widths (steps, C) in scaled units."""
-        return self.aci_.widths()[:steps]
-
-    def issue(self, series_id: str, timestamps: np.ndarray, point: np.ndarray,
-              scale: np.ndarray, widths: np.ndarray) -> None:
-        """Remember a forecast: ``timestamps`` (N,) datetime64, ``point`` (N, O) in original
-        units, ``scale`` (O,) the series' target scale, ``widths`` (N, O) scaled units."""
-        queue = self.issued_.setdefault(series_id, [])
-        stamps = np.asarray(timestamps, "datetime64[us]").astype(np.int64)
-        if queue and queue[-1]["timestamps"][0] == stamps[0]:
-            queue.pop()  # the same origin forecast again: it replaces the earlier one
-        queue.append({
-            "timestamps": stamps,
-            "point": np.asarray(point, np.float64).copy(),
-            "widths": np.asarray(widths, np.float64).copy(),
-            "scale": np.asarray(scale, np.float64).copy(),
-            "pending": np.ones(np.shape(point), bool)})
-        del queue[:-len(queue[-1]["timestamps"])]  # at most one forecast per horizon step
-
-    def observe(self, series_id: str, timestamps: np.ndarray, values: np.ndarray) -> int:
-        """Feed observed target ``values`` (T, O) (NaN = missing) at ``timestamps`` (T,)
-        to every remembered forecast of ``series_id`` they match (oldest first); rows
-        matching nothing feed nothing. Returns the number of (step, channel) scores fed."""
-        queue = self.issued_.get(series_id)
-        if not queue:
-            return 0
-        stamps = np.asarray(timestamps, "datetime64[us]").astype(np.int64)
-        values = np.asarray(values, np.float64)
-        fed_total = sum(self._feed(issued, stamps, values) for issued in queue)
-        if stamps.size:  # rows arrive in time order: what is older than the newest is gone
-            newest = stamps.max()
-            queue[:] = [issued for issued in queue if issued["pending"].any()
-                        and issued["timestamps"][-1] > newest]
-        return fed_total
-
-    def _feed(self, issued: dict[str, np.ndarray], stamps: np.ndarray,
-              values: np.ndarray) -> int:
-        """One ACI update from the rows of ``stamps`` that match forecast ``issued``."""
-        _, rows, steps = np.intersect1d(stamps, issued["timestamps"], return_indices=True)
-        if not len(rows):
-            return 0
-        shape = self.aci_.alpha_.shape
-        scores = np.full(shape, np.nan)
-        widths = np.zeros(shape)
-        err = np.abs(values[rows] - issued["point"][steps]) / issued["scale"]
-        fed = np.isfinite(err) & issued["pending"][steps]
-        scores[steps] = np.where(fed, err, np.nan)
-        widths[steps] = issued["widths"][steps]
-        issued["pending"][steps] &= ~fed
-        self.aci_.update(scores, widths)
-        return int(fed.sum())
+    """Legacy shell: RNNForecasters saved before :mod:`recurra.forecasting.intervals` pickled
+    their ACI state as this object (``aci_``: an :class:`AdaptiveConformal`, ``issued_``:
+    remembered forecasts). It only unpickles; ``RNNForecaster._set_state`` maps it into an
+    :class:`~recurra.forecasting.intervals.IntervalCalibrator` with one pooled pool."""

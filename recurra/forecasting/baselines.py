@@ -9,10 +9,14 @@ All three follow the estimator contract of ``ARCHITECTURE.md``::
 Every (series, channel) pair is forecast on its own (channel independence); the linear
 model is *global*: one ridge regression shared by every series and channel, fitted on
 windows normalised by their last value (or mean), as DLinear/RevIN do.  Prediction
-intervals are empirical quantiles of the h-step errors made on the training windows, per
-(series, channel, step), pooled over the channel (then over everything) when a pair has
-too few errors.  Missing values are forward-filled in the inputs (the training mean before
-the first observation); training errors and the ridge targets use observed targets only.
+intervals are split-conformal offsets of the h-step errors made on the training (or
+``validation``) windows, per (series, channel, step), through
+:mod:`recurra.forecasting.intervals`: a pair with fewer than ``MIN_ERRORS`` errors uses the
+errors of its channel over every series (then of everything), each series' errors divided
+by its mean absolute error before pooling and the offsets multiplied back by the pair's
+own (``interval_.fallback_`` names those pairs).  Missing values are forward-filled in the
+inputs (the training mean before the first observation); training errors and the ridge
+targets use observed targets only.
 """
 
 from __future__ import annotations
@@ -41,10 +45,11 @@ from recurra.data.schema import (
     quantile_column,
     validate_frame,
 )
+from recurra.forecasting.intervals import IntervalCalibrator, IntervalConfig
 from recurra.nn.persistence import load_estimator, save_estimator
 
 NORMALIZATIONS = ("none", "last", "mean")
-MIN_ERRORS = 20  # fewer training errors than this for a (series, channel): pool
+MIN_ERRORS = 20  # fewer training errors than this for a (series, channel): pooled fallback
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,7 @@ class _BaselineForecaster:
             raise SchemaError(f"`config` must be a {self.config_class.__name__}, got "
                               f"{type(self.config).__name__}")
         self.state_: dict[str, dict[str, Any]] | None = None
-        self.error_quantiles_: dict[str, Any] | None = None
+        self.interval_: IntervalCalibrator | None = None
 
     # -- to define in subclasses --------------------------------------------------------
     @property
@@ -193,7 +198,7 @@ class _BaselineForecaster:
             calibration_arrays = frame_to_arrays(validate_frame(validation, name="validation"))
             calibration = [self._series_windows(a, name="validation")
                            for a in calibration_arrays]
-        self.error_quantiles_ = self._error_quantiles(calibration, calibration_arrays)
+        self.interval_ = self._calibrate(calibration, calibration_arrays)
         self.state_ = {a.series_id: self._series_state(a) for a in arrays}
         return self
 
@@ -236,13 +241,21 @@ class _BaselineForecaster:
         return load_estimator(path, expected=cls)
 
     def _get_state(self) -> dict[str, Any]:
-        return {"state": self.state_, "error_quantiles": self.error_quantiles_,
+        return {"state": self.state_, "interval": self.interval_.get_state(),
                 "params": self._get_params()}
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self.state_ = state["state"]
-        self.error_quantiles_ = state["error_quantiles"]
+        if "interval" in state:
+            self.interval_ = IntervalCalibrator.from_state(self._interval_config(),
+                                                           state["interval"])
+        else:  # saved before the calibrator: its quantile table, looked up as it was
+            self.interval_ = _from_error_table(self._interval_config(),
+                                               state["error_quantiles"])
         self._set_params(state["params"])
+
+    def _interval_config(self) -> IntervalConfig:
+        return IntervalConfig("conformal", self.config.quantiles, MIN_ERRORS)
 
     def _get_params(self) -> dict[str, Any]:
         return {}
@@ -281,26 +294,24 @@ class _BaselineForecaster:
         return (fill, stack(filled[past]), stack(values[future]),
                 stack(arrays.observed[future]))
 
-    def _error_quantiles(self, windows: list[tuple], arrays_list: list) -> dict[str, Any]:
-        """Empirical quantiles (H, Q) of target - forecast per (series, channel), channel,
-        and overall."""
-        levels = np.asarray(self.config.quantiles)
-        per_pair, per_channel, everything = {}, {}, []
+    def _calibrate(self, windows: list[tuple], arrays_list: list) -> IntervalCalibrator:
+        """The calibrator of the errors ``target - forecast`` (origins, H) of every
+        (series, channel), channels as the union over the series."""
+        channels = sorted({c for arrays in arrays_list for c in arrays.channels})
+        parts, series = [], []
         for arrays_windows, arrays in zip(windows, arrays_list, strict=True):
             _, inputs, targets, observed = arrays_windows
             errors = np.where(observed, targets - self._forecast(
                 inputs[:, -self.context_length:], self.config.horizon), np.nan)
             n_origins = errors.shape[0] // arrays.n_channels
-            errors = errors.reshape(arrays.n_channels, n_origins, -1)
-            for j, channel in enumerate(arrays.channels):
-                per_pair[(arrays.series_id, channel)] = _quantiles(errors[j], levels)
-                per_channel.setdefault(channel, []).append(errors[j])
-            everything.append(errors.reshape(-1, errors.shape[-1]))
-        return {
-            "pair": per_pair,
-            "channel": {c: _quantiles(np.concatenate(e), levels) for c, e in per_channel.items()},
-            "all": _quantiles(np.concatenate(everything), levels),
-        }
+            block = np.full((n_origins, errors.shape[1], len(channels)), np.nan)
+            index = [channels.index(c) for c in arrays.channels]
+            block[:, :, index] = errors.reshape(arrays.n_channels, n_origins, -1).transpose(
+                1, 2, 0)
+            parts.append(block)
+            series.append(np.full(n_origins, arrays.series_id, dtype=object))
+        return IntervalCalibrator(self._interval_config()).fit(
+            np.concatenate(parts), np.concatenate(series), channels)
 
     def _series_state(self, arrays, name: str = "train") -> dict[str, Any]:
         if arrays.n_steps < self.context_length:
@@ -346,19 +357,22 @@ class _BaselineForecaster:
             STEP: np.tile(steps, len(channels)).astype(np.int32),
             Y_HAT: point.reshape(-1),
         }
-        offsets = np.stack([self._offsets(series_id, c)[:horizon] for c in channels])
+        offsets = self._offsets(series_id, channels, horizon)  # (F, H, Q)
         for k, level in enumerate(self.config.quantiles):
             columns[quantile_column(level)] = (point + offsets[:, :, k]).reshape(-1)
         frame = pl.DataFrame(columns)
         return frame.with_columns(pl.col(ISSUED_AT).cast(pl.Datetime("us")).dt.replace_time_zone(
             "UTC"), pl.col(TIMESTAMP).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
 
-    def _offsets(self, series_id: str, channel: str) -> np.ndarray:
-        table = self.error_quantiles_
-        for found in (table["pair"].get((series_id, channel)), table["channel"].get(channel)):
-            if found is not None and np.isfinite(found).all():
-                return found
-        return np.nan_to_num(table["all"])
+    def _offsets(self, series_id: str, channels: tuple[str, ...], horizon: int
+                 ) -> np.ndarray:
+        """(F, H, Q) interval offsets of ``channels`` of ``series_id``; a channel unknown
+        to the calibrator gets the median of the pooled offsets of the others."""
+        interval = self.interval_
+        table = interval.offsets([series_id], horizon)[0]                  # (H, O, Q)
+        other = np.median(interval.default_offsets_[:horizon], axis=1)      # (H, Q)
+        return np.stack([table[:, interval.channels_.index(c)] if c in interval.channels_
+                         else other for c in channels])
 
     def _output_schema(self) -> dict[str, pl.DataType]:
         schema = dict(FORECAST_SCHEMA)
@@ -414,16 +428,28 @@ def _channel_means(values: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
 
 
-def _quantiles(errors: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """(N, H) errors with NaN -> (H, Q) quantiles; NaN for steps with < MIN_ERRORS errors."""
-    counts = np.isfinite(errors).sum(axis=0)
-    result = np.full((errors.shape[1], levels.size), np.nan)
-    enough = counts >= MIN_ERRORS
-    if enough.all() and counts.min() == errors.shape[0]:  # no gaps: the fast path
-        return np.quantile(errors, levels, axis=0).T
-    if enough.any():
-        result[enough] = np.nanquantile(errors[:, enough], levels, axis=0).T
-    return result
+def _from_error_table(config: IntervalConfig, table: dict[str, Any]) -> IntervalCalibrator:
+    """A calibrator that gives a model saved before :mod:`recurra.forecasting.intervals` its
+    old offsets: ``table`` {"pair": {(series, channel): (H, Q)}, "channel": {channel: (H,
+    Q)}, "all": (H, Q)}, NaN where a step had too few errors; a pair falls back to its
+    channel, then to everything, as the old look-up did."""
+    def pick(*found: np.ndarray | None) -> np.ndarray:
+        for item in found:
+            if item is not None and np.isfinite(item).all():
+                return item
+        return np.nan_to_num(table["all"])
+
+    channels = sorted({c for _, c in table["pair"]} | set(table["channel"]))
+    series = sorted({s for s, _ in table["pair"]})
+    default = np.stack([pick(table["channel"].get(c)) for c in channels], axis=1)  # (H, O, Q)
+    offsets = np.stack([np.stack([pick(table["pair"].get((s, c)), table["channel"].get(c))
+                                  for c in channels], axis=1) for s in series])
+    calibrator = IntervalCalibrator.pooled(config, offsets=default)
+    calibrator.series_ids_, calibrator.channels_ = series, channels
+    calibrator.offsets_ = offsets.reshape(len(series), *default.shape)
+    calibrator.scale_ = np.ones((len(series), len(channels)))
+    calibrator.source_ = np.zeros((len(series), len(channels)), np.int64)
+    return calibrator
 
 
 class NaiveForecaster(_BaselineForecaster):

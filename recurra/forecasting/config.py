@@ -43,13 +43,17 @@ class ForecasterConfig:
         ``huber_delta``, absolute above, in scaled units).
     interval : where the quantile columns come from: ``"model"`` (the head) or
         ``"conformal"`` (split conformal: the head's quantiles, or y_hat for a point head,
-        shifted per horizon step and channel by quantiles of the validation residuals; fit
-        then needs ``validation``, see :mod:`recurra.forecasting.conformal`) or ``"adaptive"``
-        (adaptive conformal inference, :mod:`recurra.forecasting.adaptive`: y_hat +- half-widths
-        seeded from the validation |residuals| of y_hat and moved by every observed row
-        that :meth:`~recurra.forecasting.rnn.RNNForecaster.update` matches to a remembered
-        forecast; needs ``validation`` and one symmetric quantile pair ``(q, 1 - q)``,
-        optionally with 0.5, whose coverage ``1 - 2q`` is the target).
+        shifted per series, horizon step and channel by quantiles of that series'
+        validation residuals; fit then needs ``validation``) or ``"adaptive"`` (adaptive
+        conformal inference: y_hat +- half-widths per series, step and channel, seeded from
+        the validation |residuals| of y_hat and moved by every observed row that
+        :meth:`~recurra.forecasting.rnn.RNNForecaster.update` matches to a remembered
+        forecast of the series; needs ``validation`` and one symmetric quantile pair
+        ``(q, 1 - q)``, optionally with 0.5, whose coverage ``1 - 2q`` is the target). Both
+        go through :mod:`recurra.forecasting.intervals`.
+    interval_min_residuals : a series (and channel) with fewer validation windows than this
+        at some step uses the pooled, scale-normalised residuals of every series instead of
+        its own (``interval`` ``"conformal"`` / ``"adaptive"``; integer >= 1).
     adaptive_gamma : ACI step size in (0, 1] (``interval="adaptive"``).
     quantiles : forecast quantile levels (columns ``q10``...); y_hat is the median (or mean).
     lookback, horizon : window lengths (steps). stride : between training windows.
@@ -102,6 +106,7 @@ class ForecasterConfig:
     loss: str = "mse"
     huber_delta: float = 1.0
     interval: str = "model"
+    interval_min_residuals: int = 20
     adaptive_gamma: float = 0.005
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
     lookback: int = 48
@@ -183,6 +188,9 @@ class ForecasterConfig:
     def _check_adaptive(self, levels: tuple[float, ...]) -> None:
         if not 0.0 < self.adaptive_gamma <= 1.0:
             raise RecurraError(f"adaptive_gamma ({self.adaptive_gamma}) must be in (0, 1]")
+        minimum = self.interval_min_residuals
+        if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
+            raise RecurraError(f"interval_min_residuals ({minimum!r}) must be an integer >= 1")
         if self.interval != "adaptive":
             return
         pair = [q for q in levels if q != 0.5]

@@ -137,10 +137,9 @@ class ForecasterFleet:
                   "y_hat": module.head.point(params).double().numpy() * scale + center}
         levels = tuple(config.quantiles)
         bands = module.head.quantiles(params, levels).double().numpy()
-        if getattr(forecaster, "conformal_", None) is not None:
-            from recurra.forecasting import conformal
-
-            bands = conformal.apply_offsets(bands, forecaster.conformal_)
+        interval = getattr(forecaster, "interval_", None)
+        if interval is not None and interval.config.method == "conformal":
+            bands = interval.apply(self.series_ids_, bands)  # per-series offsets
         bands = bands * scale[..., None] + center[..., None]
         result.update({quantile_column(q): bands[..., j] for j, q in enumerate(levels)})
         return result

@@ -47,12 +47,13 @@ from recurra.data.schema import (
     quantile_column,
     validate_frame,
 )
-from recurra.forecasting import adaptive, conformal, stream
+from recurra.forecasting import stream
 from recurra.forecasting import transforms as tfm
 from recurra.forecasting import windows as win
 from recurra.forecasting.config import (
     ForecasterConfig,  # re-exported: the config lives in config.py
 )
+from recurra.forecasting.intervals import IntervalCalibrator, IntervalConfig, from_saved
 from recurra.forecasting.windows import (
     check_length,
     fit_scaler,
@@ -140,8 +141,7 @@ class RNNForecaster:
             frame = self._to_returns(frame)
             validation = None if validation is None else self._to_returns(
                 validate_frame(validation, name="validation"))
-        self.conformal_: np.ndarray | None = None
-        self.adaptive_: adaptive.AdaptiveForecastIntervals | None = None
+        self.interval_: IntervalCalibrator | None = None
         self.channels_ = sorted(frame[CHANNEL].unique().to_list())
         self.targets_ = self._targets(self.channels_)
         arrays = frame_to_arrays(frame, channels=self.channels_)
@@ -165,12 +165,16 @@ class RNNForecaster:
         return self
 
     def calibrate(self, validation: Any) -> RNNForecaster:
-        """Split-conformal offsets (:mod:`recurra.forecasting.conformal`) from every stride-1 window
-        of ``validation`` (a contract frame not used for training): afterwards the quantile
-        columns of :meth:`predict` are the model's quantiles (or y_hat for a point head)
-        shifted per horizon step and channel. Called by :meth:`fit` when
-        ``interval="conformal"``; with ``interval="adaptive"`` it (re)seeds ``adaptive_``
-        from |y - y_hat| of the fully observed windows and forgets remembered forecasts.
+        """Calibrate ``interval_`` (:mod:`recurra.forecasting.intervals`) on every stride-1
+        window of ``validation`` (a contract frame not used for training), one pool per
+        (series, step, channel) with a pooled fallback for series with fewer than
+        ``interval_min_residuals`` windows (``interval_.fallback_`` names them).
+
+        ``interval="conformal"``: the quantile columns of :meth:`predict` are the model's
+        quantiles (or y_hat for a point head) shifted by the series' split-conformal
+        offsets. ``interval="adaptive"``: y_hat +- the series' ACI half-widths, seeded from
+        |y - y_hat| and moved by :meth:`update`; remembered forecasts are forgotten.
+        Called by :meth:`fit` when ``interval`` is not ``"model"``.
         """
         check_fitted(self)
         if self.config.stateful:
@@ -181,21 +185,20 @@ class RNNForecaster:
         prepared = self._prepared(self._arrays(validation, "validation"))
         targets = [self.channels_.index(c) for c in self.targets_]
         adaptive_mode = self.config.interval == "adaptive"
-        bands, y, seen = _calibration_bands(self.module_, prepared, self.config, targets,
-                                            point=adaptive_mode)
+        bands, y, seen, series = _calibration_bands(self.module_, prepared, self.config,
+                                                    targets, point=adaptive_mode)
+        residuals = np.where(seen[..., None], y[..., None] - bands, np.nan)
         if adaptive_mode:
-            full = seen.all(axis=(1, 2))
-            if not full.any():
-                raise RecurraError("calibrate: interval 'adaptive' needs at least one "
-                                   "validation window with every target observed")
-            levels = tuple(self.config.quantiles)
-            self.adaptive_ = adaptive.AdaptiveForecastIntervals(adaptive.AdaptiveConfig(
-                1.0 - (levels[-1] - levels[0]), self.config.adaptive_gamma)).fit(
-                np.abs(y - bands[..., 0])[full])
-            return self
-        self.conformal_ = conformal.conformal_offsets(bands, y, seen,
-                                                      tuple(self.config.quantiles))
+            residuals = np.abs(residuals[..., 0])
+        ids = np.array([p.series_id for p in prepared], dtype=object)[series]
+        self.interval_ = IntervalCalibrator(self._interval_config()).fit(
+            residuals, ids, list(self.targets_))
         return self
+
+    def _interval_config(self) -> IntervalConfig:
+        config = self.config
+        return IntervalConfig(config.interval, tuple(config.quantiles),
+                              config.interval_min_residuals, config.adaptive_gamma)
 
     def fine_tune(self, frame: Any, epochs: int = 5, learning_rate: float | None = None,
                   callback: Callback | None = None, static: Any = None) -> RNNForecaster:
@@ -217,7 +220,7 @@ class RNNForecaster:
         tuned = RNNForecaster(dataclasses.replace(self.config, train=train,
                                                   linear_skip_ridge=None))  # keep the skip
         tuned.channels_, tuned.targets_ = self.channels_, self.targets_
-        tuned.conformal_ = tuned.adaptive_ = None  # new weights: calibrate(validation) again
+        tuned.interval_ = None  # new weights: calibrate(validation) again
         tuned.module_ = copy.deepcopy(self.module_).cpu()
         tuned.scaler_, tuned.levels_ = dict(self.scaler_), levels
         tuned.static_columns_, tuned.static_scaler_ = self.static_columns_, self.static_scaler_
@@ -373,8 +376,8 @@ class RNNForecaster:
     def update(self, new_rows: Any) -> RNNForecaster:
         """Advance the stored state of each series with ``new_rows`` (after its last row);
         with ``interval="adaptive"`` rows whose timestamps match a remembered forecast of
-        their series (the last ``horizon`` issued) first feed the ACI update (see
-        :mod:`recurra.forecasting.adaptive`)."""
+        their series (the last ``horizon`` issued) first feed that series' ACI update (see
+        :mod:`recurra.forecasting.intervals`)."""
         check_fitted(self)
         frame = validate_frame(new_rows, name="new rows")
         if self.config.target_transform != "none":  # returns from the last observed levels
@@ -389,11 +392,11 @@ class RNNForecaster:
         if unknown:
             raise SchemaError(f"new rows: series {unknown[:5]} are unknown to this forecaster; "
                               "use predict(frame=history) or fine_tune(frame) for new series")
-        adaptive_ = getattr(self, "adaptive_", None)
-        if adaptive_ is not None:  # score remembered forecasts before advancing the state
+        interval = getattr(self, "interval_", None)
+        if interval is not None and interval.config.method == "adaptive":
             targets = [self.channels_.index(c) for c in self.targets_]
-            for item in arrays:
-                adaptive_.observe(item.series_id, item.timestamps, item.values[:, targets])
+            for item in arrays:  # score remembered forecasts before advancing the state
+                interval.observe(item.series_id, item.timestamps, item.values[:, targets])
         self.state_ = {**self.state_, **stream.advance(self.module_, arrays, self.state_,
                                                     self.scaler_, self.config)}
         return self
@@ -408,8 +411,7 @@ class RNNForecaster:
         gives static features of series unknown at fit time.
         """
         check_fitted(self)
-        calibration = "adaptive_" if self.config.interval == "adaptive" else "conformal_"
-        if self.config.interval != "model" and getattr(self, calibration, None) is None:
+        if self.config.interval != "model" and getattr(self, "interval_", None) is None:
             raise RecurraError(f"interval {self.config.interval!r}: this forecaster has no "
                                "calibration (e.g. after fine_tune); call calibrate(validation)"
                                " first")
@@ -448,10 +450,9 @@ class RNNForecaster:
         scale = np.stack([sc[targets] for _, sc in scalers])[:, None, :]
         point = self.module_.head.point(params).double().cpu().numpy() * scale + center
         bands = self.module_.head.quantiles(params, levels).double().cpu().numpy()
-        if getattr(self, "conformal_", None) is not None:
-            bands = conformal.apply_offsets(bands, self.conformal_)
-        if getattr(self, "adaptive_", None) is not None:
-            bands = self._adaptive_bands(ids, results, point, center, scale, remember)
+        if getattr(self, "interval_", None) is not None:
+            bands = self._calibrated_bands(ids, results, bands, point, center, scale,
+                                           remember)
         bands = bands * scale[..., None] + center[..., None]               # (S, N, O, Q)
         n_series, n_targets = len(ids), len(targets)
         per_series = horizon * n_targets
@@ -472,18 +473,21 @@ class RNNForecaster:
             **{quantile_column(q): flat(bands[..., j]) for j, q in enumerate(levels)}}
         return _to_frame(columns, levels)
 
-    def _adaptive_bands(self, ids: list[str], results: list, point: np.ndarray,
-                        center: np.ndarray, scale: np.ndarray, remember: bool) -> np.ndarray:
-        """(S, N, O, Q) scaled bands y_hat +- the current ACI half-widths (the median level
-        is y_hat); ``remember`` stores each series' forecast for :meth:`update`. ``point``
-        (S, N, O) in original units, ``center``/``scale`` (S, 1, O)."""
-        widths = self.adaptive_.half_widths(point.shape[1])                  # (N, O)
-        if remember:
-            for i, series_id in enumerate(ids):
-                self.adaptive_.issue(series_id, results[i][2], point[i], scale[i, 0], widths)
+    def _calibrated_bands(self, ids: list[str], results: list, bands: np.ndarray,
+                          point: np.ndarray, center: np.ndarray, scale: np.ndarray,
+                          remember: bool) -> np.ndarray:
+        """(S, N, O, Q) scaled bands from ``interval_``: conformal shifts the head's
+        ``bands``; adaptive is y_hat +- each series' current ACI half-widths, and
+        ``remember`` stores each series' forecast for :meth:`update`. ``point`` (S, N, O)
+        in original units, ``center``/``scale`` (S, 1, O)."""
         scaled = (point - center) / scale
-        signs = np.sign(np.array(self.config.quantiles) - 0.5)
-        return scaled[..., None] + signs * widths[None, ..., None]
+        calibrated = self.interval_.apply(ids, bands, scaled)
+        if remember and self.interval_.config.method == "adaptive":
+            widths = self.interval_.widths(ids, point.shape[1])              # (S, N, O)
+            for i, series_id in enumerate(ids):
+                self.interval_.issue(series_id, results[i][2], point[i], scale[i, 0],
+                                     widths[i])
+        return calibrated
 
     # persistence -----------------------------------------------------------------------
     def _get_state(self) -> dict[str, Any]:
@@ -494,8 +498,8 @@ class RNNForecaster:
         return {"module": self.module_.state_dict(), "channels": self.channels_,
                 "targets": self.targets_, "scaler": self.scaler_, "state": self.state_,
                 "history": getattr(self, "history_", []),
-                "conformal": getattr(self, "conformal_", None),
-                "adaptive": getattr(self, "adaptive_", None),
+                "interval": (None if getattr(self, "interval_", None) is None
+                             else self.interval_.get_state()),
                 "static": (self.static_columns_, self.static_scaler_, self.static_),
                 "levels": getattr(self, "levels_", {}),
                 "excluded": getattr(self, "excluded_", {})}
@@ -504,8 +508,7 @@ class RNNForecaster:
         self.channels_, self.targets_ = list(state["channels"]), list(state["targets"])
         self.scaler_, self.state_ = state["scaler"], state["state"]
         self.history_ = state.get("history", [])
-        self.conformal_ = state.get("conformal")
-        self.adaptive_ = state.get("adaptive")
+        self.interval_ = from_saved(self._interval_config(), state)
         self.levels_ = dict(state.get("levels", {}))
         self.excluded_ = dict(state.get("excluded", {}))
         columns, scaler, static = state.get("static", ([], None, {}))
@@ -608,9 +611,10 @@ def _window_params(module: ForecastNet, batch: Any, config: ForecasterConfig,
 @torch.no_grad()
 def _calibration_bands(module: ForecastNet, prepared: list, config: ForecasterConfig,
                        targets: list[int], point: bool = False
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Quantile forecasts (W, N, O, Q) (``point``: y_hat, (W, N, O, 1)), targets and masks
-    (W, N, O) of every stride-1 window of ``prepared`` (scaled units)."""
+    (W, N, O) of every stride-1 window of ``prepared`` (scaled units), and the index into
+    ``prepared`` of each window's series (W,)."""
     module.eval()
     starts = window_starts(prepared, config.lookback, config.horizon, 1)
     raw = config.cell == "grud"
@@ -629,7 +633,7 @@ def _calibration_bands(module: ForecastNet, prepared: list, config: ForecasterCo
         raise RecurraError(f"calibrate: no validation window of lookback + horizon "
                            f"({config.lookback + config.horizon}) steps; pass a longer "
                            "validation frame")
-    return np.concatenate(bands), np.concatenate(ys), np.concatenate(seen)
+    return np.concatenate(bands), np.concatenate(ys), np.concatenate(seen), starts[:, 0]
 
 
 def _to_frame(columns: dict[str, np.ndarray], levels: tuple[float, ...]) -> pl.DataFrame:

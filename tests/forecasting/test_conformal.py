@@ -1,6 +1,6 @@
-"""Split-conformal intervals (recurra.forecasting.conformal) and their use by RNNForecaster;
-the point
-losses and the ridge initialisation options of the forecaster."""
+"""Split-conformal intervals (recurra.forecasting.conformal, through the calibrator of
+recurra.forecasting.intervals) and their use by RNNForecaster; the point losses and the
+ridge initialisation options of the forecaster."""
 
 from __future__ import annotations
 
@@ -12,12 +12,8 @@ import pytest
 import torch
 
 from recurra.data.schema import RecurraError, quantile_column
-from recurra.forecasting.conformal import (
-    adjusted_level,
-    apply_offsets,
-    conformal_offsets,
-    empirical_coverage,
-)
+from recurra.forecasting.conformal import adjusted_level, empirical_coverage, pool_offsets
+from recurra.forecasting.intervals import IntervalCalibrator, IntervalConfig
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 from recurra.forecasting.windows import ridge
 from recurra.nn.heads import DistributionHead
@@ -43,12 +39,13 @@ def test_coverage_near_nominal_on_exchangeable_data():
     scale = np.array([1.0, 3.0])[None, None, :] * (1 + np.arange(steps))[None, :, None]
     forecast = rng.normal(size=(n_cal, steps, channels))
     y_cal = forecast + rng.standard_t(5, size=forecast.shape) * scale
-    bands = np.repeat(forecast[..., None], len(LEVELS), axis=-1)       # a point forecast
-    offsets = conformal_offsets(bands, y_cal, np.ones(y_cal.shape, bool), LEVELS)
-    assert offsets.shape == (steps, channels, len(LEVELS))
+    residuals = np.repeat((y_cal - forecast)[..., None], len(LEVELS), axis=-1)  # point
+    calibrator = IntervalCalibrator(IntervalConfig("conformal", LEVELS)).fit(
+        residuals, np.zeros(n_cal))                                   # one series
+    assert calibrator.offsets_.shape == (1, steps, channels, len(LEVELS))
     new = rng.normal(size=(n_test, steps, channels))
     y_new = new + rng.standard_t(5, size=new.shape) * scale
-    shifted = apply_offsets(np.repeat(new[..., None], len(LEVELS), axis=-1), offsets)
+    shifted = calibrator.apply(["0"] * n_test, np.repeat(new[..., None], len(LEVELS), axis=-1))
     got = empirical_coverage(shifted[..., 0], shifted[..., 2], y_new)
     assert abs(got - 0.8) < 0.03
     for step in range(steps):  # per step and channel too (each cell has its own offsets)
@@ -59,19 +56,20 @@ def test_coverage_near_nominal_on_exchangeable_data():
 
 
 def test_offsets_ignore_unobserved_targets_and_keep_order():
-    bands = np.zeros((4, 1, 2, 3))
     y = np.array([1.0, 2.0, 3.0, 100.0])[:, None, None].repeat(2, axis=2)
-    observed = np.ones(y.shape, bool)
-    observed[3] = False                               # the outlier is not observed
-    observed[:, :, 1] = False                         # channel 1 never observed -> 0
-    offsets = conformal_offsets(bands, y, observed, LEVELS)
+    residuals = np.repeat(y[..., None], 3, axis=-1)   # y - 0 at every level
+    residuals[3] = np.nan                             # the outlier is not observed
+    residuals[:, :, 1] = np.nan                       # channel 1 never observed -> 0
+    offsets = pool_offsets(residuals, LEVELS)
     # n = 3: lower level floor(0.4) / 3 = 0 ('lower' -> min 1), upper min(1, ceil(3.6)/3)
     np.testing.assert_allclose(offsets[0, 0], [1.0, 2.0, 3.0])
     np.testing.assert_allclose(offsets[0, 1], [0.0, 0.0, 0.0])
-    crossing = apply_offsets(np.array([[[[0.0, 0.0, 0.0]]]]), np.array([[[1.0, 0.0, -1.0]]]))
+    calibrator = IntervalCalibrator.pooled(IntervalConfig("conformal", LEVELS),
+                                           offsets=np.array([[[1.0, 0.0, -1.0]]]))
+    crossing = calibrator.apply(["a"], np.array([[[[0.0, 0.0, 0.0]]]]))
     assert np.all(np.diff(crossing, axis=-1) >= 0)
     with pytest.raises(RecurraError, match="levels"):
-        conformal_offsets(bands, y, observed, (0.1, 0.9))
+        pool_offsets(residuals, (0.1, 0.9))
 
 
 def _config(**kwargs) -> ForecasterConfig:
@@ -96,12 +94,13 @@ def _parts() -> tuple[pl.DataFrame, pl.DataFrame]:
 def test_forecaster_conformal_intervals_ordered_and_saved(kwargs, tmp_path):
     train, validation = _parts()
     model = RNNForecaster(_config(**kwargs)).fit(train, validation=validation)
-    assert model.conformal_.shape == (4, 2, 3)  # (steps, channels, levels)
+    assert model.interval_.offsets_.shape == (1, 4, 2, 3)  # (series, steps, channels, levels)
+    assert model.interval_.fallback_ == {}                  # 47 windows >= 20 of its own
     forecast = model.predict()
     low, mid, high = (forecast[quantile_column(q)].to_numpy() for q in LEVELS)
     assert np.all(low <= mid) and np.all(mid <= high) and np.all(high - low > 0)
     loaded = RNNForecaster.load(model.save(tmp_path / "m"))
-    np.testing.assert_array_equal(loaded.conformal_, model.conformal_)
+    np.testing.assert_array_equal(loaded.interval_.offsets_, model.interval_.offsets_)
     assert loaded.predict().equals(forecast)
 
 
@@ -122,7 +121,7 @@ def test_model_interval_of_point_head_is_degenerate_and_old_state_loads(tmp_path
     forecast = model.predict()
     np.testing.assert_array_equal(forecast["q10"].to_numpy(), forecast["y_hat"].to_numpy())
     state = model._get_state()
-    del state["conformal"]                            # a model saved before this option
+    del state["interval"]                             # a model saved before this option
     old = RNNForecaster(model.config)
     old._set_state(state)
     assert old.predict().equals(forecast)

@@ -1,5 +1,8 @@
-"""RNNForecaster with interval="adaptive": ACI half-widths seeded on validation, moved by the
-rows that update() matches to remembered forecasts (recurra.forecasting.adaptive)."""
+"""RNNForecaster with interval="adaptive": ACI half-widths per series seeded on validation,
+moved by the rows that update() matches to remembered forecasts of that series
+(recurra.forecasting.intervals). Since per-series pools, each series has its own levels: the
+tests below check that feedback of one series moves its levels only (they asserted one
+shared level per (step, channel) before)."""
 
 from __future__ import annotations
 
@@ -55,62 +58,65 @@ def _copy(model: RNNForecaster, tmp_path, name: str) -> RNNForecaster:
 
 def test_one_all_miss_update_lowers_alpha_by_gamma_times_one_minus_alpha(fitted, tmp_path):
     model = _copy(fitted[0], tmp_path, "m")
-    aci = model.adaptive_.aci_
-    before, widths = aci.alpha_.copy(), aci.widths()
-    assert before.shape == (4, 2) and np.allclose(before, 0.2)
+    aci = model.interval_
+    ids = aci.series_ids_
+    before, widths = aci.alpha_.copy(), aci.widths(ids, 4)
+    assert before.shape == (2, 4, 2) and np.allclose(before, 0.2)   # (series, steps, channels)
     forecast = model.predict()
-    one = forecast.filter(pl.col("series_id") == forecast["series_id"][0])
+    one = forecast.filter(pl.col("series_id") == ids[0])
     low, high = one["q10"].to_numpy(), one["q90"].to_numpy()
     np.testing.assert_allclose((high - low) / 2, high - one["y_hat"].to_numpy())
     rows = one.select("series_id", "timestamp", "channel",
                       value=pl.col("y_hat") + 1e3)           # every target far outside
     model.update(rows)
-    # ACI: alpha <- alpha + gamma * (alpha - 1) for each (step, channel) that missed
-    np.testing.assert_allclose(aci.alpha_, before - 0.05 * (1 - 0.2))
-    assert np.all(aci.n_updates_ == 1) and np.all(aci.widths() >= widths)
-    again = model.predict().filter(pl.col("series_id") == one["series_id"][0])
+    # ACI: alpha <- alpha + gamma * (alpha - 1) for each (step, channel) of that series
+    np.testing.assert_allclose(aci.alpha_[0], before[0] - 0.05 * (1 - 0.2))
+    np.testing.assert_array_equal(aci.alpha_[1], before[1])    # the other series: unchanged
+    assert np.all(aci.n_updates_[0] == 1) and np.all(aci.n_updates_[1] == 0)
+    assert np.all(aci.widths(ids, 4) >= widths)
+    again = model.predict().filter(pl.col("series_id") == ids[0])
     assert np.all((again["q90"] - again["q10"]).to_numpy() >= (high - low) - 1e-9)
 
 
 def test_stream_with_more_noise_moves_alpha_toward_more_coverage(fitted, tmp_path):
     model, later = _copy(fitted[0], tmp_path, "m"), fitted[1]
-    start = model.adaptive_.aci_.widths().copy()
+    start = model.interval_.widths(model.interval_.series_ids_, 4)
     times = sorted(later["timestamp"].unique().to_list())
     for begin in range(0, 36, 4):
         model.predict()
         model.update(later.filter(pl.col("timestamp").is_in(times[begin:begin + 4])))
-    aci = model.adaptive_.aci_
-    assert np.all(aci.n_updates_ == 2 * 9)                   # 2 series x 9 cycles
-    assert aci.alpha_.mean() < 0.2 and aci.widths().mean() > start.mean()
+    aci = model.interval_
+    assert np.all(aci.n_updates_ == 9)                       # 9 cycles, each series its own
+    assert aci.alpha_.mean() < 0.2 and aci.widths(aci.series_ids_, 4).mean() > start.mean()
 
 
 def test_save_load_round_trip_and_no_feedback_without_overlap(fitted, tmp_path):
     model = _copy(fitted[0], tmp_path, "m")
     forecast = model.predict()
     loaded = _copy(model, tmp_path, "again")
-    np.testing.assert_array_equal(loaded.adaptive_.aci_.alpha_, model.adaptive_.aci_.alpha_)
-    assert loaded.adaptive_.issued_.keys() == model.adaptive_.issued_.keys()
-    for sid, queue in model.adaptive_.issued_.items():
-        assert len(loaded.adaptive_.issued_[sid]) == len(queue) == 1
-        for issued, again in zip(queue, loaded.adaptive_.issued_[sid], strict=True):
+    np.testing.assert_array_equal(loaded.interval_.alpha_, model.interval_.alpha_)
+    assert loaded.interval_.issued_.keys() == model.interval_.issued_.keys()
+    for sid, queue in model.interval_.issued_.items():
+        assert len(loaded.interval_.issued_[sid]) == len(queue) == 1
+        for issued, again in zip(queue, loaded.interval_.issued_[sid], strict=True):
             for key, value in issued.items():
                 np.testing.assert_array_equal(again[key], value)
     assert loaded.predict().equals(forecast)
     # rows half an hour off the forecast grid match nothing: no feedback, alpha unchanged
-    before = model.adaptive_.aci_.alpha_.copy()
+    before = model.interval_.alpha_.copy()
     first = forecast["timestamp"].min() - dt.timedelta(minutes=30)
     rows = forecast.filter(pl.col("step") == 1).select(
         "series_id", "channel", timestamp=pl.lit(first), value=pl.col("y_hat") + 1e3)
     model.update(rows)
-    np.testing.assert_array_equal(model.adaptive_.aci_.alpha_, before)
-    assert np.all(model.adaptive_.aci_.n_updates_ == 0)
+    np.testing.assert_array_equal(model.interval_.alpha_, before)
+    assert np.all(model.interval_.n_updates_ == 0)
 
 
 def test_predict_from_history_remembers_nothing(fitted, tmp_path):
     model = _copy(fitted[0], tmp_path, "m")
     train, _, _ = _parts()
     model.predict(frame=train)
-    assert model.adaptive_.issued_ == {}
+    assert model.interval_.issued_ == {}
 
 
 def test_adaptive_config_errors_and_old_configs_load():
@@ -138,7 +144,7 @@ def test_predicting_after_every_row_feeds_every_step_once_per_row(fitted, tmp_pa
         model.predict()
         model.predict()                          # same origin: replaces, no double count
         model.update(later.filter(pl.col("timestamp") == times[row]))
-    updates = model.adaptive_.aci_.n_updates_                # (steps, channels)
-    expected = 2 * (n_rows - np.arange(4))                   # 2 series, step h (0-based)
-    np.testing.assert_array_equal(updates, np.repeat(expected[:, None], 2, axis=1))
-    assert all(len(queue) <= 4 for queue in model.adaptive_.issued_.values())
+    updates = model.interval_.n_updates_                # (series, steps, channels)
+    expected = n_rows - np.arange(4)                         # per series, step h (0-based)
+    np.testing.assert_array_equal(updates, np.broadcast_to(expected[None, :, None], (2, 4, 2)))
+    assert all(len(queue) <= 4 for queue in model.interval_.issued_.values())

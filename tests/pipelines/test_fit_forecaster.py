@@ -23,15 +23,15 @@ def _adaptive() -> RNNForecaster:
 def test_adaptive_forecaster_is_calibrated_on_the_rest_and_adapts_as_rows_resolve():
     train, rest = split_by_time(make_frame(n_series=2, n_steps=160, gap_share=0.0), 0.3)
     model = fit_forecaster(_adaptive(), train, rest)
-    aci = model.adaptive_.aci_
-    assert aci.alpha_.shape == (4, 1) and (aci.n_updates_ == 0).all()
+    aci = model.interval_                   # one ACI state per (series, step, channel)
+    assert aci.alpha_.shape == (2, 4, 1) and (aci.n_updates_ == 0).all()
     model.update(rest)                      # the train task advances the state through rest
     forecast = model.predict()
     assert (forecast["q90"] > forecast["y_hat"]).all()
     resolved = forecast.select("series_id", "channel", "timestamp",
                                value=pl.col("y_hat") + 100.0)   # every target a miss
     model.update(resolved)
-    assert (aci.n_updates_ == 2).all() and (aci.alpha_ < 0.2).all()
+    assert (aci.n_updates_ == 1).all() and (aci.alpha_ < 0.2).all()
 
 
 def test_plain_forecasters_ignore_the_rest_and_empty_rest_is_a_clear_error():
