@@ -88,7 +88,7 @@ def _config(stateful: bool, args) -> ForecasterConfig:
     extra = (dict(stateful=True, tbptt_length=args.t1s_tbptt,
                   stateful_segments=args.t1s_segments, stateful_burn_in=LOOKBACK)
              if stateful else dict(max_windows_per_epoch=args.t1s_windows))
-    return ForecasterConfig(cell="lstm", hidden_size=128, num_layers=2, lookback=LOOKBACK,
+    return ForecasterConfig.from_flat(cell="lstm", hidden_size=128, num_layers=2, lookback=LOOKBACK,
                             horizon=HORIZON, decoder="direct", output="point", loss="mse",
                             calendar=False, scaler="none", train=train,
                             forecast_from_last=getattr(args, "t1s_from_last", True), **extra)
@@ -138,12 +138,12 @@ def ours(stateful: bool, train_frame, evaluator: _Evaluator, budget_s: float, ev
             "supervised_positions": clock["positions"],
             "supervised_positions_per_s": clock["positions"] / clock["train"],
             "config": {"stateful": stateful, "hidden_size": 128,
-                       "forecast_from_last": config.forecast_from_last, "num_layers": 2,
+                       "forecast_from_last": config.decoder.forecast_from_last, "num_layers": 2,
                        "batch_size": config.train.batch_size,
                        "learning_rate": config.train.learning_rate,
-                       **({"tbptt_length": config.tbptt_length,
-                           "stateful_segments": config.stateful_segments,
-                           "stateful_burn_in": config.stateful_burn_in} if stateful else
+                       **({"tbptt_length": config.tbptt.length,
+                           "stateful_segments": config.tbptt.segments,
+                           "stateful_burn_in": config.tbptt.burn_in} if stateful else
                           {"max_windows_per_epoch": config.max_windows_per_epoch})}}
 
 

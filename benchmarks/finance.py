@@ -37,6 +37,7 @@ from recurra.data import loaders  # noqa: E402
 from recurra.data.schema import CHANNEL, OBSERVED, SERIES_ID, TIMESTAMP, VALUE, Y_HAT  # noqa: E402
 from recurra.forecasting import transforms  # noqa: E402
 from recurra.forecasting.baselines import GarchConfig, GarchForecaster  # noqa: E402
+from recurra.forecasting.config import EncoderConfig  # noqa: E402
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster  # noqa: E402
 from recurra.forecasting.var_backtest import christoffersen, kupiec, pinball, qlike  # noqa: E402
 from recurra.nn.train import TrainConfig  # noqa: E402
@@ -146,10 +147,10 @@ def scores(y: np.ndarray, result: dict) -> dict:
 def rnn_factory(args: argparse.Namespace):
     train = TrainConfig(max_epochs=args.rnn_epochs, batch_size=128, device="cpu", seed=0,
                         early_stopping_patience=2)
-    config = ForecasterConfig(cell="lstm", hidden_size=args.rnn_hidden, lookback=60,
-                              horizon=1, output="student_t", quantiles=RNN_QUANTILES,
-                              calendar=False, max_windows_per_epoch=args.rnn_windows,
-                              train=train)
+    config = ForecasterConfig(lookback=60, horizon=1, quantiles=RNN_QUANTILES, calendar=False,
+                              max_windows_per_epoch=args.rnn_windows, train=train,
+                              encoder=EncoderConfig(cell="lstm", hidden_size=args.rnn_hidden),
+                              output="student_t")
 
     class _Fit:
         def __init__(self) -> None:
@@ -240,11 +241,12 @@ def f2(args: argparse.Namespace) -> dict:
     train = frame.filter(pl.col(TIMESTAMP) < times[n_train])
     validation = frame.filter((pl.col(TIMESTAMP) >= times[n_train - 96])
                               & (pl.col(TIMESTAMP) < times[test_from]))
-    config = ForecasterConfig(cell="lstm", hidden_size=args.f2_hidden, lookback=96,
-                              horizon=96, output="point", target_transform="log_return",
+    config = ForecasterConfig(lookback=96, horizon=96, target_transform="log_return",
                               calendar=False, max_windows_per_epoch=args.f2_windows,
                               train=TrainConfig(max_epochs=args.f2_epochs, batch_size=64,
-                                                device="cpu", seed=0, early_stopping_patience=2))
+                                                device="cpu", seed=0, early_stopping_patience=2),
+                              encoder=EncoderConfig(cell="lstm", hidden_size=args.f2_hidden),
+                              output="point")
     begun = time.perf_counter()
     model = RNNForecaster(config).fit(train, validation=validation)
     train_s = time.perf_counter() - begun

@@ -52,6 +52,7 @@ from recurra.forecasting.baselines import (  # noqa: E402
     SeasonalNaiveConfig,
     SeasonalNaiveForecaster,
 )
+from recurra.forecasting.config import EncoderConfig, OutputConfig, WindowConfig  # noqa: E402
 from recurra.forecasting.metrics import coverage, mae, mse  # noqa: E402
 from recurra.nn.train import TrainConfig  # noqa: E402
 
@@ -264,16 +265,22 @@ def fit_recurra(cell: str, data: Dataset, args: argparse.Namespace, alpha: float
                         schedule="cosine", early_stopping_patience=args.recurra_patience,
                         device="cpu", seed=args.seed)
     zero = args.recurra_skip_init == "zero"
-    config = ForecasterConfig(
-        cell=cell, hidden_size=args.recurra_hidden, dropout=args.dropout, lookback=LOOKBACK,
-        horizon=HORIZON, decoder=args.recurra_decoder, output=args.recurra_output,
-        loss=args.recurra_loss if args.recurra_output == "point" else "mse",
-        quantiles=(0.1, 0.5, 0.9), interval="conformal", calendar=False, scaler="none",
-        max_windows_per_epoch=args.recurra_windows or None,
-        normalization="last" if normalize == "last" or zero else "revin",
-        channel_independent=True, patch_length=args.patch, linear_skip=True,
-        linear_skip_ridge=math.inf if zero else alpha,
-        linear_skip_intercept=False if zero else intercept, train=train)
+    config = ForecasterConfig(lookback=LOOKBACK, horizon=HORIZON, quantiles=(0.1, 0.5, 0.9),
+                              calendar=False, scaler="none",
+                              max_windows_per_epoch=args.recurra_windows or None, train=train,
+                              encoder=EncoderConfig(cell=cell, hidden_size=args.recurra_hidden,
+                                                    dropout=args.dropout),
+                              decoder=args.recurra_decoder,
+                              output=OutputConfig(kind=args.recurra_output,
+                                                  loss=args.recurra_loss
+                                                  if args.recurra_output == "point" else "mse"),
+                              interval="conformal",
+                              window=WindowConfig(
+                                  normalization="last" if normalize == "last" or zero
+                                  else "revin", channel_independent=True,
+                                  patch_length=args.patch, linear_skip=True,
+                                  linear_skip_ridge=math.inf if zero else alpha,
+                                  linear_skip_intercept=False if zero else intercept))
     started = time.perf_counter()
     forecaster = RNNForecaster(config).fit(  # train_s includes the conformal calibration
         to_frame(data.values, data.channels, data.train),

@@ -128,14 +128,14 @@ def measure_group(name: str, model, frame: pl.DataFrame, holdout: int, share: fl
     cal, test = windows(model, rest), windows(model, held_out)
     residuals = np.where(cal["seen"][..., None], cal["y"][..., None] - cal["bands"], np.nan)
     config = IntervalConfig("conformal", tuple(model.config.quantiles),
-                            model.config.interval_min_residuals)
+                            model.config.interval.min_residuals)
     per_series = IntervalCalibrator(config).fit(residuals, cal["ids"], model.targets_)
     pooled = IntervalCalibrator(config).fit(residuals, np.full(len(cal["ids"]), "all"))
     ids, channels = list(test["ids"]), model.targets_
     point = cal["bands"][..., cal["bands"].shape[-1] // 2]
     scores = np.where(cal["seen"], np.abs(cal["y"] - point), np.nan)
     adaptive = IntervalConfig("adaptive", (0.1, 0.5, 0.9), config.min_residuals,
-                              model.config.adaptive_gamma)
+                              model.config.interval.adaptive_gamma)
     aci_series = IntervalCalibrator(adaptive).fit(scores, cal["ids"], channels)
     aci_pooled = IntervalCalibrator(adaptive).fit(scores, np.full(len(cal["ids"]), "all"))
     return {"forecaster": type(model).__name__, "stateful": False,

@@ -59,6 +59,7 @@ import torch  # noqa: E402
 from _t1s import DEFAULTS as T1S_DEFAULTS  # noqa: E402
 
 from recurra.forecasting.baselines import NaiveConfig, NaiveForecaster  # noqa: E402
+from recurra.forecasting.config import EncoderConfig, TBPTTConfig  # noqa: E402
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster  # noqa: E402
 from recurra.nn.train import TrainConfig  # noqa: E402
 
@@ -151,10 +152,12 @@ def training_throughput(cell: str, frame: pl.DataFrame, steps: int, warmup: int)
     """T1 for ``RNNForecaster(cell)``: windows/s inside ``fit`` (see the module docstring)."""
     train = TrainConfig(max_epochs=1, batch_size=BATCH, early_stopping_patience=None,
                         device="auto", seed=0)
-    config = ForecasterConfig(cell=cell, hidden_size=HIDDEN, num_layers=LAYERS,
-                              lookback=LOOKBACK, horizon=HORIZON, decoder="direct",
-                              output="quantile", quantiles=QUANTILES, calendar=False,
-                              max_windows_per_epoch=(steps + warmup + 1) * BATCH, train=train)
+    config = ForecasterConfig(lookback=LOOKBACK, horizon=HORIZON, quantiles=QUANTILES,
+                              calendar=False, max_windows_per_epoch=(steps + warmup + 1) * BATCH,
+                              train=train,
+                              encoder=EncoderConfig(cell=cell, hidden_size=HIDDEN,
+                                                    num_layers=LAYERS),
+                              decoder="direct", output="quantile")
     starts: list[float] = []
     windows: list[int] = []
     captured: dict = {}
@@ -325,8 +328,9 @@ def streaming_latency(n_series: int, history: int, repeats: int, n_reference: in
               for k in range(repeats)]
     train = TrainConfig(max_epochs=1, batch_size=256, early_stopping_patience=None,
                         device="cpu", seed=0)
-    config = ForecasterConfig(cell="lstm", hidden_size=32, lookback=24, horizon=24,
-                              stateful=True, tbptt_length=24, calendar=False, train=train)
+    config = ForecasterConfig(lookback=24, horizon=24, stateful=True, calendar=False, train=train,
+                              encoder=EncoderConfig(cell="lstm", hidden_size=32),
+                              tbptt=TBPTTConfig(length=24))
     started = time.perf_counter()
     forecaster = RNNForecaster(config).fit(frame)
     result = {"n_series": n_series, "history_rows": history, "repeats": repeats,
@@ -465,11 +469,12 @@ def quantization(csv: Path, quick: bool, repeats: int) -> dict:
     for cell in ("lstm",) if quick else ("lstm", "gru"):
         train = TrainConfig(max_epochs=1 if quick else 4, batch_size=BATCH,
                             early_stopping_patience=2, device="cpu", seed=0)
-        config = ForecasterConfig(cell=cell, hidden_size=HIDDEN, num_layers=LAYERS,
-                                  lookback=LOOKBACK, horizon=HORIZON, decoder="direct",
-                                  output="quantile", quantiles=QUANTILES, calendar=False,
-                                  scaler="none", max_windows_per_epoch=256 if quick else 2048,
-                                  train=train)
+        config = ForecasterConfig(lookback=LOOKBACK, horizon=HORIZON, quantiles=QUANTILES,
+                                  calendar=False, scaler="none",
+                                  max_windows_per_epoch=256 if quick else 2048, train=train,
+                                  encoder=EncoderConfig(cell=cell, hidden_size=HIDDEN,
+                                                        num_layers=LAYERS),
+                                  decoder="direct", output="quantile")
         started = time.perf_counter()
         fp32 = RNNForecaster(config).fit(
             windows_frame(values[slice(*TRAIN)][None], channels, "ETTh1_"),

@@ -6,7 +6,9 @@ Estimator configs are frozen dataclasses composed of small frozen parts (a forec
 the part's dataclass, a list a tuple (of dataclasses when the field is ``tuple[Part, ...]``).
 
 Configs written before a class was split into parts used flat keys (``hidden_size = 16``).
-A class lists them in ``FLAT_KEYS`` (``{"hidden_size": "encoder.hidden_size"}``); each one
+A part whose class names a ``SHORTHAND`` field may be given as that field's value alone
+(``decoder = "seq2seq"`` is ``decoder = {kind = "seq2seq"}``).  A class lists old flat keys
+in ``FLAT_KEYS`` (``{"hidden_size": "encoder.hidden_size"}``); each one
 found is moved to its part, with a ``FutureWarning`` that names the old key, the new one and
 where it was found (``warn=False`` for saved models, which are rewritten on their next save).
 
@@ -77,6 +79,8 @@ def nest_flat_keys(config_cls: type, values: Mapping[str, Any], *, where: str = 
             current = table.get(part)
             if dataclasses.is_dataclass(current) and not isinstance(current, type):
                 current = _set_fields(current)
+            elif current is not None and not isinstance(current, Mapping):
+                current = {_shorthand(config_cls, part, where): current}
             table[part] = table = dict(current or {})
         if leaf in table:
             raise ConfigKeyError(f"`{where}` sets both `{old}` (the old flat key) and "
@@ -109,6 +113,10 @@ def _value(hint: Any, value: Any, where: str, warn: bool, unknown: str) -> Any:
     part = _dataclass_of(hint)
     if part is not None and isinstance(value, Mapping):
         return build_config(part, value, where=where, warn=warn, unknown=unknown)
+    if part is not None and isinstance(value, str | bool | int | float) \
+            and getattr(part, "SHORTHAND", None):
+        return build_config(part, {part.SHORTHAND: value}, where=where, warn=warn,
+                            unknown=unknown)
     if isinstance(value, list | tuple):
         item = _item_dataclass(hint)
         return tuple(build_config(item, v, where=f"{where}[{i}]", warn=warn, unknown=unknown)
@@ -130,6 +138,17 @@ def _item_dataclass(hint: Any) -> type | None:
     args = typing.get_args(hint) if typing.get_origin(hint) is tuple else ()
     item = args[0] if args else None
     return item if isinstance(item, type) and dataclasses.is_dataclass(item) else None
+
+
+def _shorthand(config_cls: type, part: str, where: str) -> str:
+    """The field a scalar stands for in the part ``part`` of ``config_cls`` (its class's
+    ``SHORTHAND``: ``decoder = "seq2seq"`` is ``decoder = {kind = "seq2seq"}``)."""
+    part_cls = _dataclass_of(typing.get_type_hints(config_cls).get(part))
+    key = getattr(part_cls, "SHORTHAND", None)
+    if key is None:
+        raise ConfigKeyError(f"`{where}.{part}` must be a table of "
+                             f"{getattr(part_cls, '__name__', part)} fields")
+    return key
 
 
 def _set_fields(part: Any) -> dict[str, Any]:

@@ -98,7 +98,7 @@ class ForecasterFleet:
         config = self.forecaster.config
         covariates = calendar_features(stamps) if config.calendar \
             else np.zeros((len(stamps), 0), np.float32)
-        inputs = zeroed.astype(np.float32) if config.cell == "grud" else filled
+        inputs = zeroed.astype(np.float32) if config.encoder.cell == "grud" else filled
         with torch.no_grad():
             output, self.encoder_ = self.forecaster.module_.encode(
                 torch.from_numpy(inputs[:, None]), torch.from_numpy(observed[:, None]),

@@ -43,7 +43,7 @@ Units are the caller's (the RNN's per-series scaled units, the baselines' origin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -62,35 +62,45 @@ class IntervalConfig:
     method : ``"model"`` (no calibration), ``"conformal"`` or ``"adaptive"``.
     levels : the quantile levels, strictly increasing in (0, 1); ``"adaptive"`` needs one
         symmetric pair ``(q, 1 - q)``, optionally with 0.5 (target miss rate ``2q``).
+        ``None`` in a forecaster's config: the forecaster's ``quantiles``.
     min_residuals : a (series, channel) with fewer finite residuals at some step uses the
         pooled fallback (integer >= 1).
     adaptive_gamma : ACI step size in (0, 1].
     """
 
+    SHORTHAND: ClassVar[str] = "method"  # `interval = "conformal"` in a config
+
     method: str = "conformal"
-    levels: tuple[float, ...] = (0.1, 0.5, 0.9)
+    levels: tuple[float, ...] | None = (0.1, 0.5, 0.9)
     min_residuals: int = 20
     adaptive_gamma: float = 0.005
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise RecurraError(f"method ({self.method!r}) must be one of {list(METHODS)}")
+            raise RecurraError(f"interval method ({self.method!r}) must be one of "
+                               f"{list(METHODS)}")
+        if self.levels is None:  # a forecaster's part: its quantiles are the levels
+            self._check_sizes()
+            return
         levels = tuple(float(q) for q in self.levels)
         if not levels or any(not 0 < q < 1 for q in levels) or list(levels) != sorted(
                 set(levels)):
             raise RecurraError(f"levels ({self.levels}) must be strictly increasing in (0, 1)")
         object.__setattr__(self, "levels", levels)
+        self._check_sizes()
+        pair = [q for q in levels if q != 0.5]
+        if self.method == "adaptive" and (len(pair) != 2 or abs(sum(pair) - 1.0) > 1e-9):
+            raise RecurraError(f"levels ({self.levels}) with method 'adaptive' must be one "
+                               "symmetric pair (q, 1 - q), optionally with 0.5, e.g. "
+                               "(0.1, 0.5, 0.9): the band is y_hat +- one adaptive width")
+
+    def _check_sizes(self) -> None:
         if (isinstance(self.min_residuals, bool) or not isinstance(self.min_residuals, int)
                 or self.min_residuals < 1):
             raise RecurraError(f"min_residuals ({self.min_residuals!r}) must be an integer "
                                ">= 1")
         if not 0.0 < self.adaptive_gamma <= 1.0:
             raise RecurraError(f"adaptive_gamma ({self.adaptive_gamma}) must be in (0, 1]")
-        pair = [q for q in levels if q != 0.5]
-        if self.method == "adaptive" and (len(pair) != 2 or abs(sum(pair) - 1.0) > 1e-9):
-            raise RecurraError(f"levels ({self.levels}) with method 'adaptive' must be one "
-                               "symmetric pair (q, 1 - q), optionally with 0.5, e.g. "
-                               "(0.1, 0.5, 0.9): the band is y_hat +- one adaptive width")
 
     @property
     def aci(self) -> aci.AdaptiveConfig:

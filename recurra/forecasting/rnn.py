@@ -129,8 +129,8 @@ class RNNForecaster:
         series (``series_id`` + numeric columns), z-scored across series and fed to the
         decoder.
         """
-        if self.config.interval in ("conformal", "adaptive") and validation is None:
-            raise RecurraError(f"interval {self.config.interval!r} calibrates on validation "
+        if self.config.interval.method in ("conformal", "adaptive") and validation is None:
+            raise RecurraError(f"interval {self.config.interval.method!r} calibrates on validation "
                                "windows: pass fit(frame, validation=...) or set "
                                "interval='model'")
         frame = validate_frame(frame, name="train")
@@ -160,7 +160,7 @@ class RNNForecaster:
         self.module_ = self._build()
         self._train(arrays, validation, callback)
         self.state_ = self._stream_states(arrays)
-        if self.config.interval in ("conformal", "adaptive"):
+        if self.config.interval.method in ("conformal", "adaptive"):
             self.calibrate(raw_validation)
         return self
 
@@ -184,7 +184,7 @@ class RNNForecaster:
             validation = self._to_returns(validation)
         prepared = self._prepared(self._arrays(validation, "validation"))
         targets = [self.channels_.index(c) for c in self.targets_]
-        adaptive_mode = self.config.interval == "adaptive"
+        adaptive_mode = self.config.interval.method == "adaptive"
         bands, y, seen, series = _calibration_bands(self.module_, prepared, self.config,
                                                     targets, point=adaptive_mode)
         residuals = np.where(seen[..., None], y[..., None] - bands, np.nan)
@@ -197,8 +197,8 @@ class RNNForecaster:
 
     def _interval_config(self) -> IntervalConfig:
         config = self.config
-        return IntervalConfig(config.interval, tuple(config.quantiles),
-                              config.interval_min_residuals, config.adaptive_gamma)
+        return IntervalConfig(config.interval.method, tuple(config.quantiles),
+                              config.interval.min_residuals, config.interval.adaptive_gamma)
 
     def fine_tune(self, frame: Any, epochs: int = 5, learning_rate: float | None = None,
                   callback: Callback | None = None, static: Any = None) -> RNNForecaster:
@@ -217,8 +217,8 @@ class RNNForecaster:
         train = dataclasses.replace(
             self.config.train, max_epochs=epochs,
             learning_rate=learning_rate or self.config.train.learning_rate / 10)
-        tuned = RNNForecaster(dataclasses.replace(self.config, train=train,
-                                                  linear_skip_ridge=None))  # keep the skip
+        window = dataclasses.replace(self.config.window, linear_skip_ridge=None)  # keep skip
+        tuned = RNNForecaster(dataclasses.replace(self.config, train=train, window=window))
         tuned.channels_, tuned.targets_ = self.channels_, self.targets_
         tuned.interval_ = None  # new weights: calibrate(validation) again
         tuned.module_ = copy.deepcopy(self.module_).cpu()
@@ -251,19 +251,21 @@ class RNNForecaster:
     def _build(self) -> ForecastNet:
         config = self.config
         n_cov = win.N_CALENDAR if config.calendar else 0
-        independent = config.channel_independent
+        independent = config.window.channel_independent
         n_inputs = (1 if independent else len(self.channels_)) + n_cov
         n_outputs = 1 if independent else len(self.targets_)
-        spec = EncoderSpec(config.cell, n_inputs * config.patch_length, config.hidden_size,
-                           config.num_layers, config.dropout, config.recurrent_dropout,
-                           config.layer_norm, config.residual, config.learn_initial_state)
-        head = DistributionHead(config.output, config.hidden_size, n_outputs,
-                                config.quantiles, config.loss, config.huber_delta)
-        window = WindowSpec(config.normalization, independent, config.patch_length,
-                            config.linear_skip, config.lookback, len(self.channels_))
-        net = ForecastNet(spec, n_outputs, n_cov, config.horizon, config.decoder, head,
-                          config.attention, len(self.static_columns_), window)
-        net.from_last = config.forecast_from_last
+        encoder = config.encoder
+        spec = EncoderSpec(encoder.cell, n_inputs * config.window.patch_length,
+                           encoder.hidden_size, encoder.num_layers, encoder.dropout,
+                           encoder.recurrent_dropout, encoder.layer_norm, encoder.residual,
+                           encoder.learn_initial_state)
+        head = DistributionHead(config.output.kind, config.encoder.hidden_size, n_outputs,
+                                config.quantiles, config.output.loss, config.output.huber_delta)
+        window = WindowSpec(config.window.normalization, independent, config.window.patch_length,
+                            config.window.linear_skip, config.lookback, len(self.channels_))
+        net = ForecastNet(spec, n_outputs, n_cov, config.horizon, config.decoder.kind, head,
+                          config.decoder.attention, len(self.static_columns_), window)
+        net.from_last = config.decoder.forecast_from_last
         return net
 
     def _fit_static(self, static: Any) -> None:
@@ -321,7 +323,7 @@ class RNNForecaster:
         if validation is not None:
             val_prepared = self._prepared(self._arrays(validate_frame(
                 validation, name="validation"), "validation"))
-        if config.cell == "grud":
+        if config.encoder.cell == "grud":
             self.module_.encoder.grud.set_empirical_mean(_scaled_means(
                 prepared, self.module_.encoder.spec.input_size))
         targets = [self.channels_.index(c) for c in self.targets_]
@@ -335,7 +337,7 @@ class RNNForecaster:
             train_src, val_src, step = _window_sources(prepared, val_prepared, config,
                                                        targets, schedule)
         initial = None
-        if config.linear_skip_ridge is not None:
+        if config.window.linear_skip_ridge is not None:
             initial = self._init_skip(prepared, val_src, step)
         result = fit_module(self.module_, step, train_src, val_src, config.train, hook,
                             stateful=config.stateful)
@@ -353,9 +355,9 @@ class RNNForecaster:
         config = self.config
         starts = window_starts(prepared, config.lookback, config.horizon, config.stride)
         inputs, outputs = win.skip_design(prepared, starts, config.lookback, config.horizon,
-                                          config.normalization)
-        weight, bias = win.ridge(inputs, outputs, config.linear_skip_ridge,
-                                 config.linear_skip_intercept)
+                                          config.window.normalization)
+        weight, bias = win.ridge(inputs, outputs, config.window.linear_skip_ridge,
+                                 config.window.linear_skip_intercept)
         with torch.no_grad():
             self.module_.skip.weight.copy_(torch.from_numpy(weight))
             self.module_.skip.bias.copy_(torch.from_numpy(bias))
@@ -411,8 +413,8 @@ class RNNForecaster:
         gives static features of series unknown at fit time.
         """
         check_fitted(self)
-        if self.config.interval != "model" and getattr(self, "interval_", None) is None:
-            raise RecurraError(f"interval {self.config.interval!r}: this forecaster has no "
+        if self.config.interval.method != "model" and getattr(self, "interval_", None) is None:
+            raise RecurraError(f"interval {self.config.interval.method!r}: this forecaster has no "
                                "calibration (e.g. after fine_tune); call calibrate(validation)"
                                " first")
         horizon = self.config.horizon if horizon is None else horizon
@@ -532,7 +534,7 @@ class _TeacherSchedule:
     """Scheduled sampling: the teacher-forcing probability for the current epoch."""
 
     def __init__(self, config: ForecasterConfig) -> None:
-        self.kind, self.k = config.teacher_forcing, config.teacher_forcing_k
+        self.kind, self.k = config.decoder.teacher_forcing, config.decoder.teacher_forcing_k
         self.max_epochs = config.train.max_epochs
         self.probability = 0.0 if self.kind == "never" else 1.0
 
@@ -558,7 +560,7 @@ class _TeacherSchedule:
 def _window_sources(prepared: list, val_prepared: list | None, config: ForecasterConfig,
                     targets: list[int], schedule: _TeacherSchedule):
     """Batch sources and the step function of stateless (windowed) training."""
-    raw = config.cell == "grud"
+    raw = config.encoder.cell == "grud"
     starts = window_starts(prepared, config.lookback, config.horizon, config.stride)
     rng = np.random.default_rng(config.train.seed)
     size = config.train.batch_size
@@ -617,7 +619,7 @@ def _calibration_bands(module: ForecastNet, prepared: list, config: ForecasterCo
     ``prepared`` of each window's series (W,)."""
     module.eval()
     starts = window_starts(prepared, config.lookback, config.horizon, 1)
-    raw = config.cell == "grud"
+    raw = config.encoder.cell == "grud"
     bands, ys, seen = [], [], []
     device = module_device(module)
     for begin in range(0, len(starts), 1024):

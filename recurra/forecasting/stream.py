@@ -78,7 +78,7 @@ def initial_states(module: Any, arrays: list[SeriesArrays], prepared: list[Prepa
         if not config.stateful:
             states[item.series_id]["buffer"] = _buffer(rows, config.lookback)
     if config.stateful:
-        raw = config.cell == "grud"
+        raw = config.encoder.cell == "grud"
         for indices in _by_length(prepared, lambda r: r.n_steps).values():
             last, state = _encode_long(module, [prepared[i] for i in indices], None, raw)
             for row, index in enumerate(indices):
@@ -114,7 +114,7 @@ def advance(module: Any, arrays: list[SeriesArrays], states: dict[str, dict[str,
             updated[item.series_id]["buffer"] = _buffer(joined, config.lookback)
         new_rows.append(rows)
     if config.stateful:
-        raw = config.cell == "grud"
+        raw = config.encoder.cell == "grud"
         for indices in _by_length(new_rows, lambda r: r.n_steps).values():
             ids = [arrays[i].series_id for i in indices]
             state = cat_states([states[s]["encoder"] for s in ids])
@@ -138,7 +138,7 @@ def forecast_arrays(module: Any, states: dict[str, dict[str, Any]], scalers: dic
     """Per series: (series_id, issued_at, timestamps (N,), params (N, O, P)) in scaled units."""
     module.eval()
     ids = list(states)
-    raw = config.cell == "grud"
+    raw = config.encoder.cell == "grud"
     futures = [_future_times(states[s], config.horizon) for s in ids]
     covariates = [calendar_features(t) if config.calendar
                   else np.zeros((config.horizon, 0), np.float32) for t in futures]

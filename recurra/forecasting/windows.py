@@ -271,7 +271,7 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
     :func:`recurra.nn.train.fit_module`).
 
     Each epoch the series are shuffled into groups of ``train.batch_size``; the chunks of a
-    group come in order, the first flagged ``reset``.  With ``config.stateful_segments`` k
+    group come in order, the first flagged ``reset``.  With ``config.tbptt.segments`` k
     > 1 each training series is first cut into k consecutive segments, each starting from a
     fresh state, so that a few long series still fill a batch.  When every series fits in
     one batch the chunks are built once and reused each epoch (the row order inside a batch
@@ -280,11 +280,11 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
     until their steps (burn-in excluded) reach it, at least one group, so that an epoch over
     10,000 series costs what one over a few hundred does.
     """
-    raw = config.cell == "grud"
+    raw = config.encoder.cell == "grud"
     size = config.train.batch_size
     rng = np.random.default_rng(config.train.seed)
-    prepared = split_segments(prepared, getattr(config, "stateful_segments", 1),
-                              config.tbptt_length, getattr(config, "stateful_burn_in", 0))
+    prepared = split_segments(prepared, config.tbptt.segments, config.tbptt.length,
+                              config.tbptt.burn_in)
 
     built: dict[int, list[ChunkBatch]] = {}
 
@@ -292,13 +292,13 @@ def stateful_sources(prepared: list[PreparedSeries], val_prepared: list[Prepared
         if len(series) <= size:  # one group (e.g. the segments of one series): build it once
             if id(series) not in built:
                 built[id(series)] = chunk_batches(series, list(range(len(series))),
-                                                  config.tbptt_length, config.horizon,
+                                                  config.tbptt.length, config.horizon,
                                                   targets, raw)
             yield from built[id(series)]
             return
         for begin in range(0, len(order), size):
             group = [int(i) for i in order[begin:begin + size]]
-            yield from chunk_batches(series, group, config.tbptt_length, config.horizon,
+            yield from chunk_batches(series, group, config.tbptt.length, config.horizon,
                                      targets, raw)
 
     budget = getattr(config, "max_windows_per_epoch", None)

@@ -16,7 +16,7 @@ monitoring rules::
 
     [models.rnn_tiny]
     class = "recurra.forecasting.RNNForecaster"   # dotted path of the estimator
-    params = { hidden_size = 8, horizon = 12, max_epochs = 2 }
+    params = { encoder = { hidden_size = 8 }, horizon = 12, train = { max_epochs = 2 } }
 
     [models.ens]                          # an ensemble: members by name, one config each
     class = "recurra.anomaly.EnsembleDetector"    # (an array of tables becomes a tuple of configs)

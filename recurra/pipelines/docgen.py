@@ -52,6 +52,13 @@ NOT_IN_FILE = {("SourceConfig", "name"): False, ("GroupConfig", "name"): True,
 # Estimator configs that a [models.*] `params` table fills in.
 ESTIMATOR_CONFIGS = (
     ("recurra.forecasting.ForecasterConfig", "recurra.forecasting.RNNForecaster"),
+    ("recurra.forecasting.EncoderConfig", "the `encoder` table inside a forecaster's params"),
+    ("recurra.forecasting.DecoderConfig", "the `decoder` table inside a forecaster's params"),
+    ("recurra.forecasting.OutputConfig", "the `output` table inside a forecaster's params"),
+    ("recurra.forecasting.IntervalConfig", "the `interval` table inside a forecaster's params "
+     "(`levels` are the forecaster's `quantiles` there)"),
+    ("recurra.forecasting.WindowConfig", "the `window` table inside a forecaster's params"),
+    ("recurra.forecasting.TBPTTConfig", "the `tbptt` table inside a forecaster's params"),
     ("recurra.nn.TrainConfig", "the `train` table inside a forecaster's params"),
     ("recurra.anomaly.DetectorConfig",
      "every detector of `recurra.anomaly` (`recurra.anomaly.DETECTORS`)"),
@@ -197,7 +204,11 @@ def render_config() -> str:
               "## Model parameters", "",
               "A `[models.<name>]` table's `params` are the fields of the estimator's config",
               "dataclass; nested tables become nested configs (`train = { max_epochs = 20 }`)",
-              "and arrays of tables become tuples of configs (an ensemble's `configs`).", ""]
+              "and arrays of tables become tuples of configs (an ensemble's `configs`).",
+              "A part may be given by its main value alone (`decoder = \"seq2seq\"`,",
+              "`interval = \"conformal\"`). Flat keys written before the configs were split",
+              "into parts (`hidden_size = 16`) still work: each is moved into its part with a",
+              "warning that names the new key (`encoder.hidden_size`).", ""]
     for dotted, used_by in ESTIMATOR_CONFIGS:
         module, _, name = dotted.rpartition(".")
         cls = getattr(importlib.import_module(module), name)

@@ -156,7 +156,7 @@ def advance_forecaster(forecaster: Any, new: pl.DataFrame) -> str:
 
     config = getattr(forecaster, "config", None)
     if not (getattr(config, "stateful", False)
-            and getattr(config, "interval", "model") in ("model", "conformal")
+            and interval_method(config) in ("model", "conformal")
             and getattr(config, "target_transform", "none") == "none"):
         forecaster.update(new)
         return "update (not a stateful RNN with model/conformal intervals on levels)"
@@ -186,3 +186,10 @@ def _row_arrays(rows: pl.DataFrame, ids: list[str], channels: list[str]
                               for c in channels])
     return (stamps[TIMESTAMP].dt.replace_time_zone(None).to_numpy().astype("datetime64[us]"),
             values)
+
+
+def interval_method(config: Any) -> str:
+    """How a forecaster config calibrates its bands: ``interval.method`` of a composed
+    config, ``"model"`` for one without intervals."""
+    interval = getattr(config, "interval", "model")
+    return getattr(interval, "method", interval)

@@ -230,10 +230,10 @@ def render_config(profile: DataProfile) -> str:
         f"# {why}.",
         f"# horizon {horizon} / lookback {lookback} steps suit the {profile.frequency} "
         "frequency; raise",
-        "# hidden_size and max_epochs once the pipeline works end to end.",
+        "# encoder.hidden_size and train.max_epochs once the pipeline works end to end.",
         "[models.forecaster]",
         'class = "recurra.forecasting.RNNForecaster"',
-        f'params = {{ cell = "{cell}", hidden_size = 32, lookback = {lookback}, '
+        f'params = {{ encoder = {{ cell = "{cell}", hidden_size = 32 }}, lookback = {lookback}, '
         f"horizon = {horizon}, max_windows_per_epoch = 512, "
         "train = { max_epochs = 5, batch_size = 64 } }", "",
         "# Reconstruction error over sliding windows; SPOT sets the threshold from the",

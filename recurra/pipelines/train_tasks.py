@@ -25,6 +25,7 @@ from recurra.data.schema import (
 )
 from recurra.pipelines import gate_data, monitoring, runs
 from recurra.pipelines.config import GroupConfig, PipelineConfig
+from recurra.pipelines.incremental import interval_method
 from recurra.pipelines.runs import _mean, group_series
 from recurra.pipelines.series_guard import exclude_unstable_series
 
@@ -82,13 +83,13 @@ def fit_forecaster(forecaster: Any, train: pl.DataFrame, rest: pl.DataFrame) -> 
     metric history); one whose intervals are calibrated on held-out data
     (``interval="conformal"`` or ``"adaptive"``) calibrates on it. The gate still scores it on
     ``rest``."""
-    if getattr(getattr(forecaster, "config", None), "interval", "model") == "model":
+    if interval_method(getattr(forecaster, "config", None)) == "model":
         if getattr(forecaster, "validation_monitors", False) and not rest.is_empty():
             return forecaster.fit(train, validation=rest)
         return forecaster.fit(train)
     if rest.is_empty():
         raise RecurraError(f"{type(forecaster).__name__} with interval="
-                           f"{forecaster.config.interval!r} needs validation rows; "
+                           f"{forecaster.config.interval.method!r} needs validation rows; "
                            "training.validation_share leaves none")
     return forecaster.fit(train, validation=rest)
 

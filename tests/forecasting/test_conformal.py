@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from recurra.data.schema import RecurraError, quantile_column
+from recurra.forecasting.config import OutputConfig
 from recurra.forecasting.conformal import adjusted_level, empirical_coverage, pool_offsets
 from recurra.forecasting.intervals import IntervalCalibrator, IntervalConfig
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 from recurra.forecasting.windows import ridge
 from recurra.nn.heads import DistributionHead
 from recurra.nn.train import TrainConfig
-from tests.conftest import make_frame
+from tests.conftest import flat_config, make_frame
 
 torch.set_num_threads(1)
 LEVELS = (0.1, 0.5, 0.9)
@@ -79,7 +80,7 @@ def _config(**kwargs) -> ForecasterConfig:
                   linear_skip=True, linear_skip_ridge=1.0,
                   train=TrainConfig(max_epochs=2, batch_size=16, device="cpu", seed=0))
     values.update(kwargs)
-    return ForecasterConfig(**values)
+    return flat_config(**values)
 
 
 def _parts() -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -141,14 +142,14 @@ def test_point_losses_hand_computed():
 
 
 def test_config_rejects_bad_loss_and_interval_options():
-    with pytest.raises(RecurraError, match="loss .'mae'. applies to output 'point'"):
-        ForecasterConfig(output="quantile", loss="mae")
+    with pytest.raises(RecurraError, match="output.loss .'mae'. applies to kind 'point'"):
+        ForecasterConfig(output=OutputConfig(kind="quantile", loss="mae"))
     with pytest.raises(RecurraError, match="interval"):
         ForecasterConfig(interval="bootstrap")
     with pytest.raises(RecurraError, match="stateless"):
         ForecasterConfig(interval="conformal", stateful=True)
     with pytest.raises(RecurraError, match="huber_delta"):
-        ForecasterConfig(output="point", loss="huber", huber_delta=0.0)
+        ForecasterConfig(output=OutputConfig(kind="point", loss="huber", huber_delta=0.0))
 
 
 def test_ridge_infinite_penalty_and_no_intercept():

@@ -10,8 +10,6 @@ forecast; the output passes the forecast schema; save/load round-trips; bad inpu
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import polars as pl
 import pytest
@@ -27,19 +25,23 @@ from recurra.data.schema import (
     SchemaError,
     quantile_column,
 )
+from recurra.forecasting.config import EncoderConfig
 from recurra.forecasting.protocol import Forecaster
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 from recurra.nn.train import TrainConfig
-from tests.conftest import make_frame
+from tests.conftest import flat_config, make_frame
 
 torch.set_num_threads(1)  # tiny models: one thread is far faster on a busy CPU
 HORIZON = 6
 _TRAIN = TrainConfig(max_epochs=2, batch_size=16, device="cpu", seed=0)
-_RNN = ForecasterConfig(hidden_size=8, lookback=16, horizon=HORIZON, train=_TRAIN)
+_RNN = ForecasterConfig(lookback=16, horizon=HORIZON, train=_TRAIN,
+                        encoder=EncoderConfig(hidden_size=8))
 
 
 def _rnn(**kwargs):
-    return lambda: RNNForecaster(dataclasses.replace(_RNN, **kwargs))
+    """The base config with a few fields changed (flat keys: ``cell="gru"``)."""
+    return lambda: RNNForecaster(flat_config(hidden_size=8, lookback=16, horizon=HORIZON,
+                                             train=_TRAIN, **kwargs))
 
 
 FORECASTERS: list[tuple[str, object]] = [

@@ -9,10 +9,11 @@ import polars as pl
 import pytest
 
 from recurra.data.schema import RecurraError, SchemaError
+from recurra.forecasting.config import EncoderConfig, TBPTTConfig
 from recurra.forecasting.fleet import ForecasterFleet
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 from recurra.nn.train import TrainConfig
-from tests.conftest import make_frame
+from tests.conftest import flat_config, make_frame
 
 N_FIT, N_STREAM = 60, 12
 TRAIN = TrainConfig(max_epochs=1, batch_size=16, device="cpu", seed=0)
@@ -49,7 +50,7 @@ def _forecast_arrays(forecast: pl.DataFrame, n_series: int, column: str) -> np.n
                                     dict(cell="grud", calendar=False)])
 def test_fleet_equals_update_and_predict(kwargs, frame):
     history, steps = _split(frame)
-    config = ForecasterConfig(hidden_size=8, lookback=16, horizon=6, stateful=True,
+    config = flat_config(hidden_size=8, lookback=16, horizon=6, stateful=True,
                               tbptt_length=20, train=TRAIN, **kwargs)
     forecaster = RNNForecaster(config).fit(history)
     reference = copy.deepcopy(forecaster)
@@ -71,8 +72,8 @@ def test_fleet_equals_update_and_predict(kwargs, frame):
 
 def test_write_back_lets_update_continue(frame):
     history, steps = _split(frame)
-    config = ForecasterConfig(hidden_size=8, lookback=16, horizon=6, stateful=True,
-                              tbptt_length=20, train=TRAIN)
+    config = ForecasterConfig(lookback=16, horizon=6, stateful=True, train=TRAIN,
+                              encoder=EncoderConfig(hidden_size=8), tbptt=TBPTTConfig(length=20))
     forecaster = RNNForecaster(config).fit(history)
     reference = copy.deepcopy(forecaster)
     fleet = ForecasterFleet(forecaster)
@@ -89,13 +90,13 @@ def test_write_back_lets_update_continue(frame):
 
 def test_fleet_rejects_bad_input(frame):
     history, steps = _split(frame)
-    stateless = RNNForecaster(ForecasterConfig(hidden_size=8, lookback=16, horizon=6,
-                                               train=TRAIN)).fit(history)
+    stateless = RNNForecaster(ForecasterConfig(lookback=16, horizon=6, train=TRAIN,
+                                               encoder=EncoderConfig(hidden_size=8))).fit(history)
     with pytest.raises(RecurraError, match="stateful=True"):
         ForecasterFleet(stateless)
-    forecaster = RNNForecaster(ForecasterConfig(hidden_size=8, lookback=16, horizon=6,
-                                                stateful=True, tbptt_length=20,
-                                                train=TRAIN)).fit(history)
+    forecaster = RNNForecaster(ForecasterConfig(lookback=16, horizon=6, stateful=True, train=TRAIN,
+                                                encoder=EncoderConfig(hidden_size=8),
+                                                tbptt=TBPTTConfig(length=20))).fit(history)
     with pytest.raises(SchemaError, match="unknown"):
         ForecasterFleet(forecaster, series_ids=["s0", "nope"])
     fleet = ForecasterFleet(forecaster)

@@ -14,7 +14,7 @@ import torch
 from recurra.data.schema import RecurraError
 from recurra.forecasting import ForecasterFleet, RNNForecaster
 from recurra.forecasting.baselines import NaiveConfig, NaiveForecaster
-from recurra.forecasting.config import ForecasterConfig
+from recurra.forecasting.config import EncoderConfig, ForecasterConfig, TBPTTConfig
 from recurra.forecasting.conformal import empirical_coverage
 from recurra.forecasting.intervals import IntervalCalibrator, IntervalConfig
 from recurra.nn.train import TrainConfig
@@ -115,8 +115,8 @@ def test_aci_long_run_miss_rate_near_alpha_under_drift_per_series():
 def test_config_errors_name_parameter_value_and_rule(kwargs, match):
     with pytest.raises(RecurraError, match=match):
         IntervalConfig(**kwargs)
-    with pytest.raises(RecurraError, match=r"interval_min_residuals \(0\)"):
-        ForecasterConfig(interval_min_residuals=0)
+    with pytest.raises(RecurraError, match=r"min_residuals \(0\) must be an integer >= 1"):
+        ForecasterConfig(interval=IntervalConfig(min_residuals=0))
 
 
 def test_state_is_plain_and_round_trips():
@@ -145,9 +145,10 @@ def _rnn_parts() -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def test_forecaster_save_load_and_old_pooled_offsets(tmp_path):
     train, validation = _rnn_parts()
-    config = ForecasterConfig(cell="gru", hidden_size=8, lookback=16, horizon=4,
-                              calendar=False, output="point", interval="conformal",
-                              train=TrainConfig(max_epochs=1, batch_size=16, seed=0))
+    config = ForecasterConfig(lookback=16, horizon=4, calendar=False,
+                              train=TrainConfig(max_epochs=1, batch_size=16, seed=0),
+                              encoder=EncoderConfig(cell="gru", hidden_size=8), output="point",
+                              interval="conformal")
     model = RNNForecaster(config).fit(train, validation=validation)
     assert model.interval_.series_ids_ == sorted(train["series_id"].unique().to_list())
     forecast = model.predict()
@@ -168,9 +169,10 @@ def test_forecaster_save_load_and_old_pooled_offsets(tmp_path):
 
 def test_fleet_path_equals_the_per_series_path():
     frame = make_frame(n_series=3, n_steps=90, n_channels=1, gap_share=0.0, seed=6)
-    config = ForecasterConfig(cell="gru", hidden_size=8, lookback=16, horizon=3,
-                              calendar=False, stateful=True, tbptt_length=16,
-                              train=TrainConfig(max_epochs=1, batch_size=4, seed=0))
+    config = ForecasterConfig(lookback=16, horizon=3, calendar=False, stateful=True,
+                              train=TrainConfig(max_epochs=1, batch_size=4, seed=0),
+                              encoder=EncoderConfig(cell="gru", hidden_size=8),
+                              tbptt=TBPTTConfig(length=16))
     model = RNNForecaster(config).fit(frame)
     rng = np.random.default_rng(6)   # stateful RNNs do not calibrate: give it per-series pools
     ids = sorted(model.state_)
@@ -216,9 +218,10 @@ def test_an_old_shared_aci_state_loads_as_one_pool_and_then_moves_per_series(tmp
     )
 
     train, validation = _rnn_parts()
-    config = ForecasterConfig(cell="gru", hidden_size=8, lookback=16, horizon=4,
-                              calendar=False, output="point", interval="adaptive",
-                              train=TrainConfig(max_epochs=1, batch_size=16, seed=0))
+    config = ForecasterConfig(lookback=16, horizon=4, calendar=False,
+                              train=TrainConfig(max_epochs=1, batch_size=16, seed=0),
+                              encoder=EncoderConfig(cell="gru", hidden_size=8), output="point",
+                              interval="adaptive")
     model = RNNForecaster(config).fit(train, validation=validation)
     old = AdaptiveForecastIntervals()           # what such models pickled
     old.aci_ = AdaptiveConformal(AdaptiveConfig(0.2, 0.005)).fit(

@@ -13,7 +13,7 @@ from recurra.data.schema import Y_HAT, NotFittedError, RecurraError, SchemaError
 from recurra.forecasting.quantize import compare_quantized, quantize_forecaster
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 from recurra.nn.train import TrainConfig
-from tests.conftest import make_frame
+from tests.conftest import flat_config, make_frame
 
 torch.set_num_threads(1)  # tiny models: one thread is far faster on a busy CPU
 TRAIN = TrainConfig(max_epochs=2, batch_size=16, device="cpu", seed=0)
@@ -22,7 +22,7 @@ TRAIN = TrainConfig(max_epochs=2, batch_size=16, device="cpu", seed=0)
 def _config(**kwargs) -> ForecasterConfig:
     values = dict(hidden_size=8, lookback=16, horizon=6, train=TRAIN)
     values.update(kwargs)
-    return ForecasterConfig(**values)
+    return flat_config(**values)
 
 
 def _split(frame: pl.DataFrame, n_train: int) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
@@ -178,7 +178,7 @@ def test_quantized_forecast_stays_close():
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(normalization="zscore"), r"normalization \('zscore'\) must be one of \['none', "),
-    (dict(patch_length=5), r"lookback \(16\) must be a multiple of patch_length \(5\)"),
+    (dict(patch_length=5), r"lookback \(16\) must be a multiple of window.patch_length \(5\)"),
     (dict(patch_length=0), r"patch_length \(0\) must be an integer >= 1"),
     (dict(linear_skip=True, stateful=True), r"need stateless windows of an LSTM/GRU: got "
                                             r"stateful=True"),
@@ -228,11 +228,11 @@ def test_windowed_options_save_load_and_short_history(tmp_path):
     ("horizon", 0, r"horizon \(0\) must be an integer >= 1"),
     ("quantiles", (0.9, 0.1), r"quantiles \(\(0.9, 0.1\)\) must be strictly increasing"),
     ("dropout", 1.0, r"dropout \(1.0\) must be in \[0, 1\)"),
-    ("decoder", "transformer", r"decoder \('transformer'\) must be one of"),
+    ("decoder", "transformer", r"decoder.kind \('transformer'\) must be one of"),
 ])
 def test_config_errors(field, value, message):
     with pytest.raises(RecurraError, match=message):
-        ForecasterConfig(**{field: value})
+        flat_config(**{field: value})
     with pytest.raises(RecurraError, match="decoder 'attention' needs stateless windows"):
         ForecasterConfig(decoder="attention", stateful=True)
 

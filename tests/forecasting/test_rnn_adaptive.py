@@ -16,7 +16,7 @@ import torch
 from recurra.data.schema import RecurraError
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 from recurra.nn.train import TrainConfig
-from tests.conftest import make_frame
+from tests.conftest import flat_config, make_frame
 
 torch.set_num_threads(1)
 SPLIT, VAL_END = 110, 150
@@ -27,7 +27,7 @@ def _config(**kwargs) -> ForecasterConfig:
                   output="point", interval="adaptive", adaptive_gamma=0.05,
                   train=TrainConfig(max_epochs=2, batch_size=16, device="cpu", seed=0))
     values.update(kwargs)
-    return ForecasterConfig(**values)
+    return flat_config(**values)
 
 
 def _parts(noise: float = 3.0) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -131,7 +131,7 @@ def test_adaptive_config_errors_and_old_configs_load():
         _config(adaptive_gamma=0.0)
     with pytest.raises(RecurraError, match="stateless"):
         _config(stateful=True, decoder="direct")
-    assert ForecasterConfig().adaptive_gamma == 0.005     # configs without the field
+    assert ForecasterConfig().interval.adaptive_gamma == 0.005     # configs without the field
 
 
 def test_predicting_after_every_row_feeds_every_step_once_per_row(fitted, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from recurra.data.schema import Y_HAT
+from recurra.forecasting.config import EncoderConfig, OutputConfig, WindowConfig
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 from recurra.nn.heads import DistributionHead
 from recurra.nn.modules import EncoderSpec, ForecastNet, SegmentDecoder, WindowSpec
@@ -50,12 +51,14 @@ def test_forecaster_with_segment_decoder_streams_like_one_pass():
     times = sorted(frame["timestamp"].unique().to_list())
     train = frame.filter(frame["timestamp"] < times[75])
     new = frame.filter(frame["timestamp"] >= times[75])
-    config = ForecasterConfig(
-        cell="lstm", hidden_size=8, lookback=16, horizon=6, decoder="segment",
-        output="point", loss="huber", calendar=False, normalization="last",
-        channel_independent=True, patch_length=4, linear_skip=True,
-        linear_skip_ridge=float("inf"), linear_skip_intercept=False,
-        train=TrainConfig(max_epochs=1, batch_size=16, device="cpu", seed=0))
+    config = ForecasterConfig(lookback=16, horizon=6, calendar=False,
+                              train=TrainConfig(max_epochs=1, batch_size=16, device="cpu", seed=0),
+                              encoder=EncoderConfig(cell="lstm", hidden_size=8), decoder="segment",
+                              output=OutputConfig(kind="point", loss="huber"),
+                              window=WindowConfig(normalization="last", channel_independent=True,
+                                                  patch_length=4, linear_skip=True,
+                                                  linear_skip_ridge=float("inf"),
+                                                  linear_skip_intercept=False))
     model = RNNForecaster(config).fit(train)
     one_pass = model.predict(frame=frame)[Y_HAT].to_numpy()
     np.testing.assert_allclose(model.update(new).predict()[Y_HAT].to_numpy(), one_pass,

@@ -12,7 +12,7 @@ from recurra.data.schema import RecurraError
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 from recurra.forecasting.windows import chunk_batches, prepare_series, split_segments
 from recurra.nn.train import TrainConfig
-from tests.conftest import make_frame
+from tests.conftest import flat_config, make_frame
 
 torch.set_num_threads(1)
 TRAIN = TrainConfig(max_epochs=1, batch_size=8, device="cpu", seed=0)
@@ -22,7 +22,7 @@ def _config(**kwargs) -> ForecasterConfig:
     values = dict(hidden_size=8, lookback=16, horizon=4, stateful=True, tbptt_length=10,
                   train=TRAIN)
     values.update(kwargs)
-    return ForecasterConfig(**values)
+    return flat_config(**values)
 
 
 def _prepared(n_series: int = 3, n_steps: int = 60):
@@ -96,7 +96,7 @@ def test_burn_in_trains_and_is_validated():
     frame, _ = _prepared(n_series=1, n_steps=120)
     fc = RNNForecaster(_config(stateful_segments=4, stateful_burn_in=6)).fit(frame)
     assert np.isfinite(fc.history_[0]["train_loss"])
-    with pytest.raises(RecurraError, match=r"stateful_burn_in \(-1\) must be an integer >= 0"):
+    with pytest.raises(RecurraError, match=r"tbptt.burn_in \(-1\) must be an integer >= 0"):
         _config(stateful_burn_in=-1)
 
 
@@ -135,7 +135,7 @@ def test_forecast_from_last_starts_from_the_last_value(stateful):
     joined = forecast.join(last, on=["series_id", "channel"])
     np.testing.assert_allclose(joined["y_hat"].to_numpy(), joined["value"].to_numpy(),
                                rtol=1e-5, atol=1e-5)
-    with pytest.raises(RecurraError, match="forecast_from_last needs decoder='direct'"):
+    with pytest.raises(RecurraError, match="decoder.forecast_from_last needs kind 'direct'"):
         _config(decoder="seq2seq", forecast_from_last=True)
 
 

@@ -12,7 +12,7 @@ from recurra.data.schema import Y_HAT, SchemaError, quantile_column, validate_fr
 from recurra.forecasting import transforms as tfm
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 from recurra.nn.train import TrainConfig
-from tests.conftest import make_frame
+from tests.conftest import flat_config, make_frame
 
 torch.set_num_threads(1)
 TRAIN = TrainConfig(max_epochs=2, batch_size=16, device="cpu", seed=0)
@@ -67,7 +67,7 @@ def _config(**kwargs) -> ForecasterConfig:
     values = dict(hidden_size=8, lookback=16, horizon=6, train=TRAIN,
                   target_transform="log_return")
     values.update(kwargs)
-    return ForecasterConfig(**values)
+    return flat_config(**values)
 
 
 @pytest.mark.parametrize("kwargs", [dict(stateful=True, tbptt_length=20), dict(stateful=False)],

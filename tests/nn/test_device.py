@@ -16,6 +16,7 @@ import torch
 
 from recurra.anomaly import DetectorConfig, ForecastErrorDetector
 from recurra.forecasting import ForecasterConfig, RNNForecaster
+from recurra.forecasting.config import EncoderConfig, TBPTTConfig
 from recurra.nn.persistence import load_estimator
 from recurra.nn.train import TrainConfig
 from tests.conftest import make_frame
@@ -55,9 +56,11 @@ def frames():
 def saved(frames, tmp_path_factory):
     train, _ = frames
     folder = tmp_path_factory.mktemp("device")
-    forecaster = RNNForecaster(ForecasterConfig(
-        cell="lstm", hidden_size=4, lookback=8, horizon=4, stateful=True, tbptt_length=20,
-        train=TrainConfig(max_epochs=1, batch_size=4, device="cpu"))).fit(train)
+    forecaster = RNNForecaster(ForecasterConfig(lookback=8, horizon=4, stateful=True,
+                                                train=TrainConfig(max_epochs=1, batch_size=4,
+                                                                  device="cpu"),
+                                                encoder=EncoderConfig(cell="lstm", hidden_size=4),
+                                                tbptt=TBPTTConfig(length=20))).fit(train)
     detector = ForecastErrorDetector(DetectorConfig(window=8, hidden_size=4, max_epochs=1,
                                                     device="cpu")).fit(train)
     return {"forecaster": (forecaster, forecaster.save(folder / "f")),

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from recurra.data.schema import RecurraError
-from recurra.forecasting import ForecasterConfig, RNNForecaster
+from recurra.forecasting import RNNForecaster
 from recurra.nn.train import TrainConfig, fit_module
 from recurra.nn.value_range import scaled_range_problem
-from tests.conftest import make_frame
+from tests.conftest import flat_config, make_frame
 
 torch.set_num_threads(1)
 TINY = dict(hidden_size=4, horizon=4, lookback=8, train=TrainConfig(max_epochs=1, device="cpu"))
@@ -28,7 +28,7 @@ def _hostile(factor: float = 1e300, n_steps: int = 60) -> pl.DataFrame:
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_a_1e300_series_is_left_out_by_name_and_the_others_train():
-    forecaster = RNNForecaster(ForecasterConfig(**TINY)).fit(_hostile())
+    forecaster = RNNForecaster(flat_config(**TINY)).fit(_hostile())
     assert list(forecaster.excluded_) == ["s1"]
     reason = forecaster.excluded_["s1"]
     assert "series 's1'" in reason and "e+300" in reason and "float32" in reason
@@ -42,11 +42,11 @@ def test_every_series_too_large_is_an_error_naming_them():
     frame = make_frame(n_series=2, n_steps=60, gap_share=0.0, seed=1)
     huge = frame.with_columns(((pl.col("value").abs() + 1.0) * 1e300).alias("value"))
     with pytest.raises(RecurraError, match=r"every series.*'s0'.*'s1'"):
-        RNNForecaster(ForecasterConfig(**TINY)).fit(huge)
+        RNNForecaster(flat_config(**TINY)).fit(huge)
 
 
 def test_healthy_and_merely_large_series_are_kept():
-    forecaster = RNNForecaster(ForecasterConfig(**TINY)).fit(_hostile(1e30))
+    forecaster = RNNForecaster(flat_config(**TINY)).fit(_hostile(1e30))
     assert forecaster.excluded_ == {}
     import numpy as np
     assert scaled_range_problem("a", np.array([[1.0], [2.0]]), np.zeros(1), np.ones(1)) is None
@@ -107,7 +107,7 @@ def test_detectors_leave_the_1e300_series_out_and_log_their_epochs(kind):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_excluded_survives_save_load_and_fine_tune_leaves_the_series_out(tmp_path):
-    forecaster = RNNForecaster(ForecasterConfig(**TINY)).fit(_hostile())
+    forecaster = RNNForecaster(flat_config(**TINY)).fit(_hostile())
     loaded = RNNForecaster.load(forecaster.save(tmp_path / "f"))
     assert list(loaded.excluded_) == ["s1"]
     tuned = forecaster.fine_tune(_hostile(), epochs=1)

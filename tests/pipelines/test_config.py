@@ -202,3 +202,41 @@ def test_model_param_typos_fail_at_config_load_not_at_train_time():
     with pytest.raises(ConfigError, match=r"`models.f.params` has unknown key\(s\) "
                                           r"\['hiden_size'\]"):
         parse_config(raw)
+
+
+def test_a_flat_forecaster_table_builds_the_nested_config_and_names_each_moved_key():
+    import warnings
+
+    from recurra.forecasting import EncoderConfig, ForecasterConfig, TBPTTConfig
+    from recurra.pipelines.config import ModelConfig
+
+    flat = ModelConfig("f", "recurra.forecasting.RNNForecaster", {
+        "cell": "gru", "hidden_size": 8, "stateful": True, "tbptt_length": 20,
+        "decoder": "seq2seq", "attention": "bahdanau"})
+    nested = ModelConfig("f", "recurra.forecasting.RNNForecaster", {
+        "encoder": {"cell": "gru", "hidden_size": 8}, "stateful": True,
+        "tbptt": {"length": 20}, "decoder": {"kind": "seq2seq", "attention": "bahdanau"}})
+    with pytest.warns(FutureWarning) as caught:
+        old = flat.build().config
+    moved = sorted(str(w.message).split("`")[1] for w in caught)
+    assert moved == [f"models.f.params.{k}" for k in
+                     ("attention", "cell", "hidden_size", "tbptt_length")]
+    assert any("is now `models.f.params.tbptt.length`" in str(w.message) for w in caught)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = nested.build().config
+    assert old == new == ForecasterConfig(
+        encoder=EncoderConfig(cell="gru", hidden_size=8), stateful=True,
+        tbptt=TBPTTConfig(length=20), decoder={"kind": "seq2seq", "attention": "bahdanau"})
+
+
+def test_the_bundled_config_builds_without_old_keys():
+    import warnings
+
+    from recurra.pipelines.config import load_config
+
+    config = load_config()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        for name in ("gru_tiny", "grud_tiny", "lstm_stateful", "lstm_returns"):
+            config.models[name].build()

@@ -8,6 +8,7 @@ import pytest
 
 from recurra.data.schema import RecurraError
 from recurra.forecasting.baselines import SeasonalNaiveForecaster
+from recurra.forecasting.config import EncoderConfig
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 from recurra.nn.train import TrainConfig
 from recurra.pipelines.tasks import fit_forecaster, split_by_time
@@ -15,9 +16,10 @@ from tests.conftest import make_frame
 
 
 def _adaptive() -> RNNForecaster:
-    return RNNForecaster(ForecasterConfig(
-        cell="gru", hidden_size=8, lookback=16, horizon=4, calendar=False,
-        interval="adaptive", train=TrainConfig(max_epochs=1, batch_size=16, seed=0)))
+    return RNNForecaster(ForecasterConfig(lookback=16, horizon=4, calendar=False,
+                                          train=TrainConfig(max_epochs=1, batch_size=16, seed=0),
+                                          encoder=EncoderConfig(cell="gru", hidden_size=8),
+                                          interval="adaptive"))
 
 
 def test_adaptive_forecaster_is_calibrated_on_the_rest_and_adapts_as_rows_resolve():

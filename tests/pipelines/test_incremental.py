@@ -16,7 +16,7 @@ from polars.testing import assert_frame_equal
 from recurra.anomaly.base import DetectorConfig
 from recurra.anomaly.baselines import RollingZScoreDetector
 from recurra.data.store import Store
-from recurra.forecasting.config import ForecasterConfig, TrainConfig
+from recurra.forecasting.config import EncoderConfig, ForecasterConfig, TBPTTConfig, TrainConfig
 from recurra.forecasting.rnn import RNNForecaster
 from recurra.pipelines import runs, tasks
 from recurra.pipelines.config import GroupConfig, ModelConfig, MonitoringConfig, PipelineConfig
@@ -78,9 +78,11 @@ def champions():
     frame = make_frame(n_series=3, n_steps=N_TRAIN + 3 * N_NEW, gap_share=0.05, seed=5)
     stamps = frame["timestamp"].unique().sort()
     train = frame.filter(pl.col("timestamp") < stamps[N_TRAIN])
-    forecaster = RNNForecaster(ForecasterConfig(
-        cell="gru", hidden_size=4, lookback=12, horizon=HORIZON, stateful=True,
-        tbptt_length=24, train=TrainConfig(max_epochs=1, batch_size=8, seed=0))).fit(train)
+    forecaster = RNNForecaster(ForecasterConfig(lookback=12, horizon=HORIZON, stateful=True,
+                                                train=TrainConfig(max_epochs=1, batch_size=8,
+                                                                  seed=0),
+                                                encoder=EncoderConfig(cell="gru", hidden_size=4),
+                                                tbptt=TBPTTConfig(length=24))).fit(train)
     detector = RollingZScoreDetector(DetectorConfig(window=8, threshold="quantile",
                                                     level=0.99)).fit(train)
     return frame, stamps, {"recurra-g-forecast": forecaster, "recurra-g-detect": detector}

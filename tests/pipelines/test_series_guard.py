@@ -26,8 +26,8 @@ def test_tracked_config_has_every_field_not_only_the_toml_keys():
     from recurra.pipelines.train_tasks import full_config
 
     model = ModelConfig(name="f", class_path="recurra.forecasting.RNNForecaster",
-                        params={"hidden_size": 8, "horizon": 6})
+                        params={"encoder": {"hidden_size": 8}, "horizon": 6})
     logged = full_config(model.build(), model)
-    assert logged["hidden_size"] == 8
+    assert logged["encoder"]["hidden_size"] == 8
     assert {"quantiles", "decoder"} <= set(logged)
     assert "'learning_rate'" in str(logged) and "'seed'" in str(logged)  # nested training

@@ -78,10 +78,11 @@ def test_a_1e300_series_is_left_out_by_name_and_the_others_train(trained):
 def test_forecaster_run_logs_the_full_config_and_val_loss_per_epoch(trained):
     client, run = _run("forecast")
     params = run.data.params
-    for key in ("config.decoder", "config.output", "config.quantiles", "config.stateful",
-                "config.train.learning_rate", "config.train.seed", "config.hidden_size"):
+    for key in ("config.decoder.kind", "config.output.kind", "config.quantiles",
+                "config.stateful", "config.train.learning_rate", "config.train.seed",
+                "config.encoder.hidden_size"):
         assert key in params, key
-    assert params["config.hidden_size"] == "4"          # from the TOML
+    assert params["config.encoder.hidden_size"] == "4"  # from the TOML
     assert params["config.train.learning_rate"] == "0.001"  # a default
     assert all(len(value) <= 500 for value in params.values())
     history = client.get_metric_history(run.info.run_id, "val_loss")
