@@ -47,7 +47,7 @@ from recurra.data.ingest import ingest_sample  # noqa: E402
 from recurra.data.schema import SERIES_ID, TIMESTAMP  # noqa: E402
 from recurra.data.store import Store  # noqa: E402
 from recurra.forecasting.intervals import IntervalCalibrator, IntervalConfig  # noqa: E402
-from recurra.forecasting.rnn import _calibration_bands  # noqa: E402
+from recurra.forecasting.rnn_training import _calibration_bands  # noqa: E402
 from recurra.pipelines.config import load_config  # noqa: E402
 from recurra.pipelines.demo import DEFAULT_HOLDOUT  # noqa: E402
 from recurra.pipelines.tasks import group_series, split_by_time  # noqa: E402

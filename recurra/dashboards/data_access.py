@@ -6,6 +6,10 @@ registry (``recurra.pipelines.registry``). It never writes and never trains. Eve
 a polars frame and tolerates what is not there yet: a store with no ``events`` table, no
 registry, an MLflow that cannot be imported; the view then shows an empty table with a note
 instead of a traceback.
+
+Size: ~450 lines: every read the views make (series, forecasts, scores, events, runs,
+data quality) with one cache keyed by the store's file stamps, so a view never reads a
+file twice; the registry's table is in :mod:`recurra.dashboards.registry_view`.
 """
 
 from __future__ import annotations

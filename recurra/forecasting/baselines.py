@@ -17,6 +17,10 @@ by its mean absolute error before pooling and the offsets multiplied back by the
 own (``interval_.fallback_`` names those pairs).  Missing values are forward-filled in the
 inputs (the training mean before the first observation); training errors and the ridge
 targets use observed targets only.
+
+Size: ~550 lines: the three baselines share one base class, its per-series row
+machinery (the stored tails that ``update`` extends) and the calibration of their
+intervals; each forecaster itself is a dozen lines at the end.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The stateful LSTM / GRU / GRU-D forecaster (a global model over every series of a frame).
 
->>> fc = RNNForecaster(ForecasterConfig(cell="lstm", hidden_size=16, horizon=24)).fit(train)
+>>> fc = RNNForecaster(ForecasterConfig(encoder=EncoderConfig(cell="lstm", hidden_size=16),
+...                                     horizon=24)).fit(train)
 >>> forecast = fc.predict()                 # continues after the training data
 >>> fc.update(new_rows).predict()           # advances the state, no history re-read
 
@@ -15,10 +16,16 @@ Two training modes:
   initial state; the stored per-series state is the last ``lookback`` rows (a buffer), and
   a forecast encodes that buffer exactly as in training.
 * stateful (``stateful=True``): each series is cut into consecutive chunks of
-  ``tbptt_length``; batch k holds chunk k of a group of series and the hidden state flows
+  ``tbptt.length``; batch k holds chunk k of a group of series and the hidden state flows
   (detached: truncated BPTT) from chunk k to k+1, reset at series boundaries; every step is
   supervised with its next ``horizon`` targets.  The stored state is the encoder state after
   the whole history, and :meth:`RNNForecaster.update` advances it with new rows only.
+
+Size: ~535 lines, because :class:`RNNForecaster` is the one public estimator of these
+models (fit, calibrate, fine-tune, predict, update, save/load) and reads as one contract;
+its batch sources and step functions are in :mod:`recurra.forecasting.rnn_training`, windows
+and chunks in :mod:`recurra.forecasting.windows`, stream states in
+:mod:`recurra.forecasting.stream`, the networks in :mod:`recurra.nn`.
 """
 
 from __future__ import annotations
@@ -35,7 +42,6 @@ import torch
 from recurra.data.arrays import frame_to_arrays
 from recurra.data.schema import (
     CHANNEL,
-    FORECAST_SCHEMA,
     ISSUED_AT,
     SERIES_ID,
     STEP,
@@ -54,11 +60,17 @@ from recurra.forecasting.config import (
     ForecasterConfig,  # re-exported: the config lives in config.py
 )
 from recurra.forecasting.intervals import IntervalCalibrator, IntervalConfig, from_saved
+from recurra.forecasting.rnn_training import (
+    _calibration_bands,
+    _scaled_means,
+    _TeacherSchedule,
+    _to_frame,
+    _window_sources,
+)
 from recurra.forecasting.windows import (
     check_length,
     fit_scaler,
     prepare_series,
-    window_batch,
     window_starts,
 )
 from recurra.nn.device import choose_device, seed_everything
@@ -528,131 +540,3 @@ class RNNForecaster:
     def load(cls, path: str | Path) -> RNNForecaster:
         """Load a forecaster written by :meth:`save`."""
         return load_estimator(path, expected=cls)
-
-
-class _TeacherSchedule:
-    """Scheduled sampling: the teacher-forcing probability for the current epoch."""
-
-    def __init__(self, config: ForecasterConfig) -> None:
-        self.kind, self.k = config.decoder.teacher_forcing, config.decoder.teacher_forcing_k
-        self.max_epochs = config.train.max_epochs
-        self.probability = 0.0 if self.kind == "never" else 1.0
-
-    def chain(self, callback: Callback | None) -> Callback:
-        def hook(event: str, payload: dict[str, Any]) -> None:
-            if event == "epoch_start":
-                self.set_epoch(payload["epoch"])
-            if callback is not None:
-                callback(event, payload)
-        return hook
-
-    def set_epoch(self, epoch: int) -> None:
-        step = epoch - 1
-        if self.kind == "linear":
-            self.probability = max(0.0, 1.0 - step / max(1, self.max_epochs - 1))
-        elif self.kind == "inverse_sigmoid":
-            self.probability = float(self.k / (self.k + np.exp(step / self.k)))
-
-    def current(self, training: bool) -> float:
-        return self.probability if training else 0.0
-
-
-def _window_sources(prepared: list, val_prepared: list | None, config: ForecasterConfig,
-                    targets: list[int], schedule: _TeacherSchedule):
-    """Batch sources and the step function of stateless (windowed) training."""
-    raw = config.encoder.cell == "grud"
-    starts = window_starts(prepared, config.lookback, config.horizon, config.stride)
-    rng = np.random.default_rng(config.train.seed)
-    size = config.train.batch_size
-
-    def train_batches():
-        order = rng.permutation(len(starts))
-        if config.max_windows_per_epoch is not None:
-            order = order[:config.max_windows_per_epoch]
-        for begin in range(0, len(order), size):
-            yield window_batch(prepared, starts[order[begin:begin + size]], config.lookback,
-                               config.horizon, targets, raw)
-
-    val_src = None
-    if val_prepared is not None:
-        val_starts = window_starts(val_prepared, config.lookback, config.horizon,
-                                   config.stride)
-
-        def val_src():
-            for begin in range(0, len(val_starts), size):
-                yield window_batch(val_prepared, val_starts[begin:begin + size],
-                                   config.lookback, config.horizon, targets, raw)
-
-    def step(module: ForecastNet, batch: Any) -> torch.Tensor | None:
-        if not bool(batch.y_observed.any()):
-            return None
-        params = _window_params(module, batch, config, targets,
-                                schedule.current(module.training))
-        return module.head.loss(params, batch.y, batch.y_observed)
-
-    return train_batches, val_src, step
-
-
-def _window_params(module: ForecastNet, batch: Any, config: ForecasterConfig,
-                   targets: list[int], teacher_prob: float = 0.0) -> torch.Tensor:
-    """(B, N, O, P) head parameters of a stateless :class:`WindowBatch` (scaled units)."""
-    lookback = batch.x.shape[1]
-    covariates = batch.covariates
-    if config.windowed:
-        return module.forecast_window(
-            batch.x, batch.observed, batch.delta, covariates[:, :lookback],
-            covariates[:, lookback:], batch.x_last[:, -1, targets], torch.nan_to_num(batch.y),
-            batch.y_observed, teacher_prob, batch.static, targets)
-    output, _ = module.encode(batch.x, batch.observed, batch.delta, None,
-                              covariates[:, :lookback])
-    return module.decode(module.encoder.last_hidden(output), batch.x_last[:, -1, targets],
-                         covariates[:, lookback:], torch.nan_to_num(batch.y),
-                         batch.y_observed, teacher_prob, memory=output, static=batch.static)
-
-
-@torch.no_grad()
-def _calibration_bands(module: ForecastNet, prepared: list, config: ForecasterConfig,
-                       targets: list[int], point: bool = False
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Quantile forecasts (W, N, O, Q) (``point``: y_hat, (W, N, O, 1)), targets and masks
-    (W, N, O) of every stride-1 window of ``prepared`` (scaled units), and the index into
-    ``prepared`` of each window's series (W,)."""
-    module.eval()
-    starts = window_starts(prepared, config.lookback, config.horizon, 1)
-    raw = config.encoder.cell == "grud"
-    bands, ys, seen = [], [], []
-    device = module_device(module)
-    for begin in range(0, len(starts), 1024):
-        batch = window_batch(prepared, starts[begin:begin + 1024], config.lookback,
-                             config.horizon, targets, raw)
-        params = _window_params(module, batch.to(device), config, targets)
-        band = (module.head.point(params)[..., None] if point else
-                module.head.quantiles(params, tuple(config.quantiles)))
-        bands.append(band.double().cpu().numpy())
-        ys.append(batch.y.double().numpy())
-        seen.append(batch.y_observed.numpy().astype(bool))
-    if not bands:
-        raise RecurraError(f"calibrate: no validation window of lookback + horizon "
-                           f"({config.lookback + config.horizon}) steps; pass a longer "
-                           "validation frame")
-    return np.concatenate(bands), np.concatenate(ys), np.concatenate(seen), starts[:, 0]
-
-
-def _to_frame(columns: dict[str, np.ndarray], levels: tuple[float, ...]) -> pl.DataFrame:
-    schema = {**FORECAST_SCHEMA, **{quantile_column(q): pl.Float64 for q in levels}}
-    frame = pl.DataFrame({
-        name: pl.Series(name, values.tolist() if values.dtype == object else values)
-        for name, values in columns.items()})
-    frame = frame.with_columns(pl.col(ISSUED_AT, TIMESTAMP).dt.replace_time_zone("UTC"))
-    return frame.cast(schema).select(list(schema)).sort([SERIES_ID, CHANNEL, STEP])
-
-
-def _scaled_means(prepared: list, input_size: int) -> torch.Tensor:
-    """GRU-D's ``x_mean``: the mean of the observed scaled values per channel (0 for the
-    always-observed covariates that follow the channels)."""
-    total = sum(np.where(p.observed, p.values, 0.0).sum(axis=0) for p in prepared)
-    count = sum(p.observed.sum(axis=0) for p in prepared)
-    means = np.zeros(input_size, np.float32)
-    means[:len(total)] = np.where(count > 0, total / np.maximum(count, 1), 0.0)
-    return torch.from_numpy(means)
-

@@ -140,7 +140,7 @@ def test_forecast_from_last_starts_from_the_last_value(stateful):
 
 
 def test_a_window_budget_bounds_a_stateful_epoch_to_whole_random_groups():
-    from recurra.forecasting.rnn import _TeacherSchedule
+    from recurra.forecasting.rnn_training import _TeacherSchedule
     from recurra.forecasting.windows import stateful_sources
 
     _, prepared = _prepared(n_series=20, n_steps=60)        # 20 series x 60 steps
