@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from recurra.data.arrays import frame_to_arrays
-from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster, _window_params
+from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
+from recurra.forecasting.rnn_training import _window_params
 from recurra.forecasting.windows import prepare_series, window_batch
 from recurra.nn.train import TrainConfig
 
