@@ -42,7 +42,9 @@ class IsolationForestDetector(BaseDetector):
     """scikit-learn ``IsolationForest`` over the window ending at each row (filled values,
     z-scored per channel).  The row's error is the forest's anomaly score, shared out over
     the channels by how far each one's last value lies from its window mean.  Good for odd
-    window shapes without training a network; multivariate by construction.
+    window shapes without training a network; multivariate by construction.  It saves the
+    forest as its :class:`FlatForest` node arrays (what scoring reads), so a loaded detector
+    scores the same but has no scikit-learn ``model_``.
     """
 
     model_: IsolationForest | None = None
@@ -66,21 +68,29 @@ class IsolationForestDetector(BaseDetector):
         window = self.config.window
         padded = pad_left(chunk, window - 1 - (len(chunk.elapsed) - n_new))
         windows = sc.sliding_windows(padded.filled, window)[-n_new:]
-        if self._flat is None:
-            self._flat = FlatForest(self.model_)
-        anomaly = self._flat.score(windows.reshape(n_new, -1))
+        anomaly = self.flat_forest().score(windows.reshape(n_new, -1))
         deviation = (windows[:, -1] - windows.mean(axis=1)) ** 2
         n_channels = deviation.shape[1]
         shares = np.where(deviation.sum(axis=1, keepdims=True) > 0,
                           sc.contributions(deviation), 1.0 / n_channels)
         return anomaly[:, None] * shares * n_channels, model_state
 
+    def flat_forest(self) -> FlatForest:
+        """The fitted forest as stacked node arrays (built from ``model_`` once)."""
+        if self._flat is None:
+            self._flat = FlatForest(self.model_)
+        return self._flat
+
     def _model_state(self) -> dict[str, Any]:
-        return {"forest": self.model_}
+        # the flat arrays, not the scikit-learn object: format 3 stores no foreign classes
+        return {"forest": self.flat_forest()}
 
     def _set_model_state(self, state: dict[str, Any]) -> None:
-        self.model_ = state["forest"]
-        self._flat = None
+        forest = state["forest"]
+        if isinstance(forest, FlatForest):  # format 3: a loaded detector has no model_
+            self.model_, self._flat = None, forest
+        else:  # formats 1 and 2 pickled the scikit-learn forest
+            self.model_, self._flat = forest, None
 
 
 class FlatForest:

@@ -39,7 +39,7 @@ from recurra.anomaly import likelihood as lk
 from recurra.anomaly import scores as sc
 from recurra.anomaly import thresholds as th
 from recurra.anomaly.base import BaseDetector, Chunk, StreamState
-from recurra.anomaly.baselines import FlatForest, IsolationForestDetector, RollingZScoreDetector
+from recurra.anomaly.baselines import IsolationForestDetector, RollingZScoreDetector
 from recurra.anomaly.detectors import ForecastErrorDetector, ReconstructionDetector
 from recurra.data.arrays import fleet_row
 from recurra.data.schema import RecurraError, SchemaError, check_fitted
@@ -172,7 +172,7 @@ class DetectorFleet:
                                    "detector or update it first")
             self.model_state_ = (cat_states([s.model_state[0] for s in states]),
                                  np.stack([s.model_state[1] for s in states]))
-        self._flat = FlatForest(self.detector.model_) \
+        self._flat = self.detector.flat_forest() \
             if isinstance(self.detector, IsolationForestDetector) else None
 
     # streaming ---------------------------------------------------------------------------
