@@ -55,7 +55,8 @@ class ForestErrors:
     row (filled values), shared out over the channels by how far each one's last value lies
     from its window mean (an :class:`~recurra.anomaly.protocol.ErrorModel`).
 
-    ``forest_`` is the fitted forest; scoring descends its trees as a :class:`FlatForest`.
+    ``forest_`` is the fitted forest (None after loading a saved detector); scoring descends
+    its trees as a :class:`FlatForest`, which is also what is saved.
     """
 
     streaming = True
@@ -97,12 +98,17 @@ class ForestErrors:
         return share_out(anomaly, windows), model_state
 
     def get_state(self) -> dict[str, Any]:
-        return {"forest": self.forest_}
+        # the flat node arrays, not the scikit-learn object: saved models hold no foreign
+        # classes (persistence format 3)
+        return {"forest": self.flat}
 
     def set_state(self, state: dict[str, Any], n_channels: int) -> None:
         del n_channels
-        self.forest_ = state["forest"]
-        self._flat = None
+        forest = state["forest"]
+        if isinstance(forest, FlatForest):  # a loaded detector scores; it has no forest_
+            self.forest_, self._flat = None, forest
+        else:  # formats 1 and 2 saved the scikit-learn forest
+            self.forest_, self._flat = forest, None
 
 
 def share_out(anomaly: np.ndarray, windows: np.ndarray) -> np.ndarray:

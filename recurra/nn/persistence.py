@@ -1,45 +1,51 @@
-"""Save and load any fitted estimator as a folder: ``meta.json`` + ``state.pt`` +
-``state.pkl``.
+"""Save and load any fitted estimator as a folder: ``meta.json`` + ``state.json`` +
+``weights.pt`` (format 3, no pickle).
 
 An estimator takes part by having a frozen-dataclass ``config`` and two methods:
-``_get_state() -> dict`` (tensors, numpy arrays, plain values: everything ``fit`` set) and
-``_set_state(state: dict) -> None``. :func:`load_estimator` rebuilds the class named in
-``meta.json`` from its config and restores the state, on CPU or on a given device.
+``_get_state() -> dict`` (tensors, numpy arrays, plain values and recurra dataclasses:
+everything ``fit`` set) and ``_set_state(state: dict) -> None``. :func:`load_estimator`
+rebuilds the class named in ``meta.json`` from its config and restores the state, on CPU or
+on a given device.
 
-Format 2 splits the state: every tensor goes, in one list, to ``state.pt`` (``torch.save``),
-and the rest (dicts, numpy arrays, numbers: per-series
-stream states with hundreds of thousands of small objects) to ``state.pkl`` through the C
-pickler, with each tensor replaced by its index.  ``torch.save`` of the whole state calls a
-Python hook for every object, which made saving a 1,000-series stream state take ~0.5 s of
-each scheduled run.  Format 1 folders (one ``torch.save`` of everything) still load.
-Both are pickles: load only models from a store or registry you trust.
+* ``meta.json``: ``format_version`` (3), ``class``, ``config_class``, ``config``.
+* ``state.json``: the state as a versioned JSON tree (:mod:`recurra.nn.state_tree`), the
+  name and SHA-256 of the weights file.  Classes are named, and only those under
+  ``recurra.`` are rebuilt (old module paths map through :mod:`recurra._legacy`).
+* ``weights.pt``: the array data, packed into a few flat ``uint8`` buffers (one per numpy
+  dtype, one for all tensor storages), written by ``torch.save`` and read with
+  ``torch.load(..., weights_only=True)``.  Packing keeps a 1,000-series stream state with
+  tens of thousands of small arrays to a few large reads (``benchmarks/persistence.py``).
+
+Folders of formats 1 and 2 (pickles) still load through
+:mod:`recurra.nn._persistence_legacy`, the only place that reads pickles.  A corrupt or
+truncated file raises :class:`~recurra.data.schema.RecurraError` naming it.
 """
 
 from __future__ import annotations
 
-import copyreg
 import dataclasses
+import hashlib
 import importlib
 import io
 import json
 import os
-import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from recurra import _legacy as _legacy_pickle
 from recurra._legacy import modern_path
 from recurra.data.config_tree import build_config
 from recurra.data.schema import RecurraError
+from recurra.nn._persistence_legacy import read_legacy_state
+from recurra.nn.state_tree import decode_state, encode_state
 
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
 META_FILE = "meta.json"
-STATE_FILE = "state.pt"  # format 2: the tensors; format 1: the whole state
-SKELETON_FILE = "state.pkl"  # format 2: the state with tensors replaced by their index
+TREE_FILE = "state.json"  # format 3: the state as a JSON tree
+WEIGHTS_FILE = "weights.pt"  # format 3: the packed array buffers (torch.save, no objects)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -64,7 +70,9 @@ def config_from_dict(config_class: type, values: dict[str, Any]) -> Any:
 
 
 def save_estimator(estimator: Any, path: str | Path) -> Path:
-    """Write ``estimator`` to the folder ``path`` (atomically: temp folder, then rename)."""
+    """Write ``estimator`` to the folder ``path`` in format 3 (atomically: a staging folder,
+    then a rename). A state holding something format 3 cannot store (a class outside
+    ``recurra``) raises before anything is written, naming where in the state it sits."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     cls = type(estimator)
@@ -75,11 +83,16 @@ def save_estimator(estimator: Any, path: str | Path) -> Path:
                         f"{type(estimator.config).__qualname__}",
         "config": config_to_dict(estimator.config),
     }
+    tree, buffers = encode_state(estimator._get_state())  # fails before anything is written
+    weights = io.BytesIO()
+    torch.save(buffers, weights)
+    data = weights.getvalue()
+    document = {"weights": WEIGHTS_FILE, "sha256": hashlib.sha256(data).hexdigest(), **tree}
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=target.parent))
     (staging / META_FILE).write_text(json.dumps(meta, indent=2))
-    tensors, skeleton = split_tensors(estimator._get_state())
-    torch.save(tensors, staging / STATE_FILE)
-    (staging / SKELETON_FILE).write_bytes(skeleton)
+    (staging / WEIGHTS_FILE).write_bytes(data)
+    (staging / TREE_FILE).write_text(json.dumps(document, allow_nan=False,
+                                                separators=(",", ":")))
     if target.exists():
         backup = target.with_name(f".{target.name}.old")
         os.replace(target, backup)
@@ -101,22 +114,18 @@ def load_estimator(path: str | Path, *, map_location: str | torch.device = "cpu"
     meta_path = folder / META_FILE
     if not meta_path.is_file():
         raise RecurraError(f"{folder} is not a saved Recurra model: {META_FILE} is missing")
-    meta = json.loads(meta_path.read_text())
-    version = meta.get("format_version")
+    meta = _read_json(meta_path)
+    version = meta.get("format_version") if isinstance(meta, dict) else None
     if version not in READABLE_FORMATS:
         raise RecurraError(f"{folder}: format_version {version} is not supported (this "
                            f"Recurra reads {', '.join(map(str, READABLE_FORMATS))})")
     cls = _import(meta["class"])  # paths from before the recurra package map (_legacy)
     config = config_from_dict(_import(meta["config_class"]), meta["config"])
     estimator = cls(config)
-    if version == 1:
-        state = torch.load(folder / STATE_FILE, map_location=map_location, weights_only=False,
-                           pickle_module=_legacy_pickle)
-    else:
-        # a plain list of tensors (weights_only=True would read it too, ~3x slower on
-        # thousands of per-series tensors; the skeleton is a pickle anyway)
-        tensors = torch.load(folder / STATE_FILE, map_location=map_location, weights_only=False)
-        state = join_tensors(tensors, (folder / SKELETON_FILE).read_bytes())
+    if version == 3:
+        state = read_state(folder, map_location=map_location)
+    else:  # the legacy path: pickles, read only for folders saved before format 3
+        state = read_legacy_state(folder, version, map_location)
     estimator._set_state(state)
     if callable(getattr(estimator, "to", None)):
         estimator.to(map_location)
@@ -125,50 +134,35 @@ def load_estimator(path: str | Path, *, map_location: str | torch.device = "cpu"
     return estimator
 
 
-def _tensor_at(index: int) -> Any:  # the global a skeleton names; resolved by _Joiner
-    raise RecurraError("a state skeleton must be read with join_tensors")
+def read_state(folder: Path, *, map_location: str | torch.device | None = "cpu") -> Any:
+    """The fitted state of a format-3 ``folder``: ``state.json`` decoded with the buffers of
+    its weights file (checked against the SHA-256 that ``state.json`` records)."""
+    tree_path = folder / TREE_FILE
+    document = _read_json(tree_path)
+    if not isinstance(document, dict) or not isinstance(document.get("weights"), str):
+        raise RecurraError(f"{tree_path} is not a Recurra state file (no weights entry)")
+    weights_path = folder / Path(document["weights"]).name
+    try:
+        data = weights_path.read_bytes()
+    except OSError as error:
+        raise RecurraError(f"{weights_path} cannot be read ({error})") from None
+    if hashlib.sha256(data).hexdigest() != document.get("sha256"):
+        raise RecurraError(f"{weights_path} is corrupt or truncated: its SHA-256 does not "
+                           f"match the one {tree_path} records")
+    try:
+        buffers = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds on a bad file
+        raise RecurraError(f"{weights_path} is not a weights file ({error})") from None
+    if not isinstance(buffers, dict):
+        raise RecurraError(f"{weights_path} does not hold named buffers")
+    return decode_state(document, buffers, map_location=map_location, source=str(tree_path))
 
 
-class _Splitter(pickle.Pickler):
-    """Pickles everything but tensors, which it collects and replaces by their index."""
-
-    def __init__(self, file: io.BytesIO) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.tensors: list[torch.Tensor] = []
-        self.dispatch_table = copyreg.dispatch_table.copy()
-        for kind in (torch.Tensor, torch.nn.Parameter):
-            self.dispatch_table[kind] = self._reduce_tensor
-
-    def _reduce_tensor(self, tensor: torch.Tensor) -> tuple:
-        self.tensors.append(tensor)
-        return _tensor_at, (len(self.tensors) - 1,)
-
-
-class _Joiner(pickle.Unpickler):
-    """Reads a skeleton back, resolving its tensor indices and old module paths."""
-
-    def __init__(self, file: io.BytesIO, tensors: list[torch.Tensor]) -> None:
-        super().__init__(file)
-        self._tensors = tensors
-
-    def find_class(self, module: str, name: str) -> Any:
-        module = modern_path(module)
-        if module == __name__ and name == "_tensor_at":
-            return self._tensors.__getitem__
-        return super().find_class(module, name)
-
-
-def split_tensors(state: Any) -> tuple[list[torch.Tensor], bytes]:
-    """``(tensors, skeleton)``: the tensors inside ``state`` and the pickled rest."""
-    buffer = io.BytesIO()
-    splitter = _Splitter(buffer)
-    splitter.dump(state)
-    return splitter.tensors, buffer.getvalue()
-
-
-def join_tensors(tensors: list[torch.Tensor], skeleton: bytes) -> Any:
-    """The inverse of :func:`split_tensors`."""
-    return _Joiner(io.BytesIO(skeleton), list(tensors)).load()
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RecurraError(f"{path} cannot be read as JSON ({error})") from None
 
 
 def _import(dotted: str) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -16,6 +18,7 @@ from recurra.anomaly import (
     ReconstructionDetector,
     RollingZScoreDetector,
 )
+from recurra.anomaly.returns import ReturnZScoreDetector
 from recurra.data.schema import (
     EVENT_SCHEMA,
     SCORE_SCHEMA,
@@ -77,12 +80,39 @@ def test_point_by_point_streaming_equals_batch(name, frame, fitted):
     assert streamed["is_anomaly"].to_list() == batch["is_anomaly"].to_list()
 
 
-@pytest.mark.parametrize("name", ["lstm_ae", "isolation_forest"])
+@pytest.mark.parametrize("name", sorted(DETECTORS))
 def test_save_load_round_trip(name, frame, fitted, tmp_path):
     detector = fitted[name]
-    detector.save(tmp_path / name)
+    folder = detector.save(tmp_path / name)
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "state.json",
+                                                         "weights.pt"]  # format 3: no pickle
+    torch.load(folder / "weights.pt", weights_only=True)
     loaded = DETECTORS[name].load(tmp_path / name)
     assert loaded.config == detector.config
+    assert loaded.score(frame).equals(detector.score(frame))
+    span = frame["timestamp"].max() - frame["timestamp"].min() + dt.timedelta(hours=1)
+    later = frame.with_columns(pl.col("timestamp") + span)  # after whatever was streamed
+    assert loaded.update(later).equals(copy.deepcopy(detector).update(later))
+
+
+@pytest.mark.parametrize(("cls", "extra"), [
+    (RollingZScoreDetector, {"threshold": "dspot", "level": 0.9, "risk": 0.01, "depth": 5}),
+    (DETECTORS["forecast_error"], {"threshold": "spot", "level": 0.9, "risk": 0.01}),
+    (DETECTORS["isolation_forest"], {"threshold": "likelihood", "likelihood_window": 5,
+                                     "likelihood_period": 10, "likelihood_relearn": 12,
+                                     "likelihood_level": 0.4, "spatial_tolerance": 0.2}),
+    (ReturnZScoreDetector, {"threshold": "telemanom", "smoothing": 0.5})])
+def test_save_load_round_trip_of_every_threshold_state(cls, extra, frame, tmp_path):
+    stamps = frame["timestamp"].unique().sort()
+    old, first, new = (frame.filter(pl.col("timestamp") < stamps[80]),
+                       frame.filter(pl.col("timestamp").is_between(stamps[80], stamps[99])),
+                       frame.filter(pl.col("timestamp") >= stamps[100]))
+    detector = cls(dataclasses.replace(TINY, **extra)).fit(old)
+    detector.update(first)
+    folder = detector.save(tmp_path / "model")
+    assert not (folder / "state.pkl").exists()
+    loaded = cls.load(folder)
+    assert loaded.update(new).equals(detector.update(new))
     assert loaded.score(frame).equals(detector.score(frame))
 
 

@@ -142,10 +142,14 @@ def test_ensemble_streams_and_round_trips(ensemble, frame, tmp_path):
     streamed = streamed.sort(["series_id", "timestamp"])
     np.testing.assert_allclose(streamed["score"].fill_null(np.nan).to_numpy(),
                                batch["score"].fill_null(np.nan).to_numpy(), atol=1e-6)
-    ensemble.save(tmp_path / "ensemble")
+    folder = ensemble.save(tmp_path / "ensemble")
+    assert not (folder / "state.pkl").exists()  # format 3
     loaded = EnsembleDetector.load(tmp_path / "ensemble")
     assert loaded.config == ensemble.config
     assert loaded.score(frame).equals(ensemble.score(frame))
+    span = frame["timestamp"].max() - frame["timestamp"].min()
+    later = frame.with_columns(pl.col("timestamp") + span * 2)  # after what was streamed
+    assert loaded.update(later).equals(ensemble.update(later))
 
 
 def test_ensemble_config_errors_and_not_fitted(frame):

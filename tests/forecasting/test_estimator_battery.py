@@ -147,7 +147,10 @@ def test_same_seed_same_result(fitted, frames):
 
 def test_save_load_round_trip(fitted, tmp_path):
     _, estimator, _ = fitted
-    estimator.save(tmp_path / "model")
+    folder = estimator.save(tmp_path / "model")
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "state.json",
+                                                         "weights.pt"]  # format 3: no pickle
+    torch.load(folder / "weights.pt", weights_only=True)
     loaded = type(estimator).load(tmp_path / "model")
     assert loaded.config == estimator.config
     assert loaded.predict().equals(estimator.predict())

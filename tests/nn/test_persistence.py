@@ -65,8 +65,10 @@ def test_tensors_and_the_rest_round_trip_with_shared_storage_kept(tmp_path):
                         "s1": {"h": base[3:], "param": torch.nn.Parameter(torch.ones(2))},
                         "whole": base}
     folder = save_estimator(estimator, tmp_path / "model")
-    tensors = torch.load(folder / "state.pt", weights_only=True)  # tensors alone: safe load
-    assert len(tensors) == 4
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "state.json",
+                                                         "weights.pt"]
+    buffers = torch.load(folder / "weights.pt", weights_only=True)  # no objects: safe load
+    assert buffers["tensors"].numel() == (6 + 2) * 4  # float32 bytes of the two storages
     state = load_estimator(folder).state_
     assert torch.equal(state["s0"]["h"], base[:3]) and state["s0"]["n"] == 3
     assert np.array_equal(state["s0"]["buffer"], np.ones(4))
@@ -93,8 +95,67 @@ def test_a_folder_in_format_1_still_loads(tmp_path):
 
 def test_an_unknown_format_names_the_versions_it_reads(tmp_path):
     folder = save_estimator(_Estimator(_Config()), tmp_path / "model")
-    meta = (folder / "meta.json").read_text().replace('"format_version": 2',
+    meta = (folder / "meta.json").read_text().replace('"format_version": 3',
                                                       '"format_version": 9')
     (folder / "meta.json").write_text(meta)
-    with pytest.raises(RecurraError, match="format_version 9 .* reads 1, 2"):
+    with pytest.raises(RecurraError, match="format_version 9 .* reads 1, 2, 3"):
         load_estimator(folder)
+
+
+def _saved(tmp_path):
+    import numpy as np
+
+    estimator = _Estimator(_Config())
+    estimator.state_ = {"x": np.arange(100.0), "n": 1}
+    return save_estimator(estimator, tmp_path / "model")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "missing"])
+def test_a_corrupt_weights_file_is_named(tmp_path, damage):
+    weights = _saved(tmp_path) / "weights.pt"
+    data = weights.read_bytes()
+    if damage == "missing":
+        weights.unlink()
+    else:
+        weights.write_bytes({"truncate": data[: len(data) // 2],
+                             "flip": data[:-40] + bytes([data[-40] ^ 1]) + data[-39:],
+                             "garbage": b"not a zip"}[damage])
+    with pytest.raises(RecurraError, match="weights.pt"):
+        load_estimator(tmp_path / "model")
+
+
+@pytest.mark.parametrize("text", ["", '{"weights": "weights.pt", "sha', "[1, 2]",
+                                  "{\"weights\": 3}"])
+def test_a_corrupt_state_json_is_named(tmp_path, text):
+    (_saved(tmp_path) / "state.json").write_text(text)
+    with pytest.raises(RecurraError, match="state.json"):
+        load_estimator(tmp_path / "model")
+
+
+def test_a_corrupt_meta_json_is_named(tmp_path):
+    (_saved(tmp_path) / "meta.json").write_text('{"format_version": 3, "cla')
+    with pytest.raises(RecurraError, match="meta.json cannot be read as JSON"):
+        load_estimator(tmp_path / "model")
+
+
+def test_a_state_naming_a_class_outside_recurra_is_refused(tmp_path):
+    import json
+
+    folder = _saved(tmp_path)
+    document = json.loads((folder / "state.json").read_text())
+    document["state"]["state"] = {"$obj": "os._wrap_close", "$v": {}}
+    (folder / "state.json").write_text(json.dumps(document))
+    with pytest.raises(RecurraError, match=r"state.json: names the class 'os._wrap_close', "
+                                           r"which is not under 'recurra.'"):
+        load_estimator(folder)
+
+
+def test_a_state_holding_a_foreign_object_is_not_saved(tmp_path):
+    from collections import Counter
+
+    estimator = _Estimator(_Config())
+    estimator.state_ = {"ok": [1, 2], "bad": [Counter()]}
+    with pytest.raises(RecurraError, match=r"state\['state'\]\['bad'\]\[0\]: "
+                                           r"collections.Counter is not a recurra class"):
+        save_estimator(estimator, tmp_path / "model")
+    assert not (tmp_path / "model").exists()
