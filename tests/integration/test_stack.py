@@ -231,7 +231,7 @@ def test_registry_on_postgres_with_artifacts_in_the_bucket(stack_env):
                                                             Prefix="mlartifacts/")
     keys = [item["Key"] for item in listing.get("Contents", [])]
     assert sum(key.endswith("/MLmodel") for key in keys) >= 4, keys[:10]
-    assert any(key.endswith("estimator/state.pt") for key in keys)
+    assert any(key.endswith("estimator/weights.pt") for key in keys)  # format 3
 
 
 def test_detect_and_report_as_deployment_runs(stack):
