@@ -290,18 +290,10 @@ the parts of the module docstring; checked in ``__post_init__``.
 
     def __post_init__(self) -> None:
         for name, part in (("encoder", EncoderConfig), ("decoder", DecoderConfig),
-                           ("output", OutputConfig), ("window", WindowConfig),
-                           ("tbptt", TBPTTConfig), ("train", TrainConfig)):
+                           ("output", OutputConfig), ("interval", IntervalConfig),
+                           ("window", WindowConfig), ("tbptt", TBPTTConfig),
+                           ("train", TrainConfig)):
             self._coerce(name, part)
-        interval = self.interval
-        if isinstance(interval, str):
-            interval = IntervalConfig(interval, None)
-        elif isinstance(interval, dict):
-            interval = build_config(IntervalConfig, {"levels": None, **interval},
-                                    where="interval", warn=False)
-        if interval.levels is not None:  # the forecaster's quantiles are the levels
-            interval = dataclasses.replace(interval, levels=None)
-        object.__setattr__(self, "interval", interval)
         _choice("ForecasterConfig", "scaler", self.scaler, SCALERS)
         _choice("ForecasterConfig", "target_transform", self.target_transform,
                 TARGET_TRANSFORMS)
@@ -342,12 +334,13 @@ the parts of the module docstring; checked in ``__post_init__``.
         if self.interval.method in ("conformal", "adaptive") and self.stateful:
             raise RecurraError(f"interval {self.interval.method!r} needs stateless windows "
                                "(stateful=False): it calibrates on validation windows")
-        pair = [q for q in levels if q != 0.5]
-        if self.interval.method == "adaptive" and (
-                len(pair) != 2 or abs(pair[0] + pair[1] - 1.0) > 1e-9):
-            raise RecurraError(f"quantiles ({self.quantiles}) with interval 'adaptive' must "
-                               "be one symmetric pair (q, 1 - q), optionally with 0.5, e.g. "
-                               "(0.1, 0.5, 0.9): the band is y_hat +- one adaptive half-width")
+        # the interval's levels are the quantiles: its own rules check them (adaptive: one
+        # symmetric pair), then the part keeps levels=None so the two cannot disagree
+        try:
+            dataclasses.replace(self.interval, levels=levels)
+        except RecurraError as error:
+            raise RecurraError(f"quantiles ({self.quantiles}): {error}") from None
+        object.__setattr__(self, "interval", dataclasses.replace(self.interval, levels=None))
         if self.lookback % self.window.patch_length:
             raise RecurraError(f"lookback ({self.lookback}) must be a multiple of "
                                f"window.patch_length ({self.window.patch_length})")
