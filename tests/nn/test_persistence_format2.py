@@ -37,3 +37,34 @@ def test_a_format_2_detector_scores_and_updates_as_it_did(cls, folder, prefix):
     new = _read("detect_new")
     assert_frame_equal(detector.score(new), _read(f"{prefix}_score"))
     assert_frame_equal(detector.update(new), _read(f"{prefix}_update"))
+
+
+def test_a_format_2_isolation_forest_holding_the_scikit_learn_forest_loads(tmp_path):
+    import json
+
+    import torch
+
+    from recurra.anomaly import DetectorConfig, IsolationForestDetector
+    from recurra.nn._persistence_legacy import split_tensors
+    from recurra.nn.persistence import config_to_dict
+    from tests.conftest import make_frame
+
+    frame = make_frame(n_series=1, n_steps=60, n_channels=2, seed=1)
+    config = DetectorConfig(window=8, n_estimators=5, threshold="quantile", level=0.95)
+    detector = IsolationForestDetector(config).fit(frame)
+    state = {**detector._get_state(), "model": {"forest": detector.model_}}  # as format 2 did
+    folder = tmp_path / "forest"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({
+        "format_version": 2, "class": "recurra.anomaly.baselines.IsolationForestDetector",
+        "config_class": "recurra.anomaly.base.DetectorConfig",
+        "config": config_to_dict(config)}))
+    tensors, skeleton = split_tensors(state)
+    torch.save(tensors, folder / "state.pt")
+    (folder / "state.pkl").write_bytes(skeleton)
+    loaded = IsolationForestDetector.load(folder)
+    assert type(loaded.model_).__name__ == "IsolationForest"
+    assert_frame_equal(loaded.score(frame), detector.score(frame))
+    again = IsolationForestDetector.load(loaded.save(tmp_path / "format3"))
+    assert again.model_ is None  # format 3 keeps the flat node arrays only
+    assert_frame_equal(again.score(frame), detector.score(frame))
