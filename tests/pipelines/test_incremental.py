@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from recurra.anomaly.base import DetectorConfig
-from recurra.anomaly.baselines import RollingZScoreDetector
+from recurra.anomaly.baselines import RollingZScoreDetector, ZScoreConfig
+from recurra.anomaly.config import ThresholdConfig
 from recurra.data.store import Store
 from recurra.forecasting.config import ForecasterConfig, TrainConfig
 from recurra.forecasting.rnn import RNNForecaster
@@ -81,8 +81,8 @@ def champions():
     forecaster = RNNForecaster(ForecasterConfig(
         cell="gru", hidden_size=4, lookback=12, horizon=HORIZON, stateful=True,
         tbptt_length=24, train=TrainConfig(max_epochs=1, batch_size=8, seed=0))).fit(train)
-    detector = RollingZScoreDetector(DetectorConfig(window=8, threshold="quantile",
-                                                    level=0.99)).fit(train)
+    detector = RollingZScoreDetector(ZScoreConfig(
+        window=8, threshold=ThresholdConfig(kind="quantile", level=0.99))).fit(train)
     return frame, stamps, {"recurra-g-forecast": forecaster, "recurra-g-detect": detector}
 
 
