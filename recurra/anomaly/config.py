@@ -228,6 +228,7 @@ _NEURAL_FLAT_KEYS = {**DetectorConfig.FLAT_KEYS, **_moves("network", _NETWORK_KE
 class AutoencoderConfig(DetectorConfig):
     """:class:`ReconstructionDetector` and :class:`GRUDAutoencoder`.
 
+    window, smoothing, threshold, events : the common parts (:class:`DetectorConfig`).
     network : a :class:`NetworkConfig`.
     aggregate : ``"causal"`` (a row's error comes from the window ending at it: streaming
         capable) or ``"overlap"`` (mean over every window covering it: offline only).
@@ -251,8 +252,14 @@ class AutoencoderConfig(DetectorConfig):
 
 @dataclass(frozen=True)
 class ForecastErrorConfig(DetectorConfig):
-    """:class:`ForecastErrorDetector`: ``network`` (``hidden_size``, ``num_layers``,
-    ``cell``), ``train`` and ``n_threads`` as in :class:`AutoencoderConfig`."""
+    """:class:`ForecastErrorDetector`.
+
+    window, smoothing, threshold, events : the common parts (:class:`DetectorConfig`).
+    network : a :class:`NetworkConfig` (``hidden_size``, ``num_layers`` and ``cell`` of the
+        one-step forecaster).
+    train : a :class:`recurra.nn.train.TrainConfig` (default :data:`DETECTOR_TRAIN`).
+    n_threads : torch threads while training (None: torch's default).
+    """
 
     FLAT_KEYS: ClassVar[dict[str, str]] = _NEURAL_FLAT_KEYS
 
@@ -277,7 +284,12 @@ def _check_neural(config: Any) -> None:
 
 @dataclass(frozen=True)
 class ForestConfig(DetectorConfig):
-    """:class:`IsolationForestDetector`: ``n_estimators`` trees, seeded by ``seed``."""
+    """:class:`IsolationForestDetector`.
+
+    window, smoothing, threshold, events : the common parts (:class:`DetectorConfig`).
+    n_estimators : trees of the isolation forest.
+    seed : its random state.
+    """
 
     n_estimators: int = 100
     seed: int = 0
@@ -290,6 +302,9 @@ class ForestConfig(DetectorConfig):
 
 @dataclass(frozen=True)
 class ZScoreConfig(DetectorConfig):
-    """:class:`RollingZScoreDetector` and :class:`ReturnZScoreDetector`: the common parts
-    only (``window`` is the look-back of the z-score)."""
+    """:class:`RollingZScoreDetector` and :class:`ReturnZScoreDetector`: the common parts only.
+
+    window : the look-back of the z-score (rows).
+    smoothing, threshold, events : as in :class:`DetectorConfig`.
+    """
 

@@ -244,3 +244,18 @@ def test_dspot_streaming_equals_batch(frame):
     assert streamed["is_anomaly"].to_list() == batch["is_anomaly"].to_list()
     np.testing.assert_allclose(streamed["score"].fill_null(np.nan).to_numpy(),
                                batch["score"].fill_null(np.nan).to_numpy())
+
+
+def test_the_detectors_train_config_reaches_early_stopping_and_weight_decay(frame):
+    """Every setting of the shared loop reaches a detector through ``train``: with patience 1
+    and a learning rate that makes the training loss stall, training stops before
+    ``max_epochs`` (the history has one record per epoch run)."""
+    train = replace(DETECTOR_TRAIN, max_epochs=30, early_stopping_patience=1, min_delta=1e3,
+                    weight_decay=0.01, schedule="cosine")
+    detector = ReconstructionDetector(config_for(ReconstructionDetector, QUANTILE,
+                                                 train=train)).fit(frame)
+    assert len(detector.history_) == 2 < train.max_epochs   # epoch 2 did not improve by 1e3
+    patient = replace(train, max_epochs=4, early_stopping_patience=None)
+    full = ReconstructionDetector(config_for(ReconstructionDetector, QUANTILE,
+                                             train=patient)).fit(frame)
+    assert len(full.history_) == 4                           # without patience: every epoch
