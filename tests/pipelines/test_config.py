@@ -215,7 +215,7 @@ def test_a_flat_detector_table_builds_the_same_detector_and_warns_once_per_renam
      r"`models.d.params.configs\[0\]` has unknown key\(s\) \['windw'\]; valid keys of "
      "ZScoreConfig"),
     ({"members": ["nope"]}, r"`models.d.params`: EnsembleConfig.members: 'nope' must be one of"),
-    ({"members": ["rolling_zscore"], "configs": [{"threshold": "spot"}]},
+    ({"members": ["rolling_zscore"], "configs": [{"threshold": {"kind": "spot"}}]},
      r"`models.d.params`: EnsembleConfig.configs: the config of 'rolling_zscore' must be "
      r"of class ZScoreConfig with threshold.kind='likelihood'"),
     ({"member": ["rolling_zscore"]}, r"`models.d.params` has unknown key\(s\) \['member'\]"),
