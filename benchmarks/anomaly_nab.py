@@ -6,7 +6,7 @@ probationary rows (NAB's ``min(floor(0.15 n), 750)``), then scores the rest in o
 ``--timed-points`` one at a time through ``update_arrays``, to time streaming latency, then
 chunks of ``--chunk`` rows: the tests show chunking gives the same scores as point by point).
 
-Every detector is thresholded by its anomaly likelihood (``threshold="likelihood"``,
+Every detector is thresholded by its anomaly likelihood (``threshold.kind="likelihood"``,
 :mod:`recurra.anomaly.likelihood`): the log tail probability of the mean of its last
 ``likelihood_window`` scores under a Gaussian re-fitted on its rolling history of scores; the
 ``ensemble`` row is :class:`recurra.anomaly.EnsembleDetector`, the maximum of the GRU-D AE and
@@ -53,23 +53,38 @@ setup_paths()
 import _common  # noqa: E402
 import torch  # noqa: E402
 
-from recurra.anomaly import DETECTORS, DetectorConfig, EnsembleConfig, EnsembleDetector  # noqa: E402
+from recurra.anomaly import (  # noqa: E402
+    DETECTOR_TRAIN,
+    DETECTORS,
+    AutoencoderConfig,
+    EnsembleConfig,
+    EnsembleDetector,
+    ForecastErrorConfig,
+    ForestConfig,
+    NetworkConfig,
+    ThresholdConfig,
+    ZScoreConfig,
+)
 from recurra.anomaly import metrics as m  # noqa: E402
 from recurra.anomaly.events import alarm_onsets  # noqa: E402
 from recurra.nn.persistence import config_to_dict  # noqa: E402
 
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
-BASE = DetectorConfig(window=32, hidden_size=16, latent_size=8, max_epochs=15,
-                      batch_size=32, learning_rate=3e-3, threshold="likelihood",
-                      likelihood_window=40, likelihood_history=8640, likelihood_period=100,
-                      likelihood_level=0.45, likelihood_relearn=50, spatial_tolerance=0.2,
-                      device="cpu")
+THRESHOLD = ThresholdConfig(kind="likelihood", likelihood_window=40, likelihood_history=8640,
+                            likelihood_period=100, likelihood_level=0.45, likelihood_relearn=50,
+                            spatial_tolerance=0.2)
+NETWORK = NetworkConfig(hidden_size=16, latent_size=8)
+TRAIN = replace(DETECTOR_TRAIN, max_epochs=15, batch_size=32, learning_rate=3e-3, device="cpu")
 CONFIGS = {
-    "lstm_ae": replace(BASE, smoothing=0.5),
-    "grud_ae": replace(BASE, smoothing=0.5, max_epochs=8),
-    "forecast_error": replace(BASE, smoothing=0.3, max_epochs=20, cell="gru"),
-    "rolling_zscore": replace(BASE, window=64),
-    "isolation_forest": replace(BASE, n_estimators=100),
+    "lstm_ae": AutoencoderConfig(window=32, smoothing=0.5, threshold=THRESHOLD, network=NETWORK,
+                                 train=TRAIN),
+    "grud_ae": AutoencoderConfig(window=32, smoothing=0.5, threshold=THRESHOLD, network=NETWORK,
+                                 train=replace(TRAIN, max_epochs=8)),
+    "forecast_error": ForecastErrorConfig(window=32, smoothing=0.3, threshold=THRESHOLD,
+                                          network=replace(NETWORK, cell="gru"),
+                                          train=replace(TRAIN, max_epochs=20)),
+    "rolling_zscore": ZScoreConfig(window=64, threshold=THRESHOLD),
+    "isolation_forest": ForestConfig(window=32, threshold=THRESHOLD, n_estimators=100),
 }
 BUILDERS = {**DETECTORS, "ensemble": EnsembleDetector}
 ENSEMBLE_MEMBERS = ("grud_ae", "isolation_forest")
@@ -117,13 +132,13 @@ def build_configs(args: argparse.Namespace) -> dict:
     for key, config in CONFIGS.items():
         overrides = {k: v for k, v in (("likelihood_level", args.level),
                                         ("likelihood_window", args.likelihood_window),
-                                        ("threshold", args.threshold), ("risk", args.risk))
+                                        ("kind", args.threshold), ("risk", args.risk))
                      if v is not None}
         for field, value in (("likelihood_relearn", args.relearn),
                              ("spatial_tolerance", args.spatial)):
             if value is not None:  # a negative value turns the rule off
                 overrides[field] = value if value >= 0 else None
-        configs[key] = replace(config, **overrides)
+        configs[key] = replace(config, threshold=replace(config.threshold, **overrides))
     configs["ensemble"] = EnsembleConfig(ENSEMBLE_MEMBERS,
                                          tuple(configs[n] for n in ENSEMBLE_MEMBERS))
     return configs
@@ -282,7 +297,8 @@ def main() -> None:
         "chunk_rows": args.chunk, "torch_threads": args.threads,
         "train_s": train_s, "predict_s": predict_s,
         "wall_s": time.perf_counter() - started_all,
-        "epochs": {n: getattr(CONFIGS[n], "max_epochs", None) for n in names},
+        "epochs": {n: getattr(getattr(CONFIGS[n], "train", None), "max_epochs", None)
+                   for n in names},
         "halves": {h: sorted(k for k, v in halves.items() if v == h)
                    for h in ("selection", "held_out")},
         "method": "per-series thresholds are unsupervised (the anomaly likelihood of "

@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,8 +37,14 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
-from recurra.anomaly import DetectorConfig  # noqa: E402
+from recurra.anomaly import (  # noqa: E402
+    DETECTOR_TRAIN,
+    ForecastErrorConfig,
+    NetworkConfig,
+    ThresholdConfig,
+)
 from recurra.anomaly.detectors import ForecastErrorDetector  # noqa: E402
+from recurra.forecasting.config import EncoderConfig  # noqa: E402
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster  # noqa: E402
 from recurra.nn import persistence  # noqa: E402
 from recurra.nn._persistence_legacy import SKELETON_FILE, STATE_FILE, split_tensors  # noqa: E402
@@ -132,12 +139,15 @@ def main() -> None:
     torch.set_num_threads(1)
     train = frame(args.series, 72)
     new = frame(args.series, args.steps, offset=72, seed=1)
-    detector = ForecastErrorDetector(DetectorConfig(
-        window=16, hidden_size=8, max_epochs=1, batch_size=256, threshold="spot", level=0.9,
-        risk=0.01, device="cpu", seed=0)).fit(train)
+    detector = ForecastErrorDetector(ForecastErrorConfig(
+        window=16, network=NetworkConfig(hidden_size=8),
+        threshold=ThresholdConfig(kind="spot", level=0.9, risk=0.01),
+        train=replace(DETECTOR_TRAIN, max_epochs=1, batch_size=256, device="cpu",
+                      seed=0))).fit(train)
     detector.update(new)
     forecaster = RNNForecaster(ForecasterConfig(
-        cell="gru", hidden_size=8, lookback=16, horizon=6, stateful=True,
+        encoder=EncoderConfig(cell="gru", hidden_size=8), lookback=16, horizon=6,
+        stateful=True,
         train=TrainConfig(max_epochs=1, batch_size=256, device="cpu", seed=0))).fit(train)
     forecaster.update(new)
     result = {"series": args.series, "channels": 2, "repeats": args.repeats,

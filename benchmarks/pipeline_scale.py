@@ -220,7 +220,7 @@ def scale_run(n_series: int, n_runs: int, n_train: int, folder: Path,
             "tbptt_length": 48, "max_windows_per_epoch": 512,
             "train": {"max_epochs": 2, "batch_size": 64}}),
         "zscore": ModelConfig("zscore", "recurra.anomaly.baselines.RollingZScoreDetector",
-                              {"window": 24, "threshold": "spot", "risk": 1e-4}),
+                              {"window": 24, "threshold": {"kind": "spot", "risk": 1e-4}}),
     }
     config = PipelineConfig(sources=[], groups={"sensors": group}, models=models,
                             training=TrainingConfig(validation_share=0.2, backtest_folds=1),

@@ -371,14 +371,17 @@ def _forecaster_fleet(fitted, updated, points: list[pl.DataFrame], repeats: int)
 
 def _anomaly_latency(frame: pl.DataFrame, points: list[pl.DataFrame], repeats: int,
                      n_reference: int) -> dict:
-    from recurra.anomaly.base import DetectorConfig
+    from dataclasses import replace
+
+    from recurra.anomaly import DETECTOR_TRAIN, AutoencoderConfig, NetworkConfig, ZScoreConfig
     from recurra.anomaly.baselines import RollingZScoreDetector
     from recurra.anomaly.detectors import ReconstructionDetector
 
     detectors = {
-        "rolling_zscore": RollingZScoreDetector(DetectorConfig(window=24)),
-        "lstm_autoencoder": ReconstructionDetector(DetectorConfig(
-            window=24, hidden_size=16, latent_size=8, max_epochs=1, batch_size=512))}
+        "rolling_zscore": RollingZScoreDetector(ZScoreConfig(window=24)),
+        "lstm_autoencoder": ReconstructionDetector(AutoencoderConfig(
+            window=24, network=NetworkConfig(hidden_size=16, latent_size=8),
+            train=replace(DETECTOR_TRAIN, max_epochs=1, batch_size=512)))}
     result = {}
     for name, detector in detectors.items():
         started = time.perf_counter()

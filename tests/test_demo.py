@@ -16,7 +16,7 @@ TINY = {
         "naive": {"class": "recurra.forecasting.baselines.SeasonalNaiveForecaster",
                   "params": {"horizon": 5, "season": 5}},
         "zscore": {"class": "recurra.anomaly.baselines.RollingZScoreDetector",
-                   "params": {"window": 10, "threshold": "quantile", "level": 0.99}},
+                   "params": {"window": 10, "threshold": {"kind": "quantile", "level": 0.99}}},
     },
 }
 

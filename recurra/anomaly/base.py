@@ -14,13 +14,14 @@ carries a :class:`StreamState` (the last ``tail_length`` rows, the time of the l
 observation per channel, the EWMA value, the SPOT state, the model's recurrent state), so
 ``update(new_rows)`` chunk by chunk gives the same scores as ``score`` over the whole series.
 
-A public detector is :class:`BaseDetector` with an ``error_model_factory`` (the only level
-of inheritance)::
+A public detector is :class:`BaseDetector` with an ``error_model_factory`` and its
+``config_class`` (the only level of inheritance)::
 
     class RollingZScoreDetector(BaseDetector):
+        config_class = ZScoreConfig
         error_model_factory = staticmethod(RollingZScoreErrors)
 
-The config lives in :mod:`recurra.anomaly.config`, the state types in
+The configs live in :mod:`recurra.anomaly.config`, the state types in
 :mod:`recurra.anomaly.stream`, the per-series calibration in :mod:`recurra.anomaly.calibration`;
 they are re-exported here (saved models name them under this module).
 """
@@ -70,8 +71,9 @@ __all__ = ["AGGREGATES", "CELLS", "THRESHOLDS", "BaseDetector", "Calibration", "
 class BaseDetector:
     """Shared ``fit / score / predict / update / save / load`` around an error model.
 
-    A subclass sets ``error_model_factory``: ``config -> ErrorModel``, built in ``__init__``
-    as ``error_model`` (unfitted; ``fit`` fits it).  Error models with a torch module carry
+    A subclass sets ``config_class`` (its config dataclass, a :class:`DetectorConfig`) and
+    ``error_model_factory``: ``config -> ErrorModel``, built in ``__init__`` as
+    ``error_model`` (unfitted; ``fit`` fits it).  Error models with a torch module carry
     it as ``net`` (a :class:`recurra.anomaly.neural.TorchModel`): ``module_``,
     ``history_``, ``device_`` and :meth:`to` reach it there.
 
@@ -81,13 +83,15 @@ class BaseDetector:
     the chunks the error model was fitted on, in order.
     """
 
+    config_class: type[DetectorConfig] = DetectorConfig
     error_model_factory: Callable[[DetectorConfig], ErrorModel]
 
     def __init__(self, config: DetectorConfig | None = None) -> None:
-        self.config = config if config is not None else DetectorConfig()
-        if not isinstance(self.config, DetectorConfig):
-            raise RecurraError(f"config must be a DetectorConfig, got "
-                               f"{type(self.config).__name__}")
+        config_class = type(self).config_class
+        self.config = config if config is not None else config_class()
+        if not isinstance(self.config, config_class):
+            raise RecurraError(f"config of {type(self).__name__} must be a "
+                               f"{config_class.__name__}, got {type(self.config).__name__}")
         factory = getattr(type(self), "error_model_factory", None)
         if factory is None:
             raise RecurraError(f"{type(self).__name__} names no error_model_factory: use a "
@@ -97,6 +101,13 @@ class BaseDetector:
         self.calibration_: dict[str, Calibration] | None = None
         self.channels_: tuple[str, ...] | None = None
         self.state_: dict[str, StreamState] = {}
+
+    @classmethod
+    def config_class_for(cls, saved: type) -> type:
+        """The class a saved model's config is rebuilt as (``recurra.nn.persistence``):
+        models saved before issue 18 name the flat :class:`DetectorConfig`, now the common
+        base, so their flat keys load as this detector's own ``config_class``."""
+        return cls.config_class if saved is DetectorConfig else saved
 
     @property
     def tail_length(self) -> int:
@@ -188,8 +199,8 @@ class BaseDetector:
         """Score new rows after those already seen (state carried, thresholds updated)."""
         if not self.streaming:
             raise RecurraError(f"{type(self).__name__} with aggregate="
-                               f"{self.config.aggregate!r} cannot stream: use "
-                               "aggregate='causal'")
+                               f"{getattr(self.config, 'aggregate', None)!r} cannot stream: "
+                               "use aggregate='causal'")
         return self._scores_frame(self._score_all(new_rows, fresh=False))
 
     def update_arrays(self, series_id: str, timestamps: np.ndarray, values: np.ndarray
@@ -225,7 +236,7 @@ class BaseDetector:
     def predict(self, frame: Any) -> pl.DataFrame:
         """Events (``EVENT_SCHEMA``) in ``frame``: merged alarm runs and long data gaps.
 
-        With ``threshold="telemanom"`` the alarm runs are pruned first (telemanom's
+        With ``threshold.kind="telemanom"`` the alarm runs are pruned first (telemanom's
         :func:`recurra.anomaly.thresholds.prune_sequences`, which compares runs with each other and
         so is offline only; ``score``/``update`` flags are unpruned).
         """
@@ -234,14 +245,14 @@ class BaseDetector:
             chunk = scored.chunk
             shares = sc.contributions(scored.errors)
             flags = scored.flags
-            if self.config.threshold == "telemanom":  # offline: prune weak sequences
+            if self.config.threshold.kind == "telemanom":  # offline: prune weak sequences
                 flags = th.prune_sequences(np.nan_to_num(scored.score), flags)
-            runs = ev.merge_runs(ev.runs(flags), self.config.min_gap)
+            runs = ev.merge_runs(ev.runs(flags), self.config.events.min_gap)
             parts.append(ev.events_frame(series_id, chunk.timestamps, scored.score, runs,
                                          scored.thresholds, shares, self.channels_,
-                                         min_share=self.config.min_share))
+                                         min_share=self.config.events.min_share))
             gaps = ev.long_gaps(chunk.elapsed - chunk.elapsed[0], chunk.observed.any(axis=1),
-                                self.config.max_gap)
+                                self.config.events.max_gap)
             parts.append(ev.events_frame(series_id, chunk.timestamps, scored.score, gaps,
                                          np.inf, shares, self.channels_, kind=ev.DATA_QUALITY))
         if not parts:

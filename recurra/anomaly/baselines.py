@@ -14,11 +14,12 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from recurra.anomaly import scores as sc
-from recurra.anomaly.base import BaseDetector, DetectorConfig
+from recurra.anomaly.base import BaseDetector
+from recurra.anomaly.config import ForestConfig, ZScoreConfig
 from recurra.anomaly.stream import Chunk, pad_left
 
-__all__ = ["DetectorConfig", "FlatForest", "ForestErrors", "IsolationForestDetector",
-           "RollingZScoreDetector", "RollingZScoreErrors"]
+__all__ = ["FlatForest", "ForestConfig", "ForestErrors", "IsolationForestDetector",
+           "RollingZScoreDetector", "RollingZScoreErrors", "ZScoreConfig"]
 FLAT_CHUNK = 4096  # rows per vectorised descent (memory: trees x rows indexes)
 
 
@@ -29,7 +30,7 @@ class RollingZScoreErrors:
     streaming = True
     float32_inputs = False
 
-    def __init__(self, config: DetectorConfig) -> None:
+    def __init__(self, config: ZScoreConfig) -> None:
         self.config = config
 
     @property
@@ -62,7 +63,7 @@ class ForestErrors:
     streaming = True
     float32_inputs = False
 
-    def __init__(self, config: DetectorConfig) -> None:
+    def __init__(self, config: ForestConfig) -> None:
         self.config = config
         self.forest_: IsolationForest | None = None
         self._flat: FlatForest | None = None
@@ -129,6 +130,7 @@ class RollingZScoreDetector(BaseDetector):
     first line for spikes and level shifts on noisy series; blind to shape anomalies.
     """
 
+    config_class = ZScoreConfig
     error_model_factory = staticmethod(RollingZScoreErrors)
 
 
@@ -139,6 +141,7 @@ class IsolationForestDetector(BaseDetector):
     window shapes without training a network; multivariate by construction.
     """
 
+    config_class = ForestConfig
     error_model_factory = staticmethod(ForestErrors)
 
     @property

@@ -3,8 +3,8 @@ the training errors and the threshold (pure functions over numpy arrays).
 
 * :func:`value_scales` - per-channel mean / std of the training values.
 * :func:`calibrate` - the median / MAD of the smoothed training errors and the threshold
-  of ``config.threshold`` fitted on the normalised training scores, plus the training range
-  of the spatial rule.
+  of a :class:`~recurra.anomaly.config.ThresholdConfig` fitted on the normalised training
+  scores, plus the training range of the spatial rule.
 * :func:`with_calibration` - a stream state with the threshold models it lacks taken from
   the calibration (a fresh state, or one saved before a field existed).
 """
@@ -18,7 +18,7 @@ import numpy as np
 from recurra.anomaly import likelihood as lk
 from recurra.anomaly import scores as sc
 from recurra.anomaly import thresholds as th
-from recurra.anomaly.config import DetectorConfig
+from recurra.anomaly.config import ThresholdConfig
 from recurra.anomaly.stream import StreamState
 from recurra.data.arrays import SeriesArrays
 
@@ -50,7 +50,7 @@ def value_scales(arrays: SeriesArrays) -> Calibration:
 
 
 def calibrate(cal: Calibration, smoothed: np.ndarray, values: np.ndarray,
-              config: DetectorConfig) -> Calibration:
+              threshold: ThresholdConfig) -> Calibration:
     """Fill ``cal`` (in place; returned) from one series' training pass.
 
     smoothed : (T,) EWMA-smoothed point errors of the training rows (NaN = unobserved).
@@ -59,25 +59,25 @@ def calibrate(cal: Calibration, smoothed: np.ndarray, values: np.ndarray,
     center, spread = sc.robust_scale(smoothed[np.isfinite(smoothed)])
     cal.center, cal.spread = float(center), float(spread)
     normalised = sc.normalise(smoothed, cal.center, cal.spread)
-    method = config.threshold
+    method = threshold.kind
     if method == "spot":
-        cal.spot = th.spot_init(normalised, config.risk, config.level)
+        cal.spot = th.spot_init(normalised, threshold.risk, threshold.level)
         cal.threshold = cal.spot.threshold
     elif method == "dspot":
-        cal.spot, cal.recent = th.drift_init(normalised, config.depth, config.risk,
-                                             config.level)
+        cal.spot, cal.recent = th.drift_init(normalised, threshold.depth, threshold.risk,
+                                             threshold.level)
         cal.threshold = cal.spot.threshold
     elif method == "quantile":
-        cal.threshold = th.quantile_threshold(normalised, config.level)
+        cal.threshold = th.quantile_threshold(normalised, threshold.level)
     elif method == "ksigma":
-        cal.threshold = th.ksigma_threshold(normalised, config.k_sigma)
+        cal.threshold = th.ksigma_threshold(normalised, threshold.k_sigma)
     elif method == "likelihood":
-        cal.likelihood = lk.likelihood_init(normalised, config.likelihood_history,
-                                            config.likelihood_window,
-                                            config.likelihood_period,
-                                            config.likelihood_relearn,
-                                            config.likelihood_level)
-        cal.threshold = config.likelihood_level
+        cal.likelihood = lk.likelihood_init(normalised, threshold.likelihood_history,
+                                            threshold.likelihood_window,
+                                            threshold.likelihood_period,
+                                            threshold.likelihood_relearn,
+                                            threshold.likelihood_level)
+        cal.threshold = threshold.likelihood_level
     else:
         cal.threshold = th.nonparametric_threshold(normalised)
     with np.errstate(all="ignore"):

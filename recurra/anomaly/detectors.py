@@ -2,7 +2,8 @@
 
 Example::
 
-    det = ReconstructionDetector(DetectorConfig(window=16, max_epochs=3)).fit(train)
+    det = ReconstructionDetector(AutoencoderConfig(
+        window=16, train=replace(DETECTOR_TRAIN, max_epochs=3))).fit(train)
     det.score(new)      # series_id | timestamp | score | is_anomaly | contribution_<ch>
     det.predict(new)    # events: start, end, peak_score, severity, channels, kind
     det.update(more)    # streaming, state carried
@@ -28,12 +29,14 @@ import numpy as np
 import torch
 
 from recurra.anomaly import scores as sc
-from recurra.anomaly.base import BaseDetector, DetectorConfig
+from recurra.anomaly.base import BaseDetector
+from recurra.anomaly.config import DETECTOR_TRAIN, AutoencoderConfig, ForecastErrorConfig
 from recurra.anomaly.modules import OneStepForecaster, WindowAutoencoder
 from recurra.anomaly.neural import INFERENCE_BATCH, TorchModel, as_tensor, masked_mse
 from recurra.anomaly.stream import Chunk, pad_left
 
-__all__ = ["DetectorConfig", "ForecastErrorDetector", "GRUDAutoencoder", "OneStepErrors",
+__all__ = ["DETECTOR_TRAIN", "AutoencoderConfig", "ForecastErrorConfig",
+           "ForecastErrorDetector", "GRUDAutoencoder", "OneStepErrors",
            "ReconstructionDetector", "WindowErrors", "masked_mse"]
 INPUTS = ("filled", "raw")
 
@@ -41,25 +44,26 @@ INPUTS = ("filled", "raw")
 class WindowErrors:
     """Reconstruction errors of a window autoencoder (an :class:`ErrorModel`).
 
-    config : the detector's config (``window``, network shape, training, ``aggregate``).
-    cell : the encoder (``"lstm"``, ``"gru"`` or ``"grud"``).
+    config : the detector's :class:`AutoencoderConfig` (``window``, ``network``, ``train``,
+        ``aggregate``).
+    cell : the encoder (``"lstm"``, ``"gru"`` or ``"grud"``; default ``network.cell``).
     inputs : ``"filled"`` (forward-filled values, for LSTM / GRU) or ``"raw"`` (values with
         0 where unobserved: GRU-D imputes with its decays).
     """
 
     float32_inputs = True
 
-    def __init__(self, config: DetectorConfig, cell: str | None = None,
+    def __init__(self, config: AutoencoderConfig, cell: str | None = None,
                  inputs: str = "filled") -> None:
         if inputs not in INPUTS:
             raise ValueError(f"inputs ({inputs!r}) must be one of {list(INPUTS)}")
         self.config = config
-        self.cell = config.cell if cell is None else cell
+        self.cell = config.network.cell if cell is None else cell
         self.inputs = inputs
-        self.net = TorchModel(config, self._build)
+        self.net = TorchModel(config.train, self._build, config.n_threads)
 
     @classmethod
-    def grud(cls, config: DetectorConfig) -> WindowErrors:
+    def grud(cls, config: AutoencoderConfig) -> WindowErrors:
         """The GRU-D autoencoder's errors: windows go in with their gaps."""
         return cls(config, cell="grud", inputs="raw")
 
@@ -72,9 +76,9 @@ class WindowErrors:
         return self.config.aggregate == "causal"
 
     def _build(self, n_channels: int) -> torch.nn.Module:
-        config = self.config
-        return WindowAutoencoder(n_channels, config.hidden_size, config.latent_size,
-                                 self.cell, config.num_layers, config.bidirectional)
+        network = self.config.network
+        return WindowAutoencoder(n_channels, network.hidden_size, network.latent_size,
+                                 self.cell, network.num_layers, network.bidirectional)
 
     def fit(self, chunks: list[Chunk], series_ids: list[str]) -> None:
         window = self.config.window
@@ -146,14 +150,14 @@ class OneStepErrors:
     tail_length = 1
     chunk_length = 64
 
-    def __init__(self, config: DetectorConfig) -> None:
+    def __init__(self, config: ForecastErrorConfig) -> None:
         self.config = config
-        self.net = TorchModel(config, self._build)
+        self.net = TorchModel(config.train, self._build, config.n_threads)
 
     def _build(self, n_channels: int) -> torch.nn.Module:
-        config = self.config
-        cell = config.cell if config.cell in ("lstm", "gru") else "gru"
-        return OneStepForecaster(n_channels, config.hidden_size, cell, config.num_layers)
+        network = self.config.network
+        return OneStepForecaster(n_channels, network.hidden_size, network.cell,
+                                 network.num_layers)
 
     def fit(self, chunks: list[Chunk], series_ids: list[str]) -> None:
         length = min(self.chunk_length, min(len(c.elapsed) for c in chunks))
@@ -210,6 +214,7 @@ class ReconstructionDetector(BaseDetector):
     training windows) on regular series with few gaps.
     """
 
+    config_class = AutoencoderConfig
     error_model_factory = staticmethod(WindowErrors)
 
 
@@ -220,6 +225,7 @@ class GRUDAutoencoder(BaseDetector):
     ``data_quality`` event.  Good for irregular or gappy (multivariate) sensors.
     """
 
+    config_class = AutoencoderConfig
     error_model_factory = staticmethod(WindowErrors.grud)
 
 
@@ -230,4 +236,5 @@ class ForecastErrorDetector(BaseDetector):
     next value is predictable (traffic, utilisation) and for sudden level or spike changes.
     """
 
+    config_class = ForecastErrorConfig
     error_model_factory = staticmethod(OneStepErrors)

@@ -1,6 +1,7 @@
 """An ensemble detector: the maximum of its members' anomaly likelihoods.
 
-Each member is a detector of :data:`recurra.anomaly.DETECTORS` with ``threshold="likelihood"``, so
+Each member is a detector of :data:`recurra.anomaly.DETECTORS` with the likelihood threshold
+(``threshold=ThresholdConfig(kind="likelihood")``), so
 every member's score is a log-likelihood in [0, 1] judged against that member's own
 history: scores on one scale that can be compared and combined without labels.  The
 ensemble's score is the largest member score of each row and a row is an anomaly when any
@@ -16,7 +17,8 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,9 @@ import numpy as np
 import polars as pl
 
 from recurra.anomaly import events as ev
-from recurra.anomaly.base import BaseDetector, DetectorConfig
+from recurra.anomaly.base import BaseDetector
+from recurra.anomaly.config import DetectorConfig
+from recurra.data.config_tree import build_config
 from recurra.data.schema import (
     CONTRIBUTION_PREFIX,
     EVENT_SCHEMA,
@@ -41,8 +45,6 @@ from recurra.data.schema import (
 )
 from recurra.nn.persistence import load_estimator, save_estimator
 
-LIKELIHOOD = DetectorConfig(threshold="likelihood")
-
 
 def _registry() -> dict[str, type[BaseDetector]]:
     from recurra.anomaly import DETECTORS  # the package registry (imported late: no import cycle)
@@ -55,8 +57,10 @@ class EnsembleConfig:
     """Members of an :class:`EnsembleDetector`.
 
     members : names in :data:`recurra.anomaly.DETECTORS` (at least one, no repeats).
-    configs : one :class:`DetectorConfig` per member, each with ``threshold="likelihood"``
-        (empty: the default config with ``threshold="likelihood"`` for every member).
+    configs : one config per member, each of its detector's ``config_class`` with
+        ``threshold.kind="likelihood"`` (a dict is built as that class, its old flat keys
+        included; empty: every member's default config with the likelihood threshold).
+        In a TOML file: ``configs = [{ window = 32, network = { hidden_size = 16 } }, ...]``.
     """
 
     members: tuple[str, ...] = ("forecast_error", "grud_ae")
@@ -71,18 +75,31 @@ class EnsembleConfig:
         for name in members:
             if name not in known:
                 raise RecurraError(f"EnsembleConfig.members: {name!r} must be one of {known}")
-        configs = tuple(DetectorConfig(**c) if isinstance(c, dict) else c
-                        for c in self.configs) or (LIKELIHOOD,) * len(members)
+        registry = _registry()
+        configs = _member_configs(members, self.configs, "EnsembleConfig") or tuple(
+            _likelihood(registry[name].config_class()) for name in members)
         if len(configs) != len(members):
             raise RecurraError(f"EnsembleConfig.configs has {len(configs)} config(s); it needs "
                                f"one per member ({len(members)})")
         for name, config in zip(members, configs, strict=True):
-            if not isinstance(config, DetectorConfig) or config.threshold != "likelihood":
-                raise RecurraError(f"EnsembleConfig.configs: the config of {name!r} must be a "
-                                   "DetectorConfig with threshold='likelihood' (got "
-                                   f"{getattr(config, 'threshold', config)!r})")
+            expected = registry[name].config_class
+            if not isinstance(config, expected) or config.threshold.kind != "likelihood":
+                raise RecurraError(f"EnsembleConfig.configs: the config of {name!r} must be "
+                                   f"of class {expected.__name__} with threshold.kind="
+                                   f"'likelihood' (got {config!r})")
         object.__setattr__(self, "members", members)
         object.__setattr__(self, "configs", configs)
+
+    @classmethod
+    def build_parts(cls, values: Mapping[str, Any], *, where: str, warn: bool, unknown: str
+                    ) -> dict[str, Any]:
+        """``values`` with each member's config table built as its detector's
+        ``config_class`` (:func:`recurra.data.config_tree.build_config` calls it, so a TOML
+        table and a saved model's flat member configs load the same way)."""
+        members = tuple(values.get("members", cls.members))
+        configs = _member_configs(members, values.get("configs", ()), where, warn=warn,
+                                  unknown=unknown)
+        return {**values, "configs": configs} if "configs" in values else dict(values)
 
 
 class EnsembleDetector:
@@ -139,17 +156,18 @@ class EnsembleDetector:
         members = self._members()
         scores = self.score(frame)
         first = members[0]
-        level = min(c.likelihood_level for c in self.config.configs)
+        level = min(c.threshold.likelihood_level for c in self.config.configs)
         columns = [c for c in scores.columns if c.startswith(CONTRIBUTION_PREFIX)]
         parts = []
         for (series_id,), part in scores.group_by(SERIES_ID, maintain_order=True):
-            runs = ev.merge_runs(ev.runs(part[IS_ANOMALY].to_numpy()), first.config.min_gap)
+            runs = ev.merge_runs(ev.runs(part[IS_ANOMALY].to_numpy()),
+                                 first.config.events.min_gap)
             stamps = part[TIMESTAMP].dt.replace_time_zone(None).to_numpy()
             parts.append(ev.events_frame(
                 series_id, stamps.astype("datetime64[us]"),
                 part[SCORE].fill_null(np.nan).to_numpy(), runs, level,
                 part.select(columns).to_numpy(), first.channels_,
-                min_share=first.config.min_share))
+                min_share=first.config.events.min_share))
         gaps = first.predict(frame).filter(pl.col(KIND) == ev.DATA_QUALITY)
         parts.append(gaps)
         parts = [p for p in parts if p.height]
@@ -196,6 +214,26 @@ class EnsembleDetector:
             member = registry[name](config)
             member._set_state(member_state)
             self.members_.append(member)
+
+
+def _likelihood(config: DetectorConfig) -> DetectorConfig:
+    return replace(config, threshold=replace(config.threshold, kind="likelihood"))
+
+
+def _member_configs(members: tuple[str, ...], configs: Any, where: str, *, warn: bool = True,
+                    unknown: str = "raise") -> tuple[Any, ...]:
+    """``configs`` with each table built as the config class of its member's detector
+    (instances, and tables of unknown members, are left for ``__post_init__`` to judge)."""
+    registry = _registry()
+    built = []
+    for index, config in enumerate(configs):
+        name = members[index] if index < len(members) else None
+        if isinstance(config, Mapping) and name in registry:
+            config = build_config(registry[name].config_class, config,
+                                  where=f"{where}.configs[{index}]", warn=warn,
+                                  unknown=unknown)
+        built.append(config)
+    return tuple(built)
 
 
 def _combine(frames: list[pl.DataFrame]) -> pl.DataFrame:

@@ -117,7 +117,7 @@ class DetectorFleet:
             raise RecurraError(f"detector ({type(detector).__name__}) must be one of {names} "
                                "(a ReconstructionDetector with aggregate='causal') for "
                                "DetectorFleet; an EnsembleDetector goes through make_fleet")
-        method = detector.config.threshold
+        method = detector.config.threshold.kind
         if method not in FLEET_THRESHOLDS:
             raise RecurraError(f"threshold ({method!r}) is not supported by DetectorFleet; use "
                                f"one of {list(FLEET_THRESHOLDS)}")
@@ -159,7 +159,7 @@ class DetectorFleet:
                                  for s in states])
         self.n_rows_ = np.array([s.n_rows for s in states], np.int64)
         cals = [self.detector.calibration_[i] for i in self.series_ids_]
-        method = self.detector.config.threshold
+        method = self.detector.config.threshold.kind
         self.spot_ = self.recent_ = self.likelihood_ = None
         if method in ("spot", "dspot"):
             spots = [s.spot if s.spot is not None else c.spot
@@ -173,7 +173,7 @@ class DetectorFleet:
             self.likelihood_ = [s.likelihood if s.likelihood is not None else c.likelihood
                                 for s, c in zip(states, cals, strict=True)]
         self.low_ = self.high_ = None
-        if self.detector.config.spatial_tolerance is not None:
+        if self.detector.config.threshold.spatial_tolerance is not None:
             n_channels = len(self.channels_)
             bounds = [(s.low, s.high) if s.high is not None else (c.low, c.high)
                       for s, c in zip(states, cals, strict=True)]
@@ -298,7 +298,7 @@ class DetectorFleet:
     def _threshold(self, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scores (the likelihood's for that threshold) and alarm flags (S,); threshold
         states advance as :func:`recurra.anomaly.pipeline.threshold_step` advances them."""
-        method = self.detector.config.threshold
+        method = self.detector.config.threshold.kind
         if method == "likelihood":
             out = np.full(score.shape, np.nan)
             for index in range(score.size):  # per-series fallback (see the module docstring)
@@ -336,7 +336,8 @@ class DetectorFleet:
         """NAB's spatial rule (:func:`recurra.anomaly.scores.spatial_flags`), one row per
         series."""
         with np.errstate(invalid="ignore"):
-            margin = self.detector.config.spatial_tolerance * (self.high_ - self.low_)
+            tolerance = self.detector.config.threshold.spatial_tolerance
+            margin = tolerance * (self.high_ - self.low_)
             known = np.isfinite(self.high_) & np.isfinite(self.low_)
             outside = (values > self.high_ + margin) | (values < self.low_ - margin)
             self.high_ = np.fmax(self.high_, values)

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from recurra.anomaly.config import DetectorConfig
 from recurra.nn.device import choose_device, limit_threads, seed_everything
 from recurra.nn.train import TrainConfig, describe_values, fit_module
 
@@ -36,20 +35,15 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, observed: torch.T
     return (diff * diff).sum() / count
 
 
-def train_config(config: DetectorConfig) -> TrainConfig:
-    """The shared loop's settings from a detector config (no early stopping)."""
-    return TrainConfig(max_epochs=config.max_epochs, batch_size=config.batch_size,
-                       learning_rate=config.learning_rate, seed=config.seed,
-                       device=config.device, early_stopping_patience=None)
-
-
 class TorchModel:
     """One network of a neural error model: build, train, place, save.
 
     Parameters
     ----------
-    config : the detector's config (training settings, seed, ``device``).
+    train : the shared loop's settings (a detector config's ``train``: epochs, batch size,
+        seed, ``device``, weight decay, schedule, early stopping on the training loss...).
     build : ``n_channels -> nn.Module`` (pure maths, ``forward(x, observed, delta, state)``).
+    n_threads : torch threads while training (None: torch's default).
 
     Attributes
     ----------
@@ -57,18 +51,19 @@ class TorchModel:
     history_ : per-epoch records (epoch, train_loss, val_loss=None, lr, seconds).
     """
 
-    def __init__(self, config: DetectorConfig, build: Callable[[int], torch.nn.Module]
-                 ) -> None:
-        self.config = config
+    def __init__(self, train: TrainConfig, build: Callable[[int], torch.nn.Module],
+                 n_threads: int | None = None) -> None:
+        self.train_config = train
         self.build = build
+        self.n_threads = n_threads
         self.module_: torch.nn.Module | None = None
         self.history_: list[dict[str, Any]] = []
         self.inference_device_: torch.device | None = None
 
     def device(self) -> torch.device:
-        """Where inference runs: the device :meth:`to` chose, else ``config.device``."""
+        """Where inference runs: the device :meth:`to` chose, else ``train.device``."""
         chosen = self.inference_device_
-        return chosen if chosen is not None else choose_device(self.config.device)
+        return chosen if chosen is not None else choose_device(self.train_config.device)
 
     def to(self, device: str | torch.device) -> torch.device:
         """Move the network to ``device`` (``"auto"``: CUDA when available); returns it."""
@@ -85,11 +80,12 @@ class TorchModel:
 
         Each batch is ``(*tensors, series_index)``; a non-finite loss names its series.
         """
-        limit_threads(self.config.n_threads)
-        seed_everything(self.config.seed)
+        config = self.train_config
+        limit_threads(self.n_threads)
+        seed_everything(config.seed)
         self.module_ = self.build(tensors[0].shape[-1])
-        generator = torch.Generator().manual_seed(self.config.seed)
-        size = self.config.batch_size
+        generator = torch.Generator().manual_seed(config.seed)
+        size = config.batch_size
         index = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
         tensors = (*tensors, index)
 
@@ -100,7 +96,7 @@ class TorchModel:
         def describe(batch: tuple[torch.Tensor, ...]) -> str:
             return describe_values([series_ids[i] for i in batch[-1].tolist()], batch[:-1])
 
-        result = fit_module(self.module_, step, batches, None, train_config(self.config),
+        result = fit_module(self.module_, step, batches, None, config,
                             describe_batch=describe)
         self.history_ = result.history
         self.module_.to(self.device()).eval()

@@ -23,7 +23,7 @@ from recurra.anomaly import likelihood as lk
 from recurra.anomaly import scores as sc
 from recurra.anomaly import thresholds as th
 from recurra.anomaly.calibration import Calibration, calibrate
-from recurra.anomaly.config import DetectorConfig
+from recurra.anomaly.config import DetectorConfig, ThresholdConfig
 from recurra.anomaly.protocol import ErrorModel
 from recurra.anomaly.stream import (
     Chunk,
@@ -73,7 +73,7 @@ def calibrate_series(model: ErrorModel, config: DetectorConfig, cal: Calibration
                                              chunk.values.shape[1])
     smoothed = sc.ewma(point_error(errors, chunk.observed), config.smoothing)
     state.smooth = sc.ewma_state(smoothed)
-    calibrate(cal, smoothed, chunk.values, config)
+    calibrate(cal, smoothed, chunk.values, config.threshold)
     state.spot, state.recent, state.likelihood = cal.spot, cal.recent, cal.likelihood
     state.low, state.high = cal.low, cal.high
     return state
@@ -91,22 +91,23 @@ def score_series(model: ErrorModel, config: DetectorConfig, cal: Calibration,
     smoothed = sc.ewma(point_error(errors, chunk.observed), config.smoothing, state.smooth)
     state.smooth = sc.ewma_state(smoothed, state.smooth)
     score = sc.normalise(smoothed, cal.center, cal.spread)
-    score, flags, used = threshold_step(config, cal, state, score)
-    if config.spatial_tolerance is not None:
+    threshold = config.threshold
+    score, flags, used = threshold_step(threshold, cal, state, score)
+    if threshold.spatial_tolerance is not None:
         spatial, state.low, state.high = sc.spatial_flags(
             chunk.values[len(chunk.elapsed) - arrays.n_steps:], state.low, state.high,
-            config.spatial_tolerance)
+            threshold.spatial_tolerance)
         flags = flags | spatial
-        if config.threshold == "likelihood":
+        if threshold.kind == "likelihood":
             score = np.where(spatial, 1.0, score)
     return Scored(chunk, errors, score, flags, used), state
 
 
-def threshold_step(config: DetectorConfig, cal: Calibration, state: StreamState,
+def threshold_step(threshold: ThresholdConfig, cal: Calibration, state: StreamState,
                    score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(score, flags, thresholds)`` of normalised scores (n,); the likelihood threshold
     replaces the score by its log-likelihood.  Advances the threshold state of ``state``."""
-    method = config.threshold
+    method = threshold.kind
     if method == "spot":
         flags, used, state.spot = th.spot_step(state.spot, score)
     elif method == "dspot":

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from recurra.anomaly import scores as sc
-from recurra.anomaly.base import BaseDetector, DetectorConfig
+from recurra.anomaly.base import BaseDetector
+from recurra.anomaly.config import ZScoreConfig
 from recurra.anomaly.stream import Chunk
 
-__all__ = ["DetectorConfig", "ReturnZScoreDetector", "ReturnZScoreErrors"]
+__all__ = ["ReturnZScoreDetector", "ReturnZScoreErrors", "ZScoreConfig"]
 
 
 class ReturnZScoreErrors:
@@ -29,7 +30,7 @@ class ReturnZScoreErrors:
     streaming = True
     float32_inputs = False
 
-    def __init__(self, config: DetectorConfig) -> None:
+    def __init__(self, config: ZScoreConfig) -> None:
         self.config = config
 
     @property
@@ -58,4 +59,5 @@ class ReturnZScoreErrors:
 class ReturnZScoreDetector(BaseDetector):
     """Squared z-score of each row's change against the ``window`` changes before it."""
 
+    config_class = ZScoreConfig
     error_model_factory = staticmethod(ReturnZScoreErrors)

@@ -11,6 +11,14 @@ A part whose class names a ``SHORTHAND`` field may be given as that field's valu
 in ``FLAT_KEYS`` (``{"hidden_size": "encoder.hidden_size"}``); each one
 found is moved to its part, with a ``FutureWarning`` that names the old key, the new one and
 where it was found (``warn=False`` for saved models, which are rewritten on their next save).
+An old flat key may share its name with the part it moves into (``threshold = "spot"`` is
+now ``threshold = { kind = "spot" }``): a value that is not a table is the old key.
+
+A table fills the field's default part: a part whose default is not its class's own
+defaults (a detector's ``train``) keeps that default for the keys the table leaves out.
+A class whose parts' classes depend on another key (an ensemble's member configs) builds
+them itself in a ``build_parts(values, where=, warn=, unknown=)`` classmethod, called with
+the flat keys already moved.
 
 >>> build_config(ForecasterConfig, {"hidden_size": 16, "train": {"max_epochs": 2}},
 ...              where="models.rnn.params")                             # doctest: +SKIP
@@ -49,6 +57,9 @@ def build_config(config_cls: type, values: Mapping[str, Any], *, where: str = "c
     if unknown not in ("raise", "ignore"):
         raise ValueError(f"unknown ({unknown!r}) must be 'raise' or 'ignore'")
     values = nest_flat_keys(config_cls, values, where=where, warn=warn)
+    build_parts = getattr(config_cls, "build_parts", None)
+    if build_parts is not None:
+        values = build_parts(values, where=where, warn=warn, unknown=unknown)
     fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
     extra = sorted(set(values) - set(fields))
     if extra and unknown == "raise":
@@ -59,8 +70,27 @@ def build_config(config_cls: type, values: Mapping[str, Any], *, where: str = "c
     for name, value in values.items():
         if name not in fields:
             continue
-        kwargs[name] = _value(hints.get(name), value, f"{where}.{name}", warn, unknown)
+        kwargs[name] = _value(hints.get(name), value, f"{where}.{name}", warn, unknown,
+                              _default(fields[name]))
     return config_cls(**kwargs)
+
+
+def coerce_part(owner: Any, name: str, part: type) -> None:
+    """Make the field ``name`` of the frozen config ``owner`` a ``part`` instance, in its
+    ``__post_init__``: a mapping is built as the part, a scalar is the part's ``SHORTHAND``
+    field (``decoder="seq2seq"``); anything else is a :class:`RecurraError` naming it."""
+    value = getattr(owner, name)
+    where = f"{type(owner).__name__}.{name}"
+    shorthand = getattr(part, "SHORTHAND", None)
+    if isinstance(value, Mapping):
+        value = build_config(part, value, where=where, warn=False)
+    elif shorthand and isinstance(value, str | bool | int | float):
+        value = part(**{shorthand: value})
+    if not isinstance(value, part):
+        also = f" or its `{shorthand}`" if shorthand else ""
+        raise RecurraError(f"{where} must be a {part.__name__} (or a table of its keys{also}), "
+                           f"got {value!r}")
+    object.__setattr__(owner, name, value)
 
 
 def nest_flat_keys(config_cls: type, values: Mapping[str, Any], *, where: str = "config",
@@ -69,20 +99,27 @@ def nest_flat_keys(config_cls: type, values: Mapping[str, Any], *, where: str = 
     nested tables (a key given both ways is an error naming both)."""
     moves: Mapping[str, str] = getattr(config_cls, "FLAT_KEYS", {})
     out = dict(values)
-    for old, new in moves.items():
-        if old not in out or old in _field_names(config_cls):
+    part_fields = _part_names(config_cls)
+    given: dict[tuple[str, ...], set[str]] = {}  # the keys a part given as an instance set
+    # a flat key named like its part (``threshold = "spot"``) moves before the others fill it
+    for old, new in sorted(moves.items(), key=lambda move: move[0] not in part_fields):
+        if old not in out or (old in _field_names(config_cls)
+                              and (old not in part_fields or _is_table(out[old]))):
             continue
         value = out.pop(old)
         *parts, leaf = new.split(".")
-        table = out
+        table, path = out, ()
         for part in parts:
+            path += (part,)
             current = table.get(part)
             if dataclasses.is_dataclass(current) and not isinstance(current, type):
-                current = _set_fields(current)
+                given[path] = set(_set_fields(current))
+                current = {f.name: getattr(current, f.name)
+                           for f in dataclasses.fields(current) if f.init}
             elif current is not None and not isinstance(current, Mapping):
                 current = {_shorthand(config_cls, part, where): current}
             table[part] = table = dict(current or {})
-        if leaf in table:
+        if leaf in given.get(path, table):
             raise ConfigKeyError(f"`{where}` sets both `{old}` (the old flat key) and "
                                  f"`{new}`: keep `{new}`")
         table[leaf] = value
@@ -109,9 +146,12 @@ def _tree_value(value: Any) -> Any:
     return value
 
 
-def _value(hint: Any, value: Any, where: str, warn: bool, unknown: str) -> Any:
+def _value(hint: Any, value: Any, where: str, warn: bool, unknown: str,
+           default: Any = None) -> Any:
     part = _dataclass_of(hint)
     if part is not None and isinstance(value, Mapping):
+        if isinstance(default, part):  # a default that is not the part's own defaults
+            value = {**_set_fields(default), **value}
         return build_config(part, value, where=where, warn=warn, unknown=unknown)
     if part is not None and isinstance(value, str | bool | int | float) \
             and getattr(part, "SHORTHAND", None):
@@ -160,6 +200,25 @@ def _set_fields(part: Any) -> dict[str, Any]:
 
 def _field_names(config_cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(config_cls)}
+
+
+def _part_names(config_cls: type) -> set[str]:
+    """The fields of ``config_cls`` that are parts (dataclass-typed)."""
+    hints = typing.get_type_hints(config_cls)
+    return {f.name for f in dataclasses.fields(config_cls)
+            if _dataclass_of(hints.get(f.name)) is not None}
+
+
+def _is_table(value: Any) -> bool:
+    return isinstance(value, Mapping) or (dataclasses.is_dataclass(value)
+                                          and not isinstance(value, type))
+
+
+def _default(item: dataclasses.Field) -> Any:
+    """The default value of a dataclass field (None when it has none)."""
+    if item.default_factory is not dataclasses.MISSING:
+        return item.default_factory()
+    return None if item.default is dataclasses.MISSING else item.default
 
 
 _UNION = type(int | None)

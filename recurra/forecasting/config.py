@@ -30,7 +30,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from recurra.data.config_tree import build_config
+from recurra.data.config_tree import build_config, coerce_part
 from recurra.data.schema import RecurraError
 from recurra.forecasting.intervals import IntervalConfig
 from recurra.forecasting.windows import SCALERS
@@ -293,7 +293,7 @@ the parts of the module docstring; checked in ``__post_init__``.
                            ("output", OutputConfig), ("interval", IntervalConfig),
                            ("window", WindowConfig), ("tbptt", TBPTTConfig),
                            ("train", TrainConfig)):
-            self._coerce(name, part)
+            coerce_part(self, name, part)
         _choice("ForecasterConfig", "scaler", self.scaler, SCALERS)
         _choice("ForecasterConfig", "target_transform", self.target_transform,
                 TARGET_TRANSFORMS)
@@ -312,17 +312,6 @@ the parts of the module docstring; checked in ``__post_init__``.
         if self.target_channels is not None and not self.target_channels:
             raise RecurraError("target_channels (()) must name at least one channel or be None")
         self._check_across_parts(levels)
-
-    def _coerce(self, name: str, part: type) -> None:
-        """A part given as a mapping or as its shorthand value becomes the part."""
-        value = getattr(self, name)
-        if isinstance(value, dict):
-            value = build_config(part, value, where=name, warn=False)
-        elif not isinstance(value, part) and getattr(part, "SHORTHAND", None):
-            value = part(**{part.SHORTHAND: value})
-        if not isinstance(value, part):
-            raise RecurraError(f"{name} ({value!r}) must be a {part.__name__}")
-        object.__setattr__(self, name, value)
 
     def _check_across_parts(self, levels: tuple[float, ...]) -> None:
         if self.decoder.forecast_from_last and self.windowed:

@@ -120,7 +120,10 @@ def load_estimator(path: str | Path, *, map_location: str | torch.device = "cpu"
         raise RecurraError(f"{folder}: format_version {version} is not supported (this "
                            f"Recurra reads {', '.join(map(str, READABLE_FORMATS))})")
     cls = _import(meta["class"])  # paths from before the recurra package map (_legacy)
-    config = config_from_dict(_import(meta["config_class"]), meta["config"])
+    config_class = _import(meta["config_class"])
+    # an estimator class may rebuild a config saved under an older class as its own
+    config_class = getattr(cls, "config_class_for", lambda saved: saved)(config_class)
+    config = config_from_dict(config_class, meta["config"])
     estimator = cls(config)
     if version == 3:
         state = read_state(folder, map_location=map_location)

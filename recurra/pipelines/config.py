@@ -21,7 +21,8 @@ monitoring rules::
     [models.ens]                          # an ensemble: members by name, one config each
     class = "recurra.anomaly.EnsembleDetector"    # (an array of tables becomes a tuple of configs)
     params = { members = ["grud_ae", "isolation_forest"], configs = [
-        { threshold = "likelihood", max_epochs = 2 }, { threshold = "likelihood" } ] }
+        { threshold = { kind = "likelihood" }, train = { max_epochs = 2 } },
+        { threshold = { kind = "likelihood" } } ] }
 
     [schedules]                       # cron strings (UTC) for `recurra serve`
     ingest = "0 * * * *"

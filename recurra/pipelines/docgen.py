@@ -59,9 +59,17 @@ ESTIMATOR_CONFIGS = (
      "(`levels` are the forecaster's `quantiles` there)"),
     ("recurra.forecasting.WindowConfig", "the `window` table inside a forecaster's params"),
     ("recurra.forecasting.TBPTTConfig", "the `tbptt` table inside a forecaster's params"),
-    ("recurra.nn.TrainConfig", "the `train` table inside a forecaster's params"),
-    ("recurra.anomaly.DetectorConfig",
-     "every detector of `recurra.anomaly` (`recurra.anomaly.DETECTORS`)"),
+    ("recurra.nn.TrainConfig", "the `train` table inside a forecaster's or a neural "
+     "detector's params (a detector's defaults: `recurra.anomaly.DETECTOR_TRAIN`)"),
+    ("recurra.anomaly.AutoencoderConfig",
+     "recurra.anomaly.ReconstructionDetector and recurra.anomaly.GRUDAutoencoder"),
+    ("recurra.anomaly.ForecastErrorConfig", "recurra.anomaly.ForecastErrorDetector"),
+    ("recurra.anomaly.ForestConfig", "recurra.anomaly.IsolationForestDetector"),
+    ("recurra.anomaly.ZScoreConfig",
+     "recurra.anomaly.RollingZScoreDetector and recurra.anomaly.returns.ReturnZScoreDetector"),
+    ("recurra.anomaly.ThresholdConfig", "the `threshold` table inside a detector's params"),
+    ("recurra.anomaly.EventConfig", "the `events` table inside a detector's params"),
+    ("recurra.anomaly.NetworkConfig", "the `network` table inside a neural detector's params"),
     ("recurra.anomaly.EnsembleConfig", "recurra.anomaly.EnsembleDetector"),
     ("recurra.forecasting.baselines.SeasonalNaiveConfig",
      "recurra.forecasting.baselines.SeasonalNaiveForecaster"),
@@ -127,8 +135,11 @@ def _default(item: dataclasses.Field) -> str:
         value = item.default_factory()
     else:
         return "required"
-    if dataclasses.is_dataclass(value):
-        return f"{type(value).__name__}()"
+    if dataclasses.is_dataclass(value):  # the settings that differ from the part's defaults
+        plain = type(value)()
+        changed = [f"{f.name}={_toml(getattr(value, f.name))}" for f in dataclasses.fields(value)
+                   if getattr(value, f.name) != getattr(plain, f.name)]
+        return f"{type(value).__name__}({', '.join(changed)})"
     return _toml(value)
 
 

@@ -230,7 +230,8 @@ def render_config(profile: DataProfile) -> str:
         f"# {why}.",
         f"# horizon {horizon} / lookback {lookback} steps suit the {profile.frequency} "
         "frequency; raise",
-        "# encoder.hidden_size and train.max_epochs once the pipeline works end to end.",
+        "# encoder.hidden_size and train.max_epochs (a detector's network.hidden_size and",
+        "# train.max_epochs) once the pipeline works end to end.",
         "[models.forecaster]",
         'class = "recurra.forecasting.RNNForecaster"',
         f'params = {{ encoder = {{ cell = "{cell}", hidden_size = 32 }}, lookback = {lookback}, '
@@ -240,8 +241,8 @@ def render_config(profile: DataProfile) -> str:
         "# training errors." + (" Gaps never alarm." if profile.gappy else ""),
         "[models.detector]",
         f'class = "{detector}"',
-        f'params = {{ window = {window}, hidden_size = 16, max_epochs = 3, '
-        'threshold = "spot", risk = 1e-4 }', "",
+        f'params = {{ window = {window}, network = {{ hidden_size = 16 }}, '
+        'train = { max_epochs = 3 }, threshold = { kind = "spot", risk = 1e-4 } }', "",
         "[training]",
         "validation_share = 0.2   # the last 20 % of each series validates and gates",
         f"min_rows = {min_rows}             # shorter series are skipped", "",

@@ -8,17 +8,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recurra.anomaly import DETECTORS, DetectorConfig, EnsembleConfig, EnsembleDetector
+from recurra.anomaly import DETECTORS, EnsembleConfig, EnsembleDetector, ThresholdConfig
 from recurra.anomaly import likelihood as lk
 from recurra.anomaly.scores import spatial_flags
 from recurra.data.schema import RecurraError
+from tests.anomaly.configs import config_for
 from tests.anomaly.test_likelihood import chained_and_whole
 from tests.conftest import make_frame
 
-RULES = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2, batch_size=32,
-                       n_estimators=20, threshold="likelihood", likelihood_window=5,
-                       likelihood_history=200, likelihood_period=20, likelihood_relearn=6,
-                       spatial_tolerance=0.1, device="cpu")
+RULES = ThresholdConfig(kind="likelihood", likelihood_window=5, likelihood_history=200,
+                        likelihood_period=20, likelihood_relearn=6, spatial_tolerance=0.1)
 
 
 
@@ -57,11 +56,11 @@ def test_bad_relearn_and_spatial_settings_are_named():
         lk.likelihood_init(np.zeros(10), history=20, window=5, relearn=50)
     with pytest.raises(RecurraError, match=r"likelihood_relearn \(0\) must be None or an "
                                            r"integer in \[1, likelihood_history = 8640\]"):
-        DetectorConfig(likelihood_relearn=0)
+        ThresholdConfig(likelihood_relearn=0)
     with pytest.raises(RecurraError, match=r"spatial_tolerance \(-0.1\) must be None or a "
                                            r"finite number >= 0"):
-        DetectorConfig(spatial_tolerance=-0.1)
-    assert DetectorConfig().likelihood_relearn is None and DetectorConfig().spatial_tolerance \
+        ThresholdConfig(spatial_tolerance=-0.1)
+    assert ThresholdConfig().likelihood_relearn is None and ThresholdConfig().spatial_tolerance \
         is None                                  # both off by default (backward compatible)
 
 
@@ -84,14 +83,15 @@ def test_spatial_rule_in_a_detector_scores_one_and_streams_like_batch():
     spike = frame.with_columns(pl.when(pl.int_range(pl.len()) == 130)
                                .then(high + 0.3 * (high - low))   # out of range, not extreme
                                .otherwise(pl.col("value")).alias("value"))
-    detector = DETECTORS["rolling_zscore"](RULES).fit(train)
+    zscore = DETECTORS["rolling_zscore"]
+    detector = zscore(config_for(zscore, RULES)).fit(train)
     batch = detector.update(spike.slice(100))
     row = batch.filter(pl.col("timestamp") == spike["timestamp"][130])
     assert row["score"].item() == 1.0 and row["is_anomaly"].item()
-    plain = DETECTORS["rolling_zscore"](replace(RULES, spatial_tolerance=None)).fit(train)
+    plain = zscore(config_for(zscore, replace(RULES, spatial_tolerance=None))).fit(train)
     other = plain.update(spike.slice(100)).filter(pl.col("timestamp") == row["timestamp"])
     assert other["score"].item() < 0.5 and not other["is_anomaly"].item()
-    detector = DETECTORS["rolling_zscore"](RULES).fit(train)   # the same, streamed
+    detector = zscore(config_for(zscore, RULES)).fit(train)   # the same, streamed
     stamps = spike["timestamp"].dt.replace_time_zone(None).to_numpy()
     values = spike["value"].fill_null(np.nan).to_numpy()
     parts = [detector.update(spike.slice(100, 7))]
@@ -104,7 +104,7 @@ def test_spatial_rule_in_a_detector_scores_one_and_streams_like_batch():
 @pytest.mark.parametrize("name", ["forecast_error", "isolation_forest"])
 def test_alarm_rules_streamed_equal_batch(name):
     frame = make_frame(n_series=2, n_steps=120, n_channels=2, gap_share=0.05, seed=4)
-    detector = DETECTORS[name](RULES).fit(frame)
+    detector = DETECTORS[name](config_for(DETECTORS[name], RULES)).fit(frame)
     stamps = frame["timestamp"].unique().sort()
     spiked = frame.with_columns(pl.when(pl.col("timestamp") == stamps[90]).then(100.0)
                                 .otherwise(pl.col("value")).alias("value"))
@@ -121,10 +121,11 @@ def test_alarm_rules_streamed_equal_batch(name):
 
 def test_ensemble_members_carry_the_rules(tmp_path):
     frame = make_frame(n_series=1, n_steps=120, seed=2)
-    config = EnsembleConfig(("rolling_zscore", "isolation_forest"), (RULES, RULES))
+    members = ("rolling_zscore", "isolation_forest")
+    config = EnsembleConfig(members, tuple(config_for(DETECTORS[m], RULES) for m in members))
     ensemble = EnsembleDetector(config).fit(frame.head(80))
     ensemble.save(tmp_path / "e")
     loaded = EnsembleDetector.load(tmp_path / "e")
-    assert loaded.members_[0].config.spatial_tolerance == 0.1
+    assert loaded.members_[0].config.threshold.spatial_tolerance == 0.1
     np.testing.assert_allclose(loaded.update(frame.slice(80))["score"].to_numpy(),
                                ensemble.update(frame.slice(80))["score"].to_numpy())

@@ -24,21 +24,22 @@ from recurra.anomaly import (
     EnsembleConfig,
     EnsembleDetector,
     ErrorModel,
+    ThresholdConfig,
 )
 from recurra.anomaly.returns import ReturnZScoreDetector
 from recurra.data.schema import NotFittedError
 from recurra.nn.persistence import load_estimator
+from tests.anomaly.configs import config_for
 from tests.conftest import make_frame
 
-TINY = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2, batch_size=32,
-                      n_estimators=20, threshold="spot", level=0.9, risk=0.01, device="cpu")
-LIKELY = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2, batch_size=32,
-                        n_estimators=20, threshold="likelihood", likelihood_window=5,
-                        likelihood_period=10, spatial_tolerance=0.2, device="cpu")
-ENSEMBLE = EnsembleConfig(members=("forecast_error", "isolation_forest", "rolling_zscore"),
-                          configs=(LIKELY,) * 3)
-KINDS = {**{name: (lambda cls=cls: cls(TINY)) for name, cls in DETECTORS.items()},
-         "return_zscore": lambda: ReturnZScoreDetector(TINY),
+SPOT = ThresholdConfig(kind="spot", level=0.9, risk=0.01)
+LIKELY = ThresholdConfig(kind="likelihood", likelihood_window=5, likelihood_period=10,
+                         spatial_tolerance=0.2)
+MEMBERS = ("forecast_error", "isolation_forest", "rolling_zscore")
+ENSEMBLE = EnsembleConfig(members=MEMBERS,
+                          configs=tuple(config_for(DETECTORS[m], LIKELY) for m in MEMBERS))
+SINGLE = {**DETECTORS, "return_zscore": ReturnZScoreDetector}
+KINDS = {**{name: (lambda cls=cls: cls(config_for(cls, SPOT))) for name, cls in SINGLE.items()},
          "ensemble": lambda: EnsembleDetector(ENSEMBLE)}
 
 
@@ -89,6 +90,14 @@ def test_save_load_mid_stream_scores_the_same_and_continues_the_stream(fitted, f
     assert_frame_equal(loaded.predict(whole), detector.predict(whole))
     again = load_estimator(tmp_path / name)             # the model-agnostic loader too
     assert type(again) is type(detector)
+
+
+@pytest.mark.parametrize("name", sorted(SINGLE))
+def test_each_detector_declares_its_own_config_class(name):
+    cls = SINGLE[name]
+    assert cls.config_class is not DetectorConfig
+    assert issubclass(cls.config_class, DetectorConfig)
+    assert type(cls().config) is cls.config_class
 
 
 def _project_classes():

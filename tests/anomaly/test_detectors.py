@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import datetime as dt
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -12,11 +12,15 @@ import pytest
 import torch
 
 from recurra.anomaly import (
+    DETECTOR_TRAIN,
     DETECTORS,
-    DetectorConfig,
+    AutoencoderConfig,
+    EventConfig,
     GRUDAutoencoder,
     ReconstructionDetector,
     RollingZScoreDetector,
+    ThresholdConfig,
+    ZScoreConfig,
 )
 from recurra.anomaly.returns import ReturnZScoreDetector
 from recurra.data.schema import (
@@ -26,10 +30,10 @@ from recurra.data.schema import (
     RecurraError,
     SchemaError,
 )
+from tests.anomaly.configs import NETWORK, config_for
 from tests.conftest import make_frame
 
-TINY = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2, batch_size=32,
-                      n_estimators=20, threshold="quantile", level=0.99, device="cpu")
+QUANTILE = ThresholdConfig(kind="quantile", level=0.99)
 
 
 
@@ -41,7 +45,7 @@ def frame() -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def fitted(frame) -> dict:
     torch.set_num_threads(1)
-    return {name: cls(TINY).fit(frame) for name, cls in DETECTORS.items()}
+    return {name: cls(config_for(cls, QUANTILE)).fit(frame) for name, cls in DETECTORS.items()}
 
 
 @pytest.mark.parametrize("name", sorted(DETECTORS))
@@ -56,13 +60,14 @@ def test_fit_returns_self_and_scores_follow_the_contract(name, frame, fitted):
     assert np.all((np.abs(shares - 1) < 1e-9) | (shares == 0))
     events = detector.predict(frame)
     assert dict(events.schema) == EVENT_SCHEMA
-    assert type(DETECTORS[name](TINY).fit(frame)) is type(detector)
+    cls = DETECTORS[name]
+    assert type(cls(config_for(cls, QUANTILE)).fit(frame)) is type(detector)
 
 
 @pytest.mark.parametrize("name", sorted(DETECTORS))
 def test_not_fitted_error_names_the_class(name, frame):
     with pytest.raises(NotFittedError, match=DETECTORS[name].__name__):
-        DETECTORS[name](TINY).score(frame)
+        DETECTORS[name]().score(frame)
 
 
 @pytest.mark.parametrize("name", sorted(DETECTORS))
@@ -95,19 +100,19 @@ def test_save_load_round_trip(name, frame, fitted, tmp_path):
     assert loaded.update(later).equals(copy.deepcopy(detector).update(later))
 
 
-@pytest.mark.parametrize(("cls", "extra"), [
-    (RollingZScoreDetector, {"threshold": "dspot", "level": 0.9, "risk": 0.01, "depth": 5}),
-    (DETECTORS["forecast_error"], {"threshold": "spot", "level": 0.9, "risk": 0.01}),
-    (DETECTORS["isolation_forest"], {"threshold": "likelihood", "likelihood_window": 5,
-                                     "likelihood_period": 10, "likelihood_relearn": 12,
-                                     "likelihood_level": 0.4, "spatial_tolerance": 0.2}),
-    (ReturnZScoreDetector, {"threshold": "telemanom", "smoothing": 0.5})])
-def test_save_load_round_trip_of_every_threshold_state(cls, extra, frame, tmp_path):
+@pytest.mark.parametrize(("cls", "threshold", "extra"), [
+    (RollingZScoreDetector, ThresholdConfig(kind="dspot", level=0.9, risk=0.01, depth=5), {}),
+    (DETECTORS["forecast_error"], ThresholdConfig(kind="spot", level=0.9, risk=0.01), {}),
+    (DETECTORS["isolation_forest"], ThresholdConfig(
+        kind="likelihood", likelihood_window=5, likelihood_period=10, likelihood_relearn=12,
+        likelihood_level=0.4, spatial_tolerance=0.2), {}),
+    (ReturnZScoreDetector, ThresholdConfig(kind="telemanom"), {"smoothing": 0.5})])
+def test_save_load_round_trip_of_every_threshold_state(cls, threshold, extra, frame, tmp_path):
     stamps = frame["timestamp"].unique().sort()
     old, first, new = (frame.filter(pl.col("timestamp") < stamps[80]),
                        frame.filter(pl.col("timestamp").is_between(stamps[80], stamps[99])),
                        frame.filter(pl.col("timestamp") >= stamps[100]))
-    detector = cls(dataclasses.replace(TINY, **extra)).fit(old)
+    detector = cls(config_for(cls, threshold, **extra)).fit(old)
     detector.update(first)
     folder = detector.save(tmp_path / "model")
     assert not (folder / "state.pkl").exists()
@@ -117,8 +122,9 @@ def test_save_load_round_trip_of_every_threshold_state(cls, extra, frame, tmp_pa
 
 
 def test_same_seed_same_scores(frame):
-    first = ReconstructionDetector(TINY).fit(frame).score(frame)
-    second = ReconstructionDetector(TINY).fit(frame).score(frame)
+    config = config_for(ReconstructionDetector, QUANTILE)
+    first = ReconstructionDetector(config).fit(frame).score(frame)
+    second = ReconstructionDetector(config).fit(frame).score(frame)
     assert first.equals(second)
 
 
@@ -126,7 +132,7 @@ def test_update_after_fit_continues_the_training_series():
     whole = make_frame(n_series=1, n_steps=150, gap_share=0.0, seed=2)
     cut = whole["timestamp"][100]
     train = whole.filter(pl.col("timestamp") < cut)
-    detector = ReconstructionDetector(TINY).fit(train)
+    detector = ReconstructionDetector(config_for(ReconstructionDetector, QUANTILE)).fit(train)
     streamed = detector.update(whole.filter(pl.col("timestamp") >= cut))
     batch = detector.score(whole).filter(pl.col("timestamp") >= cut)
     np.testing.assert_allclose(streamed["score"].to_numpy(), batch["score"].to_numpy(),
@@ -136,9 +142,9 @@ def test_update_after_fit_continues_the_training_series():
 
 
 def test_overlap_aggregation_is_offline_only(frame):
-    detector = ReconstructionDetector(DetectorConfig(
-        window=8, hidden_size=8, latent_size=4, max_epochs=1, aggregate="overlap",
-        threshold="quantile")).fit(frame)
+    detector = ReconstructionDetector(AutoencoderConfig(
+        window=8, network=NETWORK, train=replace(DETECTOR_TRAIN, max_epochs=1), aggregate="overlap",
+        threshold=ThresholdConfig(kind="quantile"))).fit(frame)
     assert detector.score(frame).height > 0
     with pytest.raises(RecurraError, match="aggregate='causal'"):
         detector.update(frame)
@@ -157,9 +163,10 @@ def _spiky(n_steps: int = 300, spike_at: int = 250, channel: int = 1) -> pl.Data
 def test_a_spike_gets_the_top_score_and_names_its_channel(name):
     frame = _spiky()
     cut = frame["timestamp"].unique().sort()[200]
-    config = DetectorConfig(window=12, hidden_size=8, latent_size=4, max_epochs=3,
-                            threshold="quantile", level=0.995)
-    detector = DETECTORS[name](config).fit(frame.filter(pl.col("timestamp") < cut))
+    cls = DETECTORS[name]
+    config = config_for(cls, ThresholdConfig(kind="quantile", level=0.995), window=12,
+                        train=replace(DETECTOR_TRAIN, max_epochs=3))
+    detector = cls(config).fit(frame.filter(pl.col("timestamp") < cut))
     scores = detector.score(frame)
     top = scores.sort("score", descending=True, nulls_last=True).row(0, named=True)
     # a forecaster also errs on the step after the spike (it predicted the spike to persist)
@@ -176,8 +183,9 @@ def test_grud_gap_is_a_data_quality_event_not_an_anomaly():
     gap = pl.col("timestamp").is_between(stamps[150], stamps[169])
     gappy = frame.with_columns(pl.when(gap).then(None).otherwise(pl.col("value")).alias("value"),
                                pl.when(gap).then(False).otherwise(True).alias("observed"))
-    config = DetectorConfig(window=12, hidden_size=8, latent_size=4, max_epochs=2,
-                            threshold="quantile", level=0.99, max_gap=10.0)
+    config = AutoencoderConfig(window=12, network=NETWORK,
+                               train=replace(DETECTOR_TRAIN, max_epochs=2), threshold=QUANTILE,
+                               events=EventConfig(max_gap=10.0))
     detector = GRUDAutoencoder(config).fit(gappy.filter(pl.col("timestamp") < stamps[120]))
     scores = detector.score(gappy)
     in_gap = scores.filter(pl.col("timestamp").is_between(stamps[150], stamps[169]))
@@ -199,20 +207,24 @@ def test_bad_inputs_raise_clear_errors(frame, fitted):
     with pytest.raises(SchemaError, match="channel"):
         detector.score(frame.filter(pl.col("channel") == "c0").with_columns(
             pl.lit("c9").alias("channel")))
-    with pytest.raises(RecurraError, match=r"window \(1\) must be >= 2"):
-        DetectorConfig(window=1)
-    with pytest.raises(RecurraError, match=r"threshold \('best'\) must be one of"):
-        DetectorConfig(threshold="best")
+    with pytest.raises(RecurraError, match=r"ZScoreConfig.window \(1\) must be an integer >= 2"):
+        ZScoreConfig(window=1)
+    with pytest.raises(RecurraError, match=r"ThresholdConfig.kind \('best'\) must be one of"):
+        ThresholdConfig(kind="best")
     with pytest.raises(RecurraError, match=r"risk \(0.5\)"):
-        DetectorConfig(risk=0.5)
+        ThresholdConfig(risk=0.5)
+    with pytest.raises(RecurraError, match="config of RollingZScoreDetector must be a "
+                                           "ZScoreConfig, got AutoencoderConfig"):
+        RollingZScoreDetector(AutoencoderConfig())
     short = frame.filter(pl.col("timestamp") < dt.datetime(2024, 1, 1, 5, tzinfo=dt.UTC))
     with pytest.raises(SchemaError, match="window \\+ 2"):
-        RollingZScoreDetector(TINY).fit(short)
+        RollingZScoreDetector(config_for(RollingZScoreDetector, QUANTILE)).fit(short)
 
 
 def test_spot_threshold_updates_online():
     frame = make_frame(n_series=1, n_steps=400, gap_share=0.0, seed=5)
-    config = DetectorConfig(window=12, threshold="spot", level=0.95, risk=1e-3)
+    config = ZScoreConfig(window=12, threshold=ThresholdConfig(kind="spot", level=0.95,
+                                                               risk=1e-3))
     detector = RollingZScoreDetector(config).fit(frame.head(200))
     before = detector.state_["s0"].spot
     detector.update(frame.tail(200))
@@ -223,7 +235,8 @@ def test_spot_threshold_updates_online():
 
 def test_telemanom_threshold_and_pruned_events():
     frame = _spiky(n_steps=300, spike_at=250)
-    config = DetectorConfig(window=12, threshold="telemanom", smoothing=0.5)
+    config = ZScoreConfig(window=12, threshold=ThresholdConfig(kind="telemanom"),
+                          smoothing=0.5)
     detector = RollingZScoreDetector(config).fit(frame.head(400))
     events = detector.predict(frame).filter(pl.col("kind") == "anomaly")
     spike = frame["timestamp"].unique().sort()[250]
@@ -248,7 +261,8 @@ def test_update_arrays_matches_update(name, frame, fitted):
 
 
 def test_dspot_streaming_equals_batch(frame):
-    config = DetectorConfig(window=8, threshold="dspot", depth=10, level=0.95, risk=1e-3)
+    config = ZScoreConfig(window=8, threshold=ThresholdConfig(kind="dspot", depth=10,
+                                                              level=0.95, risk=1e-3))
     detector = RollingZScoreDetector(config).fit(frame)
     batch = detector.score(frame).sort(["series_id", "timestamp"])
     detector.reset()
@@ -259,3 +273,18 @@ def test_dspot_streaming_equals_batch(frame):
     assert streamed["is_anomaly"].to_list() == batch["is_anomaly"].to_list()
     np.testing.assert_allclose(streamed["score"].fill_null(np.nan).to_numpy(),
                                batch["score"].fill_null(np.nan).to_numpy())
+
+
+def test_the_detectors_train_config_reaches_early_stopping_and_weight_decay(frame):
+    """Every setting of the shared loop reaches a detector through ``train``: with patience 1
+    and a learning rate that makes the training loss stall, training stops before
+    ``max_epochs`` (the history has one record per epoch run)."""
+    train = replace(DETECTOR_TRAIN, max_epochs=30, early_stopping_patience=1, min_delta=1e3,
+                    weight_decay=0.01, schedule="cosine")
+    detector = ReconstructionDetector(config_for(ReconstructionDetector, QUANTILE,
+                                                 train=train)).fit(frame)
+    assert len(detector.history_) == 2 < train.max_epochs   # epoch 2 did not improve by 1e3
+    patient = replace(train, max_epochs=4, early_stopping_patience=None)
+    full = ReconstructionDetector(config_for(ReconstructionDetector, QUANTILE,
+                                             train=patient)).fit(frame)
+    assert len(full.history_) == 4                           # without patience: every epoch

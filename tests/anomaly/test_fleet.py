@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
 import pytest
 
-from recurra.anomaly.base import DetectorConfig
 from recurra.anomaly.baselines import RollingZScoreDetector
+from recurra.anomaly.config import DETECTOR_TRAIN, AutoencoderConfig, NetworkConfig, ThresholdConfig
 from recurra.anomaly.detectors import GRUDAutoencoder, ReconstructionDetector
 from recurra.anomaly.fleet import DetectorFleet, fleet_arrays
 from recurra.data.schema import RecurraError, SchemaError
+from tests.anomaly.configs import config_for
 from tests.conftest import make_frame
 
 N_FIT, N_STREAM = 90, 40
-SPOT = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2, batch_size=32,
-                      threshold="spot", level=0.9, risk=0.01, seed=0)
-QUANTILE = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2,
-                          batch_size=32, threshold="quantile", level=0.95, seed=0)
+SPOT = ThresholdConfig(kind="spot", level=0.9, risk=0.01)
+QUANTILE = ThresholdConfig(kind="quantile", level=0.95)
 
 
 
@@ -48,7 +48,7 @@ def _fitted(cls, config, frame):
     (ReconstructionDetector, SPOT), (ReconstructionDetector, QUANTILE),
     (GRUDAutoencoder, QUANTILE)])
 def test_fleet_scores_equal_per_series_update(cls, config, frame):
-    detector = _fitted(cls, config, frame)
+    detector = _fitted(cls, config_for(cls, config), frame)
     reference = copy.deepcopy(detector)
     fleet = DetectorFleet(detector)
     fleet_scores, reference_scores, fleet_flags, reference_flags = [], [], [], []
@@ -70,7 +70,7 @@ def test_fleet_scores_equal_per_series_update(cls, config, frame):
 
 
 def test_write_back_lets_update_continue(frame):
-    detector = _fitted(RollingZScoreDetector, SPOT, frame)
+    detector = _fitted(RollingZScoreDetector, config_for(RollingZScoreDetector, SPOT), frame)
     reference = copy.deepcopy(detector)
     steps = _steps(frame)
     fleet = DetectorFleet(detector)
@@ -86,7 +86,8 @@ def test_write_back_lets_update_continue(frame):
 
 
 def test_fleet_rejects_bad_input(frame):
-    detector = _fitted(RollingZScoreDetector, QUANTILE, frame)
+    detector = _fitted(RollingZScoreDetector, config_for(RollingZScoreDetector, QUANTILE),
+                       frame)
     fleet = DetectorFleet(detector)
     rows = _steps(frame)[0]
     stamps, values = fleet_arrays(rows, fleet.series_ids_, fleet.channels_)
@@ -97,7 +98,8 @@ def test_fleet_rejects_bad_input(frame):
         fleet.update(stamps, values)
     with pytest.raises(SchemaError, match="not seen in fit"):
         DetectorFleet(detector, series_ids=["s0", "nope"])
-    overlap = ReconstructionDetector(DetectorConfig(window=8, hidden_size=4, max_epochs=1,
-                                                    aggregate="overlap", threshold="quantile"))
+    overlap = ReconstructionDetector(AutoencoderConfig(
+        window=8, network=NetworkConfig(hidden_size=4), aggregate="overlap",
+        train=replace(DETECTOR_TRAIN, max_epochs=1), threshold=ThresholdConfig(kind="quantile")))
     with pytest.raises(RecurraError, match="DetectorFleet"):
         DetectorFleet(overlap.fit(frame.filter(pl.col("series_id") == "s0")))

@@ -9,20 +9,19 @@ import copy
 import numpy as np
 import pytest
 
-from recurra.anomaly.base import DetectorConfig
 from recurra.anomaly.baselines import IsolationForestDetector, RollingZScoreDetector
+from recurra.anomaly.config import ThresholdConfig
 from recurra.anomaly.detectors import ForecastErrorDetector, GRUDAutoencoder
 from recurra.anomaly.ensemble import EnsembleConfig, EnsembleDetector
 from recurra.anomaly.fleet import EnsembleFleet, fleet_arrays, make_fleet
+from tests.anomaly.configs import config_for
 from tests.anomaly.test_fleet import _fitted, _steps, frame  # noqa: F401 - the fixture
 
-BASE = {"window": 8, "hidden_size": 8, "latent_size": 4, "max_epochs": 2, "batch_size": 32,
-        "seed": 0, "n_estimators": 20}
-SPOT = {"threshold": "spot", "level": 0.9, "risk": 0.01}
-DSPOT = {"threshold": "dspot", "level": 0.9, "risk": 0.01, "depth": 5}
-LIKELIHOOD = {"threshold": "likelihood", "likelihood_window": 5, "likelihood_period": 10,
-              "likelihood_relearn": 12, "likelihood_level": 0.4, "spatial_tolerance": 0.2}
-QUANTILE = {"threshold": "quantile", "level": 0.95}
+SPOT = ThresholdConfig(kind="spot", level=0.9, risk=0.01)
+DSPOT = ThresholdConfig(kind="dspot", level=0.9, risk=0.01, depth=5)
+LIKELIHOOD = ThresholdConfig(kind="likelihood", likelihood_window=5, likelihood_period=10,
+                             likelihood_relearn=12, likelihood_level=0.4, spatial_tolerance=0.2)
+QUANTILE = ThresholdConfig(kind="quantile", level=0.95)
 
 
 def _run(detector, data, n_fleet: int = 30):
@@ -58,9 +57,9 @@ def _run(detector, data, n_fleet: int = 30):
     (ForecastErrorDetector, SPOT), (ForecastErrorDetector, QUANTILE),
     (RollingZScoreDetector, DSPOT), (ForecastErrorDetector, DSPOT),
     (RollingZScoreDetector, LIKELIHOOD), (IsolationForestDetector, LIKELIHOOD)],
-    ids=lambda v: v.__name__ if isinstance(v, type) else v["threshold"])
+    ids=lambda v: v.__name__ if isinstance(v, type) else v.kind)
 def test_fleet_of_every_kind_equals_update(cls, extra, frame):  # noqa: F811
-    detector = _fitted(cls, DetectorConfig(**BASE, **extra), frame)
+    detector = _fitted(cls, config_for(cls, extra), frame)
     fleet, reference = _run(detector, frame)
     for series_id in fleet.series_ids_:
         assert detector.state_[series_id].n_rows == reference.state_[series_id].n_rows
@@ -68,7 +67,7 @@ def test_fleet_of_every_kind_equals_update(cls, extra, frame):  # noqa: F811
 
 def test_ensemble_fleet_equals_ensemble_update(frame):  # noqa: F811
     config = EnsembleConfig(members=("grud_ae", "isolation_forest"), configs=(
-        DetectorConfig(**BASE, **LIKELIHOOD), DetectorConfig(**BASE, **LIKELIHOOD)))
+        config_for(GRUDAutoencoder, LIKELIHOOD), config_for(IsolationForestDetector, LIKELIHOOD)))
     ensemble = _fitted(EnsembleDetector, config, frame)
     fleet, _ = _run(ensemble, frame)
     assert isinstance(fleet, EnsembleFleet)

@@ -10,14 +10,20 @@ import polars as pl
 import pytest
 import torch
 
-from recurra.anomaly import DETECTORS, DetectorConfig, EnsembleConfig, EnsembleDetector
+from recurra.anomaly import (
+    DETECTORS,
+    AutoencoderConfig,
+    EnsembleConfig,
+    EnsembleDetector,
+    ThresholdConfig,
+)
 from recurra.anomaly import likelihood as lk
 from recurra.data.schema import EVENT_SCHEMA, SCORE_SCHEMA, NotFittedError, RecurraError
+from tests.anomaly.configs import config_for
 from tests.conftest import make_frame
 
-LIKELY = DetectorConfig(window=8, hidden_size=8, latent_size=4, max_epochs=2, batch_size=32,
-                        n_estimators=20, threshold="likelihood", likelihood_window=5,
-                        likelihood_history=200, likelihood_period=20, device="cpu")
+LIKELY = ThresholdConfig(kind="likelihood", likelihood_window=5, likelihood_history=200,
+                         likelihood_period=20)
 
 
 
@@ -89,7 +95,7 @@ def test_chained_calls_equal_one_call_and_nan_changes_nothing():
 # detectors -------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(DETECTORS))
 def test_likelihood_streaming_equals_batch_for_every_detector(name, frame):
-    detector = DETECTORS[name](LIKELY).fit(frame)
+    detector = DETECTORS[name](config_for(DETECTORS[name], LIKELY)).fit(frame)
     batch = detector.score(frame).sort(["series_id", "timestamp"])
     scores = batch["score"].drop_nulls().to_numpy()
     assert ((scores >= 0) & (scores <= 1)).all()
@@ -105,10 +111,10 @@ def test_likelihood_streaming_equals_batch_for_every_detector(name, frame):
 
 def test_config_checks_likelihood_settings():
     with pytest.raises(RecurraError, match=r"likelihood_level \(1.5\) must be in \(0, 1\)"):
-        DetectorConfig(threshold="likelihood", likelihood_level=1.5)
+        ThresholdConfig(kind="likelihood", likelihood_level=1.5)
     with pytest.raises(RecurraError, match=r"likelihood_history \(5\) must be >= "
                                            r"likelihood_window \(10\)"):
-        DetectorConfig(likelihood_history=5)
+        ThresholdConfig(likelihood_history=5)
 
 
 # ensemble --------------------------------------------------------------------------------
@@ -116,7 +122,9 @@ def test_config_checks_likelihood_settings():
 def ensemble(frame) -> EnsembleDetector:
     torch.set_num_threads(1)
     config = EnsembleConfig(("rolling_zscore", "forecast_error"),
-                            (LIKELY, replace(LIKELY, likelihood_window=3)))
+                            (config_for(DETECTORS["rolling_zscore"], LIKELY),
+                             config_for(DETECTORS["forecast_error"],
+                                        replace(LIKELY, likelihood_window=3))))
     return EnsembleDetector(config).fit(frame)
 
 
@@ -155,9 +163,11 @@ def test_ensemble_streams_and_round_trips(ensemble, frame, tmp_path):
 def test_ensemble_config_errors_and_not_fitted(frame):
     with pytest.raises(RecurraError, match=r"'nope' must be one of"):
         EnsembleConfig(("nope",))
-    with pytest.raises(RecurraError, match="threshold='likelihood'"):
-        EnsembleConfig(("lstm_ae",), (DetectorConfig(threshold="spot"),))
+    with pytest.raises(RecurraError, match="threshold.kind='likelihood'"):
+        EnsembleConfig(("lstm_ae",), (AutoencoderConfig(),))
+    with pytest.raises(RecurraError, match="'lstm_ae' must be of class AutoencoderConfig"):
+        EnsembleConfig(("lstm_ae",), (config_for(DETECTORS["rolling_zscore"], LIKELY),))
     with pytest.raises(RecurraError, match=r"one per member \(2\)"):
-        EnsembleConfig(("lstm_ae", "grud_ae"), (LIKELY,))
+        EnsembleConfig(("lstm_ae", "grud_ae"), (config_for(DETECTORS["lstm_ae"], LIKELY),))
     with pytest.raises(NotFittedError, match="EnsembleDetector"):
         EnsembleDetector().score(frame)

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 
-from recurra.anomaly import DetectorConfig, RollingZScoreDetector
+from recurra.anomaly import RollingZScoreDetector, ThresholdConfig, ZScoreConfig
 from recurra.anomaly import metrics as m
 
 pytestmark = pytest.mark.shared_data
@@ -23,7 +23,8 @@ def test_rolling_zscore_on_a_nab_series(shared_data):
                        pl.col("timestamp").cast(pl.Datetime("us")),
                        pl.col("value").cast(pl.Float64))
     n_train = m.probationary_length(frame.height)
-    detector = RollingZScoreDetector(DetectorConfig(window=64, risk=1e-4)).fit(
+    config = ZScoreConfig(window=64, threshold=ThresholdConfig(risk=1e-4))
+    detector = RollingZScoreDetector(config).fit(
         frame.head(n_train))
     scores = detector.update(frame.slice(n_train))
     assert scores.height == frame.height - n_train

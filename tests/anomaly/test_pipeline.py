@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from recurra.anomaly import BaseDetector, DetectorConfig, ErrorModel
+from recurra.anomaly import BaseDetector, DetectorConfig, ErrorModel, ThresholdConfig
 from recurra.anomaly.calibration import Calibration, calibrate, with_calibration
 from recurra.anomaly.pipeline import model_errors, point_error, threshold_step
 from recurra.anomaly.stream import Chunk, StreamState, pad_left, prepare_chunk, take_last
@@ -57,7 +57,7 @@ def test_pad_left_and_take_last():
 
 
 def test_calibrate_and_threshold_step_quantile():
-    config = DetectorConfig(threshold="quantile", level=0.5)
+    config = ThresholdConfig(kind="quantile", level=0.5)
     cal = calibrate(Calibration(np.zeros(1), np.ones(1), 1.0), np.array([1.0, 2.0, 3.0]),
                     np.array([[0.0], [1.0], [np.nan]]), config)
     assert (cal.center, cal.low.tolist(), cal.high.tolist()) == (2.0, [0.0], [1.0])
@@ -92,14 +92,15 @@ class ConstantErrors:
         self.fitted_on = state["fitted_on"]
 
 
-class SquaredValueDetector(BaseDetector):
+class SquaredValueDetector(BaseDetector):  # its config is the common base DetectorConfig
     error_model_factory = staticmethod(ConstantErrors)
 
 
 def test_any_error_model_gets_the_whole_pipeline(tmp_path):
     assert isinstance(ConstantErrors(DetectorConfig()), ErrorModel)
     frame = make_frame(n_series=2, n_steps=80, gap_share=0.1, seed=3)
-    detector = SquaredValueDetector(DetectorConfig(window=4, threshold="quantile")).fit(frame)
+    detector = SquaredValueDetector(DetectorConfig(
+        window=4, threshold=ThresholdConfig(kind="quantile"))).fit(frame)
     assert detector.error_model.fitted_on == ["s0", "s1"]
     batch = detector.score(frame)
     detector.reset()

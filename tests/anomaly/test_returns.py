@@ -7,7 +7,8 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from recurra.anomaly.returns import DetectorConfig, ReturnZScoreDetector
+from recurra.anomaly.config import ThresholdConfig
+from recurra.anomaly.returns import ReturnZScoreDetector, ZScoreConfig
 from recurra.data.schema import validate_frame
 
 
@@ -24,7 +25,7 @@ def price_frame(n_steps: int = 300, jump_at: int | None = None, seed: int = 0) -
 
 
 def test_a_jump_alarms_and_the_trend_does_not():
-    config = DetectorConfig(window=20, threshold="quantile", level=0.99)
+    config = ZScoreConfig(window=20, threshold=ThresholdConfig(kind="quantile", level=0.99))
     detector = ReturnZScoreDetector(config).fit(price_frame(200))
     scores = detector.score(price_frame(300, jump_at=250).tail(100))
     flagged = scores.filter(pl.col("is_anomaly"))["timestamp"].to_list()
@@ -35,7 +36,7 @@ def test_a_jump_alarms_and_the_trend_does_not():
 
 def test_streaming_equals_one_pass():
     frame = price_frame(260, jump_at=230)
-    config = DetectorConfig(window=20, threshold="quantile", level=0.99)
+    config = ZScoreConfig(window=20, threshold=ThresholdConfig(kind="quantile", level=0.99))
     train, rest = frame.head(200), frame.tail(60)
     one_pass = ReturnZScoreDetector(config).fit(train).update(rest)
     streamed = ReturnZScoreDetector(config).fit(train)

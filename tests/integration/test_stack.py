@@ -51,7 +51,7 @@ def tiny_config(path: Path) -> str:
             "naive": {"class": "recurra.forecasting.baselines.SeasonalNaiveForecaster",
                       "params": {"horizon": 5, "season": 5}},
             "zscore": {"class": "recurra.anomaly.baselines.RollingZScoreDetector",
-                       "params": {"window": 20, "threshold": "quantile", "level": 0.98}},
+                       "params": {"window": 20, "threshold": {"kind": "quantile", "level": 0.98}}},
         },
         "schedules": {"ingest": "0 * * * *", "train": "0 3 * * *", "detect": "*/15 * * * *",
                       "report": "30 3 * * *"},

@@ -9,12 +9,20 @@ CUDA) loads onto CUDA and runs predict/update there.
 from __future__ import annotations
 
 import types
+from dataclasses import replace
 
 import polars as pl
 import pytest
 import torch
 
-from recurra.anomaly import DetectorConfig, ForecastErrorDetector
+from recurra.anomaly import (
+    DETECTOR_TRAIN,
+    ForecastErrorConfig,
+    ForecastErrorDetector,
+    NetworkConfig,
+    ThresholdConfig,
+    ZScoreConfig,
+)
 from recurra.forecasting import ForecasterConfig, RNNForecaster
 from recurra.forecasting.config import EncoderConfig, TBPTTConfig
 from recurra.nn.persistence import load_estimator
@@ -61,8 +69,9 @@ def saved(frames, tmp_path_factory):
                                                                   device="cpu"),
                                                 encoder=EncoderConfig(cell="lstm", hidden_size=4),
                                                 tbptt=TBPTTConfig(length=20))).fit(train)
-    detector = ForecastErrorDetector(DetectorConfig(window=8, hidden_size=4, max_epochs=1,
-                                                    device="cpu")).fit(train)
+    detector = ForecastErrorDetector(ForecastErrorConfig(
+        window=8, network=NetworkConfig(hidden_size=4),
+        train=replace(DETECTOR_TRAIN, max_epochs=1))).fit(train)
     return {"forecaster": (forecaster, forecaster.save(folder / "f")),
             "detector": (detector, detector.save(folder / "d"))}
 
@@ -135,9 +144,10 @@ def test_an_ensemble_loads_every_neural_member_onto_the_device(frames, tmp_path)
     from recurra.anomaly import EnsembleConfig, EnsembleDetector
 
     config = EnsembleConfig(members=("forecast_error", "rolling_zscore"), configs=(
-        DetectorConfig(window=8, hidden_size=4, max_epochs=1, device="cpu",
-                       threshold="likelihood"),
-        DetectorConfig(window=8, threshold="likelihood")))
+        ForecastErrorConfig(window=8, network=NetworkConfig(hidden_size=4),
+                            train=replace(DETECTOR_TRAIN, max_epochs=1),
+                            threshold=ThresholdConfig(kind="likelihood")),
+        ZScoreConfig(window=8, threshold=ThresholdConfig(kind="likelihood"))))
     ensemble = EnsembleDetector(config).fit(frames[0])
     ensemble.update(frames[1].head(4))
     loaded = load_estimator(ensemble.save(tmp_path / "e"), map_location="cpu")

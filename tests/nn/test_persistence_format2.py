@@ -44,13 +44,14 @@ def test_a_format_2_isolation_forest_holding_the_scikit_learn_forest_loads(tmp_p
 
     import torch
 
-    from recurra.anomaly import DetectorConfig, IsolationForestDetector
+    from recurra.anomaly import ForestConfig, IsolationForestDetector, ThresholdConfig
     from recurra.nn._persistence_legacy import split_tensors
-    from recurra.nn.persistence import config_to_dict
     from tests.conftest import make_frame
 
     frame = make_frame(n_series=1, n_steps=60, n_channels=2, seed=1)
-    config = DetectorConfig(window=8, n_estimators=5, threshold="quantile", level=0.95)
+    config = ForestConfig(window=8, n_estimators=5,
+                          threshold=ThresholdConfig(kind="quantile", level=0.95))
+    flat = {"window": 8, "n_estimators": 5, "threshold": "quantile", "level": 0.95}  # format 2
     detector = IsolationForestDetector(config).fit(frame)
     state = {**detector._get_state(), "model": {"forest": detector.model_}}  # as format 2 did
     folder = tmp_path / "forest"
@@ -58,7 +59,7 @@ def test_a_format_2_isolation_forest_holding_the_scikit_learn_forest_loads(tmp_p
     (folder / "meta.json").write_text(json.dumps({
         "format_version": 2, "class": "recurra.anomaly.baselines.IsolationForestDetector",
         "config_class": "recurra.anomaly.base.DetectorConfig",
-        "config": config_to_dict(config)}))
+        "config": flat}))
     tensors, skeleton = split_tensors(state)
     torch.save(tensors, folder / "state.pt")
     (folder / "state.pkl").write_bytes(skeleton)

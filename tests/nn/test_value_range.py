@@ -3,6 +3,7 @@ loss that still becomes inf names the series of the offending batch and their va
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import polars as pl
@@ -92,10 +93,12 @@ def test_a_custom_description_names_tuple_batches():
 @pytest.mark.parametrize("kind", ["ReconstructionDetector", "ForecastErrorDetector"])
 def test_detectors_leave_the_1e300_series_out_and_log_their_epochs(kind):
     from recurra import anomaly
-    from recurra.anomaly import DetectorConfig
+    from recurra.anomaly import DETECTOR_TRAIN, NetworkConfig
 
-    config = DetectorConfig(window=8, hidden_size=4, latent_size=2, max_epochs=2, device="cpu")
-    detector = getattr(anomaly, kind)(config).fit(_hostile(n_steps=80))
+    cls = getattr(anomaly, kind)
+    config = cls.config_class(window=8, network=NetworkConfig(hidden_size=4, latent_size=2),
+                              train=dataclasses.replace(DETECTOR_TRAIN, max_epochs=2))
+    detector = cls(config).fit(_hostile(n_steps=80))
     assert list(detector.excluded_) == ["s1"] and "e+300" in detector.excluded_["s1"]
     assert detector.fit_ids_ == ["s0", "s2"]
     assert [r["epoch"] for r in detector.history_] == [1, 2]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from recurra.pipelines.config import ConfigError, PipelineConfig, load_config, parse_config
@@ -14,7 +16,7 @@ def _raw(**overrides) -> dict:
             "f": {"class": "recurra.forecasting.baselines.SeasonalNaiveForecaster",
                   "params": {"horizon": 6, "season": 24}},
             "d": {"class": "recurra.anomaly.baselines.RollingZScoreDetector",
-                  "params": {"window": 8, "threshold": "quantile"}},
+                  "params": {"window": 8, "threshold": {"kind": "quantile"}}},
         },
     }
     raw.update(overrides)
@@ -145,17 +147,18 @@ def _ensemble(params: dict) -> dict:
 
 
 def test_ensemble_detector_from_a_models_table():
-    member = {"threshold": "likelihood", "likelihood_window": 40, "likelihood_relearn": 50}
+    member = {"threshold": {"kind": "likelihood", "likelihood_window": 40,
+                            "likelihood_relearn": 50}}
     detector = parse_config(_ensemble({
         "members": ["rolling_zscore", "isolation_forest"],
         "configs": [{**member, "window": 8}, {**member, "n_estimators": 5}]})).models["d"].build()
-    from recurra.anomaly import DetectorConfig, EnsembleDetector
+    from recurra.anomaly import EnsembleDetector, ForestConfig, ZScoreConfig
     assert isinstance(detector, EnsembleDetector)
     assert detector.config.members == ("rolling_zscore", "isolation_forest")
-    assert all(isinstance(c, DetectorConfig) for c in detector.config.configs)
+    assert [type(c) for c in detector.config.configs] == [ZScoreConfig, ForestConfig]
     assert detector.config.configs[0].window == 8
     assert detector.config.configs[1].n_estimators == 5
-    assert detector.config.configs[1].likelihood_relearn == 50
+    assert detector.config.configs[1].threshold.likelihood_relearn == 50
 
 
 def test_default_nab_group_uses_the_nab_selected_ensemble():
@@ -163,19 +166,58 @@ def test_default_nab_group_uses_the_nab_selected_ensemble():
     detector = config.models[config.groups["nab"].detector].build()
     assert detector.config.members == ("grud_ae", "isolation_forest")
     for member in detector.config.configs:  # benchmarks/results/anomaly_nab.json `configs`
-        assert (member.threshold, member.likelihood_window, member.likelihood_level,
-                member.likelihood_relearn, member.spatial_tolerance) == (
+        threshold = member.threshold
+        assert (threshold.kind, threshold.likelihood_window, threshold.likelihood_level,
+                threshold.likelihood_relearn, threshold.spatial_tolerance) == (
                     "likelihood", 40, 0.45, 50, 0.2)
 
 
+def test_the_bundled_config_builds_every_model_without_a_future_warning():
+    import warnings
+
+    config = load_config()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        for model in config.models.values():
+            model.build()
+
+
+def test_a_flat_detector_table_builds_the_same_detector_and_warns_once_per_renamed_key():
+    from recurra.anomaly import DETECTOR_TRAIN, AutoencoderConfig, NetworkConfig, ThresholdConfig
+
+    raw = _raw()
+    flat = {"window": 16, "hidden_size": 8, "max_epochs": 3, "threshold": "quantile",
+            "level": 0.99, "min_gap": 2}
+    nested = {"window": 16, "network": {"hidden_size": 8}, "train": {"max_epochs": 3},
+              "threshold": {"kind": "quantile", "level": 0.99}, "events": {"min_gap": 2}}
+    for name, params in (("flat", flat), ("nested", nested)):
+        raw["models"][name] = {"class": "recurra.anomaly.ReconstructionDetector",
+                               "params": params}
+    models = parse_config(raw).models
+    with pytest.warns(FutureWarning) as caught:
+        old = models["flat"].build()
+    renamed = sorted(str(w.message).split(" is now ")[0] for w in caught)
+    assert renamed == [f"`models.flat.params.{key}`" for key in  # `threshold = "quantile"`
+                       ("hidden_size", "level", "max_epochs", "min_gap")]  # is the shorthand
+    assert any("is now `models.flat.params.network.hidden_size`" in str(w.message)
+               for w in caught)
+    new = models["nested"].build()
+    assert old.config == new.config == AutoencoderConfig(
+        window=16, network=NetworkConfig(hidden_size=8),
+        train=dataclasses.replace(DETECTOR_TRAIN, max_epochs=3),
+        threshold=ThresholdConfig(kind="quantile", level=0.99), events=old.config.events)
+    assert old.config.events.min_gap == 2 and old.config.train.learning_rate == 3e-3
+
+
 @pytest.mark.parametrize(("params", "message"), [
-    ({"members": ["rolling_zscore"], "configs": [{"threshold": "likelihood", "windw": 8}]},
+    ({"members": ["rolling_zscore"],
+      "configs": [{"threshold": {"kind": "likelihood"}, "windw": 8}]},
      r"`models.d.params.configs\[0\]` has unknown key\(s\) \['windw'\]; valid keys of "
-     "DetectorConfig"),
+     "ZScoreConfig"),
     ({"members": ["nope"]}, r"`models.d.params`: EnsembleConfig.members: 'nope' must be one of"),
-    ({"members": ["rolling_zscore"], "configs": [{"threshold": "spot"}]},
-     r"`models.d.params`: EnsembleConfig.configs: the config of 'rolling_zscore' must be a "
-     r"DetectorConfig with threshold='likelihood' \(got 'spot'\)"),
+    ({"members": ["rolling_zscore"], "configs": [{"threshold": {"kind": "spot"}}]},
+     r"`models.d.params`: EnsembleConfig.configs: the config of 'rolling_zscore' must be "
+     r"of class ZScoreConfig with threshold.kind='likelihood'"),
     ({"member": ["rolling_zscore"]}, r"`models.d.params` has unknown key\(s\) \['member'\]"),
 ])
 def test_ensemble_errors_name_the_key(params, message):

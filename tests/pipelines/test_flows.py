@@ -30,7 +30,7 @@ def write_config(path, groups: dict, **sections) -> str:
             "too_long": {"class": "recurra.forecasting.baselines.SeasonalNaiveForecaster",
                          "params": {"horizon": 6, "season": 5000}},
             "zscore": {"class": "recurra.anomaly.baselines.RollingZScoreDetector",
-                       "params": {"window": 8, "threshold": "quantile", "level": 0.99}},
+                       "params": {"window": 8, "threshold": {"kind": "quantile", "level": 0.99}}},
         },
         "training": {"validation_share": 0.2, "min_rows": 48, "backtest_folds": 2},
         "monitoring": {"consecutive_runs": 2, "min_drift_rows": 30},

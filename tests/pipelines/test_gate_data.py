@@ -6,7 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recurra.anomaly.baselines import DetectorConfig, RollingZScoreDetector
+from recurra.anomaly.baselines import RollingZScoreDetector, ZScoreConfig
+from recurra.anomaly.config import ThresholdConfig
 from recurra.data.schema import IS_ANOMALY, RecurraError, validate_frame
 from recurra.pipelines import gate_data, runs, tasks
 from recurra.pipelines.gate_data import GATE_METRIC, InjectionConfig, gate_score, inject_anomalies
@@ -35,8 +36,8 @@ class AlarmingDetector(SilentDetector):
 def split():
     frame = make_frame(n_series=2, n_steps=400, gap_share=0.05, seed=4)
     train, rest = tasks.split_by_time(frame, 0.5)
-    detector = RollingZScoreDetector(DetectorConfig(window=16, threshold="quantile",
-                                                    level=0.99)).fit(train)
+    detector = RollingZScoreDetector(ZScoreConfig(
+        window=16, threshold=ThresholdConfig(kind="quantile", level=0.99))).fit(train)
     return train, rest, detector
 
 
@@ -158,7 +159,7 @@ def test_train_group_gates_the_detector_on_injected_composite_f1(tmp_path, monke
     frame = make_frame(n_series=2, n_steps=400, gap_share=0.05, seed=4)
     store.upsert(frame, source="test")
     train, _ = tasks.split_by_time(frame, config.training.validation_share)
-    silent = SilentDetector(RollingZScoreDetector(DetectorConfig(window=8)).fit(train))
+    silent = SilentDetector(RollingZScoreDetector(ZScoreConfig(window=8)).fit(train))
     backend = FakeBackend(silent)
     monkeypatch.setattr(runs, "registry_backend", lambda: backend)
     result = tasks.train_group(config.groups["g"], config, store)

@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from recurra.anomaly.base import DetectorConfig
-from recurra.anomaly.baselines import RollingZScoreDetector
+from recurra.anomaly.baselines import RollingZScoreDetector, ZScoreConfig
+from recurra.anomaly.config import ThresholdConfig
 from recurra.data.store import Store
 from recurra.forecasting.config import EncoderConfig, ForecasterConfig, TBPTTConfig, TrainConfig
 from recurra.forecasting.rnn import RNNForecaster
@@ -83,8 +83,8 @@ def champions():
                                                                   seed=0),
                                                 encoder=EncoderConfig(cell="gru", hidden_size=4),
                                                 tbptt=TBPTTConfig(length=24))).fit(train)
-    detector = RollingZScoreDetector(DetectorConfig(window=8, threshold="quantile",
-                                                    level=0.99)).fit(train)
+    detector = RollingZScoreDetector(ZScoreConfig(
+        window=8, threshold=ThresholdConfig(kind="quantile", level=0.99))).fit(train)
     return frame, stamps, {"recurra-g-forecast": forecaster, "recurra-g-detect": detector}
 
 

@@ -278,7 +278,8 @@ def test_real_detector_round_trip(tracking_home):
 
     from recurra.pipelines.pyfunc import load_model, log_estimator, to_model_input
 
-    config = anomaly.DetectorConfig(window=8, threshold="quantile", level=0.95, device="cpu")
+    config = anomaly.ZScoreConfig(window=8,
+                                  threshold=anomaly.ThresholdConfig(kind="quantile", level=0.95))
     detector = anomaly.RollingZScoreDetector(config).fit(make_frame(n_steps=96, seed=12))
     new = make_frame(n_steps=48, seed=13)
     with mlflow.start_run(experiment_id=_experiment("recurra/tiny/detector")):

@@ -33,8 +33,8 @@ def trained(prefect_harness, tmp_path_factory):
                                "train": {"max_epochs": MAX_EPOCHS,
                                          "early_stopping_patience": 50, "device": "cpu"}}},
             "ae": {"class": "recurra.anomaly.ReconstructionDetector",
-                   "params": {"window": 8, "hidden_size": 4, "max_epochs": 2,
-                              "device": "cpu"}},
+                   "params": {"window": 8, "network": {"hidden_size": 4},
+                              "train": {"max_epochs": 2, "device": "cpu"}}},
         },
         "training": {"validation_share": 0.25, "min_rows": 48, "backtest_folds": 1},
     }
@@ -95,4 +95,6 @@ def test_detector_run_logs_its_train_loss_per_epoch_and_full_config(trained):
     client, run = _run("detect")
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in history] == [1, 2]
-    assert "config.learning_rate" in run.data.params and "config.seed" in run.data.params
+    params = run.data.params
+    assert "config.train.learning_rate" in params and "config.train.seed" in params
+    assert params["config.threshold.kind"] == "spot" and "config.network.hidden_size" in params
