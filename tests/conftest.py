@@ -59,6 +59,24 @@ def make_frame(n_series: int = 2, n_steps: int = 200, n_channels: int = 1,
 
 
 @pytest.fixture
+def contract_checks(monkeypatch) -> list[str]:
+    """The names of the frames the contract checks in full while the test runs (one entry
+    per call of the checker behind ``validate_frame`` / ``contract``; a ``ContractFrame``
+    passes without one)."""
+    from recurra.data import schema
+
+    calls: list[str] = []
+    checker = schema._validated
+
+    def counted(df, name):
+        calls.append(name)
+        return checker(df, name)
+
+    monkeypatch.setattr(schema, "_validated", counted)
+    return calls
+
+
+@pytest.fixture
 def gappy_frame() -> pl.DataFrame:
     return make_frame()
 

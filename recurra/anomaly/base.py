@@ -57,8 +57,8 @@ from recurra.data.schema import (
     RecurraError,
     SchemaError,
     check_fitted,
+    contract,
     empty_like,
-    validate_frame,
 )
 from recurra.nn.persistence import load_estimator, save_estimator
 from recurra.nn.state import tensors_to
@@ -158,8 +158,7 @@ class BaseDetector:
     # public API --------------------------------------------------------------------------
     def fit(self, frame: Any) -> BaseDetector:
         """Learn the model and each series' scales and threshold from ``frame``; returns self."""
-        frame = validate_frame(frame, name="train")
-        series = frame_to_arrays(frame)
+        series = frame_to_arrays(contract(frame, name="train"))  # the one check of ``frame``
         if not series:
             raise SchemaError("train: the frame has no rows")
         self.channels_ = series[0].channels
@@ -290,7 +289,7 @@ class BaseDetector:
     # pipeline, per series (recurra.anomaly.pipeline) ---------------------------------------
     def _score_all(self, frame: Any, fresh: bool) -> list[tuple[str, Scored]]:
         check_fitted(self, "calibration_")
-        frame = validate_frame(frame, name="new rows" if not fresh else "frame")
+        frame = contract(frame, name="new rows" if not fresh else "frame")  # checked once
         unknown = sorted(set(frame["channel"].unique().to_list()) - set(self.channels_))
         if unknown:
             raise SchemaError(f"frame: channel(s) {unknown} were not seen in fit; known "

@@ -40,8 +40,8 @@ from recurra.data.schema import (
     TIMESTAMP,
     RecurraError,
     check_fitted,
+    contract,
     empty_like,
-    validate_frame,
 )
 from recurra.nn.persistence import load_estimator, save_estimator
 
@@ -125,7 +125,7 @@ class EnsembleDetector:
 
     def fit(self, frame: Any) -> EnsembleDetector:
         """Fit every member on ``frame``; returns self."""
-        frame = validate_frame(frame, name="train")
+        frame = contract(frame, name="train")  # checked once for every member
         registry = _registry()
         self.members_ = [registry[name](config).fit(frame)
                          for name, config in zip(self.config.members, self.config.configs,
@@ -134,7 +134,9 @@ class EnsembleDetector:
 
     def score(self, frame: Any) -> pl.DataFrame:
         """Scores of every row, each series from a fresh state (``SCORE_SCHEMA``)."""
-        return _combine([m.score(frame) for m in self._members()])
+        members = self._members()
+        frame = contract(frame, name="frame")  # checked once for every member
+        return _combine([m.score(frame) for m in members])
 
     def update(self, new_rows: Any) -> pl.DataFrame:
         """Score new rows after those already seen (every member's state carried)."""
@@ -154,6 +156,7 @@ class EnsembleDetector:
     def predict(self, frame: Any) -> pl.DataFrame:
         """Events (``EVENT_SCHEMA``): merged runs of the combined flags, plus data gaps."""
         members = self._members()
+        frame = contract(frame, name="frame")  # checked once: score and the gap events
         scores = self.score(frame)
         first = members[0]
         level = min(c.threshold.likelihood_level for c in self.config.configs)

@@ -25,6 +25,11 @@ still treat the channels of one entity as one multivariate sample.
 
 Static features travel in a separate frame keyed by ``series_id``; known-future covariates
 (calendar features) are derived from timestamps; past covariates are other channels.
+
+Size: ~410 lines, because the contract has one owner: its columns and the output schemas,
+the one gate (:func:`validate_frame`) with each rule's check and message, and
+:class:`ContractFrame`, the checked frame the core passes on, which must apply exactly those
+checks, read together.
 """
 
 from __future__ import annotations
@@ -172,12 +177,13 @@ class ContractFrame:
     ``update`` that receives one skips the checks (``validate_frame(cf)`` is
     ``cf.frame``).  Plain frames are still accepted everywhere and checked as before.
 
-    Only :func:`contract` and :meth:`rows` make one, so holding a ``ContractFrame`` means
+    Only :func:`contract`, :meth:`rows` (a row filter) and :meth:`with_values` (new values
+    for the same rows, checked finite) make one, so holding a ``ContractFrame`` means
     its ``frame`` has the canonical columns and dtypes, sorted unique keys and
     ``observed == value.is_not_null()``.  It reads like the frame it holds (attributes and
     ``[]`` are forwarded: ``cf.height``, ``cf[SERIES_ID]``, ``cf.filter(...)``), and what
     polars returns is a plain frame, checked again if it reaches a public method; only
-    :meth:`rows` keeps the type.  Treat ``frame`` as read-only.
+    :meth:`rows` and :meth:`with_values` keep the type.  Treat ``frame`` as read-only.
 
     >>> train = contract(raw, name="train")                              # doctest: +SKIP
     >>> recent = train.rows(pl.col("timestamp") >= cutoff)               # still checked
@@ -195,6 +201,19 @@ class ContractFrame:
         """The rows matching ``predicate``, still a contract frame (a row filter keeps the
         key order, the unique keys and the mask)."""
         return ContractFrame(self.frame.filter(predicate), _TOKEN)
+
+    def with_values(self, values: pl.Series, *, name: str = "frame") -> ContractFrame:
+        """The same rows with new ``values`` (one per row, in this frame's order; null =
+        missing) and ``observed = values.is_not_null()``: keys, order and dtypes are kept, so
+        only the rule new values can break is checked (no NaN / inf; :class:`SchemaError`
+        as :func:`validate_frame` raises it).  Used by derivations that change values only
+        (returns of a price series, seeded anomalies)."""
+        if values.len() != self.frame.height:
+            raise SchemaError(f"{name}: {values.len()} new values for {self.frame.height} rows")
+        frame = self.frame.with_columns(values.cast(pl.Float64).alias(VALUE))
+        _check_finite(frame, name)
+        return ContractFrame(frame.with_columns(pl.col(VALUE).is_not_null().alias(OBSERVED)),
+                             _TOKEN)
 
     def __getattr__(self, name: str) -> Any:  # only for names the dataclass does not have
         if name.startswith("__") or name in ("frame", "_token"):

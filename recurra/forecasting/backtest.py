@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from recurra.data.schema import TIMESTAMP, RecurraError, SchemaError, validate_frame
+from recurra.data.schema import TIMESTAMP, ContractFrame, RecurraError, SchemaError, contract
 from recurra.forecasting.metrics import METRIC_COLUMNS, evaluate
 
 REFIT_MODES = ("never", "every")
@@ -76,7 +76,7 @@ def backtest(estimator_factory: Callable[[], Any], frame: Any, n_origins: int, h
     SchemaError : bad parameters, or a frame too short for the origins asked for.
     """
     _check_parameters(estimator_factory, n_origins, horizon, stride, refit, season)
-    frame = validate_frame(frame, name="frame")
+    frame = contract(frame, name="frame")  # checked once; its row filters stay checked
     grid = frame[TIMESTAMP].unique().sort()
     needed = (n_origins - 1) * stride + horizon + 1
     if grid.len() < needed:
@@ -87,14 +87,14 @@ def backtest(estimator_factory: Callable[[], Any], frame: Any, n_origins: int, h
     origins = [grid[last - stride * (n_origins - 1 - k)] for k in range(n_origins)]
     metrics, forecasts, estimator = [], [], None
     for index, origin in enumerate(origins):
-        seen = frame.filter(pl.col(TIMESTAMP) <= origin)
+        seen = frame.rows(pl.col(TIMESTAMP) <= origin)
         if refit == "every" or estimator is None:
             estimator = _fit(estimator_factory, seen, index)
         else:
             previous = origins[index - 1]
-            estimator.update(seen.filter(pl.col(TIMESTAMP) > previous))
+            estimator.update(seen.rows(pl.col(TIMESTAMP) > previous))
         forecast = estimator.predict(horizon=horizon)
-        actuals = frame.filter(pl.col(TIMESTAMP) > origin)
+        actuals = frame.rows(pl.col(TIMESTAMP) > origin)
         scored = evaluate(forecast, actuals, history=seen, season=season)
         stamp = pl.lit(origin).alias("origin_at")
         metrics.append(scored.with_columns(pl.lit(index, pl.Int32).alias(ORIGIN), stamp))
@@ -106,7 +106,7 @@ def backtest(estimator_factory: Callable[[], Any], frame: Any, n_origins: int, h
     return BacktestResult(metrics_frame, pl.concat(forecasts, how="diagonal_relaxed"))
 
 
-def _fit(estimator_factory: Callable[[], Any], seen: pl.DataFrame, index: int) -> Any:
+def _fit(estimator_factory: Callable[[], Any], seen: ContractFrame, index: int) -> Any:
     estimator = estimator_factory()
     try:
         fitted = estimator.fit(seen)

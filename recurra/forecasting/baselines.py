@@ -46,6 +46,7 @@ from recurra.data.schema import (
     Y_HAT,
     SchemaError,
     check_fitted,
+    contract,
     quantile_column,
     validate_frame,
 )
@@ -189,7 +190,7 @@ class _BaselineForecaster:
 
         Every series needs at least ``context_length + horizon`` rows.
         """
-        frame = validate_frame(frame, name="train")
+        frame = contract(frame, name="train")  # checked once; frame_to_arrays skips it
         if frame.height == 0:
             raise SchemaError("train: the frame has no rows")
         arrays = frame_to_arrays(frame)
@@ -199,7 +200,7 @@ class _BaselineForecaster:
                           np.concatenate([w[3] for w in windows]))
         calibration, calibration_arrays = windows, arrays
         if validation is not None:
-            calibration_arrays = frame_to_arrays(validate_frame(validation, name="validation"))
+            calibration_arrays = frame_to_arrays(contract(validation, name="validation"))
             calibration = [self._series_windows(a, name="validation")
                            for a in calibration_arrays]
         self.interval_ = self._calibrate(calibration, calibration_arrays)
@@ -217,7 +218,7 @@ class _BaselineForecaster:
         horizon = self._check_horizon(horizon)
         states = self.state_
         if frame is not None:
-            arrays = frame_to_arrays(validate_frame(frame, name="frame"))
+            arrays = frame_to_arrays(contract(frame, name="frame"))
             states = {a.series_id: self._series_state(a, name="frame") for a in arrays}
         parts = [self._series_forecast(sid, state, horizon) for sid, state in states.items()]
         if not parts:

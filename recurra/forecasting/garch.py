@@ -37,6 +37,7 @@ from recurra.data.schema import (
     Y_HAT,
     SchemaError,
     check_fitted,
+    contract,
     quantile_column,
     validate_frame,
 )
@@ -90,7 +91,7 @@ class GarchForecaster:
     def fit(self, frame: Any, validation: Any = None) -> GarchForecaster:
         """Estimate each pair on its observed values (``validation`` is not used)."""
         del validation
-        frame = validate_frame(frame, name="train")
+        frame = contract(frame, name="train")  # checked once; frame_to_arrays skips it
         if frame.height == 0:
             raise SchemaError("train: the frame has no rows")
         self.params_, self.state_ = {}, {}

@@ -47,9 +47,11 @@ from recurra.data.schema import (
     STEP,
     TIMESTAMP,
     Y_HAT,
+    ContractFrame,
     RecurraError,
     SchemaError,
     check_fitted,
+    contract,
     quantile_column,
     validate_frame,
 )
@@ -145,14 +147,15 @@ class RNNForecaster:
             raise RecurraError(f"interval {self.config.interval.method!r} calibrates on validation "
                                "windows: pass fit(frame, validation=...) or set "
                                "interval='model'")
-        frame = validate_frame(frame, name="train")
+        # each frame is checked once here; what is derived from it stays a ContractFrame
+        frame = contract(frame, name="train")
+        validation = None if validation is None else contract(validation, name="validation")
         self.levels_: dict = {}
         raw_validation = validation
         if self.config.target_transform != "none":
             self.levels_ = tfm.last_levels(frame)
             frame = self._to_returns(frame)
-            validation = None if validation is None else self._to_returns(
-                validate_frame(validation, name="validation"))
+            validation = None if validation is None else self._to_returns(validation)
         self.interval_: IntervalCalibrator | None = None
         self.channels_ = sorted(frame[CHANNEL].unique().to_list())
         self.targets_ = self._targets(self.channels_)
@@ -164,8 +167,7 @@ class RNNForecaster:
             for series_id in self.excluded_:
                 del self.scaler_[series_id]
             validation, raw_validation = (
-                None if v is None else validate_frame(v, name="validation").filter(
-                    ~pl.col(SERIES_ID).is_in(list(self.excluded_)))
+                None if v is None else v.rows(~pl.col(SERIES_ID).is_in(list(self.excluded_)))
                 for v in (validation, raw_validation))
         self._fit_static(static)
         seed_everything(self.config.train.seed)
@@ -191,7 +193,7 @@ class RNNForecaster:
         check_fitted(self)
         if self.config.stateful:
             raise RecurraError("calibrate needs stateless windows (stateful=False)")
-        validation = validate_frame(validation, name="validation")
+        validation = contract(validation, name="validation")
         if self.config.target_transform != "none":
             validation = self._to_returns(validation)
         prepared = self._prepared(self._arrays(validation, "validation"))
@@ -222,7 +224,7 @@ class RNNForecaster:
         weights). This forecaster is left unchanged.
         """
         check_fitted(self)
-        frame = validate_frame(frame, name="fine-tune frame")
+        frame = contract(frame, name="fine-tune frame")
         levels = getattr(self, "levels_", {})
         if self.config.target_transform != "none":
             levels, frame = tfm.last_levels(frame, levels), self._to_returns(frame)
@@ -247,9 +249,11 @@ class RNNForecaster:
         tuned.state_ = tuned._stream_states(arrays)
         return tuned
 
-    def _to_returns(self, frame: pl.DataFrame, anchors: dict | None = None) -> pl.DataFrame:
-        """``frame`` (validated) as returns of ``config.target_transform`` (a contract frame)."""
-        return validate_frame(tfm.to_returns(frame, self.config.target_transform, anchors))
+    def _to_returns(self, frame: Any, anchors: dict | None = None) -> ContractFrame:
+        """``frame`` (validated) as returns of ``config.target_transform``: a contract frame
+        (the returns of a :class:`ContractFrame` keep its rows, only their values are
+        checked; those of a plain frame are checked whole)."""
+        return contract(tfm.to_returns(frame, self.config.target_transform, anchors))
 
     def _targets(self, channels: list[str]) -> list[str]:
         if self.config.target_channels is None:
@@ -333,7 +337,7 @@ class RNNForecaster:
         prepared = self._prepared(arrays)
         val_prepared = None
         if validation is not None:
-            val_prepared = self._prepared(self._arrays(validate_frame(
+            val_prepared = self._prepared(self._arrays(contract(
                 validation, name="validation"), "validation"))
         if config.encoder.cell == "grud":
             self.module_.encoder.grud.set_empirical_mean(_scaled_means(
@@ -436,7 +440,7 @@ class RNNForecaster:
                                f"{self.config.horizon}] (the horizon the model was fitted for)")
         states, levels = self.state_, getattr(self, "levels_", {})
         if frame is not None:
-            frame = validate_frame(frame, name="history")
+            frame = contract(frame, name="history")
             if self.config.target_transform != "none":
                 levels, frame = tfm.last_levels(frame), self._to_returns(frame)
             arrays = self._arrays(frame, "history")

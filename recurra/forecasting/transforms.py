@@ -18,6 +18,7 @@ monotone map, so quantile order is kept.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import polars as pl
 
@@ -29,6 +30,7 @@ from recurra.data.schema import (
     TIMESTAMP,
     VALUE,
     Y_HAT,
+    ContractFrame,
     SchemaError,
 )
 
@@ -52,11 +54,15 @@ def _levels_frame(levels: Levels) -> pl.DataFrame:
                         schema={SERIES_ID: pl.Utf8, CHANNEL: pl.Utf8, "_anchor": pl.Float64})
 
 
-def to_returns(frame: pl.DataFrame, kind: str, anchors: Levels | None = None) -> pl.DataFrame:
+def to_returns(frame: Any, kind: str, anchors: Levels | None = None) -> Any:
     """Contract frame of returns: ``log(x_t / x_prev)`` or ``x_t - x_prev``, ``x_prev`` the
     last observed value before t (or ``anchors[(series_id, channel)]`` for the first rows,
     e.g. the last training price when transforming new rows). Rows without a previous value
-    become gaps. ``log_return`` needs positive values."""
+    become gaps. ``log_return`` needs positive values.
+
+    A :class:`~recurra.data.schema.ContractFrame` gives one back (the same rows with new
+    values, :meth:`~recurra.data.schema.ContractFrame.with_values`: not checked again); a
+    plain frame gives a plain frame sorted by key."""
     _check(kind)
     if kind == "log_return":
         bad = frame.filter(pl.col(OBSERVED) & (pl.col(VALUE) <= 0))
@@ -68,13 +74,17 @@ def to_returns(frame: pl.DataFrame, kind: str, anchors: Levels | None = None) ->
                               "'difference' or clean the data")
     level = pl.col(VALUE).log() if kind == "log_return" else pl.col(VALUE)
     prev = level.forward_fill().shift(1).over(KEY)
-    out = frame.sort([*KEY, TIMESTAMP]).with_columns(prev.alias("_prev"))
+    checked = frame if isinstance(frame, ContractFrame) else None
+    rows = checked.frame if checked is not None else frame.sort([*KEY, TIMESTAMP])
+    out = rows.with_columns(prev.alias("_prev"))
     if anchors:
         anchor = _levels_frame(anchors).with_columns(
             pl.col("_anchor").log() if kind == "log_return" else pl.col("_anchor"))
-        out = out.join(anchor, on=KEY, how="left").with_columns(
+        out = out.join(anchor, on=KEY, how="left", maintain_order="left").with_columns(
             pl.coalesce("_prev", "_anchor").alias("_prev")).drop("_anchor")
     value = (level - pl.col("_prev")).alias(VALUE)
+    if checked is not None:  # same rows, same order: only the new values need a check
+        return checked.with_values(out.select(value).to_series())
     return out.with_columns(value).with_columns(
         pl.col(VALUE).is_not_null().alias(OBSERVED)).drop("_prev")
 

@@ -60,20 +60,31 @@ def validate_forecaster(forecaster: Any, history: pl.DataFrame, rest: pl.DataFra
     errors: dict[str, list[np.ndarray]] = {}
     ranked = rest.with_columns(
         (pl.col(TIMESTAMP).rank("dense").over(SERIES_ID) - 1).floordiv(horizon).alias("_fold"))
-    frame = pl.concat([to_polars(history), to_polars(rest)], how="vertical_relaxed")
+    # checked once; each fold's history is a row filter of it, so predict does not check it
+    frame = contract(pl.concat([to_polars(history), to_polars(rest)], how="vertical_relaxed"),
+                     name="history")
     for fold in range(max_folds):
         chunk = ranked.filter(pl.col("_fold") == fold).drop("_fold")
         if chunk.is_empty():
             break
-        origins = chunk.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).min().alias("_origin"))
-        past = (frame.join(origins, on=SERIES_ID).filter(pl.col(TIMESTAMP) < pl.col("_origin"))
-                .drop("_origin").group_by([SERIES_ID, CHANNEL], maintain_order=True)
-                .tail(context).sort([SERIES_ID, CHANNEL, TIMESTAMP]))
-        forecast = forecaster.predict(frame=past, horizon=horizon)
+        origins = chunk.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).min())
+        forecast = forecaster.predict(frame=frame.rows(_last_before(origins, context)),
+                                      horizon=horizon)
         resolved = monitoring.live_errors(forecast.drop("issued_at", strict=False), chunk)
         for row in resolved.iter_rows(named=True):
             errors.setdefault(row[SERIES_ID], []).append(np.repeat(row["mae"], row["n_points"]))
     return {sid: float(np.concatenate(parts).mean()) for sid, parts in errors.items()}
+
+
+def _last_before(origins: pl.DataFrame, context: int) -> pl.Expr:
+    """Row predicate: the last ``context`` rows of each (series, channel) before its series'
+    origin (``origins``: series_id, timestamp); series without an origin keep no row."""
+    origin = pl.col(SERIES_ID).replace_strict(
+        origins[SERIES_ID], origins[TIMESTAMP], default=None,
+        return_dtype=origins.schema[TIMESTAMP])
+    before = pl.col(TIMESTAMP) < origin
+    from_end = before.cast(pl.Int64).reverse().cum_sum().reverse().over(SERIES_ID, CHANNEL)
+    return before.fill_null(False) & (from_end <= context)
 
 
 def fit_forecaster(forecaster: Any, train: pl.DataFrame, rest: pl.DataFrame) -> Any:
@@ -163,7 +174,7 @@ def _train_forecaster(group: GroupConfig, config: PipelineConfig, backend: Any,
     excluded.extend(_left_out(forecaster, "forecaster"))
     left_out = list(getattr(forecaster, "excluded_", None) or {})
     if left_out:
-        train, rest = (f.filter(~pl.col(SERIES_ID).is_in(left_out)) for f in (train, rest))
+        train, rest = (f.rows(~pl.col(SERIES_ID).is_in(left_out)) for f in (train, rest))
     horizon = int(getattr(forecaster.config, "horizon", 24))
     folds = config.training.backtest_folds
     validation = validate_forecaster(forecaster, train, rest, horizon, folds)
@@ -193,7 +204,7 @@ def _train_detector(group: GroupConfig, config: PipelineConfig, backend: Any,
     excluded.extend(_left_out(detector, "detector"))
     left_out = list(getattr(detector, "excluded_", None) or {})
     if left_out:
-        rest = rest.filter(~pl.col(SERIES_ID).is_in(left_out))
+        rest = rest.rows(~pl.col(SERIES_ID).is_in(left_out))
     injected, labels = gate_data.inject_anomalies(rest)
     champion = backend.champion(group.model_name("detector"))
     champion_value = (gate_data.gate_score(champion[0], injected, labels, train).composite_f1

@@ -27,7 +27,7 @@ from recurra.anomaly import (
     ThresholdConfig,
 )
 from recurra.anomaly.returns import ReturnZScoreDetector
-from recurra.data.schema import NotFittedError
+from recurra.data.schema import NotFittedError, contract
 from recurra.nn.persistence import load_estimator
 from tests.anomaly.configs import config_for
 from tests.conftest import make_frame
@@ -90,6 +90,18 @@ def test_save_load_mid_stream_scores_the_same_and_continues_the_stream(fitted, f
     assert_frame_equal(loaded.predict(whole), detector.predict(whole))
     again = load_estimator(tmp_path / name)             # the model-agnostic loader too
     assert type(again) is type(detector)
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_a_contract_frame_is_checked_once_where_it_enters(name, frames, contract_checks):
+    whole, train = contract(frames[0]), contract(frames[1], name="train")
+    contract_checks.clear()
+    detector = KINDS[name]().fit(train)
+    detector.score(whole)
+    detector.predict(whole)
+    assert contract_checks == []  # fit, score and predict derive from it without a check
+    KINDS[name]().fit(frames[1]).score(frames[0])
+    assert contract_checks == ["train", "frame"]  # plain frames: one full check each
 
 
 @pytest.mark.parametrize("name", sorted(SINGLE))

@@ -155,3 +155,18 @@ def test_contract_frame_reads_like_its_frame_and_row_filters_keep_the_contract()
     observed = checked.rows(pl.col(OBSERVED))
     assert isinstance(observed, ContractFrame)
     assert observed.frame.equals(checked.frame.filter(pl.col(OBSERVED)))
+
+
+def test_with_values_keeps_the_rows_and_checks_only_the_new_values():
+    from recurra.data.schema import OBSERVED, VALUE, ContractFrame, contract
+
+    checked = contract(_unsorted_frame())
+    changed = checked.with_values(pl.Series([None, 2.0, 5.0]))
+    assert isinstance(changed, ContractFrame)
+    assert changed[VALUE].to_list() == [None, 2.0, 5.0]
+    assert changed[OBSERVED].to_list() == [False, True, True]  # the mask follows the values
+    assert changed.frame.drop(VALUE, OBSERVED).equals(checked.frame.drop(VALUE, OBSERVED))
+    with pytest.raises(SchemaError, match="prices: column 'value' has 1 NaN/inf"):
+        checked.with_values(pl.Series([1.0, float("inf"), 2.0]), name="prices")
+    with pytest.raises(SchemaError, match="frame: 2 new values for 3 rows"):
+        checked.with_values(pl.Series([1.0, 2.0]))

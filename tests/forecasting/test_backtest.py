@@ -7,7 +7,7 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from recurra.data.schema import SchemaError
+from recurra.data.schema import SchemaError, contract
 from recurra.forecasting.backtest import backtest
 from recurra.forecasting.baselines import (
     LinearLagConfig,
@@ -93,3 +93,15 @@ def test_errors_name_parameter_value_and_rule():
     with pytest.raises(SchemaError, match="backtest origin 0"):
         backtest(lambda: LinearLagForecaster(LinearLagConfig(n_lags=48, horizon=2)),
                  _ramp(30), n_origins=2, horizon=2)
+
+
+@pytest.mark.parametrize("refit", ["never", "every"])
+def test_backtest_checks_its_frame_once(refit, contract_checks):
+    frame = make_frame(n_series=2, n_steps=120, seed=7)
+    factory = lambda: SeasonalNaiveForecaster(SeasonalNaiveConfig(season=24, horizon=4))  # noqa: E731
+    backtest(factory, frame, n_origins=3, horizon=4, stride=5, refit=refit)
+    assert contract_checks == ["frame"]  # the fits, updates and scores get its row filters
+    checked = contract(frame)
+    contract_checks.clear()
+    backtest(factory, checked, n_origins=3, horizon=4, stride=5, refit=refit)
+    assert contract_checks == []

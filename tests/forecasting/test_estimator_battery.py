@@ -23,6 +23,7 @@ from recurra.data.schema import (
     Y_HAT,
     NotFittedError,
     SchemaError,
+    contract,
     quantile_column,
 )
 from recurra.forecasting.config import EncoderConfig
@@ -175,3 +176,13 @@ def test_update_moves_the_origin(fitted, frames, tmp_path):
     levels = [c for c in forecast.columns if c.startswith("q")]
     assert np.isfinite(forecast.select(levels).to_numpy()).all()
     assert quantile_column(0.1) in levels
+
+
+@pytest.mark.parametrize("factory", FACTORIES, ids=IDS)
+def test_a_contract_frame_is_checked_once_where_it_enters(factory, frames, contract_checks):
+    train = contract(frames[0], name="train")
+    contract_checks.clear()
+    factory().fit(train).predict(frame=train)
+    assert contract_checks == []  # fit and predict derive from it without checking again
+    factory().fit(frames[0])
+    assert contract_checks == ["train"]  # a plain frame: one full check, not one per step

@@ -8,7 +8,14 @@ import polars as pl
 import pytest
 import torch
 
-from recurra.data.schema import Y_HAT, SchemaError, quantile_column, validate_frame
+from recurra.data.schema import (
+    Y_HAT,
+    ContractFrame,
+    SchemaError,
+    contract,
+    quantile_column,
+    validate_frame,
+)
 from recurra.forecasting import transforms as tfm
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 from recurra.nn.train import TrainConfig
@@ -101,3 +108,32 @@ def test_transform_scales_on_training_returns_and_rejects_unknown_kind():
     assert np.all(np.abs(center) < 0.1) and np.all(scale < 1.0)   # returns, not prices ~100
     with pytest.raises(Exception, match="target_transform.*log_return"):
         ForecasterConfig(target_transform="percent")
+
+
+@pytest.mark.parametrize("kind", ["log_return", "difference"])
+def test_returns_of_a_contract_frame_keep_its_rows_without_a_second_check(kind,
+                                                                          contract_checks):
+    frame = prices()
+    checked = contract(frame)
+    contract_checks.clear()
+    returns = tfm.to_returns(checked, kind)
+    later = tfm.to_returns(checked.rows(pl.col("timestamp") > frame["timestamp"].min()), kind,
+                           anchors=tfm.last_levels(frame))
+    assert isinstance(returns, ContractFrame) and isinstance(later, ContractFrame)
+    assert contract_checks == []
+    assert returns.frame.equals(validate_frame(tfm.to_returns(frame, kind)))
+
+
+def test_rnn_fit_with_returns_validation_and_intervals_checks_each_frame_once(contract_checks):
+    frame = prices()
+    times = sorted(frame["timestamp"].unique().to_list())
+    train, validation = (frame.filter(pl.col("timestamp") < times[60]),
+                         frame.filter(pl.col("timestamp") >= times[40]))
+    config = _config(interval="conformal")
+    contract_checks.clear()
+    RNNForecaster(config).fit(train, validation=validation).predict(frame=train)
+    assert contract_checks == ["train", "validation", "history"]  # plain frames: once each
+    train, validation = contract(train), contract(validation)
+    contract_checks.clear()
+    RNNForecaster(config).fit(train, validation=validation).predict(frame=train)
+    assert contract_checks == []  # returns, exclusions, calibration: no check again

@@ -168,3 +168,29 @@ def test_train_group_gates_the_detector_on_injected_composite_f1(tmp_path, monke
     assert call["champion_value"] == 0.0 and call["value"] > 0.0
     assert result["models"]["detector"]["promoted"]
     assert call["extra_metrics"]["val_injected_recall"] > 0.0
+
+
+class NoChampionBackend(FakeBackend):
+    def champion(self, name):
+        return None
+
+
+def test_train_group_checks_each_frame_it_makes_once(tmp_path, monkeypatch, contract_checks):
+    """One full contract check per frame the run makes: the group frame read from the store,
+    the validation history (train + rest, its folds are row filters of it) and the gate's
+    frame (training tail + injected copy). The fits, predicts, scores and updates get
+    ContractFrames and check nothing again (10 checks before issue 18's estimators kept
+    the contract, 15 before the group frame did)."""
+    from recurra.pipelines.config import load_config
+    from tests.pipelines.test_flows import write_config
+
+    monkeypatch.setenv("RECURRA_HOME", str(tmp_path))
+    config = load_config(write_config(tmp_path / "recurra.toml", {
+        "g": {"series": ["s0", "s1"], "forecaster": "naive", "detector": "zscore"}}))
+    store = tasks.open_store(tmp_path / "store")
+    store.upsert(make_frame(n_series=2, n_steps=400, gap_share=0.05, seed=4), source="test")
+    monkeypatch.setattr(runs, "registry_backend", lambda: NoChampionBackend(None))
+    contract_checks.clear()
+    result = tasks.train_group(config.groups["g"], config, store)
+    assert set(result["models"]) == {"forecaster", "detector"}
+    assert contract_checks == ["group 'g'", "history", "frame"]
