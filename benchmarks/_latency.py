@@ -1,15 +1,40 @@
-"""Forward latency of networks on random inputs: the T1/quantization timing of
-``benchmarks/throughput.py`` (a benchmark tool, not part of serving)."""
+"""Latency of networks on random inputs and of float vs int8 ``predict``: the timing of
+``benchmarks/throughput.py``'s quantization part (a benchmark tool, not part of serving;
+``recurra.forecasting.quantize`` only quantizes and compares accuracy)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from recurra.forecasting.quantize import alternating_medians
+
+def alternating_medians(calls: Sequence[Callable[[], Any]], repeats: int) -> list[float]:
+    """Median wall seconds of each call, timed in turn ``repeats`` times after a warm-up
+    (alternating, so that load on a shared CPU hits every call alike)."""
+    for call in calls:
+        call()
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(max(1, repeats)):
+        for index, call in enumerate(calls):
+            started = time.perf_counter()
+            call()
+            times[index].append(time.perf_counter() - started)
+    return [float(np.median(t)) for t in times]
+
+
+def predict_latency(forecaster: Any, quantized: Any, frame: Any = None, repeats: int = 10
+                    ) -> dict[str, float]:
+    """Median seconds per ``predict(frame)`` of the float forecaster and its int8 copy
+    (``float_s``, ``int8_s``) and their ratio ``speedup`` (> 1: int8 is faster)."""
+    float_s, int8_s = alternating_medians(
+        [lambda: forecaster.predict(frame), lambda: quantized.predict(frame)], repeats)
+    return {"float_s": float_s, "int8_s": int8_s,
+            "speedup": float_s / int8_s if int8_s > 0 else float("nan")}
 
 
 def module_latency(modules: dict[str, nn.Module], n_channels: int, lookback: int,

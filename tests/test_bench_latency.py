@@ -1,4 +1,4 @@
-"""benchmarks/_latency.py: the forward-latency helper the T1/quantization benchmark uses."""
+"""benchmarks/_latency.py: the latency helpers of the quantization benchmark."""
 
 from __future__ import annotations
 
@@ -24,3 +24,21 @@ def test_module_latency_reports_every_module_and_batch(monkeypatch):
                             lookback=12, batch_sizes=(1, 3), repeats=2)
     assert set(report) == {"batch_1", "batch_3"}
     assert all(set(v) == {"fp32", "int8"} and min(v.values()) > 0 for v in report.values())
+
+
+def test_predict_latency_times_both_in_turn_and_reports_the_ratio(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from _latency import predict_latency
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def predict(self, frame):
+            calls.append(self.name)
+
+    report = predict_latency(Recorder("float"), Recorder("int8"), repeats=2)
+    assert set(report) == {"float_s", "int8_s", "speedup"}
+    assert calls == ["float", "int8"] * 3  # a warm-up each, then alternating

@@ -21,15 +21,18 @@ meant for ARM and is slower than fp32 on x86.
 
 >>> fast = quantize_forecaster(fitted)          # a copy; ``fitted`` is unchanged
 >>> fast.predict()                              # same frame, int8 matmuls
->>> compare_quantized(fitted)                   # {"max_abs_diff": ..., "speedup": ...}
+>>> compare_quantized(fitted)                   # {"max_abs_diff": ..., "relative_diff": ...}
+
+Latency is measured by the benchmarks, not here: ``benchmarks/_latency.py`` times the bare
+networks (``module_latency``) and ``predict`` of the float and int8 copies
+(``predict_latency``).
 """
 
 from __future__ import annotations
 
 import copy
-import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -95,35 +98,18 @@ def quantize_forecaster(forecaster: Any, layers: Sequence[str] = DEFAULT_LAYERS)
     return quantized
 
 
-def compare_quantized(forecaster: Any, repeats: int = 10, frame: Any = None,
+def compare_quantized(forecaster: Any, frame: Any = None,
                       layers: Sequence[str] = DEFAULT_LAYERS) -> dict[str, float]:
-    """Accuracy and latency of the int8 copy against the float forecaster.
+    """Accuracy of the int8 copy against the float forecaster.
 
-    Returns ``max_abs_diff`` and ``mean_abs_diff`` between the two ``y_hat`` columns
-    (original units), ``relative_diff`` (mean abs diff / mean abs forecast), and the median
-    seconds per ``predict(frame)`` call of each (``float_s``, ``int8_s``) and their ratio
-    ``speedup`` (> 1: int8 is faster).
+    Returns ``max_abs_diff`` and ``mean_abs_diff`` between the two ``y_hat`` columns of
+    ``predict(frame)`` (original units) and ``relative_diff`` (mean abs diff / mean abs
+    forecast).  Their latency: ``benchmarks/_latency.py`` (``predict_latency``).
     """
     quantized = quantize_forecaster(forecaster, layers)
     reference = forecaster.predict(frame)
     approximate = quantized.predict(frame)
     diff = np.abs(reference[Y_HAT].to_numpy() - approximate[Y_HAT].to_numpy())
     scale = float(np.mean(np.abs(reference[Y_HAT].to_numpy()))) or 1.0
-    float_s, int8_s = alternating_medians(
-        [lambda: forecaster.predict(frame), lambda: quantized.predict(frame)], repeats)
     return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-            "relative_diff": float(diff.mean()) / scale, "float_s": float_s,
-            "int8_s": int8_s, "speedup": float_s / int8_s if int8_s > 0 else float("nan")}
-
-
-def alternating_medians(calls: Sequence[Callable[[], Any]], repeats: int) -> list[float]:
-    """Median wall seconds of each call, timed in turn ``repeats`` times after a warm-up."""
-    for call in calls:
-        call()
-    times: list[list[float]] = [[] for _ in calls]
-    for _ in range(max(1, repeats)):
-        for index, call in enumerate(calls):
-            started = time.perf_counter()
-            call()
-            times[index].append(time.perf_counter() - started)
-    return [float(np.median(t)) for t in times]
+            "relative_diff": float(diff.mean()) / scale}
