@@ -44,6 +44,10 @@ an object whose first key is a tag:
 >>> tree, buffers = encode_state({"h": np.zeros(3), "n": (1, 2)})
 >>> tree["state"], sorted(buffers)
 ({'h': {'$nd': ['<f8', 0, [3]]}, 'n': {'$t': [1, 2]}}, ['array:<f8'])
+
+Size: ~590 lines, because the encoder and the decoder are the two halves of one format,
+tag by tag, and the table above is their shared specification: kept together, each tag is
+written and read in one reader's view.
 """
 
 from __future__ import annotations
