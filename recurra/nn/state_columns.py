@@ -11,7 +11,8 @@ StreamState}``, is written as one node instead of one node per object::
                "f": [[field, COLUMN], ...]}
 
 and each field is one column (``"none"``, where present, lists the rows whose value is
-None; the column's data then covers only the other rows):
+None; the column's data then covers only the other rows; ``"ref": [rows, numbers]`` the
+rows whose value is an object met before, by its number in the ``$ref`` memo):
 
 =========================  ==============================================================
 ``{"k": value}``           the same JSON scalar in every row (None, a bool, a number ...)
@@ -109,14 +110,14 @@ def _record_shape(encoder: _Encoder, rows: list) -> tuple[str, str | None, tuple
 
 def _fresh(encoder: _Encoder, values: list) -> bool:
     """No value was numbered before and none is there twice."""
-    ids = {id(v) for v in values}
-    return len(ids) == len(values) and not any(i in encoder.memo for i in ids)
+    ids = set(map(id, values))
+    return len(ids) == len(values) and ids.isdisjoint(encoder.memo.keys())
 
 
 def _number(encoder: _Encoder, values: list) -> None:
-    memo, start = encoder.memo, len(encoder.memo)
-    for offset, value in enumerate(values):
-        memo[id(value)] = start + offset
+    start = len(encoder.memo)
+    encoder.memo.update(zip(map(id, values), range(start, start + len(values)),
+                            strict=True))
     encoder.keep.extend(values)
 
 
@@ -159,11 +160,15 @@ def _encode_column(encoder: _Encoder, values: list) -> dict[str, Any]:
     if types <= _JSON_SCALARS | {float} and all(
             math.isfinite(v) for v in values if type(v) is float):
         return {"s": values}
+    has_none = type(None) in types
     types.discard(type(None))
     if len(types) == 1:
         (cls,) = types
+        encode = lambda present: _typed(encoder, cls, present)  # noqa: E731
         try:
-            return _with_none(values, lambda present: _typed(encoder, cls, present))
+            if not has_none and encoder.memo.keys().isdisjoint(map(id, values)):
+                return encode(values)  # the common case, without a loop over the rows
+            return _split_rows(encoder, values, encode)
         except _NotColumnar:
             pass
     return {"e": [encoder.encode(v) for v in values]}
@@ -175,6 +180,29 @@ def _with_none(values: list, encode: Any) -> dict[str, Any]:
         return encode(values)
     node = encode([v for v in values if v is not None])
     node["none"] = none
+    return node
+
+
+def _split_rows(encoder: _Encoder, values: list, encode: Any) -> dict[str, Any]:
+    """Like :func:`_with_none`, and rows holding an object numbered before (a stream state
+    still sharing its calibration's arrays) go to ``"ref"``: ``[rows, memo numbers]``."""
+    memo = encoder.memo
+    none, ref_rows, ref_numbers, present = [], [], [], []
+    for row, value in enumerate(values):
+        if value is None:
+            none.append(row)
+            continue
+        number = memo.get(id(value))
+        if number is None:
+            present.append(value)
+        else:
+            ref_rows.append(row)
+            ref_numbers.append(number)
+    node = encode(present) if present else {"e": []}
+    if none:
+        node["none"] = none
+    if ref_rows:
+        node["ref"] = [ref_rows, ref_numbers]
     return node
 
 
@@ -201,14 +229,19 @@ def _typed(encoder: _Encoder, cls: type, present: list) -> dict[str, Any]:
 def _arrays(encoder: _Encoder, arrays: list[np.ndarray]) -> dict[str, Any]:
     first = arrays[0]
     dtype, shape, ndim = first.dtype, first.shape, first.ndim
-    if (dtype.kind not in _BUFFER_KINDS or dtype.fields is not None
-            or not _fresh(encoder, arrays)
-            or any(a.dtype != dtype or a.ndim != ndim for a in arrays)
-            or any(a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous
-                   for a in arrays)):  # Fortran order loads as it was: ordinary nodes
+    if dtype.kind not in _BUFFER_KINDS or dtype.fields is not None \
+            or not _fresh(encoder, arrays):
         raise _NotColumnar
-    if all(a.shape == shape for a in arrays):
-        node = {"a": encoder._array(np.stack(arrays))}
+    layouts = {(a.dtype, a.shape) for a in arrays}
+    if len(layouts) > 1 and (len({d for d, _ in layouts}) > 1
+                             or len({len(s) for _, s in layouts}) > 1):
+        raise _NotColumnar
+    if ndim > 1 and any(not a.flags.c_contiguous and a.flags.f_contiguous for a in arrays):
+        raise _NotColumnar  # Fortran order loads as it was: ordinary nodes
+    if len(layouts) == 1:
+        stacked = np.concatenate(arrays).reshape(len(arrays), *shape) if ndim \
+            else np.stack(arrays)
+        node = {"a": encoder._array(stacked)}
     else:
         flat = np.concatenate([a.reshape(-1) for a in arrays])
         shapes = np.array([a.shape for a in arrays], dtype=np.int64).reshape(len(arrays), ndim)
@@ -342,9 +375,10 @@ def _decode_column(decoder: _Decoder, node: dict[str, Any], n_rows: int) -> list
         values = node["s"]
     else:
         none = node.get("none", ())
-        values = _decode_present(decoder, node, n_rows - len(none))
-        if none:
-            values = _place(values, none, n_rows)
+        ref_rows, ref_numbers = node.get("ref", ((), ()))
+        values = _decode_present(decoder, node, n_rows - len(none) - len(ref_rows))
+        if none or ref_rows:
+            values = _place(decoder, values, none, ref_rows, ref_numbers, n_rows)
     if len(values) != n_rows:
         raise decoder._error(f"a column holds {len(values)} values for {n_rows} rows")
     return values
@@ -399,10 +433,17 @@ def _decode_present(decoder: _Decoder, node: dict[str, Any], n_present: int) -> 
     raise decoder._error(f"unknown column {sorted(node)}")
 
 
-def _place(values: list, none: list[int], n_rows: int) -> list:
+def _place(decoder: _Decoder, values: list, none: list[int], ref_rows: list[int],
+           ref_numbers: list[int], n_rows: int) -> list:
+    """The column's rows: None, an object decoded before, or the next decoded value."""
     out: list = [None] * n_rows
-    missing = set(none)
-    present = (i for i in range(n_rows) if i not in missing)
+    memo = decoder.memo
+    for row, number in zip(ref_rows, ref_numbers, strict=True):
+        if not 0 <= number < len(memo):
+            raise decoder._error(f"refers to object {number}, which comes later or not at all")
+        out[row] = memo[number]
+    taken = set(none).union(ref_rows)
+    present = (i for i in range(n_rows) if i not in taken)
     for index, value in zip(present, values, strict=True):
         out[index] = value
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -113,14 +114,18 @@ def test_identity_inside_across_and_after_columns_is_kept():
     calibrations = {f"s{i}": Calibration(np.zeros(2) + i, np.ones(2), 1.0, low=np.zeros(2),
                                          spot=SpotState(1.0, i, 2, 0.5, 0.25, 0.01, 1.0))
                     for i in range(N)}
-    streams = {sid: StreamState(low=cal.low, spot=cal.spot, recent=shared)
-               for sid, cal in calibrations.items()}
+    streams = {sid: StreamState(low=cal.low, recent=shared, high=np.ones(2) if i % 2 else None,
+                                spot=cal.spot if i % 3 else replace(cal.spot, n_seen=-i))
+               for i, (sid, cal) in enumerate(calibrations.items())}
     state = {"calibration": calibrations, "stream": streams, "again": calibrations["s1"],
              "mean": calibrations["s2"].mean, "spot": calibrations["s3"].spot}
-    loaded = decode_state(*encode_state(state))
-    for sid in calibrations:
+    tree, buffers = encode_state(state)
+    spot = dict(tree["state"]["stream"]["r"]["f"])["spot"]
+    assert "r" in spot and spot["ref"][0] == [i for i in range(N) if i % 3]
+    loaded = decode_state(tree, buffers)
+    for i, sid in enumerate(calibrations):
         assert loaded["stream"][sid].low is loaded["calibration"][sid].low
-        assert loaded["stream"][sid].spot is loaded["calibration"][sid].spot
+        assert (loaded["stream"][sid].spot is loaded["calibration"][sid].spot) == bool(i % 3)
         assert loaded["stream"][sid].recent is loaded["stream"]["s0"].recent
     assert loaded["again"] is loaded["calibration"]["s1"]
     assert loaded["mean"] is loaded["calibration"]["s2"].mean
