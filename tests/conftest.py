@@ -26,6 +26,15 @@ except ImportError:  # pragma: no cover - torch is a dependency
     torch = None
 
 
+@pytest.fixture(params=["nodes", "columns"])
+def tree_layout(request, monkeypatch):
+    """Save format-3 states as the writer does for a few series (one node per object) and
+    as it does for many (every mapping or list of same-shaped objects as columns)."""
+    if request.param == "columns":
+        monkeypatch.setattr("recurra.nn.state_columns.MIN_ROWS", 1)
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Put torch back on one thread after every test (code under test may change it)."""

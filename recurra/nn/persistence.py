@@ -13,8 +13,10 @@ on a given device.
   ``recurra.`` are rebuilt (old module paths map through :mod:`recurra._legacy`).
 * ``weights.pt``: the array data, packed into a few flat ``uint8`` buffers (one per numpy
   dtype, one for all tensor storages), written by ``torch.save`` and read with
-  ``torch.load(..., weights_only=True)``.  Packing keeps a 1,000-series stream state with
-  tens of thousands of small arrays to a few large reads (``benchmarks/persistence.py``).
+  ``torch.load(..., weights_only=True)``.  A save over an existing folder of the same model
+  names it ``weights-<sha256 prefix>.pt`` (``state.json`` says which file it is).  Packing
+  keeps a 1,000-series stream state with tens of thousands of small arrays to a few large
+  reads (``benchmarks/persistence.py``).
 
 Folders of formats 1 and 2 (pickles) still load through
 :mod:`recurra.nn._persistence_legacy`, the only place that reads pickles.  A corrupt or
@@ -70,9 +72,17 @@ def config_from_dict(config_class: type, values: dict[str, Any]) -> Any:
 
 
 def save_estimator(estimator: Any, path: str | Path) -> Path:
-    """Write ``estimator`` to the folder ``path`` in format 3 (atomically: a staging folder,
-    then a rename). A state holding something format 3 cannot store (a class outside
-    ``recurra``) raises before anything is written, naming where in the state it sits."""
+    """Write ``estimator`` to the folder ``path`` in format 3, atomically: a crash at any
+    point leaves the previous save at ``path`` loadable (or nothing, for a new folder).
+
+    A state holding something format 3 cannot store (a class outside ``recurra``) raises
+    before anything is written, naming where in the state it sits.  Saving again over a
+    format-3 folder of the same class and config (the scheduled runs' case) replaces its
+    state in place: the new weights go to a file of their own, named by their SHA-256 and
+    written only when they changed, and replacing ``state.json`` (one rename) commits; the
+    previous weights file is removed after.  Otherwise the folder is written in full beside
+    ``path`` and swapped in (the previous one kept as ``.<name>.old`` until then).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     cls = type(estimator)
@@ -83,24 +93,93 @@ def save_estimator(estimator: Any, path: str | Path) -> Path:
                         f"{type(estimator.config).__qualname__}",
         "config": config_to_dict(estimator.config),
     }
+    meta_text = json.dumps(meta, indent=2)
     tree, buffers = encode_state(estimator._get_state())  # fails before anything is written
     weights = io.BytesIO()
     torch.save(buffers, weights)
     data = weights.getvalue()
-    document = {"weights": WEIGHTS_FILE, "sha256": hashlib.sha256(data).hexdigest(), **tree}
+    digest = hashlib.sha256(data).hexdigest()
+    if _reads(target / META_FILE) == meta_text:
+        current = _current_document(target)
+        if current is not None:
+            _replace_state(target, current, tree, data, digest)
+            return target
+    document = {"weights": WEIGHTS_FILE, "sha256": digest, **tree}
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=target.parent))
-    (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+    (staging / META_FILE).write_text(meta_text)
     (staging / WEIGHTS_FILE).write_bytes(data)
-    (staging / TREE_FILE).write_text(json.dumps(document, allow_nan=False,
-                                                separators=(",", ":")))
+    (staging / TREE_FILE).write_text(_document_text(document))
+    backup = _backup(target)
     if target.exists():
-        backup = target.with_name(f".{target.name}.old")
+        if backup.exists():  # left by a save that crashed after its swap
+            _remove_tree(backup)
         os.replace(target, backup)
-        os.replace(staging, target)
+    os.replace(staging, target)  # a crash before this: the backup loads (saved_folder)
+    if backup.exists():
         _remove_tree(backup)
-    else:
-        os.replace(staging, target)
     return target
+
+
+def _replace_state(folder: Path, current: dict[str, Any], tree: dict[str, Any], data: bytes,
+                   digest: str) -> None:
+    """Commit a new state into a format-3 ``folder`` whose ``state.json`` is ``current``:
+    write the weights under a new name (unless unchanged), then replace ``state.json``."""
+    old_weights = current["weights"]
+    name = old_weights if current.get("sha256") == digest else f"weights-{digest[:16]}.pt"
+    if name != old_weights:
+        partial = folder / f".{name}.partial"
+        partial.write_bytes(data)
+        os.replace(partial, folder / name)
+    text = _document_text({"weights": name, "sha256": digest, **tree})
+    if text != _reads(folder / TREE_FILE):
+        handle, staged = tempfile.mkstemp(prefix=".state-", suffix=".json", dir=folder)
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        os.replace(staged, folder / TREE_FILE)  # the commit
+    for stale in folder.iterdir():  # the previous weights; leftovers of crashed saves
+        if stale.name != name and (stale.name == WEIGHTS_FILE or stale.name.startswith(
+                (".weights-", ".state-")) or (stale.name.startswith("weights-")
+                                             and stale.name.endswith(".pt"))):
+            stale.unlink(missing_ok=True)
+
+
+def _current_document(folder: Path) -> dict[str, Any] | None:
+    """The format-3 ``state.json`` of ``folder`` when its weights file is there, else None."""
+    try:
+        document = json.loads((folder / TREE_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    weights = document.get("weights") if isinstance(document, dict) else None
+    if not isinstance(weights, str) or Path(weights).name != weights \
+            or not (folder / weights).is_file():
+        return None
+    return document
+
+
+def _document_text(document: dict[str, Any]) -> str:
+    return json.dumps(document, allow_nan=False, separators=(",", ":"))
+
+
+def _reads(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _backup(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def saved_folder(path: str | Path) -> Path | None:
+    """The folder holding the last complete save at ``path``: ``path`` itself, or the
+    previous save kept beside it when a save crashed between moving it aside and moving
+    the new folder in; None when there is none."""
+    folder = Path(path)
+    if (folder / META_FILE).is_file():
+        return folder
+    backup = _backup(folder)
+    return backup if (backup / META_FILE).is_file() else None
 
 
 def load_estimator(path: str | Path, *, map_location: str | torch.device = "cpu",
@@ -110,7 +189,7 @@ def load_estimator(path: str | Path, *, map_location: str | torch.device = "cpu"
     and detectors) then moves its module and its state tensors there together, so predict
     and update never mix devices. Raises a clear error for a wrong folder, or when
     ``expected`` is given and the saved estimator is not an instance of it."""
-    folder = Path(path)
+    folder = saved_folder(path) or Path(path)
     meta_path = folder / META_FILE
     if not meta_path.is_file():
         raise RecurraError(f"{folder} is not a saved Recurra model: {META_FILE} is missing")
@@ -141,14 +220,20 @@ def read_state(folder: Path, *, map_location: str | torch.device | None = "cpu")
     """The fitted state of a format-3 ``folder``: ``state.json`` decoded with the buffers of
     its weights file (checked against the SHA-256 that ``state.json`` records)."""
     tree_path = folder / TREE_FILE
-    document = _read_json(tree_path)
-    if not isinstance(document, dict) or not isinstance(document.get("weights"), str):
-        raise RecurraError(f"{tree_path} is not a Recurra state file (no weights entry)")
-    weights_path = folder / Path(document["weights"]).name
-    try:
-        data = weights_path.read_bytes()
-    except OSError as error:
-        raise RecurraError(f"{weights_path} cannot be read ({error})") from None
+    for attempt in range(2):
+        document = _read_json(tree_path)
+        if not isinstance(document, dict) or not isinstance(document.get("weights"), str):
+            raise RecurraError(f"{tree_path} is not a Recurra state file (no weights entry)")
+        weights_path = folder / Path(document["weights"]).name
+        try:
+            data = weights_path.read_bytes()
+            break
+        except FileNotFoundError:
+            if attempt or _current_document(folder) in (None, document):
+                raise RecurraError(f"{weights_path} cannot be read (it is missing)") from None
+            # a save replaced the state between the two reads: read the new one
+        except OSError as error:
+            raise RecurraError(f"{weights_path} cannot be read ({error})") from None
     if hashlib.sha256(data).hexdigest() != document.get("sha256"):
         raise RecurraError(f"{weights_path} is corrupt or truncated: its SHA-256 does not "
                            f"match the one {tree_path} records")

@@ -11,7 +11,9 @@ paths map through :func:`recurra._legacy.modern_path`).
 Array data is packed: every numeric numpy array goes into one buffer per dtype (the tree
 keeps ``[buffer, offset, shape]``), and every tensor storage into one ``tensors`` buffer
 (the tree keeps storage, offset, size, stride, dtype), so a 1,000-series stream state with
-tens of thousands of small arrays costs a few large writes.  Tensor views of one storage
+tens of thousands of small arrays costs a few large writes, and its per-series objects are
+written as columns (one stacked array per field), so loading them takes a few array
+operations and one object construction per series.  Tensor views of one storage
 load as views of one storage; an object met twice loads as one object.
 
 Nodes: ``null``, booleans, integers, strings and lists stand for themselves, and so do finite
@@ -39,6 +41,8 @@ an object whose first key is a tag:
 ``{"$nt": "recurra.x.Cls", "$v": [...]}``  a named tuple
 ``{"$obj": "recurra.x.Cls", "$v": {...}}``  a plain object and its ``__dict__``
 ``{"$ref": k}``                          the ``k``-th container / array / object again
+``{"$cols": "dict", "k": [...], "r": {...}}``  a dict or list of many objects of one shape, as
+                                         columns (tree version 2, :mod:`.state_columns`)
 =======================================  ===================================================
 
 >>> tree, buffers = encode_state({"h": np.zeros(3), "n": (1, 2)})
@@ -67,8 +71,10 @@ import torch
 
 from recurra._legacy import modern_path
 from recurra.data.schema import RecurraError
+from recurra.nn.state_columns import decode_container, encode_container
 
-TREE_VERSION = 1
+TREE_VERSION = 2  # 2: columnar nodes (recurra.nn.state_columns); 1 still loads
+READABLE_TREE_VERSIONS = (1, 2)
 ALLOWED_PREFIX = "recurra."
 TENSORS = "tensors"
 _SCALARS = (type(None), bool, int, str)
@@ -108,10 +114,11 @@ def decode_state(tree: Any, buffers: dict[str, torch.Tensor], *,
                  map_location: str | torch.device | None = None, source: str = "state") -> Any:
     """The state :func:`encode_state` encoded. Tensors go to ``map_location`` (default: the
     device each was saved from). ``source`` names the file in error messages."""
-    if not isinstance(tree, dict) or tree.get("tree_version") != TREE_VERSION:
+    if not isinstance(tree, dict) or tree.get("tree_version") not in READABLE_TREE_VERSIONS:
         version = tree.get("tree_version") if isinstance(tree, dict) else None
         raise StateTreeError(f"{source}: state tree version {version!r} is not supported "
-                             f"(this Recurra reads {TREE_VERSION})")
+                             f"(this Recurra reads "
+                             f"{', '.join(map(str, READABLE_TREE_VERSIONS))})")
     try:
         decoder = _Decoder(buffers, map_location, source)
         decoder.storage_rows = tree["storages"]
@@ -144,7 +151,8 @@ class _Encoder:
         self.keep: list[Any] = []  # keeps memoised objects alive (ids stay unique)
         self.arrays: dict[str, list[np.ndarray]] = {}
         self.sizes: dict[str, int] = {}
-        self.storages: dict[tuple[int, str], int] = {}
+        # (storage pointer, device) -> (storage row, byte offset of that storage in the row)
+        self.storages: dict[tuple[int, str], tuple[int, int]] = {}
         self.storage_data: list[torch.Tensor] = []
         self.storage_rows: list[list[Any]] = []
         self.tensor_bytes = 0
@@ -184,7 +192,8 @@ class _Encoder:
 
     # -- containers ----------------------------------------------------------------------
     def _list(self, value: list) -> Any:
-        return self._seen(value) or [self._item(v, i) for i, v in enumerate(value)]
+        return self._seen(value) or encode_container(self, value) \
+            or [self._item(v, i) for i, v in enumerate(value)]
 
     def _item(self, value: Any, key: Any) -> Any:
         try:
@@ -197,7 +206,7 @@ class _Encoder:
         return {"$t": [self._item(v, i) for i, v in enumerate(value)]}
 
     def _dict(self, value: dict) -> Any:
-        ref = self._seen(value)
+        ref = self._seen(value) or encode_container(self, value)
         if ref:
             return ref
         if all(type(k) is str and not k.startswith("$") for k in value):
@@ -263,26 +272,34 @@ class _Encoder:
         tensor = value.detach()
         if tensor.is_conj() or tensor.is_neg():
             tensor = tensor.resolve_conj().resolve_neg()
-        storage = tensor.untyped_storage()
-        device = str(tensor.device)
-        key = (storage.data_ptr(), device)
-        index = self.storages.get(key) if storage.nbytes() else None
-        if index is None:
-            index = len(self.storage_rows)
-            if storage.nbytes():
-                self.storages[key] = index
-            data = torch.empty(0, dtype=torch.uint8, device=tensor.device).set_(
-                storage, 0, (storage.nbytes(),), (1,))
-            self.storage_data.append(data)
-            self.storage_rows.append([self.tensor_bytes, storage.nbytes(), device])
-            self.tensor_bytes += storage.nbytes()
-        node: dict[str, Any] = {"$tensor": [index, tensor.storage_offset(), list(tensor.shape),
+        index, offset = self._place(tensor)
+        node: dict[str, Any] = {"$tensor": [index, offset, list(tensor.shape),
                                             list(tensor.stride()), _dtype_name(tensor.dtype)]}
         if isinstance(value, torch.nn.Parameter):
             node["$p"] = 1
         if value.requires_grad:
             node["$g"] = 1
         return node
+
+    def _place(self, tensor: torch.Tensor) -> tuple[int, int]:
+        """``(storage row, element offset)`` of ``tensor``'s data: its storage is added to
+        the ``tensors`` buffer the first time it is met."""
+        storage = tensor.untyped_storage()
+        device = str(tensor.device)
+        key = (storage.data_ptr(), device)
+        index, shift = self.storages.get(key, (None, 0)) if storage.nbytes() else (None, 0)
+        if shift % tensor.element_size():  # into a columnar stack at an odd offset: a copy
+            index, shift = None, 0
+        if index is None:
+            index = len(self.storage_rows)
+            if storage.nbytes():
+                self.storages[key] = index, 0
+            data = torch.empty(0, dtype=torch.uint8, device=tensor.device).set_(
+                storage, 0, (storage.nbytes(),), (1,))
+            self.storage_data.append(data)
+            self.storage_rows.append([self.tensor_bytes, storage.nbytes(), device])
+            self.tensor_bytes += storage.nbytes()
+        return index, tensor.storage_offset() + shift // tensor.element_size()
 
     # -- classes -------------------------------------------------------------------------
     def _other(self, value: Any) -> Any:
@@ -584,4 +601,5 @@ _TAGS = {
     "$nt": _Decoder._named_tuple,
     "$obj": _Decoder._object,
     "$ref": _Decoder._ref,
+    "$cols": decode_container,
 }

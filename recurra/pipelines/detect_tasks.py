@@ -29,7 +29,13 @@ from recurra.data.schema import (
     TIMESTAMP,
     VALUE,
 )
-from recurra.nn.persistence import load_estimator, save_estimator
+from recurra.nn.persistence import (
+    META_FILE,
+    TREE_FILE,
+    load_estimator,
+    save_estimator,
+    saved_folder,
+)
 from recurra.pipelines import incremental, monitoring, runs
 from recurra.pipelines.config import GroupConfig, PipelineConfig
 from recurra.pipelines.runs import _metric_key, group_series
@@ -154,13 +160,19 @@ _KEPT_LOCK = threading.Lock()
 
 
 def _stamp(folder: Path) -> tuple[int, int, int] | None:
-    """(inode, mtime ns, size) of the saved model's ``meta.json``; None when absent.  A save
-    replaces the folder (a new inode), so an older or foreign save never matches."""
-    try:
-        info = (folder / "meta.json").stat()
-    except OSError:
+    """(inode, mtime ns, size) of the saved model's ``state.json`` (``meta.json`` for a
+    folder of formats 1 and 2); None when absent.  Every save replaces that file (a new
+    inode), so an older or foreign save never matches."""
+    found = saved_folder(folder)
+    if found is None:
         return None
-    return info.st_ino, info.st_mtime_ns, info.st_size
+    for name in (TREE_FILE, META_FILE):
+        try:
+            info = (found / name).stat()
+        except OSError:
+            continue
+        return info.st_ino, info.st_mtime_ns, info.st_size
+    return None
 
 
 def _keep(folder: Path, estimator: Any) -> None:

@@ -78,7 +78,7 @@ def test_unfitted_follows_the_protocol_and_names_its_class(name, frames):
 
 
 def test_save_load_mid_stream_scores_the_same_and_continues_the_stream(fitted, frames,
-                                                                        tmp_path):
+                                                                        tmp_path, tree_layout):
     name, detector, _ = fitted
     whole, _, first, second = frames
     detector.reset()

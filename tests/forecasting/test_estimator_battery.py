@@ -146,7 +146,7 @@ def test_same_seed_same_result(fitted, frames):
                                rtol=1e-6, atol=1e-6)
 
 
-def test_save_load_round_trip(fitted, tmp_path):
+def test_save_load_round_trip(fitted, tmp_path, tree_layout):
     _, estimator, _ = fitted
     folder = estimator.save(tmp_path / "model")
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "state.json",
@@ -155,6 +155,21 @@ def test_save_load_round_trip(fitted, tmp_path):
     loaded = type(estimator).load(tmp_path / "model")
     assert loaded.config == estimator.config
     assert loaded.predict().equals(estimator.predict())
+
+
+def test_save_load_mid_stream_continues_the_stream(fitted, frames, tmp_path, tree_layout):
+    _, estimator, _ = fitted
+    first, second = _halves(frames[1])
+    stream = type(estimator).load(estimator.save(tmp_path / "start")).update(first)
+    loaded = type(estimator).load(stream.save(tmp_path / "mid"))
+    assert loaded.predict().equals(stream.predict())
+    assert loaded.update(second).predict().equals(stream.update(second).predict())
+
+
+def _halves(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    stamps = sorted(frame[TIMESTAMP].unique().to_list())
+    cut = stamps[len(stamps) // 2]
+    return frame.filter(pl.col(TIMESTAMP) < cut), frame.filter(pl.col(TIMESTAMP) >= cut)
 
 
 @pytest.mark.parametrize("factory", FACTORIES, ids=IDS)
