@@ -24,12 +24,13 @@ of ops named *rnn*/*lstm*/*gru* (the fused oneDNN LSTM kernel on CPU).
 T2 GRU-D seconds per epoch at hidden 64 on P4 data: ``benchmarks/_t2_grud.run_t2`` (ours vs
 PyPOTS side by side) when that module exists, else ``grud_physionet.grud_epoch_seconds``.
 T3 streaming, ``--n-series`` series with fitted state, each receiving one new point per
-call: forecaster ``update`` / ``predict`` (one frame for all series) and the same through
-:class:`recurra.forecasting.fleet.ForecasterFleet` (stacked states, arrays in; largest forecast
-difference to ``update`` + ``predict`` reported), and the anomaly detectors three ways:
-per-series ``update(frame)`` and ``update_arrays`` (timed on a subset, they loop in Python)
-and :class:`recurra.anomaly.fleet.DetectorFleet` (all series, one vectorised call), with the
-largest score difference fleet vs per-series.
+call: the forecaster's general state advance (one network call for all series) and
+``predict``, the same through :class:`recurra.forecasting.fleet.ForecasterFleet` (stacked
+states, arrays in; largest forecast difference to the general path reported) and the public
+``update`` (the fleet plus the forecast it returns); the anomaly detectors three ways: the
+private per-series path (frame in, and ``_update_series``; timed on a subset, they loop in
+Python) and :class:`recurra.anomaly.fleet.DetectorFleet` (all series, one vectorised call:
+what ``update`` runs), with the largest score difference fleet vs per-series.
 Q int8 dynamic quantization (:mod:`recurra.forecasting.quantize`) of a fitted hidden-128 LSTM and
 GRU: MSE on the ETTh1 test windows (P1 protocol) of fp32 and int8, and latency of one
 network forward at batch 1 and 256 and of ``predict`` for 1 and 256 windows.
@@ -58,9 +59,11 @@ import polars as pl  # noqa: E402
 import torch  # noqa: E402
 from _t1s import DEFAULTS as T1S_DEFAULTS  # noqa: E402
 
+from recurra.data.schema import validate_frame  # noqa: E402
 from recurra.forecasting.baselines import NaiveConfig, NaiveForecaster  # noqa: E402
 from recurra.forecasting.config import EncoderConfig, TBPTTConfig  # noqa: E402
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster  # noqa: E402
+from recurra.forecasting.windows import rows_to_arrays  # noqa: E402
 from recurra.nn.train import TrainConfig  # noqa: E402
 
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -337,14 +340,18 @@ def streaming_latency(n_series: int, history: int, repeats: int, n_reference: in
               "forecaster": "RNNForecaster(lstm, hidden 32, stateful): update(frame) with "
                             "one row per series advances all states in one batched call",
               "fit_s": time.perf_counter() - started}
-    fleet_copy = copy.deepcopy(forecaster)
-    update_s = _timed(lambda k: forecaster.update(points[k]), repeats)
+    fleet_copy, public = copy.deepcopy(forecaster), copy.deepcopy(forecaster)
+    channels = forecaster.channels_
+    update_s = _timed(lambda k: forecaster._advance(  # the general path (update picks the fleet)
+        rows_to_arrays(validate_frame(points[k]), channels)), repeats)
     predict_s = _timed(lambda k: forecaster.predict(), repeats)
     result["forecast_update_us_per_point"] = update_s / n_series * 1e6
     result["forecast_predict_us_per_series"] = predict_s / n_series * 1e6
+    result["update_with_forecast_us_per_series"] = _timed(  # public: fleet + the forecast
+        lambda k: public.update(points[k]), repeats) / n_series * 1e6
     result.update(_forecaster_fleet(fleet_copy, forecaster, points, repeats))
     naive = NaiveForecaster(NaiveConfig(horizon=24)).fit(frame)
-    result["naive_update_us_per_point"] = _timed(
+    result["naive_update_us_per_point"] = _timed(  # update returns the forecast
         lambda k: naive.update(points[k]), repeats) / n_series * 1e6
     result["anomaly"] = _anomaly_latency(frame, points, repeats, n_reference)
     return result
@@ -397,8 +404,9 @@ def _anomaly_latency(frame: pl.DataFrame, points: list[pl.DataFrame], repeats: i
 
 def _detector_latency(detector, points: list[pl.DataFrame], repeats: int,
                       n_reference: int) -> dict:
-    """Per-series ``update(frame)`` and ``update_arrays`` on the first ``n_reference``
-    series vs :class:`DetectorFleet` on all, from copies of the same fitted state."""
+    """The private per-series path (frame in, and ``_update_series``) on the first
+    ``n_reference`` series vs :class:`DetectorFleet` on all (what ``update`` runs), from
+    copies of the same fitted state."""
     from recurra.anomaly.fleet import DetectorFleet, fleet_arrays
 
     by_frame, by_arrays = copy.deepcopy(detector), copy.deepcopy(detector)
@@ -410,14 +418,16 @@ def _detector_latency(detector, points: list[pl.DataFrame], repeats: int,
     reference: list[np.ndarray] = []
     fleet_scores: list[np.ndarray] = []
 
-    def per_frame(k: int) -> None:
-        reference.append(by_frame.update(subset_points[k]).sort("series_id")["score"]
-                         .fill_null(np.nan).to_numpy())
+    def per_frame(k: int) -> None:  # the private per-series path (update itself is batched)
+        rows = by_frame._new_arrays(subset_points[k])
+        scored = by_frame._scores_frame([(a.series_id, by_frame._advance_series(a))
+                                         for a in rows])
+        reference.append(scored.sort("series_id")["score"].fill_null(np.nan).to_numpy())
 
     def per_arrays(k: int) -> None:
         stamps, values = inputs[k]
         for i, series_id in enumerate(subset):
-            by_arrays.update_arrays(series_id, stamps[i:i + 1], values[i:i + 1])
+            by_arrays._update_series(series_id, stamps[i:i + 1], values[i:i + 1])
 
     def batched(k: int) -> None:
         fleet_scores.append(fleet.update(*inputs[k])[0])
