@@ -59,11 +59,11 @@ import polars as pl  # noqa: E402
 import torch  # noqa: E402
 from _t1s import DEFAULTS as T1S_DEFAULTS  # noqa: E402
 
+from recurra.data.arrays import rows_to_arrays  # noqa: E402
 from recurra.data.schema import validate_frame  # noqa: E402
 from recurra.forecasting.baselines import NaiveConfig, NaiveForecaster  # noqa: E402
 from recurra.forecasting.config import EncoderConfig, TBPTTConfig  # noqa: E402
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster  # noqa: E402
-from recurra.forecasting.windows import rows_to_arrays  # noqa: E402
 from recurra.nn.train import TrainConfig  # noqa: E402
 
 START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)

@@ -44,7 +44,7 @@ from recurra.anomaly.config import AGGREGATES, CELLS, THRESHOLDS, DetectorConfig
 from recurra.anomaly.pipeline import calibrate_series, prepare, score_series
 from recurra.anomaly.protocol import ErrorModel
 from recurra.anomaly.stream import Chunk, Scored, StreamState, check_after_tail, pad_left
-from recurra.data.arrays import SeriesArrays, frame_to_arrays
+from recurra.data.arrays import SeriesArrays, frame_to_arrays, rows_to_arrays
 from recurra.data.schema import (
     CONTRIBUTION_PREFIX,
     EVENT_SCHEMA,
@@ -320,15 +320,21 @@ class BaseDetector:
         return [(a.series_id, self._score_series(a, StreamState())[0])
                 for a in self._arrays(frame, "frame")]
 
-    def _arrays(self, frame: Any, name: str) -> list[SeriesArrays]:
-        """The series of ``frame`` (validated; channels and series known from ``fit``)."""
+    def _arrays(self, frame: Any, name: str, stream: bool = False) -> list[SeriesArrays]:
+        """The series of ``frame`` (validated; channels and series known from ``fit``); rows
+        to ``stream`` take the one-pivot :func:`rows_to_arrays` (the pipeline recomputes
+        their deltas from the stream state)."""
         check_fitted(self, "calibration_")
         frame = validate_frame(frame, name=name)
         unknown = sorted(set(frame["channel"].unique().to_list()) - set(self.channels_))
         if unknown:
             raise SchemaError(f"frame: channel(s) {unknown} were not seen in fit; known "
                               f"channels are {list(self.channels_)}")
-        series = frame_to_arrays(frame, channels=list(self.channels_))
+        channels = list(self.channels_)
+        if stream and not frame.is_empty():
+            series = rows_to_arrays(frame, channels)
+        else:
+            series = frame_to_arrays(frame, channels=channels)
         for arrays in series:
             if arrays.series_id not in self.calibration_:
                 raise SchemaError(f"frame: series {arrays.series_id!r} was not seen in fit; "
@@ -338,7 +344,7 @@ class BaseDetector:
     def _new_arrays(self, frame: Any) -> list[SeriesArrays]:
         """:meth:`_arrays` of rows to stream, each series checked to start after the rows its
         state has seen (before any state moves)."""
-        series = self._arrays(frame, "new rows")
+        series = self._arrays(frame, "new rows", stream=True)
         for arrays in series:
             check_after_tail(arrays, self.state_.get(arrays.series_id, StreamState()))
         return series

@@ -39,7 +39,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recurra.data.arrays import frame_to_arrays
+from recurra.data.arrays import frame_to_arrays, rows_to_arrays
 from recurra.data.schema import (
     CHANNEL,
     ISSUED_AT,
@@ -417,7 +417,7 @@ class RNNForecaster:
         if extra:
             raise SchemaError(f"new rows: channels {extra} were not in the training frame "
                               f"(it had {self.channels_})")
-        arrays = win.rows_to_arrays(frame, self.channels_)
+        arrays = rows_to_arrays(frame, self.channels_)
         unknown = [a.series_id for a in arrays if a.series_id not in self.state_]
         if unknown:
             raise SchemaError(f"new rows: series {unknown[:5]} are unknown to this forecaster; "

@@ -11,11 +11,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from recurra.data.arrays import rows_to_arrays
 from recurra.data.schema import RecurraError, SchemaError, validate_frame
 from recurra.forecasting.config import EncoderConfig, TBPTTConfig
 from recurra.forecasting.fleet import ForecasterFleet
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
-from recurra.forecasting.windows import rows_to_arrays
 from recurra.nn.train import TrainConfig
 from tests.conftest import flat_config, make_frame
 
