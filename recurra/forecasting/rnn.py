@@ -21,7 +21,7 @@ Two training modes:
   supervised with its next ``horizon`` targets.  The stored state is the encoder state after
   the whole history, and :meth:`RNNForecaster.update` advances it with new rows only.
 
-Size: ~535 lines, because :class:`RNNForecaster` is the one public estimator of these
+Size: ~570 lines, because :class:`RNNForecaster` is the one public estimator of these
 models (fit, calibrate, fine-tune, predict, update, save/load) and reads as one contract;
 its batch sources and step functions are in :mod:`recurra.forecasting.rnn_training`, windows
 and chunks in :mod:`recurra.forecasting.windows`, stream states in
