@@ -1,7 +1,8 @@
 """T3 of ``benchmarks/throughput.py``: streaming latency with ``--n-series`` fitted series,
 one new point each per call, through the forecaster's ``update`` / ``predict``, its
 :class:`recurra.forecasting.fleet.ForecasterFleet`, and the detectors per series
-(``update(frame)``, ``update_arrays``) and as a :class:`recurra.anomaly.fleet.DetectorFleet`."""
+(the private per-series path) and as a :class:`recurra.anomaly.fleet.DetectorFleet`, the
+batched path their ``update`` runs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import time
 import numpy as np
 import polars as pl
 
+from recurra.data.arrays import rows_to_arrays
+from recurra.data.schema import validate_frame
 from recurra.forecasting.baselines import NaiveConfig, NaiveForecaster
 from recurra.forecasting.config import EncoderConfig, TBPTTConfig
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
@@ -65,14 +68,18 @@ def streaming_latency(n_series: int, history: int, repeats: int, n_reference: in
               "forecaster": "RNNForecaster(lstm, hidden 32, stateful): update(frame) with "
                             "one row per series advances all states in one batched call",
               "fit_s": time.perf_counter() - started}
-    fleet_copy = copy.deepcopy(forecaster)
-    update_s = _timed(lambda k: forecaster.update(points[k]), repeats)
+    fleet_copy, public = copy.deepcopy(forecaster), copy.deepcopy(forecaster)
+    channels = forecaster.channels_
+    update_s = _timed(lambda k: forecaster._advance(  # the general path (update picks the fleet)
+        rows_to_arrays(validate_frame(points[k]), channels)), repeats)
     predict_s = _timed(lambda k: forecaster.predict(), repeats)
     result["forecast_update_us_per_point"] = update_s / n_series * 1e6
     result["forecast_predict_us_per_series"] = predict_s / n_series * 1e6
+    result["update_with_forecast_us_per_series"] = _timed(  # public: fleet + the forecast
+        lambda k: public.update(points[k]), repeats) / n_series * 1e6
     result.update(_forecaster_fleet(fleet_copy, forecaster, points, repeats))
     naive = NaiveForecaster(NaiveConfig(horizon=24)).fit(frame)
-    result["naive_update_us_per_point"] = _timed(
+    result["naive_update_us_per_point"] = _timed(  # update returns the forecast
         lambda k: naive.update(points[k]), repeats) / n_series * 1e6
     result["anomaly"] = _anomaly_latency(frame, points, repeats, n_reference)
     return result
@@ -125,8 +132,9 @@ def _anomaly_latency(frame: pl.DataFrame, points: list[pl.DataFrame], repeats: i
 
 def _detector_latency(detector, points: list[pl.DataFrame], repeats: int,
                       n_reference: int) -> dict:
-    """Per-series ``update(frame)`` and ``update_arrays`` on the first ``n_reference``
-    series vs :class:`DetectorFleet` on all, from copies of the same fitted state."""
+    """The private per-series path (frame in, and ``_update_series``) on the first
+    ``n_reference`` series vs :class:`DetectorFleet` on all (what ``update`` runs), from
+    copies of the same fitted state."""
     from recurra.anomaly.fleet import DetectorFleet, fleet_arrays
 
     by_frame, by_arrays = copy.deepcopy(detector), copy.deepcopy(detector)
@@ -138,14 +146,16 @@ def _detector_latency(detector, points: list[pl.DataFrame], repeats: int,
     reference: list[np.ndarray] = []
     fleet_scores: list[np.ndarray] = []
 
-    def per_frame(k: int) -> None:
-        reference.append(by_frame.update(subset_points[k]).sort("series_id")["score"]
-                         .fill_null(np.nan).to_numpy())
+    def per_frame(k: int) -> None:  # the private per-series path (update itself is batched)
+        rows = by_frame._new_arrays(subset_points[k])
+        scored = by_frame._scores_frame([(a.series_id, by_frame._advance_series(a))
+                                         for a in rows])
+        reference.append(scored.sort("series_id")["score"].fill_null(np.nan).to_numpy())
 
     def per_arrays(k: int) -> None:
         stamps, values = inputs[k]
         for i, series_id in enumerate(subset):
-            by_arrays.update_arrays(series_id, stamps[i:i + 1], values[i:i + 1])
+            by_arrays._update_series(series_id, stamps[i:i + 1], values[i:i + 1])
 
     def batched(k: int) -> None:
         fleet_scores.append(fleet.update(*inputs[k])[0])
@@ -165,3 +175,6 @@ def _detector_latency(detector, points: list[pl.DataFrame], repeats: int,
     entry["speedup_fleet_vs_update_frame"] = (entry["per_series_update_frame_us_per_point"]
                                               / entry["fleet_update_us_per_point"])
     return entry
+
+
+# int8 --------------------------------------------------------------------------------------

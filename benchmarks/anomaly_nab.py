@@ -3,8 +3,9 @@
 Every CSV under ``--data-dir`` is one series.  Each detector learns only from the series'
 probationary rows (NAB's ``min(floor(0.15 n), 750)``), then scores the rest in order with
 ``update`` (the first ``--timed-points`` rows one at a time through the frame API, the next
-``--timed-points`` one at a time through ``update_arrays``, to time streaming latency, then
-chunks of ``--chunk`` rows: the tests show chunking gives the same scores as point by point).
+``--timed-points`` one at a time through the private per-series ``_update_series``, to time
+streaming latency, then chunks of ``--chunk`` rows: the tests show chunking gives the same
+scores as point by point).
 
 Every detector is thresholded by its anomaly likelihood (``threshold.kind="likelihood"``,
 :mod:`recurra.anomaly.likelihood`): the log tail probability of the mean of its last
@@ -161,7 +162,7 @@ def run_series(name: str, frame: pl.DataFrame, args: argparse.Namespace) -> dict
     fast_scores, fast_flags = [], []
     started = time.perf_counter()
     for i in range(timed):
-        score, flag = detector.update_arrays(fast["series_id"][0], stamps[i:i + 1],
+        score, flag = detector._update_series(fast["series_id"][0], stamps[i:i + 1],
                                              values[i:i + 1])
         fast_scores.append(score)
         fast_flags.append(flag)

@@ -113,9 +113,9 @@ def rolling(returns: pl.DataFrame, test_start: int, make, refit_every: int, quan
     for i, t in enumerate(range(test_start, n)):
         if i % refit_every == 0:
             model = make().fit(returns.head(t))
-        elif model is not None:
-            model.update(returns.slice(t - 1, 1))
-        forecast = model.predict()
+            forecast = model.predict()
+        else:  # update returns the forecast from the end of the new row
+            forecast = model.update(returns.slice(t - 1, 1))
         row = forecast.filter(pl.col("step") == 1)
         for level in LEVELS:
             q[level][i] = row[quantiles[level]][0]
@@ -162,9 +162,8 @@ def rnn_factory(args: argparse.Namespace):
             self.model.update(frame.slice(cut))
             return self
 
-        def update(self, rows: pl.DataFrame) -> _Fit:
-            self.model.update(rows)
-            return self
+        def update(self, rows: pl.DataFrame) -> pl.DataFrame:
+            return self.model.update(rows)
 
         def predict(self) -> pl.DataFrame:
             return self.model.predict()

@@ -200,8 +200,8 @@ def throughput(data: dict) -> tuple[list[Row], list[str]]:
     lines = [f"T1 data: {t1.get('data', '-')}.", "",
              "T3 streaming, 1,000 series x 1 point: forecaster fleet update "
              f"{_f(t3.get('fleet_forecast_update_us_per_point'), 2)} us/point, predict "
-             f"{_f(t3.get('fleet_forecast_predict_us_per_series'), 2)} us/series (per-series "
-             f"`update`: {_f(t3.get('forecast_update_us_per_point'), 1)} us/point)."]
+             f"{_f(t3.get('fleet_forecast_predict_us_per_series'), 2)} us/series (the general "
+             f"path: {_f(t3.get('forecast_update_us_per_point'), 1)} us/point)."]
     int8 = data.get("int8", {})
     for cell in ("lstm", "gru"):
         figures = int8.get(cell)

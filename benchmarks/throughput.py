@@ -24,12 +24,13 @@ of ops named *rnn*/*lstm*/*gru* (the fused oneDNN LSTM kernel on CPU).
 T2 GRU-D seconds per epoch at hidden 64 on P4 data: ``benchmarks/_t2_grud.run_t2`` (ours vs
 PyPOTS side by side) when that module exists, else ``grud_physionet.grud_epoch_seconds``.
 T3 streaming, ``--n-series`` series with fitted state, each receiving one new point per
-call: forecaster ``update`` / ``predict`` (one frame for all series) and the same through
-:class:`recurra.forecasting.fleet.ForecasterFleet` (stacked states, arrays in; largest forecast
-difference to ``update`` + ``predict`` reported), and the anomaly detectors three ways:
-per-series ``update(frame)`` and ``update_arrays`` (timed on a subset, they loop in Python)
-and :class:`recurra.anomaly.fleet.DetectorFleet` (all series, one vectorised call), with the
-largest score difference fleet vs per-series.
+call: the forecaster's general state advance (one network call for all series) and
+``predict``, the same through :class:`recurra.forecasting.fleet.ForecasterFleet` (stacked
+states, arrays in; largest forecast difference to the general path reported) and the public
+``update`` (the fleet plus the forecast it returns); the anomaly detectors three ways: the
+private per-series path (frame in, and ``_update_series``; timed on a subset, they loop in
+Python) and :class:`recurra.anomaly.fleet.DetectorFleet` (all series, one vectorised call:
+what ``update`` runs), with the largest score difference fleet vs per-series.
 Q int8 dynamic quantization (:mod:`recurra.forecasting.quantize`) of a fitted hidden-128 LSTM and
 GRU: MSE on the ETTh1 test windows (P1 protocol) of fp32 and int8, and latency of one
 network forward at batch 1 and 256 and of ``predict`` for 1 and 256 windows.

@@ -13,12 +13,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 600
 EXPLAINED_ABOVE = 400
-# Known exceptions, to be removed when their reason is gone:
-KNOWN = {
-    # being merged into the detector's own update by a parallel rewrite (issue 18); the
-    # module goes away or shrinks there, so it gets no Size: paragraph of its own
-    "recurra/anomaly/fleet.py",
-}
 MODULES = sorted(p.relative_to(ROOT).as_posix() for p in [*(ROOT / "recurra").rglob("*.py"),
                                                            *(ROOT / "benchmarks").glob("*.py")])
 
@@ -38,17 +32,9 @@ def size_problem(path: Path) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("module", [m for m in MODULES if m not in KNOWN])
+@pytest.mark.parametrize("module", MODULES)
 def test_module_is_small_or_says_why(module):
     assert size_problem(ROOT / module) is None, f"{module}: {size_problem(ROOT / module)}"
-
-
-@pytest.mark.parametrize("module", sorted(KNOWN))
-def test_known_exceptions_still_need_their_exception(module):
-    """A known exception that now keeps the rule (or is gone) is taken off the list."""
-    path = ROOT / module
-    assert path.exists() and size_problem(path) is not None, (
-        f"{module} keeps the size rule now: remove it from KNOWN")
 
 
 def test_the_rule_catches_a_long_module_without_a_reason(tmp_path):

@@ -28,7 +28,6 @@ from recurra.anomaly.config import (
 )
 from recurra.anomaly.detectors import ForecastErrorDetector, GRUDAutoencoder, ReconstructionDetector
 from recurra.anomaly.ensemble import EnsembleConfig, EnsembleDetector
-from recurra.anomaly.fleet import DetectorFleet
 from recurra.anomaly.protocol import Detector, ErrorModel
 
 DETECTORS = {
@@ -40,7 +39,7 @@ DETECTORS = {
 }
 
 __all__ = ["DETECTORS", "DETECTOR_TRAIN", "AutoencoderConfig", "BaseDetector", "Detector",
-           "DetectorConfig", "DetectorFleet", "EnsembleConfig", "EnsembleDetector",
+           "DetectorConfig", "EnsembleConfig", "EnsembleDetector",
            "ErrorModel", "EventConfig", "ForecastErrorConfig", "ForecastErrorDetector",
            "ForestConfig", "GRUDAutoencoder", "IsolationForestDetector", "NetworkConfig",
            "ReconstructionDetector", "RollingZScoreDetector", "ThresholdConfig",

@@ -43,8 +43,8 @@ from recurra.anomaly.calibration import Calibration, value_scales, with_calibrat
 from recurra.anomaly.config import AGGREGATES, CELLS, THRESHOLDS, DetectorConfig
 from recurra.anomaly.pipeline import calibrate_series, prepare, score_series
 from recurra.anomaly.protocol import ErrorModel
-from recurra.anomaly.stream import Chunk, Scored, StreamState, pad_left
-from recurra.data.arrays import SeriesArrays, frame_to_arrays
+from recurra.anomaly.stream import Chunk, Scored, StreamState, check_after_tail, pad_left
+from recurra.data.arrays import SeriesArrays, frame_to_arrays, rows_to_arrays
 from recurra.data.schema import (
     CONTRIBUTION_PREFIX,
     EVENT_SCHEMA,
@@ -101,6 +101,7 @@ class BaseDetector:
         self.calibration_: dict[str, Calibration] | None = None
         self.channels_: tuple[str, ...] | None = None
         self.state_: dict[str, StreamState] = {}
+        self.last_update_path_: str | None = None
 
     @classmethod
     def config_class_for(cls, saved: type) -> type:
@@ -195,16 +196,42 @@ class BaseDetector:
         return self._scores_frame(self._score_all(frame, fresh=True))
 
     def update(self, new_rows: Any) -> pl.DataFrame:
-        """Score new rows after those already seen (state carried, thresholds updated)."""
+        """Score new rows after those already seen (state carried, thresholds updated).
+
+        The one streaming path, batched over the fleet: the series are grouped by their
+        number of new rows and each group of S series x K rows advances in K array calls
+        (one model call each, :mod:`recurra.anomaly.fleet`); a series without a full stream
+        state (after ``reset``, or fewer rows seen than ``tail_length``), a group with more
+        rows than series (K > S: one chunk per series is fewer calls) and a detector the
+        fleet has no batched form of go through the per-series pipeline.  The path taken
+        is kept in ``last_update_path_`` (``"fleet: S series x K steps"`` /
+        ``"update: M series (why)"``, joined by ``"; "``).
+
+        Returns
+        -------
+        The scores of ``new_rows`` (``SCORE_SCHEMA`` + ``contribution_<channel>``), sorted
+        by series and time: a streaming caller's next step is always that output (the
+        forecasters' ``update`` returns its forecast for the same reason).
+
+        Example
+        -------
+        >>> scores = det.update(new_rows)                          # doctest: +SKIP
+        >>> det.last_update_path_                                  # doctest: +SKIP
+        'fleet: 500 series x 1 steps'
+        """
         if not self.streaming:
             raise RecurraError(f"{type(self).__name__} with aggregate="
                                f"{getattr(self.config, 'aggregate', None)!r} cannot stream: "
                                "use aggregate='causal'")
-        return self._scores_frame(self._score_all(new_rows, fresh=False))
+        from recurra.anomaly.fleet import advance  # imported late: fleet imports this module
 
-    def update_arrays(self, series_id: str, timestamps: np.ndarray, values: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Fast streaming path without frames: the same scores as :meth:`update`.
+        scores, self.last_update_path_ = advance(self, new_rows)
+        return scores
+
+    def _update_series(self, series_id: str, timestamps: np.ndarray, values: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """The per-series path without frames (benchmarks time it): the scores
+        :meth:`update` gives that series' rows.
 
         Parameters
         ----------
@@ -228,8 +255,7 @@ class BaseDetector:
                               np.asarray(timestamps).astype("datetime64[us]"),
                               np.where(observed, values, np.nan), observed,
                               np.zeros_like(values), self.calibration_[series_id].time_scale)
-        scored, self.state_[series_id] = self._score_series(
-            arrays, self.state_.get(series_id, StreamState()))
+        scored = self._advance_series(arrays)
         return scored.score, scored.flags
 
     def predict(self, frame: Any) -> pl.DataFrame:
@@ -288,23 +314,45 @@ class BaseDetector:
 
     # pipeline, per series (recurra.anomaly.pipeline) ---------------------------------------
     def _score_all(self, frame: Any, fresh: bool) -> list[tuple[str, Scored]]:
+        if not fresh:
+            return [(a.series_id, self._advance_series(a)) for a in self._new_arrays(frame)]
+        return [(a.series_id, self._score_series(a, StreamState())[0])
+                for a in self._arrays(frame, "frame")]
+
+    def _arrays(self, frame: Any, name: str, stream: bool = False) -> list[SeriesArrays]:
+        """The series of ``frame`` (validated; channels and series known from ``fit``); rows
+        to ``stream`` take the one-pivot :func:`rows_to_arrays` (the pipeline recomputes
+        their deltas from the stream state)."""
         check_fitted(self, "calibration_")
-        frame = contract(frame, name="new rows" if not fresh else "frame")  # checked once
+        frame = contract(frame, name=name)  # checked once where it enters
         unknown = sorted(set(frame["channel"].unique().to_list()) - set(self.channels_))
         if unknown:
             raise SchemaError(f"frame: channel(s) {unknown} were not seen in fit; known "
                               f"channels are {list(self.channels_)}")
-        result = []
-        for arrays in frame_to_arrays(frame, channels=list(self.channels_)):
+        channels = list(self.channels_)
+        if stream and not frame.is_empty():
+            series = rows_to_arrays(frame, channels)
+        else:
+            series = frame_to_arrays(frame, channels=channels)
+        for arrays in series:
             if arrays.series_id not in self.calibration_:
                 raise SchemaError(f"frame: series {arrays.series_id!r} was not seen in fit; "
                                   f"known series: {sorted(self.calibration_)[:10]}")
-            state = StreamState() if fresh else self.state_.get(arrays.series_id, StreamState())
-            scored, state = self._score_series(arrays, state)
-            if not fresh:
-                self.state_[arrays.series_id] = state
-            result.append((arrays.series_id, scored))
-        return result
+        return series
+
+    def _new_arrays(self, frame: Any) -> list[SeriesArrays]:
+        """:meth:`_arrays` of rows to stream, each series checked to start after the rows its
+        state has seen (before any state moves)."""
+        series = self._arrays(frame, "new rows", stream=True)
+        for arrays in series:
+            check_after_tail(arrays, self.state_.get(arrays.series_id, StreamState()))
+        return series
+
+    def _advance_series(self, arrays: SeriesArrays) -> Scored:
+        """The per-series path: score ``arrays`` from the series' state and keep the new one."""
+        scored, self.state_[arrays.series_id] = self._score_series(
+            arrays, self.state_.get(arrays.series_id, StreamState()))
+        return scored
 
     def _score_series(self, arrays: SeriesArrays, state: StreamState
                       ) -> tuple[Scored, StreamState]:

@@ -12,7 +12,7 @@ Example::
 
     det = EnsembleDetector(EnsembleConfig(members=("forecast_error", "grud_ae"))).fit(train)
     det.score(new)      # series_id | timestamp | score | is_anomaly | contribution_<ch>
-    det.update(more)    # streaming: every member carries its own state
+    det.update(more)    # streaming (the scores of `more`): every member carries its state
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ class EnsembleDetector:
             raise RecurraError(f"config must be an EnsembleConfig, got "
                                f"{type(self.config).__name__}")
         self.members_: list[BaseDetector] | None = None
+        self.last_update_path_: str | None = None
 
     @property
     def streaming(self) -> bool:
@@ -139,13 +140,22 @@ class EnsembleDetector:
         return _combine([m.score(frame) for m in members])
 
     def update(self, new_rows: Any) -> pl.DataFrame:
-        """Score new rows after those already seen (every member's state carried)."""
-        return _combine([m.update(new_rows) for m in self._members()])
+        """Scores of new rows after those already seen (every member's state carried):
+        each member's batched :meth:`recurra.anomaly.base.BaseDetector.update`, combined
+        (max score, any flag, mean contributions).  ``last_update_path_`` is the members'
+        path (each member's, ``"name: path"`` joined by ``" | "``, when they differ)."""
+        members = self._members()
+        frames = [m.update(new_rows) for m in members]
+        paths = [m.last_update_path_ for m in members]
+        self.last_update_path_ = paths[0] if len(set(paths)) == 1 else " | ".join(
+            f"{name}: {path}" for name, path in zip(self.config.members, paths, strict=True))
+        return _combine(frames)
 
-    def update_arrays(self, series_id: str, timestamps: np.ndarray, values: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Fast streaming path: (n,) scores (max over members) and (n,) flags (any)."""
-        results = [m.update_arrays(series_id, timestamps, values) for m in self._members()]
+    def _update_series(self, series_id: str, timestamps: np.ndarray, values: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """The per-series path without frames: (n,) scores (max over members) and (n,)
+        flags (any)."""
+        results = [m._update_series(series_id, timestamps, values) for m in self._members()]
         scores = np.vstack([r[0] for r in results])
         with np.errstate(all="ignore"):
             combined = np.where(np.isfinite(scores).any(axis=0),

@@ -1,31 +1,46 @@
-"""Batched streaming: one new row for every series of a fleet, scored in one vectorised call.
+"""Batched streaming: ``BaseDetector.update`` advances every series of a fleet at once.
 
-:meth:`recurra.anomaly.base.BaseDetector.update` walks the series one at a time in Python (a frame
-pivot, a model call and the threshold per series), which costs about a millisecond per series
-and point.  :class:`DetectorFleet` copies the streaming state of a fitted detector into
-stacked arrays (S series x tail rows x F channels) and advances all series by one row per
-call: the rolling z-score is a few numpy reductions over the (S, W, F) tails, the LSTM
-autoencoder is one module call on the (S, W, F) windows, the EWMA / normalisation / SPOT
-threshold are array operations (a SPOT peak, rare by construction, is handed to
-:func:`recurra.anomaly.thresholds.spot_step` for that series only).  The scores equal those of
-``detector.update`` row by row (tested to 1e-6).
+The per-series pipeline (:mod:`recurra.anomaly.pipeline`) walks the series one at a time in
+Python (a model call and the threshold per series), about a millisecond per series and point.
+:func:`advance` is the body of :meth:`recurra.anomaly.base.BaseDetector.update`: it groups the
+new rows by their number per series and, for each group of S series x K rows, copies the
+streaming states into stacked arrays (S series x tail rows x F channels) in a
+:class:`DetectorFleet` and advances all S series by one row per call, K calls: the rolling
+z-score is a few numpy reductions over the (S, W, F) tails, the LSTM autoencoder one module
+call on the (S, W, F) windows, the EWMA / normalisation / SPOT threshold array operations (a
+SPOT peak, rare by construction, is handed to :func:`recurra.anomaly.thresholds.spot_step`
+for that series only); then it writes the states back.  A series without a full stream
+state, a group with more rows than series and a detector this module has no batched form of
+go through the per-series path instead.
 
->>> fleet = DetectorFleet(detector)                     # a fitted, streaming detector
->>> scores, flags = fleet.update(timestamps, values)    # (S,) datetime64, (S, F) -> (S,), (S,)
->>> fleet.write_back()                                  # detector.update continues from here
+Equality with the per-series path: exact (bit for bit) for the numpy error models (rolling
+z-score, isolation forest) and every threshold; within float32 rounding (about 1e-6 on the
+normalised score) for the neural ones, whose batched module call rounds differently from a
+call per series (tests/anomaly/test_fleet.py, test_fleet_kinds.py).
 
 Supported: every streaming detector the config can name: :class:`RollingZScoreDetector`,
 :class:`IsolationForestDetector` (one flattened-forest descent over the (S, W x F) windows),
 the causal :class:`ReconstructionDetector` / :class:`GRUDAutoencoder`,
-:class:`ForecastErrorDetector` (the recurrent states stacked, one module call) and, through
-:func:`make_fleet`, the :class:`recurra.anomaly.ensemble.EnsembleDetector` (one fleet per member);
-thresholds ``spot``, ``dspot``, ``quantile``, ``ksigma``, ``telemanom`` and ``likelihood``,
-and the spatial rule.  Per-series fallbacks, none of them a model call: a SPOT/DSPOT peak
-(rare by construction) refits that series' tail, and the ``likelihood`` threshold advances
-each series' rolling Gaussian with :func:`recurra.anomaly.likelihood.likelihood_step` (a few
-microseconds of Python per series and row).  The fleet picks its batched form by the
-detector's error model (:data:`FLEET_MODELS`), so a detector of another class holding one of
-these error models streams through it too.
+:class:`ForecastErrorDetector` (the recurrent states stacked, one module call); the
+:class:`recurra.anomaly.ensemble.EnsembleDetector` updates each member this way.  Thresholds
+``spot``, ``dspot``, ``quantile``, ``ksigma``, ``telemanom`` and ``likelihood``, and the
+spatial rule.  Per-series fallbacks inside the fleet, none of them a model call: a SPOT/DSPOT
+peak refits that series' tail, and the ``likelihood`` threshold advances each series'
+rolling Gaussian with :func:`recurra.anomaly.likelihood.likelihood_step` (a few microseconds
+of Python per series and row).  The fleet picks its batched form by the detector's error
+model (:data:`FLEET_MODELS`), so a detector of another class holding one of these error
+models streams through it too.
+
+Size: about 500 lines, because the batched form of each error model (z-score tails, forest
+descent, autoencoder windows, recurrent states) sits next to the batched threshold and
+write-back they share; split per error model, each piece would need the fleet's stacked
+state layout from another module.
+
+Internal (``benchmarks/throughput.py`` times :class:`DetectorFleet` directly)::
+
+    fleet = DetectorFleet(detector)                     # a fitted, streaming detector
+    scores, flags = fleet.update(timestamps, values)    # (S,) datetime64, (S, F) -> (S,), (S,)
+    fleet.write_back()                                  # detector.update continues from here
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 
 from recurra.anomaly import likelihood as lk
@@ -55,11 +71,20 @@ from recurra.anomaly.detectors import (
     ReconstructionDetector,
     WindowErrors,
 )
-from recurra.data.arrays import fleet_row
-from recurra.data.schema import RecurraError, SchemaError, check_fitted
+from recurra.data.arrays import SeriesArrays, fleet_row
+from recurra.data.schema import (
+    CONTRIBUTION_PREFIX,
+    IS_ANOMALY,
+    SCORE,
+    SERIES_ID,
+    TIMESTAMP,
+    RecurraError,
+    SchemaError,
+    check_fitted,
+)
 from recurra.nn.state import cat_states, select_state
 
-__all__ = ["DetectorFleet", "EnsembleFleet", "make_fleet"]
+__all__: list[str] = []  # internal: BaseDetector.update is the public way in
 FLEET_DETECTORS = (RollingZScoreDetector, IsolationForestDetector, ReconstructionDetector,
                    GRUDAutoencoder, ForecastErrorDetector)
 # the error models the fleet has a batched form of (dispatch is on the detector's error model)
@@ -93,6 +118,86 @@ class _Tails:
                         for f in FIELDS))
 
 
+def advance(detector: BaseDetector, new_rows: Any) -> tuple[pl.DataFrame, str]:
+    """``detector.update(new_rows)``: the scores of the new rows (sorted by series and
+    time) and the path taken (``"fleet: S series x K steps"`` per group, ``"update: M
+    series (why)"`` for the per-series path, joined by ``"; "``)."""
+    series = detector._new_arrays(new_rows)   # checked before any state moves
+    if not series:
+        return detector._scores_frame([]), "update: no rows"
+    refusal = fleet_refusal(detector)
+    groups: dict[int, list[SeriesArrays]] = {}
+    alone: dict[str, list[SeriesArrays]] = {}
+    for arrays in series:
+        if refusal is not None:
+            alone.setdefault("no batched form", []).append(arrays)
+        elif not _full_state(detector, arrays.series_id):
+            alone.setdefault("no full stream state yet", []).append(arrays)
+        else:
+            groups.setdefault(arrays.n_steps, []).append(arrays)
+    parts, paths = [], []
+    for n_steps, members in sorted(groups.items()):
+        if n_steps > len(members):  # K calls for S < K series: a chunk per series is fewer
+            alone.setdefault("more rows than series", []).extend(members)
+            continue
+        parts.append(_fleet_steps(detector, members))
+        paths.append(f"fleet: {len(members)} series x {n_steps} steps")
+    if alone:
+        rest = sorted((a for group in alone.values() for a in group), key=lambda a: a.series_id)
+        parts.append(detector._scores_frame([(a.series_id, detector._advance_series(a))
+                                             for a in rest]))
+        reasons = ", ".join(f"{len(v)} {why}" for why, v in alone.items())
+        paths.append(f"update: {len(rest)} series ({reasons})")
+    frame = parts[0] if len(parts) == 1 else pl.concat(parts).sort([SERIES_ID, TIMESTAMP])
+    return frame, "; ".join(paths)
+
+
+def fleet_refusal(detector: BaseDetector) -> str | None:
+    """Why :class:`DetectorFleet` cannot take ``detector`` (None when it can)."""
+    model = getattr(detector, "error_model", None)
+    if not isinstance(model, FLEET_MODELS) or not detector.streaming:
+        names = [cls.__name__ for cls in FLEET_DETECTORS]
+        return (f"detector ({type(detector).__name__}) must be one of {names} (a "
+                "ReconstructionDetector with aggregate='causal') for DetectorFleet")
+    method = detector.config.threshold.kind
+    if method not in FLEET_THRESHOLDS:
+        return (f"threshold ({method!r}) is not supported by DetectorFleet; use one of "
+                f"{list(FLEET_THRESHOLDS)}")
+    return None
+
+
+def _full_state(detector: BaseDetector, series_id: str) -> bool:
+    """Whether the series' stream state holds what a fleet stacks: ``tail_length`` rows and,
+    for a recurrent error model, its recurrent state."""
+    state = detector.state_.get(series_id)
+    if state is None or state.tail is None or len(state.tail.elapsed) != detector.tail_length:
+        return False
+    return state.model_state is not None or not isinstance(detector.error_model, OneStepErrors)
+
+
+def _fleet_steps(detector: BaseDetector, members: list[SeriesArrays]) -> pl.DataFrame:
+    """Scores of S series with K new rows each, in K fleet calls; states written back."""
+    ids = [a.series_id for a in members]
+    fleet = DetectorFleet(detector, ids)
+    stamps = np.stack([a.timestamps for a in members]).astype("datetime64[us]")  # (S, K)
+    values = np.stack([np.where(a.observed, a.values, np.nan) for a in members])  # (S, K, F)
+    n_series, n_steps = stamps.shape
+    scores, flags = np.empty((n_series, n_steps)), np.empty((n_series, n_steps), bool)
+    shares = np.empty((n_series, n_steps, len(fleet.channels_)))
+    for step in range(n_steps):
+        scores[:, step], flags[:, step] = fleet.update(stamps[:, step], values[:, step])
+        shares[:, step] = fleet.contributions_
+    fleet.write_back()
+    shares = shares.reshape(n_series * n_steps, -1)
+    return pl.DataFrame({
+        SERIES_ID: pl.Series(np.repeat(np.array(ids, dtype=object), n_steps), dtype=pl.Utf8),
+        TIMESTAMP: pl.Series(stamps.reshape(-1)).cast(pl.Datetime("us"))
+        .dt.replace_time_zone("UTC"),
+        SCORE: pl.Series(scores.reshape(-1), nan_to_null=True),
+        IS_ANOMALY: flags.reshape(-1),
+        **{CONTRIBUTION_PREFIX + c: shares[:, j] for j, c in enumerate(fleet.channels_)}})
+
+
 class DetectorFleet:
     """Streaming state of one fitted detector for many series, advanced one row at a time.
 
@@ -111,16 +216,10 @@ class DetectorFleet:
 
     def __init__(self, detector: BaseDetector, series_ids: list[str] | None = None) -> None:
         check_fitted(detector, "calibration_")
-        model = getattr(detector, "error_model", None)
-        if not isinstance(model, FLEET_MODELS) or not detector.streaming:
-            names = [cls.__name__ for cls in FLEET_DETECTORS]
-            raise RecurraError(f"detector ({type(detector).__name__}) must be one of {names} "
-                               "(a ReconstructionDetector with aggregate='causal') for "
-                               "DetectorFleet; an EnsembleDetector goes through make_fleet")
-        method = detector.config.threshold.kind
-        if method not in FLEET_THRESHOLDS:
-            raise RecurraError(f"threshold ({method!r}) is not supported by DetectorFleet; use "
-                               f"one of {list(FLEET_THRESHOLDS)}")
+        refusal = fleet_refusal(detector)
+        if refusal is not None:
+            raise RecurraError(refusal)
+        model = detector.error_model
         self.detector = detector
         self.model = model
         self.series_ids_ = sorted(detector.calibration_) if series_ids is None \
@@ -372,45 +471,6 @@ class DetectorFleet:
                 high=None if self.high_ is None else self.high_[index].copy(),
                 n_rows=int(self.n_rows_[index]), extra=previous.extra)
         return self.detector
-
-
-class EnsembleFleet:
-    """One :class:`DetectorFleet` per member of an
-    :class:`recurra.anomaly.ensemble.EnsembleDetector`;
-    scores are the members' maximum and flags their union, as ``EnsembleDetector.update``."""
-
-    def __init__(self, ensemble: Any, series_ids: list[str] | None = None) -> None:
-        check_fitted(ensemble, "members_")
-        self.detector = ensemble
-        self.members_ = [DetectorFleet(m, series_ids) for m in ensemble.members_]
-        self.series_ids_ = self.members_[0].series_ids_
-        self.channels_ = self.members_[0].channels_
-
-    def update(self, timestamps: np.ndarray, values: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """(S,) scores (max over members, NaN when all are NaN) and (S,) flags (any)."""
-        results = [m.update(timestamps, values) for m in self.members_]
-        self.contributions_ = np.mean([m.contributions_ for m in self.members_], axis=0)
-        scores = np.vstack([r[0] for r in results])
-        finite = np.isfinite(scores)
-        combined = np.where(finite.any(axis=0),
-                            np.max(np.where(finite, scores, -np.inf), axis=0), np.nan)
-        return combined, np.vstack([r[1] for r in results]).any(axis=0)
-
-    def write_back(self) -> Any:
-        for member in self.members_:
-            member.write_back()
-        return self.detector
-
-
-def make_fleet(detector: Any, series_ids: list[str] | None = None
-               ) -> DetectorFleet | EnsembleFleet:
-    """The fleet of any streaming detector the config can name (an ensemble included)."""
-    from recurra.anomaly.ensemble import EnsembleDetector
-
-    if isinstance(detector, EnsembleDetector):
-        return EnsembleFleet(detector, series_ids)
-    return DetectorFleet(detector, series_ids)
 
 
 def _zscore_last(past: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -32,6 +32,13 @@ class Detector(Protocol):
     from a fresh state per series, ``update`` after the rows already seen); ``predict``
     gives ``EVENT_SCHEMA`` events; ``reset`` forgets the streaming state; ``save`` / ``load``
     round-trip through :mod:`recurra.nn.persistence` (``_get_state`` / ``_set_state``).
+
+    ``update(new_rows)`` is the one streaming path, batched over every series at once, and
+    returns the frame the new rows produce: their scores.  A streaming caller's next step is
+    always that output, so one call per arrival keeps a scheduled run to one pass; the
+    forecasters' ``update`` returns their forecast by the same rule
+    (:class:`recurra.forecasting.protocol.Forecaster`).  After it, ``last_update_path_``
+    says how the rows went (``"fleet: S series x K steps"``, ``"update: M series (why)"``).
     """
 
     config: Any
@@ -46,11 +53,7 @@ class Detector(Protocol):
         """``EVENT_SCHEMA`` events: merged alarm runs and data gaps."""
 
     def update(self, new_rows: Any) -> pl.DataFrame:
-        """Scores of rows after those already seen (state carried)."""
-
-    def update_arrays(self, series_id: str, timestamps: np.ndarray, values: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
-        """(n,) scores and (n,) flags of one series' new rows, without frames."""
+        """Scores of ``new_rows``, after the rows already seen (state carried)."""
 
     def reset(self, series_ids: list[str] | None = None) -> Detector:
         """Forget the streaming state (of ``series_ids``, default all); returns self."""

@@ -242,3 +242,28 @@ def fleet_row(timestamps: Any, values: Any, series_ids: list[str], channels: lis
                           f"not after its last row ({last_times[first]}); pass only new rows "
                           "(streaming never goes back in time)")
     return stamps, values
+
+
+def rows_to_arrays(frame: pl.DataFrame, channels: list[str]) -> list[SeriesArrays]:
+    """New rows of many series as :class:`SeriesArrays` with one pivot (streaming fast path:
+    about ten times faster than :func:`frame_to_arrays` for one row of many series).
+
+    ``frame`` is a validated contract frame whose channels are all in ``channels``.
+    ``delta`` is left at 0 and ``time_scale`` at 1: the streaming paths recompute both from
+    the stored stream state (``recurra.forecasting.windows.continue_rows``,
+    ``recurra.anomaly.stream.prepare_chunk``).
+    """
+    wide = frame.pivot(on=CHANNEL, index=[SERIES_ID, TIMESTAMP], values=VALUE,
+                       aggregate_function=None).sort([SERIES_ID, TIMESTAMP])
+    values = np.full((wide.height, len(channels)), np.nan)
+    for j, name in enumerate(channels):
+        if name in wide.columns:
+            values[:, j] = wide[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    observed = ~np.isnan(values)
+    stamps = wide[TIMESTAMP].dt.replace_time_zone(None).to_numpy().astype("datetime64[us]")
+    ids = wide[SERIES_ID].to_numpy()
+    _, first = np.unique(ids, return_index=True)
+    bounds = [*sorted(first.tolist()), wide.height]
+    return [SeriesArrays(str(ids[a]), tuple(channels), stamps[a:b], values[a:b],
+                         observed[a:b], np.zeros((b - a, len(channels))), 1.0)
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

@@ -8,7 +8,6 @@ from recurra.forecasting.config import (
     TBPTTConfig,
     WindowConfig,
 )
-from recurra.forecasting.fleet import ForecasterFleet
 from recurra.forecasting.intervals import IntervalCalibrator, IntervalConfig
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
 from recurra.nn.device import choose_device, seed_everything
@@ -18,7 +17,6 @@ __all__ = [
     "DecoderConfig",
     "EncoderConfig",
     "ForecasterConfig",
-    "ForecasterFleet",
     "IntervalCalibrator",
     "IntervalConfig",
     "OutputConfig",

@@ -59,7 +59,8 @@ def backtest(estimator_factory: Callable[[], Any], frame: Any, n_origins: int, h
     Parameters
     ----------
     estimator_factory : returns a new unfitted forecaster (``fit``, ``predict(frame=None,
-        horizon=None)``, ``update``), e.g. ``lambda: RNNForecaster(config)``.
+        horizon=None)``, ``update(new_rows, horizon=None)`` returning the next forecast),
+        e.g. ``lambda: RNNForecaster(config)``.
     frame : a contract frame holding the whole period (training part + test origins).
     n_origins : number of forecast origins (>= 1).
     horizon : steps ahead per forecast (>= 1; the estimator must support it).
@@ -90,10 +91,11 @@ def backtest(estimator_factory: Callable[[], Any], frame: Any, n_origins: int, h
         seen = frame.rows(pl.col(TIMESTAMP) <= origin)
         if refit == "every" or estimator is None:
             estimator = _fit(estimator_factory, seen, index)
-        else:
+            forecast = estimator.predict(horizon=horizon)
+        else:  # update returns the forecast from the end of the new rows
             previous = origins[index - 1]
-            estimator.update(seen.rows(pl.col(TIMESTAMP) > previous))
-        forecast = estimator.predict(horizon=horizon)
+            forecast = estimator.update(seen.rows(pl.col(TIMESTAMP) > previous),
+                                        horizon=horizon)
         actuals = frame.rows(pl.col(TIMESTAMP) > origin)
         scored = evaluate(forecast, actuals, history=seen, season=season)
         stamp = pl.lit(origin).alias("origin_at")

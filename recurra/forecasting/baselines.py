@@ -4,7 +4,7 @@ All three follow the estimator contract of ``ARCHITECTURE.md``::
 
     fc = SeasonalNaiveForecaster(SeasonalNaiveConfig(season=24, horizon=24)).fit(train)
     forecast = fc.predict()              # forecast frame with y_hat, q10, q90
-    fc.update(new_rows).predict()        # continues after the new rows
+    fc.update(new_rows)                  # continues after the new rows: the forecast
 
 Every (series, channel) pair is forecast on its own (channel independence); the linear
 model is *global*: one ridge regression shared by every series and channel, fitted on
@@ -225,9 +225,11 @@ class _BaselineForecaster:
             return pl.DataFrame(schema=self._output_schema())
         return pl.concat(parts).sort([SERIES_ID, CHANNEL, STEP])
 
-    def update(self, new_rows: Any) -> _BaselineForecaster:
-        """Append rows after each series' last timestamp; earlier rows are ignored."""
+    def update(self, new_rows: Any, horizon: int | None = None) -> pl.DataFrame:
+        """Append rows after each series' last timestamp (earlier rows are ignored) and
+        return the forecast from there: ``predict(horizon=horizon)`` right after."""
         check_fitted(self, "state_")
+        horizon = self._check_horizon(horizon)
         frame = validate_frame(new_rows, name="new rows")
         for arrays in _rows_by_series(frame):
             state = self.state_.get(arrays.series_id)
@@ -235,7 +237,7 @@ class _BaselineForecaster:
                 self.state_[arrays.series_id] = self._series_state(arrays, name="new rows")
                 continue
             self._append(state, arrays)
-        return self
+        return self.predict(horizon=horizon)
 
     def save(self, path: str | Path) -> Path:
         check_fitted(self, "state_")

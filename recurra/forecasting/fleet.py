@@ -1,18 +1,22 @@
 """Batched streaming for a stateful forecaster: one new row for every series per call.
 
-``RNNForecaster.update(frame)`` already runs the network once for all series, but around
-that call it pivots the frame, prepares each series in Python and splits the batched
-recurrent state back into one tensor per series; for 1,000 series and one row each that
-Python work is about 95 % of the time.  :class:`ForecasterFleet` keeps the states of all
-series stacked (encoder state (L, S, H), summaries (S, E), scalers (S, F) ...) and advances
-them with array operations and one ``module.encode`` call; :meth:`ForecasterFleet.predict`
-decodes every series at once.  Results equal ``update`` + ``predict`` of the forecaster
-(tested to 1e-5).
+The general path of ``RNNForecaster.update`` (:func:`recurra.forecasting.stream.advance`)
+runs the network once for all series, but around that call it prepares each series in
+Python and splits the batched recurrent state back into one tensor per series; for 1,000
+series and one row each that Python work is about 95 % of the time.
+:class:`ForecasterFleet` keeps the states of all series stacked (encoder state (L, S, H),
+summaries (S, E), scalers (S, F) ...) and advances them with array operations and one
+``module.encode`` call per row; :meth:`ForecasterFleet.predict` decodes every series at
+once.  ``RNNForecaster.update`` goes through :func:`advance` here whenever
+:func:`fleet_refusal` allows; the states equal the general path's within float32 rounding
+(forecasts tested to 1e-5: the encoder runs one row at a time instead of over the chunk).
 
->>> fleet = ForecasterFleet(forecaster)              # a fitted, stateful RNNForecaster
->>> fleet.update(timestamps, values)                 # (S,) datetime64, (S, F) channels_
->>> forecast = fleet.predict()                       # {"y_hat": (S, N, O), "q10": ...}
->>> fleet.write_back()                               # forecaster.update goes on from here
+Internal (``benchmarks/throughput.py`` times it directly)::
+
+    fleet = ForecasterFleet(forecaster)              # a fitted, stateful RNNForecaster
+    fleet.update(timestamps, values)                 # (S,) datetime64, (S, F) channels_
+    forecast = fleet.predict()                       # {"y_hat": (S, N, O), "q10": ...}
+    fleet.write_back()                               # forecaster.update goes on from here
 """
 
 from __future__ import annotations
@@ -26,9 +30,41 @@ from recurra.data.arrays import fleet_row
 from recurra.data.schema import RecurraError, SchemaError, check_fitted, quantile_column
 from recurra.forecasting import stream
 from recurra.forecasting.windows import calendar_features
-from recurra.nn.state import cat_states, select_state
+from recurra.nn.state import cat_states, module_device, select_state
 
-__all__ = ["ForecasterFleet"]
+__all__: list[str] = []  # internal: RNNForecaster.update is the public way in
+
+
+def fleet_refusal(forecaster: Any, arrays: list) -> str | None:
+    """Why ``forecaster.update`` of the new rows ``arrays`` (one item per series) cannot
+    go through the fleet (None when it can)."""
+    config = forecaster.config
+    interval = getattr(config.interval, "method", config.interval)
+    if not (config.stateful and interval in ("model", "conformal")
+            and getattr(config, "target_transform", "none") == "none"):
+        return "not a stateful RNN with model/conformal intervals on levels"
+    counts = {len(item.timestamps) for item in arrays}
+    if len(counts) != 1:
+        return "series with different numbers of new rows"
+    if counts.pop() > len(arrays):
+        return "more rows than series"
+    if module_device(forecaster.module_).type != "cpu":
+        return f"module on {module_device(forecaster.module_)}"
+    return None
+
+
+def advance(forecaster: Any, arrays: list) -> str:
+    """Step every series of ``arrays`` (S items, K rows each) through a fleet, K calls;
+    states written back.  Returns the path: ``"fleet: S series x K steps"``."""
+    ids = [item.series_id for item in arrays]
+    fleet = ForecasterFleet(forecaster, ids)
+    stamps = np.stack([item.timestamps for item in arrays])                 # (S, K)
+    values = np.stack([np.where(item.observed, item.values, np.nan)         # (S, K, F)
+                       for item in arrays])            # in channels_ order (rows_to_arrays)
+    for step in range(stamps.shape[1]):
+        fleet.update(stamps[:, step], values[:, step])
+    fleet.write_back()
+    return f"fleet: {len(ids)} series x {stamps.shape[1]} steps"
 
 
 class ForecasterFleet:

@@ -2,7 +2,8 @@
 
 >>> fc = GarchForecaster(GarchConfig(kind="gjr", distribution="t", horizon=1)).fit(returns)
 >>> var = fc.predict()["q1"]                   # one-day 99 % Value-at-Risk (a return)
->>> fc.update(new_returns).predict_variance()  # the conditional variance, streamed
+>>> fc.update(new_returns)                     # streamed: the next forecast frame
+>>> fc.predict_variance()                      # its conditional variance
 
 Each (series, channel) pair is a return series ``r_t = mu + e_t``, ``e_t = sigma_t z_t``,
 ``sigma2_{t+1} = omega + (alpha + gamma 1[e_t < 0]) e_t^2 + beta sigma2_t`` (``gamma = 0``
@@ -163,9 +164,13 @@ class GarchForecaster:
             last = int(stamp)
         return {**state, "sigma2": float(sigma2), "last_timestamp": last}
 
-    def update(self, new_rows: Any) -> GarchForecaster:
-        """Advance each pair's variance with rows after its last timestamp."""
+    def update(self, new_rows: Any, horizon: int | None = None) -> pl.DataFrame:
+        """Advance each pair's variance with rows after its last timestamp and return the
+        forecast from there: ``predict(horizon=horizon)`` right after (y_hat = mu, the
+        quantiles from the conditional variance; ``predict_variance()`` gives the variance
+        path itself)."""
         check_fitted(self, "state_")
+        self._check_horizon(horizon)
         frame = validate_frame(new_rows, name="new rows")
         for key, part in frame.partition_by([SERIES_ID, CHANNEL], as_dict=True).items():
             key = (str(key[0]), str(key[1]))
@@ -173,7 +178,7 @@ class GarchForecaster:
                 raise SchemaError(f"new rows: series {key[0]!r} channel {key[1]!r} is unknown "
                                   "to this forecaster")
             self.state_[key] = self._advance(key, self.state_[key], part.sort(TIMESTAMP))
-        return self
+        return self.predict(horizon=horizon)
 
     def predict_variance(self, frame: Any = None, horizon: int | None = None) -> pl.DataFrame:
         """series_id, channel, issued_at, timestamp, step, mean, variance (original units)."""
@@ -201,11 +206,7 @@ class GarchForecaster:
 
     def _paths(self, frame: Any, horizon: int | None) -> pl.DataFrame:
         check_fitted(self, "state_")
-        horizon = self.config.horizon if horizon is None else horizon
-        if isinstance(horizon, bool) or not isinstance(horizon, int) or not (
-                1 <= horizon <= self.config.horizon):
-            raise SchemaError(f"`horizon` ({horizon!r}) must be an integer in [1, "
-                              f"{self.config.horizon}] (config.horizon)")
+        horizon = self._check_horizon(horizon)
         states = self.state_ if frame is None else self._states(
             validate_frame(frame, name="frame"))
         rows = []
@@ -227,6 +228,14 @@ class GarchForecaster:
         out = pl.concat(rows)
         return out.with_columns(pl.col(ISSUED_AT, TIMESTAMP).cast(pl.Datetime("us"))
                                 .dt.replace_time_zone("UTC"))
+
+    def _check_horizon(self, horizon: int | None) -> int:
+        horizon = self.config.horizon if horizon is None else horizon
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or not (
+                1 <= horizon <= self.config.horizon):
+            raise SchemaError(f"`horizon` ({horizon!r}) must be an integer in [1, "
+                              f"{self.config.horizon}] (config.horizon)")
+        return horizon
 
     def save(self, path: str | Path) -> Path:
         """Write this fitted forecaster to the folder ``path``."""

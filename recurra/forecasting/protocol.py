@@ -25,10 +25,16 @@ class Forecaster(Protocol):
 
     ``fit(frame, validation=None)`` returns self; ``predict(frame=None, horizon=None)``
     gives a ``FORECAST_SCHEMA`` frame (``frame=None``: from the state after the training
-    data or the last ``update``); ``update(new_rows)`` advances the state and returns self;
-    ``save`` / ``load`` round-trip through :mod:`recurra.nn.persistence` (``_get_state`` /
-    ``_set_state``).  Before ``fit``, ``predict`` and ``update`` raise ``NotFittedError``
-    naming the class.
+    data or the last ``update``); ``update(new_rows, horizon=None)`` advances the state and
+    returns the forecast from the end of the new rows (the frame ``predict(horizon=horizon)``
+    gives right after); ``save`` / ``load`` round-trip through :mod:`recurra.nn.persistence`
+    (``_get_state`` / ``_set_state``).  Before ``fit``, ``predict`` and ``update`` raise
+    ``NotFittedError`` naming the class.
+
+    Why ``update`` returns the forecast and not self: a streaming caller's next step is
+    always that output, and one call per arrival keeps a scheduled run to one pass; the
+    detectors' ``update`` returns the scores of the new rows by the same rule
+    (:class:`recurra.anomaly.protocol.Detector`).  ``fit`` still returns self.
     """
 
     config: Any
@@ -39,8 +45,8 @@ class Forecaster(Protocol):
     def predict(self, frame: Any = None, horizon: int | None = None) -> pl.DataFrame:
         """A ``FORECAST_SCHEMA`` frame of the next ``horizon`` steps."""
 
-    def update(self, new_rows: Any) -> Forecaster:
-        """Advance the state past ``new_rows``; returns self."""
+    def update(self, new_rows: Any, horizon: int | None = None) -> pl.DataFrame:
+        """Advance the state past ``new_rows``; the ``FORECAST_SCHEMA`` frame from there."""
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted forecaster to the folder ``path``."""

@@ -3,7 +3,7 @@
 >>> fc = RNNForecaster(ForecasterConfig(encoder=EncoderConfig(cell="lstm", hidden_size=16),
 ...                                     horizon=24)).fit(train)
 >>> forecast = fc.predict()                 # continues after the training data
->>> fc.update(new_rows).predict()           # advances the state, no history re-read
+>>> fc.update(new_rows)                     # advances the state, returns the forecast
 
 Inputs: every channel of the frame is a feature (scaled per series and channel on the
 training rows); LSTM/GRU read forward-filled values plus the observed-mask, GRU-D reads
@@ -21,7 +21,7 @@ Two training modes:
   supervised with its next ``horizon`` targets.  The stored state is the encoder state after
   the whole history, and :meth:`RNNForecaster.update` advances it with new rows only.
 
-Size: ~535 lines, because :class:`RNNForecaster` is the one public estimator of these
+Size: ~570 lines, because :class:`RNNForecaster` is the one public estimator of these
 models (fit, calibrate, fine-tune, predict, update, save/load) and reads as one contract;
 its batch sources and step functions are in :mod:`recurra.forecasting.rnn_training`, windows
 and chunks in :mod:`recurra.forecasting.windows`, stream states in
@@ -39,7 +39,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recurra.data.arrays import frame_to_arrays
+from recurra.data.arrays import frame_to_arrays, rows_to_arrays
 from recurra.data.schema import (
     CHANNEL,
     ISSUED_AT,
@@ -61,6 +61,8 @@ from recurra.forecasting import windows as win
 from recurra.forecasting.config import (
     ForecasterConfig,  # re-exported: the config lives in config.py
 )
+from recurra.forecasting.fleet import advance as fleet_advance
+from recurra.forecasting.fleet import fleet_refusal
 from recurra.forecasting.intervals import IntervalCalibrator, IntervalConfig, from_saved
 from recurra.forecasting.rnn_training import (
     _calibration_bands,
@@ -391,12 +393,26 @@ class RNNForecaster:
         prepared = self._prepared(arrays)
         return stream.initial_states(self.module_, arrays, prepared, self.config)
 
-    def update(self, new_rows: Any) -> RNNForecaster:
-        """Advance the stored state of each series with ``new_rows`` (after its last row);
-        with ``interval="adaptive"`` rows whose timestamps match a remembered forecast of
+    def update(self, new_rows: Any, horizon: int | None = None) -> pl.DataFrame:
+        """Advance the stored state of each series with ``new_rows`` (after its last row)
+        and return the forecast from there: what ``predict(horizon=horizon)`` gives right
+        after (a streaming caller's next step; ``fit`` still returns self).
+
+        One batched path for every series: a stateful forecaster with ``interval``
+        ``"model"`` or ``"conformal"`` on levels, on CPU, whose series all bring the same
+        number K of new rows (K at most the number of series) steps them through the
+        stacked :class:`recurra.forecasting.fleet.ForecasterFleet`, one ``encode`` call per
+        row; otherwise one network call over all series' rows
+        (:func:`recurra.forecasting.stream.advance`).  ``last_update_path_`` says which.
+        With ``interval="adaptive"`` rows whose timestamps match a remembered forecast of
         their series (the last ``horizon`` issued) first feed that series' ACI update (see
-        :mod:`recurra.forecasting.intervals`)."""
+        :mod:`recurra.forecasting.intervals`); the returned forecast is remembered, as
+        ``predict()``'s is.
+
+        >>> forecast = fc.update(new_rows)              # doctest: +SKIP
+        """
         check_fitted(self)
+        horizon = self._check_horizon(horizon)
         frame = validate_frame(new_rows, name="new rows")
         if self.config.target_transform != "none":  # returns from the last observed levels
             levels = getattr(self, "levels_", {})
@@ -405,11 +421,21 @@ class RNNForecaster:
         if extra:
             raise SchemaError(f"new rows: channels {extra} were not in the training frame "
                               f"(it had {self.channels_})")
-        arrays = win.rows_to_arrays(frame, self.channels_)
+        arrays = rows_to_arrays(frame, self.channels_)
         unknown = [a.series_id for a in arrays if a.series_id not in self.state_]
         if unknown:
             raise SchemaError(f"new rows: series {unknown[:5]} are unknown to this forecaster; "
                               "use predict(frame=history) or fine_tune(frame) for new series")
+        refusal = fleet_refusal(self, arrays)
+        if refusal is None:
+            self.last_update_path_ = fleet_advance(self, arrays)
+        else:
+            self._advance(arrays)
+            self.last_update_path_ = f"update ({refusal})"
+        return self.predict(horizon=horizon)
+
+    def _advance(self, arrays: list) -> None:
+        """The general path: every series' rows through one network call."""
         interval = getattr(self, "interval_", None)
         if interval is not None and interval.config.method == "adaptive":
             targets = [self.channels_.index(c) for c in self.targets_]
@@ -417,7 +443,19 @@ class RNNForecaster:
                 interval.observe(item.series_id, item.timestamps, item.values[:, targets])
         self.state_ = {**self.state_, **stream.advance(self.module_, arrays, self.state_,
                                                     self.scaler_, self.config)}
-        return self
+
+    def _check_horizon(self, horizon: int | None) -> int:
+        """``horizon`` (default ``config.horizon``), checked, once a forecast can be made."""
+        if self.config.interval.method != "model" and getattr(self, "interval_", None) is None:
+            raise RecurraError(f"interval {self.config.interval.method!r}: this forecaster has no "
+                               "calibration (e.g. after fine_tune); call calibrate(validation)"
+                               " first")
+        horizon = self.config.horizon if horizon is None else horizon
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or not (
+                1 <= horizon <= self.config.horizon):
+            raise RecurraError(f"horizon ({horizon!r}) must be an integer in [1, "
+                               f"{self.config.horizon}] (the horizon the model was fitted for)")
+        return horizon
 
     # prediction ------------------------------------------------------------------------
     def predict(self, frame: Any = None, horizon: int | None = None,
@@ -429,15 +467,7 @@ class RNNForecaster:
         gives static features of series unknown at fit time.
         """
         check_fitted(self)
-        if self.config.interval.method != "model" and getattr(self, "interval_", None) is None:
-            raise RecurraError(f"interval {self.config.interval.method!r}: this forecaster has no "
-                               "calibration (e.g. after fine_tune); call calibrate(validation)"
-                               " first")
-        horizon = self.config.horizon if horizon is None else horizon
-        if isinstance(horizon, bool) or not isinstance(horizon, int) or not (
-                1 <= horizon <= self.config.horizon):
-            raise RecurraError(f"horizon ({horizon!r}) must be an integer in [1, "
-                               f"{self.config.horizon}] (the horizon the model was fitted for)")
+        horizon = self._check_horizon(horizon)
         states, levels = self.state_, getattr(self, "levels_", {})
         if frame is not None:
             frame = contract(frame, name="history")

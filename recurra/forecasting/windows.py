@@ -22,7 +22,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from recurra.data.arrays import SeriesArrays, forward_fill
-from recurra.data.schema import CHANNEL, SERIES_ID, TIMESTAMP, VALUE, RecurraError
+from recurra.data.schema import SERIES_ID, RecurraError
 from recurra.nn.batch import WindowBatch
 
 SCALERS = ("standard", "robust", "none")
@@ -407,28 +407,6 @@ def ridge(inputs: np.ndarray, outputs: np.ndarray, alpha: float, intercept: bool
         coef = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ yc)  # (T, N)
     bias = y_mean - x_mean @ coef
     return coef.T.astype(np.float32), bias.astype(np.float32)
-
-
-def rows_to_arrays(frame: pl.DataFrame, channels: list[str]) -> list[SeriesArrays]:
-    """New rows of many series as :class:`SeriesArrays` with one pivot (streaming fast path).
-
-    ``frame`` is a validated contract frame. ``delta`` is left at 0 and ``time_scale`` at 1:
-    :func:`continue_rows` recomputes both from the stored stream state.
-    """
-    wide = frame.pivot(on=CHANNEL, index=[SERIES_ID, TIMESTAMP], values=VALUE,
-                       aggregate_function=None).sort([SERIES_ID, TIMESTAMP])
-    values = np.full((wide.height, len(channels)), np.nan)
-    for j, name in enumerate(channels):
-        if name in wide.columns:
-            values[:, j] = wide[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    observed = ~np.isnan(values)
-    stamps = wide[TIMESTAMP].dt.replace_time_zone(None).to_numpy().astype("datetime64[us]")
-    ids = wide[SERIES_ID].to_numpy()
-    _, first = np.unique(ids, return_index=True)
-    bounds = [*sorted(first.tolist()), wide.height]
-    return [SeriesArrays(str(ids[a]), tuple(channels), stamps[a:b], values[a:b],
-                         observed[a:b], np.zeros((b - a, len(channels))), 1.0)
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def read_static(static: Any, columns: list[str] | None = None

@@ -36,6 +36,9 @@ one ``__dict__`` update each.  Object identity is kept as the per-object nodes k
 every row object, array and tensor of a column takes its number in the ``$ref`` memo (rows
 first, then the columns in order), and a value met before (or twice in one column) makes
 its column ``"e"``, whose ordinary nodes write a ``$ref``.
+
+Size: ~450 lines, because each column kind needs its writer and its reader, and they are
+kept side by side so the table above reads against both halves.
 """
 
 from __future__ import annotations

@@ -2,19 +2,18 @@
 
 :func:`encode_state` turns the ``_get_state()`` dict (nested dicts / lists / tuples, numpy
 arrays and scalars, torch tensors, numbers, strings, None, and dataclasses, named tuples or
-plain objects of ``recurra`` classes) into ``(tree, buffers)``: ``tree`` is JSON, and
-``buffers`` maps names to 1-D ``uint8`` tensors, which ``torch.save`` stores and
-``torch.load(..., weights_only=True)`` reads back, so no pickle is involved either way.
+plain objects of ``recurra`` classes) into ``(tree, buffers)``: JSON, and 1-D ``uint8``
+tensors by name that ``torch.save`` stores and ``torch.load(..., weights_only=True)`` reads
+back, so no pickle is involved either way.
 :func:`decode_state` is the inverse; it builds only classes under ``recurra.`` (old module
 paths map through :func:`recurra._legacy.modern_path`).
 
 Array data is packed: every numeric numpy array goes into one buffer per dtype (the tree
 keeps ``[buffer, offset, shape]``), and every tensor storage into one ``tensors`` buffer
-(the tree keeps storage, offset, size, stride, dtype), so a 1,000-series stream state with
-tens of thousands of small arrays costs a few large writes, and its per-series objects are
-written as columns (one stacked array per field), so loading them takes a few array
-operations and one object construction per series.  Tensor views of one storage
-load as views of one storage; an object met twice loads as one object.
+(storage, offset, size, stride, dtype): a 1,000-series state of tens of thousands of small
+arrays costs a few large writes; its per-series objects are columns (one stacked array per
+field), loaded with a few array operations and one object construction per series.  Views
+of one storage load as views of one storage; an object met twice loads as one object.
 
 Nodes: ``null``, booleans, integers, strings and lists stand for themselves, and so do finite
 floats and dicts whose keys are strings none of which starts with ``$``.  Everything else is
@@ -49,9 +48,8 @@ an object whose first key is a tag:
 >>> tree["state"], sorted(buffers)
 ({'h': {'$nd': ['<f8', 0, [3]]}, 'n': {'$t': [1, 2]}}, ['array:<f8'])
 
-Size: ~590 lines, because the encoder and the decoder are the two halves of one format,
-tag by tag, and the table above is their shared specification: kept together, each tag is
-written and read in one reader's view.
+Size: ~600 lines, because the encoder and the decoder are the two halves of one format, tag
+by tag, and the table above is their shared specification (each tag written and read here).
 """
 
 from __future__ import annotations
@@ -116,9 +114,9 @@ def decode_state(tree: Any, buffers: dict[str, torch.Tensor], *,
     device each was saved from). ``source`` names the file in error messages."""
     if not isinstance(tree, dict) or tree.get("tree_version") not in READABLE_TREE_VERSIONS:
         version = tree.get("tree_version") if isinstance(tree, dict) else None
+        readable = ", ".join(map(str, READABLE_TREE_VERSIONS))
         raise StateTreeError(f"{source}: state tree version {version!r} is not supported "
-                             f"(this Recurra reads "
-                             f"{', '.join(map(str, READABLE_TREE_VERSIONS))})")
+                             f"(this Recurra reads {readable})")
     try:
         decoder = _Decoder(buffers, map_location, source)
         decoder.storage_rows = tree["storages"]
@@ -133,9 +131,8 @@ def decode_state(tree: Any, buffers: dict[str, torch.Tensor], *,
 
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
-    """No garbage collection while a tree is built: the tens of thousands of new nodes would
-    trigger full collections over the caller's whole heap (measured: 3x the encode time of
-    a 1,000-series state). The trees hold no reference cycles of their own."""
+    """No garbage collection while a tree (no reference cycles of its own) is built: its many
+    new nodes would trigger full collections of the whole heap (3x a 1,000-series encode)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -324,7 +321,7 @@ class _Encoder:
         return {kind: name, "$v": self._attributes(vars(value))}
 
     def _classify(self, cls: type) -> tuple[str, str]:
-        name = _class_name(cls)
+        name = f"{cls.__module__}.{cls.__qualname__}"
         if not name.startswith(ALLOWED_PREFIX):
             raise _Unsupported(f"{name} is not a recurra class: format 3 stores only plain "
                                "values, numpy arrays, tensors and recurra classes")
@@ -366,10 +363,6 @@ def _custom_pickling(cls: type) -> bool:
             or cls.__reduce__ is not object.__reduce__
             or getattr(cls, "__setstate__", None) is not None
             or getattr(cls, "__getstate__", object.__getstate__) is not object.__getstate__)
-
-
-def _class_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -195,9 +195,9 @@ def _forecast_step(group: GroupConfig, config: PipelineConfig, store: Any, new: 
     if stored.is_empty():  # first run of a champion: the forecast from its registered state
         stored = forecaster.predict()
     live = _score_live(group, config, store, stored, new, run_id, champion)
-    path = incremental.advance_forecaster(forecaster, new)
+    forecasts, path = incremental.advance_forecaster(forecaster, new)
     now = dt.datetime.now(dt.UTC)
-    forecasts = forecaster.predict().with_columns(
+    forecasts = forecasts.with_columns(
         pl.lit(now).alias("issued_at"), pl.lit(run_id).alias("run_id"),
         pl.lit(f"{group.model_name('forecaster')}/v{champion[1]}").alias("model"))
     store.write_table("forecasts", forecasts, key=FORECAST_KEY)

@@ -9,17 +9,13 @@
   capped after the read).
 - :func:`open_forecasts`: the forecasts that the new rows can resolve (target timestamps
   in ``(start, end]``), a filtered lazy scan of the ``forecasts`` table, not its history.
-- :func:`advance_detector`: the new rows through a :func:`recurra.anomaly.fleet.make_fleet` fleet,
-  one array call per time step for all series with the same number of new rows; series
-  with a different count (irregular arrivals) and detectors a fleet cannot take (an
-  ``aggregate="overlap"`` reconstruction) go through ``detector.update`` instead.
-- :func:`advance_forecaster`: a stateful ``RNNForecaster`` with ``interval`` ``"model"`` or
-  ``"conformal"`` through :class:`recurra.forecasting.fleet.ForecasterFleet`; every other
-  forecaster (non-stateful RNNs re-encode their lookback window, adaptive intervals observe
-  each series, baselines) through ``forecaster.update``, which is itself one batched
-  network call for RNNs.
-
-Each function returns the path it took so the run can log it.
+- :func:`advance_detector` / :func:`advance_forecaster`: ``detector.update(new)`` /
+  ``forecaster.update(new)``, the estimators' one batched streaming path (a detector steps
+  all series with the same number of new rows through its fleet, one array call per row,
+  :mod:`recurra.anomaly.fleet`; a stateful ``RNNForecaster`` with model/conformal
+  intervals does the same with :mod:`recurra.forecasting.fleet`).  Each returns what the
+  update produced (the scores / the next forecast) and the path it took
+  (``last_update_path_``) so the run can log it.
 """
 
 from __future__ import annotations
@@ -27,18 +23,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import numpy as np
 import polars as pl
 
-from recurra.data.schema import (
-    CHANNEL,
-    CONTRIBUTION_PREFIX,
-    IS_ANOMALY,
-    SCORE,
-    SERIES_ID,
-    TIMESTAMP,
-    VALUE,
-)
+from recurra.data.schema import CHANNEL, SERIES_ID, TIMESTAMP
 
 
 def cut(frame: pl.DataFrame, marks: dict[str, Any], after: bool) -> pl.DataFrame:
@@ -112,80 +99,25 @@ def open_forecasts(store: Any, ids: list[str], start: Any, end: Any) -> pl.DataF
 
 
 def advance_detector(detector: Any, new: pl.DataFrame) -> tuple[pl.DataFrame, str]:
-    """Score ``new`` rows with ``detector``'s carried state (the scores of ``update``).
+    """Score ``new`` rows with ``detector``'s carried state: ``detector.update(new)``.
 
-    Returns the score frame (``SCORE_SCHEMA`` + contributions) and the path taken:
-    ``"fleet: N series x K steps"`` plus ``"; update: M series"`` for the rest.
+    Returns the score frame (``SCORE_SCHEMA`` + contributions) and the path it took
+    (``detector.last_update_path_``: ``"fleet: N series x K steps"`` per group of series with
+    the same number of new rows, ``"update: M series (why)"`` for the per-series path).
     """
-    from recurra.anomaly.fleet import fleet_arrays, make_fleet
-
-    counts = new.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).n_unique().alias("n"))
-    if counts.is_empty():
-        return detector.update(new), "update: no rows"
-    modal = counts["n"].mode().sort()[-1]
-    batched = sorted(counts.filter(pl.col("n") == modal)[SERIES_ID].to_list())
-    try:
-        fleet = make_fleet(detector, batched)
-    except Exception as error:  # noqa: BLE001 - a detector a fleet cannot take
-        return detector.update(new), f"update: {counts.height} series ({error})"
-    rest = new.filter(~pl.col(SERIES_ID).is_in(batched))
-    ranked = new.filter(pl.col(SERIES_ID).is_in(batched)).with_columns(
-        pl.col(TIMESTAMP).rank("dense").over(SERIES_ID).alias("_step"))
-    parts = []
-    columns = [CONTRIBUTION_PREFIX + c for c in fleet.channels_]
-    for (_,), rows in ranked.sort("_step").group_by("_step", maintain_order=True):
-        stamps, values = fleet_arrays(rows.drop("_step"), batched, fleet.channels_)
-        scores, flags = fleet.update(stamps, values)
-        shares = fleet.contributions_
-        parts.append(pl.DataFrame({
-            SERIES_ID: batched,
-            TIMESTAMP: pl.Series(stamps).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
-            SCORE: pl.Series(scores, nan_to_null=True), IS_ANOMALY: flags,
-            **{c: shares[:, j] for j, c in enumerate(columns)}}))
-    fleet.write_back()
-    path = f"fleet: {len(batched)} series x {modal} steps"
-    if rest.height:
-        parts.append(detector.update(rest))
-        path += f"; update: {rest[SERIES_ID].n_unique()} series (other row counts)"
-    return pl.concat(parts, how="diagonal_relaxed").sort([SERIES_ID, TIMESTAMP]), path
+    scores = detector.update(new)
+    return scores, getattr(detector, "last_update_path_", None) or "update"
 
 
-def advance_forecaster(forecaster: Any, new: pl.DataFrame) -> str:
-    """Advance ``forecaster``'s state with ``new`` rows; returns the path taken."""
-    from recurra.forecasting.fleet import ForecasterFleet
+def advance_forecaster(forecaster: Any, new: pl.DataFrame) -> tuple[pl.DataFrame, str]:
+    """Advance ``forecaster``'s state with ``new`` rows: ``forecaster.update(new)``.
 
-    config = getattr(forecaster, "config", None)
-    if not (getattr(config, "stateful", False)
-            and interval_method(config) in ("model", "conformal")
-            and getattr(config, "target_transform", "none") == "none"):
-        forecaster.update(new)
-        return "update (not a stateful RNN with model/conformal intervals on levels)"
-    counts = new.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).n_unique().alias("n"))
-    if counts["n"].n_unique() != 1:
-        forecaster.update(new)
-        return "update (series with different numbers of new rows)"
-    ids = sorted(counts[SERIES_ID].to_list())
-    fleet = ForecasterFleet(forecaster, ids)
-    ranked = new.with_columns(pl.col(TIMESTAMP).rank("dense").over(SERIES_ID).alias("_step"))
-    for (_,), rows in ranked.sort("_step").group_by("_step", maintain_order=True):
-        fleet.update(*_row_arrays(rows, ids, fleet.channels_))
-    fleet.write_back()
-    return f"fleet: {len(ids)} series x {counts['n'][0]} steps"
-
-
-def _row_arrays(rows: pl.DataFrame, ids: list[str], channels: list[str]
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """(S,) timestamps and (S, F) values of one row per series (NaN = unobserved)."""
-    order = pl.DataFrame({SERIES_ID: ids})
-    stamps = order.join(rows.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).first()),
-                        on=SERIES_ID, how="left")
-    wide = order.join(rows.pivot(on=CHANNEL, index=SERIES_ID, values=VALUE),
-                      on=SERIES_ID, how="left")
-    values = np.column_stack([wide[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
-                              if c in wide.columns else np.full(len(ids), np.nan)
-                              for c in channels])
-    return (stamps[TIMESTAMP].dt.replace_time_zone(None).to_numpy().astype("datetime64[us]"),
-            values)
+    Returns the forecast from the end of the new rows (what ``predict()`` gives right after)
+    and the path taken (an ``RNNForecaster``'s ``last_update_path_``: ``"fleet: N series x
+    K steps"`` or ``"update (why)"``; ``"update"`` for the other forecasters).
+    """
+    forecast = forecaster.update(new)
+    return forecast, getattr(forecaster, "last_update_path_", None) or "update"
 
 
 def interval_method(config: Any) -> str:

@@ -96,7 +96,7 @@ def test_spatial_rule_in_a_detector_scores_one_and_streams_like_batch():
     values = spike["value"].fill_null(np.nan).to_numpy()
     parts = [detector.update(spike.slice(100, 7))]
     for i in range(107, 160):
-        parts.append(detector.update_arrays("s0", stamps[i:i + 1], values[i:i + 1, None])[0])
+        parts.append(detector._update_series("s0", stamps[i:i + 1], values[i:i + 1, None])[0])
     streamed = np.concatenate([parts[0]["score"].fill_null(np.nan).to_numpy(), *parts[1:]])
     np.testing.assert_allclose(streamed, batch["score"].fill_null(np.nan).to_numpy())
 

@@ -1,11 +1,13 @@
 """The detector battery over EVERY detector kind: the registry's five, the return z-score and
 the ensemble. Each follows the Detector protocol (and a single detector holds an ErrorModel),
 fit returns self, the not-fitted error names the class, and a save/load round-trip in the
-middle of a stream scores the same and continues the stream identically.  Also: the anomaly
+middle of a stream scores the same and continues the stream identically, and ``update``
+returns the scores of the new rows and records its path.  Also: the anomaly
 package keeps to at most one level of project inheritance."""
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import pkgutil
@@ -27,7 +29,7 @@ from recurra.anomaly import (
     ThresholdConfig,
 )
 from recurra.anomaly.returns import ReturnZScoreDetector
-from recurra.data.schema import NotFittedError, contract
+from recurra.data.schema import SCORE_SCHEMA, SERIES_ID, TIMESTAMP, NotFittedError, contract
 from recurra.nn.persistence import load_estimator
 from tests.anomaly.configs import config_for
 from tests.conftest import make_frame
@@ -86,7 +88,7 @@ def test_save_load_mid_stream_scores_the_same_and_continues_the_stream(fitted, f
     loaded = type(detector).load(detector.save(tmp_path / name))
     assert type(loaded) is type(detector) and loaded.config == detector.config
     assert_frame_equal(loaded.score(whole), detector.score(whole))
-    assert_frame_equal(loaded.update(second), detector.update(second))
+    assert_frame_equal(loaded.update(second), detector.update(second), check_exact=True)
     assert_frame_equal(loaded.predict(whole), detector.predict(whole))
     again = load_estimator(tmp_path / name)             # the model-agnostic loader too
     assert type(again) is type(detector)
@@ -102,6 +104,25 @@ def test_a_contract_frame_is_checked_once_where_it_enters(name, frames, contract
     assert contract_checks == []  # fit, score and predict derive from it without a check
     KINDS[name]().fit(frames[1]).score(frames[0])
     assert contract_checks == ["train", "frame"]  # plain frames: one full check each
+
+
+def test_update_returns_the_scores_of_the_new_rows_and_its_path(fitted, frames):
+    """The return convention: ``update(new_rows)`` gives the scores of exactly those rows
+    (sorted by series and time) and records the path it took."""
+    name, detector, _ = fitted
+    _, _, first, second = frames
+    detector = copy.deepcopy(detector)
+    detector.reset()
+    detector.update(first)                              # per series: no stream state yet
+    assert detector.last_update_path_.startswith("update: 2 series")
+    step = second.filter(pl.col("timestamp") == second["timestamp"].min())
+    scores = detector.update(step)
+    keys = step.select(SERIES_ID, TIMESTAMP).unique().sort([SERIES_ID, TIMESTAMP])
+    assert scores.select(SERIES_ID, TIMESTAMP).equals(keys)
+    assert {k: scores.schema[k] for k in SCORE_SCHEMA} == SCORE_SCHEMA
+    batched = name != "return_zscore"                   # the one kind without a fleet
+    assert detector.last_update_path_ == ("fleet: 2 series x 1 steps" if batched
+                                          else "update: 2 series (2 no batched form)")
 
 
 @pytest.mark.parametrize("name", sorted(SINGLE))

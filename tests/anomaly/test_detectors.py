@@ -244,7 +244,7 @@ def test_telemanom_threshold_and_pruned_events():
 
 
 @pytest.mark.parametrize("name", ["forecast_error", "isolation_forest"])
-def test_update_arrays_matches_update(name, frame, fitted):
+def test_update_series_matches_update(name, frame, fitted):
     detector = fitted[name]
     batch = detector.score(frame).filter(pl.col("series_id") == "s1").sort("timestamp")
     detector.reset()
@@ -252,9 +252,9 @@ def test_update_arrays_matches_update(name, frame, fitted):
     wide = part.pivot(on="channel", index="timestamp", values="value").sort("timestamp")
     stamps = wide["timestamp"].dt.replace_time_zone(None).to_numpy()
     values = wide.select(["c0", "c1"]).fill_null(np.nan).to_numpy()
-    streamed = [detector.update_arrays("s1", stamps[i:i + 1], values[i:i + 1])[0]
+    streamed = [detector._update_series("s1", stamps[i:i + 1], values[i:i + 1])[0]
                 for i in range(30)]
-    streamed.append(detector.update_arrays("s1", stamps[30:], values[30:])[0])
+    streamed.append(detector._update_series("s1", stamps[30:], values[30:])[0])
     np.testing.assert_allclose(np.concatenate(streamed),
                                batch["score"].fill_null(np.nan).to_numpy(), rtol=1e-5,
                                atol=1e-5)

@@ -96,7 +96,7 @@ def test_update_equals_fitting_state_on_the_longer_history(cls, config):
     full = make_frame(n_series=2, n_steps=160, seed=2)
     cut = full["timestamp"].unique().sort()[119]
     fitted = cls(config).fit(full.filter(pl.col("timestamp") <= cut))
-    streamed = fitted.update(full.filter(pl.col("timestamp") > cut)).predict()
+    streamed = fitted.update(full.filter(pl.col("timestamp") > cut))
     from_frame = fitted.predict(frame=full)
     assert streamed.equals(from_frame)
     assert streamed["issued_at"].max() == full["timestamp"].max()

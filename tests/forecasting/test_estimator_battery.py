@@ -5,7 +5,8 @@ To enrol a forecaster, append ``(id, factory)`` to :data:`FORECASTERS`, where
 :data:`HORIZON`. Each case checks: it follows the ``Forecaster`` protocol; fit returns self;
 predict/update before fit raise ``NotFittedError`` naming the class; same seed gives the same
 forecast; the output passes the forecast schema; save/load round-trips; bad input raises
-``SchemaError`` with a message naming the column; update moves the forecast origin forward.
+``SchemaError`` with a message naming the column; update returns the forecast ``predict``
+gives right after and moves the forecast origin forward.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from polars.testing import assert_frame_equal
 
 from recurra.data.schema import (
     FORECAST_SCHEMA,
@@ -22,6 +24,7 @@ from recurra.data.schema import (
     TIMESTAMP,
     Y_HAT,
     NotFittedError,
+    RecurraError,
     SchemaError,
     contract,
     quantile_column,
@@ -160,10 +163,11 @@ def test_save_load_round_trip(fitted, tmp_path, tree_layout):
 def test_save_load_mid_stream_continues_the_stream(fitted, frames, tmp_path, tree_layout):
     _, estimator, _ = fitted
     first, second = _halves(frames[1])
-    stream = type(estimator).load(estimator.save(tmp_path / "start")).update(first)
+    stream = type(estimator).load(estimator.save(tmp_path / "start"))
+    stream.update(first)
     loaded = type(estimator).load(stream.save(tmp_path / "mid"))
     assert loaded.predict().equals(stream.predict())
-    assert loaded.update(second).predict().equals(stream.update(second).predict())
+    assert loaded.update(second).equals(stream.update(second))
 
 
 def _halves(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -181,11 +185,30 @@ def test_bad_input_message_names_the_column(factory, frames):
         factory().fit(bad)
 
 
+def test_update_returns_what_predict_gives_right_after(fitted, frames, tmp_path):
+    """``update(new_rows, horizon=h)`` is the frame ``predict(horizon=h)`` gives after the
+    state advanced (what ``update(...)`` then ``predict(...)`` gave before); a bad horizon is
+    refused before any state moves."""
+    _, estimator, _ = fitted
+    folder = estimator.save(tmp_path / "copy")
+    streamed, advanced = type(estimator).load(folder), type(estimator).load(folder)
+    short = streamed.update(frames[1], horizon=2)
+    advanced.update(frames[1])
+    assert_frame_equal(short, advanced.predict(horizon=2), check_exact=True)
+    assert short["step"].max() == 2
+    fresh = type(estimator).load(folder)
+    before = fresh.predict()
+    with pytest.raises(RecurraError, match="horizon"):
+        fresh.update(frames[1], horizon=HORIZON + 1)
+    assert_frame_equal(fresh.predict(), before, check_exact=True)
+
+
 def test_update_moves_the_origin(fitted, frames, tmp_path):
     _, estimator, _ = fitted
     estimator.save(tmp_path / "copy")
     copy = type(estimator).load(tmp_path / "copy")
-    forecast = copy.update(frames[1]).predict()
+    forecast = copy.update(frames[1])      # the return convention: the forecast from there
+    assert_frame_equal(forecast, copy.predict(), check_exact=True)
     assert forecast[ISSUED_AT].max() == frames[1][TIMESTAMP].max()
     assert forecast.height == 2 * HORIZON
     levels = [c for c in forecast.columns if c.startswith("q")]

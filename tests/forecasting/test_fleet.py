@@ -1,14 +1,18 @@
-"""ForecasterFleet: batched one-row updates give the forecaster's own update + predict."""
+"""``RNNForecaster.update`` through the fleet returns the forecast of the general path
+(within float32 rounding: the fleet encodes one row per call instead of the whole chunk),
+and picks the general path where the fleet does not apply."""
 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
 import pytest
 
-from recurra.data.schema import RecurraError, SchemaError
+from recurra.data.arrays import rows_to_arrays
+from recurra.data.schema import RecurraError, SchemaError, validate_frame
 from recurra.forecasting.config import EncoderConfig, TBPTTConfig
 from recurra.forecasting.fleet import ForecasterFleet
 from recurra.forecasting.rnn import ForecasterConfig, RNNForecaster
@@ -40,6 +44,13 @@ def _arrays(rows: pl.DataFrame, fleet: ForecasterFleet) -> tuple[np.ndarray, np.
     return wide["timestamp"].dt.replace_time_zone(None).to_numpy(), values
 
 
+def general(forecaster: RNNForecaster, rows: pl.DataFrame) -> pl.DataFrame:
+    """The general path of ``update`` (one network call over every series' rows), then
+    the forecast: what ``update`` then ``predict`` gave before the fleet was its path."""
+    forecaster._advance(rows_to_arrays(validate_frame(rows), forecaster.channels_))
+    return forecaster.predict()
+
+
 def _forecast_arrays(forecast: pl.DataFrame, n_series: int, column: str) -> np.ndarray:
     ordered = forecast.sort(["series_id", "step", "channel"])
     return ordered[column].to_numpy().reshape(n_series, -1, forecast["channel"].n_unique())
@@ -53,12 +64,18 @@ def test_fleet_equals_update_and_predict(kwargs, frame):
     config = flat_config(hidden_size=8, lookback=16, horizon=6, stateful=True,
                               tbptt_length=20, train=TRAIN, **kwargs)
     forecaster = RNNForecaster(config).fit(history)
-    reference = copy.deepcopy(forecaster)
+    reference, public = copy.deepcopy(forecaster), copy.deepcopy(forecaster)
     fleet = ForecasterFleet(forecaster)
     for rows in steps:
         fleet.update(*_arrays(rows, fleet))
-        reference.update(rows)
-    expected = reference.predict()
+        expected = general(reference, rows)
+        forecast = public.update(rows)
+        assert public.last_update_path_ == "fleet: 4 series x 1 steps"
+        assert forecast.select("series_id", "channel", "issued_at", "timestamp", "step").equals(
+            expected.select("series_id", "channel", "issued_at", "timestamp", "step"))
+        for column in ("y_hat", "q10", "q90"):
+            np.testing.assert_allclose(forecast[column].to_numpy(),
+                                       expected[column].to_numpy(), rtol=1e-5, atol=1e-5)
     got = fleet.predict()
     n_series = len(fleet.series_ids_)
     for column in ("y_hat", "q10", "q90"):
@@ -79,13 +96,33 @@ def test_write_back_lets_update_continue(frame):
     fleet = ForecasterFleet(forecaster)
     for rows in steps[:6]:
         fleet.update(*_arrays(rows, fleet))
-        reference.update(rows)
+        general(reference, rows)
     fleet.write_back()
     for rows in steps[6:]:
-        forecaster.update(rows)
-        reference.update(rows)
-    np.testing.assert_allclose(forecaster.predict()["y_hat"].to_numpy(),
-                               reference.predict()["y_hat"].to_numpy(), rtol=1e-5, atol=1e-5)
+        forecast, expected = forecaster.update(rows), general(reference, rows)
+    np.testing.assert_allclose(forecast["y_hat"].to_numpy(), expected["y_hat"].to_numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_update_takes_the_general_path_where_the_fleet_does_not_apply(frame):
+    history, steps = _split(frame)
+    stateful = ForecasterConfig(lookback=16, horizon=6, stateful=True, train=TRAIN,
+                                encoder=EncoderConfig(hidden_size=8),
+                                tbptt=TBPTTConfig(length=20))
+    forecaster = RNNForecaster(stateful).fit(history)
+    reference = copy.deepcopy(forecaster)
+    mixed = pl.concat([steps[0], steps[1].filter(pl.col("series_id") == "s0")]).sort(
+        ["series_id", "channel", "timestamp"])
+    many = pl.concat(steps[2:8]).sort(["series_id", "channel", "timestamp"])
+    for rows, path in [(mixed, "series with different numbers of new rows"),
+                       (many, "more rows than series")]:
+        forecast = forecaster.update(rows)
+        assert forecaster.last_update_path_ == f"update ({path})"
+        assert forecast.equals(general(reference, rows))      # the same path: exact
+    stateless = RNNForecaster(replace(stateful, stateful=False)).fit(history)
+    stateless.update(steps[0])
+    assert stateless.last_update_path_ == ("update (not a stateful RNN with model/conformal "
+                                           "intervals on levels)")
 
 
 def test_fleet_rejects_bad_input(frame):

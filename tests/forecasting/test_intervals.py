@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from recurra.data.schema import RecurraError
-from recurra.forecasting import ForecasterFleet, RNNForecaster
+from recurra.forecasting import RNNForecaster
 from recurra.forecasting.baselines import NaiveConfig, NaiveForecaster
 from recurra.forecasting.config import EncoderConfig, ForecasterConfig, TBPTTConfig
 from recurra.forecasting.conformal import empirical_coverage
+from recurra.forecasting.fleet import ForecasterFleet
 from recurra.forecasting.intervals import IntervalCalibrator, IntervalConfig
 from recurra.nn.train import TrainConfig
 from tests.conftest import make_frame

@@ -48,8 +48,11 @@ def fitted() -> tuple[RNNForecaster, pl.DataFrame]:
     train, validation, later = _parts()
     model = RNNForecaster(_config()).fit(train, validation=validation)
     # bring the stored state up to the end of validation (update without remembered
-    # forecasts feeds nothing)
-    return model.update(validation.filter(pl.col("timestamp") > train["timestamp"].max())), later
+    # forecasts feeds nothing; it remembers the forecast it returns, as predict() does)
+    forecast = model.update(validation.filter(pl.col("timestamp") > train["timestamp"].max()))
+    assert forecast.equals(model.predict())          # the same origin again: replaced
+    assert all(len(queue) == 1 for queue in model.interval_.issued_.values())
+    return model, later
 
 
 def _copy(model: RNNForecaster, tmp_path, name: str) -> RNNForecaster:
@@ -115,8 +118,11 @@ def test_save_load_round_trip_and_no_feedback_without_overlap(fitted, tmp_path):
 def test_predict_from_history_remembers_nothing(fitted, tmp_path):
     model = _copy(fitted[0], tmp_path, "m")
     train, _, _ = _parts()
+    origins = {sid: [q["timestamps"][0] for q in queue]
+               for sid, queue in model.interval_.issued_.items()}
     model.predict(frame=train)
-    assert model.interval_.issued_ == {}
+    assert {sid: [q["timestamps"][0] for q in queue]
+            for sid, queue in model.interval_.issued_.items()} == origins
 
 
 def test_adaptive_config_errors_and_old_configs_load():

@@ -61,5 +61,5 @@ def test_forecaster_with_segment_decoder_streams_like_one_pass():
                                                   linear_skip_intercept=False))
     model = RNNForecaster(config).fit(train)
     one_pass = model.predict(frame=frame)[Y_HAT].to_numpy()
-    np.testing.assert_allclose(model.update(new).predict()[Y_HAT].to_numpy(), one_pass,
+    np.testing.assert_allclose(model.update(new)[Y_HAT].to_numpy(), one_pass,
                                rtol=1e-5, atol=1e-6)

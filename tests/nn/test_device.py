@@ -91,14 +91,14 @@ def test_a_stateful_forecaster_predicts_and_updates_identically_after_map_locati
     loaded = load_estimator(path, map_location=torch.device("cpu"))
     assert loaded.predict().equals(original.predict())
     fresh = RNNForecaster.load(path)
-    assert fresh.update(new).predict().equals(loaded.update(new).predict())
+    assert fresh.update(new).equals(loaded.update(new))
 
 
 def test_to_moves_module_and_state_together_and_predict_still_works(saved, frames):
     _, path = saved["forecaster"]
     loaded = load_estimator(path).to("cpu")
     assert _devices(loaded) == {"cpu"}
-    assert loaded.update(frames[1]).predict().height > 0
+    assert loaded.update(frames[1]).height > 0
 
 
 def test_the_pyfunc_wrapper_loads_onto_the_asked_device(saved, monkeypatch):
@@ -132,7 +132,7 @@ def test_load_onto_cuda_then_predict_and_update(saved, frames, role):
         expected = original.predict()
         assert forecast["y_hat"].to_numpy() == pytest.approx(expected["y_hat"].to_numpy(),
                                                               rel=1e-4, abs=1e-4)
-        assert loaded.update(new).predict()["y_hat"].is_finite().all()
+        assert loaded.update(new)["y_hat"].is_finite().all()
         assert _devices(loaded) == {"cuda"}
     else:
         scores = loaded.update(new)

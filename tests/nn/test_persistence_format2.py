@@ -25,7 +25,7 @@ def test_a_format_2_forecaster_predicts_and_updates_as_it_did(tmp_path):
     assert (folder / "state.pkl").is_file()
     forecaster = RNNForecaster.load(folder)
     assert_frame_equal(forecaster.predict(), _read("rnn_predict"))
-    assert_frame_equal(forecaster.update(_read("forecast_new")).predict(),
+    assert_frame_equal(forecaster.update(_read("forecast_new")),
                        _read("rnn_update_predict"))
 
 
