@@ -216,8 +216,8 @@ def scale_run(n_series: int, n_runs: int, n_train: int, folder: Path,
     group = GroupConfig("sensors", series=("sensor/*",), forecaster="lstm", detector="zscore")
     models = {
         "lstm": ModelConfig("lstm", "recurra.forecasting.RNNForecaster", {
-            "cell": "lstm", "hidden_size": 16, "lookback": 24, "horizon": 6, "stateful": True,
-            "tbptt_length": 48, "max_windows_per_epoch": 512,
+            "encoder": {"cell": "lstm", "hidden_size": 16}, "lookback": 24, "horizon": 6,
+            "stateful": True, "tbptt": {"length": 48}, "max_windows_per_epoch": 512,
             "train": {"max_epochs": 2, "batch_size": 64}}),
         "zscore": ModelConfig("zscore", "recurra.anomaly.baselines.RollingZScoreDetector",
                               {"window": 24, "threshold": {"kind": "spot", "risk": 1e-4}}),
