@@ -144,7 +144,8 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
     frame = contract(frame, name=f"group {group.name!r}")  # the one check of this run
     train, rest = split_by_time(frame, config.training.validation_share)
     ends = frame.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).max())
-    trained_ids = [i for i in ids if i in set(frame[SERIES_ID].unique().to_list())]
+    present = set(frame[SERIES_ID].unique().to_list())  # once: not per series (O(n^2))
+    trained_ids = [i for i in ids if i in present]
     result: dict[str, Any] = {"group": group.name, "series": trained_ids, "reason": reason,
                               "trained_until": frame[TIMESTAMP].max().isoformat(),
                               "series_until": {r[SERIES_ID]: r[TIMESTAMP].isoformat()
