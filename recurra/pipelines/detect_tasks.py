@@ -72,7 +72,9 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
         out["reasons"] = [] if champions else ["no champion registered yet"]
         return out
     version = "-".join(f"{role}-v{found[1]}" for role, found in sorted(champions.items()))
-    marks = _watermarks(store, group, ids, version, champions)
+    ends = _training_ends(store, [(group.model_name(role), str(found[1]))
+                                  for role, found in champions.items()])  # read once a run
+    marks = _watermarks(store, group, ids, version, ends)
     models = {role: _cached(role, group, found, tracker) for role, found in champions.items()}
     while True:
         new = incremental.new_rows(store, ids, marks, config.monitoring.catch_up_steps)
@@ -108,7 +110,7 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
     _log_paths(group, out["paths"])
     decision = monitoring.retrain_decision(
         group.name, _live_history(store, group, config.monitoring.consecutive_runs),
-        _drift(group, config, store, ids, champions), config.monitoring)
+        _drift(group, config, store, ends, champions), config.monitoring)
     out["retrain"], out["reasons"] = decision.retrain, list(decision.reasons)
     return out
 
@@ -244,13 +246,13 @@ def _score_live(group: GroupConfig, config: PipelineConfig, store: Any,
     return {r[SERIES_ID]: r["mae"] for r in rows.iter_rows(named=True)}
 
 
-def _drift(group: GroupConfig, config: PipelineConfig, store: Any, ids: list[str],
-           champions: dict[str, tuple[Any, str]]) -> list[monitoring.DriftResult]:
+def _drift(group: GroupConfig, config: PipelineConfig, store: Any,
+           ends: dict[str, dt.datetime], champions: dict[str, tuple[Any, str]]
+           ) -> list[monitoring.DriftResult]:
     """Drift of the latest rows after each series' training end against its training
     window: the reference (the last ``drift_reference_rows`` of the training window) is read
-    once per champion version and cached; each run reads only the recent window."""
-    ends = _training_ends(store, [(group.model_name(role), str(found[1]))
-                                  for role, found in champions.items()])
+    once per champion version and cached; each run reads only the recent window.
+    ``ends``: each series' training end under the champions (:func:`_training_ends`)."""
     if not ends:
         return []
     role, (_, version) = sorted(champions.items())[0]
@@ -279,7 +281,7 @@ def _live_history(store: Any, group: GroupConfig, n_runs: int) -> pl.DataFrame:
 
 
 def _watermarks(store: Any, group: GroupConfig, ids: list[str], version: str,
-                champions: dict[str, tuple[Any, str]]) -> dict[str, dt.datetime | None]:
+                ends: dict[str, dt.datetime]) -> dict[str, dt.datetime | None]:
     """Last consumed timestamp per series for this set of champion versions; for a new set,
     each series' training end under those versions (their state stops there)."""
     lazy = store.scan_table("watermarks")
@@ -288,8 +290,6 @@ def _watermarks(store: Any, group: GroupConfig, ids: list[str], version: str,
         mine = lazy.filter((pl.col("group") == group.name)
                            & (pl.col("version") == version)).collect()
         marks = dict(zip(mine[SERIES_ID].to_list(), mine["watermark"].to_list(), strict=True))
-    ends = _training_ends(store, [(group.model_name(role), str(found[1]))
-                                  for role, found in champions.items()])
     return {sid: marks.get(sid, ends.get(sid)) for sid in ids}
 
 
