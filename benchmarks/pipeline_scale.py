@@ -193,11 +193,11 @@ class PeakRss:
 
 
 def scale_run(n_series: int, n_runs: int, n_train: int, folder: Path,
-              profile_run: int | None = None) -> dict:
+              profile_run: int | None = None, warm: bool = False) -> dict:
     import polars as pl
 
     from recurra.data.store import Store
-    from recurra.pipelines import tasks
+    from recurra.pipelines import detect_tasks, tasks
     from recurra.pipelines.config import (
         GroupConfig,
         ModelConfig,
@@ -233,6 +233,8 @@ def scale_run(n_series: int, n_runs: int, n_train: int, folder: Path,
     for run in range(n_runs):
         rows = frame.filter(pl.col("timestamp") == stamps[n_train + run])
         ingest_s.append(_ingest(rows, folder, store, f"run{run}"))
+        if not warm:  # as under `recurra serve`: each flow run is a new process
+            detect_tasks._KEPT.clear()
         profiler = _profiler(run == profile_run)
         started = time.perf_counter()
         with PeakRss() as rss:
@@ -322,6 +324,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-m1", action="store_true", help="S2 only")
     parser.add_argument("--profile", type=int, default=None, metavar="RUN",
                         help="cProfile detect run RUN (1-based) and print the top functions")
+    parser.add_argument("--warm", action="store_true",
+                        help="keep the saved models in memory between runs (one long-lived "
+                             "process); by default each run loads them, as a served run does")
     parser.add_argument("--quick", action="store_true", help="200 series, 10 runs")
     parser.add_argument("--write", action="store_true",
                         help="write benchmarks/results/pipeline_scale.json")
@@ -339,7 +344,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_s2:
         with tempfile.TemporaryDirectory(prefix="recurra-scale-") as folder:
             result["s2"] = scale_run(args.series, args.runs, args.train_rows, Path(folder),
-                                     None if args.profile is None else args.profile - 1)
+                                     None if args.profile is None else args.profile - 1,
+                                     warm=args.warm)
     result["load_average_1min"] = os.getloadavg()[0]
     result["quick"] = args.quick
     if args.write:
