@@ -9,8 +9,10 @@ on a given device.
 
 * ``meta.json``: ``format_version`` (3), ``class``, ``config_class``, ``config``.
 * ``state.json``: the state as a versioned JSON tree (:mod:`recurra.nn.state_tree`), the
-  name and SHA-256 of the weights file.  Classes are named, and only those under
-  ``recurra.`` are rebuilt (old module paths map through :mod:`recurra._legacy`).
+  name and SHA-256 of the weights file, and the caller's ``extra`` (plain JSON committed
+  with the state, such as how far each series was consumed: :func:`saved_extra`).
+  Classes are named, and only those under ``recurra.`` are rebuilt (old module paths map
+  through :mod:`recurra._legacy`).
 * ``weights.pt``: the array data, packed into a few flat ``uint8`` buffers (one per numpy
   dtype, one for all tensor storages), written by ``torch.save`` and read with
   ``torch.load(..., weights_only=True)``.  A save over an existing folder of the same model
@@ -21,6 +23,9 @@ on a given device.
 Folders of formats 1 and 2 (pickles) still load through
 :mod:`recurra.nn._persistence_legacy`, the only place that reads pickles.  A corrupt or
 truncated file raises :class:`~recurra.data.schema.RecurraError` naming it.
+
+Every file is flushed to disk (``fsync``) before the rename that publishes it, and the
+folder after, so a save that returned survives a power cut as well as a killed process.
 """
 
 from __future__ import annotations
@@ -71,9 +76,14 @@ def config_from_dict(config_class: type, values: dict[str, Any]) -> Any:
                         warn=False, unknown="ignore")
 
 
-def save_estimator(estimator: Any, path: str | Path) -> Path:
+def save_estimator(estimator: Any, path: str | Path, *,
+                   extra: dict[str, Any] | None = None) -> Path:
     """Write ``estimator`` to the folder ``path`` in format 3, atomically: a crash at any
     point leaves the previous save at ``path`` loadable (or nothing, for a new folder).
+
+    ``extra`` (JSON values) is written into ``state.json`` and so committed in the same
+    rename as the state: :func:`saved_extra` reads it back.  The scheduled detect run keeps
+    there the last timestamp each series' state has consumed.
 
     A state holding something format 3 cannot store (a class outside ``recurra``) raises
     before anything is written, naming where in the state it sits.  Saving again over a
@@ -99,6 +109,8 @@ def save_estimator(estimator: Any, path: str | Path) -> Path:
     torch.save(buffers, weights)
     data = weights.getvalue()
     digest = hashlib.sha256(data).hexdigest()
+    if extra is not None:
+        tree = {**tree, "extra": extra}
     if _reads(target / META_FILE) == meta_text:
         current = _current_document(target)
         if current is not None:
@@ -106,18 +118,51 @@ def save_estimator(estimator: Any, path: str | Path) -> Path:
             return target
     document = {"weights": WEIGHTS_FILE, "sha256": digest, **tree}
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=target.parent))
-    (staging / META_FILE).write_text(meta_text)
-    (staging / WEIGHTS_FILE).write_bytes(data)
-    (staging / TREE_FILE).write_text(_document_text(document))
+    _write_durably(staging / META_FILE, meta_text.encode())
+    _write_durably(staging / WEIGHTS_FILE, data)
+    _write_durably(staging / TREE_FILE, _document_text(document).encode())
+    _sync_folder(staging)
     backup = _backup(target)
     if target.exists():
         if backup.exists():  # left by a save that crashed after its swap
             _remove_tree(backup)
         os.replace(target, backup)
     os.replace(staging, target)  # a crash before this: the backup loads (saved_folder)
+    _sync_folder(target.parent)
     if backup.exists():
         _remove_tree(backup)
     return target
+
+
+def saved_extra(path: str | Path) -> dict[str, Any]:
+    """The ``extra`` that :func:`save_estimator` committed with the last complete save at
+    ``path`` (``{}`` when there is none, or for a folder of formats 1 and 2)."""
+    folder = saved_folder(path)
+    document = None if folder is None else _current_document(folder)
+    extra = document.get("extra") if document is not None else None
+    return extra if isinstance(extra, dict) else {}
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and flush it to disk before returning."""
+    with open(path, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush ``folder``'s entries (the renames into it) to disk, where the OS allows."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:  # some filesystems refuse fsync on a directory
+        pass
+    finally:
+        os.close(handle)
 
 
 def _replace_state(folder: Path, current: dict[str, Any], tree: dict[str, Any], data: bytes,
@@ -128,14 +173,15 @@ def _replace_state(folder: Path, current: dict[str, Any], tree: dict[str, Any], 
     name = old_weights if current.get("sha256") == digest else f"weights-{digest[:16]}.pt"
     if name != old_weights:
         partial = folder / f".{name}.partial"
-        partial.write_bytes(data)
+        _write_durably(partial, data)
         os.replace(partial, folder / name)
     text = _document_text({"weights": name, "sha256": digest, **tree})
     if text != _reads(folder / TREE_FILE):
         handle, staged = tempfile.mkstemp(prefix=".state-", suffix=".json", dir=folder)
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
+        os.close(handle)
+        _write_durably(Path(staged), text.encode())
         os.replace(staged, folder / TREE_FILE)  # the commit
+        _sync_folder(folder)
     for stale in folder.iterdir():  # the previous weights; leftovers of crashed saves
         if stale.name != name and (stale.name == WEIGHTS_FILE or stale.name.startswith(
                 (".weights-", ".state-")) or (stale.name.startswith("weights-")

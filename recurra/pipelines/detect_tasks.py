@@ -34,6 +34,7 @@ from recurra.nn.persistence import (
     TREE_FILE,
     load_estimator,
     save_estimator,
+    saved_extra,
     saved_folder,
 )
 from recurra.pipelines import incremental, monitoring, runs
@@ -59,6 +60,12 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
     "retrain", "reasons", "live", "chunks", "steps", "paths"}``.  A backlog (missed runs)
     is processed in time order in chunks of ``monitoring.catch_up_steps`` rows per series;
     ``steps`` counts the new timestamps (one per run when on time).
+
+    Order, so that a run killed at any point is repaired by the next one: the outputs
+    (upserts by key, so a rerun writes the same rows), then each model's state together with
+    the last timestamp it consumed per series (one commit, ``save_estimator(extra=...)``),
+    then the ``watermarks`` table.  A model whose saved state is past the watermarks (a
+    crash before they were written) skips the rows it has already consumed.
     """
     tracker = runs.registry_backend()
     ids = group_series(config, store).get(group.name, [])
@@ -76,27 +83,35 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
                                   for role, found in champions.items()])  # read once a run
     marks = _watermarks(store, group, ids, version, ends)
     models = {role: _cached(role, group, found, tracker) for role, found in champions.items()}
+    consumed = {role: _consumed(folder, marks) for role, (_, folder) in models.items()}
+    reached: dict[str, Any] = {}
     while True:
-        new = incremental.new_rows(store, ids, marks, config.monitoring.catch_up_steps)
+        lower = {sid: min((c[sid] for c in consumed.values()), key=_order)
+                 for sid in ids}
+        new = incremental.new_rows(store, ids, lower, config.monitoring.catch_up_steps)
         if new.is_empty():
             break
         out["chunks"] += 1
         out["new_rows"] += new.height
         out["steps"] += new[TIMESTAMP].n_unique()
-        if "forecaster" in models:
-            live, path = _forecast_step(group, config, store, new, run_id,
+        rows = {role: _unseen(new, consumed[role], lower) for role in models}
+        if "forecaster" in models and rows["forecaster"].height:
+            live, path = _forecast_step(group, config, store, rows["forecaster"], run_id,
                                         champions["forecaster"], models["forecaster"][0],
-                                        marks)
+                                        consumed["forecaster"])
             out["live"].update(live)
             out["paths"].append(f"forecaster {path}")
-        if "detector" in models:
-            events, path = _detect_step(store, new, run_id, models["detector"][0])
+        if "detector" in models and rows["detector"].height:
+            events, path = _detect_step(store, rows["detector"], run_id,
+                                        models["detector"][0])
             out["events"] += events
             out["paths"].append(f"detector {path}")
-        _write_watermarks(store, group, new, version)
-        reached = new.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).max())
-        marks.update(dict(zip(reached[SERIES_ID].to_list(), reached[TIMESTAMP].to_list(),
-                              strict=True)))
+        last = new.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).max())
+        last = dict(zip(last[SERIES_ID].to_list(), last[TIMESTAMP].to_list(), strict=True))
+        reached.update(last)
+        for marks_of in consumed.values():
+            marks_of.update({sid: max(stamp, marks_of[sid], key=_order)
+                             for sid, stamp in last.items()})
         if new.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).n_unique())[TIMESTAMP].max() \
                 < config.monitoring.catch_up_steps:
             break  # a short chunk: nothing more has arrived
@@ -104,9 +119,12 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
         for estimator, folder in models.values():
             _keep(folder, estimator)
         return out
-    for estimator, folder in models.values():
-        save_estimator(estimator, folder)
+    for role, (estimator, folder) in models.items():  # the state and what it consumed
+        save_estimator(estimator, folder, extra={"consumed": {
+            sid: stamp.isoformat() for sid, stamp in consumed[role].items()
+            if stamp is not None}})
         _keep(folder, estimator)
+    _write_watermarks(store, group, reached, version)  # last: a record of the commits
     _log_paths(group, out["paths"])
     decision = monitoring.retrain_decision(
         group.name, _live_history(store, group, config.monitoring.consecutive_runs),
@@ -231,7 +249,7 @@ def _score_live(group: GroupConfig, config: PipelineConfig, store: Any,
                                  & (pl.col("version") == str(champion[1])))
         if match.height:
             reference = json.loads(match["validation_mae"][0])
-    previous = _live_history(store, group, 1)
+    previous = _live_history(store, group, 1, before_run=run_id)
     rows = monitoring.live_rows(
         errors, reference, run_id, group.name, config.monitoring.error_margin,
         previous_cusum=(dict(zip(previous[SERIES_ID].to_list(), previous["cusum"].to_list(),
@@ -260,22 +278,24 @@ def _drift(group: GroupConfig, config: PipelineConfig, store: Any,
     if cache.is_file():
         reference = pl.read_parquet(cache)
     else:
-        frame = store.read(series_ids=list(ends), end=max(ends.values()))
-        reference = monitoring.drift_inputs(
-            _cut(frame, ends, after=False).group_by([SERIES_ID, CHANNEL]).tail(
-                config.monitoring.drift_reference_rows), group.drift_on)
+        reference = monitoring.drift_inputs(incremental.reference_rows(
+            store, list(ends), ends, config.monitoring.drift_reference_rows), group.drift_on)
         cache.parent.mkdir(parents=True, exist_ok=True)
         reference.write_parquet(cache)
     recent = incremental.recent_rows(store, list(ends), ends, config.monitoring.drift_window)
     return monitoring.drift_by_series(reference, recent, config.monitoring, on=group.drift_on)
 
 
-def _live_history(store: Any, group: GroupConfig, n_runs: int) -> pl.DataFrame:
+def _live_history(store: Any, group: GroupConfig, n_runs: int,
+                  before_run: str | None = None) -> pl.DataFrame:
     """The latest ``n_runs`` ``live_metrics`` rows per series of ``group`` (a bounded scan
-    pushed into the store, not the whole table)."""
+    pushed into the store, not the whole table); ``before_run``: without that run's own
+    rows (a retried run continues the CUSUM from the run before, not from its first try)."""
     lazy = store.scan_table("live_metrics")
     if lazy is None:
         return pl.DataFrame()
+    if before_run is not None:
+        lazy = lazy.filter(pl.col("run_id") != before_run)
     return (lazy.filter(pl.col("group") == group.name).sort("evaluated_at")
             .group_by(SERIES_ID, maintain_order=True).tail(n_runs).collect())
 
@@ -308,15 +328,38 @@ def _training_ends(store: Any, versions: list[tuple[str, str]]) -> dict[str, dt.
     return ends
 
 
-def _cut(frame: pl.DataFrame, marks: dict[str, Any], after: bool) -> pl.DataFrame:
-    return incremental.cut(frame, marks, after)
-
-
-def _write_watermarks(store: Any, group: GroupConfig, new: pl.DataFrame, version: str) -> None:
-    marks = new.group_by(SERIES_ID).agg(pl.col(TIMESTAMP).max().alias("watermark"))
+def _write_watermarks(store: Any, group: GroupConfig, reached: dict[str, Any],
+                      version: str) -> None:
+    marks = pl.DataFrame({SERIES_ID: list(reached), "watermark": list(reached.values())},
+                         schema={SERIES_ID: pl.Utf8, "watermark": pl.Datetime("us", "UTC")})
     marks = marks.with_columns(pl.lit(group.name).alias("group"), pl.lit(version).alias("version"),
                                pl.lit(dt.datetime.now(dt.UTC)).alias("updated_at"))
     store.write_table("watermarks", marks, key=(SERIES_ID, "group", "version"))
+
+
+def _consumed(folder: Path, marks: dict[str, Any]) -> dict[str, Any]:
+    """Per series, the last timestamp the model saved in ``folder`` has consumed: what its
+    last save committed with the state, or the watermark when that is later or absent."""
+    saved = saved_extra(folder).get("consumed", {})
+    out = dict(marks)
+    for sid, text in saved.items():
+        if sid in out:
+            out[sid] = max(out[sid], dt.datetime.fromisoformat(text), key=_order)
+    return out
+
+
+def _order(stamp: Any) -> tuple[bool, Any]:
+    """Sort key putting None (nothing consumed) before every timestamp."""
+    return (stamp is not None, stamp)
+
+
+def _unseen(new: pl.DataFrame, consumed: dict[str, Any], lower: dict[str, Any]
+            ) -> pl.DataFrame:
+    """The rows of ``new`` after what a model has consumed (all of them when the model is
+    where the read started, the usual case)."""
+    if all(consumed[sid] == lower[sid] for sid in lower):
+        return new
+    return incremental.cut(new, consumed, after=True)
 
 
 def events_from_scores(scores: pl.DataFrame, min_share: float = 0.2) -> pl.DataFrame:

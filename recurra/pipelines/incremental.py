@@ -86,6 +86,19 @@ def recent_rows(store: Any, ids: list[str], ends: dict[str, Any], n_rows: int
     return frame.group_by([SERIES_ID, CHANNEL], maintain_order=True).tail(n_rows)
 
 
+def reference_rows(store: Any, ids: list[str], ends: dict[str, Any], n_rows: int
+                   ) -> pl.DataFrame:
+    """The last ``n_rows`` rows per series and channel up to each series' training end
+    (``ends``); the read starts ``n_rows`` spacings before the earliest end when the
+    catalogue gives every series a fixed spacing (not at the start of the history)."""
+    if not ends:
+        return store.read(series_ids=[])
+    start = _upper_bound(store, ids, min(ends.values()), -n_rows)
+    frame = cut(store.read(series_ids=ids, start=start, end=max(ends.values())), ends,
+                after=False)
+    return frame.group_by([SERIES_ID, CHANNEL], maintain_order=True).tail(n_rows)
+
+
 def open_forecasts(store: Any, ids: list[str], start: Any, end: Any) -> pl.DataFrame:
     """Stored forecasts of ``ids`` whose target timestamp lies in ``(start, end]`` (all of
     them up to ``end`` when ``start`` is None): what the new rows can resolve."""

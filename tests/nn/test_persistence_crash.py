@@ -38,7 +38,7 @@ def _value(folder: Path) -> float:
 
 
 def _crash_on(monkeypatch, what: str, call: int) -> None:
-    """Make the ``call``-th ``os.replace`` / ``Path.write_*`` of persistence raise."""
+    """Make the ``call``-th ``os.replace`` / durable file write of persistence raise."""
     calls = {"n": 0}
 
     def counting(real):
@@ -52,7 +52,8 @@ def _crash_on(monkeypatch, what: str, call: int) -> None:
     if what == "replace":
         monkeypatch.setattr(persistence.os, "replace", counting(os.replace))
     else:
-        monkeypatch.setattr(Path, "write_bytes", counting(Path.write_bytes))
+        monkeypatch.setattr(persistence, "_write_durably",
+                            counting(persistence._write_durably))
 
 
 def test_saving_again_replaces_the_state_in_place_and_removes_the_old_weights(tmp_path):
@@ -109,6 +110,45 @@ def test_a_crash_after_the_commit_leaves_the_new_state(tmp_path, monkeypatch):
 
 def _raise():
     raise _Crash("unlink")
+
+
+def test_extra_is_committed_with_the_state_it_describes(tmp_path, monkeypatch):
+    folder = save_estimator(_estimator(1.0), tmp_path / "model", extra={"consumed": {"a": 1}})
+    assert persistence.saved_extra(folder) == {"consumed": {"a": 1}}
+    save_estimator(_estimator(2.0), folder, extra={"consumed": {"a": 2}})  # in place
+    assert persistence.saved_extra(folder) == {"consumed": {"a": 2}}
+    _crash_on(monkeypatch, "replace", 2)  # the weights moved in, state.json not replaced
+    with pytest.raises(_Crash):
+        save_estimator(_estimator(3.0), folder, extra={"consumed": {"a": 3}})
+    monkeypatch.undo()
+    assert _value(folder) == 2.0 and persistence.saved_extra(folder) == {"consumed": {"a": 2}}
+    save_estimator(_estimator(4.0), folder)  # a save without extra drops it
+    assert persistence.saved_extra(folder) == {}
+    assert persistence.saved_extra(tmp_path / "absent") == {}
+
+
+def test_every_file_and_the_folder_are_flushed_before_the_rename_publishes_them(
+        tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(persistence.os, "fsync",
+                        lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                    real_fsync(fd)))
+    monkeypatch.setattr(persistence.os, "replace",
+                        lambda src, dst: (events.append(("replace", str(src))),
+                                          real_replace(src, dst)))
+    folder = save_estimator(_estimator(1.0), tmp_path / "model")
+    events.clear()
+    save_estimator(_estimator(2.0), folder)  # in place: new weights, then state.json
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["fsync", "replace", "fsync", "replace", "fsync"]
+    assert events[0][1] == events[1][1] and events[2][1] == events[3][1]  # file before rename
+    assert events[4][1] == str(folder)  # then the folder holding the renamed entries
+    events.clear()
+    save_estimator(_estimator(3.0, _Config(scale=5.0)), folder)  # a new folder, swapped in
+    synced = [path for kind, path in events if kind == "fsync"]
+    assert sum(Path(p).name in ("meta.json", "weights.pt", "state.json") for p in synced) == 3
+    assert synced[-1] == str(tmp_path) and events[-1][0] == "fsync"
 
 
 @pytest.mark.parametrize("call", [1, 2])

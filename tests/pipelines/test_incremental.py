@@ -213,3 +213,122 @@ def test_a_failed_run_leaves_no_state_in_memory(tmp_path, monkeypatch, champions
                         lambda folder, **kw: loads.append(folder) or real_load(folder, **kw))
     out = tasks.detect_group(group, config, store, "run2-retry")
     assert len(loads) == 2 and out["steps"] == 1  # both reloaded from what run 1 saved
+
+
+def _on_time(tmp_path, monkeypatch, champions, n_runs: int):
+    store, group, config = _setup(tmp_path, monkeypatch, champions)
+    for step in range(1, n_runs + 1):
+        _arrive(store, champions, step)
+        tasks.detect_group(group, config, store, f"run{step}")
+    return _scores_and_forecasts(store)[0], store
+
+
+@pytest.mark.parametrize("fresh_process", [False, True])
+def test_a_run_killed_after_saving_its_models_is_repaired_by_the_next(
+        tmp_path, monkeypatch, champions, fresh_process):
+    from recurra.pipelines import detect_tasks
+
+    expected, _ = _on_time(tmp_path / "on-time", monkeypatch, champions, 4)
+    store, group, config = _setup(tmp_path / "killed", monkeypatch, champions)
+    for step in (1, 2):
+        _arrive(store, champions, step)
+        tasks.detect_group(group, config, store, f"run{step}")
+    real = detect_tasks._write_watermarks
+    monkeypatch.setattr(detect_tasks, "_write_watermarks",
+                        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
+    _arrive(store, champions, 3)
+    with pytest.raises(RuntimeError, match="killed"):
+        tasks.detect_group(group, config, store, "run3")  # models saved, watermarks not
+    monkeypatch.setattr(detect_tasks, "_write_watermarks", real)
+    marks = store.read_table("watermarks")
+    assert marks["watermark"].max() < champions[1][N_TRAIN + 2]  # behind the saved state
+    if fresh_process:
+        detect_tasks._KEPT.clear()
+    _arrive(store, champions, 4)
+    out = tasks.detect_group(group, config, store, "run4")
+    assert out["new_rows"] == 3  # both models consumed row 3: the read starts after it
+    assert "forecaster fleet: 3 series x 1 steps" in out["paths"]
+    assert "detector fleet: 3 series x 1 steps" in out["paths"]
+    assert_frame_equal(_scores_and_forecasts(store)[0], expected, check_exact=False,
+                       abs_tol=1e-9)
+    assert store.read_table("watermarks")["watermark"].max() == champions[1][N_TRAIN + 3]
+
+
+def test_a_run_killed_before_saving_its_models_is_redone_with_the_same_scores(
+        tmp_path, monkeypatch, champions):
+    from recurra.pipelines import detect_tasks
+
+    expected, on_time = _on_time(tmp_path / "on-time", monkeypatch, champions, 3)
+    store, group, config = _setup(tmp_path / "killed", monkeypatch, champions)
+    for step in (1, 2):
+        _arrive(store, champions, step)
+        tasks.detect_group(group, config, store, f"run{step}")
+    real = detect_tasks.save_estimator
+    monkeypatch.setattr(detect_tasks, "save_estimator",
+                        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
+    _arrive(store, champions, 3)
+    with pytest.raises(RuntimeError, match="killed"):
+        tasks.detect_group(group, config, store, "run3")  # outputs written, no state saved
+    monkeypatch.setattr(detect_tasks, "save_estimator", real)
+    out = tasks.detect_group(group, config, store, "run3")  # the flow's retry: same run id
+    assert out["steps"] == 1
+    assert_frame_equal(_scores_and_forecasts(store)[0], expected, check_exact=False,
+                       abs_tol=1e-9)
+    live = [s.read_table("live_metrics").sort(["series_id", "run_id"])
+            .select("series_id", "run_id", "cusum") for s in (on_time, store)]
+    assert_frame_equal(live[0], live[1])  # the retry continues run 2's CUSUM, not its own
+
+
+def test_a_run_killed_between_the_two_saves_feeds_each_model_what_it_has_not_seen(
+        tmp_path, monkeypatch, champions):
+    from recurra.pipelines import detect_tasks
+
+    expected, on_time = _on_time(tmp_path / "on-time", monkeypatch, champions, 4)
+    store, group, config = _setup(tmp_path / "killed", monkeypatch, champions)
+    for step in (1, 2):
+        _arrive(store, champions, step)
+        tasks.detect_group(group, config, store, f"run{step}")
+    real, saved = detect_tasks.save_estimator, []
+
+    def second_fails(estimator, folder, **kwargs):
+        if saved:
+            raise RuntimeError("killed")
+        saved.append(folder)
+        return real(estimator, folder, **kwargs)
+
+    monkeypatch.setattr(detect_tasks, "save_estimator", second_fails)
+    _arrive(store, champions, 3)
+    with pytest.raises(RuntimeError, match="killed"):
+        tasks.detect_group(group, config, store, "run3")
+    monkeypatch.setattr(detect_tasks, "save_estimator", real)
+    assert saved[0].parent.name == "recurra-g-forecast"  # the forecaster is one row ahead
+    detect_tasks._KEPT.clear()
+    _arrive(store, champions, 4)
+    out = tasks.detect_group(group, config, store, "run4")
+    assert out["new_rows"] == 2 * 3 and out["steps"] == 2
+    assert "forecaster fleet: 3 series x 1 steps" in out["paths"]  # row 4 only
+    assert "detector fleet: 3 series x 2 steps" in out["paths"]  # rows 3 and 4
+    assert_frame_equal(_scores_and_forecasts(store)[0], expected, check_exact=False,
+                       abs_tol=1e-9)
+    final = [f.filter(pl.col("issued_at") == f["issued_at"].max()).sort(["series_id", "step"])
+             for f in (s.read_table("forecasts") for s in (on_time, store))]
+    assert final[0]["y_hat"].to_list() == pytest.approx(final[1]["y_hat"].to_list(), abs=1e-6)
+
+
+def test_the_drift_reference_reads_only_the_rows_before_the_training_end(tmp_path, champions):
+    from recurra.pipelines import incremental
+
+    frame, stamps, _ = champions
+    store = Store(tmp_path / "store")
+    store.upsert(frame, source="test")
+    ends = {"s0": stamps[100], "s1": stamps[90], "s2": stamps[100]}
+    expected = incremental.cut(frame, ends, after=False).group_by(
+        ["series_id", "channel"], maintain_order=True).tail(20)
+    read = []
+    real = store.read
+    store.read = lambda **kw: read.append(real(**kw).height) or real(**kw)
+    got = incremental.reference_rows(store, ["s0", "s1", "s2"], ends, 20)
+    assert_frame_equal(got.sort(["series_id", "timestamp"]),
+                       expected.sort(["series_id", "timestamp"]))
+    assert got.group_by("series_id").len()["len"].to_list() == [20] * 3
+    assert read == [3 * 31]  # from 20 spacings before the earliest end to the latest
