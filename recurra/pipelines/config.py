@@ -206,12 +206,34 @@ class RunnerConfig:
 class MonitoringConfig:
     """When live error or input drift triggers a retrain (the promotion gate still decides).
 
-    error_margin : retrain when a series' live MAE exceeds this times its validation MAE ...
+    error_margin : retrain when a series' live MAE exceeds this times its reference MAE ...
     consecutive_runs : ... for this many consecutive detect runs.
-    drift_test : ``"ks"`` (two-sample Kolmogorov-Smirnov), ``"psi"`` (population stability
+    reference_steps : the reference of the live accuracy test: when a forecaster is trained,
+        the last this many validation rows per series are replayed one at a time and its
+        one-step MAE over them is kept (0: the MAE of the gate's validation folds instead,
+        a handful of points from one or two origins).
+    accuracy_test : ``"cusum"``: a one-sided CUSUM per series of ``points x (live /
+        reference MAE - error_margin)``, flagged above ``cusum_threshold``; ``"runs"``: live
+        MAE above the margin for ``consecutive_runs`` runs in a row.
+    cusum_threshold : the CUSUM statistic that flags a series.
+    accuracy_min_share : the group is retrained on live accuracy when at least this share
+        of its monitored series is flagged.  A series flagged alone is listed to watch: on
+        stationary sensor series the test fires for about 5 % of the series at any one run
+        (``benchmarks/pipeline_scale.py``), which says little about a global model.
+    drift_test : ``"mean_variance"`` (a shift of mean or variance, with autocorrelation-robust
+        variances), ``"ks"`` (two-sample Kolmogorov-Smirnov), ``"psi"`` (population stability
         index over 10 training-quantile bins, drift above 0.25) or ``"none"``.
-    drift_pvalue : drift when the KS test's p-value is below this.
+    drift_correction : ``"bh"``: Benjamini-Hochberg across the group's series and channels
+        at ``drift_fdr``; ``"none"``: each test at ``drift_pvalue``.
+    drift_fdr : the false-discovery rate of the drift flags.
+    drift_min_effect : the smallest shift flagged, in training standard deviations.
+    drift_pvalue : drift when the test's p-value is below this (``drift_correction =
+        "none"``).
+    catch_up_steps : rows per series per chunk when a detect run has a backlog (missed
+        runs are processed in time order, in chunks of this many rows).
     drift_window : the last this many observed values are compared with the training window.
+    drift_reference_rows : the last this many rows of the training window per channel are
+        the drift test's reference.
     min_drift_rows : fewest values on each side for a drift test to run.
     """
 
@@ -219,6 +241,8 @@ class MonitoringConfig:
     consecutive_runs: int = 3
     accuracy_test: str = "cusum"      # "cusum" on live/validation MAE, or "runs" (N in a row)
     cusum_threshold: float = 8.0
+    reference_steps: int = 24         # one-step replay over the last validation rows
+    accuracy_min_share: float = 0.2   # share of the group's series flagged to retrain
     drift_test: str = "mean_variance"  # recurra.anomaly.drift.DRIFT_TESTS, or "none"
     drift_correction: str = "bh"      # Benjamini-Hochberg across series/channels, or "none"
     drift_fdr: float = 0.05
@@ -235,6 +259,13 @@ class MonitoringConfig:
                               "(live error is compared with margin x validation error)")
         _check_positive("monitoring.consecutive_runs", self.consecutive_runs)
         _check_choice("monitoring.accuracy_test", self.accuracy_test, ("cusum", "runs"))
+        if not 0.0 <= self.accuracy_min_share <= 1.0:
+            raise ConfigError(f"`monitoring.accuracy_min_share` ({self.accuracy_min_share}) "
+                              "must be in [0, 1]")
+        if isinstance(self.reference_steps, bool) or not isinstance(self.reference_steps, int) \
+                or self.reference_steps < 0:
+            raise ConfigError(f"`monitoring.reference_steps` ({self.reference_steps!r}) must "
+                              "be an integer >= 0")
         if not self.cusum_threshold > 0.0:
             raise ConfigError(f"`monitoring.cusum_threshold` ({self.cusum_threshold}) must "
                               "be > 0")

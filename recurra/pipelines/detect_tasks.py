@@ -57,9 +57,10 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
     time step for all series; per-series ``update`` only where a model cannot be batched,
     named in ``out["paths"]``), writes forecasts, scores, events, live metrics and
     watermarks, runs the drift test and returns ``{"group", "new_rows", "events",
-    "retrain", "reasons", "live", "chunks", "steps", "paths"}``.  A backlog (missed runs)
-    is processed in time order in chunks of ``monitoring.catch_up_steps`` rows per series;
-    ``steps`` counts the new timestamps (one per run when on time).
+    "retrain", "reasons", "watch", "live", "chunks", "steps", "paths"}`` (``watch``: the
+    series whose live accuracy test fired, :class:`monitoring.RetrainDecision`).  A backlog
+    (missed runs) is processed in time order in chunks of ``monitoring.catch_up_steps`` rows
+    per series; ``steps`` counts the new timestamps (one per run when on time).
 
     Order, so that a run killed at any point is repaired by the next one: the outputs
     (upserts by key, so a rerun writes the same rows), then each model's state together with
@@ -70,7 +71,7 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
     tracker = runs.registry_backend()
     ids = group_series(config, store).get(group.name, [])
     out: dict[str, Any] = {"group": group.name, "new_rows": 0, "events": 0,
-                           "retrain": False, "reasons": [], "live": {}, "chunks": 0,
+                           "retrain": False, "reasons": [], "watch": [], "live": {}, "chunks": 0,
                            "steps": 0, "paths": []}
     champions = {role: _champion_version(tracker, group.model_name(role))
                  for role in ("forecaster", "detector") if getattr(group, role)}
@@ -130,6 +131,7 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
         group.name, _live_history(store, group, config.monitoring.consecutive_runs),
         _drift(group, config, store, ends, champions), config.monitoring)
     out["retrain"], out["reasons"] = decision.retrain, list(decision.reasons)
+    out["watch"] = list(decision.watch)
     return out
 
 
@@ -247,8 +249,10 @@ def _score_live(group: GroupConfig, config: PipelineConfig, store: Any,
     if not trainings.is_empty():
         match = trainings.filter((pl.col("model_name") == group.model_name("forecaster"))
                                  & (pl.col("version") == str(champion[1])))
-        if match.height:
+        if match.height:  # the one-step replay's MAE; the folds' for older trainings
             reference = json.loads(match["validation_mae"][0])
+            if "reference_mae" in match.columns and match["reference_mae"][0]:
+                reference.update(json.loads(match["reference_mae"][0]))
     previous = _live_history(store, group, 1, before_run=run_id)
     rows = monitoring.live_rows(
         errors, reference, run_id, group.name, config.monitoring.error_margin,

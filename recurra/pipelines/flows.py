@@ -227,6 +227,13 @@ def detect_flow(config_path: str | None = None, store_root: str | None = None,
         for name, reasons in flagged.items():
             action = "retrain" if retrain else "retrain flagged (not run, retrain=False)"
             summary.messages.append(f"{action} {name!r}: " + "; ".join(reasons))
+        for name, result in results.items():
+            watch = result.get("watch") or []
+            if watch and not result["retrain"]:
+                summary.messages.append(
+                    f"watch {name!r}: live accuracy fired for {len(watch)} series, fewer "
+                    "than monitoring.accuracy_min_share: " + "; ".join(watch[:3])
+                    + (f" and {len(watch) - 3} more" if len(watch) > 3 else ""))
         retrained = {}
         if retrain and flagged:
             why = "monitor: " + "; ".join(sum(flagged.values(), []))

@@ -69,10 +69,13 @@ class DriftResult:
 
 @dataclass(frozen=True)
 class RetrainDecision:
-    """Whether a group should be retrained, and why (empty ``reasons`` = no)."""
+    """Whether a group should be retrained, and why (empty ``reasons`` = no); ``watch``: each
+    series whose live accuracy test fired (series, test, statistic, threshold), a retrain
+    reason only when enough of the group's series fired (``accuracy_min_share``)."""
 
     group: str
     reasons: tuple[str, ...]
+    watch: tuple[str, ...] = ()
 
     @property
     def retrain(self) -> bool:
@@ -282,27 +285,38 @@ def retrain_decision(group: str, history: pl.DataFrame, drift: list[DriftResult]
     >>> retrain_decision("g", history, [], config).retrain
     True
     """
-    reasons = []
+    reasons: list[str] = []
+    watch: list[str] = []
     if not history.is_empty():
         part = history.filter(pl.col("group") == group) if "group" in history.columns else history
         ordered = part.sort("evaluated_at").group_by(SERIES_ID, maintain_order=True)
         if config.accuracy_test == "cusum" and "cusum" in part.columns:
             latest = ordered.agg(pl.col("cusum").drop_nulls().last()).filter(
                 pl.col("cusum") > config.cusum_threshold)
-            reasons += [f"series {sid!r}: live accuracy (CUSUM test of live / validation MAE "
-                        f"per point, allowance {config.error_margin - 1:g}): statistic "
-                        f"{value:.3g} > threshold {config.cusum_threshold:g}"
-                        for sid, value in latest.select(SERIES_ID, "cusum").iter_rows()]
+            test = "CUSUM"
+            watch += [f"series {sid!r}: live accuracy (CUSUM test of live / reference MAE "
+                      f"per point, allowance {config.error_margin - 1:g}): statistic "
+                      f"{value:.3g} > threshold {config.cusum_threshold:g}"
+                      for sid, value in latest.select(SERIES_ID, "cusum").iter_rows()]
         else:
             runs = config.consecutive_runs
             tails = ordered.agg(pl.col("above_margin").tail(runs).alias("_tail")).filter(
                 (pl.col("_tail").list.len() == runs) & pl.col("_tail").list.all())
-            reasons += [f"series {sid!r}: live MAE above {config.error_margin} x validation "
-                        f"MAE for {runs} consecutive runs" for sid in tails[SERIES_ID]]
+            test = f"{runs} runs in a row above {config.error_margin:g} x reference MAE"
+            watch += [f"series {sid!r}: live MAE above {config.error_margin} x reference "
+                      f"MAE for {runs} consecutive runs" for sid in tails[SERIES_ID]]
+        monitored = part[SERIES_ID].n_unique()
+        if watch and len(watch) >= config.accuracy_min_share * monitored:
+            names = ", ".join(w.split(":", 1)[0].removeprefix("series ") for w in watch[:5])
+            reasons.append(
+                f"live accuracy ({test}): {len(watch)} of {monitored} series "
+                f"({len(watch) / monitored:.1%}) fired, at least "
+                f"{config.accuracy_min_share:.1%} needed: {names}"
+                + (f" and {len(watch) - 5} more" if len(watch) > 5 else ""))
     for result in drift:
         if result.drifted:
             reasons.append(drift_reason(result, config))
-    return RetrainDecision(group, tuple(reasons))
+    return RetrainDecision(group, tuple(reasons), tuple(watch))
 
 
 def drift_reason(result: DriftResult, config: MonitoringConfig) -> str:

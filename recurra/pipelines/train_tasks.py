@@ -122,7 +122,9 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
     MAE (lower is better), the detector on the composite F1 of seeded anomalies injected into a
     copy of the rest (``recurra.pipelines.gate_data``; higher is better).  Returns a dict: group,
     series,
-    trained_until, validation_mae (per series), and per role the registered name, version,
+    trained_until, validation_mae (per series, the gate's folds), reference_mae (per series,
+    the one-step MAE the live accuracy test compares with: :func:`replay_one_step`), and per
+    role the registered name, version,
     whether the gate promoted it and why.  ``holdout_rows`` leaves the last rows of each
     series out (the demo scores them as new arrivals).
     """
@@ -155,8 +157,9 @@ def train_group(group: GroupConfig, config: PipelineConfig, store: Any,
     context = {"group": group.name, "reason": reason, "train_rows": train.height,
                "validation_rows": rest.height, "series_version": version}
     if group.forecaster:
-        result["models"]["forecaster"], result["validation_mae"] = _train_forecaster(
-            group, config, backend, train, rest, context, result["excluded"])
+        result["models"]["forecaster"], result["validation_mae"], result["reference_mae"] = \
+            _train_forecaster(group, config, backend, train, rest, context,
+                              result["excluded"])
     if group.detector:
         result["models"]["detector"] = _train_detector(group, config, backend, train, rest,
                                                        context, result["excluded"])
@@ -182,14 +185,43 @@ def _train_forecaster(group: GroupConfig, config: PipelineConfig, backend: Any,
     champion = backend.champion(group.model_name("forecaster"))
     champion_value = (_mean(validate_forecaster(champion[0], train, rest, horizon,
                                                 folds).values()) if champion else None)
-    if rest.height:
-        forecaster.update(rest)
+    reference = replay_one_step(forecaster, rest, config.monitoring.reference_steps)
     info = backend.register(
         group.model_name("forecaster"), forecaster, metric="val_mae",
         value=_mean(validation.values()), champion_value=champion_value,
         params={**context, "model": model.name, "config": full_config(forecaster, model)},
         frame=train)
-    return info, validation
+    return info, validation, reference
+
+
+def replay_one_step(forecaster: Any, rest: Any, steps: int) -> dict[str, float]:
+    """Advance ``forecaster`` through ``rest`` (so its state ends where the rows do) and
+    return, per series, the MAE of its one-step forecasts over the last ``steps`` rows.
+
+    Those rows are replayed one timestamp at a time, as scheduled runs will feed them: the
+    forecast that ``update`` returns is scored on the next row (every channel, observed
+    values only), the same quantity the live accuracy test measures
+    (:func:`recurra.pipelines.monitoring.live_errors` keeps the latest issue of each target).
+    It is the live test's reference; a few validation folds of ``horizon`` rows from one or
+    two origins are too few points to compare one series with (``{}`` when ``steps`` is 0).
+    """
+    if not rest.height:
+        return {}
+    frame = rest.frame if hasattr(rest, "frame") else rest
+    from_end = frame.select(pl.col(TIMESTAMP).rank("dense", descending=True)
+                            .over(SERIES_ID)).to_series().to_numpy()
+    head = from_end > steps
+    forecast = forecaster.update(rest.rows(pl.Series(head))) if head.any() else None
+    totals: dict[str, list[float]] = {}
+    for back in range(min(steps, int(from_end.max())), 0, -1):
+        rows = rest.rows(pl.Series(from_end == back))
+        if forecast is not None:
+            resolved = monitoring.live_errors(forecast.drop("issued_at", strict=False), rows)
+            for sid, n, mae in resolved.select(SERIES_ID, "n_points", "mae").iter_rows():
+                total = totals.setdefault(sid, [0.0, 0])
+                total[0], total[1] = total[0] + n * mae, total[1] + n
+        forecast = forecaster.update(rows)
+    return {sid: total / n for sid, (total, n) in totals.items() if n}
 
 
 def _train_detector(group: GroupConfig, config: PipelineConfig, backend: Any,
@@ -234,6 +266,7 @@ def _record_training(store: Any, group: GroupConfig, result: dict[str, Any]) -> 
     rows = [{"model_name": info["name"], "version": str(info["version"]), "group": group.name,
              "role": role, "trained_until": dt.datetime.fromisoformat(result["trained_until"]),
              "validation_mae": json.dumps(result.get("validation_mae", {})),
+             "reference_mae": json.dumps(result.get("reference_mae", {})),
              "series_until": json.dumps(result["series_until"]),
              "promoted": bool(info.get("promoted")), "reason": result.get("reason", ""),
              "trained_at": dt.datetime.now(dt.UTC)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -97,10 +98,32 @@ def test_retrain_after_n_consecutive_runs_above_margin():
                             "above_margin": [False, True, True, True]})
     decision = retrain_decision("g", history, [], config)
     assert decision.retrain
-    assert "live MAE above 1.5 x validation MAE for 3 consecutive runs" in decision.reasons[0]
+    assert "live MAE above 1.5 x reference MAE for 3 consecutive runs" in decision.watch[0]
+    assert "1 of 1 series (100.0%) fired" in decision.reasons[0]
     broken = history.with_columns(pl.Series("above_margin", [True, True, False, True]))
     assert not retrain_decision("g", broken, [], config).retrain
     assert not retrain_decision("other", history, [], config).retrain
+
+
+def test_a_few_series_out_of_many_are_watched_not_a_reason_to_retrain():
+    config = MonitoringConfig(cusum_threshold=8.0, accuracy_min_share=0.05)
+    ids = [f"s{i:03d}" for i in range(100)]
+
+    def history(n_fired: int) -> pl.DataFrame:
+        return pl.DataFrame({"series_id": ids, "group": ["g"] * 100,
+                             "evaluated_at": [T0] * 100,
+                             "cusum": [9.0] * n_fired + [1.0] * (100 - n_fired)})
+
+    few = retrain_decision("g", history(4), [], config)
+    assert not few.retrain and len(few.watch) == 4
+    assert few.watch[0] == ("series 's000': live accuracy (CUSUM test of live / reference MAE "
+                            "per point, allowance 0.5): statistic 9 > threshold 8")
+    many = retrain_decision("g", history(7), [], config)
+    assert many.retrain and len(many.watch) == 7
+    assert many.reasons == ("live accuracy (CUSUM): 7 of 100 series (7.0%) fired, at least "
+                            "5.0% needed: 's000', 's001', 's002', 's003', 's004' and 2 more",)
+    assert retrain_decision("g", history(1), [], replace(config, accuracy_min_share=0.0)
+                            ).retrain
 
 
 def test_retrain_on_drift_says_why():
