@@ -47,8 +47,9 @@ from typing import Any
 import numpy as np
 
 __all__ = ["DRIFT_INPUTS", "DRIFT_TESTS", "ChannelDrift", "TestResult", "benjamini_hochberg",
-           "cusum_step", "drift_fleet", "ks_test", "mean_variance_test", "model_inputs",
-           "population_stability_index", "resolve_input", "unit_root_likely"]
+           "cusum_step", "drift_fleet", "drift_segments", "ks_test", "mean_variance_test",
+           "model_inputs", "population_stability_index", "resolve_input", "segment_inputs",
+           "segments", "unit_root_likely"]
 
 DRIFT_INPUTS = ("auto", "scaled", "returns", "difference")
 DRIFT_TESTS = ("mean_variance", "ks", "psi")
@@ -255,6 +256,59 @@ def bh_cut(pvalues: np.ndarray, fdr: float) -> float:
     return float(np.max(np.asarray(pvalues)[rejected])) if rejected.any() else 0.0
 
 
+def segments(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, offsets)`` of 1-D ``arrays`` laid end to end: array ``i`` is
+    ``values[offsets[i]:offsets[i + 1]]`` (the form :func:`drift_segments` takes)."""
+    lengths = np.fromiter((np.size(a) for a in arrays), np.int64, len(arrays))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    values = np.concatenate([np.asarray(a, np.float64).reshape(-1) for a in arrays]) \
+        if arrays else np.empty(0)
+    return values, offsets
+
+
+def segment_inputs(values: np.ndarray, offsets: np.ndarray, on: list[str]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`model_inputs` of every segment at once: segment ``i`` of the result equals
+    ``model_inputs(values[offsets[i]:offsets[i + 1]], on[i])`` bit for bit (the same
+    elementwise operations, one call over all segments instead of one per segment).
+
+    >>> segment_inputs(np.array([1.0, 2.0, np.nan, 4.0, 5.0]), np.array([0, 4, 5]),
+    ...                ["difference", "scaled"])[0].tolist()
+    [1.0, 2.0, 5.0]
+    """
+    unknown = sorted(set(on) - set(DRIFT_INPUTS[1:]))
+    if unknown:
+        raise ValueError(f"on ({unknown[0]!r}) must be one of {list(DRIFT_INPUTS[1:])}")
+    n_segments = offsets.size - 1
+    owner = np.repeat(np.arange(n_segments), np.diff(offsets))
+    finite = np.isfinite(values)
+    values, owner = values[finite], owner[finite]
+    codes = np.array([DRIFT_INPUTS.index(kind) for kind in on], np.int8)  # 1 2 3
+    kind = codes[owner]
+    # position k of a differenced segment holds values[k] - values[k - 1]; its first is dropped
+    follows = np.zeros(owner.size, bool)
+    follows[1:] = owner[1:] == owner[:-1]
+    scaled = kind == DRIFT_INPUTS.index("scaled")
+    include = scaled | follows
+    changed = include & ~scaled
+    previous = np.empty_like(values)
+    previous[:1], previous[1:] = np.nan, values[:-1]
+    out = values.copy()
+    out[changed] = values[changed] - previous[changed]
+    returns = changed & (kind == DRIFT_INPUTS.index("returns"))
+    if returns.any():
+        counts = np.bincount(owner, minlength=n_segments)
+        positives = np.bincount(owner, weights=values > 0, minlength=n_segments)
+        logged = returns & ((counts > 0) & (positives == counts))[owner]
+        out[logged] = np.log(values[logged]) - np.log(previous[logged])
+        relative = returns & ~logged
+        before = previous[relative]
+        out[relative] = (values[relative] - before) / np.where(before == 0, 1.0,
+                                                               np.abs(before))
+    kept = np.bincount(owner[include], minlength=n_segments)
+    return out[include], np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
+
+
 def drift_fleet(pairs: list[tuple[str, str, np.ndarray, np.ndarray]], test: str = "mean_variance",
                 on: str | dict[Any, str] = "auto", fdr: float = 0.05, min_effect: float = 0.5,
                 min_rows: int = 30, correction: str = "bh",
@@ -273,37 +327,60 @@ def drift_fleet(pairs: list[tuple[str, str, np.ndarray, np.ndarray]], test: str 
     min_effect : the smallest effect that can flag (see :func:`mean_variance_test`; KS: D).
     min_rows : a pair with fewer values on either side is reported, never flagged.
     """
+    keys = [(series_id, channel) for series_id, channel, *_ in pairs]
+    choices = [on.get(key, on.get(key[0], "auto")) if isinstance(on, dict) else on
+               for key in keys]
+    return drift_segments(keys, choices, segments([p[2] for p in pairs]),
+                          segments([p[3] for p in pairs]), test=test, fdr=fdr,
+                          min_effect=min_effect, min_rows=min_rows, correction=correction,
+                          pvalue=pvalue)
+
+
+def drift_segments(keys: list[tuple[str, str]], on: list[str],
+                   reference: tuple[np.ndarray, np.ndarray],
+                   recent: tuple[np.ndarray, np.ndarray], test: str = "mean_variance",
+                   fdr: float = 0.05, min_effect: float = 0.5, min_rows: int = 30,
+                   correction: str = "bh", pvalue: float = 0.01) -> list[ChannelDrift]:
+    """:func:`drift_fleet` of P (series_id, channel) ``keys`` whose values are given as
+    :func:`segments` (``(values, offsets)``, pair ``i`` = ``values[offsets[i]:offsets[i +
+    1]]``): the inputs of every pair are derived at once (:func:`segment_inputs`) and only
+    the pairs with ``min_rows`` inputs on both sides run their test.  ``on``: per pair, as
+    :func:`resolve_input` takes it."""
     if test not in DRIFT_TESTS:
         raise ValueError(f"test ({test!r}) must be one of {list(DRIFT_TESTS)}")
-    rows = []
-    for series_id, channel, reference, recent in pairs:
-        choice = on.get((series_id, channel), on.get(series_id, "auto")) \
-            if isinstance(on, dict) else on
-        finite = np.asarray(reference, np.float64)
-        chosen = resolve_input(finite[np.isfinite(finite)], choice)
-        ref, new = model_inputs(reference, chosen), model_inputs(recent, chosen)
-        if ref.size < min_rows or new.size < min_rows:
-            rows.append((series_id, channel, chosen, TestResult(0.0, float("nan"), 0.0)))
-            continue
+    ref_values, ref_offsets = reference
+    chosen = [choice if choice in DRIFT_INPUTS[1:] else resolve_input(
+        _finite(ref_values[ref_offsets[i]:ref_offsets[i + 1]]), choice)
+        for i, choice in enumerate(on)]
+    ref, ref_at = segment_inputs(ref_values, ref_offsets, chosen)
+    new, new_at = segment_inputs(*recent, chosen)
+    statistics, effects = np.zeros(len(keys)), np.zeros(len(keys))
+    pvalues = np.full(len(keys), np.nan)
+    enough = (np.diff(ref_at) >= min_rows) & (np.diff(new_at) >= min_rows)
+    for i in np.nonzero(enough)[0]:
+        a, b = ref[ref_at[i]:ref_at[i + 1]], new[new_at[i]:new_at[i + 1]]
         if test == "psi":
-            value = population_stability_index(ref, new)
+            value = population_stability_index(a, b)
             result = TestResult(value, float("nan"), value)
         else:
-            result = (ks_test if test == "ks" else mean_variance_test)(ref, new)
-        rows.append((series_id, channel, chosen, result))
-    pvalues = np.array([r.pvalue for *_, r in rows])
+            result = (ks_test if test == "ks" else mean_variance_test)(a, b)
+        statistics[i], pvalues[i], effects[i] = result.statistic, result.pvalue, result.effect
     if test == "psi":
-        flags, threshold = np.array([r.statistic > PSI_THRESHOLD for *_, r in rows]), \
-            PSI_THRESHOLD
+        flags, threshold = statistics > PSI_THRESHOLD, PSI_THRESHOLD
     elif correction == "bh":
         flags, threshold = benjamini_hochberg(pvalues, fdr), bh_cut(pvalues, fdr)
     else:
         flags, threshold = np.nan_to_num(pvalues, nan=1.0) < pvalue, pvalue
     if test != "psi":
-        flags = flags & (np.array([r.effect for *_, r in rows]) >= min_effect)
-    return [ChannelDrift(series_id, channel, test, chosen, r.statistic, r.pvalue, r.effect,
-                         threshold, bool(flag))
-            for (series_id, channel, chosen, r), flag in zip(rows, flags, strict=True)]
+        flags = flags & (effects >= min_effect)
+    return [ChannelDrift(series_id, channel, test, kind, statistic, p, effect, threshold, flag)
+            for (series_id, channel), kind, statistic, p, effect, flag in zip(
+                keys, chosen, statistics.tolist(), pvalues.tolist(), effects.tolist(),
+                flags.tolist(), strict=True)]
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    return values[np.isfinite(values)]
 
 
 def cusum_step(previous: float, ratio: float, allowance: float, n_points: int = 1) -> float:

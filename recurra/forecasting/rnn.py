@@ -131,8 +131,10 @@ class RNNForecaster:
         """
         check_fitted(self)
         device = choose_device(device)
+        moving = module_device(self.module_) != device
         self.module_.to(device)
-        self.state_ = tensors_to(self.state_, device)
+        if moving:  # else state_ is there already: it shares module_'s device (device_)
+            self.state_ = tensors_to(self.state_, device)
         return self
 
     # fitting ---------------------------------------------------------------------------

@@ -140,15 +140,17 @@ def forecast_arrays(module: Any, states: dict[str, dict[str, Any]], scalers: dic
     ids = list(states)
     raw = config.encoder.cell == "grud"
     futures = [_future_times(states[s], config.horizon) for s in ids]
-    covariates = [calendar_features(t) if config.calendar
-                  else np.zeros((config.horizon, 0), np.float32) for t in futures]
+    # (S, N, C): calendar_features is elementwise, so one call over the stacked (S, N)
+    # timestamps gives each series' rows bit for bit
+    covariates = calendar_features(np.stack(futures)) if config.calendar and ids \
+        else np.zeros((len(ids), config.horizon, 0), np.float32)
     results: dict[str, np.ndarray] = {}
     device = module_device(module)
     length = ((lambda s: len(states[s]["buffer"]["values"])) if not config.stateful
               else (lambda s: 0))
     for indices in _by_length(ids, length).values():
         group = [ids[i] for i in indices]
-        future = torch.from_numpy(np.stack([covariates[i] for i in indices])).to(device)
+        future = torch.from_numpy(covariates[indices]).to(device)
         last = torch.from_numpy(np.stack(
             [states[s]["filled_last"][targets] for s in group]).astype(np.float32)).to(device)
         memory = None

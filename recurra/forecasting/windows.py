@@ -32,7 +32,8 @@ N_CALENDAR = 6  # sin/cos of hour of day, day of week, day of year
 def calendar_features(timestamps: np.ndarray) -> np.ndarray:
     """(T, 6) float32 sin/cos of hour of day, day of week and day of year.
 
-    ``timestamps`` are ``datetime64`` (UTC).
+    ``timestamps`` are ``datetime64`` (UTC), (T,) or of any shape (..., T): the features are
+    elementwise, so (S, T) stamps give (S, T, 6), row ``i`` equal to the call on row ``i``.
     """
     seconds = timestamps.astype("datetime64[s]").astype(np.int64).astype(np.float64)
     day = seconds / 86400.0

@@ -147,17 +147,21 @@ def drift_test(reference: np.ndarray, recent: np.ndarray, config: MonitoringConf
     >>> drift_test(rng.normal(0, 1, 500), rng.normal(3, 1, 100), config).drifted
     True
     """
-    return _results([(series_id, VALUE, np.asarray(reference, np.float64),
-                      np.asarray(recent, np.float64))], config, on)[0]
+    reference, recent = (np.asarray(reference, np.float64).reshape(-1),
+                         np.asarray(recent, np.float64).reshape(-1))
+    return _results([(series_id, VALUE)], [on], drift_stats.segments([reference]),
+                    drift_stats.segments([recent]), config)[0]
 
 
-def _results(pairs: list[tuple[str, str, np.ndarray, np.ndarray]], config: MonitoringConfig,
-             on: str | dict[str, str]) -> list[DriftResult]:
+def _results(keys: list[tuple[str, str]], on: list[str],
+             reference: tuple[np.ndarray, np.ndarray], recent: tuple[np.ndarray, np.ndarray],
+             config: MonitoringConfig) -> list[DriftResult]:
+    """The drift results of (series_id, channel) ``keys`` whose reference and recent values
+    are :func:`recurra.anomaly.drift.segments`."""
     if config.drift_test == "none":
-        return [DriftResult(sid, 0.0, 1.0, False, "none", channel)
-                for sid, channel, *_ in pairs]
-    found = drift_stats.drift_fleet(
-        pairs, test=config.drift_test, on=on, fdr=config.drift_fdr,
+        return [DriftResult(sid, 0.0, 1.0, False, "none", channel) for sid, channel in keys]
+    found = drift_stats.drift_segments(
+        keys, on, reference, recent, test=config.drift_test, fdr=config.drift_fdr,
         min_effect=config.drift_min_effect, min_rows=config.min_drift_rows,
         correction=config.drift_correction, pvalue=config.drift_pvalue)
     return [DriftResult(d.series_id, d.statistic, 1.0 if np.isnan(d.pvalue) and d.test != "psi"
@@ -219,16 +223,15 @@ def drift_by_series(reference: pl.DataFrame, recent: pl.DataFrame,
     key = [SERIES_ID, CHANNEL]
     if REFERENCE not in reference.columns:  # a contract frame: aggregate it here
         reference = drift_inputs(reference, on)
-    on = {(r[SERIES_ID], r[CHANNEL]): r["drift_on"]
-          for r in reference.select([*key, "drift_on"]).iter_rows(named=True)}
     recent_values = _observed_values(recent, config.drift_window)
-    joined = recent_values.join(reference.select([*key, REFERENCE]), on=key, how="left")
-    pairs = [(str(sid), str(channel), np.asarray(ref or [], np.float64),
-              np.asarray(values, np.float64))
-             for sid, channel, values, ref in joined.select(
-                 [*key, VALUE, REFERENCE]).iter_rows()]
+    joined = recent_values.join(reference.select([*key, REFERENCE, "drift_on"]), on=key,
+                                how="left")
+    keys = list(zip(joined[SERIES_ID].cast(pl.Utf8).to_list(),
+                    joined[CHANNEL].cast(pl.Utf8).to_list(), strict=True))
+    choices = joined["drift_on"].fill_null("auto").to_list()  # no reference: "auto"
     by_series: dict[str, list[DriftResult]] = {}
-    for result in _results(pairs, config, on):
+    for result in _results(keys, choices, _segments(joined[REFERENCE]),
+                           _segments(joined[VALUE]), config):
         by_series.setdefault(result.series_id, []).append(result)
     results = []
     for candidates in by_series.values():
@@ -236,6 +239,15 @@ def drift_by_series(reference: pl.DataFrame, recent: pl.DataFrame,
         results.append(min(drifted, key=lambda r: r.pvalue) if drifted
                        else max(candidates, key=lambda r: r.statistic))
     return results
+
+
+def _segments(lists: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A list column as :func:`recurra.anomaly.drift.segments` (a null list is empty; a
+    null inside a list is NaN, as ``np.asarray(..., float)`` makes it)."""
+    lengths = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
+    values = lists.filter(pl.Series(lengths > 0)).explode().cast(pl.Float64).to_numpy()
+    return (np.asarray(values, np.float64),
+            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
 
 
 def live_rows(errors: pl.DataFrame, validation_mae: dict[str, float], run_id: str,

@@ -153,3 +153,12 @@ def test_an_ensemble_loads_every_neural_member_onto_the_device(frames, tmp_path)
     loaded = load_estimator(ensemble.save(tmp_path / "e"), map_location="cpu")
     neural = loaded.members_[0]
     assert _devices(neural) == {"cpu"} and neural.device_.type == "cpu"
+
+
+def test_to_the_device_it_is_on_walks_no_state_and_a_real_move_moves_it(saved):
+    _, path = saved["forecaster"]
+    loaded = load_estimator(path, map_location="cpu")
+    state = loaded.state_
+    assert loaded.to("cpu").state_ is state                 # already there: nothing rebuilt
+    loaded.to(torch.device("meta"))                          # a real change of device
+    assert _devices(loaded) == {"meta"} and loaded.state_ is not state
