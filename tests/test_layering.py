@@ -81,3 +81,17 @@ def test_recurra_is_the_only_installed_top_level_package():
     assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["recurra*"]
     tops = {p.name for p in ROOT.parent.iterdir() if (p / "__init__.py").exists()}
     assert tops <= {"recurra", "tests"}, f"top-level packages besides recurra: {tops}"
+
+
+def test_a_scheduled_run_does_not_import_what_only_some_models_use():
+    """Each served flow run is a new process: importing the task modules must not pull in
+    scikit-learn (the isolation forest imports it when fitted) or scipy (KS drift test),
+    each a second or more of every run's start."""
+    import subprocess
+    import sys
+
+    code = ("import sys, recurra.pipelines.tasks, recurra.pipelines.flows; "
+            "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT.parent, check=True)
+    assert done.stdout.strip() == "[]"

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import IsolationForest
 
 from recurra.anomaly import scores as sc
 from recurra.anomaly.base import BaseDetector
@@ -65,7 +64,7 @@ class ForestErrors:
 
     def __init__(self, config: ForestConfig) -> None:
         self.config = config
-        self.forest_: IsolationForest | None = None
+        self.forest_: Any = None  # sklearn.ensemble.IsolationForest once fitted
         self._flat: FlatForest | None = None
 
     @property
@@ -86,6 +85,8 @@ class ForestErrors:
     def fit(self, chunks: list[Chunk], series_ids: list[str]) -> None:
         del series_ids
         features = np.concatenate([self._features(c) for c in chunks])
+        from sklearn.ensemble import IsolationForest  # imported on use: ~1.5 s
+
         self.forest_ = IsolationForest(n_estimators=self.config.n_estimators,
                                        random_state=self.config.seed, n_jobs=1)
         self.forest_.fit(features)
@@ -145,7 +146,7 @@ class IsolationForestDetector(BaseDetector):
     error_model_factory = staticmethod(ForestErrors)
 
     @property
-    def model_(self) -> IsolationForest:
+    def model_(self) -> Any:
         """The fitted scikit-learn forest."""
         return self.error_model.forest_
 
@@ -158,7 +159,7 @@ class FlatForest:
     row's path lengths are summed tree by tree in the forest's order, as scikit-learn does).
     """
 
-    def __init__(self, forest: IsolationForest) -> None:
+    def __init__(self, forest: Any) -> None:
         trees = [estimator.tree_ for estimator in forest.estimators_]
         n_trees, width = len(trees), max(t.node_count for t in trees)
         self.left = np.full((n_trees, width), -1, dtype=np.intp)

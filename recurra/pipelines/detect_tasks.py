@@ -158,9 +158,10 @@ def _cached(role: str, group: GroupConfig, champion: tuple[Any, str],
     """The champion with its state as the last run left it (cached per version), and the
     cache folder; a new champion version starts from its registered state.
 
-    A long-lived process (``recurra serve``) keeps the estimator it saved last in memory
-    (:func:`_keep`) and reuses it while the folder on disk is still the one it wrote, which
-    saves reading thousands of per-series states every run.  The entry is taken out while a
+    A process that runs detect more than once (the demo, a notebook, a test) keeps the
+    estimator it saved last in memory (:func:`_keep`) and reuses it while the folder on disk
+    is still the one it wrote.  A served flow run is a new process (Prefect's runner starts
+    one per run), so it loads the folder.  The entry is taken out while a
     run uses it, so a run that fails half-way leaves nothing behind: the next run reloads
     the folder."""
     estimator, version = champion

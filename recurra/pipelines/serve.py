@@ -6,7 +6,9 @@ scheduler).  ``PREFECT_API_URL`` names one (``http://host:4200/api``); when it i
 home under ``$RECURRA_HOME/prefect`` and stops it on exit.  Then every entry of
 ``[schedules]`` (``ingest``, ``detect``, ``train``, ``backtest``, ``report``, ``daily``,
 ``maintain``) becomes a deployment ``<flow>/recurra-<name>`` with that cron (UTC), served
-by this process with ``prefect.serve``: each run executes here, on the config's task runner.
+by this process with ``prefect.serve``: Prefect's runner starts each flow run as a new
+Python process, on the config's task runner (so a detect run loads the saved model states
+from ``$RECURRA_HOME/state`` every time; what a run imports is part of its cost).
 
 Example
 -------
