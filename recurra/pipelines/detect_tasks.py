@@ -45,6 +45,7 @@ FORECAST_KEY = (SERIES_ID, CHANNEL, "issued_at", TIMESTAMP)
 SCORE_KEY = (SERIES_ID, TIMESTAMP)
 EVENT_KEY = (SERIES_ID, "start", "kind")
 MAX_SERIES_METRICS = 50  # per-series live MAE logged to MLflow: the worst 50 (+ the mean)
+REFERENCE_CHUNK = 1000  # series per read when a champion's drift reference is built
 
 
 
@@ -282,9 +283,13 @@ def _drift(group: GroupConfig, config: PipelineConfig, store: Any,
     cache = runs.state_dir() / group.model_name(role) / f"v{version}-drift-reference.parquet"
     if cache.is_file():
         reference = pl.read_parquet(cache)
-    else:
-        reference = monitoring.drift_inputs(incremental.reference_rows(
-            store, list(ends), ends, config.monitoring.drift_reference_rows), group.drift_on)
+    else:  # by chunks of series: a 10,000-series training window at once is gigabytes
+        ids = sorted(ends)
+        reference = pl.concat([monitoring.drift_inputs(incremental.reference_rows(
+            store, part, {sid: ends[sid] for sid in part},
+            config.monitoring.drift_reference_rows), group.drift_on)
+            for part in (ids[at:at + REFERENCE_CHUNK]
+                         for at in range(0, len(ids), REFERENCE_CHUNK))])
         cache.parent.mkdir(parents=True, exist_ok=True)
         reference.write_parquet(cache)
     recent = incremental.recent_rows(store, list(ends), ends, config.monitoring.drift_window)

@@ -332,3 +332,19 @@ def test_the_drift_reference_reads_only_the_rows_before_the_training_end(tmp_pat
                        expected.sort(["series_id", "timestamp"]))
     assert got.group_by("series_id").len()["len"].to_list() == [20] * 3
     assert read == [3 * 31]  # from 20 spacings before the earliest end to the latest
+
+
+def test_the_drift_reference_built_in_chunks_of_series_is_the_whole_one(
+        tmp_path, monkeypatch, champions):
+    from recurra.pipelines import detect_tasks
+
+    built = []
+    for chunk in (1000, 2):  # 3 series: one read, then two
+        store, group, config = _setup(tmp_path / str(chunk), monkeypatch, champions)
+        monkeypatch.setattr(detect_tasks, "REFERENCE_CHUNK", chunk)
+        _arrive(store, champions, 1)
+        tasks.detect_group(group, config, store, "run1")
+        built.append(pl.read_parquet(next(
+            (tmp_path / str(chunk)).rglob("*-drift-reference.parquet"))))
+    assert built[0].height == 3
+    assert_frame_equal(built[0].sort("series_id"), built[1].sort("series_id"))
