@@ -74,12 +74,31 @@ class MlflowRegistry:
         return None if version is None else str(version)
 
     def log_metrics(self, group: str, task: str, metrics: dict[str, float]) -> None:
-        from recurra.pipelines import tracking
-        from recurra.pipelines.mlflow_setup import experiment_name
+        """Log ``metrics`` to the run ``"<task> <UTC date>"`` of experiment
+        ``recurra/<group>/<task>``: one run a day holds every scheduled run's values as metric
+        history (step = minutes since the epoch), instead of a run per hourly detect."""
+        import datetime as dt
+        import time
 
-        tracker = tracking.MLflowTracker(environment=False)
-        with tracker.start_run(experiment_name(group, task), run_name=task):
-            tracker.log_metrics(metrics)
+        from mlflow.entities import Metric
+
+        from recurra.pipelines import registry
+        from recurra.pipelines.mlflow_setup import client, ensure_experiment, experiment_name
+
+        mlflow_client = client()
+        day = dt.datetime.now(dt.UTC).date().isoformat()
+        experiment_id = ensure_experiment(experiment_name(group, task))
+        query = f"tags.`recurra.day` = '{day}' and tags.`recurra.task` = '{task}'"
+        with registry.registry_lock():  # find or create, once across processes
+            found = mlflow_client.search_runs([experiment_id], query, max_results=1)
+            run_id = found[0].info.run_id if found else mlflow_client.create_run(
+                experiment_id, run_name=f"{task} {day}",
+                tags={"recurra.day": day, "recurra.task": task}).info.run_id
+        now = int(time.time() * 1000)
+        items = [Metric(str(k), float(v), now, now // 60_000) for k, v in metrics.items()
+                 if v is not None and np.isfinite(v)]
+        if items:
+            mlflow_client.log_batch(run_id, metrics=items)
 
     def aliases(self) -> dict[str, dict[str, Any]]:
         from recurra.pipelines import registry

@@ -180,3 +180,22 @@ def test_long_param_values_and_odd_keys_are_logged_within_mlflow_rules(tracked):
     assert MAX_PARAM_LENGTH == 500
     assert len(params["config.quantiles"]) == 500 and params["config.quantiles"].endswith("...")
     assert params["config.odd_key_"] == "1"
+
+
+def test_scheduled_monitor_metrics_go_to_one_run_a_day(tracked):
+    from mlflow import MlflowClient
+
+    from recurra.pipelines.mlflow_registry import MlflowRegistry
+    from recurra.pipelines.mlflow_setup import configure
+
+    registry = MlflowRegistry()
+    for value in (1.0, 2.0, float("nan")):
+        registry.log_metrics("daily-g", "monitor", {"live_mae": value, "skipped": None})
+    client = MlflowClient(tracking_uri=configure())
+    experiment = client.get_experiment_by_name("recurra/daily-g/monitor")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    assert runs[0].info.run_name.startswith("monitor 20")
+    history = client.get_metric_history(runs[0].info.run_id, "live_mae")
+    assert sorted(m.value for m in history) == [1.0, 2.0]  # NaN and None are not logged
+    assert all(m.step == m.timestamp // 60_000 for m in history)
