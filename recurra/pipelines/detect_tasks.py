@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from recurra.data.schema import (
@@ -86,6 +87,7 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
     marks = _watermarks(store, group, ids, version, ends)
     models = {role: _cached(role, group, found, tracker) for role, found in champions.items()}
     consumed = {role: _consumed(folder, marks) for role, (_, folder) in models.items()}
+    monitor = _monitor_state(models["forecaster"][1]) if "forecaster" in models else None
     reached: dict[str, Any] = {}
     while True:
         lower = {sid: min((c[sid] for c in consumed.values()), key=_order)
@@ -100,7 +102,7 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
         if "forecaster" in models and rows["forecaster"].height:
             live, path = _forecast_step(group, config, store, rows["forecaster"], run_id,
                                         champions["forecaster"], models["forecaster"][0],
-                                        consumed["forecaster"])
+                                        consumed["forecaster"], monitor)
             out["live"].update(live)
             out["paths"].append(f"forecaster {path}")
         if "detector" in models and rows["detector"].height:
@@ -122,15 +124,19 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
             _keep(folder, estimator)
         return out
     for role, (estimator, folder) in models.items():  # the state and what it consumed
-        save_estimator(estimator, folder, extra={"consumed": {
-            sid: stamp.isoformat() for sid, stamp in consumed[role].items()
-            if stamp is not None}})
+        extra: dict[str, Any] = {"consumed": {sid: stamp.isoformat() for sid, stamp
+                                              in consumed[role].items() if stamp is not None}}
+        if role == "forecaster" and monitor is not None:
+            extra["monitor"] = monitor
+        save_estimator(estimator, folder, extra=extra)
         _keep(folder, estimator)
     _write_watermarks(store, group, reached, version)  # last: a record of the commits
     _log_paths(group, out["paths"])
+    history = (_live_history(store, group, config.monitoring.consecutive_runs)
+               if monitor is None else _monitor_frame(group, monitor))
     decision = monitoring.retrain_decision(
-        group.name, _live_history(store, group, config.monitoring.consecutive_runs),
-        _drift(group, config, store, ends, champions), config.monitoring)
+        group.name, history, _drift(group, config, store, ends, champions),
+        config.monitoring)
     out["retrain"], out["reasons"] = decision.retrain, list(decision.reasons)
     out["watch"] = list(decision.watch)
     return out
@@ -209,7 +215,8 @@ def _keep(folder: Path, estimator: Any) -> None:
 
 def _forecast_step(group: GroupConfig, config: PipelineConfig, store: Any, new: pl.DataFrame,
                    run_id: str, champion: tuple[Any, str], forecaster: Any,
-                   marks: dict[str, Any]) -> tuple[dict[str, float], str]:
+                   marks: dict[str, Any], monitor: dict[str, dict[str, Any]] | None = None
+                   ) -> tuple[dict[str, float], str]:
     """Score the open forecasts the new rows resolve, advance the state, issue new
     forecasts; returns the live MAE per series and the path the state advanced by."""
     ids = new[SERIES_ID].unique().to_list()
@@ -218,7 +225,7 @@ def _forecast_step(group: GroupConfig, config: PipelineConfig, store: Any, new: 
     stored = incremental.open_forecasts(store, ids, start, new[TIMESTAMP].max())
     if stored.is_empty():  # first run of a champion: the forecast from its registered state
         stored = forecaster.predict()
-    live = _score_live(group, config, store, stored, new, run_id, champion)
+    live = _score_live(group, config, store, stored, new, run_id, champion, monitor)
     forecasts, path = incremental.advance_forecaster(forecaster, new)
     now = dt.datetime.now(dt.UTC)
     forecasts = forecasts.with_columns(
@@ -243,8 +250,13 @@ def _detect_step(store: Any, new: pl.DataFrame, run_id: str, detector: Any
 
 def _score_live(group: GroupConfig, config: PipelineConfig, store: Any,
                 forecasts: pl.DataFrame, new: pl.DataFrame, run_id: str,
-                champion: tuple[Any, str]) -> dict[str, float]:
-    """Live MAE / coverage of ``forecasts`` on ``new`` rows, vs the validation MAE."""
+                champion: tuple[Any, str], monitor: dict[str, dict[str, Any]] | None = None
+                ) -> dict[str, float]:
+    """Live MAE / coverage of ``forecasts`` on ``new`` rows, vs the reference MAE.
+
+    ``monitor``: the live tests' state per series (``cusum``, ``above_runs``), carried with
+    the forecaster's saved state and updated here; None for a state saved before it was
+    (the latest ``live_metrics`` rows continue the CUSUM then)."""
     errors = monitoring.live_errors(forecasts, new)
     trainings = store.read_table("trainings")
     reference: dict[str, float] = {}
@@ -255,11 +267,20 @@ def _score_live(group: GroupConfig, config: PipelineConfig, store: Any,
             reference = json.loads(match["validation_mae"][0])
             if "reference_mae" in match.columns and match["reference_mae"][0]:
                 reference.update(json.loads(match["reference_mae"][0]))
-    previous = _live_history(store, group, 1, before_run=run_id)
-    rows = monitoring.live_rows(
-        errors, reference, run_id, group.name, config.monitoring.error_margin,
-        previous_cusum=(dict(zip(previous[SERIES_ID].to_list(), previous["cusum"].to_list(),
-                                 strict=True)) if "cusum" in previous.columns else {}))
+    if monitor is None:
+        previous = _live_history(store, group, 1, before_run=run_id)
+        cusum = (dict(zip(previous[SERIES_ID].to_list(), previous["cusum"].to_list(),
+                          strict=True)) if "cusum" in previous.columns else {})
+    else:
+        cusum = monitor["cusum"]
+    rows = monitoring.live_rows(errors, reference, run_id, group.name,
+                                config.monitoring.error_margin, previous_cusum=cusum)
+    if monitor is not None and rows.height:
+        above = monitor["above_runs"]
+        for sid, value, is_above in rows.select(SERIES_ID, "cusum", "above_margin").iter_rows():
+            if value is not None and np.isfinite(value):  # state.json holds no NaN
+                cusum[sid] = value
+            above[sid] = above.get(sid, 0) + 1 if is_above else 0
     if rows.height:
         store.write_table("live_metrics", rows, key=monitoring.LIVE_METRICS_KEY)
         worst = rows.sort("mae", descending=True, nulls_last=True).head(MAX_SERIES_METRICS)
@@ -294,6 +315,29 @@ def _drift(group: GroupConfig, config: PipelineConfig, store: Any,
         reference.write_parquet(cache)
     recent = incremental.recent_rows(store, list(ends), ends, config.monitoring.drift_window)
     return monitoring.drift_by_series(reference, recent, config.monitoring, on=group.drift_on)
+
+
+def _monitor_state(folder: Path) -> dict[str, dict[str, Any]] | None:
+    """The live tests' state the forecaster's last save committed (``{"cusum": {series:
+    statistic}, "above_runs": {series: runs}}``); a fresh one for a champion's first run;
+    None for a state saved before the monitor state was kept with it."""
+    extra = saved_extra(folder)
+    if "monitor" in extra:
+        return {"cusum": dict(extra["monitor"].get("cusum", {})),
+                "above_runs": dict(extra["monitor"].get("above_runs", {}))}
+    return None if saved_folder(folder) is not None else {"cusum": {}, "above_runs": {}}
+
+
+def _monitor_frame(group: GroupConfig, monitor: dict[str, dict[str, Any]]) -> pl.DataFrame:
+    """One row per monitored series (what :func:`monitoring.retrain_decision` takes)."""
+    ids = sorted(monitor["cusum"])
+    return pl.DataFrame({SERIES_ID: ids, "group": [group.name] * len(ids),
+                         "evaluated_at": [dt.datetime.now(dt.UTC)] * len(ids),
+                         "cusum": [monitor["cusum"][sid] for sid in ids],
+                         "above_runs": [monitor["above_runs"].get(sid, 0) for sid in ids]},
+                        schema={SERIES_ID: pl.Utf8, "group": pl.Utf8,
+                                "evaluated_at": pl.Datetime("us", "UTC"),
+                                "cusum": pl.Float64, "above_runs": pl.Int64})
 
 
 def _live_history(store: Any, group: GroupConfig, n_runs: int,

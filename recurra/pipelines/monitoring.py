@@ -286,7 +286,8 @@ def retrain_decision(group: str, history: pl.DataFrame, drift: list[DriftResult]
     Parameters
     ----------
     history : live_metrics rows of the group: for ``accuracy_test = "cusum"`` the latest
-        row per series is enough; for ``"runs"`` the last ``consecutive_runs`` rows.
+        row per series is enough; for ``"runs"`` the last ``consecutive_runs`` rows, or one
+        row per series with ``above_runs`` (how many runs in a row it has been above).
     drift : this run's per-series drift results.
 
     Examples
@@ -310,6 +311,12 @@ def retrain_decision(group: str, history: pl.DataFrame, drift: list[DriftResult]
                       f"per point, allowance {config.error_margin - 1:g}): statistic "
                       f"{value:.3g} > threshold {config.cusum_threshold:g}"
                       for sid, value in latest.select(SERIES_ID, "cusum").iter_rows()]
+        elif "above_runs" in part.columns:  # the carried count (one row per series)
+            runs = config.consecutive_runs
+            tails = part.filter(pl.col("above_runs") >= runs)
+            test = f"{runs} runs in a row above {config.error_margin:g} x reference MAE"
+            watch += [f"series {sid!r}: live MAE above {config.error_margin} x reference "
+                      f"MAE for {runs} consecutive runs" for sid in tails[SERIES_ID]]
         else:
             runs = config.consecutive_runs
             tails = ordered.agg(pl.col("above_margin").tail(runs).alias("_tail")).filter(

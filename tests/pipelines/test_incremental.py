@@ -348,3 +348,34 @@ def test_the_drift_reference_built_in_chunks_of_series_is_the_whole_one(
             (tmp_path / str(chunk)).rglob("*-drift-reference.parquet"))))
     assert built[0].height == 3
     assert_frame_equal(built[0].sort("series_id"), built[1].sort("series_id"))
+
+
+def test_the_live_tests_state_travels_with_the_model_not_through_the_history(
+        tmp_path, monkeypatch, champions):
+    from recurra.anomaly.drift import cusum_step
+    from recurra.nn.persistence import load_estimator, save_estimator, saved_extra
+    from recurra.pipelines import detect_tasks
+
+    store, group, config = _setup(tmp_path, monkeypatch, champions)
+    counting = CountingStore(store)
+    for step in range(1, 5):
+        _arrive(store, champions, step)
+        detect_tasks._KEPT.clear()  # each run a new process
+        tasks.detect_group(group, config, counting, f"run{step}")
+    assert counting.rows_read.get("live_metrics", 0) == 0  # no scan of the growing table
+    live = store.read_table("live_metrics").sort("evaluated_at")
+    for _, rows in live.group_by("series_id"):
+        previous = 0.0
+        for row in rows.iter_rows(named=True):  # each run continues the one before
+            expected = cusum_step(previous, row["mae"] / row["validation_mae"], 0.5,
+                                  row["n_points"])
+            assert row["cusum"] == pytest.approx(expected)
+            previous = row["cusum"]
+    folder = tmp_path / "state" / "recurra-g-forecast" / "v1"
+    monitor = saved_extra(folder)["monitor"]
+    assert sorted(monitor["cusum"]) == ["s0", "s1", "s2"]
+    assert set(monitor["above_runs"].values()) <= set(range(5))
+    # a state saved before the monitor state was kept: the latest live_metrics rows count
+    save_estimator(load_estimator(folder), folder, extra={"consumed": {}})
+    assert detect_tasks._monitor_state(folder) is None
+    assert detect_tasks._monitor_state(tmp_path / "new") == {"cusum": {}, "above_runs": {}}
