@@ -181,6 +181,12 @@ def _ingest(frame, folder: Path, store, name: str) -> float:
     return time.perf_counter() - started
 
 
+def _rss_now_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 1e6
+
+
 class PeakRss:
     """Peak resident set size (MB) of this process while the block runs (sampled 100 Hz)."""
 
@@ -255,7 +261,6 @@ def detect_in_new_process(folder: Path, run_id: str) -> dict:
 def _detect_once(folder: str, run_id: str) -> None:
     """``--detect-once``: the body of :func:`detect_in_new_process` (prints one JSON line)."""
     import json
-    import resource
 
     import torch
 
@@ -265,10 +270,10 @@ def _detect_once(folder: str, run_id: str) -> None:
     store = _use(Path(folder))
     group, config = s2_config()
     started = time.perf_counter()
-    out = tasks.detect_group(group, config, store, run_id)
+    with PeakRss() as rss:  # sampled: ru_maxrss keeps the parent's peak across fork/exec
+        out = tasks.detect_group(group, config, store, run_id)
     print(json.dumps({"detect_s": round(time.perf_counter() - started, 3),
-                      "peak_rss_mb": round(resource.getrusage(
-                          resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                      "peak_rss_mb": round(max(rss.peak_mb, _rss_now_mb()), 1),
                       **{k: out[k] for k in ("new_rows", "paths", "retrain", "reasons",
                                              "watch")}}))
 
