@@ -5,6 +5,10 @@ input drift.
 Plain functions (no Prefect); ``recurra.pipelines.flows`` wraps :func:`detect_group`.
 The advanced state of each champion is cached in ``<RECURRA_HOME>/state/<model>/v<version>``
 so a stateful forecaster or detector continues from where it stopped.
+
+Size: over 400 lines because one run's commit order (outputs, then each state with what it
+consumed and the live tests' state, then the watermarks) and the helpers that read those
+commits back must stay side by side to be checked together.
 """
 
 from __future__ import annotations
