@@ -90,8 +90,10 @@ def detect_group(group: GroupConfig, config: PipelineConfig, store: Any,
                                   for role, found in champions.items()])  # read once a run
     marks = _watermarks(store, group, ids, version, ends)
     models = {role: _cached(role, group, found, tracker) for role, found in champions.items()}
-    consumed = {role: _consumed(folder, marks) for role, (_, folder) in models.items()}
-    monitor = _monitor_state(models["forecaster"][1]) if "forecaster" in models else None
+    extras = {role: saved_extra(folder) for role, (_, folder) in models.items()}  # once
+    consumed = {role: _consumed(extras[role], marks) for role in models}
+    monitor = (_monitor_state(extras["forecaster"], models["forecaster"][1])
+               if "forecaster" in models else None)
     reached: dict[str, Any] = {}
     while True:
         lower = {sid: min((c[sid] for c in consumed.values()), key=_order)
@@ -321,11 +323,11 @@ def _drift(group: GroupConfig, config: PipelineConfig, store: Any,
     return monitoring.drift_by_series(reference, recent, config.monitoring, on=group.drift_on)
 
 
-def _monitor_state(folder: Path) -> dict[str, dict[str, Any]] | None:
+def _monitor_state(extra: dict[str, Any], folder: Path) -> dict[str, dict[str, Any]] | None:
     """The live tests' state the forecaster's last save committed (``{"cusum": {series:
     statistic}, "above_runs": {series: runs}}``); a fresh one for a champion's first run;
-    None for a state saved before the monitor state was kept with it."""
-    extra = saved_extra(folder)
+    None for a state saved before the monitor state was kept with it (``extra``: what the
+    save in ``folder`` committed with the state)."""
     if "monitor" in extra:
         return {"cusum": dict(extra["monitor"].get("cusum", {})),
                 "above_runs": dict(extra["monitor"].get("above_runs", {}))}
@@ -395,10 +397,10 @@ def _write_watermarks(store: Any, group: GroupConfig, reached: dict[str, Any],
     store.write_table("watermarks", marks, key=(SERIES_ID, "group", "version"))
 
 
-def _consumed(folder: Path, marks: dict[str, Any]) -> dict[str, Any]:
-    """Per series, the last timestamp the model saved in ``folder`` has consumed: what its
-    last save committed with the state, or the watermark when that is later or absent."""
-    saved = saved_extra(folder).get("consumed", {})
+def _consumed(extra: dict[str, Any], marks: dict[str, Any]) -> dict[str, Any]:
+    """Per series, the last timestamp a saved model has consumed: what its last save
+    committed with the state (``extra``), or the watermark when that is later or absent."""
+    saved = extra.get("consumed", {})
     out = dict(marks)
     for sid, text in saved.items():
         if sid in out:

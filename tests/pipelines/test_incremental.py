@@ -223,23 +223,34 @@ def _on_time(tmp_path, monkeypatch, champions, n_runs: int):
     return _scores_and_forecasts(store)[0], store
 
 
+def _killed_at_run3(tmp_path, monkeypatch, champions, target: str, fails=None):
+    """Runs 1 and 2, then run 3 killed inside ``detect_tasks.<target>`` (``fails``: the
+    replacement, default raise at once); returns the store, group and config."""
+    from recurra.pipelines import detect_tasks
+
+    store, group, config = _setup(tmp_path / "killed", monkeypatch, champions)
+    for step in (1, 2):
+        _arrive(store, champions, step)
+        tasks.detect_group(group, config, store, f"run{step}")
+    real = getattr(detect_tasks, target)
+    monkeypatch.setattr(detect_tasks, target, fails or (
+        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed"))))
+    _arrive(store, champions, 3)
+    with pytest.raises(RuntimeError, match="killed"):
+        tasks.detect_group(group, config, store, "run3")
+    monkeypatch.setattr(detect_tasks, target, real)
+    return store, group, config
+
+
 @pytest.mark.parametrize("fresh_process", [False, True])
 def test_a_run_killed_after_saving_its_models_is_repaired_by_the_next(
         tmp_path, monkeypatch, champions, fresh_process):
     from recurra.pipelines import detect_tasks
 
     expected, _ = _on_time(tmp_path / "on-time", monkeypatch, champions, 4)
-    store, group, config = _setup(tmp_path / "killed", monkeypatch, champions)
-    for step in (1, 2):
-        _arrive(store, champions, step)
-        tasks.detect_group(group, config, store, f"run{step}")
-    real = detect_tasks._write_watermarks
-    monkeypatch.setattr(detect_tasks, "_write_watermarks",
-                        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
-    _arrive(store, champions, 3)
-    with pytest.raises(RuntimeError, match="killed"):
-        tasks.detect_group(group, config, store, "run3")  # models saved, watermarks not
-    monkeypatch.setattr(detect_tasks, "_write_watermarks", real)
+    # run 3 saved its models, not the watermarks
+    store, group, config = _killed_at_run3(tmp_path, monkeypatch, champions,
+                                           "_write_watermarks")
     marks = store.read_table("watermarks")
     assert marks["watermark"].max() < champions[1][N_TRAIN + 2]  # behind the saved state
     if fresh_process:
@@ -256,20 +267,10 @@ def test_a_run_killed_after_saving_its_models_is_repaired_by_the_next(
 
 def test_a_run_killed_before_saving_its_models_is_redone_with_the_same_scores(
         tmp_path, monkeypatch, champions):
-    from recurra.pipelines import detect_tasks
 
     expected, on_time = _on_time(tmp_path / "on-time", monkeypatch, champions, 3)
-    store, group, config = _setup(tmp_path / "killed", monkeypatch, champions)
-    for step in (1, 2):
-        _arrive(store, champions, step)
-        tasks.detect_group(group, config, store, f"run{step}")
-    real = detect_tasks.save_estimator
-    monkeypatch.setattr(detect_tasks, "save_estimator",
-                        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
-    _arrive(store, champions, 3)
-    with pytest.raises(RuntimeError, match="killed"):
-        tasks.detect_group(group, config, store, "run3")  # outputs written, no state saved
-    monkeypatch.setattr(detect_tasks, "save_estimator", real)
+    # run 3 wrote its outputs, saved no state
+    store, group, config = _killed_at_run3(tmp_path, monkeypatch, champions, "save_estimator")
     out = tasks.detect_group(group, config, store, "run3")  # the flow's retry: same run id
     assert out["steps"] == 1
     assert_frame_equal(_scores_and_forecasts(store)[0], expected, check_exact=False,
@@ -281,26 +282,20 @@ def test_a_run_killed_before_saving_its_models_is_redone_with_the_same_scores(
 
 def test_a_run_killed_between_the_two_saves_feeds_each_model_what_it_has_not_seen(
         tmp_path, monkeypatch, champions):
+    from recurra.nn import persistence
     from recurra.pipelines import detect_tasks
 
     expected, on_time = _on_time(tmp_path / "on-time", monkeypatch, champions, 4)
-    store, group, config = _setup(tmp_path / "killed", monkeypatch, champions)
-    for step in (1, 2):
-        _arrive(store, champions, step)
-        tasks.detect_group(group, config, store, f"run{step}")
-    real, saved = detect_tasks.save_estimator, []
+    saved = []
 
     def second_fails(estimator, folder, **kwargs):
         if saved:
             raise RuntimeError("killed")
         saved.append(folder)
-        return real(estimator, folder, **kwargs)
+        return persistence.save_estimator(estimator, folder, **kwargs)
 
-    monkeypatch.setattr(detect_tasks, "save_estimator", second_fails)
-    _arrive(store, champions, 3)
-    with pytest.raises(RuntimeError, match="killed"):
-        tasks.detect_group(group, config, store, "run3")
-    monkeypatch.setattr(detect_tasks, "save_estimator", real)
+    store, group, config = _killed_at_run3(tmp_path, monkeypatch, champions, "save_estimator",
+                                           second_fails)
     assert saved[0].parent.name == "recurra-g-forecast"  # the forecaster is one row ahead
     detect_tasks._KEPT.clear()
     _arrive(store, champions, 4)
@@ -377,5 +372,5 @@ def test_the_live_tests_state_travels_with_the_model_not_through_the_history(
     assert set(monitor["above_runs"].values()) <= set(range(5))
     # a state saved before the monitor state was kept: the latest live_metrics rows count
     save_estimator(load_estimator(folder), folder, extra={"consumed": {}})
-    assert detect_tasks._monitor_state(folder) is None
-    assert detect_tasks._monitor_state(tmp_path / "new") == {"cusum": {}, "above_runs": {}}
+    assert detect_tasks._monitor_state(saved_extra(folder), folder) is None
+    assert detect_tasks._monitor_state({}, tmp_path / "new") == {"cusum": {}, "above_runs": {}}
