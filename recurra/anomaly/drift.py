@@ -46,12 +46,15 @@ from typing import Any
 
 import numpy as np
 
+from recurra.anomaly import drift_batch
+from recurra.anomaly.drift_batch import DRIFT_INPUTS, segment_inputs, segments
+
 __all__ = ["DRIFT_INPUTS", "DRIFT_TESTS", "ChannelDrift", "TestResult", "benjamini_hochberg",
            "cusum_step", "drift_fleet", "drift_segments", "ks_test", "mean_variance_test",
-           "model_inputs", "population_stability_index", "resolve_input", "segment_inputs",
+           "model_inputs", "population_stability_index", "resolve_input", "resolve_inputs",
+           "segment_inputs",
            "segments", "unit_root_likely"]
 
-DRIFT_INPUTS = ("auto", "scaled", "returns", "difference")
 DRIFT_TESTS = ("mean_variance", "ks", "psi")
 PSI_THRESHOLD = 0.25
 DICKEY_FULLER_5PCT = -2.86   # the 5 % critical value of the test with a constant (large n)
@@ -145,6 +148,44 @@ def resolve_input(reference: np.ndarray, on: str) -> str:
     if on != "auto":
         return on
     return "difference" if unit_root_likely(reference) else "scaled"
+
+
+def resolve_inputs(values: np.ndarray, offsets: np.ndarray, on: list[str]) -> list[str]:
+    """:func:`resolve_input` of every segment (``values[offsets[i]:offsets[i + 1]]``, NaNs
+    dropped, as ``on[i]`` takes it) at once: the Dickey-Fuller regressions of the ``"auto"``
+    segments run in blocks of equal length (:func:`recurra.anomaly.drift_batch.dickey_fuller_t`);
+    a segment whose batched t statistic is not clearly on one side of the critical value
+    (ill-conditioned, or within rounding of it) runs :func:`unit_root_likely` itself, so the
+    choices equal the per-segment ones.
+
+    >>> walk = np.cumsum(np.random.default_rng(0).normal(size=300))
+    >>> resolve_inputs(walk, np.array([0, 300, 300]), ["auto", "auto"])
+    ['difference', 'scaled']
+    """
+    unknown = sorted(set(on) - set(DRIFT_INPUTS))
+    if unknown:
+        raise ValueError(f"drift_on ({unknown[0]!r}) must be one of {list(DRIFT_INPUTS)}")
+    chosen = list(on)
+    auto = np.array([i for i, choice in enumerate(on) if choice == "auto"], np.int64)
+    if not auto.size:
+        return chosen
+    finite, at = drift_batch.take(values, offsets, auto)
+    kept = np.isfinite(finite)
+    if not kept.all():   # NaNs dropped, as unit_root_likely drops them
+        owner = np.repeat(np.arange(auto.size), np.diff(at))
+        finite = finite[kept]
+        at = np.concatenate([[0], np.cumsum(np.bincount(owner[kept], minlength=auto.size))])
+    long_enough = np.flatnonzero(np.diff(at) >= 20)
+    likely = np.zeros(auto.size, bool)
+    t_stats, trusted = drift_batch.dickey_fuller_t(
+        *drift_batch.take(finite, at, long_enough), DICKEY_FULLER_5PCT)
+    for position, t_value, clear in zip(long_enough.tolist(), t_stats.tolist(),
+                                        trusted.tolist(), strict=True):
+        likely[position] = t_value > DICKEY_FULLER_5PCT if clear else unit_root_likely(
+            finite[at[position]:at[position + 1]])
+    for position, index in enumerate(auto.tolist()):
+        chosen[index] = "difference" if likely[position] else "scaled"
+    return chosen
 
 
 def long_run_factor(values: np.ndarray, bandwidth: int) -> float:
@@ -256,59 +297,6 @@ def bh_cut(pvalues: np.ndarray, fdr: float) -> float:
     return float(np.max(np.asarray(pvalues)[rejected])) if rejected.any() else 0.0
 
 
-def segments(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """``(values, offsets)`` of 1-D ``arrays`` laid end to end: array ``i`` is
-    ``values[offsets[i]:offsets[i + 1]]`` (the form :func:`drift_segments` takes)."""
-    lengths = np.fromiter((np.size(a) for a in arrays), np.int64, len(arrays))
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    values = np.concatenate([np.asarray(a, np.float64).reshape(-1) for a in arrays]) \
-        if arrays else np.empty(0)
-    return values, offsets
-
-
-def segment_inputs(values: np.ndarray, offsets: np.ndarray, on: list[str]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`model_inputs` of every segment at once: segment ``i`` of the result equals
-    ``model_inputs(values[offsets[i]:offsets[i + 1]], on[i])`` bit for bit (the same
-    elementwise operations, one call over all segments instead of one per segment).
-
-    >>> segment_inputs(np.array([1.0, 2.0, np.nan, 4.0, 5.0]), np.array([0, 4, 5]),
-    ...                ["difference", "scaled"])[0].tolist()
-    [1.0, 2.0, 5.0]
-    """
-    unknown = sorted(set(on) - set(DRIFT_INPUTS[1:]))
-    if unknown:
-        raise ValueError(f"on ({unknown[0]!r}) must be one of {list(DRIFT_INPUTS[1:])}")
-    n_segments = offsets.size - 1
-    owner = np.repeat(np.arange(n_segments), np.diff(offsets))
-    finite = np.isfinite(values)
-    values, owner = values[finite], owner[finite]
-    codes = np.array([DRIFT_INPUTS.index(kind) for kind in on], np.int8)  # 1 2 3
-    kind = codes[owner]
-    # position k of a differenced segment holds values[k] - values[k - 1]; its first is dropped
-    follows = np.zeros(owner.size, bool)
-    follows[1:] = owner[1:] == owner[:-1]
-    scaled = kind == DRIFT_INPUTS.index("scaled")
-    include = scaled | follows
-    changed = include & ~scaled
-    previous = np.empty_like(values)
-    previous[:1], previous[1:] = np.nan, values[:-1]
-    out = values.copy()
-    out[changed] = values[changed] - previous[changed]
-    returns = changed & (kind == DRIFT_INPUTS.index("returns"))
-    if returns.any():
-        counts = np.bincount(owner, minlength=n_segments)
-        positives = np.bincount(owner, weights=values > 0, minlength=n_segments)
-        logged = returns & ((counts > 0) & (positives == counts))[owner]
-        out[logged] = np.log(values[logged]) - np.log(previous[logged])
-        relative = returns & ~logged
-        before = previous[relative]
-        out[relative] = (values[relative] - before) / np.where(before == 0, 1.0,
-                                                               np.abs(before))
-    kept = np.bincount(owner[include], minlength=n_segments)
-    return out[include], np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
-
-
 def drift_fleet(pairs: list[tuple[str, str, np.ndarray, np.ndarray]], test: str = "mean_variance",
                 on: str | dict[Any, str] = "auto", fdr: float = 0.05, min_effect: float = 0.5,
                 min_rows: int = 30, correction: str = "bh",
@@ -344,19 +332,23 @@ def drift_segments(keys: list[tuple[str, str]], on: list[str],
     """:func:`drift_fleet` of P (series_id, channel) ``keys`` whose values are given as
     :func:`segments` (``(values, offsets)``, pair ``i`` = ``values[offsets[i]:offsets[i +
     1]]``): the inputs of every pair are derived at once (:func:`segment_inputs`) and only
-    the pairs with ``min_rows`` inputs on both sides run their test.  ``on``: per pair, as
-    :func:`resolve_input` takes it."""
+    the pairs with ``min_rows`` inputs on both sides run their test: ``"mean_variance"`` for
+    all of them at once (:func:`recurra.anomaly.drift_batch.mean_variance_tests`, equal to
+    :func:`mean_variance_test` pair by pair), KS and PSI pair by pair.  ``on``: per pair, as
+    :func:`resolve_input` takes it (the ``"auto"`` ones resolved by :func:`resolve_inputs`)."""
     if test not in DRIFT_TESTS:
         raise ValueError(f"test ({test!r}) must be one of {list(DRIFT_TESTS)}")
-    ref_values, ref_offsets = reference
-    chosen = [choice if choice in DRIFT_INPUTS[1:] else resolve_input(
-        _finite(ref_values[ref_offsets[i]:ref_offsets[i + 1]]), choice)
-        for i, choice in enumerate(on)]
-    ref, ref_at = segment_inputs(ref_values, ref_offsets, chosen)
+    chosen = resolve_inputs(*reference, on)
+    ref, ref_at = segment_inputs(*reference, chosen)
     new, new_at = segment_inputs(*recent, chosen)
     statistics, effects = np.zeros(len(keys)), np.zeros(len(keys))
     pvalues = np.full(len(keys), np.nan)
     enough = (np.diff(ref_at) >= min_rows) & (np.diff(new_at) >= min_rows)
+    if test == "mean_variance":   # batched: equal to mean_variance_test pair by pair
+        rows = np.flatnonzero(enough)
+        statistics[rows], pvalues[rows], effects[rows] = drift_batch.mean_variance_tests(
+            drift_batch.take(ref, ref_at, rows), drift_batch.take(new, new_at, rows))
+        enough = np.zeros_like(enough)
     for i in np.nonzero(enough)[0]:
         a, b = ref[ref_at[i]:ref_at[i + 1]], new[new_at[i]:new_at[i + 1]]
         if test == "psi":
@@ -377,10 +369,6 @@ def drift_segments(keys: list[tuple[str, str]], on: list[str],
             for (series_id, channel), kind, statistic, p, effect, flag in zip(
                 keys, chosen, statistics.tolist(), pvalues.tolist(), effects.tolist(),
                 flags.tolist(), strict=True)]
-
-
-def _finite(values: np.ndarray) -> np.ndarray:
-    return values[np.isfinite(values)]
 
 
 def cusum_step(previous: float, ratio: float, allowance: float, n_points: int = 1) -> float:

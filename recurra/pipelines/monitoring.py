@@ -186,16 +186,14 @@ REFERENCE = "_reference"  # the observed reference values of a channel, in time 
 def drift_inputs(reference: pl.DataFrame, on: str | dict = "auto") -> pl.DataFrame:
     """One row per series and channel: its observed reference values in time order
     (``_reference``, a list) and what it is tested on (``drift_on``:
-    ``recurra.anomaly.drift.resolve_input``; the unit-root test runs once per champion
+    ``recurra.anomaly.drift.resolve_inputs``; the unit-root test runs once per champion
     when this frame is cached).  :func:`drift_by_series` takes this frame as it is, so a
     detect run neither sorts nor groups the reference again."""
     grouped = _observed_values(reference).rename({VALUE: REFERENCE})
     wanted = [on.get(sid, "auto") if isinstance(on, dict) else on
               for sid in grouped[SERIES_ID].to_list()]
-    return grouped.with_columns(pl.Series("drift_on", [
-        drift_stats.resolve_input(np.asarray(values, np.float64), choice)
-        for values, choice in zip(grouped[REFERENCE].to_list(), wanted, strict=True)],
-        dtype=pl.Utf8))
+    return grouped.with_columns(pl.Series("drift_on", drift_stats.resolve_inputs(
+        *_segments(grouped[REFERENCE]), wanted), dtype=pl.Utf8))
 
 
 def _observed_values(frame: pl.DataFrame, window: int | None = None) -> pl.DataFrame:
