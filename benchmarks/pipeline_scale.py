@@ -357,6 +357,10 @@ def scale_run(n_series: int, n_runs: int, n_train: int, folder: Path,
         "detect_ratio_last_over_first": round(detect_s[-1] / detect_s[0], 3),
         "detect_ratio_last_over_second": round(detect_s[-1] / detect_s[min(1, n_runs - 1)],
                                                3),
+        **({"detect_s_run_50": round(detect_s[49], 3),   # the protocol's runs 1, 50, 200
+            "detect_ratio_last_over_run_50": round(detect_s[-1] / detect_s[49], 3)}
+           if n_runs >= 100 else {}),
+        "detect_s_by_run": [round(s, 3) for s in detect_s],
         "detect_s_median": round(float(np.median(detect_s)), 3),
         "ingest_s_median": round(float(np.median(ingest_s)), 3),
         "peak_rss_in_this_process_mb": round(peak, 1),  # runs 2.. (+ this script's data)

@@ -308,15 +308,18 @@ def pipeline_scale(data: dict) -> tuple[list[Row], list[str]]:
     s2 = data.get("s2")
     if s2:
         # run 1 is the champion's first (a new process: registry load, drift reference);
-        # the flatness goal compares the last steady run with the second
-        ratio = s2.get("detect_ratio_last_over_second", s2.get("detect_ratio_last_over_first"))
+        # the flatness goal compares the last run with run 50 (the protocol's runs 1, 50,
+        # 200), or with the second in a shorter run
+        late = "detect_ratio_last_over_run_50" in s2
+        ratio = s2.get("detect_ratio_last_over_run_50" if late else
+                       "detect_ratio_last_over_second", s2.get("detect_ratio_last_over_first"))
         probes = [s2.get(k) or {} for k in ("first_run_new_process", "new_process")]
         peaks = [p["peak_rss_mb"] for p in probes if "peak_rss_mb" in p]
         peak = max(peaks) if peaks else s2.get("peak_rss_detect_mb")
         rate = s2.get("points_per_s_detect")
         rows.append((f"S2 hourly detect, {_f(s2.get('n_series'))} series x "
-                     f"{s2.get('n_runs')} runs: last/second, peak RSS of a run (new "
-                     "process), points/s",
+                     f"{s2.get('n_runs')} runs: {'last/run 50' if late else 'last/second'}, "
+                     "peak RSS of a run (new process), points/s",
                      f"{_f(ratio, 2)}, {_f(peak, 0)} MB, {_f(rate, 0)}", "-",
                      "<= 1.3, < 2 GB, >= 100,000", _met(
                          None if ratio is None else ratio <= 1.3 and peak < 2000
@@ -329,6 +332,8 @@ def pipeline_scale(data: dict) -> tuple[list[Row], list[str]]:
         lines += ["", f"S2: train {_f(s2.get('train_s'), 1)} s (budget "
                   f"{s2.get('train_windows_budget')} windows per epoch); detect "
                   f"{_f(s2.get('detect_s_run_1'), 2)} s at run 1, "
+                  f"{_f(s2.get('detect_s_run_2'), 2)} s at run 2, "
+                  + (f"{_f(s2.get('detect_s_run_50'), 2)} s at run 50, " if late else "") +
                   f"{_f(s2.get('detect_s_run_' + str(s2.get('n_runs'))), 2)} s at the last; "
                   f"median {_f(s2.get('detect_s_median'), 2)} s + ingest "
                   f"{_f(s2.get('ingest_s_median'), 2)} s; spike recall "
