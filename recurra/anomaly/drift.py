@@ -30,6 +30,10 @@ Live accuracy
     while single noisy points (the ratio of one absolute error to a mean one is often 2)
     drift back to zero.
 
+Size: over 400 lines because each single-pair test sits beside the fleet entry points
+(:func:`drift_fleet`, :func:`drift_segments`, :func:`resolve_inputs`) that must equal it pair
+by pair; the batched arithmetic itself is in :mod:`recurra.anomaly.drift_batch`.
+
 >>> rng = np.random.default_rng(0)
 >>> reference, shifted = rng.normal(0, 1, 500), rng.normal(1, 1, 48)
 >>> mean_variance_test(reference, shifted).pvalue < 1e-3
@@ -41,6 +45,7 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -325,29 +330,51 @@ def drift_fleet(pairs: list[tuple[str, str, np.ndarray, np.ndarray]], test: str 
 
 
 def drift_segments(keys: list[tuple[str, str]], on: list[str],
-                   reference: tuple[np.ndarray, np.ndarray],
+                   reference: tuple[np.ndarray, np.ndarray]
+                   | Callable[[], tuple[np.ndarray, np.ndarray]],
                    recent: tuple[np.ndarray, np.ndarray], test: str = "mean_variance",
                    fdr: float = 0.05, min_effect: float = 0.5, min_rows: int = 30,
-                   correction: str = "bh", pvalue: float = 0.01) -> list[ChannelDrift]:
+                   correction: str = "bh", pvalue: float = 0.01,
+                   reference_stats: dict[str, np.ndarray] | None = None) -> list[ChannelDrift]:
     """:func:`drift_fleet` of P (series_id, channel) ``keys`` whose values are given as
     :func:`segments` (``(values, offsets)``, pair ``i`` = ``values[offsets[i]:offsets[i +
     1]]``): the inputs of every pair are derived at once (:func:`segment_inputs`) and only
     the pairs with ``min_rows`` inputs on both sides run their test: ``"mean_variance"`` for
     all of them at once (:func:`recurra.anomaly.drift_batch.mean_variance_tests`, equal to
     :func:`mean_variance_test` pair by pair), KS and PSI pair by pair.  ``on``: per pair, as
-    :func:`resolve_input` takes it (the ``"auto"`` ones resolved by :func:`resolve_inputs`)."""
+    :func:`resolve_input` takes it (the ``"auto"`` ones resolved by :func:`resolve_inputs`).
+
+    ``reference_stats``: the :func:`recurra.anomaly.drift_batch.reference_stats` of each
+    pair's reference inputs, cached with a champion's reference; the mean-variance test then
+    derives the reference inputs only if a pair needs another bandwidth, and ``reference``
+    may be a function that returns the segments (called only then).  The results are the
+    same as without it."""
     if test not in DRIFT_TESTS:
         raise ValueError(f"test ({test!r}) must be one of {list(DRIFT_TESTS)}")
-    chosen = resolve_inputs(*reference, on)
-    ref, ref_at = segment_inputs(*reference, chosen)
+    cached = reference_stats is not None and test == "mean_variance" and "auto" not in on
+    load = reference if callable(reference) else lambda: reference
+    chosen = list(on) if cached else resolve_inputs(*load(), on)
     new, new_at = segment_inputs(*recent, chosen)
+    if cached:
+        ref, ref_at, n_ref = None, None, np.asarray(reference_stats["n"])
+    else:
+        ref, ref_at = segment_inputs(*load(), chosen)
+        n_ref = np.diff(ref_at)
     statistics, effects = np.zeros(len(keys)), np.zeros(len(keys))
     pvalues = np.full(len(keys), np.nan)
-    enough = (np.diff(ref_at) >= min_rows) & (np.diff(new_at) >= min_rows)
+    enough = (n_ref >= min_rows) & (np.diff(new_at) >= min_rows)
     if test == "mean_variance":   # batched: equal to mean_variance_test pair by pair
         rows = np.flatnonzero(enough)
+        recent_rows = drift_batch.take(new, new_at, rows)
+        if cached:
+            stats = drift_batch.take_stats(reference_stats, rows)
+            stale = np.minimum(np.diff(recent_rows[1]), stats["n"] // 4) != stats["bandwidth"]
+            ref_rows = drift_batch.take(*segment_inputs(*load(), chosen), rows) \
+                if stale.any() else None
+        else:
+            stats, ref_rows = None, drift_batch.take(ref, ref_at, rows)
         statistics[rows], pvalues[rows], effects[rows] = drift_batch.mean_variance_tests(
-            drift_batch.take(ref, ref_at, rows), drift_batch.take(new, new_at, rows))
+            ref_rows, recent_rows, stats)
         enough = np.zeros_like(enough)
     for i in np.nonzero(enough)[0]:
         a, b = ref[ref_at[i]:ref_at[i + 1]], new[new_at[i]:new_at[i + 1]]

@@ -31,8 +31,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["DRIFT_INPUTS", "block_stats", "by_length", "dickey_fuller_t", "long_run_factors",
-           "mean_variance_tests", "segment_inputs", "segments", "take"]
+__all__ = ["DRIFT_INPUTS", "REFERENCE_STATS", "block_stats", "by_length", "dickey_fuller_t",
+           "long_run_factors", "mean_variance_tests", "reference_stats", "segment_inputs",
+           "segments", "take", "take_stats"]
 
 DRIFT_INPUTS = ("auto", "scaled", "returns", "difference")   # what a drift test compares
 
@@ -179,29 +180,69 @@ def _math(function, values: np.ndarray) -> np.ndarray:
     return np.array([function(value) for value in values.tolist()], np.float64)
 
 
-def mean_variance_tests(reference: tuple[np.ndarray, np.ndarray],
-                        recent: tuple[np.ndarray, np.ndarray]
+REFERENCE_STATS = ("n", "mean", "std", "square_var", "bandwidth", "factor", "square_factor")
+
+
+def reference_stats(values: np.ndarray, offsets: np.ndarray,
+                    bandwidths: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """What :func:`mean_variance_tests` computes of each reference segment
+    (:data:`REFERENCE_STATS`, one value per segment): its size, mean, standard deviation
+    (``1e-12`` when zero or undefined), the variance of its squared deviations, and the
+    long-run factors of both at ``bandwidths`` (default ``n // 4``, the bandwidth of every
+    pair whose recent side has at least ``n // 4`` values).  A champion's reference is
+    fixed, so these are computed once and cached with it."""
+    n_ref = np.diff(offsets)
+    bandwidths = n_ref // 4 if bandwidths is None else np.asarray(bandwidths, np.int64)
+    means, variances = block_stats(values, offsets)
+    stds = np.sqrt(variances)
+    stds = np.where(np.isfinite(stds) & (stds > 0), stds, 1e-12)
+    squares = (values - np.repeat(means, n_ref)) ** 2
+    return {"n": n_ref, "mean": means, "std": stds,
+            "square_var": block_stats(squares, offsets)[1], "bandwidth": bandwidths,
+            "factor": long_run_factors(values, offsets, bandwidths),
+            "square_factor": long_run_factors(squares, offsets, bandwidths)}
+
+
+def take_stats(stats: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The :func:`reference_stats` of segments ``rows`` alone."""
+    return {name: np.asarray(column)[rows] for name, column in stats.items()}
+
+
+def mean_variance_tests(reference: tuple[np.ndarray, np.ndarray] | None,
+                        recent: tuple[np.ndarray, np.ndarray],
+                        stats: dict[str, np.ndarray] | None = None
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``drift.mean_variance_test`` of each segment of ``reference`` against the same
     segment of ``recent`` (each at least 1 value): ``(statistic, pvalue, effect)``, one
-    value per segment."""
-    ref_values, ref_offsets = reference
-    n_ref, n_recent = np.diff(ref_offsets), np.diff(recent[1])
-    bandwidths = np.minimum(n_recent, n_ref // 4)
-    means, variances = block_stats(ref_values, ref_offsets)
-    stds = np.sqrt(variances)
-    stds = np.where(np.isfinite(stds) & (stds > 0), stds, 1e-12)
-    squares = (ref_values - np.repeat(means, n_ref)) ** 2
-    square_var = block_stats(squares, ref_offsets)[1]
+    value per segment.
+
+    ``stats``: the reference's :func:`reference_stats`, cached; only the segments whose
+    bandwidth (``min(len(recent), len(reference) // 4)``) differs from the cached one are
+    computed again, from ``reference`` (which may be None when none differs)."""
+    n_recent = np.diff(recent[1])
+    if stats is None:
+        n_ref = np.diff(reference[1])
+        stats = reference_stats(*reference, np.minimum(n_recent, n_ref // 4))
+    else:
+        wanted = np.minimum(n_recent, stats["n"] // 4)
+        stale = np.flatnonzero(wanted != stats["bandwidth"])
+        if stale.size:
+            if reference is None:
+                raise ValueError(f"{stale.size} segments need a bandwidth their cached "
+                                 "statistics lack, and no reference values were given")
+            fresh = reference_stats(*take(*reference, stale), wanted[stale])
+            stats = {name: column.copy() for name, column in stats.items()}
+            for name, column in fresh.items():
+                stats[name][stale] = column
+    n_ref, means, stds = stats["n"], stats["mean"], stats["std"]
     recent_means, recent_var = block_stats(*recent)
     sizes = 1 / n_recent + 1 / n_ref
     shift = (recent_means - means) / stds
-    z_mean = shift / np.sqrt(long_run_factors(ref_values, ref_offsets, bandwidths) * sizes)
-    square_spread = _python_max(square_var, 1e-24) / _math(lambda s: s ** 4, stds)
+    z_mean = shift / np.sqrt(stats["factor"] * sizes)
+    square_spread = _python_max(stats["square_var"], 1e-24) / _math(lambda s: s ** 4, stds)
     variance_recent = _python_max(np.where(n_recent > 1, recent_var, 0.0), 1e-24)
     log_ratio = _math(math.log, variance_recent / _math(lambda s: s ** 2, stds))
-    square_factor = long_run_factors(squares, ref_offsets, bandwidths)
-    z_variance = log_ratio / np.sqrt(square_factor * square_spread * sizes)
+    z_variance = log_ratio / np.sqrt(stats["square_factor"] * square_spread * sizes)
     root_two = math.sqrt(2.0)
     p_variance = 0.5 * _math(math.erfc, z_variance / root_two)
     p_mean = _math(math.erfc, np.abs(z_mean) / root_two)

@@ -51,6 +51,7 @@ SCORE_KEY = (SERIES_ID, TIMESTAMP)
 EVENT_KEY = (SERIES_ID, "start", "kind")
 MAX_SERIES_METRICS = 50  # per-series live MAE logged to MLflow: the worst 50 (+ the mean)
 REFERENCE_CHUNK = 1000  # series per read when a champion's drift reference is built
+REFERENCE_FORMAT = "s1"   # the cached reference's layout: values, choice and test statistics
 
 
 
@@ -302,12 +303,14 @@ def _drift(group: GroupConfig, config: PipelineConfig, store: Any,
            ) -> list[monitoring.DriftResult]:
     """Drift of the latest rows after each series' training end against its training
     window: the reference (the last ``drift_reference_rows`` of the training window) is read
-    once per champion version and cached; each run reads only the recent window.
+    once per champion version and cached with its statistics (``monitoring.drift_inputs``;
+    a cache of an older format is built again); each run reads only the recent window.
     ``ends``: each series' training end under the champions (:func:`_training_ends`)."""
     if not ends:
         return []
     role, (_, version) = sorted(champions.items())[0]
-    cache = runs.state_dir() / group.model_name(role) / f"v{version}-drift-reference.parquet"
+    cache = runs.state_dir() / group.model_name(role) / \
+        f"v{version}-{REFERENCE_FORMAT}-drift-reference.parquet"
     if cache.is_file():
         reference = pl.read_parquet(cache)
     else:  # by chunks of series: a 10,000-series training window at once is gigabytes

@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from recurra.anomaly import drift as drift_stats
+from recurra.anomaly import drift_batch
 from recurra.data.regular import key_order
 from recurra.data.schema import CHANNEL, OBSERVED, SERIES_ID, TIMESTAMP, VALUE, Y_HAT
 from recurra.pipelines.config import MonitoringConfig
@@ -154,16 +156,19 @@ def drift_test(reference: np.ndarray, recent: np.ndarray, config: MonitoringConf
 
 
 def _results(keys: list[tuple[str, str]], on: list[str],
-             reference: tuple[np.ndarray, np.ndarray], recent: tuple[np.ndarray, np.ndarray],
-             config: MonitoringConfig) -> list[DriftResult]:
+             reference: Any, recent: tuple[np.ndarray, np.ndarray],
+             config: MonitoringConfig, stats: dict[str, np.ndarray] | None = None
+             ) -> list[DriftResult]:
     """The drift results of (series_id, channel) ``keys`` whose reference and recent values
-    are :func:`recurra.anomaly.drift.segments`."""
+    are :func:`recurra.anomaly.drift.segments` (``reference`` may be a function returning
+    them; ``stats``: the cached reference statistics, as
+    :func:`recurra.anomaly.drift.drift_segments` takes them)."""
     if config.drift_test == "none":
         return [DriftResult(sid, 0.0, 1.0, False, "none", channel) for sid, channel in keys]
     found = drift_stats.drift_segments(
         keys, on, reference, recent, test=config.drift_test, fdr=config.drift_fdr,
         min_effect=config.drift_min_effect, min_rows=config.min_drift_rows,
-        correction=config.drift_correction, pvalue=config.drift_pvalue)
+        correction=config.drift_correction, pvalue=config.drift_pvalue, reference_stats=stats)
     return [DriftResult(d.series_id, d.statistic, 1.0 if np.isnan(d.pvalue) and d.test != "psi"
                         else d.pvalue, d.drifted, d.test, d.channel, d.effect, d.threshold, d.on)
             for d in found]
@@ -192,8 +197,14 @@ def drift_inputs(reference: pl.DataFrame, on: str | dict = "auto") -> pl.DataFra
     grouped = _observed_values(reference).rename({VALUE: REFERENCE})
     wanted = [on.get(sid, "auto") if isinstance(on, dict) else on
               for sid in grouped[SERIES_ID].to_list()]
-    return grouped.with_columns(pl.Series("drift_on", drift_stats.resolve_inputs(
-        *_segments(grouped[REFERENCE]), wanted), dtype=pl.Utf8))
+    values = _segments(grouped[REFERENCE])
+    chosen = drift_stats.resolve_inputs(*values, wanted)
+    stats = drift_batch.reference_stats(*drift_batch.segment_inputs(*values, chosen))
+    return grouped.with_columns(pl.Series("drift_on", chosen, dtype=pl.Utf8), *(
+        pl.Series(STATS_PREFIX + name, column) for name, column in stats.items()))
+
+
+STATS_PREFIX = "_stat_"   # drift_inputs' columns of recurra.anomaly.drift_batch.reference_stats
 
 
 def _observed_values(frame: pl.DataFrame, window: int | None = None) -> pl.DataFrame:
@@ -222,14 +233,20 @@ def drift_by_series(reference: pl.DataFrame, recent: pl.DataFrame,
     if REFERENCE not in reference.columns:  # a contract frame: aggregate it here
         reference = drift_inputs(reference, on)
     recent_values = _observed_values(recent, config.drift_window)
-    joined = recent_values.join(reference.select([*key, REFERENCE, "drift_on"]), on=key,
-                                how="left")
+    stat_columns = [STATS_PREFIX + name for name in drift_batch.REFERENCE_STATS]
+    cached = [c for c in stat_columns if c in reference.columns] == stat_columns
+    joined = recent_values.join(reference.select(
+        [*key, REFERENCE, "drift_on", *(stat_columns if cached else [])]), on=key, how="left")
     keys = list(zip(joined[SERIES_ID].cast(pl.Utf8).to_list(),
                     joined[CHANNEL].cast(pl.Utf8).to_list(), strict=True))
     choices = joined["drift_on"].fill_null("auto").to_list()  # no reference: "auto"
+    stats = None
+    if cached and "auto" not in choices:   # every pair has its cached reference
+        stats = {name: joined[STATS_PREFIX + name].to_numpy()
+                 for name in drift_batch.REFERENCE_STATS}
     by_series: dict[str, list[DriftResult]] = {}
-    for result in _results(keys, choices, _segments(joined[REFERENCE]),
-                           _segments(joined[VALUE]), config):
+    for result in _results(keys, choices, lambda: _segments(joined[REFERENCE]),
+                           _segments(joined[VALUE]), config, stats):
         by_series.setdefault(result.series_id, []).append(result)
     results = []
     for candidates in by_series.values():

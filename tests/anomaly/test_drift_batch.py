@@ -19,7 +19,13 @@ from recurra.anomaly.drift import (
     resolve_inputs,
     segments,
 )
-from tests.anomaly.test_drift_segments import KINDS, as_tuple, loop_verdicts, ragged_pairs
+from tests.anomaly.test_drift_segments import (
+    KINDS,
+    as_tuple,
+    loop_verdicts,
+    ragged_pairs,
+    same,
+)
 
 CLOSE = dict(rtol=1e-12, atol=1e-14)
 
@@ -152,3 +158,48 @@ def test_untrusted_t_statistics_run_the_single_segment_test(monkeypatch):
 def test_resolve_inputs_names_an_unknown_choice():
     with pytest.raises(ValueError, match="drift_on"):
         resolve_inputs(np.ones(3), np.array([0, 3]), ["levels"])
+
+
+def _keys_on_segments(pairs, on):
+    keys = [(p[0], p[1]) for p in pairs]
+    reference = segments([p[2] for p in pairs])
+    chosen = resolve_inputs(*reference, [on[key] for key in keys])
+    return keys, chosen, reference, segments([p[3] for p in pairs])
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_cached_reference_statistics_give_the_same_verdicts(seed):
+    """Statistics cached at the steady bandwidth (n // 4): pairs whose recent window is
+    shorter than that recompute theirs from the reference; every verdict is unchanged."""
+    keys, chosen, reference, recent = _keys_on_segments(*ragged_pairs(seed))
+    stats = drift_batch.reference_stats(*drift_batch.segment_inputs(*reference, chosen))
+    found = drift.drift_segments(keys, chosen, reference, recent, reference_stats=stats)
+    expected = drift.drift_segments(keys, chosen, reference, recent)
+    assert all(same(as_tuple(f), as_tuple(e)) for f, e in zip(found, expected, strict=True))
+    tested = ~np.isnan([e.pvalue for e in expected])
+    short = np.diff(drift_batch.segment_inputs(*recent, chosen)[1]) < stats["n"] // 4
+    assert (tested & short).any() and (tested & ~short).any()   # both paths ran
+
+
+def test_cached_statistics_leave_the_reference_unread_when_every_window_is_full():
+    rng = np.random.default_rng(2)
+    pairs = [(f"s{i}", "value", rng.normal(size=200) + 3 * (i % 2), rng.normal(size=60))
+             for i in range(6)]
+    keys, chosen, reference, recent = _keys_on_segments(pairs, dict.fromkeys(
+        ((p[0], p[1]) for p in pairs), "scaled"))
+    stats = drift_batch.reference_stats(*drift_batch.segment_inputs(*reference, chosen))
+
+    def unread():
+        raise AssertionError("the reference values were read")
+
+    found = drift.drift_segments(keys, chosen, unread, recent, reference_stats=stats)
+    expected = drift.drift_segments(keys, chosen, reference, recent)
+    assert [as_tuple(f) for f in found] == [as_tuple(e) for e in expected]
+    assert sum(f.drifted for f in found) == 3                # the shifted half
+
+
+def test_stale_cached_statistics_without_reference_values_are_named():
+    values, offsets = segments([np.arange(200.0), np.arange(120.0)])
+    stats = drift_batch.reference_stats(values, offsets)
+    with pytest.raises(ValueError, match="1 segments need a bandwidth"):
+        drift_batch.mean_variance_tests(None, segments([np.ones(60), np.ones(10)]), stats)

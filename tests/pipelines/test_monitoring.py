@@ -135,3 +135,37 @@ def test_retrain_on_drift_says_why():
     assert "series 'a' channel 'value': input drift (mean_variance test on scaled inputs" \
         in decision.reasons[0]
     assert "Benjamini-Hochberg threshold" in decision.reasons[0]
+
+
+def test_drift_by_series_on_a_cached_reference_equals_the_contract_frame():
+    """A champion's cached reference (drift_inputs, with its statistics) gives the results
+    of the same reference without them, for full and for short recent windows."""
+    from recurra.pipelines.monitoring import STATS_PREFIX, drift_inputs
+
+    rng = np.random.default_rng(3)
+
+    def ar1(n: int) -> np.ndarray:   # autocorrelated: the long-run factors depend on the
+        out = np.zeros(n)            # bandwidth, so a stale cached one would show
+        for t in range(1, n):
+            out[t] = 0.7 * out[t - 1] + rng.normal()
+        return out
+
+    ids = [f"s{i}" for i in range(8)]
+    reference = pl.DataFrame({
+        "series_id": np.repeat(ids, 240), "channel": ["value"] * 1920,
+        "timestamp": _times(240) * 8,
+        "value": np.concatenate([np.cumsum(rng.normal(size=240)) if i % 3 == 0 else
+                                 ar1(240) for i in range(8)]),
+        "observed": rng.random(1920) > 0.05})
+    lengths = [70, 70, 70, 70, 40, 40, 35, 70]   # 4 short of n // 4 (about 57)
+    recent = pl.concat([pl.DataFrame({
+        "series_id": [sid] * n, "channel": ["value"] * n, "timestamp": _times(n, 240),
+        "value": ar1(n) + (4.0 if i % 2 else 0.0), "observed": [True] * n})
+        for i, (sid, n) in enumerate(zip(ids, lengths, strict=True))])
+    config = MonitoringConfig(drift_window=70)
+    cached = drift_inputs(reference)
+    plain = cached.drop([c for c in cached.columns if c.startswith(STATS_PREFIX)])
+    with_stats = drift_by_series(cached, recent, config)
+    without = drift_by_series(plain, recent, config)
+    assert with_stats == without
+    assert {r.series_id for r in with_stats if r.drifted} >= {"s1", "s5", "s7"}
