@@ -335,7 +335,7 @@ def drift_segments(keys: list[tuple[str, str]], on: list[str],
                    recent: tuple[np.ndarray, np.ndarray], test: str = "mean_variance",
                    fdr: float = 0.05, min_effect: float = 0.5, min_rows: int = 30,
                    correction: str = "bh", pvalue: float = 0.01,
-                   reference_stats: dict[str, np.ndarray] | None = None) -> list[ChannelDrift]:
+                   reference_stats: dict[str, Any] | None = None) -> list[ChannelDrift]:
     """:func:`drift_fleet` of P (series_id, channel) ``keys`` whose values are given as
     :func:`segments` (``(values, offsets)``, pair ``i`` = ``values[offsets[i]:offsets[i +
     1]]``): the inputs of every pair are derived at once (:func:`segment_inputs`) and only
@@ -368,9 +368,9 @@ def drift_segments(keys: list[tuple[str, str]], on: list[str],
         recent_rows = drift_batch.take(new, new_at, rows)
         if cached:
             stats = drift_batch.take_stats(reference_stats, rows)
-            stale = np.minimum(np.diff(recent_rows[1]), stats["n"] // 4) != stats["bandwidth"]
+            stale = drift_batch.stale_rows(stats, np.diff(recent_rows[1]))
             ref_rows = drift_batch.take(*segment_inputs(*load(), chosen), rows) \
-                if stale.any() else None
+                if stale.size else None
         else:
             stats, ref_rows = None, drift_batch.take(ref, ref_at, rows)
         statistics[rows], pvalues[rows], effects[rows] = drift_batch.mean_variance_tests(

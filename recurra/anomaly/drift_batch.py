@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 __all__ = ["DRIFT_INPUTS", "REFERENCE_STATS", "block_stats", "by_length", "dickey_fuller_t",
-           "long_run_factors", "mean_variance_tests", "reference_stats", "segment_inputs",
-           "segments", "take", "take_stats"]
+           "autocorrelations", "factors_from_autocorrelations", "long_run_factors",
+           "mean_variance_tests", "reference_stats", "segment_inputs", "segments",
+           "stale_rows", "take", "take_stats"]
 
 DRIFT_INPUTS = ("auto", "scaled", "returns", "difference")   # what a drift test compares
 
@@ -85,8 +87,19 @@ def long_run_factors(values: np.ndarray, offsets: np.ndarray, bandwidths: np.nda
     """``drift.long_run_factor(segment, bandwidth)`` of every segment (``bandwidths``: one
     per segment): centred values zero-padded into ``(rows, size)`` blocks of one FFT size,
     one ``rfft``/``irfft`` along axis 1 per block, the weighted sums per bandwidth."""
+    bandwidths = np.minimum(bandwidths, np.diff(offsets) - 2)
+    return factors_from_autocorrelations(*autocorrelations(values, offsets, bandwidths),
+                                         bandwidths)
+
+
+def autocorrelations(values: np.ndarray, offsets: np.ndarray, lags: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The autocorrelations at lags ``1..lags[i]`` of every segment (as ``(values,
+    offsets)``; empty for a constant segment or ``lags[i] < 1``, whose long-run factor is
+    1), as :func:`long_run_factors` weighs them: centred values zero-padded into ``(rows,
+    size)`` blocks of one FFT size, one ``rfft``/``irfft`` along axis 1 per block."""
     lengths = np.diff(offsets)
-    factors, denominators = np.ones(lengths.size), np.zeros(lengths.size)
+    denominators = np.zeros(lengths.size)
     deviations = np.empty_like(values)
     for length, at in by_length(lengths):
         index = _index(offsets, at, length)
@@ -94,8 +107,12 @@ def long_run_factors(values: np.ndarray, offsets: np.ndarray, bandwidths: np.nda
         centred = block - block.mean(axis=1, keepdims=True)
         deviations[index] = centred
         denominators[at] = np.vecdot(centred, centred)   # = centred_i @ centred_i
-    bandwidths = np.minimum(bandwidths, lengths - 2)
-    active = np.flatnonzero((bandwidths >= 1) & (denominators > 0))
+    lags = np.asarray(lags, np.int64)
+    active = np.flatnonzero((lags >= 1) & (denominators > 0))
+    counts = np.zeros(lengths.size, np.int64)
+    counts[active] = lags[active]
+    out_at = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    out = np.empty(out_at[-1])
     size_of = {n: 1 << int(np.ceil(np.log2(2 * n))) for n in np.unique(lengths[active]).tolist()}
     sizes = np.array([size_of[n] for n in lengths[active].tolist()], np.int64)
     for size, at in by_length(sizes):
@@ -104,13 +121,29 @@ def long_run_factors(values: np.ndarray, offsets: np.ndarray, bandwidths: np.nda
             for length, inner in by_length(lengths[chunk]):
                 padded[inner, :length] = deviations[_index(offsets, chunk[inner], length)]
             spectrum = np.abs(np.fft.rfft(padded, size, axis=1)) ** 2
-            width = int(bandwidths[chunk].max())
+            width = int(lags[chunk].max())
             autocovariance = np.fft.irfft(spectrum, size, axis=1)[:, 1:width + 1] / \
                 denominators[chunk, None]
-            for bandwidth, inner in by_length(bandwidths[chunk]):
-                weights = 1.0 - np.arange(1, bandwidth + 1) / (bandwidth + 1)
-                weighted = np.sum(weights * autocovariance[inner, :bandwidth], axis=1)
-                factors[chunk[inner]] = np.maximum(1.0, 1.0 + 2.0 * weighted)
+            for lag, inner in by_length(lags[chunk]):
+                out[_index(out_at, chunk[inner], lag)] = autocovariance[inner, :lag]
+    return out, out_at
+
+
+def factors_from_autocorrelations(values: np.ndarray, offsets: np.ndarray,
+                                  bandwidths: np.ndarray) -> np.ndarray:
+    """The long-run factor ``max(1, 1 + 2 sum_k (1 - k / (bandwidth + 1)) rho_k)`` of each
+    segment of :func:`autocorrelations` at its ``bandwidths[i]`` (at most its length; 1 for
+    an empty segment or a bandwidth below 1)."""
+    factors = np.ones(offsets.size - 1)
+    bandwidths = np.asarray(bandwidths, np.int64)
+    active = np.flatnonzero((bandwidths >= 1) & (np.diff(offsets) > 0))
+    if np.any(bandwidths[active] > np.diff(offsets)[active]):
+        raise ValueError("a bandwidth exceeds the autocorrelations given for its segment")
+    for bandwidth, inner in by_length(bandwidths[active]):
+        rows = active[inner]
+        weights = 1.0 - np.arange(1, bandwidth + 1) / (bandwidth + 1)
+        weighted = np.sum(weights * values[_index(offsets, rows, bandwidth)], axis=1)
+        factors[rows] = np.maximum(1.0, 1.0 + 2.0 * weighted)
     return factors
 
 
@@ -180,75 +213,102 @@ def _math(function, values: np.ndarray) -> np.ndarray:
     return np.array([function(value) for value in values.tolist()], np.float64)
 
 
-REFERENCE_STATS = ("n", "mean", "std", "square_var", "bandwidth", "factor", "square_factor")
+REFERENCE_STATS = ("n", "mean", "std", "square_var")   # one value per segment
 
 
-def reference_stats(values: np.ndarray, offsets: np.ndarray,
-                    bandwidths: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """What :func:`mean_variance_tests` computes of each reference segment
-    (:data:`REFERENCE_STATS`, one value per segment): its size, mean, standard deviation
-    (``1e-12`` when zero or undefined), the variance of its squared deviations, and the
-    long-run factors of both at ``bandwidths`` (default ``n // 4``, the bandwidth of every
-    pair whose recent side has at least ``n // 4`` values).  A champion's reference is
-    fixed, so these are computed once and cached with it."""
+def reference_stats(values: np.ndarray, offsets: np.ndarray, max_bandwidth: int | np.ndarray
+                    ) -> dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]]:
+    """What :func:`mean_variance_tests` computes of each reference segment: its size, mean,
+    standard deviation (``1e-12`` when zero or undefined), the variance of its squared
+    deviations (:data:`REFERENCE_STATS`), and the autocorrelations of both (``"acf"``,
+    ``"square_acf"``, :func:`autocorrelations`) up to the largest bandwidth a recent window
+    of ``max_bandwidth`` values can need (``min(max_bandwidth, n // 4, n - 2)``).  A
+    champion's reference is fixed, so these are computed once and cached with it; the
+    long-run factors of any smaller bandwidth follow without an FFT."""
     n_ref = np.diff(offsets)
-    bandwidths = n_ref // 4 if bandwidths is None else np.asarray(bandwidths, np.int64)
+    lags = np.minimum(np.minimum(max_bandwidth, n_ref // 4), n_ref - 2)
     means, variances = block_stats(values, offsets)
     stds = np.sqrt(variances)
     stds = np.where(np.isfinite(stds) & (stds > 0), stds, 1e-12)
     squares = (values - np.repeat(means, n_ref)) ** 2
     return {"n": n_ref, "mean": means, "std": stds,
-            "square_var": block_stats(squares, offsets)[1], "bandwidth": bandwidths,
-            "factor": long_run_factors(values, offsets, bandwidths),
-            "square_factor": long_run_factors(squares, offsets, bandwidths)}
+            "square_var": block_stats(squares, offsets)[1],
+            "acf": autocorrelations(values, offsets, lags),
+            "square_acf": autocorrelations(squares, offsets, lags)}
 
 
-def take_stats(stats: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+def take_stats(stats: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
     """The :func:`reference_stats` of segments ``rows`` alone."""
-    return {name: np.asarray(column)[rows] for name, column in stats.items()}
+    return {name: take(*column, rows) if isinstance(column, tuple) else
+            np.asarray(column)[rows] for name, column in stats.items()}
+
+
+def stale_rows(stats: dict[str, Any], n_recent: np.ndarray) -> np.ndarray:
+    """The segments whose bandwidth (``min(n_recent, n // 4, n - 2)``) needs more
+    autocorrelations than ``stats`` holds (a constant segment needs none)."""
+    n_ref = np.asarray(stats["n"])
+    wanted = np.minimum(np.minimum(n_recent, n_ref // 4), n_ref - 2)
+    held = np.diff(stats["acf"][1])
+    constant = (held == 0) & (np.diff(stats["square_acf"][1]) == 0) & \
+        (np.asarray(stats["square_var"]) == 0)
+    return np.flatnonzero((wanted >= 1) & (wanted > held) & ~constant)
 
 
 def mean_variance_tests(reference: tuple[np.ndarray, np.ndarray] | None,
                         recent: tuple[np.ndarray, np.ndarray],
-                        stats: dict[str, np.ndarray] | None = None
+                        stats: dict[str, Any] | None = None
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``drift.mean_variance_test`` of each segment of ``reference`` against the same
     segment of ``recent`` (each at least 1 value): ``(statistic, pvalue, effect)``, one
     value per segment.
 
-    ``stats``: the reference's :func:`reference_stats`, cached; only the segments whose
-    bandwidth (``min(len(recent), len(reference) // 4)``) differs from the cached one are
-    computed again, from ``reference`` (which may be None when none differs)."""
+    ``stats``: the reference's :func:`reference_stats`, cached; a segment whose bandwidth
+    needs more autocorrelations than cached (:func:`stale_rows`) is computed again from
+    ``reference``, which may be None when none does."""
     n_recent = np.diff(recent[1])
     if stats is None:
-        n_ref = np.diff(reference[1])
-        stats = reference_stats(*reference, np.minimum(n_recent, n_ref // 4))
+        stats = reference_stats(*reference, n_recent)
     else:
-        wanted = np.minimum(n_recent, stats["n"] // 4)
-        stale = np.flatnonzero(wanted != stats["bandwidth"])
+        stale = stale_rows(stats, n_recent)
         if stale.size:
             if reference is None:
                 raise ValueError(f"{stale.size} segments need a bandwidth their cached "
                                  "statistics lack, and no reference values were given")
-            fresh = reference_stats(*take(*reference, stale), wanted[stale])
-            stats = {name: column.copy() for name, column in stats.items()}
-            for name, column in fresh.items():
-                stats[name][stale] = column
+            stats = _merged(stats, stale, reference_stats(*take(*reference, stale),
+                                                          n_recent[stale]))
     n_ref, means, stds = stats["n"], stats["mean"], stats["std"]
+    bandwidths = np.minimum(np.minimum(n_recent, n_ref // 4), n_ref - 2)
     recent_means, recent_var = block_stats(*recent)
     sizes = 1 / n_recent + 1 / n_ref
     shift = (recent_means - means) / stds
-    z_mean = shift / np.sqrt(stats["factor"] * sizes)
+    factor = factors_from_autocorrelations(*stats["acf"], bandwidths)
+    z_mean = shift / np.sqrt(factor * sizes)
     square_spread = _python_max(stats["square_var"], 1e-24) / _math(lambda s: s ** 4, stds)
     variance_recent = _python_max(np.where(n_recent > 1, recent_var, 0.0), 1e-24)
     log_ratio = _math(math.log, variance_recent / _math(lambda s: s ** 2, stds))
-    z_variance = log_ratio / np.sqrt(stats["square_factor"] * square_spread * sizes)
+    square_factor = factors_from_autocorrelations(*stats["square_acf"], bandwidths)
+    z_variance = log_ratio / np.sqrt(square_factor * square_spread * sizes)
     root_two = math.sqrt(2.0)
     p_variance = 0.5 * _math(math.erfc, z_variance / root_two)
     p_mean = _math(math.erfc, np.abs(z_mean) / root_two)
     pvalue = _python_min(1.0, 2 * _python_min(p_mean, p_variance))
     effect = _python_max(np.abs(shift), _math(math.exp, log_ratio / 2) - 1)
     return _python_max(np.abs(z_mean), z_variance), pvalue, effect
+
+
+def _merged(stats: dict[str, Any], rows: np.ndarray, fresh: dict[str, Any]) -> dict[str, Any]:
+    """``stats`` with segments ``rows`` replaced by ``fresh`` (their stats, in that order)."""
+    merged: dict[str, Any] = {}
+    for name, column in stats.items():
+        if isinstance(column, tuple):   # ragged: rebuild the segments in order
+            parts = [column[0][column[1][i]:column[1][i + 1]] for i in range(column[1].size - 1)]
+            for position, row in enumerate(rows.tolist()):
+                parts[row] = fresh[name][0][fresh[name][1][position]:fresh[name][1][position + 1]]
+            merged[name] = segments(parts)
+        else:
+            merged[name] = np.asarray(column).copy()
+            merged[name][rows] = fresh[name]
+    return merged
 
 
 def dickey_fuller_t(values: np.ndarray, offsets: np.ndarray, critical: float

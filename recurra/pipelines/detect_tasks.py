@@ -51,7 +51,7 @@ SCORE_KEY = (SERIES_ID, TIMESTAMP)
 EVENT_KEY = (SERIES_ID, "start", "kind")
 MAX_SERIES_METRICS = 50  # per-series live MAE logged to MLflow: the worst 50 (+ the mean)
 REFERENCE_CHUNK = 1000  # series per read when a champion's drift reference is built
-REFERENCE_FORMAT = "s1"   # the cached reference's layout: values, choice and test statistics
+REFERENCE_FORMAT = "s2"   # the cached reference's layout: values, choice and test statistics
 
 
 
@@ -317,7 +317,8 @@ def _drift(group: GroupConfig, config: PipelineConfig, store: Any,
         ids = sorted(ends)
         reference = pl.concat([monitoring.drift_inputs(incremental.reference_rows(
             store, part, {sid: ends[sid] for sid in part},
-            config.monitoring.drift_reference_rows), group.drift_on)
+            config.monitoring.drift_reference_rows), group.drift_on,
+            config.monitoring.drift_window)
             for part in (ids[at:at + REFERENCE_CHUNK]
                          for at in range(0, len(ids), REFERENCE_CHUNK))])
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -188,20 +188,33 @@ def population_stability_index(reference: np.ndarray, recent: np.ndarray,
 REFERENCE = "_reference"  # the observed reference values of a channel, in time order
 
 
-def drift_inputs(reference: pl.DataFrame, on: str | dict = "auto") -> pl.DataFrame:
+def drift_inputs(reference: pl.DataFrame, on: str | dict = "auto",
+                 window: int | None = None) -> pl.DataFrame:
     """One row per series and channel: its observed reference values in time order
     (``_reference``, a list) and what it is tested on (``drift_on``:
     ``recurra.anomaly.drift.resolve_inputs``; the unit-root test runs once per champion
     when this frame is cached).  :func:`drift_by_series` takes this frame as it is, so a
-    detect run neither sorts nor groups the reference again."""
+    detect run neither sorts nor groups the reference again, and its mean-variance test
+    statistics (``recurra.anomaly.drift_batch.reference_stats`` for recent windows of up to
+    ``window`` values, default unbounded; ``_stat_*`` columns) so it derives none of the
+    reference's inputs either."""
     grouped = _observed_values(reference).rename({VALUE: REFERENCE})
     wanted = [on.get(sid, "auto") if isinstance(on, dict) else on
               for sid in grouped[SERIES_ID].to_list()]
     values = _segments(grouped[REFERENCE])
     chosen = drift_stats.resolve_inputs(*values, wanted)
-    stats = drift_batch.reference_stats(*drift_batch.segment_inputs(*values, chosen))
+    inputs = drift_batch.segment_inputs(*values, chosen)
+    stats = drift_batch.reference_stats(*inputs, np.diff(inputs[1]) if window is None
+                                        else window)
     return grouped.with_columns(pl.Series("drift_on", chosen, dtype=pl.Utf8), *(
-        pl.Series(STATS_PREFIX + name, column) for name, column in stats.items()))
+        pl.Series(STATS_PREFIX + name, _lists(*column) if isinstance(column, tuple) else
+                  column) for name, column in stats.items()))
+
+
+def _lists(values: np.ndarray, offsets: np.ndarray) -> pl.Series:
+    """Segments (``recurra.anomaly.drift.segments``) as a list column."""
+    return pl.Series([part.tolist() for part in np.split(values, offsets[1:-1])],
+                     dtype=pl.List(pl.Float64))
 
 
 STATS_PREFIX = "_stat_"   # drift_inputs' columns of recurra.anomaly.drift_batch.reference_stats
@@ -231,9 +244,10 @@ def drift_by_series(reference: pl.DataFrame, recent: pl.DataFrame,
     """
     key = [SERIES_ID, CHANNEL]
     if REFERENCE not in reference.columns:  # a contract frame: aggregate it here
-        reference = drift_inputs(reference, on)
+        reference = drift_inputs(reference, on, config.drift_window)
     recent_values = _observed_values(recent, config.drift_window)
-    stat_columns = [STATS_PREFIX + name for name in drift_batch.REFERENCE_STATS]
+    stat_columns = [STATS_PREFIX + name for name in (*drift_batch.REFERENCE_STATS, "acf",
+                                                      "square_acf")]
     cached = [c for c in stat_columns if c in reference.columns] == stat_columns
     joined = recent_values.join(reference.select(
         [*key, REFERENCE, "drift_on", *(stat_columns if cached else [])]), on=key, how="left")
@@ -244,6 +258,8 @@ def drift_by_series(reference: pl.DataFrame, recent: pl.DataFrame,
     if cached and "auto" not in choices:   # every pair has its cached reference
         stats = {name: joined[STATS_PREFIX + name].to_numpy()
                  for name in drift_batch.REFERENCE_STATS}
+        stats.update({name: _segments(joined[STATS_PREFIX + name])
+                      for name in ("acf", "square_acf")})
     by_series: dict[str, list[DriftResult]] = {}
     for result in _results(keys, choices, lambda: _segments(joined[REFERENCE]),
                            _segments(joined[VALUE]), config, stats):

@@ -169,25 +169,43 @@ def _keys_on_segments(pairs, on):
 
 @pytest.mark.parametrize("seed", [0, 4])
 def test_cached_reference_statistics_give_the_same_verdicts(seed):
-    """Statistics cached at the steady bandwidth (n // 4): pairs whose recent window is
-    shorter than that recompute theirs from the reference; every verdict is unchanged."""
+    """Statistics cached for recent windows of up to 40 values: a pair with a longer window
+    (and a reference long enough to use it) recomputes its own from the reference; every
+    verdict is unchanged."""
     keys, chosen, reference, recent = _keys_on_segments(*ragged_pairs(seed))
-    stats = drift_batch.reference_stats(*drift_batch.segment_inputs(*reference, chosen))
+    stats = drift_batch.reference_stats(*drift_batch.segment_inputs(*reference, chosen), 40)
     found = drift.drift_segments(keys, chosen, reference, recent, reference_stats=stats)
     expected = drift.drift_segments(keys, chosen, reference, recent)
     assert all(same(as_tuple(f), as_tuple(e)) for f, e in zip(found, expected, strict=True))
     tested = ~np.isnan([e.pvalue for e in expected])
-    short = np.diff(drift_batch.segment_inputs(*recent, chosen)[1]) < stats["n"] // 4
-    assert (tested & short).any() and (tested & ~short).any()   # both paths ran
+    stale = np.zeros(len(keys), bool)
+    stale[drift_batch.stale_rows(stats, np.diff(drift_batch.segment_inputs(
+        *recent, chosen)[1]))] = True
+    assert (tested & stale).any() and (tested & ~stale).any()   # both paths ran
 
 
-def test_cached_statistics_leave_the_reference_unread_when_every_window_is_full():
+def test_factors_from_cached_autocorrelations_equal_long_run_factors():
+    """Autocorrelations cached up to one bandwidth give the long-run factor of every
+    smaller one, as computed from the values."""
+    pairs, _ = ragged_pairs(2)
+    values, offsets = segments([p[2][np.isfinite(p[2])] for p in pairs])
+    n = np.diff(offsets)
+    cached = drift_batch.autocorrelations(values, offsets, np.minimum(60, n - 2))
+    for bandwidth in (1, 7, 30, 60):
+        wanted = np.minimum(bandwidth, n - 2)
+        np.testing.assert_array_equal(
+            drift_batch.factors_from_autocorrelations(*cached, wanted),
+            drift_batch.long_run_factors(values, offsets, wanted))
+    assert (drift_batch.long_run_factors(values, offsets, np.minimum(30, n - 2)) > 1).any()
+
+
+def test_cached_statistics_leave_the_reference_unread_when_every_window_fits():
     rng = np.random.default_rng(2)
     pairs = [(f"s{i}", "value", rng.normal(size=200) + 3 * (i % 2), rng.normal(size=60))
              for i in range(6)]
     keys, chosen, reference, recent = _keys_on_segments(pairs, dict.fromkeys(
         ((p[0], p[1]) for p in pairs), "scaled"))
-    stats = drift_batch.reference_stats(*drift_batch.segment_inputs(*reference, chosen))
+    stats = drift_batch.reference_stats(*drift_batch.segment_inputs(*reference, chosen), 60)
 
     def unread():
         raise AssertionError("the reference values were read")
@@ -199,7 +217,8 @@ def test_cached_statistics_leave_the_reference_unread_when_every_window_is_full(
 
 
 def test_stale_cached_statistics_without_reference_values_are_named():
-    values, offsets = segments([np.arange(200.0), np.arange(120.0)])
-    stats = drift_batch.reference_stats(values, offsets)
-    with pytest.raises(ValueError, match="1 segments need a bandwidth"):
-        drift_batch.mean_variance_tests(None, segments([np.ones(60), np.ones(10)]), stats)
+    rng = np.random.default_rng(5)
+    values, offsets = segments([rng.normal(size=200), rng.normal(size=120)])
+    stats = drift_batch.reference_stats(values, offsets, 10)
+    with pytest.raises(ValueError, match="2 segments need a bandwidth"):
+        drift_batch.mean_variance_tests(None, segments([np.ones(60), np.ones(40)]), stats)

@@ -137,9 +137,11 @@ def test_retrain_on_drift_says_why():
     assert "Benjamini-Hochberg threshold" in decision.reasons[0]
 
 
-def test_drift_by_series_on_a_cached_reference_equals_the_contract_frame():
+@pytest.mark.parametrize("window", [None, 50])
+def test_drift_by_series_on_a_cached_reference_equals_the_contract_frame(window):
     """A champion's cached reference (drift_inputs, with its statistics) gives the results
-    of the same reference without them, for full and for short recent windows."""
+    of the same reference without them, for short recent windows and for windows longer
+    than the statistics were cached for (50: those pairs recompute theirs)."""
     from recurra.pipelines.monitoring import STATS_PREFIX, drift_inputs
 
     rng = np.random.default_rng(3)
@@ -163,7 +165,7 @@ def test_drift_by_series_on_a_cached_reference_equals_the_contract_frame():
         "value": ar1(n) + (4.0 if i % 2 else 0.0), "observed": [True] * n})
         for i, (sid, n) in enumerate(zip(ids, lengths, strict=True))])
     config = MonitoringConfig(drift_window=70)
-    cached = drift_inputs(reference)
+    cached = drift_inputs(reference, window=window)
     plain = cached.drop([c for c in cached.columns if c.startswith(STATS_PREFIX)])
     with_stats = drift_by_series(cached, recent, config)
     without = drift_by_series(plain, recent, config)
