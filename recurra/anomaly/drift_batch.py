@@ -288,9 +288,11 @@ def mean_variance_tests(reference: tuple[np.ndarray, np.ndarray] | None,
     log_ratio = _math(math.log, variance_recent / _math(lambda s: s ** 2, stds))
     square_factor = factors_from_autocorrelations(*stats["square_acf"], bandwidths)
     z_variance = log_ratio / np.sqrt(square_factor * square_spread * sizes)
-    root_two = math.sqrt(2.0)
-    p_variance = 0.5 * _math(math.erfc, z_variance / root_two)
-    p_mean = _math(math.erfc, np.abs(z_mean) / root_two)
+    from recurra.anomaly.drift import degrees_of_freedom, t_upper
+
+    degrees = degrees_of_freedom(n_ref, bandwidths)
+    p_variance = t_upper(z_variance, degrees)
+    p_mean = 2 * t_upper(np.abs(z_mean), degrees)
     pvalue = _python_min(1.0, 2 * _python_min(p_mean, p_variance))
     effect = _python_max(np.abs(shift), _math(math.exp, log_ratio / 2) - 1)
     return _python_max(np.abs(z_mean), z_variance), pvalue, effect

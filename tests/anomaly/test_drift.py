@@ -99,7 +99,7 @@ def test_min_effect_and_min_rows():
     rng = np.random.default_rng(4)
     reference = rng.normal(size=20_000)
     small = [("a", "value", reference, rng.normal(0.1, 1.0, 20_000))]  # clear but tiny
-    assert drift_fleet(small, on="scaled")[0].pvalue < 1e-6
+    assert drift_fleet(small, on="scaled")[0].pvalue < 1e-4   # t with 12 degrees (bandwidth 5,000)
     assert not drift_fleet(small, on="scaled")[0].drifted
     few = drift_fleet([("a", "value", reference, np.full(5, 9.0))], on="scaled")[0]
     assert not few.drifted and np.isnan(few.pvalue)
