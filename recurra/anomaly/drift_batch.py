@@ -281,15 +281,16 @@ def mean_variance_tests(reference: tuple[np.ndarray, np.ndarray] | None,
     recent_means, recent_var = block_stats(*recent)
     sizes = 1 / n_recent + 1 / n_ref
     shift = (recent_means - means) / stds
-    factor = factors_from_autocorrelations(*stats["acf"], bandwidths)
+    from recurra.anomaly.drift import centring_correction, degrees_of_freedom, t_upper
+
+    correction = centring_correction(n_ref, bandwidths)
+    factor = factors_from_autocorrelations(*stats["acf"], bandwidths) * correction
     z_mean = shift / np.sqrt(factor * sizes)
     square_spread = _python_max(stats["square_var"], 1e-24) / _math(lambda s: s ** 4, stds)
     variance_recent = _python_max(np.where(n_recent > 1, recent_var, 0.0), 1e-24)
     log_ratio = _math(math.log, variance_recent / _math(lambda s: s ** 2, stds))
-    square_factor = factors_from_autocorrelations(*stats["square_acf"], bandwidths)
+    square_factor = factors_from_autocorrelations(*stats["square_acf"], bandwidths) * correction
     z_variance = log_ratio / np.sqrt(square_factor * square_spread * sizes)
-    from recurra.anomaly.drift import degrees_of_freedom, t_upper
-
     degrees = degrees_of_freedom(n_ref, bandwidths)
     p_variance = t_upper(z_variance, degrees)
     p_mean = 2 * t_upper(np.abs(z_mean), degrees)
