@@ -53,7 +53,14 @@ from typing import Any
 import numpy as np
 
 from recurra.anomaly import drift_batch
-from recurra.anomaly.drift_batch import DRIFT_INPUTS, segment_inputs, segments
+from recurra.anomaly.drift_batch import (
+    DRIFT_INPUTS,
+    centring_correction,
+    degrees_of_freedom,
+    segment_inputs,
+    segments,
+    t_upper,
+)
 
 __all__ = ["DRIFT_INPUTS", "DRIFT_TESTS", "ChannelDrift", "TestResult", "benjamini_hochberg",
            "centring_correction", "cusum_step", "degrees_of_freedom", "drift_fleet",
@@ -216,52 +223,6 @@ def long_run_factor(values: np.ndarray, bandwidth: int) -> float:
     autocovariance = np.fft.irfft(spectrum, size)[1:bandwidth + 1] / denominator
     weights = 1.0 - np.arange(1, bandwidth + 1) / (bandwidth + 1)
     return float(max(1.0, 1.0 + 2.0 * np.sum(weights * autocovariance)))
-
-
-def degrees_of_freedom(n_ref: int | np.ndarray, bandwidth: int | np.ndarray
-                       ) -> float | np.ndarray:
-    """The equivalent degrees of freedom of a Bartlett long-run variance over ``n_ref``
-    values with ``bandwidth`` lags (Priestley: ``3 n / bandwidth``; ``n - 1`` without
-    lags), at least 1: a z statistic whose variance is estimated so is compared with a
-    Student t of this many degrees, not a normal.  With a 336-row reference and a 48-row
-    window that is 21: a normal tail there calls p = 1e-3 about nine times as often as it
-    should, and thousands of series turn that into false flags every run.
-
-    >>> degrees_of_freedom(336, 48), degrees_of_freedom(200, 0)
-    (21.0, 199.0)
-    """
-    n_ref, bandwidth = np.asarray(n_ref, np.float64), np.asarray(bandwidth, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        found = np.where(bandwidth >= 1, 3.0 * n_ref / bandwidth, n_ref - 1.0)
-    found = np.maximum(found, 1.0)
-    return float(found) if found.ndim == 0 else found
-
-
-def centring_correction(n_ref: int | np.ndarray, bandwidth: int | np.ndarray
-                        ) -> float | np.ndarray:
-    """``1 / (1 - (bandwidth + 1) / n_ref)`` (at most 2): the long-run factor is a weighted
-    sum of autocorrelations about the reference's own mean, each lag biased down by about
-    the variance of that mean, and the weights of lags ``-bandwidth..bandwidth`` sum to
-    ``bandwidth + 1``; the factor times this is about unbiased.  Without it a 336-row
-    reference with a 48-lag bandwidth under-states the long-run variance of an AR(1) by
-    about 15 %.
-
-    >>> round(centring_correction(336, 48), 4)
-    1.1707
-    """
-    n_ref = np.asarray(n_ref, np.float64)
-    share = (np.maximum(np.asarray(bandwidth, np.float64), 0.0) + 1.0) / np.maximum(n_ref, 1.0)
-    found = 1.0 / np.maximum(1.0 - share, 0.5)
-    return float(found) if found.ndim == 0 else found
-
-
-def t_upper(z: float | np.ndarray, degrees: float | np.ndarray) -> float | np.ndarray:
-    """``P(T > z)`` for Student's t with ``degrees`` (``scipy.special.stdtr``, imported
-    here: only a run that tests drift pays for it)."""
-    from scipy.special import stdtr
-
-    found = stdtr(degrees, -np.asarray(z, np.float64))
-    return float(found) if np.ndim(found) == 0 else found
 
 
 def mean_variance_test(reference: np.ndarray, recent: np.ndarray) -> TestResult:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ SCORE_KEY = (SERIES_ID, TIMESTAMP)
 EVENT_KEY = (SERIES_ID, "start", "kind")
 MAX_SERIES_METRICS = 50  # per-series live MAE logged to MLflow: the worst 50 (+ the mean)
 REFERENCE_CHUNK = 1000  # series per read when a champion's drift reference is built
-REFERENCE_FORMAT = "s2"   # the cached reference's layout: values, choice and test statistics
+REFERENCE_FORMAT = "s3"   # the cached reference's layout: values, choice and test statistics
 
 
 
@@ -311,8 +312,8 @@ def _drift(group: GroupConfig, config: PipelineConfig, store: Any,
     role, (_, version) = sorted(champions.items())[0]
     cache = runs.state_dir() / group.model_name(role) / \
         f"v{version}-{REFERENCE_FORMAT}-drift-reference.parquet"
-    if cache.is_file():
-        reference = pl.read_parquet(cache)
+    if cache.is_file():   # scanned: the reference values are read only if a pair needs them
+        reference = pl.scan_parquet(cache)
     else:  # by chunks of series: a 10,000-series training window at once is gigabytes
         ids = sorted(ends)
         reference = pl.concat([monitoring.drift_inputs(incremental.reference_rows(
@@ -322,7 +323,9 @@ def _drift(group: GroupConfig, config: PipelineConfig, store: Any,
             for part in (ids[at:at + REFERENCE_CHUNK]
                          for at in range(0, len(ids), REFERENCE_CHUNK))])
         cache.parent.mkdir(parents=True, exist_ok=True)
-        reference.write_parquet(cache)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
+        reference.write_parquet(partial)
+        os.replace(partial, cache)   # a run killed while writing leaves no truncated cache
     recent = incremental.recent_rows(store, list(ends), ends, config.monitoring.drift_window)
     return monitoring.drift_by_series(reference, recent, config.monitoring, on=group.drift_on)
 

@@ -231,7 +231,7 @@ def _observed_values(frame: pl.DataFrame, window: int | None = None) -> pl.DataF
     return observed.group_by(key, maintain_order=True).agg(values)
 
 
-def drift_by_series(reference: pl.DataFrame, recent: pl.DataFrame,
+def drift_by_series(reference: pl.DataFrame | pl.LazyFrame, recent: pl.DataFrame,
                     config: MonitoringConfig, on: str | dict = "auto"
                     ) -> list[DriftResult]:
     """The drift test per series and channel, corrected across all of them; a series drifts
@@ -241,16 +241,21 @@ def drift_by_series(reference: pl.DataFrame, recent: pl.DataFrame,
     ``reference`` is the training window, ``recent`` the latest rows (both contract frames);
     only the last ``drift_window`` observed values of ``recent`` per channel are used.
     ``on``: what is compared (``recurra.anomaly.drift.DRIFT_INPUTS``), for all or per series_id.
+    ``reference`` may also be :func:`drift_inputs`' frame, eager or lazy (a scan of the
+    cached file): with its statistics the reference values are read only if a pair needs
+    them (a drift window longer than the one cached).
     """
     key = [SERIES_ID, CHANNEL]
-    if REFERENCE not in reference.columns:  # a contract frame: aggregate it here
-        reference = drift_inputs(reference, on, config.drift_window)
+    if REFERENCE not in reference.collect_schema().names():  # a contract frame
+        reference = drift_inputs(reference.lazy().collect(), on, config.drift_window)
+    reference = reference.lazy()
     recent_values = _observed_values(recent, config.drift_window)
     stat_columns = [STATS_PREFIX + name for name in (*drift_batch.REFERENCE_STATS, "acf",
                                                       "square_acf")]
-    cached = [c for c in stat_columns if c in reference.columns] == stat_columns
+    cached = set(stat_columns) <= set(reference.collect_schema().names())
     joined = recent_values.join(reference.select(
-        [*key, REFERENCE, "drift_on", *(stat_columns if cached else [])]), on=key, how="left")
+        [*key, "drift_on", *(stat_columns if cached else [REFERENCE])]).collect(), on=key,
+        how="left")
     keys = list(zip(joined[SERIES_ID].cast(pl.Utf8).to_list(),
                     joined[CHANNEL].cast(pl.Utf8).to_list(), strict=True))
     choices = joined["drift_on"].fill_null("auto").to_list()  # no reference: "auto"
@@ -260,9 +265,17 @@ def drift_by_series(reference: pl.DataFrame, recent: pl.DataFrame,
                  for name in drift_batch.REFERENCE_STATS}
         stats.update({name: _segments(joined[STATS_PREFIX + name])
                       for name in ("acf", "square_acf")})
+
+    def reference_values() -> tuple[np.ndarray, np.ndarray]:   # in joined's order
+        if REFERENCE in joined.columns:
+            return _segments(joined[REFERENCE])
+        return _segments(joined.select(key).join(
+            reference.select([*key, REFERENCE]).collect(), on=key, how="left",
+            maintain_order="left")[REFERENCE])
+
     by_series: dict[str, list[DriftResult]] = {}
-    for result in _results(keys, choices, lambda: _segments(joined[REFERENCE]),
-                           _segments(joined[VALUE]), config, stats):
+    for result in _results(keys, choices, reference_values, _segments(joined[VALUE]),
+                           config, stats):
         by_series.setdefault(result.series_id, []).append(result)
     results = []
     for candidates in by_series.values():

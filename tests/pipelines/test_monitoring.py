@@ -170,4 +170,5 @@ def test_drift_by_series_on_a_cached_reference_equals_the_contract_frame(window)
     with_stats = drift_by_series(cached, recent, config)
     without = drift_by_series(plain, recent, config)
     assert with_stats == without
+    assert drift_by_series(cached.lazy(), recent, config) == without   # a scan of the cache
     assert {r.series_id for r in with_stats if r.drifted} >= {"s1", "s5", "s7"}
