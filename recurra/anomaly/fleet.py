@@ -82,7 +82,7 @@ from recurra.data.schema import (
     SchemaError,
     check_fitted,
 )
-from recurra.nn.state import cat_states, select_state
+from recurra.nn.state import cat_states, split_state
 
 __all__: list[str] = []  # internal: BaseDetector.update is the public way in
 FLEET_DETECTORS = (RollingZScoreDetector, IsolationForestDetector, ReconstructionDetector,
@@ -448,28 +448,45 @@ class DetectorFleet:
         return th.SpotState(**{name: (int(spot[name][index]) if name in ("n_seen", "n_peaks")
                                       else float(spot[name][index])) for name in SPOT_FIELDS})
 
+    def _spot_states(self) -> list[th.SpotState]:
+        """Each series' SPOT state, as Python numbers (ints for the counts)."""
+        columns = [(int if name in ("n_seen", "n_peaks") else float)
+                   for name in SPOT_FIELDS]
+        values = [[kind(v) for v in np.asarray(self.spot_[name]).tolist()]
+                  for name, kind in zip(SPOT_FIELDS, columns, strict=True)]
+        return [th.SpotState(**dict(zip(SPOT_FIELDS, entry, strict=True)))
+                for entry in zip(*values, strict=True)]
+
     # hand-back ---------------------------------------------------------------------------
     def write_back(self) -> BaseDetector:
         """Store the fleet's state in ``detector.state_`` (so ``detector.update`` goes on
         from the fleet's last row); returns the detector."""
+        # one copy (and one split) per array; each series keeps views of its rows
+        tails = [getattr(self.tails_, f).copy() for f in FIELDS]
+        seen, filled = self.last_seen_.copy(), self.last_filled_.copy()
+        rows = {name: None if array is None else array.copy()
+                for name, array in (("recent", self.recent_), ("low", self.low_),
+                                    ("high", self.high_))}
+        smooth = [float(v) if np.isfinite(v) else None for v in self.smooth_.tolist()]
+        spots = self._spot_states() if self.spot_ is not None else None
+        models = None
+        if self.model_state_ is not None:
+            models = list(zip(split_state(self.model_state_[0]), self.model_state_[1].copy(),
+                              strict=True))
+        likelihood = None if self.likelihood_ is None else list(self.likelihood_)
+        n_rows = self.n_rows_.tolist()
         for index, series_id in enumerate(self.series_ids_):
-            tail = Chunk(*(getattr(self.tails_, f)[index].copy() for f in FIELDS))
-            smooth = float(self.smooth_[index]) if np.isfinite(self.smooth_[index]) else None
-            spot = self._spot_state(index) if self.spot_ is not None else None
             previous = self.detector.state_.get(series_id) or StreamState()
-            model_state = previous.model_state
-            if self.model_state_ is not None:
-                model_state = (select_state(self.model_state_[0], index),
-                               self.model_state_[1][index].copy())
             self.detector.state_[series_id] = StreamState(
-                tail=tail, last_seen=self.last_seen_[index].copy(),
-                last_filled=self.last_filled_[index].copy(), smooth=smooth, spot=spot,
-                model_state=model_state,
-                recent=None if self.recent_ is None else self.recent_[index].copy(),
-                likelihood=None if self.likelihood_ is None else self.likelihood_[index],
-                low=None if self.low_ is None else self.low_[index].copy(),
-                high=None if self.high_ is None else self.high_[index].copy(),
-                n_rows=int(self.n_rows_[index]), extra=previous.extra)
+                tail=Chunk(*(t[index] for t in tails)), last_seen=seen[index],
+                last_filled=filled[index], smooth=smooth[index],
+                spot=None if spots is None else spots[index],
+                model_state=previous.model_state if models is None else models[index],
+                recent=None if rows["recent"] is None else rows["recent"][index],
+                likelihood=None if likelihood is None else likelihood[index],
+                low=None if rows["low"] is None else rows["low"][index],
+                high=None if rows["high"] is None else rows["high"][index],
+                n_rows=int(n_rows[index]), extra=previous.extra)
         return self.detector
 
 

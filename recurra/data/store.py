@@ -49,6 +49,7 @@ from recurra.data.store_catalogue import (  # noqa: F401 - _frequency: tests imp
     SOURCE,
     _frequency,
     bucket_of,
+    of_series,
 )
 from recurra.data.store_delta import (
     WRITER,
@@ -270,12 +271,9 @@ class Store:
 
     def _stored_rows(self, table: DeltaTable, frame: pl.DataFrame) -> pl.DataFrame:
         """The stored rows with the keys of ``frame`` (pruned by bucket, id and time)."""
-        buckets = frame[BUCKET].unique().to_list()
-        ids = frame[SERIES_ID].unique().to_list()
         low, high = frame[TIMESTAMP].min(), frame[TIMESTAMP].max()
-        lazy = pl.scan_delta(table).filter(
-            pl.col(BUCKET).is_in(buckets), pl.col(TIMESTAMP).is_between(low, high),
-            pl.col(SERIES_ID).is_in(ids))
+        lazy = of_series(pl.scan_delta(table).filter(pl.col(TIMESTAMP).is_between(low, high)),
+                         frame[SERIES_ID].unique().to_list())
         return (lazy.select(*KEY, VALUE, OBSERVED).rename({OBSERVED: "observed_stored"})
                 .with_columns(pl.lit(True).alias("_exists")).collect())
 
@@ -304,8 +302,7 @@ class Store:
             return None
         lazy = pl.scan_delta(table)
         if ids is not None:
-            buckets = sorted({bucket_of(s) for s in ids})
-            lazy = lazy.filter(pl.col(BUCKET).is_in(buckets), pl.col(SERIES_ID).is_in(ids))
+            lazy = of_series(lazy, ids)
         return lazy.drop(BUCKET)
 
     def read(self, series_ids: Sequence[str] | str | None = None,
@@ -434,8 +431,7 @@ class Store:
         if buckets is not None:
             lazy = lazy.filter(pl.col(BUCKET).is_in(buckets))
         if ids is not None:
-            lazy = lazy.filter(pl.col(BUCKET).is_in(sorted({bucket_of(s) for s in ids})),
-                               pl.col(SERIES_ID).is_in(ids))
+            lazy = of_series(lazy, ids)
         return lazy.select(*KEY, OBSERVED).sort(list(KEY)).collect()
 
     def _sync_catalogue(self) -> pl.DataFrame:

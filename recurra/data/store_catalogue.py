@@ -40,6 +40,23 @@ def bucket_of(series_id: str) -> int:
     return int.from_bytes(digest[:4], "big") % N_BUCKETS
 
 
+#: Above this many ids, :func:`of_series` keeps the rows with a semi join: a long ``is_in``
+#: list is tested row by row in the scan (10,000 ids over 1 M rows: 0.22 s against 0.07 s),
+#: while a short one is pushed down to the Parquet statistics (10 ids: 0.03 s against 0.08 s).
+SEMI_JOIN_IDS = 256
+
+
+def of_series(lazy: pl.LazyFrame, ids: list[str]) -> pl.LazyFrame:
+    """The rows of ``lazy`` (a bucketed table scan) whose series_id is in ``ids``: their
+    buckets pruned first, then the ids; row order is not kept."""
+    ids = sorted(set(ids))
+    lazy = lazy.filter(pl.col(BUCKET).is_in(sorted({bucket_of(s) for s in ids})))
+    if len(ids) <= SEMI_JOIN_IDS:
+        return lazy.filter(pl.col(SERIES_ID).is_in(ids))
+    keep = pl.LazyFrame({SERIES_ID: ids}, schema={SERIES_ID: pl.String})
+    return lazy.join(keep, on=SERIES_ID, how="semi")
+
+
 def with_buckets(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` with an Int32 ``bucket`` column computed from ``series_id``."""
     ids = frame[SERIES_ID].unique().drop_nulls()

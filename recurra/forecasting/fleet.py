@@ -30,7 +30,7 @@ from recurra.data.arrays import fleet_row
 from recurra.data.schema import RecurraError, SchemaError, check_fitted, quantile_column
 from recurra.forecasting import stream
 from recurra.forecasting.windows import calendar_features
-from recurra.nn.state import cat_states, module_device, select_state
+from recurra.nn.state import cat_states, module_device, split_state
 
 __all__: list[str] = []  # internal: RNNForecaster.update is the public way in
 
@@ -183,12 +183,13 @@ class ForecasterFleet:
     def write_back(self) -> Any:
         """Store the fleet's states in ``forecaster.state_``; returns the forecaster."""
         states = dict(self.forecaster.state_)
+        # one copy and one split per array: the rows below are views of them
+        filled, observed = self.filled_last_.copy(), self.last_observed_.copy()
+        encoders, summaries = split_state(self.encoder_), self.summary_.split(1)
         for index, series_id in enumerate(self.series_ids_):
             states[series_id] = {
                 **states[series_id], "last_time": self.last_time_[index],
-                "filled_last": self.filled_last_[index].copy(),
-                "last_observed": self.last_observed_[index].copy(),
-                "encoder": select_state(self.encoder_, index),
-                "summary": self.summary_[index:index + 1]}
+                "filled_last": filled[index], "last_observed": observed[index],
+                "encoder": encoders[index], "summary": summaries[index]}
         self.forecaster.state_ = states
         return self.forecaster

@@ -21,6 +21,17 @@ def select_state(state: Any, index: int) -> Any:
     return type(state)(select_state(s, index) for s in state)
 
 
+def split_state(state: Any) -> list[Any]:
+    """Every batch entry of a recurrent state, in order: ``[select_state(state, i) for i in
+    range(batch)]`` in one split per tensor (views, as :func:`select_state` gives)."""
+    if isinstance(state, torch.Tensor):
+        return list(state.split(1, dim=1 if state.dim() == 3 else 0))
+    parts = [split_state(s) for s in state]
+    if hasattr(state, "_fields"):
+        return [type(state)(*entry) for entry in zip(*parts, strict=True)]
+    return [type(state)(entry) for entry in zip(*parts, strict=True)]
+
+
 def cat_states(states: list[Any]) -> Any:
     """Stack per-series states along the batch dimension (inverse of :func:`select_state`)."""
     first = states[0]

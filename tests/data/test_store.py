@@ -62,6 +62,24 @@ def test_read_filters(store, multichannel_frame):
     assert store.read(series_ids=["unknown"]).height == 0
 
 
+def test_a_long_id_list_reads_the_same_rows_as_a_short_one(store, monkeypatch):
+    """Above SEMI_JOIN_IDS ids the series filter is a semi join, not an ``is_in`` list: the
+    rows read (and the upsert's matching of stored rows) are the same either way."""
+    from recurra.data import store_catalogue
+
+    frame = make_frame(n_series=40, n_steps=3, gap_share=0.0)
+    store.upsert(frame, source="a")
+    wanted = sorted(frame["series_id"].unique().to_list())[::3] + ["unknown"]
+    listed = store.read(series_ids=wanted)
+    monkeypatch.setattr(store_catalogue, "SEMI_JOIN_IDS", 2)
+    joined = store.read(series_ids=wanted)
+    assert joined.equals(listed)
+    assert set(joined["series_id"]) == set(wanted) - {"unknown"}
+    assert joined.height == 3 * (len(wanted) - 1)
+    report = store.upsert(frame.with_columns(pl.col("value") + 1.0), source="b")
+    assert report == UpsertReport(n_updated=frame.height)
+
+
 def test_catalogue_describes_each_channel(store, multichannel_frame):
     store.upsert(multichannel_frame, source="file.csv")
     cat = store.catalogue()
