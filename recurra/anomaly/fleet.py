@@ -92,6 +92,7 @@ FLEET_MODELS = (RollingZScoreErrors, ForestErrors, WindowErrors, OneStepErrors)
 FIELDS = ("timestamps", "values", "filled", "observed", "delta", "elapsed")
 SPOT_FIELDS = ("initial", "n_seen", "n_peaks", "peak_sum", "peak_square_sum", "risk",
                "threshold")
+SPOT_KINDS = {name: int if name in ("n_seen", "n_peaks") else float for name in SPOT_FIELDS}
 FIXED_THRESHOLDS = ("quantile", "ksigma", "telemanom")
 FLEET_THRESHOLDS = ("spot", "dspot", "likelihood", *FIXED_THRESHOLDS)
 
@@ -444,16 +445,13 @@ class DetectorFleet:
         return (known & outside).any(axis=1)
 
     def _spot_state(self, index: int) -> th.SpotState:
-        spot = self.spot_
-        return th.SpotState(**{name: (int(spot[name][index]) if name in ("n_seen", "n_peaks")
-                                      else float(spot[name][index])) for name in SPOT_FIELDS})
+        return th.SpotState(**{name: SPOT_KINDS[name](self.spot_[name][index])
+                               for name in SPOT_FIELDS})
 
     def _spot_states(self) -> list[th.SpotState]:
-        """Each series' SPOT state, as Python numbers (ints for the counts)."""
-        columns = [(int if name in ("n_seen", "n_peaks") else float)
-                   for name in SPOT_FIELDS]
-        values = [[kind(v) for v in np.asarray(self.spot_[name]).tolist()]
-                  for name, kind in zip(SPOT_FIELDS, columns, strict=True)]
+        """Each series' SPOT state (:meth:`_spot_state` for every index, one pass per field)."""
+        values = [[SPOT_KINDS[name](v) for v in np.asarray(self.spot_[name]).tolist()]
+                  for name in SPOT_FIELDS]
         return [th.SpotState(**dict(zip(SPOT_FIELDS, entry, strict=True)))
                 for entry in zip(*values, strict=True)]
 
@@ -464,9 +462,8 @@ class DetectorFleet:
         # one copy (and one split) per array; each series keeps views of its rows
         tails = [getattr(self.tails_, f).copy() for f in FIELDS]
         seen, filled = self.last_seen_.copy(), self.last_filled_.copy()
-        rows = {name: None if array is None else array.copy()
-                for name, array in (("recent", self.recent_), ("low", self.low_),
-                                    ("high", self.high_))}
+        recent, low, high = (None if a is None else a.copy()
+                             for a in (self.recent_, self.low_, self.high_))
         smooth = [float(v) if np.isfinite(v) else None for v in self.smooth_.tolist()]
         spots = self._spot_states() if self.spot_ is not None else None
         models = None
@@ -482,11 +479,11 @@ class DetectorFleet:
                 last_filled=filled[index], smooth=smooth[index],
                 spot=None if spots is None else spots[index],
                 model_state=previous.model_state if models is None else models[index],
-                recent=None if rows["recent"] is None else rows["recent"][index],
+                recent=None if recent is None else recent[index],
                 likelihood=None if likelihood is None else likelihood[index],
-                low=None if rows["low"] is None else rows["low"][index],
-                high=None if rows["high"] is None else rows["high"][index],
-                n_rows=int(n_rows[index]), extra=previous.extra)
+                low=None if low is None else low[index],
+                high=None if high is None else high[index],
+                n_rows=n_rows[index], extra=previous.extra)
         return self.detector
 
 

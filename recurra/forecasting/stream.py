@@ -22,7 +22,7 @@ from recurra.forecasting.windows import (
     continue_rows,
     last_observed_elapsed,
 )
-from recurra.nn.state import cat_states, module_device, select_state
+from recurra.nn.state import cat_states, module_device, split_state
 
 STREAM_CHUNK = 2048  # steps encoded at once when building states from long histories
 
@@ -81,10 +81,10 @@ def initial_states(module: Any, arrays: list[SeriesArrays], prepared: list[Prepa
         raw = config.encoder.cell == "grud"
         for indices in _by_length(prepared, lambda r: r.n_steps).values():
             last, state = _encode_long(module, [prepared[i] for i in indices], None, raw)
-            for row, index in enumerate(indices):
+            for index, encoder, summary in zip(indices, split_state(state), last.split(1),
+                                               strict=True):
                 entry = states[arrays[index].series_id]
-                entry["encoder"] = select_state(state, row)
-                entry["summary"] = last[row:row + 1]
+                entry["encoder"], entry["summary"] = encoder, summary
     return states
 
 
@@ -119,9 +119,9 @@ def advance(module: Any, arrays: list[SeriesArrays], states: dict[str, dict[str,
             ids = [arrays[i].series_id for i in indices]
             state = cat_states([states[s]["encoder"] for s in ids])
             last, state = _encode_long(module, [new_rows[i] for i in indices], state, raw)
-            for row, series_id in enumerate(ids):
-                updated[series_id]["encoder"] = select_state(state, row)
-                updated[series_id]["summary"] = last[row:row + 1]
+            for series_id, encoder, summary in zip(ids, split_state(state), last.split(1),
+                                                   strict=True):
+                updated[series_id]["encoder"], updated[series_id]["summary"] = encoder, summary
     return updated
 
 
